@@ -1,0 +1,83 @@
+"""One typed settings object, loaded once at start-up and passed down.
+
+Sources, lowest to highest precedence: defaults, a TOML config file (``--config`` or
+``OCS_CONFIG``), ``OCS_*`` environment variables, command-line flags.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "ocs"
+
+
+class ConfigError(Exception):
+    """A configuration problem, reported with the file and field at fault."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OCS_", extra="forbid")
+
+    # Diameter identity and listener
+    host: str = "127.0.0.1"
+    port: int = Field(3868, ge=0, le=65535)
+    origin_host: str = "ocs.local"
+    origin_realm: str = "local"
+    product_name: str = "ocs"
+    vendor_id: int = 0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    # Peer behaviour (RFC 6733 / RFC 3539)
+    watchdog_interval: float = Field(30.0, gt=0)  # Tw
+    cer_timeout: float = Field(10.0, gt=0)  # a connection must send CER within this time
+    max_message_size: int = Field(1 << 20, ge=1024, le=0xFFFFFF)
+    write_buffer_high: int = Field(4 << 20, ge=65536)  # pause reading above this
+    duplicate_cache_size: int = Field(65536, ge=0)
+    shutdown_timeout: float = Field(5.0, ge=0)
+    # Storage
+    redis_url: str | None = None
+    database_url: str | None = None
+    data_dir: Path = Field(default_factory=default_data_dir)
+    # Charging
+    failure_handling: Literal["grant", "deny"] = "grant"
+    failure_grant_bytes: int = Field(1_000_000, ge=0)
+    # HTTP / metrics
+    http_port: int = Field(8080, ge=0, le=65535)
+    metrics_port: int = Field(9464, ge=0, le=65535)
+    log_level: str = "INFO"
+
+    @classmethod
+    def load(cls, config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+        """Merge file, environment and explicit overrides (None values are ignored)."""
+        file_values: dict[str, Any] = {}
+        path = config_file or os.environ.get("OCS_CONFIG")
+        if path:
+            try:
+                with open(path, "rb") as fh:
+                    raw = tomllib.load(fh)
+            except OSError as exc:
+                raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+            file_values = dict(raw.get("ocs", raw))
+        explicit = {k: v for k, v in overrides.items() if v is not None}
+        env_names = {name for name in cls.model_fields if f"OCS_{name.upper()}" in os.environ}
+        merged = {k: v for k, v in file_values.items() if k not in env_names} | explicit
+        try:
+            return cls(**merged)
+        except ValidationError as exc:
+            where = f"{path}" if path else "settings"
+            reasons = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            )
+            raise ConfigError(f"{where}: {reasons}") from None
