@@ -1,0 +1,198 @@
+"""The compiled catalogue: immutable indexes built once per load, read on every rating.
+
+Everything here is looked up by key or by bisect; nothing scans plans, zones or SIMs.
+`ocs.rating.compiler` builds a `Catalogue` from validated file models.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from ocs.rating.bands import BandIndex
+from ocs.rating.context import ServiceKind
+from ocs.rating.errors import Issue
+from ocs.rating.filters import Predicate
+from ocs.rating.models import (
+    ANY_ZONE,
+    Account,
+    Addon,
+    Contract,
+    Payer,
+    PlanAssignment,
+    PlanVersion,
+    Pool,
+    Sim,
+    SimRange,
+    TaxProfile,
+    Tenant,
+    Twin,
+    Wallet,
+)
+from ocs.rating.tariffs import RateTable
+from ocs.rating.zones import ZoneIndex
+
+
+@dataclass(frozen=True, slots=True)
+class PlanHistory:
+    """Which plan is assigned from when: the assignment in force at t is the last with
+    `from` <= t (a change applies from its `from` instant exactly)."""
+
+    starts: tuple[datetime, ...]
+    plan_ids: tuple[str, ...]
+
+    @classmethod
+    def of(cls, assignments: list[PlanAssignment]) -> PlanHistory:
+        return cls(tuple(a.from_ for a in assignments), tuple(a.plan for a in assignments))
+
+    def plan_at(self, at: datetime) -> str | None:
+        index = bisect_right(self.starts, at) - 1
+        return self.plan_ids[index] if index >= 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledTariff:
+    service: ServiceKind
+    zone: str
+    rating_group: int | None
+    counter: str
+    account_scope: bool
+    by_band: Mapping[str, RateTable]
+    fallback: RateTable | None
+
+    def rate_for(self, band: str) -> RateTable:
+        rate = self.by_band.get(band, self.fallback)
+        assert rate is not None, "the compiler checks that every band is priced"
+        return rate
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledAllowance:
+    id: str
+    zones: frozenset[str] | None
+    units: int
+
+
+TariffKey = tuple[ServiceKind, str, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledVersion:
+    plan_id: str
+    currency: str
+    effective_from: datetime
+    spec: PlanVersion
+    zones: ZoneIndex
+    bands: BandIndex | None
+    tariffs: Mapping[TariffKey, CompiledTariff]
+    allowances: Mapping[ServiceKind, tuple[CompiledAllowance, ...]]
+
+    def tariff_for(
+        self, service: ServiceKind, zone: str, rating_group: int | None
+    ) -> CompiledTariff | None:
+        """Most specific first: (zone, rating group), ("*", rating group), (zone), ("*")."""
+        get = self.tariffs.get
+        if rating_group is not None:
+            found = get((service, zone, rating_group)) or get((service, ANY_ZONE, rating_group))
+            if found is not None:
+                return found
+        return get((service, zone, None)) or get((service, ANY_ZONE, None))
+
+    def allowance_for(self, service: ServiceKind, zone: str) -> CompiledAllowance | None:
+        for allowance in self.allowances.get(service, ()):
+            if allowance.zones is None or zone in allowance.zones:
+                return allowance
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPlan:
+    id: str
+    currency: str
+    starts: tuple[datetime, ...]
+    versions: tuple[CompiledVersion, ...]
+
+    def version_at(self, at: datetime) -> CompiledVersion | None:
+        index = bisect_right(self.starts, at) - 1
+        return self.versions[index] if index >= 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledTwin:
+    id: str
+    priority: int
+    predicate: Predicate
+    payer: Payer
+    plans: PlanHistory
+    active: bool
+    spec: Twin
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledSim:
+    imsi: str
+    msisdn: str | None
+    account: str
+    tz: ZoneInfo
+    twins: tuple[CompiledTwin, ...]  # sorted by priority, lowest first
+
+
+@dataclass(frozen=True, slots=True)
+class UpperLevel:
+    """A level above the SIM's account: `seller` charges `buyer` on `plans`, `payer` pays."""
+
+    buyer: str
+    seller: str | None
+    plans: PlanHistory
+    payer: Payer
+
+
+@dataclass(frozen=True, slots=True)
+class Catalogue:
+    """One tenant's compiled catalogue. Treat every mapping as read-only."""
+
+    tenant: Tenant
+    mcc_country: Mapping[str, str]
+    regions: Mapping[str, frozenset[str]]
+    zone_sets: Mapping[str, ZoneIndex]
+    band_sets: Mapping[str, BandIndex]
+    plans: Mapping[str, CompiledPlan]
+    sims_by_imsi: Mapping[str, CompiledSim]
+    sims_by_msisdn: Mapping[str, CompiledSim]
+    accounts: Mapping[str, Account]
+    upper_levels: Mapping[str, tuple[UpperLevel, ...]]
+    pools: Mapping[str, Pool]
+    wallets: Mapping[str, Wallet]
+    contracts: Mapping[str, Contract]
+    addons: Mapping[str, Addon]
+    tax_profiles: Mapping[str, TaxProfile]
+    sim_entries: tuple[Sim | SimRange, ...]
+    warnings: tuple[Issue, ...] = field(default=())
+
+    @property
+    def home_plmn(self) -> str:
+        return self.tenant.home_network
+
+    def summary(self) -> dict[str, int]:
+        twins = sum(len(s.twins) for s in self.sims_by_imsi.values())
+        return {
+            "plans": len(self.plans),
+            "plan_versions": sum(len(p.versions) for p in self.plans.values()),
+            "zone_sets": len(self.zone_sets),
+            "zones": sum(len(z.zone_ids) for z in self.zone_sets.values()),
+            "band_sets": len(self.band_sets),
+            "countries": len(set(self.mcc_country.values())),
+            "regions": len(self.regions),
+            "accounts": len(self.accounts),
+            "sims": len(self.sims_by_imsi),
+            "twins": twins,
+            "pools": len(self.pools),
+            "wallets": len(self.wallets),
+            "contracts": len(self.contracts),
+            "addons": len(self.addons),
+            "tax_profiles": len(self.tax_profiles),
+            "warnings": len(self.warnings),
+        }

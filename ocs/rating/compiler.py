@@ -1,0 +1,441 @@
+"""Compile validated file models into a `Catalogue`, checking every cross reference.
+
+Input items carry where they came from (file, path), so every problem is reported as
+(file, path inside it, reason). All problems are collected; none stops the others.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from ocs.rating.bands import BandIndex
+from ocs.rating.catalogue import (
+    Catalogue,
+    CompiledAllowance,
+    CompiledPlan,
+    CompiledSim,
+    CompiledTariff,
+    CompiledTwin,
+    CompiledVersion,
+    PlanHistory,
+    TariffKey,
+    UpperLevel,
+)
+from ocs.rating.errors import Issue, Severity
+from ocs.rating.filters import compile_filter, never_matches, shadows
+from ocs.rating.models import (
+    ANY_BAND,
+    ANY_ZONE,
+    Account,
+    Addon,
+    BandSet,
+    Base,
+    Contract,
+    Country,
+    Payer,
+    PayerKind,
+    Plan,
+    PlanAssignment,
+    Pool,
+    Region,
+    Sim,
+    SimRange,
+    TaxProfile,
+    Tenant,
+    Twin,
+    Wallet,
+    ZoneSet,
+)
+from ocs.rating.tariffs import RateTable
+from ocs.rating.zones import ZoneIndex
+
+M = TypeVar("M", bound=Base)
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    file: str
+    path: str
+
+    def at(self, sub: str) -> Where:
+        return Where(self.file, f"{self.path}.{sub}" if self.path else sub)
+
+
+Sourced = tuple[Where, Any]
+
+
+class _Compiler:
+    def __init__(self, sections: dict[str, list[Sourced]]) -> None:
+        self.sections = sections
+        self.issues: list[Issue] = []
+
+    def error(self, where: Where, reason: str) -> None:
+        self.issues.append(Issue(where.file, where.path, reason))
+
+    def warn(self, where: Where, reason: str) -> None:
+        self.issues.append(Issue(where.file, where.path, reason, Severity.WARNING))
+
+    def items(self, section: str, kind: type[M]) -> Iterator[tuple[Where, M]]:
+        for where, item in self.sections.get(section, []):
+            assert isinstance(item, kind)
+            yield where, item
+
+    def by_id(self, section: str, kind: type[M]) -> dict[str, tuple[Where, M]]:
+        found: dict[str, tuple[Where, M]] = {}
+        for where, item in self.items(section, kind):
+            key = str(getattr(item, "id"))  # noqa: B009 - every keyed model has an id
+            if key in found:
+                first = found[key][0]
+                self.error(where.at("id"), f"duplicate id {key!r} (first in {first.file})")
+                continue
+            found[key] = (where, item)
+        return found
+
+    # --- sections ------------------------------------------------------------------
+
+    def tenant(self) -> Tenant | None:
+        tenants = list(self.items("tenant", Tenant))
+        if not tenants:
+            self.error(Where("(catalogue)", "tenant"), "no file defines the tenant")
+            return None
+        for where, _ in tenants[1:]:
+            self.error(where, f"tenant already defined in {tenants[0][0].file}")
+        return tenants[0][1]
+
+    def countries(self) -> dict[str, str]:
+        mcc_country: dict[str, str] = {}
+        for where, country in self.items("countries", Country):
+            for i, mcc in enumerate(country.mcc):
+                other = mcc_country.setdefault(mcc, country.code)
+                if other != country.code:
+                    self.error(where.at(f"mcc[{i}]"), f"MCC {mcc} already belongs to {other}")
+        return mcc_country
+
+    def plan(
+        self,
+        where: Where,
+        plan: Plan,
+        zone_sets: dict[str, ZoneIndex],
+        band_sets: dict[str, BandIndex],
+        taxes: set[str],
+    ) -> CompiledPlan:
+        versions: list[CompiledVersion] = []
+        for vi, version in enumerate(plan.versions):
+            vw = where.at(f"versions[{vi}]")
+            zones = zone_sets.get(version.zone_set)
+            if zones is None:
+                self.error(vw.at("zone_set"), f"unknown zone set {version.zone_set!r}")
+                zones = ZoneIndex(version.zone_set, {}, {}, None, frozenset())
+            bands: BandIndex | None = None
+            if version.time_bands is not None:
+                bands = band_sets.get(version.time_bands)
+                if bands is None:
+                    self.error(vw.at("time_bands"), f"unknown band set {version.time_bands!r}")
+            if version.tax_profile is not None and version.tax_profile not in taxes:
+                self.error(vw.at("tax_profile"), f"unknown tax profile {version.tax_profile!r}")
+            band_ids = bands.band_ids if bands is not None else frozenset()
+            tariffs: dict[TariffKey, CompiledTariff] = {}
+            for ti, tariff in enumerate(version.tariffs):
+                tw = vw.at(f"tariffs[{ti}]")
+                if tariff.zone != ANY_ZONE and tariff.zone not in zones.zone_ids:
+                    self.error(tw.at("zone"), f"zone {tariff.zone!r} is not in {zones.id!r}")
+                unknown = set(tariff.rates) - band_ids - {ANY_BAND}
+                for band in sorted(unknown):
+                    self.error(tw.at(f"rates.{band}"), f"unknown time band {band!r}")
+                if ANY_BAND not in tariff.rates:
+                    missing = (band_ids or {ANY_BAND}) - set(tariff.rates)
+                    if missing:
+                        self.error(
+                            tw.at("rates"),
+                            f"no rate for band(s) {sorted(missing)} and no 'any' rate",
+                        )
+                tables = {
+                    band: RateTable.compile(
+                        rate,
+                        per=tariff.per,
+                        increment=tariff.increment,
+                        minimum_quantity=tariff.minimum_quantity,
+                        minimum_charge=tariff.minimum_charge,
+                        rounding=version.rounding,
+                    )
+                    for band, rate in tariff.rates.items()
+                }
+                key = (tariff.service, tariff.zone, tariff.rating_group)
+                if key in tariffs:
+                    self.error(tw, f"a tariff for {key[0]} in zone {key[1]!r} already exists")
+                tariffs[key] = CompiledTariff(
+                    service=tariff.service,
+                    zone=tariff.zone,
+                    rating_group=tariff.rating_group,
+                    counter=tariff.counter or str(tariff.service),
+                    account_scope=tariff.counter_scope == "account",
+                    by_band={b: t for b, t in tables.items() if b != ANY_BAND},
+                    fallback=tables.get(ANY_BAND),
+                )
+            allowances: dict[Any, list[CompiledAllowance]] = defaultdict(list)
+            seen: set[str] = set()
+            for ai, allowance in enumerate(version.allowances):
+                aw = vw.at(f"allowances[{ai}]")
+                if allowance.id in seen:
+                    self.error(aw.at("id"), f"duplicate allowance id {allowance.id!r}")
+                seen.add(allowance.id)
+                for zi, zone in enumerate(allowance.zones or ()):
+                    if zone not in zones.zone_ids:
+                        self.error(aw.at(f"zones[{zi}]"), f"zone {zone!r} is not in {zones.id!r}")
+                zone_set = None if allowance.zones is None else frozenset(allowance.zones)
+                allowances[allowance.service].append(
+                    CompiledAllowance(allowance.id, zone_set, allowance.units)
+                )
+            versions.append(
+                CompiledVersion(
+                    plan_id=plan.id,
+                    currency=plan.currency,
+                    effective_from=version.effective_from,
+                    spec=version,
+                    zones=zones,
+                    bands=bands,
+                    tariffs=tariffs,
+                    allowances={k: tuple(v) for k, v in allowances.items()},
+                )
+            )
+        return CompiledPlan(
+            plan.id, plan.currency, tuple(v.effective_from for v in versions), tuple(versions)
+        )
+
+    def history(
+        self, where: Where, assignments: list[PlanAssignment], plans: dict[str, CompiledPlan]
+    ) -> PlanHistory:
+        for i, assignment in enumerate(assignments):
+            if assignment.plan not in plans:
+                self.error(where.at(f"plans[{i}].plan"), f"unknown plan {assignment.plan!r}")
+        return PlanHistory.of(assignments)
+
+    def payer(
+        self,
+        where: Where,
+        payer: Payer,
+        assignments: list[PlanAssignment],
+        plans: dict[str, CompiledPlan],
+        funds: _Funds,
+    ) -> None:
+        kind = payer.kind
+        if kind in (PayerKind.PREPAID_POOL, PayerKind.POSTPAID_POOL):
+            pool = funds.pools.get(payer.id)
+            if pool is None:
+                self.error(where.at("id"), f"unknown pool {payer.id!r}")
+            elif (pool.payment == "prepaid") != (kind is PayerKind.PREPAID_POOL):
+                self.error(where.at("kind"), f"pool {pool.id!r} is {pool.payment}, not {kind}")
+        elif kind is PayerKind.WALLET:
+            wallet = funds.wallets.get(payer.id)
+            if wallet is None:
+                self.error(where.at("id"), f"unknown wallet {payer.id!r}")
+                return
+            for assignment in assignments:
+                plan = plans.get(assignment.plan)
+                if plan is not None and plan.currency != wallet.currency:
+                    self.error(
+                        where.at("id"),
+                        f"wallet {wallet.id!r} holds {wallet.currency} but plan "
+                        f"{plan.id!r} is priced in {plan.currency}",
+                    )
+        elif payer.id not in funds.contracts:
+            self.error(where.at("id"), f"unknown contract {payer.id!r}")
+
+    def twins(
+        self,
+        where: Where,
+        twins: list[Twin],
+        plans: dict[str, CompiledPlan],
+        funds: _Funds,
+        regions: dict[str, frozenset[str]],
+        mcc_country: dict[str, str],
+    ) -> tuple[CompiledTwin, ...]:
+        compiled: list[CompiledTwin] = []
+        ids: set[str] = set()
+        priorities: dict[int, str] = {}
+        for i, twin in enumerate(twins):
+            tw = where.at(f"twins[{i}]")
+            if twin.id in ids:
+                self.error(tw.at("id"), f"duplicate twin id {twin.id!r}")
+            ids.add(twin.id)
+            if twin.priority in priorities:
+                self.error(
+                    tw.at("priority"),
+                    f"priority {twin.priority} is also used by twin {priorities[twin.priority]!r};"
+                    " overlapping twins need distinct priorities",
+                )
+            priorities.setdefault(twin.priority, twin.id)
+            for region in twin.filter.region or ():
+                if region not in regions:
+                    self.error(tw.at("filter.region"), f"unknown region {region!r}")
+            history = self.history(tw, twin.plans, plans)
+            self.payer(tw.at("payer"), twin.payer, twin.plans, plans, funds)
+            reason = never_matches(twin.filter, regions, mcc_country)
+            if reason is not None:
+                self.warn(tw.at("filter"), f"twin {twin.id!r} can never match: {reason}")
+            compiled.append(
+                CompiledTwin(
+                    id=twin.id,
+                    priority=twin.priority,
+                    predicate=compile_filter(twin.filter, regions),
+                    payer=twin.payer,
+                    plans=history,
+                    active=twin.status == "active",
+                    spec=twin,
+                )
+            )
+        ordered = sorted(compiled, key=lambda t: t.priority)
+        for later_index, later in enumerate(ordered):
+            for earlier in ordered[:later_index]:
+                if shadows(earlier.spec.filter, later.spec.filter):
+                    index = twins.index(later.spec)
+                    self.warn(
+                        where.at(f"twins[{index}].filter"),
+                        f"twin {later.id!r} can never match: twin {earlier.id!r} "
+                        f"(priority {earlier.priority}) takes every usage it would match",
+                    )
+                    break
+        return tuple(ordered)
+
+    def accounts(
+        self,
+        accounts: dict[str, tuple[Where, Account]],
+        plans: dict[str, CompiledPlan],
+        funds: _Funds,
+    ) -> dict[str, tuple[UpperLevel, ...]]:
+        for account_id, (where, account) in accounts.items():
+            if account.parent is not None and account.parent not in accounts:
+                self.error(where.at("parent"), f"unknown parent account {account.parent!r}")
+            self.history(where, account.plans, plans)
+            if account.plans and account.payer is None:
+                self.error(where.at("payer"), f"account {account_id!r} has plans but no payer")
+            if account.payer is not None:
+                self.payer(where.at("payer"), account.payer, account.plans, plans, funds)
+        upper: dict[str, tuple[UpperLevel, ...]] = {}
+        for account_id, (where, account) in accounts.items():
+            levels: list[UpperLevel] = []
+            seen = {account_id}
+            parent = account.parent
+            while parent is not None and parent in accounts:
+                if parent in seen:
+                    self.error(where.at("parent"), f"account hierarchy loops at {parent!r}")
+                    break
+                seen.add(parent)
+                above = accounts[parent][1]
+                if above.plans and above.payer is not None:
+                    levels.append(
+                        UpperLevel(above.id, above.parent, PlanHistory.of(above.plans), above.payer)
+                    )
+                parent = above.parent
+            upper[account_id] = tuple(levels)
+        return upper
+
+
+@dataclass(frozen=True, slots=True)
+class _Funds:
+    pools: dict[str, Pool]
+    wallets: dict[str, Wallet]
+    contracts: dict[str, Contract]
+
+
+def _expand(entry: SimRange) -> Iterator[tuple[int, str, str | None]]:
+    """(offset, imsi, msisdn) for every SIM of a range, keeping the digit widths."""
+    imsi0, width = int(entry.imsi_first), len(entry.imsi_first)
+    msisdn0 = None if entry.msisdn_first is None else int(entry.msisdn_first)
+    mwidth = 0 if entry.msisdn_first is None else len(entry.msisdn_first)
+    for offset in range(entry.count):
+        msisdn = None if msisdn0 is None else str(msisdn0 + offset).zfill(mwidth)
+        yield offset, str(imsi0 + offset).zfill(width), msisdn
+
+
+def compile_catalogue(sections: dict[str, list[Sourced]]) -> tuple[Catalogue | None, list[Issue]]:
+    """Build a catalogue; return it with all issues, or None when any issue is an error."""
+    c = _Compiler(sections)
+    tenant = c.tenant()
+    mcc_country = c.countries()
+    regions = {r.id: frozenset(r.countries) for _, r in c.by_id("regions", Region).values()}
+    zone_sets: dict[str, ZoneIndex] = {}
+    for key, (where, zone_set) in c.by_id("zone_sets", ZoneSet).items():
+        zone_sets[key], problems = ZoneIndex.build(zone_set)
+        for path, reason in problems:
+            c.error(where.at(path), reason)
+    band_sets = {k: BandIndex.build(b) for k, (_, b) in c.by_id("time_bands", BandSet).items()}
+    taxes = {k: t for k, (_, t) in c.by_id("tax_profiles", TaxProfile).items()}
+    plans = {
+        key: c.plan(where, plan, zone_sets, band_sets, set(taxes))
+        for key, (where, plan) in c.by_id("plans", Plan).items()
+    }
+    addons = {k: a for k, (_, a) in c.by_id("addons", Addon).items()}
+    accounts = c.by_id("accounts", Account)
+    funds = _Funds(
+        pools={k: p for k, (_, p) in c.by_id("pools", Pool).items()},
+        wallets={k: w for k, (_, w) in c.by_id("wallets", Wallet).items()},
+        contracts={k: x for k, (_, x) in c.by_id("contracts", Contract).items()},
+    )
+    owned: list[tuple[Where, Pool | Wallet | Contract]] = [
+        *c.items("pools", Pool),
+        *c.items("wallets", Wallet),
+        *c.items("contracts", Contract),
+    ]
+    for where, item in owned:
+        if item.account not in accounts:
+            c.error(where.at("account"), f"unknown account {item.account!r}")
+    upper = c.accounts(accounts, plans, funds)
+
+    default_tz = tenant.time_zone if tenant is not None else "UTC"
+    by_imsi: dict[str, CompiledSim] = {}
+    by_msisdn: dict[str, CompiledSim] = {}
+    entries: list[Sim | SimRange] = []
+
+    def add(where: Where, sim: CompiledSim) -> None:
+        if by_imsi.setdefault(sim.imsi, sim) is not sim:
+            c.error(where, f"IMSI {sim.imsi} is defined twice")
+        if sim.msisdn is not None and by_msisdn.setdefault(sim.msisdn, sim) is not sim:
+            c.error(where, f"MSISDN {sim.msisdn} is defined twice")
+
+    sim_items: list[tuple[Where, Sim | SimRange]] = [
+        *c.items("sims", Sim),
+        *c.items("sim_ranges", SimRange),
+    ]
+    for where, entry in sim_items:
+        entries.append(entry)
+        if entry.account not in accounts:
+            c.error(where.at("account"), f"unknown account {entry.account!r}")
+        twins = c.twins(where, entry.twins, plans, funds, regions, mcc_country)
+        tz = ZoneInfo(entry.time_zone or default_tz)
+        if isinstance(entry, Sim):
+            add(where, CompiledSim(entry.imsi, entry.msisdn, entry.account, tz, twins))
+            continue
+        for offset, imsi, msisdn in _expand(entry):
+            add(where.at(f"[{offset}]"), CompiledSim(imsi, msisdn, entry.account, tz, twins))
+
+    if tenant is not None and tenant.home_network[:3] not in mcc_country:
+        c.warn(Where("(catalogue)", "tenant.home_network"), "home MCC has no country entry")
+    errors = [i for i in c.issues if i.severity is Severity.ERROR]
+    if errors or tenant is None:
+        return None, c.issues
+    warnings = tuple(i for i in c.issues if i.severity is Severity.WARNING)
+    catalogue = Catalogue(
+        tenant=tenant,
+        mcc_country=mcc_country,
+        regions=regions,
+        zone_sets=zone_sets,
+        band_sets=band_sets,
+        plans=plans,
+        sims_by_imsi=by_imsi,
+        sims_by_msisdn=by_msisdn,
+        accounts={k: a for k, (_, a) in accounts.items()},
+        upper_levels=upper,
+        pools=funds.pools,
+        wallets=funds.wallets,
+        contracts=funds.contracts,
+        addons=addons,
+        tax_profiles=taxes,
+        sim_entries=tuple(entries),
+        warnings=warnings,
+    )
+    return catalogue, c.issues

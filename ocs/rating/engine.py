@@ -1,0 +1,193 @@
+"""The rating engine: usage context + catalogue -> twin, payer, and one priced line per level.
+
+Pure functions. `resolve` finds the SIM, the twin, and for every level the plan version,
+zone, time band and tariff in force at the event time; `rate` also prices the context's
+quantity. The online path (CCRs) and the offline path (bill runs, CDR import) both call these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from ocs.rating.catalogue import Catalogue, CompiledSim, CompiledTwin
+from ocs.rating.context import UsageContext
+from ocs.rating.errors import (
+    NoPlanError,
+    NoTariffError,
+    NoTwinError,
+    NoZoneError,
+    SubscriptionInactive,
+    TenantMismatch,
+    UnknownSubscriber,
+)
+from ocs.rating.filters import Facts
+from ocs.rating.models import ANY_BAND, Payer
+from ocs.rating.multilevel import Level, levels_for
+from ocs.rating.quote import NO_COUNTERS, Counters, Quote
+from ocs.rating.tariffs import Priced
+
+
+@dataclass(frozen=True, slots=True)
+class NoTwin:
+    """The outcome when no twin of the SIM accepts the usage."""
+
+    imsi: str
+    twins_tried: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Who pays for a usage and on which terms, one quote per level (level 0 first)."""
+
+    imsi: str
+    twin: str
+    subscription: str
+    account: str
+    payer: Payer
+    quotes: tuple[Quote, ...]
+
+    @property
+    def prepaid_levels(self) -> tuple[int, ...]:
+        """Levels whose payer must be reserved in real time (prepaid pool or wallet)."""
+        return tuple(q.level for q in self.quotes if q.prepaid)
+
+    def counter_keys(self) -> tuple[str, ...]:
+        """Every period counter the quotes read, so the caller can fetch them in one go."""
+        keys: list[str] = []
+        for q in self.quotes:
+            keys.append(q.tier_counter)
+            if q.allowance_counter is not None:
+                keys.append(q.allowance_counter)
+        return tuple(keys)
+
+
+@dataclass(frozen=True, slots=True)
+class RatedLine:
+    quote: Quote
+    priced: Priced
+
+    @property
+    def amount(self) -> int:
+        return self.priced.amount
+
+    @property
+    def deltas(self) -> tuple[tuple[str, int], ...]:
+        return self.quote.deltas(self.priced)
+
+
+@dataclass(frozen=True, slots=True)
+class RatedUsage:
+    """A context priced at every level: one line per level, level 0 first."""
+
+    resolution: Resolution
+    lines: tuple[RatedLine, ...]
+
+    @property
+    def amounts(self) -> tuple[int, ...]:
+        return tuple(line.priced.amount for line in self.lines)
+
+
+def subscription_id(imsi: str, twin_id: str) -> str:
+    """The subscription a twin stands for: one per (SIM, twin)."""
+    return f"{imsi}/{twin_id}"
+
+
+def find_sim(catalogue: Catalogue, ctx: UsageContext) -> CompiledSim:
+    if ctx.tenant != catalogue.tenant.id:
+        raise TenantMismatch(f"usage of tenant {ctx.tenant!r} against {catalogue.tenant.id!r}")
+    sim = catalogue.sims_by_imsi.get(ctx.imsi)
+    if sim is None and ctx.msisdn is not None:
+        sim = catalogue.sims_by_msisdn.get(ctx.msisdn)
+    if sim is None:
+        raise UnknownSubscriber(f"no SIM with IMSI {ctx.imsi} / MSISDN {ctx.msisdn}")
+    return sim
+
+
+def facts_for(catalogue: Catalogue, sim: CompiledSim, ctx: UsageContext) -> Facts:
+    """Derive what filters and bands read: visited network (home when unknown), its
+    country, the APN in lower case, and weekday/minute in the SIM's local time."""
+    plmn = ctx.plmn or catalogue.tenant.home_network
+    mcc = plmn[:3]
+    local = ctx.event_time.astimezone(sim.tz)
+    apn = ctx.apn.lower() if ctx.apn is not None else None
+    return Facts(
+        ctx,
+        plmn,
+        mcc,
+        catalogue.mcc_country.get(mcc),
+        local.weekday(),
+        local.hour * 60 + local.minute,
+        apn,
+    )
+
+
+def resolve_twin(sim: CompiledSim, facts: Facts) -> CompiledTwin | NoTwin:
+    """The first twin by priority (lowest number first) whose filter matches, or NoTwin."""
+    for twin in sim.twins:
+        if twin.predicate(facts):
+            return twin
+    return NoTwin(sim.imsi, tuple(t.id for t in sim.twins))
+
+
+def _quote(catalogue: Catalogue, level: Level, facts: Facts, at: datetime) -> Quote:
+    plan_id = level.plans.plan_at(at)
+    if plan_id is None:
+        raise NoPlanError(f"no plan assigned to {level.buyer!r} at {at.isoformat()}")
+    version = catalogue.plans[plan_id].version_at(at)
+    if version is None:
+        raise NoPlanError(f"plan {plan_id!r} has no version in force at {at.isoformat()}")
+    zone = version.zones.zone_for(facts.plmn, facts.country)
+    if zone is None:
+        raise NoZoneError(f"network {facts.plmn} is in no zone of plan {plan_id!r}")
+    ctx = facts.ctx
+    tariff = version.tariff_for(ctx.service, zone, ctx.rating_group)
+    if tariff is None:
+        raise NoTariffError(f"plan {plan_id!r} does not price {ctx.service} in zone {zone!r}")
+    bands = version.bands
+    band = ANY_BAND if bands is None else bands.band_at(facts.weekday, facts.minute)
+    owner = level.buyer if tariff.account_scope or level.level else level.counter_owner
+    allowance = version.allowance_for(ctx.service, zone)
+    return Quote(
+        level=level.level,
+        buyer=level.buyer,
+        seller=level.seller,
+        payer=level.payer,
+        plan_id=plan_id,
+        plan_version=version.effective_from,
+        currency=version.currency,
+        zone=zone,
+        band=band,
+        service=ctx.service,
+        rating_group=ctx.rating_group,
+        tier_counter=f"{owner}|{tariff.counter}",
+        allowance_counter=None if allowance is None else f"{owner}|allowance:{allowance.id}",
+        allowance_units=0 if allowance is None else allowance.units,
+        rate=tariff.rate_for(band),
+    )
+
+
+def resolve(catalogue: Catalogue, ctx: UsageContext) -> Resolution:
+    """Resolve twin, payer and per-level price terms. Raises a `RatingError` subclass."""
+    sim = find_sim(catalogue, ctx)
+    facts = facts_for(catalogue, sim, ctx)
+    twin = resolve_twin(sim, facts)
+    if isinstance(twin, NoTwin):
+        raise NoTwinError(f"no twin of SIM {sim.imsi} matches (tried {list(twin.twins_tried)})")
+    if not twin.active:
+        raise SubscriptionInactive(f"twin {twin.id!r} of SIM {sim.imsi} is not active")
+    subscription = subscription_id(sim.imsi, twin.id)
+    at = ctx.event_time
+    quotes = tuple(
+        _quote(catalogue, level, facts, at)
+        for level in levels_for(catalogue, sim, twin, subscription)
+    )
+    return Resolution(sim.imsi, twin.id, subscription, sim.account, twin.payer, quotes)
+
+
+def rate(catalogue: Catalogue, ctx: UsageContext, counters: Counters = NO_COUNTERS) -> RatedUsage:
+    """Resolve and price `ctx.quantity` at every level, given the period counters."""
+    resolution = resolve(catalogue, ctx)
+    quantity = ctx.quantity
+    lines = tuple(RatedLine(q, q.price(quantity, counters)) for q in resolution.quotes)
+    return RatedUsage(resolution, lines)

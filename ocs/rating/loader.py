@@ -1,0 +1,195 @@
+"""Read a catalogue folder (every *.yaml / *.yml file in it, recursively, in name order),
+validate each item into its model, compile, and report every issue with file and path.
+
+This is the only module of `ocs.rating` that touches the file system.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from ocs.rating.catalogue import Catalogue
+from ocs.rating.compiler import Sourced, Where, compile_catalogue
+from ocs.rating.errors import CatalogueError, Issue, Severity
+from ocs.rating.models import SECTIONS, Tenant
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML 1.1 without its surprises: only true/false are booleans, so the country code
+    NO stays a string and yes/no/on/off are plain words."""
+
+
+_StrictLoader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()
+}
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+_ADAPTERS: dict[str, TypeAdapter[Any]] = {name: TypeAdapter(m) for name, m in SECTIONS.items()}
+_TENANT = TypeAdapter(Tenant)
+
+
+def _path(prefix: str, loc: tuple[int | str, ...]) -> str:
+    out = prefix
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _validate(
+    adapter: TypeAdapter[Any], raw: object, where: Where, issues: list[Issue]
+) -> Any | None:
+    try:
+        return adapter.validate_python(raw)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+            issues.append(Issue(where.file, _path(where.path, loc), err["msg"]))
+        return None
+
+
+def read_sources(folder: Path) -> tuple[dict[str, list[Sourced]], list[Issue]]:
+    """Parse and validate every file; keep the valid items with where they came from."""
+    sections: dict[str, list[Sourced]] = {"tenant": []}
+    issues: list[Issue] = []
+    if not folder.is_dir():
+        return sections, [Issue(str(folder), "", "not a directory")]
+    files = sorted(p for p in folder.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    if not files:
+        issues.append(Issue(str(folder), "", "no .yaml files found"))
+    for file in files:
+        name = str(file.relative_to(folder))
+        try:
+            document = yaml.load(file.read_text(encoding="utf-8"), Loader=_StrictLoader)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            issues.append(Issue(name, "", f"cannot read YAML: {exc}".replace("\n", " ")))
+            continue
+        if document is None:
+            continue
+        if not isinstance(document, dict):
+            issues.append(Issue(name, "", "top level must be a mapping of sections"))
+            continue
+        for key, value in document.items():
+            where = Where(name, str(key))
+            if key == "tenant":
+                tenant = _validate(_TENANT, value, where, issues)
+                if tenant is not None:
+                    sections["tenant"].append((where, tenant))
+                continue
+            adapter = _ADAPTERS.get(str(key))
+            if adapter is None:
+                known = ", ".join(["tenant", *SECTIONS])
+                issues.append(Issue(name, str(key), f"unknown section (known: {known})"))
+                continue
+            if not isinstance(value, list):
+                issues.append(Issue(name, str(key), "must be a list"))
+                continue
+            bucket = sections.setdefault(str(key), [])
+            for index, raw in enumerate(value):
+                item_where = Where(name, f"{key}[{index}]")
+                item = _validate(adapter, raw, item_where, issues)
+                if item is not None:
+                    bucket.append((item_where, item))
+    return sections, issues
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """The outcome of checking a folder: the catalogue (None when refused) and every issue."""
+
+    path: str
+    catalogue: Catalogue | None
+    issues: tuple[Issue, ...] = field(default=())
+
+    @property
+    def errors(self) -> tuple[Issue, ...]:
+        return tuple(i for i in self.issues if i.severity is Severity.ERROR)
+
+    @property
+    def warnings(self) -> tuple[Issue, ...]:
+        return tuple(i for i in self.issues if i.severity is Severity.WARNING)
+
+    @property
+    def ok(self) -> bool:
+        return self.catalogue is not None and not self.errors
+
+
+def check_catalog(path: str | Path) -> CheckReport:
+    """Validate a catalogue folder without applying it."""
+    folder = Path(path)
+    sections, issues = read_sources(folder)
+    if any(i.severity is Severity.ERROR for i in issues):
+        # Cross references are still checked, so one run shows every problem; references
+        # to items that failed validation may add follow-up errors.
+        _, more = compile_catalogue(sections)
+        return CheckReport(str(folder), None, tuple(issues + more))
+    catalogue, more = compile_catalogue(sections)
+    return CheckReport(str(folder), catalogue, tuple(issues + more))
+
+
+def load_catalogue(path: str | Path) -> Catalogue:
+    """Load a folder or raise `CatalogueError` listing every error."""
+    report = check_catalog(path)
+    if report.catalogue is None or report.errors:
+        raise CatalogueError(list(report.errors))
+    return report.catalogue
+
+
+def main_check(path: str) -> int:
+    """`ocs catalog check PATH`: print a summary or every issue; 0 when the folder is valid."""
+    report = check_catalog(path)
+    for issue in report.issues:
+        print(issue, file=sys.stderr if issue.severity is Severity.ERROR else sys.stdout)
+    if not report.ok or report.catalogue is None:
+        print(f"{path}: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+        return 1
+    summary = report.catalogue.summary()
+    counts = ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in summary.items())
+    print(f"{path}: tenant {report.catalogue.tenant.id!r} OK: {counts}")
+    return 0
+
+
+class CatalogueHolder:
+    """The catalogue in force. `current` is swapped in one reference assignment, so readers
+    never see a half-built catalogue; a folder with errors leaves the old one in place."""
+
+    def __init__(self, catalogue: Catalogue, path: str | Path | None = None) -> None:
+        self._current = catalogue
+        self._path = None if path is None else Path(path)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> CatalogueHolder:
+        return cls(load_catalogue(path), path)
+
+    @property
+    def current(self) -> Catalogue:
+        return self._current
+
+    def replace(self, catalogue: Catalogue) -> None:
+        self._current = catalogue
+
+    def reload(self, path: str | Path | None = None) -> CheckReport:
+        """Load `path` (default: the last one) and swap it in only if it has no errors."""
+        target = Path(path) if path is not None else self._path
+        if target is None:
+            raise ValueError("no catalogue path to reload from")
+        with self._lock:
+            report = check_catalog(target)
+            if report.ok and report.catalogue is not None:
+                if report.catalogue.tenant.id != self._current.tenant.id:
+                    issue = Issue(str(target), "tenant.id", "reload may not change the tenant")
+                    return CheckReport(str(target), None, (*report.issues, issue))
+                self._current = report.catalogue
+                self._path = target
+            return report

@@ -1,0 +1,472 @@
+"""Catalogue file schemas: what a YAML file under `policies/<tenant>/` may contain.
+
+These pydantic models validate the data as written by people. They are never used on the hot
+path: `ocs.rating.catalogue` compiles them into indexes once per load.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from ocs.rating.context import RatType, ServiceKind, Unit
+
+Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+PlmnId = Annotated[str, StringConstraints(pattern=r"^[0-9]{5,6}$")]
+Mcc = Annotated[str, StringConstraints(pattern=r"^[0-9]{3}$")]
+CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
+CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Digits = Annotated[str, StringConstraints(pattern=r"^[0-9]{5,15}$")]
+Count = Annotated[int, Field(ge=0, strict=True)]
+Positive = Annotated[int, Field(ge=1, strict=True)]
+MinorUnits = Annotated[int, Field(ge=0, strict=True)]
+"""Money in integer minor units of the plan currency (cents for EUR). Floats are refused."""
+
+
+def _no_float(value: Any) -> Any:
+    if isinstance(value, float):
+        raise ValueError("write prices as quoted decimal strings ('0.45') or integers, not floats")
+    return value
+
+
+Price = Annotated[Decimal, BeforeValidator(_no_float), Field(ge=0, max_digits=18)]
+"""A price in minor units per `per` units, possibly fractional ('0.0045'); exact Decimal."""
+
+
+def _check_tz(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+TimeZone = Annotated[str, AfterValidator(_check_tz)]
+_HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$|^24:00$")
+
+
+def _minute_of_day(value: str) -> int:
+    match = _HHMM.match(value)
+    if match is None:
+        raise ValueError(f"time {value!r} is not HH:MM (00:00 to 24:00)")
+    if value == "24:00":
+        return 1440
+    return int(match.group(1)) * 60 + int(match.group(2))
+
+
+class Weekday(StrEnum):
+    MON = "mon"
+    TUE = "tue"
+    WED = "wed"
+    THU = "thu"
+    FRI = "fri"
+    SAT = "sat"
+    SUN = "sun"
+
+
+ALL_DAYS: tuple[Weekday, ...] = tuple(Weekday)
+
+
+class Rounding(StrEnum):
+    """How a priced amount with a fraction of a minor unit becomes whole minor units."""
+
+    UP = "up"
+    HALF_UP = "half_up"
+    HALF_EVEN = "half_even"
+    DOWN = "down"
+
+
+class PayerKind(StrEnum):
+    POSTPAID_POOL = "postpaid_pool"
+    PREPAID_POOL = "prepaid_pool"
+    WALLET = "wallet"
+    EXTERNAL_CONTRACT = "external_contract"
+
+    @property
+    def prepaid(self) -> bool:
+        """Whether usage on this payer must be reserved before it is granted."""
+        return self in (PayerKind.PREPAID_POOL, PayerKind.WALLET)
+
+
+class Base(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class TimeWindow(Base):
+    """Weekdays and a time of day range in the subscriber's local time. `start` > `end`
+    wraps past midnight ("22:00"-"06:00"); `start` == `end` is the whole day."""
+
+    days: list[Weekday] = Field(default_factory=lambda: list(ALL_DAYS), min_length=1)
+    start: str = "00:00"
+    end: str = "24:00"
+
+    @model_validator(mode="after")
+    def _times(self) -> TimeWindow:
+        _minute_of_day(self.start)
+        _minute_of_day(self.end)
+        return self
+
+    @property
+    def start_minute(self) -> int:
+        return _minute_of_day(self.start)
+
+    @property
+    def end_minute(self) -> int:
+        return _minute_of_day(self.end)
+
+
+class Tenant(Base):
+    id: Id
+    name: str = ""
+    home_network: PlmnId
+    time_zone: TimeZone = "UTC"
+    currency: CurrencyCode = "EUR"
+
+
+class Country(Base):
+    code: CountryCode
+    mcc: list[Mcc] = Field(min_length=1)
+
+
+class Region(Base):
+    id: Id
+    countries: list[CountryCode] = Field(min_length=1)
+
+
+class Zone(Base):
+    id: Id
+    name: str = ""
+    networks: list[PlmnId] = Field(default_factory=list)
+    countries: list[CountryCode] = Field(default_factory=list)
+
+
+class ZoneSet(Base):
+    """Zones priced alike. A network is matched by MCC-MNC first, then by its country; when
+    neither matches, `default` (if set) is the zone."""
+
+    id: Id
+    zones: list[Zone] = Field(min_length=1)
+    default: Id | None = None
+
+
+class Band(Base):
+    id: Id
+    windows: list[TimeWindow] = Field(min_length=1)
+
+
+class BandSet(Base):
+    """Time-of-day / weekday bands. The first band with a matching window wins; otherwise
+    the usage falls in `default`."""
+
+    id: Id
+    bands: list[Band] = Field(default_factory=list)
+    default: Id = "offpeak"
+
+
+class Tier(Base):
+    from_: Count = Field(alias="from")
+    price: Price
+
+
+class BandRate(Base):
+    tiers: list[Tier] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BandRate:
+        if self.tiers[0].from_ != 0:
+            raise ValueError("the first tier must start from 0")
+        starts = [t.from_ for t in self.tiers]
+        if any(b <= a for a, b in itertools.pairwise(starts)):
+            raise ValueError("tier 'from' values must be strictly increasing")
+        return self
+
+
+ANY_BAND = "any"
+ANY_ZONE = "*"
+
+
+class Tariff(Base):
+    """The price of one service in one zone (or every zone: "*"), optionally for one rating
+    group. `rates` maps a band id (or "any") to tiers; a tier price is in minor units per
+    `per` units. Quantities are rounded up to `increment` and at least `minimum_quantity`."""
+
+    service: ServiceKind
+    zone: Id | Literal["*"]
+    rating_group: Count | None = None
+    per: Positive = 1
+    increment: Positive = 1
+    minimum_quantity: Count = 0
+    minimum_charge: MinorUnits = 0
+    counter: Id | None = None
+    counter_scope: Literal["subscription", "account"] = "subscription"
+    rates: dict[str, BandRate] = Field(min_length=1)
+
+
+class Allowance(Base):
+    """Units included per period before tariffs apply, in the listed zones (all if None)."""
+
+    id: Id
+    service: ServiceKind
+    zones: list[Id] | None = None
+    units: Count
+
+
+Period = Literal["day", "week", "month", "year"]
+
+
+class RecurringFee(Base):
+    id: Id
+    amount: MinorUnits
+    period: Period = "month"
+
+
+class PropertyBand(Base):
+    from_: Count = Field(alias="from")
+    amount: MinorUnits
+
+
+class PropertyFee(Base):
+    """A recurring fee priced by subscription properties: `count_property` (e.g. sensors)
+    times the amount of the band the `band_property` (e.g. measurements per hour) falls in."""
+
+    id: Id
+    count_property: Id
+    band_property: Id
+    bands: list[PropertyBand] = Field(min_length=1)
+    period: Period = "month"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PropertyFee:
+        starts = [b.from_ for b in self.bands]
+        if any(b <= a for a, b in itertools.pairwise(starts)):
+            raise ValueError("band 'from' values must be strictly increasing")
+        return self
+
+
+class OneTimeFee(Base):
+    id: Id
+    amount: MinorUnits
+    charged_on: Literal["activation", "termination", "sim_swap", "plan_change"] = "activation"
+
+
+class PlanVersion(Base):
+    effective_from: AwareDatetime
+    zone_set: Id
+    time_bands: Id | None = None
+    rounding: Rounding = Rounding.UP
+    tax_profile: Id | None = None
+    tariffs: list[Tariff] = Field(default_factory=list)
+    allowances: list[Allowance] = Field(default_factory=list)
+    recurring_fees: list[RecurringFee] = Field(default_factory=list)
+    property_fees: list[PropertyFee] = Field(default_factory=list)
+    one_time_fees: list[OneTimeFee] = Field(default_factory=list)
+
+
+class Plan(Base):
+    id: Id
+    name: str = ""
+    currency: CurrencyCode
+    versions: list[PlanVersion] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Plan:
+        times = [v.effective_from for v in self.versions]
+        if any(b <= a for a, b in itertools.pairwise(times)):
+            raise ValueError("versions must be listed by strictly increasing effective_from")
+        return self
+
+
+class Addon(Base):
+    """A top-off bundle sold when a pool or allowance runs out (data for the balance layer)."""
+
+    id: Id
+    name: str = ""
+    currency: CurrencyCode
+    price: MinorUnits
+    service: ServiceKind
+    units: Positive
+    validity_days: Positive = 30
+    auto: bool = False
+    max_per_period: Positive | None = None
+
+
+class TaxProfile(Base):
+    id: Id
+    name: str = ""
+    rate_percent: Annotated[Decimal, BeforeValidator(_no_float), Field(ge=0, le=100)]
+
+
+class SliceSpec(Base):
+    sst: Annotated[int, Field(ge=0, le=255)]
+    sd: Annotated[str, StringConstraints(pattern=r"^[0-9A-Fa-f]{6}$")] | None = None
+
+
+class FilterSpec(Base):
+    """A SIM-twin rating filter. Every field given must hold (AND); `all`, `any` and `not`
+    combine nested filters. An empty filter matches every usage."""
+
+    apn: list[str] | None = None
+    cidr: list[IPv4Network | IPv6Network] | None = None
+    domain: list[str] | None = None
+    region: list[Id] | None = None
+    country: list[CountryCode] | None = None
+    network: list[PlmnId] | None = None
+    time: list[TimeWindow] | None = None
+    rat: list[RatType] | None = None
+    rating_group: list[Count] | None = None
+    service_id: list[Count] | None = None
+    slice: list[SliceSpec] | None = None
+    qos_class: list[Count] | None = None
+    service: list[ServiceKind] | None = None
+    all_: list[FilterSpec] | None = Field(default=None, alias="all")
+    any_: list[FilterSpec] | None = Field(default=None, alias="any")
+    not_: FilterSpec | None = Field(default=None, alias="not")
+
+
+class Payer(Base):
+    kind: PayerKind
+    id: Id
+
+
+class PlanAssignment(Base):
+    plan: Id
+    from_: AwareDatetime = Field(alias="from")
+
+
+def _check_history(plans: list[PlanAssignment]) -> None:
+    times = [p.from_ for p in plans]
+    if any(b <= a for a, b in itertools.pairwise(times)):
+        raise ValueError("plan assignments must be listed by strictly increasing 'from'")
+
+
+class Twin(Base):
+    """One virtual subscription of a SIM: its filter, priority (lower wins), payer and plan
+    history. `properties` are numbers that property-priced fees use (sensors, ...)."""
+
+    id: Id
+    priority: Count = 0
+    filter: FilterSpec = Field(default_factory=FilterSpec)
+    payer: Payer
+    plans: list[PlanAssignment] = Field(min_length=1)
+    properties: dict[Id, Count] = Field(default_factory=dict)
+    status: Literal["active", "suspended", "terminated"] = "active"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Twin:
+        _check_history(self.plans)
+        return self
+
+
+class Sim(Base):
+    imsi: Digits
+    msisdn: Digits | None = None
+    iccid: Digits | None = None
+    account: Id
+    time_zone: TimeZone | None = None
+    twins: list[Twin] = Field(min_length=1)
+
+
+class SimRange(Base):
+    """`count` SIMs with consecutive IMSIs and MSISDNs sharing the same twins."""
+
+    id: Id
+    imsi_first: Digits
+    msisdn_first: Digits | None = None
+    count: Annotated[int, Field(ge=1, le=10_000_000, strict=True)]
+    account: Id
+    time_zone: TimeZone | None = None
+    twins: list[Twin] = Field(min_length=1)
+
+
+class Account(Base):
+    """An account in the hierarchy. `parent` None: a direct customer of the tenant. `plans`
+    is the plan the parent charges this account on for all usage below it (wholesale), and
+    `payer` pays those lines; both are needed only for accounts that are charged per usage."""
+
+    id: Id
+    name: str = ""
+    parent: Id | None = None
+    kind: Literal["enterprise", "consumer", "reseller"] = "enterprise"
+    payment: Literal["prepaid", "postpaid"] = "postpaid"
+    currency: CurrencyCode = "EUR"
+    tax_profile: Id | None = None
+    accounting_group: str = ""
+    bill_day: Annotated[int, Field(ge=1, le=28)] = 1
+    time_zone: TimeZone | None = None
+    plans: list[PlanAssignment] = Field(default_factory=list)
+    payer: Payer | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Account:
+        _check_history(self.plans)
+        return self
+
+
+class Pool(Base):
+    id: Id
+    account: Id
+    kind: Literal["static", "flexible", "stacked", "adaptive"] = "static"
+    payment: Literal["prepaid", "postpaid"] = "prepaid"
+    service: ServiceKind = ServiceKind.DATA
+    unit: Unit = Unit.BYTES
+    size: Count
+    credit_limit: MinorUnits | None = None
+
+
+class Wallet(Base):
+    id: Id
+    account: Id
+    currency: CurrencyCode
+    balance: MinorUnits = 0
+
+
+class Contract(Base):
+    """An external contract: usage granted by policy, recorded, and billed elsewhere."""
+
+    id: Id
+    account: Id
+    name: str = ""
+
+
+SECTIONS: dict[str, type[Base]] = {
+    "countries": Country,
+    "regions": Region,
+    "zone_sets": ZoneSet,
+    "time_bands": BandSet,
+    "tax_profiles": TaxProfile,
+    "plans": Plan,
+    "addons": Addon,
+    "accounts": Account,
+    "pools": Pool,
+    "wallets": Wallet,
+    "contracts": Contract,
+    "sims": Sim,
+    "sim_ranges": SimRange,
+}
+"""Top-level list sections of a catalogue file and the model of one item. A file may also
+hold `tenant:` (one `Tenant`). Sections may be spread over any number of files."""
+
+
+def parse_datetime(value: str) -> datetime:
+    """Parse an ISO 8601 aware timestamp (helper for tools and tests)."""
+    parsed = datetime.fromisoformat(value)
+    if parsed.utcoffset() is None:
+        raise ValueError(f"timestamp {value!r} has no UTC offset")
+    return parsed

@@ -1,0 +1,72 @@
+"""A quote: one level's resolved price terms for one usage context. It prices any quantity
+and converts money into units without resolving again, so the charging layer can resolve
+once per MSCC and then grant, commit and record."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from ocs.rating.context import ServiceKind
+from ocs.rating.models import Payer
+from ocs.rating.tariffs import Priced, RateTable, price, units_for
+
+Counters = Mapping[str, int]
+"""Period counters, by key: units already counted this period (tiers and allowances).
+The caller stores them (per bill period) and adds the deltas of each committed usage."""
+
+NO_COUNTERS: Counters = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """Level `level` (0 = the SIM's own plan) of a usage: `seller` (None: the tenant)
+    charges `buyer` on `plan_id`, paid by `payer`."""
+
+    level: int
+    buyer: str
+    seller: str | None
+    payer: Payer
+    plan_id: str
+    plan_version: datetime
+    currency: str
+    zone: str
+    band: str
+    service: ServiceKind
+    rating_group: int | None
+    tier_counter: str
+    allowance_counter: str | None
+    allowance_units: int
+    rate: RateTable
+
+    @property
+    def prepaid(self) -> bool:
+        """This level's payer must be reserved before units are granted."""
+        return self.payer.kind.prepaid
+
+    def allowance_left(self, counters: Counters) -> int:
+        if self.allowance_counter is None:
+            return 0
+        return max(0, self.allowance_units - counters.get(self.allowance_counter, 0))
+
+    def price(self, quantity: int, counters: Counters = NO_COUNTERS) -> Priced:
+        """The price of `quantity` units given the period counters so far."""
+        position = counters.get(self.tier_counter, 0)
+        return price(self.rate, quantity, position, self.allowance_left(counters))
+
+    def units_for(self, amount: int, counters: Counters = NO_COUNTERS, *, max_units: int) -> int:
+        """How many units (a multiple of the charging increment, at most `max_units`)
+        `amount` minor units buy at the current tier and allowance."""
+        position = counters.get(self.tier_counter, 0)
+        left = self.allowance_left(counters)
+        return units_for(self.rate, amount, position, left, max_units=max_units)
+
+    def deltas(self, priced: Priced) -> tuple[tuple[str, int], ...]:
+        """Counter increments to store once `priced` is committed."""
+        out: tuple[tuple[str, int], ...] = ()
+        if priced.billable:
+            out = ((self.tier_counter, priced.billable),)
+        if priced.free and self.allowance_counter is not None:
+            out = (*out, (self.allowance_counter, priced.free))
+        return out
