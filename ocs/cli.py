@@ -1,0 +1,128 @@
+"""The `ocs` command line: `ocs serve | demo | catalog | balance | ...`.
+
+Errors are reported as one line naming what is wrong (file, field, reason) with a non-zero
+exit status, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .config import ConfigError, Settings
+
+
+def _server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML config file (also OCS_CONFIG)")
+    p.add_argument("--host", help="listen address (OCS_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="Diameter port (OCS_PORT, default 3868)")
+    p.add_argument("--origin-host", help="our Origin-Host (OCS_ORIGIN_HOST, default ocs.local)")
+    p.add_argument("--origin-realm", help="our Origin-Realm (OCS_ORIGIN_REALM, default local)")
+    p.add_argument("--redis-url", help="Redis URL (OCS_REDIS_URL); embedded Redis if unset")
+    p.add_argument("--data-dir", help="data directory for embedded services (OCS_DATA_DIR)")
+    p.add_argument("--http-port", type=int, help="HTTP port (OCS_HTTP_PORT, default 8080)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (OCS_METRICS_PORT)")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (OCS_LOG_LEVEL)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ocs", description="Online Charging System for IoT connectivity (Diameter Gy/Ro)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = sub.add_parser("serve", help="run the Diameter charging server")
+    _server_flags(serve)
+    demo = sub.add_parser("demo", help="load policies/demo and serve it on embedded defaults")
+    _server_flags(demo)
+    demo.add_argument("--catalog", default="policies/demo", help="catalogue folder to load")
+
+    catalog = sub.add_parser("catalog", help="validate or apply a product catalogue")
+    csub = catalog.add_subparsers(dest="catalog_command", metavar="ACTION")
+    check = csub.add_parser("check", help="validate a catalogue folder without applying it")
+    check.add_argument("path")
+    apply = csub.add_parser("apply", help="validate and load a catalogue into the balance store")
+    apply.add_argument("path")
+    _server_flags(apply)
+
+    balance = sub.add_parser("balance", help="inspect balances")
+    bsub = balance.add_subparsers(dest="balance_command", metavar="ACTION")
+    show = bsub.add_parser("show", help="show the payer buckets of a subscriber")
+    show.add_argument("msisdn")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    _server_flags(show)
+    return parser
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    return Settings.load(
+        getattr(args, "config", None),
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        origin_host=getattr(args, "origin_host", None),
+        origin_realm=getattr(args, "origin_realm", None),
+        redis_url=getattr(args, "redis_url", None),
+        data_dir=getattr(args, "data_dir", None),
+        http_port=getattr(args, "http_port", None),
+        metrics_port=getattr(args, "metrics_port", None),
+        log_level=getattr(args, "log_level", None),
+    )
+
+
+def _run(coro: Any) -> Any:
+    try:
+        import uvloop  # noqa: PLC0415
+
+        return uvloop.run(coro)
+    except ImportError:  # pragma: no cover
+        return asyncio.run(coro)
+
+
+def _fail(message: str) -> int:
+    print(f"ocs: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "catalog" and args.catalog_command == "check":
+            from .rating.loader import main_check  # noqa: PLC0415
+
+            return main_check(args.path)
+        settings = load_settings(args)
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        if args.command in ("serve", "demo"):
+            from .app import run_server  # noqa: PLC0415
+
+            catalog = args.catalog if args.command == "demo" else None
+            _run(run_server(settings, demo_catalog=catalog))
+            return 0
+        if args.command == "catalog" and args.catalog_command == "apply":
+            from .app import apply_catalog_cli  # noqa: PLC0415
+
+            return int(_run(apply_catalog_cli(settings, args.path)))
+        if args.command == "balance" and args.balance_command == "show":
+            from .app import show_balance_cli  # noqa: PLC0415
+
+            return int(_run(show_balance_cli(settings, args.msisdn, as_json=args.json)))
+    except ConfigError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

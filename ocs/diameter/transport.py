@@ -1,0 +1,318 @@
+"""asyncio transport: one :class:`DiameterProtocol` per TCP (or TLS) connection, carrying out
+the actions of its sans-I/O :class:`~ocs.diameter.peer.PeerConnection`, and
+:class:`DiameterServer` with an explicit lifecycle (start, serve, graceful stop).
+
+Backpressure: a peer that stops reading makes our transport's write buffer grow; above the
+high-water mark we stop reading from that peer (no new requests are accepted from it) until the
+buffer drains. The number of requests in flight per connection is capped the same way, so one
+peer can never make the server buffer without bound. Errors in one connection never reach
+another: every callback catches and closes only its own connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .codec import Message
+from .constants import DisconnectCause
+from .node import Node, PeerInfo
+from .peer import (
+    Action,
+    Close,
+    Deliver,
+    Dispatch,
+    LocalConfig,
+    Opened,
+    PeerConnection,
+    Send,
+)
+
+log = logging.getLogger("ocs.diameter")
+
+MAX_IN_FLIGHT = 1024  # requests being answered per connection before we stop reading
+
+
+class DiameterProtocol(asyncio.Protocol):
+    def __init__(
+        self,
+        node: Node,
+        config: LocalConfig,
+        *,
+        initiator: bool = False,
+        write_buffer_high: int = 4 << 20,
+        on_close: Callable[[DiameterProtocol], None] | None = None,
+    ) -> None:
+        self.node = node
+        self.config = config
+        self.initiator = initiator
+        self.write_buffer_high = write_buffer_high
+        self._on_close = on_close
+        self.loop = asyncio.get_running_loop()
+        self.peer = PeerConnection(config, initiator=initiator, now=self.loop.time())
+        self.transport: asyncio.Transport | None = None
+        self.info: PeerInfo | None = None
+        self.opened: asyncio.Future[None] = self.loop.create_future()
+        self.closed: asyncio.Future[None] = self.loop.create_future()
+        self._timer: asyncio.TimerHandle | None = None
+        self._pending: dict[int, asyncio.Future[Message]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._write_paused = False
+        self._read_paused = False
+
+    # -- asyncio callbacks -----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=self.write_buffer_high)
+        self._run(self.peer.start(self.loop.time()))
+        self._arm_timer()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            actions = self.peer.receive_data(data, self.loop.time())
+        except Exception:  # a bug must cost this connection, never the server
+            log.exception("peer state machine failed; closing connection")
+            self._close("internal error")
+            return
+        self._run(actions)
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.info is not None:
+            self.node.peer_closed(self.info)
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError("Diameter connection closed"))
+        self._pending.clear()
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError("connection closed before CEA"))
+            self.opened.exception()  # mark retrieved
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self._on_close is not None:
+            self._on_close(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
+
+    # -- actions ---------------------------------------------------------------------------
+    def _run(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self._write(action.data)
+            elif isinstance(action, Dispatch):
+                self._dispatch(action.request)
+            elif isinstance(action, Deliver):
+                fut = self._pending.pop(action.answer.hbh_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(action.answer)
+            elif isinstance(action, Opened):
+                self.info = PeerInfo(
+                    action.peer.origin_host, action.peer.origin_realm, self.send_request
+                )
+                self.node.peer_opened(self.info)
+                if not self.opened.done():
+                    self.opened.set_result(None)
+            elif isinstance(action, Close):
+                log.info("closing connection: %s", action.reason)
+                self._close(action.reason)
+
+    def _write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def _close(self, reason: str) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+
+    def _dispatch(self, request: Message) -> None:
+        info = self.info
+        if info is None:  # cannot happen: the peer only dispatches once open
+            return
+        task = self.loop.create_task(self._answer(request, info))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        self._update_reading()
+
+    async def _answer(self, request: Message, info: PeerInfo) -> None:
+        raw = await self.node.handle(request, info)
+        self._write(raw)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("answering failed", exc_info=task.exception())
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        should_pause = self._write_paused or len(self._tasks) >= MAX_IN_FLIGHT
+        if should_pause and not self._read_paused:
+            transport.pause_reading()
+            self._read_paused = True
+        elif not should_pause and self._read_paused:
+            transport.resume_reading()
+            self._read_paused = False
+
+    # -- timers ----------------------------------------------------------------------------
+    def _arm_timer(self) -> None:
+        if self.peer.closed:
+            return
+        self._timer = self.loop.call_at(self.peer.next_deadline(), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        try:
+            self._run(self.peer.on_timer(self.loop.time()))
+        except Exception:
+            log.exception("peer timer failed; closing connection")
+            self._close("internal error")
+            return
+        self._arm_timer()
+
+    # -- requests we originate -------------------------------------------------------------
+    async def send_request(self, request: Message, timeout: float = 10.0) -> Message:
+        if not self.peer.is_open:
+            raise ConnectionError("Diameter connection is not open")
+        hbh, raw = self.peer.request(request)
+        fut: asyncio.Future[Message] = self.loop.create_future()
+        self._pending[hbh] = fut
+        self._write(raw)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pending.pop(hbh, None)
+
+    async def disconnect(self, timeout: float) -> None:
+        """Graceful close: DPR, wait for DPA (or the peer closing), then close."""
+        self._run(self.peer.disconnect(self.loop.time(), DisconnectCause.REBOOTING))
+        self._arm_timer()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.closed), timeout)
+        except TimeoutError:
+            self._close("DPA timeout")
+
+    async def drain(self, timeout: float) -> None:
+        """Wait for in-flight requests of this connection to be answered."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+
+class DiameterServer:
+    """Listens, accepts peers, and shuts down gracefully."""
+
+    def __init__(
+        self,
+        node: Node,
+        config: LocalConfig,
+        *,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None = None,
+        write_buffer_high: int = 4 << 20,
+    ) -> None:
+        self.node = node
+        self.config = config
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self.write_buffer_high = write_buffer_high
+        self.connections: set[DiameterProtocol] = set()
+        self._server: asyncio.Server | None = None
+
+    def _factory(self) -> DiameterProtocol:
+        proto = DiameterProtocol(
+            self.node,
+            self.config,
+            write_buffer_high=self.write_buffer_high,
+            on_close=self.connections.discard,
+        )
+        self.connections.add(proto)
+        return proto
+
+    async def start(self, *, reuse_port: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._factory,
+            self.host,
+            self.port,
+            ssl=self.ssl_context,
+            reuse_address=True,
+            reuse_port=reuse_port or None,
+            backlog=1024,
+        )
+        sock = self._server.sockets[0]
+        self.port = sock.getsockname()[1]
+        log.info("Diameter server listening on %s:%s", self.host, self.port)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, answer what is in flight, DPR every open peer, close the rest."""
+        if self._server is not None:
+            self._server.close()
+        deadline = time.monotonic() + timeout
+        conns = list(self.connections)
+        await asyncio.gather(*(c.drain(max(0.0, deadline - time.monotonic())) for c in conns))
+        await asyncio.gather(
+            *(c.disconnect(max(0.1, deadline - time.monotonic())) for c in conns if c.peer.is_open)
+        )
+        for conn in list(self.connections):
+            conn._close("server stopping")
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+async def connect(
+    node: Node,
+    config: LocalConfig,
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    timeout: float = 10.0,
+) -> DiameterProtocol:
+    """Open a connection as initiator and complete CER/CEA."""
+    loop = asyncio.get_running_loop()
+    _transport, proto = await asyncio.wait_for(
+        loop.create_connection(
+            lambda: DiameterProtocol(node, config, initiator=True), host, port, ssl=ssl_context
+        ),
+        timeout,
+    )
+    await asyncio.wait_for(asyncio.shield(proto.opened), timeout)
+    return proto
+
+
+def server_ssl_context(cert: str, key: str, ca: str | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    if ca:
+        ctx.load_verify_locations(ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def install_uvloop() -> Any:
+    """Use uvloop's event loop policy when available; returns the module or None."""
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - uvloop is a hard dependency on Linux
+        return None
+    return uvloop
