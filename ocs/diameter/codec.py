@@ -150,9 +150,9 @@ class Avp:
             if self.children is not None:
                 v = self.children
             else:
-                t = TYPE_OF.get(self.key)
+                t = _TYPE_CODE.get(self.key, 0)
                 assert self.data is not None
-                v = self.data if t is None else _decode_value(self, t, self.data)
+                v = self.data if t == 0 else _decode_value(self, t, self.data)
             self._value = v
         return v
 
@@ -183,10 +183,17 @@ class Avp:
 
     def walk(self) -> Iterator[Avp]:
         """This AVP and every AVP nested in it, depth first."""
-        yield self
-        if self.children:
-            for child in self.children:
-                yield from child.walk()
+        out: list[Avp] = []
+        self._collect(out)
+        return iter(out)
+
+    def _collect(self, out: list[Avp]) -> None:
+        # a list filled by plain recursion: far cheaper than nested generators once compiled
+        out.append(self)
+        children = self.children
+        if children:
+            for child in children:
+                child._collect(out)
 
     # -- encoding -------------------------------------------------------------------------
     def encode(self) -> bytes:
@@ -203,42 +210,71 @@ class Avp:
         return hdr + data + _PAD[n & 3]
 
 
-def _decode_value(avp: Avp, t: AvpType, data: bytes) -> AvpValue:
+# Type codes as plain ints: comparing against these Final constants compiles (mypyc) to native
+# int compares, where ``t is AvpType.X`` would look the enum member up on every call.
+_T_OCTET_STRING: Final = 1
+_T_INTEGER32: Final = 2
+_T_INTEGER64: Final = 3
+_T_UNSIGNED32: Final = 4
+_T_UNSIGNED64: Final = 5
+_T_FLOAT32: Final = 6
+_T_FLOAT64: Final = 7
+_T_ADDRESS: Final = 9
+_T_TIME: Final = 10
+_T_DIAMETER_IDENTITY: Final = 12
+_T_DIAMETER_URI: Final = 13
+_T_ENUMERATED: Final = 14
+_TYPE_CODE: Final[dict[int, int]] = {key: int(t) for key, t in TYPE_OF.items()}
+
+
+def _be32(data: bytes) -> int:
+    return (data[0] << 24) | (data[1] << 16) | (data[2] << 8) | data[3]
+
+
+def _be64(data: bytes) -> int:
+    hi = (data[0] << 24) | (data[1] << 16) | (data[2] << 8) | data[3]
+    lo = (data[4] << 24) | (data[5] << 16) | (data[6] << 8) | data[7]
+    return (hi << 32) | lo
+
+
+def _decode_value(avp: Avp, t: int, data: bytes) -> AvpValue:
     n = len(data)
     try:
-        if t is AvpType.UNSIGNED32:
+        if t == _T_UNSIGNED32:
             if n != 4:
                 raise InvalidAvpLength(f"{avp.name}: Unsigned32 of {n} bytes", avp)
-            return _U32.unpack(data)[0]
-        if t is AvpType.ENUMERATED or t is AvpType.INTEGER32:
+            return _be32(data)
+        if t in (_T_ENUMERATED, _T_INTEGER32):
             if n != 4:
                 raise InvalidAvpLength(f"{avp.name}: Integer32 of {n} bytes", avp)
-            return _I32.unpack(data)[0]
-        if t is AvpType.UNSIGNED64:
+            v = _be32(data)
+            return v - 0x100000000 if v & 0x80000000 else v
+        if t == _T_UNSIGNED64:
             if n != 8:
                 raise InvalidAvpLength(f"{avp.name}: Unsigned64 of {n} bytes", avp)
-            return _U64.unpack(data)[0]
-        if t is AvpType.INTEGER64:
+            return _be64(data)
+        if t == _T_INTEGER64:
             if n != 8:
                 raise InvalidAvpLength(f"{avp.name}: Integer64 of {n} bytes", avp)
-            return _I64.unpack(data)[0]
-        if t is AvpType.OCTET_STRING:
+            v = _be64(data)
+            return v - 0x10000000000000000 if v & 0x8000000000000000 else v
+        if t == _T_OCTET_STRING:
             return data
-        if t is AvpType.TIME:
+        if t == _T_TIME:
             if n != 4:
                 raise InvalidAvpLength(f"{avp.name}: Time of {n} bytes", avp)
-            return ntp_to_datetime(_U32.unpack(data)[0])
-        if t is AvpType.ADDRESS:
+            return ntp_to_datetime(_be32(data))
+        if t == _T_ADDRESS:
             return decode_address(data)
-        if t is AvpType.FLOAT32:
+        if t == _T_FLOAT32:
             if n != 4:
                 raise InvalidAvpLength(f"{avp.name}: Float32 of {n} bytes", avp)
             return _F32.unpack(data)[0]
-        if t is AvpType.FLOAT64:
+        if t == _T_FLOAT64:
             if n != 8:
                 raise InvalidAvpLength(f"{avp.name}: Float64 of {n} bytes", avp)
             return _F64.unpack(data)[0]
-        if t is AvpType.DIAMETER_IDENTITY or t is AvpType.DIAMETER_URI:
+        if t in (_T_DIAMETER_IDENTITY, _T_DIAMETER_URI):
             return data.decode("ascii")
         # UTF8String, IPFilterRule, QoSFilterRule
         return data.decode("utf-8")
@@ -409,8 +445,11 @@ class Message:
         return default
 
     def walk(self) -> Iterator[Avp]:
+        """Every AVP of the message, nested ones included, depth first."""
+        out: list[Avp] = []
         for avp in self.avps:
-            yield from avp.walk()
+            avp._collect(out)
+        return iter(out)
 
     def append(self, avp: Avp) -> None:
         self.avps.append(avp)
