@@ -1,0 +1,71 @@
+"""Every Redis key the balance store and the charging application use, in one place.
+
+Balance keys carry one hash tag per payer, ``{tenant:kind:id}``, so that every key a Lua script
+touches lives in one Redis Cluster slot. The rated usage stream is per payer as well
+(``ocs:{tag}:cdr``): a script may only write to its payer's slot, and a per-payer stream keeps
+the records of one payer in order. The offline drain finds the streams through the registry
+set :data:`PAYERS` (one entry per payer, written by ``apply_catalog``).
+
+Keys outside a payer (session state, the catalogue pointer, the SIM index) have no hash tag;
+no script touches them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+PREFIX: Final = "ocs"
+PAYERS: Final = f"{PREFIX}:payers"  # SET of payer tags (tenant:kind:id)
+CATALOG: Final = f"{PREFIX}:catalog"  # HASH path, tenant, applied_at
+MSISDN_INDEX: Final = f"{PREFIX}:msisdn"  # HASH msisdn -> payer tag of its first twin
+FAILOVER: Final = f"{PREFIX}:failover"  # no Redis here: the file name under data_dir
+
+
+@dataclass(frozen=True, slots=True)
+class PayerKeys:
+    """The keys of one payer; ``tag`` is ``tenant:kind:id``."""
+
+    tag: str
+
+    @property
+    def buckets(self) -> str:
+        return f"{PREFIX}:{{{self.tag}}}:buckets"
+
+    @property
+    def balances(self) -> str:
+        return f"{PREFIX}:{{{self.tag}}}:bal"
+
+    @property
+    def reservations(self) -> str:
+        return f"{PREFIX}:{{{self.tag}}}:rsv"
+
+    @property
+    def reservation_index(self) -> str:
+        return f"{PREFIX}:{{{self.tag}}}:rsvidx"
+
+    @property
+    def stream(self) -> str:
+        return f"{PREFIX}:{{{self.tag}}}:cdr"
+
+    def done(self, request_id: str) -> str:
+        """Idempotency record of one request on this payer."""
+        return f"{PREFIX}:{{{self.tag}}}:done:{request_id}"
+
+
+def payer_tag(tenant: str, kind: str, payer_id: str) -> str:
+    return f"{tenant}:{kind}:{payer_id}"
+
+
+def session_key(session_id: str) -> str:
+    """HASH of one Diameter session's state (TTL refreshed on every CCR)."""
+    return f"{PREFIX}:sess:{session_id}"
+
+
+def answer_key(session_id: str, request_number: int) -> str:
+    """The encoded CCA of one request, so a retransmission after a restart gets it again."""
+    return f"{PREFIX}:ans:{session_id}:{request_number}"
+
+
+def reservation_member(session_id: str, rating_group: int) -> str:
+    return f"{session_id}|{rating_group}"

@@ -1,0 +1,135 @@
+"""Value types of the balance store: bucket definitions, charge requests and results."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class BucketUnit(StrEnum):
+    """What a bucket holds. Money is in minor units of the payer's currency."""
+
+    MONEY = "money"
+    BYTES = "bytes"
+    SECONDS = "seconds"
+    MESSAGES = "messages"
+    EVENTS = "events"
+
+
+@dataclass(frozen=True, slots=True)
+class BucketSpec:
+    """A bucket as provisioned: ``priority`` orders consumption (lowest first), then the
+    earliest ``valid_to``. Times are epoch milliseconds, 0 = open. ``unlimited`` buckets
+    (external contracts, postpaid overage without a credit limit) grant anything and only
+    count what was used."""
+
+    id: str
+    unit: BucketUnit
+    size: int
+    priority: int = 0
+    valid_from: int = 0
+    valid_to: int = 0
+    unlimited: bool = False
+
+    def definition(self) -> dict[str, Any]:
+        return {
+            "unit": str(self.unit),
+            "prio": self.priority,
+            "from": self.valid_from,
+            "to": self.valid_to,
+            "unlimited": self.unlimited,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """Money per unit for money buckets: ``numerator / denominator`` minor units per unit."""
+
+    numerator: int
+    denominator: int
+
+
+FREE = Rate(0, 1)
+NOT_PRICED = Rate(0, 0)  # money buckets are not usable for this request
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeRequest:
+    """One call of the charge script for one (session, rating group).
+
+    ``used`` units are committed against the existing reservation (the rest is released);
+    then up to ``want`` units are reserved until ``deadline_ms`` (Validity-Time + grace).
+    ``mode="debit"`` charges ``used`` all-or-nothing without a reservation (events)."""
+
+    request_id: str
+    member: str
+    unit: BucketUnit
+    now_ms: int
+    used: int = 0
+    want: int = 0
+    min_grant: int = 0
+    rate: Rate = NOT_PRICED
+    deadline_ms: int = 0
+    mode: str = "session"
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeResult:
+    """``status``: ok, exhausted (nothing could be granted), insufficient (a debit was
+    refused), no_reservation (usage reported without a reservation; charged from available).
+    ``left`` is what the payer still has in this unit (-1: unlimited); ``live`` the number of
+    reservations on the payer."""
+
+    status: str
+    granted: int
+    money: int
+    units: int
+    cost: int
+    overrun: int
+    left: int
+    live: int
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> ChargeResult:
+        data = json.loads(raw)
+        return cls(
+            status=str(data["status"]),
+            granted=int(data["granted"]),
+            money=int(data["money"]),
+            units=int(data["units"]),
+            cost=int(data["cost"]),
+            overrun=int(data["overrun"]),
+            left=int(data["left"]),
+            live=int(data["live"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BucketState:
+    id: str
+    unit: str
+    priority: int
+    valid_from: int
+    valid_to: int
+    unlimited: bool
+    credited: int
+    available: int
+    reserved: int
+    used: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "unit": self.unit,
+            "priority": self.priority,
+            "valid_from": self.valid_from,
+            "valid_to": self.valid_to,
+            "unlimited": self.unlimited,
+            "credited": self.credited,
+            "available": self.available,
+            "reserved": self.reserved,
+            "used": self.used,
+        }

