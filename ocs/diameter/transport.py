@@ -16,7 +16,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from .codec import Message
 from .constants import DisconnectCause
@@ -66,9 +66,9 @@ class DiameterProtocol(asyncio.Protocol):
 
     # -- asyncio callbacks -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(high=self.write_buffer_high)
+        # uvloop's TCPTransport does not subclass asyncio.Transport: no isinstance check here.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=self.write_buffer_high)
         self._run(self.peer.start(self.loop.time()))
         self._arm_timer()
 
