@@ -9,13 +9,13 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from ocs.rating.bands import BandIndex
 from ocs.rating.context import ServiceKind
 from ocs.rating.errors import Issue
-from ocs.rating.filters import Predicate
+from ocs.rating.filters import Predicate, required_apns
 from ocs.rating.models import (
     ANY_ZONE,
     Account,
@@ -46,9 +46,11 @@ class PlanHistory:
 
     @classmethod
     def of(cls, assignments: list[PlanAssignment]) -> PlanHistory:
-        return cls(tuple(a.from_ for a in assignments), tuple(a.plan for a in assignments))
+        starts = tuple(a.from_.astimezone(UTC) for a in assignments)
+        return cls(starts, tuple(a.plan for a in assignments))
 
     def plan_at(self, at: datetime) -> str | None:
+        """`at` should be in UTC (comparisons across tzinfo objects are slow)."""
         index = bisect_right(self.starts, at) - 1
         return self.plan_ids[index] if index >= 0 else None
 
@@ -138,6 +140,30 @@ class CompiledSim:
     account: str
     tz: ZoneInfo
     twins: tuple[CompiledTwin, ...]  # sorted by priority, lowest first
+    by_apn: Mapping[str, tuple[CompiledTwin, ...]]
+    """For each APN some twin requires: the twins that can match it, in priority order."""
+    apn_free: tuple[CompiledTwin, ...]
+    """The twins whose filter does not require an APN (the candidates for any other APN)."""
+
+    def candidates(self, apn: str | None) -> tuple[CompiledTwin, ...]:
+        if apn is None:
+            return self.apn_free
+        return self.by_apn.get(apn, self.apn_free)
+
+
+@dataclass(frozen=True, slots=True)
+class TwinIndex:
+    twins: tuple[CompiledTwin, ...]
+    by_apn: Mapping[str, tuple[CompiledTwin, ...]]
+    apn_free: tuple[CompiledTwin, ...]
+
+    @classmethod
+    def build(cls, ordered: tuple[CompiledTwin, ...]) -> TwinIndex:
+        """Index twins (already in priority order) by the APNs their filters require."""
+        required = [(t, required_apns(t.spec.filter)) for t in ordered]
+        apns = sorted({a for _, r in required if r is not None for a in r})
+        by_apn = {a: tuple(t for t, r in required if r is None or a in r) for a in apns}
+        return cls(ordered, by_apn, tuple(t for t, r in required if r is None))
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -23,6 +24,7 @@ from ocs.rating.catalogue import (
     CompiledVersion,
     PlanHistory,
     TariffKey,
+    TwinIndex,
     UpperLevel,
 )
 from ocs.rating.errors import Issue, Severity
@@ -194,7 +196,7 @@ class _Compiler:
                 CompiledVersion(
                     plan_id=plan.id,
                     currency=plan.currency,
-                    effective_from=version.effective_from,
+                    effective_from=version.effective_from.astimezone(UTC),
                     spec=version,
                     zones=zones,
                     bands=bands,
@@ -405,13 +407,14 @@ def compile_catalogue(sections: dict[str, list[Sourced]]) -> tuple[Catalogue | N
         entries.append(entry)
         if entry.account not in accounts:
             c.error(where.at("account"), f"unknown account {entry.account!r}")
-        twins = c.twins(where, entry.twins, plans, funds, regions, mcc_country)
+        index = TwinIndex.build(c.twins(where, entry.twins, plans, funds, regions, mcc_country))
         tz = ZoneInfo(entry.time_zone or default_tz)
+        shared = (entry.account, tz, index.twins, index.by_apn, index.apn_free)
         if isinstance(entry, Sim):
-            add(where, CompiledSim(entry.imsi, entry.msisdn, entry.account, tz, twins))
+            add(where, CompiledSim(entry.imsi, entry.msisdn, *shared))
             continue
         for offset, imsi, msisdn in _expand(entry):
-            add(where.at(f"[{offset}]"), CompiledSim(imsi, msisdn, entry.account, tz, twins))
+            add(where.at(f"[{offset}]"), CompiledSim(imsi, msisdn, *shared))
 
     if tenant is not None and tenant.home_network[:3] not in mcc_country:
         c.warn(Where("(catalogue)", "tenant.home_network"), "home MCC has no country entry")

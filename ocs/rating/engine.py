@@ -8,9 +8,10 @@ quantity. The online path (CCRs) and the offline path (bill runs, CDR import) bo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC
+from typing import NamedTuple
 
-from ocs.rating.catalogue import Catalogue, CompiledSim, CompiledTwin
+from ocs.rating.catalogue import Catalogue, CompiledSim, CompiledTwin, PlanHistory
 from ocs.rating.context import UsageContext
 from ocs.rating.errors import (
     NoPlanError,
@@ -23,7 +24,7 @@ from ocs.rating.errors import (
 )
 from ocs.rating.filters import Facts
 from ocs.rating.models import ANY_BAND, Payer
-from ocs.rating.multilevel import Level, levels_for
+from ocs.rating.multilevel import upper_levels
 from ocs.rating.quote import NO_COUNTERS, Counters, Quote
 from ocs.rating.tariffs import Priced
 
@@ -36,8 +37,7 @@ class NoTwin:
     twins_tried: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Resolution:
+class Resolution(NamedTuple):
     """Who pays for a usage and on which terms, one quote per level (level 0 first)."""
 
     imsi: str
@@ -62,8 +62,7 @@ class Resolution:
         return tuple(keys)
 
 
-@dataclass(frozen=True, slots=True)
-class RatedLine:
+class RatedLine(NamedTuple):
     quote: Quote
     priced: Priced
 
@@ -76,8 +75,7 @@ class RatedLine:
         return self.quote.deltas(self.priced)
 
 
-@dataclass(frozen=True, slots=True)
-class RatedUsage:
+class RatedUsage(NamedTuple):
     """A context priced at every level: one line per level, level 0 first."""
 
     resolution: Resolution
@@ -111,6 +109,9 @@ def facts_for(catalogue: Catalogue, sim: CompiledSim, ctx: UsageContext) -> Fact
     mcc = plmn[:3]
     local = ctx.event_time.astimezone(sim.tz)
     apn = ctx.apn.lower() if ctx.apn is not None else None
+    at = ctx.event_time
+    if at.tzinfo is not UTC:
+        at = at.astimezone(UTC)
     return Facts(
         ctx,
         plmn,
@@ -119,21 +120,33 @@ def facts_for(catalogue: Catalogue, sim: CompiledSim, ctx: UsageContext) -> Fact
         local.weekday(),
         local.hour * 60 + local.minute,
         apn,
+        at,
     )
 
 
 def resolve_twin(sim: CompiledSim, facts: Facts) -> CompiledTwin | NoTwin:
-    """The first twin by priority (lowest number first) whose filter matches, or NoTwin."""
-    for twin in sim.twins:
+    """The first twin by priority (lowest number first) whose filter matches, or NoTwin.
+    Only the twins that can match the usage's APN are tried (`CompiledSim.by_apn`)."""
+    for twin in sim.candidates(facts.apn):
         if twin.predicate(facts):
             return twin
     return NoTwin(sim.imsi, tuple(t.id for t in sim.twins))
 
 
-def _quote(catalogue: Catalogue, level: Level, facts: Facts, at: datetime) -> Quote:
-    plan_id = level.plans.plan_at(at)
+def _quote(
+    catalogue: Catalogue,
+    level: int,
+    buyer: str,
+    seller: str | None,
+    plans: PlanHistory,
+    payer: Payer,
+    owner: str,
+    facts: Facts,
+) -> Quote:
+    at = facts.at
+    plan_id = plans.plan_at(at)
     if plan_id is None:
-        raise NoPlanError(f"no plan assigned to {level.buyer!r} at {at.isoformat()}")
+        raise NoPlanError(f"no plan assigned to {buyer!r} at {at.isoformat()}")
     version = catalogue.plans[plan_id].version_at(at)
     if version is None:
         raise NoPlanError(f"plan {plan_id!r} has no version in force at {at.isoformat()}")
@@ -146,13 +159,14 @@ def _quote(catalogue: Catalogue, level: Level, facts: Facts, at: datetime) -> Qu
         raise NoTariffError(f"plan {plan_id!r} does not price {ctx.service} in zone {zone!r}")
     bands = version.bands
     band = ANY_BAND if bands is None else bands.band_at(facts.weekday, facts.minute)
-    owner = level.buyer if tariff.account_scope or level.level else level.counter_owner
+    if tariff.account_scope:
+        owner = buyer
     allowance = version.allowance_for(ctx.service, zone)
     return Quote(
-        level=level.level,
-        buyer=level.buyer,
-        seller=level.seller,
-        payer=level.payer,
+        level=level,
+        buyer=buyer,
+        seller=seller,
+        payer=payer,
         plan_id=plan_id,
         plan_version=version.effective_from,
         currency=version.currency,
@@ -177,11 +191,21 @@ def resolve(catalogue: Catalogue, ctx: UsageContext) -> Resolution:
     if not twin.active:
         raise SubscriptionInactive(f"twin {twin.id!r} of SIM {sim.imsi} is not active")
     subscription = subscription_id(sim.imsi, twin.id)
-    at = ctx.event_time
-    quotes = tuple(
-        _quote(catalogue, level, facts, at)
-        for level in levels_for(catalogue, sim, twin, subscription)
+    account = catalogue.accounts[sim.account]
+    first = _quote(
+        catalogue, 0, account.id, account.parent, twin.plans, twin.payer, subscription, facts
     )
+    upper = upper_levels(catalogue, sim)
+    if not upper:
+        quotes: tuple[Quote, ...] = (first,)
+    else:
+        quotes = (
+            first,
+            *(
+                _quote(catalogue, i, u.buyer, u.seller, u.plans, u.payer, u.buyer, facts)
+                for i, u in enumerate(upper, start=1)
+            ),
+        )
     return Resolution(sim.imsi, twin.id, subscription, sim.account, twin.payer, quotes)
 
 
@@ -189,5 +213,9 @@ def rate(catalogue: Catalogue, ctx: UsageContext, counters: Counters = NO_COUNTE
     """Resolve and price `ctx.quantity` at every level, given the period counters."""
     resolution = resolve(catalogue, ctx)
     quantity = ctx.quantity
-    lines = tuple(RatedLine(q, q.price(quantity, counters)) for q in resolution.quotes)
+    quotes = resolution.quotes
+    if len(quotes) == 1:
+        quote = quotes[0]
+        return RatedUsage(resolution, (RatedLine(quote, quote.price(quantity, counters)),))
+    lines = tuple(RatedLine(q, q.price(quantity, counters)) for q in quotes)
     return RatedUsage(resolution, lines)

@@ -8,7 +8,8 @@ give the loader's warnings for twins that can never be chosen.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime
 
 from ocs.rating.context import UsageContext
 from ocs.rating.models import ALL_DAYS, FilterSpec, TimeWindow
@@ -26,7 +27,8 @@ class Facts:
     country: str | None
     weekday: int  # 0 = Monday, local time of the subscriber
     minute: int  # minute of the local day, 0..1439
-    apn: str | None = field(default=None)
+    apn: str | None  # lower case
+    at: datetime  # event time in UTC
 
 
 Predicate = Callable[[Facts], bool]
@@ -141,16 +143,31 @@ def _leaves(spec: FilterSpec, regions: Mapping[str, frozenset[str]]) -> list[Pre
     return preds
 
 
+def _both(first: Predicate, second: Predicate) -> Predicate:
+    return lambda f: first(f) and second(f)
+
+
 def _and(preds: list[Predicate]) -> Predicate:
+    """AND predicates as nested closures (cheaper per call than `all()` over a generator)."""
     if not preds:
         return always
-    if len(preds) == 1:
-        return preds[0]
-    if len(preds) == 2:
-        first, second = preds
-        return lambda f: first(f) and second(f)
-    frozen = tuple(preds)
-    return lambda f: all(p(f) for p in frozen)
+    combined = preds[-1]
+    for pred in reversed(preds[:-1]):
+        combined = _both(pred, combined)
+    return combined
+
+
+def _either(first: Predicate, second: Predicate) -> Predicate:
+    return lambda f: first(f) or second(f)
+
+
+def _or(preds: list[Predicate]) -> Predicate:
+    if not preds:
+        return never
+    combined = preds[-1]
+    for pred in reversed(preds[:-1]):
+        combined = _either(pred, combined)
+    return combined
 
 
 def compile_filter(spec: FilterSpec, regions: Mapping[str, frozenset[str]]) -> Predicate:
@@ -159,12 +176,23 @@ def compile_filter(spec: FilterSpec, regions: Mapping[str, frozenset[str]]) -> P
     if spec.all_ is not None:
         preds.extend(compile_filter(child, regions) for child in spec.all_)
     if spec.any_ is not None:
-        options = tuple(compile_filter(child, regions) for child in spec.any_)
-        preds.append(lambda f: any(p(f) for p in options))
+        options = [compile_filter(child, regions) for child in spec.any_]
+        preds.append(_or(options))
     if spec.not_ is not None:
         inner = compile_filter(spec.not_, regions)
         preds.append(lambda f: not inner(f))
     return _and(preds)
+
+
+def required_apns(spec: FilterSpec) -> frozenset[str] | None:
+    """The APNs (lower case) a usage must have for the filter to match, or None when the
+    filter does not constrain the APN at its top-level AND. Used to index twins by APN."""
+    required: frozenset[str] | None = None
+    for part in _conjunction(spec):
+        if part.apn is not None:
+            apns = frozenset(a.lower() for a in part.apn)
+            required = apns if required is None else required & apns
+    return required
 
 
 # --- static analysis for loader warnings -------------------------------------------------

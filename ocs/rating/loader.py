@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,9 +59,42 @@ def _validate(
         return None
 
 
+def add_document(
+    name: str, document: object, sections: dict[str, list[Sourced]], issues: list[Issue]
+) -> None:
+    """Validate one parsed document (the content of one file) item by item into `sections`,
+    recording every problem in `issues`."""
+    if document is None:
+        return
+    if not isinstance(document, dict):
+        issues.append(Issue(name, "", "top level must be a mapping of sections"))
+        return
+    for key, value in document.items():
+        where = Where(name, str(key))
+        if key == "tenant":
+            tenant = _validate(_TENANT, value, where, issues)
+            if tenant is not None:
+                sections.setdefault("tenant", []).append((where, tenant))
+            continue
+        adapter = _ADAPTERS.get(str(key))
+        if adapter is None:
+            known = ", ".join(["tenant", *SECTIONS])
+            issues.append(Issue(name, str(key), f"unknown section (known: {known})"))
+            continue
+        if not isinstance(value, list):
+            issues.append(Issue(name, str(key), "must be a list"))
+            continue
+        bucket = sections.setdefault(str(key), [])
+        for index, raw in enumerate(value):
+            item_where = Where(name, f"{key}[{index}]")
+            item = _validate(adapter, raw, item_where, issues)
+            if item is not None:
+                bucket.append((item_where, item))
+
+
 def read_sources(folder: Path) -> tuple[dict[str, list[Sourced]], list[Issue]]:
     """Parse and validate every file; keep the valid items with where they came from."""
-    sections: dict[str, list[Sourced]] = {"tenant": []}
+    sections: dict[str, list[Sourced]] = {}
     issues: list[Issue] = []
     if not folder.is_dir():
         return sections, [Issue(str(folder), "", "not a directory")]
@@ -74,32 +108,7 @@ def read_sources(folder: Path) -> tuple[dict[str, list[Sourced]], list[Issue]]:
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             issues.append(Issue(name, "", f"cannot read YAML: {exc}".replace("\n", " ")))
             continue
-        if document is None:
-            continue
-        if not isinstance(document, dict):
-            issues.append(Issue(name, "", "top level must be a mapping of sections"))
-            continue
-        for key, value in document.items():
-            where = Where(name, str(key))
-            if key == "tenant":
-                tenant = _validate(_TENANT, value, where, issues)
-                if tenant is not None:
-                    sections["tenant"].append((where, tenant))
-                continue
-            adapter = _ADAPTERS.get(str(key))
-            if adapter is None:
-                known = ", ".join(["tenant", *SECTIONS])
-                issues.append(Issue(name, str(key), f"unknown section (known: {known})"))
-                continue
-            if not isinstance(value, list):
-                issues.append(Issue(name, str(key), "must be a list"))
-                continue
-            bucket = sections.setdefault(str(key), [])
-            for index, raw in enumerate(value):
-                item_where = Where(name, f"{key}[{index}]")
-                item = _validate(adapter, raw, item_where, issues)
-                if item is not None:
-                    bucket.append((item_where, item))
+        add_document(name, document, sections, issues)
     return sections, issues
 
 
@@ -124,17 +133,28 @@ class CheckReport:
         return self.catalogue is not None and not self.errors
 
 
+def _report(path: str, sections: dict[str, list[Sourced]], issues: list[Issue]) -> CheckReport:
+    # Cross references are checked even after schema errors, so one run shows every
+    # problem; references to items that failed validation may add follow-up errors.
+    catalogue, more = compile_catalogue(sections)
+    if any(i.severity is Severity.ERROR for i in issues):
+        catalogue = None
+    return CheckReport(path, catalogue, tuple(issues + more))
+
+
 def check_catalog(path: str | Path) -> CheckReport:
     """Validate a catalogue folder without applying it."""
-    folder = Path(path)
-    sections, issues = read_sources(folder)
-    if any(i.severity is Severity.ERROR for i in issues):
-        # Cross references are still checked, so one run shows every problem; references
-        # to items that failed validation may add follow-up errors.
-        _, more = compile_catalogue(sections)
-        return CheckReport(str(folder), None, tuple(issues + more))
-    catalogue, more = compile_catalogue(sections)
-    return CheckReport(str(folder), catalogue, tuple(issues + more))
+    sections, issues = read_sources(Path(path))
+    return _report(str(path), sections, issues)
+
+
+def check_documents(documents: Mapping[str, object]) -> CheckReport:
+    """Validate already-parsed documents ({file name: content}); used by tools and tests."""
+    sections: dict[str, list[Sourced]] = {}
+    issues: list[Issue] = []
+    for name, document in documents.items():
+        add_document(name, document, sections, issues)
+    return _report("(memory)", sections, issues)
 
 
 def load_catalogue(path: str | Path) -> Catalogue:

@@ -5,8 +5,8 @@ once per MSCC and then grant, commit and record."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from ocs.rating.context import ServiceKind
 from ocs.rating.models import Payer
@@ -19,10 +19,10 @@ The caller stores them (per bill period) and adds the deltas of each committed u
 NO_COUNTERS: Counters = {}
 
 
-@dataclass(frozen=True, slots=True)
-class Quote:
+class Quote(NamedTuple):
     """Level `level` (0 = the SIM's own plan) of a usage: `seller` (None: the tenant)
-    charges `buyer` on `plan_id`, paid by `payer`."""
+    charges `buyer` on `plan_id`, paid by `payer`. (NamedTuple: immutable and cheap to build
+    on the hot path.)"""
 
     level: int
     buyer: str
@@ -52,8 +52,12 @@ class Quote:
 
     def price(self, quantity: int, counters: Counters = NO_COUNTERS) -> Priced:
         """The price of `quantity` units given the period counters so far."""
-        position = counters.get(self.tier_counter, 0)
-        return price(self.rate, quantity, position, self.allowance_left(counters))
+        position = counters.get(self.tier_counter, 0) if counters else 0
+        allowance_left = 0
+        if self.allowance_counter is not None:
+            used = counters.get(self.allowance_counter, 0) if counters else 0
+            allowance_left = max(0, self.allowance_units - used)
+        return price(self.rate, quantity, position, allowance_left)
 
     def units_for(self, amount: int, counters: Counters = NO_COUNTERS, *, max_units: int) -> int:
         """How many units (a multiple of the charging increment, at most `max_units`)

@@ -12,23 +12,26 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 from ocs.rating.models import BandRate, Rounding
+
+_UP, _DOWN, _HALF_UP, _HALF_EVEN = Rounding.UP, Rounding.DOWN, Rounding.HALF_UP, Rounding.HALF_EVEN
 
 
 def div_round(raw: int, denominator: int, mode: Rounding) -> int:
     """raw / denominator rounded to an integer by `mode` (raw >= 0)."""
     quotient, remainder = divmod(raw, denominator)
-    if remainder == 0 or mode is Rounding.DOWN:
+    if remainder == 0 or mode is _DOWN:
         return quotient
-    if mode is Rounding.UP:
+    if mode is _UP:
         return quotient + 1
     twice = 2 * remainder
     if twice > denominator:
         return quotient + 1
     if twice < denominator:
         return quotient
-    if mode is Rounding.HALF_UP:
+    if mode is _HALF_UP:
         return quotient + 1
     return quotient + (quotient & 1)
 
@@ -36,9 +39,9 @@ def div_round(raw: int, denominator: int, mode: Rounding) -> int:
 def max_raw_for(amount: int, denominator: int, mode: Rounding) -> int:
     """The largest raw cost that `div_round` turns into at most `amount` (conservative for
     HALF_EVEN, where an exact half may round down)."""
-    if mode is Rounding.UP:
+    if mode is _UP:
         return amount * denominator
-    if mode is Rounding.DOWN:
+    if mode is _DOWN:
         return (amount + 1) * denominator - 1
     return ((2 * amount + 1) * denominator - 1) // 2
 
@@ -114,13 +117,14 @@ def _decimals(value: Decimal) -> int:
     return max(0, -exponent)
 
 
-@dataclass(frozen=True, slots=True)
-class Priced:
+class Priced(NamedTuple):
     """The price of one quantity under one rate.
 
     `rated` is the quantity after increments and minimum quantity; `free` of it came out of
     the allowance, `billable` went through the tiers (starting at the tier counter), and
     `amount` is the rounded money in minor units (at least the minimum charge when billable).
+    A NamedTuple rather than a frozen dataclass: immutable too, and several times cheaper
+    to build on the hot path.
     """
 
     quantity: int
@@ -139,8 +143,10 @@ def price(rate: RateTable, quantity: int, position: int, allowance_left: int) ->
     allowance still covers, price the rest by graduated tiers from `position`, round once."""
     if quantity <= 0:
         return ZERO_PRICE
-    rated = max(ceil_to(quantity, rate.increment), rate.minimum_quantity)
-    free = min(rated, allowance_left) if allowance_left > 0 else 0
+    increment = rate.increment
+    rated = -(-quantity // increment) * increment
+    rated = max(rated, rate.minimum_quantity)
+    free = (rated if rated < allowance_left else allowance_left) if allowance_left > 0 else 0
     billable = rated - free
     if billable == 0:
         return Priced(quantity, rated, free, 0, 0, ())
