@@ -21,7 +21,7 @@ def ext_modules() -> list[object]:
     if os.environ.get("OCS_PURE_PYTHON"):
         return []
     try:
-        from mypyc.build import mypycify
+        from mypyc.build import mypycify  # noqa: PLC0415 - optional at build time
     except ImportError:
         return []
     return list(mypycify(COMPILED, opt_level="3", separate=True))
