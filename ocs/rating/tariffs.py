@@ -37,12 +37,13 @@ def div_round(raw: int, denominator: int, mode: Rounding) -> int:
 
 
 def max_raw_for(amount: int, denominator: int, mode: Rounding) -> int:
-    """The largest raw cost that `div_round` turns into at most `amount` (conservative for
-    HALF_EVEN, where an exact half may round down)."""
+    """The largest raw cost that `div_round` turns into at most `amount`."""
     if mode is _UP:
         return amount * denominator
     if mode is _DOWN:
         return (amount + 1) * denominator - 1
+    if mode is _HALF_EVEN and amount % 2 == 0:
+        return (2 * amount + 1) * denominator // 2  # an exact half rounds down to even
     return ((2 * amount + 1) * denominator - 1) // 2
 
 
