@@ -1,0 +1,69 @@
+"""Every request of the real captures (tests/vectors/*.hex), sent to `ocs serve` over TCP after
+our own CER, gets a well-formed answer.
+
+The captured requests keep their own Origin-Host and end-to-end ids, so a request the capture
+retransmitted (same Origin-Host and end-to-end id) gets our stored answer, as RFC 6733 6.2 wants.
+Requests of applications we do not serve (Gx, S6a in the Magma captures) must still be answered,
+with DIAMETER_APPLICATION_UNSUPPORTED. The answers in the captures are not sent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ocs.diameter import avp_codes as A
+from ocs.diameter.codec import decode
+from ocs.diameter.constants import FLAG_REQUEST, Application, ResultCode
+
+from .conftest import load_vector_file, vector_files
+from .test_cli_serve import OcsServe, open_peer
+
+ORIGIN_HOST, ORIGIN_REALM = "ocs.test", "test"
+
+
+def requests_of(path: Path) -> list[bytes]:
+    return [raw for raw in load_vector_file(path) if raw[4] & FLAG_REQUEST]
+
+
+@pytest.mark.parametrize("path", vector_files(), ids=lambda p: p.stem)
+async def test_every_captured_request_gets_a_well_formed_answer(path: Path, tmp_path: Path) -> None:
+    requests = requests_of(path)
+    assert requests, f"{path.name} holds no request"
+    server = await OcsServe.start(
+        tmp_path,
+        *("--host", "127.0.0.1", "--port", "0"),
+        *("--origin-host", ORIGIN_HOST, "--origin-realm", ORIGIN_REALM),
+    )
+    codes: dict[int, int] = {}
+    try:
+        peer = await open_peer(server.port)
+        try:
+            for index, raw in enumerate(requests):
+                request = decode(raw)
+                await peer.send(raw)
+                answer = decode(await peer.recv_raw())
+                where = f"{path.stem}[{index}] command {request.command} app {request.app_id}"
+                assert not answer.is_request, where
+                assert answer.command == request.command, where
+                assert answer.app_id == request.app_id, where
+                assert (answer.hbh_id, answer.e2e_id) == (request.hbh_id, request.e2e_id), where
+                result = answer.get(A.AVP_RESULT_CODE)
+                assert isinstance(result, int), where
+                assert answer.get(A.AVP_ORIGIN_HOST) == ORIGIN_HOST, where
+                assert answer.get(A.AVP_ORIGIN_REALM) == ORIGIN_REALM, where
+                session = request.get(A.AVP_SESSION_ID)
+                if session is not None:
+                    assert answer.get(A.AVP_SESSION_ID) == session, where
+                    assert answer.avps[0].key == A.AVP_SESSION_ID, where  # RFC 6733 8.8
+                if request.app_id not in (Application.COMMON, Application.CREDIT_CONTROL):
+                    assert result == ResultCode.DIAMETER_APPLICATION_UNSUPPORTED, where
+                    assert answer.is_error, where
+                codes[result] = codes.get(result, 0) + 1
+        finally:
+            await peer.close()
+    finally:
+        exit_code = await server.stop()
+    assert exit_code == 0
+    assert sum(codes.values()) == len(requests)
