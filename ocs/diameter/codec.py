@@ -203,10 +203,14 @@ class Avp:
             data = b"".join([c.encode() for c in self.children])
         n = len(data)
         key = self.key
-        if key > _MASK32:
-            hdr = _AVP_HDR_V.pack(key & _MASK32, (self.flags << 24) | (n + 12), key >> 32)
+        flags = self.flags
+        if key > _MASK32 or flags & AVP_FLAG_VENDOR:
+            # the V bit decides the header layout; it also covers a V bit with Vendor-Id 0
+            hdr = _AVP_HDR_V.pack(
+                key & _MASK32, ((flags | AVP_FLAG_VENDOR) << 24) | (n + 12), key >> 32
+            )
         else:
-            hdr = _AVP_HDR.pack(key, (self.flags << 24) | (n + 8))
+            hdr = _AVP_HDR.pack(key, (flags << 24) | (n + 8))
         return hdr + data + _PAD[n & 3]
 
 
