@@ -31,8 +31,8 @@ def _gy_ccrs(name: str) -> list[CreditControlRequest]:
     if not path.exists():
         pytest.skip(f"{name} not extracted yet")
     out = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
         msg = decode(bytes.fromhex(line.split()[-1]))
