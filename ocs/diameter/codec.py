@@ -65,6 +65,10 @@ _MASK24: Final = 0xFFFFFF
 _NTP_EPOCH: Final = datetime(1900, 1, 1, tzinfo=UTC)
 _NTP_ERA1: Final = datetime(2036, 2, 7, 6, 28, 16, tzinfo=UTC)
 
+# Deepest nesting of grouped AVPs we decode. Real Gy messages nest 5 levels at most
+# (Service-Information > PS-Information > QoS-Information > Allocation-Retention-Priority).
+MAX_GROUPED_DEPTH: Final = 32
+
 _ADDRESS_FAMILY_IPV4: Final = 1
 _ADDRESS_FAMILY_IPV6: Final = 2
 
@@ -331,10 +335,12 @@ def encode_address(value: IPAddress | str | tuple[int, bytes]) -> bytes:
     return struct.pack(">H", family) + ip.packed
 
 
-def decode_avps(buf: bytes, start: int, end: int) -> list[Avp]:
+def decode_avps(buf: bytes, start: int, end: int, depth: int = 0) -> list[Avp]:
     """Split ``buf[start:end]`` into AVPs, recursing into grouped AVPs the dictionary knows.
 
     Written with plain int and bytes-index operations so that mypyc compiles it to native code.
+    Grouped AVPs nested deeper than :data:`MAX_GROUPED_DEPTH` are refused (5004): without a
+    bound, a 400 kB message of nested headers would exhaust the C stack of the compiled code.
     """
     avps: list[Avp] = []
     grouped = GROUPED_KEYS
@@ -373,7 +379,12 @@ def decode_avps(buf: bytes, start: int, end: int) -> list[Avp]:
                 _bad_avp(buf, off, end, code),
             )
         if key in grouped:
-            avps.append(Avp(key, flags, None, decode_avps(buf, dstart, dend)))
+            if depth >= MAX_GROUPED_DEPTH:
+                raise InvalidAvpValue(
+                    f"grouped AVP code {code} nested deeper than {MAX_GROUPED_DEPTH} levels",
+                    _bad_avp(buf, off, end, code),
+                )
+            avps.append(Avp(key, flags, None, decode_avps(buf, dstart, dend, depth + 1)))
         else:
             avps.append(Avp(key, flags, buf[dstart:dend]))
         off = dend + ((4 - (length & 3)) & 3)
@@ -632,6 +643,7 @@ def build_message(
 
 __all__ = [
     "DICTIONARY",
+    "MAX_GROUPED_DEPTH",
     "Avp",
     "AvpValue",
     "Message",

@@ -605,3 +605,22 @@ def test_decode_header_errors() -> None:
     with pytest.raises(codec.FramingError) as err:
         codec.decode(b"\x01\x00\x00\x15" + raw[4:] + b"\0")
     assert err.value.result_code == 5015
+
+
+def _nested_groups(depth: int) -> bytes:
+    inner = b""
+    for _ in range(depth):
+        inner = raw_avp(443, M, inner)  # Subscription-Id in Subscription-Id in ...
+    return raw_message(inner)
+
+
+def test_deeply_nested_groups_are_refused_not_a_stack_overflow() -> None:
+    ok = codec.decode(_nested_groups(codec.MAX_GROUPED_DEPTH))
+    assert len(list(ok.walk())) == codec.MAX_GROUPED_DEPTH
+    assert ok.encode() == _nested_groups(codec.MAX_GROUPED_DEPTH)
+    for depth in (codec.MAX_GROUPED_DEPTH + 1, 50_000):  # 400 kB: under the framer's limit
+        with pytest.raises(InvalidAvpValue) as err:
+            codec.decode(_nested_groups(depth))
+        assert err.value.result_code == 5004
+        assert err.value.failed_avp is not None
+        assert err.value.failed_avp.code == 443
