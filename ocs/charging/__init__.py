@@ -1,0 +1,16 @@
+"""Gy/Ro application: CCR-I/U/T/E -> MSCC answers, sessions, failure handling."""
+
+from __future__ import annotations
+
+from ocs.charging.application import ChargingApplication
+from ocs.charging.catalog import apply_catalog, show_balance
+from ocs.charging.runtime import ChargingRuntime, NoCatalogue, create_charging
+
+__all__ = [
+    "ChargingApplication",
+    "ChargingRuntime",
+    "NoCatalogue",
+    "apply_catalog",
+    "create_charging",
+    "show_balance",
+]

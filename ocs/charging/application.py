@@ -1,0 +1,465 @@
+"""The Gy/Ro credit-control application: CCR-Initial/Update/Terminate/Event in, CCA out.
+
+``handle_ccr`` validates the request type, answers retransmissions from the stored answer,
+and dispatches by name to ``handle_initial``, ``handle_update``, ``handle_terminate`` and
+``handle_event``. Each MSCC is rated (``ocs.rating``) and reserved/committed on its payer by
+one balance script call (``ocs.balance``); each gets its own Result-Code in the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from ocs.balance import BalanceStore, BucketUnit, ChargeRequest, ChargeResult
+from ocs.balance.keys import reservation_member
+from ocs.charging.config import ChargingConfig
+from ocs.charging.errors import is_store_failure, result_code_for
+from ocs.charging.events import EventCharging
+from ocs.charging.failover import FailoverJournal
+from ocs.charging.sessions import SessionStore
+from ocs.charging.usage import (
+    UNIT_OF,
+    payer_key,
+    requested_units,
+    reservation_rate,
+    service_of,
+    usage_context,
+    used_units,
+)
+from ocs.diameter import avp_codes as A
+from ocs.diameter.answers import Identity, answer_for_error
+from ocs.diameter.codec import Avp, Message, decode
+from ocs.diameter.constants import (
+    CcRequestType,
+    FinalUnitAction,
+    ReportingReason,
+    ResultCode,
+)
+from ocs.diameter.dcca import (
+    CreditControlRequest,
+    MultipleServicesCreditControl,
+    RedirectServer,
+    credit_control_answer,
+    final_unit_indication,
+    granted_service_unit,
+    mscc_answer,
+)
+from ocs.diameter.errors import DiameterError, InvalidAvpValue
+from ocs.observability.metrics import ChargingMetrics
+from ocs.rating.engine import Resolution, find_sim, resolve
+from ocs.rating.errors import RatingError
+from ocs.rating.loader import CatalogueHolder
+
+log = logging.getLogger(__name__)
+
+SUCCESS: Final = int(ResultCode.DIAMETER_SUCCESS)
+TYPE_NAMES: Final = {t: t.name.split("_")[0].lower() for t in CcRequestType}
+HANDLER_NAMES: Final = {
+    CcRequestType.INITIAL_REQUEST: "handle_initial",
+    CcRequestType.UPDATE_REQUEST: "handle_update",
+    CcRequestType.TERMINATION_REQUEST: "handle_terminate",
+    CcRequestType.EVENT_REQUEST: "handle_event",
+}
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one CCR did: the MSCC answers, their codes, extra AVPs and the session's payers."""
+
+    msccs: list[Avp] = field(default_factory=list)
+    codes: list[int] = field(default_factory=list)
+    extra: list[Avp] = field(default_factory=list)
+    payers: dict[int, str] = field(default_factory=dict)
+    dropped: list[int] = field(default_factory=list)
+    result_code: int | None = None  # overrides the code derived from the MSCCs
+
+    def add(self, avp: Avp, code: int) -> None:
+        self.msccs.append(avp)
+        self.codes.append(code)
+
+    def top_level(self) -> int:
+        if self.result_code is not None:
+            return self.result_code
+        if self.codes and all(c == self.codes[0] for c in self.codes):
+            return self.codes[0]
+        return SUCCESS
+
+
+class ChargingApplication:
+    """Credit-Control application (RFC 4006, Auth-Application-Id 4) over Redis balances."""
+
+    def __init__(
+        self,
+        store: BalanceStore,
+        catalogue: CatalogueHolder,
+        config: ChargingConfig,
+        identity: Identity,
+        metrics: ChargingMetrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.catalogue = catalogue
+        self.config = config
+        self.identity = identity
+        self.metrics = metrics
+        self.clock = clock
+        self.sessions = SessionStore(store.redis, config.session_ttl)
+        self.journal = FailoverJournal(config.data_dir)
+        self.events = EventCharging(self)
+        self._handlers: dict[int, Callable[[CreditControlRequest, Outcome], Awaitable[None]]] = {
+            int(t): getattr(self, name) for t, name in HANDLER_NAMES.items()
+        }
+
+    # -- entry point -----------------------------------------------------------------------
+    async def handle_ccr(self, request: Message, peer: object = None) -> Message:
+        started = time.perf_counter()
+        view = CreditControlRequest(request)
+        kind = "unknown"
+        try:
+            rtype = view.request_type
+            handler = self._handlers.get(rtype)
+            if handler is None:
+                found = request.find(A.AVP_CC_REQUEST_TYPE)
+                raise InvalidAvpValue(f"CC-Request-Type {rtype} is not defined", found)
+            kind = TYPE_NAMES[CcRequestType(rtype)]
+            answer = await self._answer(view, handler)
+        except DiameterError as err:
+            answer = answer_for_error(request, self.identity, err, avps=view.echo_avps())
+        except Exception as exc:
+            if is_store_failure(exc):
+                self.metrics.redis_errors.inc()
+                answer = self._failure_answer(view, exc)
+            else:
+                log.exception("CCR %s failed", _safe_session(view))
+                answer = credit_control_answer(request, self.identity, result_code_for(exc))
+        code = answer.get(A.AVP_RESULT_CODE, 0)
+        self.metrics.ccr.labels(kind, str(code)).inc()
+        self.metrics.latency.labels(kind).observe(time.perf_counter() - started)
+        return answer
+
+    async def _answer(
+        self,
+        view: CreditControlRequest,
+        handler: Callable[[CreditControlRequest, Outcome], Awaitable[None]],
+    ) -> Message:
+        request = view.msg
+        sid, number = view.session_id, view.request_number
+        async with asyncio.timeout(self.config.request_timeout):
+            payers, stored = await self.sessions.lookup(sid, number)
+            if stored is not None:  # a retransmission: the same answer, charged once
+                return _replay(stored, request)
+            outcome = Outcome(payers=payers)
+            await handler(view, outcome)
+            answer = credit_control_answer(
+                request,
+                self.identity,
+                outcome.top_level(),
+                msccs=outcome.msccs,
+                extra=outcome.extra,
+            )
+            closed = view.request_type in (
+                CcRequestType.TERMINATION_REQUEST,
+                CcRequestType.EVENT_REQUEST,
+            )
+            await self.sessions.save(
+                sid,
+                number,
+                answer.encode(),
+                outcome.payers,
+                closed=closed,
+                dropped=tuple(outcome.dropped),
+            )
+        for code in outcome.codes:
+            self.metrics.mscc.labels(str(code)).inc()
+        return answer
+
+    # -- handlers by name ------------------------------------------------------------------
+    async def handle_initial(self, view: CreditControlRequest, out: Outcome) -> None:
+        msccs = view.mscc
+        if not msccs:
+            self._check_subscriber(view, out)
+        for mscc in msccs:
+            await self._charge_mscc(view, mscc, out, final=False, initial=True)
+        if out.top_level() == SUCCESS:
+            self.metrics.active_sessions.inc()
+
+    async def handle_update(self, view: CreditControlRequest, out: Outcome) -> None:
+        for mscc in view.mscc:
+            await self._charge_mscc(view, mscc, out, final=False, initial=False)
+
+    async def handle_terminate(self, view: CreditControlRequest, out: Outcome) -> None:
+        reported: set[int] = set()
+        for mscc in view.mscc:
+            reported.add(mscc.rating_group or 0)
+            await self._charge_mscc(view, mscc, out, final=True, initial=False)
+        # reservations of rating groups the CCR-T does not mention are released
+        for rg, payer in sorted(out.payers.items()):
+            if rg not in reported:
+                await self._release(view, rg, payer)
+        self.metrics.active_sessions.dec()
+
+    async def handle_event(self, view: CreditControlRequest, out: Outcome) -> None:
+        await self.events.handle(view, out)
+
+    # -- one MSCC --------------------------------------------------------------------------
+    def _check_subscriber(self, view: CreditControlRequest, out: Outcome) -> None:
+        catalogue = self.catalogue.current
+        try:
+            ctx = usage_context(catalogue.tenant.id, view, None, service_of(view), 0)
+            find_sim(catalogue, ctx)
+        except RatingError as exc:
+            out.result_code = result_code_for(exc)
+
+    def rate(
+        self,
+        view: CreditControlRequest,
+        mscc: MultipleServicesCreditControl | None,
+        quantity: int,
+    ) -> Resolution:
+        catalogue = self.catalogue.current
+        ctx = usage_context(catalogue.tenant.id, view, mscc, service_of(view), quantity)
+        return resolve(catalogue, ctx)
+
+    def record_context(
+        self, view: CreditControlRequest, rg: int, resolution: Resolution, used: int
+    ) -> dict[str, Any]:
+        """What the rated usage record says besides the balance movement."""
+        levels = []
+        for quote in resolution.quotes:
+            levels.append(
+                {
+                    "level": quote.level,
+                    "buyer": quote.buyer,
+                    "seller": quote.seller,
+                    "payer": f"{quote.payer.kind}:{quote.payer.id}",
+                    "plan": quote.plan_id,
+                    "zone": quote.zone,
+                    "band": quote.band,
+                    "currency": quote.currency,
+                    "amount": quote.price(used).amount if used else 0,
+                }
+            )
+        return {
+            "session": view.session_id,
+            "n": view.request_number,
+            "rg": rg,
+            "imsi": resolution.imsi,
+            "msisdn": view.msisdn,
+            "twin": resolution.twin,
+            "subscription": resolution.subscription,
+            "account": resolution.account,
+            "service": str(resolution.quotes[0].service) if resolution.quotes else None,
+            "levels": levels,
+        }
+
+    def _quota(self, unit: BucketUnit, requested: int | None) -> int:
+        want = self.config.default_quota[unit] if requested is None else requested
+        return min(want, self.config.max_quota[unit])
+
+    async def _charge_mscc(
+        self,
+        view: CreditControlRequest,
+        mscc: MultipleServicesCreditControl,
+        out: Outcome,
+        *,
+        final: bool,
+        initial: bool,
+    ) -> None:
+        rg = mscc.rating_group or 0
+        if rg in self.config.free_rating_groups:
+            code = int(ResultCode.DIAMETER_CREDIT_CONTROL_NOT_APPLICABLE)
+            out.add(mscc_answer(code, rating_group=mscc.rating_group), code)
+            return
+        unit = UNIT_OF[service_of(view)]
+        used = used_units(mscc, unit)
+        requested = requested_units(mscc, unit)
+        wants_more = (
+            not final
+            and (initial or mscc.requested is not None)
+            and mscc.reporting_reason != ReportingReason.FINAL
+        )
+        want = self._quota(unit, requested) if wants_more else 0
+        try:
+            resolution = self.rate(view, mscc, used)
+        except RatingError as exc:
+            code = result_code_for(exc)
+            out.add(mscc_answer(code, rating_group=mscc.rating_group), code)
+            if rg in out.payers:  # release what an earlier grant still holds
+                await self._release(view, rg, out.payers[rg])
+                out.dropped.append(rg)
+                del out.payers[rg]
+            return
+        quote = resolution.quotes[0]
+        payer = payer_key(self.catalogue.current.tenant.id, resolution.payer)
+        previous = out.payers.get(rg)
+        context = self.record_context(view, rg, resolution, used)
+        base = f"{view.session_id}:{view.request_number}:{rg}"
+        now_ms = int(self.clock() * 1000)
+        deadline = now_ms + (self.config.validity_time + self.config.reclaim_grace) * 1000
+        member = reservation_member(view.session_id, rg)
+        rate = reservation_rate(quote)
+        if previous is not None and previous != payer:
+            # the twin or payer changed mid-session: settle on the old payer first
+            await self.store.charge(
+                previous,
+                ChargeRequest(f"{base}:settle", member, unit, now_ms, used=used, context=context),
+            )
+            used = 0
+        result = await self.store.charge(
+            payer,
+            ChargeRequest(
+                request_id=base,
+                member=member,
+                unit=unit,
+                now_ms=now_ms,
+                used=used,
+                want=want,
+                min_grant=min(want, self.config.min_grant[unit]),
+                rate=rate,
+                deadline_ms=deadline,
+                context=context,
+            ),
+        )
+        if final or result.granted == 0:
+            out.payers.pop(rg, None)
+            out.dropped.append(rg)
+        else:
+            out.payers[rg] = payer
+        avp, code = self._mscc_for(mscc, unit, want, result)
+        out.add(avp, code)
+
+    def _mscc_for(
+        self,
+        mscc: MultipleServicesCreditControl,
+        unit: BucketUnit,
+        want: int,
+        result: ChargeResult,
+    ) -> tuple[Avp, int]:
+        rg = mscc.rating_group
+        ids = mscc.service_identifiers
+        if result.granted > 0:
+            last = result.left == 0  # nothing left behind this grant: these are final units
+            threshold = result.granted * self.config.threshold_percent // 100
+            return (
+                mscc_answer(
+                    SUCCESS,
+                    rating_group=rg,
+                    service_identifiers=ids,
+                    granted=_gsu(unit, result.granted),
+                    validity_time=self.config.validity_time,
+                    volume_quota_threshold=threshold if unit is BucketUnit.BYTES else None,
+                    time_quota_threshold=threshold if unit is BucketUnit.SECONDS else None,
+                    final_unit=self._final_unit() if last else None,
+                ),
+                SUCCESS,
+            )
+        if want > 0:
+            code = int(ResultCode.DIAMETER_CREDIT_LIMIT_REACHED)
+            redirecting = self.config.fui_action is not FinalUnitAction.TERMINATE
+            return (
+                mscc_answer(
+                    code,
+                    rating_group=rg,
+                    service_identifiers=ids,
+                    validity_time=self.config.validity_time if redirecting else None,
+                    final_unit=self._final_unit() if redirecting else None,
+                ),
+                code,
+            )
+        return mscc_answer(SUCCESS, rating_group=rg, service_identifiers=ids), SUCCESS
+
+    def _final_unit(self) -> Avp:
+        action = self.config.fui_action
+        if action is FinalUnitAction.REDIRECT:
+            return final_unit_indication(
+                action, redirect=RedirectServer(self.config.fui_redirect_url)
+            )
+        if action is FinalUnitAction.RESTRICT_ACCESS:
+            return final_unit_indication(
+                action, restriction_rules=self.config.fui_restriction_rules
+            )
+        return final_unit_indication(action)
+
+    async def _release(self, view: CreditControlRequest, rg: int, payer: str) -> None:
+        now_ms = int(self.clock() * 1000)
+        await self.store.charge(
+            payer,
+            ChargeRequest(
+                request_id=f"{view.session_id}:{view.request_number}:{rg}:release",
+                member=reservation_member(view.session_id, rg),
+                unit=BucketUnit.BYTES,
+                now_ms=now_ms,
+            ),
+        )
+
+    # -- Redis unreachable -----------------------------------------------------------------
+    def _failure_answer(self, view: CreditControlRequest, exc: BaseException) -> Message:
+        """Credit-Control failure handling: grant the configured quota and journal it for
+        reconciliation ("grant"), or answer 5012 ("deny"). Never waits on Redis again."""
+        request = view.msg
+        mode = self.config.failure_handling
+        self.metrics.failover_grants.labels(mode).inc()
+        if mode != "grant":
+            return credit_control_answer(
+                request, self.identity, int(ResultCode.DIAMETER_UNABLE_TO_COMPLY)
+            )
+        rtype = view.request_type
+        entry: dict[str, Any] = {
+            "session": _safe_session(view),
+            "n": view.request_number,
+            "type": rtype,
+            "imsi": view.imsi,
+            "msisdn": view.msisdn,
+            "error": repr(exc),
+            "msccs": [],
+        }
+        msccs: list[Avp] = []
+        unit = UNIT_OF[service_of(view)]
+        for mscc in view.mscc:
+            grant = 0
+            if rtype in (CcRequestType.INITIAL_REQUEST, CcRequestType.UPDATE_REQUEST):
+                grant = self.config.failure_grant_bytes if unit is BucketUnit.BYTES else 1
+            entry["msccs"].append(
+                {"rg": mscc.rating_group, "used": used_units(mscc, unit), "granted": grant}
+            )
+            msccs.append(
+                mscc_answer(
+                    SUCCESS,
+                    rating_group=mscc.rating_group,
+                    granted=_gsu(unit, grant) if grant else None,
+                    validity_time=self.config.validity_time if grant else None,
+                )
+            )
+        try:
+            self.journal.record(entry)
+        except OSError:
+            log.exception("cannot write the failover journal %s", self.journal.path)
+        return credit_control_answer(request, self.identity, SUCCESS, msccs=msccs)
+
+
+def _gsu(unit: BucketUnit, amount: int) -> Avp:
+    if unit is BucketUnit.BYTES:
+        return granted_service_unit(total_octets=amount)
+    if unit is BucketUnit.SECONDS:
+        return granted_service_unit(time=amount)
+    return granted_service_unit(service_specific_units=amount)
+
+
+def _replay(stored: bytes, request: Message) -> Message:
+    answer = decode(stored)
+    answer.hbh_id = request.hbh_id
+    answer.e2e_id = request.e2e_id
+    return answer
+
+
+def _safe_session(view: CreditControlRequest) -> str:
+    try:
+        return view.session_id
+    except DiameterError:
+        return "?"

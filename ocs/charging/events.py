@@ -1,0 +1,165 @@
+"""CCR-Event (RFC 4006 6.3, 5.4): DIRECT_DEBITING (SMS, IoT sensor events), REFUND_ACCOUNT,
+CHECK_BALANCE and PRICE_ENQUIRY. Events have no session state and no reservation: a debit is
+one all-or-nothing script call that also writes the rated record."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from ocs.balance import BucketUnit, ChargeRequest
+from ocs.charging.errors import result_code_for
+from ocs.charging.usage import UNIT_OF, payer_key, reservation_rate, service_of, used_units
+from ocs.diameter import avp_codes as A
+from ocs.diameter.codec import grouped, i32
+from ocs.diameter.constants import CheckBalanceResult, RequestedAction, ResultCode
+from ocs.diameter.dcca import (
+    CreditControlRequest,
+    MultipleServicesCreditControl,
+    cost_information,
+    granted_service_unit,
+    mscc_answer,
+)
+from ocs.rating.errors import RatingError
+from ocs.rating.models import PayerKind
+from ocs.rating.quote import Quote
+
+if TYPE_CHECKING:
+    from ocs.charging.application import ChargingApplication, Outcome
+
+SUCCESS: Final = int(ResultCode.DIAMETER_SUCCESS)
+CURRENCY_NUMERIC: Final = {"EUR": 978, "USD": 840, "GBP": 826, "CHF": 756, "SEK": 752}
+
+
+def _event_msccs(view: CreditControlRequest) -> list[MultipleServicesCreditControl]:
+    """The MSCCs, or the top-level RSU/USU as one pseudo-MSCC (events often carry no MSCC)."""
+    msccs = view.mscc
+    if msccs:
+        return msccs
+    kids = [
+        a
+        for a in view.msg.avps
+        if a.key
+        in (A.AVP_REQUESTED_SERVICE_UNIT, A.AVP_USED_SERVICE_UNIT, A.AVP_SERVICE_IDENTIFIER)
+    ]
+    return [MultipleServicesCreditControl(grouped(A.AVP_MULTIPLE_SERVICES_CREDIT_CONTROL, kids))]
+
+
+def _units(mscc: MultipleServicesCreditControl, unit: BucketUnit) -> int:
+    """Units of an event: RSU (or USU) service-specific units / octets / time, default 1."""
+    rsu = mscc.requested
+    if rsu is not None and not rsu.empty:
+        value = (
+            rsu.octets
+            if unit is BucketUnit.BYTES
+            else rsu.time
+            if unit is BucketUnit.SECONDS
+            else rsu.service_specific_units
+        )
+        if value:
+            return value
+    return used_units(mscc, unit) or 1
+
+
+class EventCharging:
+    __slots__ = ("app",)
+
+    def __init__(self, app: ChargingApplication) -> None:
+        self.app = app
+
+    async def handle(self, view: CreditControlRequest, out: Outcome) -> None:
+        action = view.requested_action
+        action = RequestedAction.DIRECT_DEBITING if action is None else action
+        unit = UNIT_OF[service_of(view)]
+        for mscc in _event_msccs(view):
+            await self._one(view, mscc, unit, RequestedAction(action), out)
+
+    async def _one(
+        self,
+        view: CreditControlRequest,
+        mscc: MultipleServicesCreditControl,
+        unit: BucketUnit,
+        action: RequestedAction,
+        out: Outcome,
+    ) -> None:
+        app = self.app
+        rg = mscc.rating_group
+        units = _units(mscc, unit)
+        try:
+            resolution = app.rate(view, mscc, units)
+        except RatingError as exc:
+            code = result_code_for(exc)
+            out.add(mscc_answer(code, rating_group=rg), code)
+            return
+        quote = resolution.quotes[0]
+        payer = payer_key(app.catalogue.current.tenant.id, resolution.payer)
+        request_id = f"{view.session_id}:{view.request_number}:{rg or 0}"
+        now_ms = int(app.clock() * 1000)
+        rate = reservation_rate(quote)
+        gsu = (
+            granted_service_unit(total_octets=units)
+            if unit is BucketUnit.BYTES
+            else granted_service_unit(service_specific_units=units)
+        )
+        if action is RequestedAction.PRICE_ENQUIRY:
+            amount = quote.price(units).amount
+            currency = CURRENCY_NUMERIC.get(quote.currency, 978)
+            out.extra.append(cost_information(amount, currency))
+            out.add(mscc_answer(SUCCESS, rating_group=rg, granted=gsu), SUCCESS)
+            return
+        if action is RequestedAction.CHECK_BALANCE:
+            enough = await self._enough(payer, unit, units, rate.denominator > 0, quote, now_ms)
+            verdict = CheckBalanceResult.ENOUGH_CREDIT if enough else CheckBalanceResult.NO_CREDIT
+            if not any(a.key == A.AVP_CHECK_BALANCE_RESULT for a in out.extra):
+                out.extra.append(i32(A.AVP_CHECK_BALANCE_RESULT, verdict))
+            out.add(mscc_answer(SUCCESS, rating_group=rg), SUCCESS)
+            return
+        context = app.record_context(view, rg or 0, resolution, units)
+        if action is RequestedAction.REFUND_ACCOUNT:
+            money = resolution.payer.kind is PayerKind.WALLET
+            amount = quote.price(units).amount if money else units
+            op = {"op": "refund", "unit": "money" if money else str(unit), "amount": amount}
+            status = await app.store.adjust(payer, request_id, [op], now_ms, context)
+            code = SUCCESS if status == "ok" else int(ResultCode.DIAMETER_RATING_FAILED)
+            out.add(mscc_answer(code, rating_group=rg), code)
+            return
+        result = await app.store.charge(
+            payer,
+            ChargeRequest(
+                request_id=request_id,
+                member=f"{view.session_id}|{rg or 0}",
+                unit=unit,
+                now_ms=now_ms,
+                used=units,
+                rate=rate,
+                mode="debit",
+                context=context,
+            ),
+        )
+        if result.status == "insufficient":
+            code = int(ResultCode.DIAMETER_CREDIT_LIMIT_REACHED)
+            out.add(mscc_answer(code, rating_group=rg), code)
+            return
+        out.add(mscc_answer(SUCCESS, rating_group=rg, granted=gsu), SUCCESS)
+
+    async def _enough(
+        self,
+        payer: str,
+        unit: BucketUnit,
+        units: int,
+        priced: bool,
+        quote: Quote,
+        now_ms: int,
+    ) -> bool:
+        """Whether the payer could pay ``units`` now (no reservation is made)."""
+        cost = quote.price(units).amount if priced else 0
+        have_units = have_money = 0
+        for b in await self.app.store.buckets(payer):
+            if b.valid_from > now_ms or (b.valid_to and b.valid_to <= now_ms):
+                continue
+            if b.unlimited and (b.unit == str(unit) or (priced and b.unit == "money")):
+                return True
+            if b.unit == str(unit):
+                have_units += b.available
+            elif b.unit == "money" and priced:
+                have_money += b.available
+        return have_units >= units or (priced and have_money >= cost)

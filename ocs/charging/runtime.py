@@ -1,0 +1,122 @@
+"""What `ocs serve` starts for charging: the Redis connection (or embedded Redis), the
+catalogue, the application, and the periodic task that reclaims expired reservations and
+picks up a newly applied catalogue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+from redis.exceptions import RedisError
+
+from ocs.balance import BalanceStore
+from ocs.balance.keys import CATALOG
+from ocs.charging.application import ChargingApplication
+from ocs.charging.catalog import load_folder, provision_catalogue
+from ocs.charging.config import ChargingConfig
+from ocs.config import Settings
+from ocs.diameter.answers import Identity
+from ocs.observability.metrics import ChargingMetrics, default_metrics
+from ocs.rating.loader import CatalogueHolder
+from ocs.store import RedisHandle, open_redis
+
+log = logging.getLogger(__name__)
+
+
+class NoCatalogue(Exception):
+    """No catalogue was applied to this Redis: run `ocs catalog apply PATH` first."""
+
+
+@dataclass(slots=True)
+class ChargingRuntime:
+    application: ChargingApplication
+    store: BalanceStore
+    redis: RedisHandle
+    config: ChargingConfig
+    catalogue: CatalogueHolder
+    applied_at: str = ""
+    _task: asyncio.Task[None] | None = field(default=None)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._housekeeping(), name="ocs-charging-reclaim")
+
+    async def reclaim_once(self) -> int:
+        n = await self.store.reclaim_all(int(time.time() * 1000))
+        if n:
+            self.application.metrics.reclaimed.inc(n)
+        return n
+
+    async def reload_if_applied(self) -> bool:
+        """Swap in the catalogue `ocs catalog apply` recorded, when it changed."""
+        raw = await self.store.redis.hgetall(CATALOG)
+        info = {_s(k): _s(v) for k, v in raw.items()}
+        if not info or info.get("applied_at") == self.applied_at:
+            return False
+        report = await asyncio.to_thread(self.catalogue.reload, info["path"])
+        self.applied_at = info.get("applied_at", "")
+        if not report.ok:
+            log.error("catalogue %s not reloaded: %d error(s)", info["path"], len(report.errors))
+        return report.ok
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.reclaim_interval)
+            try:
+                await self.reclaim_once()
+                await self.reload_if_applied()
+            except (RedisError, OSError, TimeoutError) as exc:
+                self.application.metrics.redis_errors.inc()
+                log.warning("charging housekeeping: %s", exc)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.redis.close()
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def create_charging(
+    settings: Settings,
+    *,
+    catalog_path: str | Path | None = None,
+    registry: CollectorRegistry | None = None,
+    start: bool = True,
+) -> ChargingRuntime:
+    """Open Redis (``settings.redis_url``, else embedded under ``data_dir``) and build the
+    application. With ``catalog_path`` (``ocs demo``) that catalogue is applied first;
+    otherwise the one last applied with `ocs catalog apply` is used (``NoCatalogue`` if
+    none). ``start`` runs the reclaim/reload task; call ``close()`` on shutdown."""
+    config = ChargingConfig.from_settings(settings)
+    handle = await open_redis(settings)
+    try:
+        store = BalanceStore(handle.client)
+        if catalog_path is not None:
+            folder, catalogue = await asyncio.to_thread(load_folder, catalog_path)
+            await provision_catalogue(store, catalogue, str(folder))
+        raw = await handle.client.hgetall(CATALOG)
+        info = {_s(k): _s(v) for k, v in raw.items()}
+        if "path" not in info:
+            raise NoCatalogue("no catalogue applied: run `ocs catalog apply PATH` first")
+        holder = await asyncio.to_thread(CatalogueHolder.from_path, info["path"])
+    except BaseException:
+        await handle.close()
+        raise
+    metrics = ChargingMetrics(registry) if registry is not None else default_metrics()
+    identity = Identity(settings.origin_host, settings.origin_realm)
+    app = ChargingApplication(store, holder, config, identity, metrics)
+    runtime = ChargingRuntime(app, store, handle, config, holder, info.get("applied_at", ""))
+    if start:
+        runtime.start()
+    return runtime

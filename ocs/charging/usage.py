@@ -1,0 +1,114 @@
+"""From a CCR and one MSCC to what rating and the balance store need: the usage context,
+the unit, the payer's key and the money rate of the reservation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from ipaddress import IPv4Address, IPv6Address
+
+from ocs.balance.keys import payer_tag
+from ocs.balance.models import FREE, NOT_PRICED, BucketUnit, Rate
+from ocs.diameter.constants import CcRequestType
+from ocs.diameter.dcca import CreditControlRequest, MultipleServicesCreditControl
+from ocs.rating.context import RatType, ServiceKind, UsageContext
+from ocs.rating.models import Payer, PayerKind
+from ocs.rating.quote import Quote
+
+SMS_SERVICE_CONTEXT = "32274@3gpp.org"
+
+UNIT_OF: dict[ServiceKind, BucketUnit] = {
+    ServiceKind.DATA: BucketUnit.BYTES,
+    ServiceKind.SMS: BucketUnit.MESSAGES,
+    ServiceKind.VOICE: BucketUnit.SECONDS,
+    ServiceKind.EVENT: BucketUnit.EVENTS,
+}
+
+
+def service_of(ccr: CreditControlRequest) -> ServiceKind:
+    """Sessions are data; events are SMS (SMS-Information or the SMS context) or IoT events."""
+    if ccr.request_type != CcRequestType.EVENT_REQUEST:
+        return ServiceKind.DATA
+    context = ccr.service_context_id or ""
+    if ccr.sms_information is not None or context.startswith(SMS_SERVICE_CONTEXT):
+        return ServiceKind.SMS
+    return ServiceKind.EVENT
+
+
+def requested_units(mscc: MultipleServicesCreditControl, unit: BucketUnit) -> int | None:
+    """What the RSU asks for in ``unit`` (None: no RSU or an empty one: the default quota)."""
+    rsu = mscc.requested
+    if rsu is None or rsu.empty:
+        return None
+    if unit is BucketUnit.BYTES:
+        return rsu.octets
+    if unit is BucketUnit.SECONDS:
+        return rsu.time
+    return rsu.service_specific_units
+
+
+def used_units(mscc: MultipleServicesCreditControl, unit: BucketUnit) -> int:
+    if unit is BucketUnit.BYTES:
+        return mscc.used_total("octets")
+    if unit is BucketUnit.SECONDS:
+        return mscc.used_total("time")
+    return mscc.used_total("units")
+
+
+def _rat(ccr: CreditControlRequest) -> RatType:
+    ps = ccr.ps_information
+    if ps is None:
+        return RatType.UNKNOWN
+    if (rat := ps.rat_type) is not None:
+        return RatType.from_rat_type_avp(rat)
+    if (octet := ps.threegpp_rat_type) is not None:
+        return RatType.from_3gpp_rat_type(octet)
+    return RatType.UNKNOWN
+
+
+def usage_context(
+    tenant: str,
+    ccr: CreditControlRequest,
+    mscc: MultipleServicesCreditControl | None,
+    service: ServiceKind,
+    quantity: int,
+) -> UsageContext:
+    ps = ccr.ps_information
+    plmn = ps.sgsn_mcc_mnc if ps is not None else None
+    mcc = plmn[:3] if plmn and len(plmn) >= 5 else None
+    mnc = plmn[3:] if plmn and len(plmn) >= 5 else None
+    ue_ip: IPv4Address | IPv6Address | None = None
+    if ps is not None and (addresses := ps.pdp_addresses):
+        ue_ip = addresses[0]
+    service_ids = mscc.service_identifiers if mscc is not None else []
+    return UsageContext(
+        tenant=tenant,
+        imsi=ccr.imsi or "",
+        event_time=ccr.event_timestamp or datetime.now(UTC),
+        service=service,
+        quantity=quantity,
+        msisdn=ccr.msisdn,
+        apn=ccr.apn,
+        rating_group=mscc.rating_group if mscc is not None else None,
+        service_id=service_ids[0] if service_ids else None,
+        mcc=mcc,
+        mnc=mnc,
+        rat_type=_rat(ccr),
+        ue_ip=ue_ip,
+        qos_class=ps.qos_class if ps is not None else None,
+    )
+
+
+def payer_key(tenant: str, payer: Payer) -> str:
+    return payer_tag(tenant, str(payer.kind), payer.id)
+
+
+def reservation_rate(quote: Quote) -> Rate:
+    """Money per unit for the payer's money buckets: wallets pay the tariff, postpaid pools
+    pay overage at it; prepaid pools and contracts hold units only. Tiers and charging
+    increments are applied by the offline re-rating; the real-time reservation uses the
+    rate of the tier in force at the start of the period."""
+    if quote.payer.kind in (PayerKind.PREPAID_POOL, PayerKind.EXTERNAL_CONTRACT):
+        return NOT_PRICED
+    rate = quote.rate
+    numerator = rate.numerators[rate.tier_at(0)]
+    return FREE if numerator == 0 else Rate(numerator, rate.denominator)
