@@ -63,6 +63,7 @@ class DiameterProtocol(asyncio.Protocol):
         self._tasks: set[asyncio.Task[None]] = set()
         self._write_paused = False
         self._read_paused = False
+        self._out: list[bytes] = []  # written in this loop iteration, flushed as one write
 
     # -- asyncio callbacks -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -132,11 +133,24 @@ class DiameterProtocol(asyncio.Protocol):
                 self._close(action.reason)
 
     def _write(self, data: bytes) -> None:
+        """Queue ``data``; what is queued in one event-loop iteration goes out in one write
+        (one syscall for a burst of answers instead of one each)."""
+        out = self._out
+        out.append(data)
+        if len(out) == 1:
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        out = self._out
+        if not out:
+            return
+        self._out = []
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            transport.write(data)
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _close(self, reason: str) -> None:
+        self._flush()  # an error answer queued just before the close still goes out
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.close()
