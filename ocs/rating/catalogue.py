@@ -39,20 +39,33 @@ from ocs.rating.zones import ZoneIndex
 @dataclass(frozen=True, slots=True)
 class PlanHistory:
     """Which plan is assigned from when: the assignment in force at t is the last with
-    `from` <= t (a change applies from its `from` instant exactly)."""
+    `from` <= t (a change applies from its `from` instant exactly). `plans` holds the
+    compiled plan of each assignment (None only while compiling a broken catalogue)."""
 
     starts: tuple[datetime, ...]
     plan_ids: tuple[str, ...]
+    plans: tuple[CompiledPlan | None, ...]
 
     @classmethod
-    def of(cls, assignments: list[PlanAssignment]) -> PlanHistory:
+    def of(
+        cls, assignments: list[PlanAssignment], compiled: Mapping[str, CompiledPlan]
+    ) -> PlanHistory:
         starts = tuple(a.from_.astimezone(UTC) for a in assignments)
-        return cls(starts, tuple(a.plan for a in assignments))
+        plans = tuple(compiled.get(a.plan) for a in assignments)
+        return cls(starts, tuple(a.plan for a in assignments), plans)
 
     def plan_at(self, at: datetime) -> str | None:
         """`at` should be in UTC (comparisons across tzinfo objects are slow)."""
         index = bisect_right(self.starts, at) - 1
         return self.plan_ids[index] if index >= 0 else None
+
+    def version_at(self, at: datetime) -> CompiledVersion | None:
+        """The plan version in force at `at` (UTC) under the assignment in force then."""
+        index = bisect_right(self.starts, at) - 1
+        if index < 0:
+            return None
+        plan = self.plans[index]
+        return None if plan is None else plan.version_at(at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +75,7 @@ class CompiledTariff:
     rating_group: int | None
     counter: str
     account_scope: bool
+    counter_suffix: str  # "|<counter>", appended to the counter owner
     by_band: Mapping[str, RateTable]
     fallback: RateTable | None
 
@@ -138,6 +152,7 @@ class CompiledSim:
     imsi: str
     msisdn: str | None
     account: str
+    seller: str | None  # the account's parent; None: the tenant
     tz: ZoneInfo
     twins: tuple[CompiledTwin, ...]  # sorted by priority, lowest first
     by_apn: Mapping[str, tuple[CompiledTwin, ...]]

@@ -175,6 +175,7 @@ class _Compiler:
                     rating_group=tariff.rating_group,
                     counter=tariff.counter or str(tariff.service),
                     account_scope=tariff.counter_scope == "account",
+                    counter_suffix="|" + (tariff.counter or str(tariff.service)),
                     by_band={b: t for b, t in tables.items() if b != ANY_BAND},
                     fallback=tables.get(ANY_BAND),
                 )
@@ -214,7 +215,7 @@ class _Compiler:
         for i, assignment in enumerate(assignments):
             if assignment.plan not in plans:
                 self.error(where.at(f"plans[{i}].plan"), f"unknown plan {assignment.plan!r}")
-        return PlanHistory.of(assignments)
+        return PlanHistory.of(assignments, plans)
 
     def payer(
         self,
@@ -330,7 +331,9 @@ class _Compiler:
                 above = accounts[parent][1]
                 if above.plans and above.payer is not None:
                     levels.append(
-                        UpperLevel(above.id, above.parent, PlanHistory.of(above.plans), above.payer)
+                        UpperLevel(
+                            above.id, above.parent, PlanHistory.of(above.plans, plans), above.payer
+                        )
                     )
                 parent = above.parent
             upper[account_id] = tuple(levels)
@@ -409,7 +412,8 @@ def compile_catalogue(sections: dict[str, list[Sourced]]) -> tuple[Catalogue | N
             c.error(where.at("account"), f"unknown account {entry.account!r}")
         index = TwinIndex.build(c.twins(where, entry.twins, plans, funds, regions, mcc_country))
         tz = ZoneInfo(entry.time_zone or default_tz)
-        shared = (entry.account, tz, index.twins, index.by_apn, index.apn_free)
+        parent = accounts[entry.account][1].parent if entry.account in accounts else None
+        shared = (entry.account, parent, tz, index.twins, index.by_apn, index.apn_free)
         if isinstance(entry, Sim):
             add(where, CompiledSim(entry.imsi, entry.msisdn, *shared))
             continue

@@ -24,7 +24,6 @@ from ocs.rating.errors import (
 )
 from ocs.rating.filters import Facts
 from ocs.rating.models import ANY_BAND, Payer
-from ocs.rating.multilevel import upper_levels
 from ocs.rating.quote import NO_COUNTERS, Counters, Quote
 from ocs.rating.tariffs import Priced
 
@@ -105,13 +104,19 @@ def find_sim(catalogue: Catalogue, ctx: UsageContext) -> CompiledSim:
 def facts_for(catalogue: Catalogue, sim: CompiledSim, ctx: UsageContext) -> Facts:
     """Derive what filters and bands read: visited network (home when unknown), its
     country, the APN in lower case, and weekday/minute in the SIM's local time."""
-    plmn = ctx.plmn or catalogue.tenant.home_network
-    mcc = plmn[:3]
-    local = ctx.event_time.astimezone(sim.tz)
-    apn = ctx.apn.lower() if ctx.apn is not None else None
+    mcc, mnc = ctx.mcc, ctx.mnc
+    if mcc is None or mnc is None:
+        plmn = catalogue.tenant.home_network
+        mcc = plmn[:3]
+    else:
+        plmn = mcc + mnc
     at = ctx.event_time
+    local = at.astimezone(sim.tz)
     if at.tzinfo is not UTC:
         at = at.astimezone(UTC)
+    apn = ctx.apn
+    if apn is not None:
+        apn = apn.lower()
     return Facts(
         ctx,
         plmn,
@@ -144,12 +149,10 @@ def _quote(
     facts: Facts,
 ) -> Quote:
     at = facts.at
-    plan_id = plans.plan_at(at)
-    if plan_id is None:
-        raise NoPlanError(f"no plan assigned to {buyer!r} at {at.isoformat()}")
-    version = catalogue.plans[plan_id].version_at(at)
+    version = plans.version_at(at)
     if version is None:
-        raise NoPlanError(f"plan {plan_id!r} has no version in force at {at.isoformat()}")
+        raise NoPlanError(f"no plan (version) in force for {buyer!r} at {at.isoformat()}")
+    plan_id = version.plan_id
     zone = version.zones.zone_for(facts.plmn, facts.country)
     if zone is None:
         raise NoZoneError(f"network {facts.plmn} is in no zone of plan {plan_id!r}")
@@ -161,24 +164,21 @@ def _quote(
     band = ANY_BAND if bands is None else bands.band_at(facts.weekday, facts.minute)
     if tariff.account_scope:
         owner = buyer
-    allowance = version.allowance_for(ctx.service, zone)
+    allowance = version.allowance_for(ctx.service, zone) if version.allowances else None
+    rate = tariff.by_band.get(band) or tariff.rate_for(band)
+    # positional: Quote(level, buyer, seller, payer, plan_id, plan_version, currency, zone,
+    # band, service, rating_group, tier_counter, allowance_counter, allowance_units, rate)
+    if allowance is None:
+        return Quote(
+            level, buyer, seller, payer, plan_id, version.effective_from, version.currency,
+            zone, band, ctx.service, ctx.rating_group, owner + tariff.counter_suffix, None, 0,
+            rate,
+        )  # fmt: skip
     return Quote(
-        level=level,
-        buyer=buyer,
-        seller=seller,
-        payer=payer,
-        plan_id=plan_id,
-        plan_version=version.effective_from,
-        currency=version.currency,
-        zone=zone,
-        band=band,
-        service=ctx.service,
-        rating_group=ctx.rating_group,
-        tier_counter=f"{owner}|{tariff.counter}",
-        allowance_counter=None if allowance is None else f"{owner}|allowance:{allowance.id}",
-        allowance_units=0 if allowance is None else allowance.units,
-        rate=tariff.rate_for(band),
-    )
+        level, buyer, seller, payer, plan_id, version.effective_from, version.currency,
+        zone, band, ctx.service, ctx.rating_group, owner + tariff.counter_suffix,
+        f"{owner}|allowance:{allowance.id}", allowance.units, rate,
+    )  # fmt: skip
 
 
 def resolve(catalogue: Catalogue, ctx: UsageContext) -> Resolution:
@@ -191,11 +191,10 @@ def resolve(catalogue: Catalogue, ctx: UsageContext) -> Resolution:
     if not twin.active:
         raise SubscriptionInactive(f"twin {twin.id!r} of SIM {sim.imsi} is not active")
     subscription = subscription_id(sim.imsi, twin.id)
-    account = catalogue.accounts[sim.account]
     first = _quote(
-        catalogue, 0, account.id, account.parent, twin.plans, twin.payer, subscription, facts
+        catalogue, 0, sim.account, sim.seller, twin.plans, twin.payer, subscription, facts
     )
-    upper = upper_levels(catalogue, sim)
+    upper = catalogue.upper_levels.get(sim.account)
     if not upper:
         quotes: tuple[Quote, ...] = (first,)
     else:
