@@ -4,6 +4,7 @@ make the framer or the codec raise anything but the protocol errors of ocs.diame
 from __future__ import annotations
 
 import contextlib
+import os
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address, IPv6Address
 
@@ -28,12 +29,14 @@ from ocs.diameter.framer import Framer
 
 from .conftest import all_vectors
 
+# OCS_FUZZ_EXAMPLES=5000 for a longer hunt; the default keeps the suite quick on 2 shared cores
+EXAMPLES = int(os.environ.get("OCS_FUZZ_EXAMPLES", "300"))
 PROPS = settings(
-    max_examples=300,
+    max_examples=EXAMPLES,
     deadline=None,  # shared 2-core machine: no timing assertions
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-FEW = settings(PROPS, max_examples=150)
+FEW = settings(PROPS, max_examples=max(1, EXAMPLES // 2))
 
 U32 = st.integers(0, 2**32 - 1)
 I32 = st.integers(-(2**31), 2**31 - 1)
