@@ -105,13 +105,14 @@ class CompiledVersion:
     bands: BandIndex | None
     tariffs: Mapping[TariffKey, CompiledTariff]
     allowances: Mapping[ServiceKind, tuple[CompiledAllowance, ...]]
+    by_rating_group: bool  # some tariff is specific to a rating group
 
     def tariff_for(
         self, service: ServiceKind, zone: str, rating_group: int | None
     ) -> CompiledTariff | None:
         """Most specific first: (zone, rating group), ("*", rating group), (zone), ("*")."""
         get = self.tariffs.get
-        if rating_group is not None:
+        if rating_group is not None and self.by_rating_group:
             found = get((service, zone, rating_group)) or get((service, ANY_ZONE, rating_group))
             if found is not None:
                 return found

@@ -203,6 +203,7 @@ class _Compiler:
                     bands=bands,
                     tariffs=tariffs,
                     allowances={k: tuple(v) for k, v in allowances.items()},
+                    by_rating_group=any(key[2] is not None for key in tariffs),
                 )
             )
         return CompiledPlan(

@@ -151,7 +151,11 @@ def price(rate: RateTable, quantity: int, position: int, allowance_left: int) ->
     billable = rated - free
     if billable == 0:
         return Priced(quantity, rated, free, 0, 0, ())
-    raw, slices = rate.raw_cost(position, billable)
+    slices: tuple[tuple[int, int], ...]
+    if len(rate.starts) == 1:  # one tier: no walk needed
+        raw, slices = billable * rate.numerators[0], ((0, billable),)
+    else:
+        raw, slices = rate.raw_cost(position, billable)
     amount = div_round(raw, rate.denominator, rate.rounding)
     amount = max(amount, rate.minimum_charge)
     return Priced(quantity, rated, free, billable, amount, slices)

@@ -352,3 +352,20 @@ def test_usage_context_validates() -> None:
 
         ctx(unit=Unit.SECONDS)
     assert ctx(mcc="262", mnc="01").plmn == "26201" and ctx().plmn is None
+
+
+def test_band_table_matches_band_definition(build: Builder) -> None:
+    def mutate(doc: dict[str, Any]) -> None:
+        doc["time_bands"][0]["bands"].insert(
+            0,
+            {
+                "id": "night",
+                "windows": [{"days": ["fri", "sat"], "start": "22:30", "end": "05:15"}],
+            },
+        )
+
+    bands = build(mutate).band_sets["std"]
+    for weekday in range(7):
+        for minute in range(1440):
+            assert bands.band_at(weekday, minute) == bands.band_by_scan(weekday, minute)
+    assert bands.band_at(4, 23 * 60) == "night" and bands.band_at(5, 12 * 60) == "weekend"
