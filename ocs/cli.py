@@ -106,8 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .app import run_server  # noqa: PLC0415
 
             catalog = args.catalog if args.command == "demo" else None
-            _run(run_server(settings, demo_catalog=catalog))
-            return 0
+            return int(_run(run_server(settings, demo_catalog=catalog)))
         if args.command == "catalog" and args.catalog_command == "apply":
             from .app import apply_catalog_cli  # noqa: PLC0415
 
@@ -120,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
     parser.print_help()
     return 2
 

@@ -48,9 +48,15 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     database_url: str | None = None
     data_dir: Path = Field(default_factory=default_data_dir)
-    # Charging
+    # Charging (RFC 4006 failure handling, grants, Final-Unit-Indication)
     failure_handling: Literal["grant", "deny"] = "grant"
     failure_grant_bytes: int = Field(1_000_000, ge=0)
+    validity_time: int = Field(600, ge=1)  # Validity-Time of every grant, seconds
+    reclaim_grace: int = Field(60, ge=0)  # after Validity-Time before a reservation is reclaimed
+    charging_timeout: float = Field(1.0, gt=0)  # per-CCR budget for Redis, then failure handling
+    fui_action: Literal["terminate", "redirect", "restrict_access"] = "terminate"
+    fui_redirect_url: str = "http://topup.invalid/"
+    free_rating_groups: list[int] = Field(default_factory=list)  # answered 4011
     # HTTP / metrics
     http_port: int = Field(8080, ge=0, le=65535)
     metrics_port: int = Field(9464, ge=0, le=65535)

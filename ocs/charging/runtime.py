@@ -22,7 +22,8 @@ from ocs.charging.config import ChargingConfig
 from ocs.config import Settings
 from ocs.diameter.answers import Identity
 from ocs.observability.metrics import ChargingMetrics, default_metrics
-from ocs.rating.loader import CatalogueHolder
+from ocs.rating.catalogue import Catalogue
+from ocs.rating.loader import CatalogueHolder, check_documents
 from ocs.store import RedisHandle, open_redis
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class ChargingRuntime:
         """Swap in the catalogue `ocs catalog apply` recorded, when it changed."""
         raw = await self.store.redis.hgetall(CATALOG)
         info = {_s(k): _s(v) for k, v in raw.items()}
-        if not info or info.get("applied_at") == self.applied_at:
+        if "path" not in info or info.get("applied_at") == self.applied_at:
             return False
         report = await asyncio.to_thread(self.catalogue.reload, info["path"])
         self.applied_at = info.get("applied_at", "")
@@ -83,6 +84,23 @@ class ChargingRuntime:
         await self.redis.close()
 
 
+def _unprovisioned_catalogue() -> Catalogue:
+    report = check_documents({"(unprovisioned)": UNPROVISIONED})
+    assert report.catalogue is not None, report.errors
+    return report.catalogue
+
+
+UNPROVISIONED = {
+    "tenant": {
+        "id": "unprovisioned",
+        "name": "no catalogue applied",
+        "home_network": "00101",
+        "time_zone": "UTC",
+        "currency": "EUR",
+    }
+}
+
+
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -107,9 +125,15 @@ async def create_charging(
             await provision_catalogue(store, catalogue, str(folder))
         raw = await handle.client.hgetall(CATALOG)
         info = {_s(k): _s(v) for k, v in raw.items()}
-        if "path" not in info:
-            raise NoCatalogue("no catalogue applied: run `ocs catalog apply PATH` first")
-        holder = await asyncio.to_thread(CatalogueHolder.from_path, info["path"])
+        if "path" in info:
+            holder = await asyncio.to_thread(CatalogueHolder.from_path, info["path"])
+        else:
+            # A fresh node before provisioning: serve Diameter, answer every subscriber 5030,
+            # and pick up the catalogue as soon as `ocs catalog apply` records one.
+            log.warning(
+                "no catalogue applied: every subscriber is unknown until `ocs catalog apply`"
+            )
+            holder = CatalogueHolder(_unprovisioned_catalogue())
     except BaseException:
         await handle.close()
         raise
