@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from ocs.diameter import avp_codes as A
 from ocs.diameter.codec import decode
 from ocs.diameter.constants import FLAG_REQUEST, Application, ResultCode
@@ -27,43 +25,52 @@ def requests_of(path: Path) -> list[bytes]:
     return [raw for raw in load_vector_file(path) if raw[4] & FLAG_REQUEST]
 
 
-@pytest.mark.parametrize("path", vector_files(), ids=lambda p: p.stem)
-async def test_every_captured_request_gets_a_well_formed_answer(path: Path, tmp_path: Path) -> None:
+async def check_capture(path: Path, port: int) -> dict[int, int]:
+    """Send every request of one capture over a fresh connection; returns Result-Code counts."""
     requests = requests_of(path)
     assert requests, f"{path.name} holds no request"
+    codes: dict[int, int] = {}
+    peer = await open_peer(port)
+    try:
+        for index, raw in enumerate(requests):
+            request = decode(raw)
+            await peer.send(raw)
+            answer = decode(await peer.recv_raw())
+            where = f"{path.stem}[{index}] command {request.command} app {request.app_id}"
+            assert not answer.is_request, where
+            assert answer.command == request.command, where
+            assert answer.app_id == request.app_id, where
+            assert (answer.hbh_id, answer.e2e_id) == (request.hbh_id, request.e2e_id), where
+            result = answer.get(A.AVP_RESULT_CODE)
+            assert isinstance(result, int), where
+            assert answer.get(A.AVP_ORIGIN_HOST) == ORIGIN_HOST, where
+            assert answer.get(A.AVP_ORIGIN_REALM) == ORIGIN_REALM, where
+            session = request.get(A.AVP_SESSION_ID)
+            if session is not None:
+                assert answer.get(A.AVP_SESSION_ID) == session, where
+                assert answer.avps[0].key == A.AVP_SESSION_ID, where  # RFC 6733 8.8
+            if request.app_id not in (Application.COMMON, Application.CREDIT_CONTROL):
+                assert result == ResultCode.DIAMETER_APPLICATION_UNSUPPORTED, where
+                assert answer.is_error, where
+            codes[result] = codes.get(result, 0) + 1
+    finally:
+        await peer.close()
+    assert sum(codes.values()) == len(requests)
+    return codes
+
+
+async def test_every_captured_request_gets_a_well_formed_answer(tmp_path: Path) -> None:
+    """One `ocs serve` for all captures (it starts embedded services: seconds, not ms)."""
+    paths = vector_files()
+    assert len(paths) >= 8
     server = await OcsServe.start(
         tmp_path,
         *("--host", "127.0.0.1", "--port", "0"),
         *("--origin-host", ORIGIN_HOST, "--origin-realm", ORIGIN_REALM),
     )
-    codes: dict[int, int] = {}
     try:
-        peer = await open_peer(server.port)
-        try:
-            for index, raw in enumerate(requests):
-                request = decode(raw)
-                await peer.send(raw)
-                answer = decode(await peer.recv_raw())
-                where = f"{path.stem}[{index}] command {request.command} app {request.app_id}"
-                assert not answer.is_request, where
-                assert answer.command == request.command, where
-                assert answer.app_id == request.app_id, where
-                assert (answer.hbh_id, answer.e2e_id) == (request.hbh_id, request.e2e_id), where
-                result = answer.get(A.AVP_RESULT_CODE)
-                assert isinstance(result, int), where
-                assert answer.get(A.AVP_ORIGIN_HOST) == ORIGIN_HOST, where
-                assert answer.get(A.AVP_ORIGIN_REALM) == ORIGIN_REALM, where
-                session = request.get(A.AVP_SESSION_ID)
-                if session is not None:
-                    assert answer.get(A.AVP_SESSION_ID) == session, where
-                    assert answer.avps[0].key == A.AVP_SESSION_ID, where  # RFC 6733 8.8
-                if request.app_id not in (Application.COMMON, Application.CREDIT_CONTROL):
-                    assert result == ResultCode.DIAMETER_APPLICATION_UNSUPPORTED, where
-                    assert answer.is_error, where
-                codes[result] = codes.get(result, 0) + 1
-        finally:
-            await peer.close()
+        answered = {path.stem: await check_capture(path, server.port) for path in paths}
     finally:
         exit_code = await server.stop()
     assert exit_code == 0
-    assert sum(codes.values()) == len(requests)
+    assert all(answered.values())
