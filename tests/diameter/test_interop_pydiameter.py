@@ -417,3 +417,20 @@ def test_avp_names_agree_with_python_diameter() -> None:
         "3GPP-IPv6-DNS-Servers": "3GPP-IPv6-DNS-Server",  # TS 29.061 16.4.7.2
         "SIP-Method": "3GPP-SIP-Method",  # TS 32.299 7.2.195
     }
+
+
+def test_benchmark_workload_is_equivalent_in_both_stacks() -> None:
+    """tools/bench_codec.py compares like with like: each stack reads the other's CCA and our
+    CCR to the same values (the check the benchmark runs before timing)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "bench_codec.py"
+    spec = importlib.util.spec_from_file_location("bench_codec", path)
+    assert spec is not None
+    assert spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ccr = bench.build_ccr().encode()
+    bench.check_equivalence(ccr, bench.build_cca_ours(), bench.build_cca_pd())
+    assert len(list(codec.decode(ccr).walk())) == 78
