@@ -332,10 +332,10 @@ def test_vendor_avp_header_carries_the_vendor_id() -> None:
 def test_same_code_different_vendor_are_different_avps() -> None:
     # code 1 is User-Name (IETF) and 3GPP-IMSI (10415)
     ietf = one_avp(raw_avp(1, M, b"alice"))
-    tgpp = one_avp(raw_avp(1, V | M, struct.pack(">I", 7), VENDOR_3GPP))
+    tgpp = one_avp(raw_avp(1, V | M, b"001011234567890", VENDOR_3GPP))
     assert ietf.name == "User-Name"
     assert tgpp.name == "3GPP-IMSI"
-    assert tgpp.value == 7
+    assert tgpp.value == "001011234567890"  # UTF8String (TS 29.061 16.4.7.2)
 
 
 def test_v_bit_with_vendor_id_zero_re_encodes_exactly() -> None:
