@@ -144,6 +144,13 @@ class Setup:
     def log_tail(self) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
 
+    async def wait(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        """wait_until, with freeDiameterd's log in the failure message."""
+        try:
+            await wait_until(condition, timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- freeDiameterd log ---\n{self.log_tail()}") from None
+
 
 @pytest.fixture
 async def relay(tmp_path: Path) -> AsyncIterator[Setup]:
@@ -198,14 +205,11 @@ async def relay(tmp_path: Path) -> AsyncIterator[Setup]:
 
 async def test_freediameter_peers_watchdogs_and_relays_a_ccr(relay: Setup) -> None:
     # CER/CEA: freeDiameter connects to both of our servers and both reach OPEN.
-    try:
-        await wait_until(
-            lambda: FD_HOST in relay.ocs_node.peers and FD_HOST in relay.pgw_node.peers,
-            30,
-            "freeDiameterd to complete CER/CEA with ocs.test and pgw.test",
-        )
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n--- freeDiameterd log ---\n{relay.log_tail()}") from None
+    await relay.wait(
+        lambda: FD_HOST in relay.ocs_node.peers and FD_HOST in relay.pgw_node.peers,
+        30,
+        "freeDiameterd to complete CER/CEA with ocs.test and pgw.test",
+    )
     assert (True, Command.CAPABILITIES_EXCHANGE) in relay.ocs_tap.received
     assert (False, Command.CAPABILITIES_EXCHANGE) in relay.ocs_tap.sent
 
@@ -225,13 +229,13 @@ async def test_freediameter_peers_watchdogs_and_relays_a_ccr(relay: Setup) -> No
 
     # DWR/DWA both ways: our 1 s watchdog on the pgw side gets DWAs from freeDiameter, and
     # freeDiameter's own watchdog (TwTimer 6 s, +/- 2 s jitter) sends DWR to the quiet OCS side.
-    await wait_until(
+    await relay.wait(
         lambda: (False, Command.DEVICE_WATCHDOG) in relay.pgw_tap.received,
         10,
         "a DWA from freeDiameterd to our DWR",
     )
     assert (True, Command.DEVICE_WATCHDOG) in relay.pgw_tap.sent
-    await wait_until(
+    await relay.wait(
         lambda: (True, Command.DEVICE_WATCHDOG) in relay.ocs_tap.received,
         FD_TW + 6,
         "a DWR from freeDiameterd",
