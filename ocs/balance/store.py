@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from ocs.balance.keys import PAYERS, PayerKeys
 from ocs.balance.models import BucketSpec, BucketState, ChargeRequest, ChargeResult
+from ocs.store import RedisClient
 
 RESULT_TTL_MS: Final = 3_600_000
 """How long a request's result is kept for retransmissions (an hour: far beyond Tx)."""
@@ -42,7 +42,7 @@ class StreamRecord:
 class BalanceStore:
     """Wallets, pools and reservations of every payer, in one Redis (or Redis Cluster)."""
 
-    def __init__(self, redis: Redis, *, result_ttl_ms: int = RESULT_TTL_MS) -> None:
+    def __init__(self, redis: RedisClient, *, result_ttl_ms: int = RESULT_TTL_MS) -> None:
         self.redis = redis
         self.result_ttl_ms = result_ttl_ms
         self._charge: AsyncScript = redis.register_script(_script_text("charge.lua"))

@@ -4,15 +4,14 @@ reservation, and the encoded answer of each request for retransmissions."""
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from ocs.balance.keys import answer_key, session_key
+from ocs.store import RedisClient
 
 _RG = "rg:"
 
 
 class SessionStore:
-    def __init__(self, redis: Redis, ttl: int) -> None:
+    def __init__(self, redis: RedisClient, ttl: int) -> None:
         self.redis = redis
         self.ttl = ttl
 

@@ -3,10 +3,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 
 from ocs.balance import BalanceStore
-from tests.balance.fixtures import db_url, flushed_client, redis_base_url
+from ocs.store import RedisClient
+from tests.balance.fixtures import flushed_client, redis_base_url
+from tests.conftest import backend_url
 
 __all__ = ["redis_base_url"]
 
@@ -14,16 +15,17 @@ BALANCE_DB = 13
 
 
 @pytest.fixture
-def redis_url(redis_base_url: str) -> str:
-    return db_url(redis_base_url, BALANCE_DB)
+def redis_url(request: pytest.FixtureRequest, redis_backend: str) -> str:
+    """This suite's DB on the single server, or the session's Redis Cluster."""
+    return backend_url(request, redis_backend, BALANCE_DB)
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
     async for client in flushed_client(redis_url):
         yield client
 
 
 @pytest.fixture
-def store(redis: Redis) -> BalanceStore:
+def store(redis: RedisClient) -> BalanceStore:
     return BalanceStore(redis)

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio import BlockingConnectionPool, Redis
+
+from ocs.store import RedisClient, client_for_url
 
 LOCAL_HOST = "127.0.0.1"
 LOCAL_PORT = 6379
@@ -50,9 +51,10 @@ def db_url(base: str, db: int) -> str:
     return f"{base}/{db}"
 
 
-async def flushed_client(url: str) -> AsyncIterator[Redis]:
-    pool = BlockingConnectionPool.from_url(url, max_connections=64, timeout=10, socket_timeout=5)
-    client = Redis.from_pool(pool)
+async def flushed_client(url: str) -> AsyncIterator[RedisClient]:
+    """A client of ``url`` (a single server's DB or a ``redis+cluster://`` cluster, whose
+    every master is flushed), flushed before and after the test."""
+    client = client_for_url(url, timeout=5)
     await client.flushdb()
     try:
         yield client

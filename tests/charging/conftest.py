@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 
 from ocs.balance import BalanceStore
 from ocs.charging.application import ChargingApplication
@@ -15,7 +14,9 @@ from ocs.diameter.answers import Identity
 from ocs.observability.metrics import ChargingMetrics
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import CatalogueHolder, load_catalogue
-from tests.balance.fixtures import db_url, flushed_client, redis_base_url
+from ocs.store import RedisClient
+from tests.balance.fixtures import flushed_client, redis_base_url
+from tests.conftest import backend_url
 
 __all__ = ["redis_base_url"]
 
@@ -50,18 +51,19 @@ def catalogue(catalogue_dir: Path) -> Catalogue:
 
 
 @pytest.fixture
-def redis_url(redis_base_url: str) -> str:
-    return db_url(redis_base_url, CHARGING_DB)
+def redis_url(request: pytest.FixtureRequest, redis_backend: str) -> str:
+    """This suite's DB on the single server, or the session's Redis Cluster."""
+    return backend_url(request, redis_backend, CHARGING_DB)
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
     async for client in flushed_client(redis_url):
         yield client
 
 
 @pytest.fixture
-async def store(redis: Redis, catalogue: Catalogue, catalogue_dir: Path) -> BalanceStore:
+async def store(redis: RedisClient, catalogue: Catalogue, catalogue_dir: Path) -> BalanceStore:
     store = BalanceStore(redis)
     await provision_catalogue(store, catalogue, str(catalogue_dir))
     return store
