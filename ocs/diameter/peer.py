@@ -130,6 +130,7 @@ class PeerConnection:
         self._opened_at = now
         self._dwr_sent_at: float | None = None
         self._dwr_hbh: int | None = None
+        self.suspect = False  # RFC 3539: a DWR went unanswered for Tw
         self._closing_since: float | None = None
         self._base_pending: dict[int, int] = {}  # hbh -> command, for CER/DWR/DPR we sent
         self._tw = self._jittered(config.watchdog_interval)
@@ -194,8 +195,14 @@ class PeerConnection:
             return []
         if self._dwr_sent_at is not None:
             if now - self._dwr_sent_at >= self._tw:
+                if not self.suspect:
+                    # RFC 3539 3.4.1: no answer within Tw makes the peer SUSPECT; it is closed
+                    # only if the DWA is still missing after a further Tw.
+                    self.suspect = True
+                    self._dwr_sent_at = now
+                    return []
                 self.state = PeerState.CLOSED
-                return [Close("watchdog: no DWA within Tw")]
+                return [Close("watchdog: no DWA within 2 x Tw")]
             return []
         if now - self._last_rx >= self._tw:
             self._dwr_sent_at = now
@@ -309,6 +316,7 @@ class PeerConnection:
             if msg.hbh_id == self._dwr_hbh:
                 self._dwr_sent_at = None
                 self._dwr_hbh = None
+                self.suspect = False
                 self._tw = self._jittered(self.config.watchdog_interval)
             return []
         if command == Command.DISCONNECT_PEER:

@@ -167,8 +167,10 @@ def test_watchdog_sends_dwr_after_tw_and_closes_without_dwa() -> None:
     assert 28.0 <= deadline <= 32.0
     [dwr_msg] = sent(peer.on_timer(deadline))
     assert dwr_msg.command == Command.DEVICE_WATCHDOG and dwr_msg.is_request
-    later = peer.next_deadline()
-    assert any(isinstance(a, Close) for a in peer.on_timer(later))
+    # RFC 3539: no DWA within Tw makes the peer suspect; a further Tw without it closes.
+    assert peer.on_timer(peer.next_deadline()) == []
+    assert peer.suspect and peer.state is PeerState.OPEN
+    assert any(isinstance(a, Close) for a in peer.on_timer(peer.next_deadline()))
 
 
 def test_watchdog_dwa_resets() -> None:
@@ -176,8 +178,10 @@ def test_watchdog_dwa_resets() -> None:
     [dwr_msg] = sent(peer.on_timer(peer.next_deadline()))
     dwa = dwr_msg.answer_header()
     dwa.avps = list(dwr().avps)
+    assert peer.on_timer(peer.next_deadline()) == []  # suspect, not yet closed
+    assert peer.suspect
     peer.receive_data(dwa.encode(), 31.0)
-    assert peer.state is PeerState.OPEN
+    assert peer.state is PeerState.OPEN and not peer.suspect
     assert peer.next_deadline() > 50.0
 
 
