@@ -1,0 +1,143 @@
+"""The PostgreSQL connection, versioned migrations and tenant-scoped transactions.
+
+``OCS_DATABASE_URL`` names the server; without it an embedded PostgreSQL (the ``pgserver``
+package) is started with its data under ``<data_dir>/postgres``. The URL's user owns the
+schema and runs the migrations; the application works as the role ``ocs_app`` (``SET LOCAL
+ROLE`` in every transaction), which owns nothing, so the row-level security policies always
+apply. Each transaction names its tenant with ``app.tenant``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final, TypeAlias
+
+import asyncpg
+import asyncpg.pool
+
+APP_ROLE: Final = "ocs_app"
+TENANT_SETTING: Final = "app.tenant"
+MIGRATIONS_PACKAGE: Final = "ocs.offline.migrations"
+MIGRATION_LOCK: Final = 0x0C5_0FF  # advisory lock id held while migrating
+EMBEDDED_DIR: Final = "postgres"
+
+Connection: TypeAlias = (
+    "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+)
+Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+
+
+class DatabaseError(Exception):
+    """The database cannot be reached or prepared (message names the cause)."""
+
+
+@dataclass(slots=True)
+class Database:
+    """An open pool and, for the embedded server, the handle keeping it alive."""
+
+    pool: Pool
+    url: str
+    embedded: Any = field(default=None)
+
+    async def close(self) -> None:
+        await self.pool.close()
+        if self.embedded is not None:
+            server, self.embedded = self.embedded, None
+            await asyncio.to_thread(server.cleanup)
+
+    @asynccontextmanager
+    async def tenant(self, tenant: str) -> AsyncIterator[Connection]:
+        """A transaction as the application role, restricted to ``tenant`` by RLS."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await enter_tenant(conn, tenant)
+            yield conn
+
+
+async def enter_tenant(conn: Connection, tenant: str) -> None:
+    """Inside a transaction: become the application role and name the tenant."""
+    await conn.execute(
+        "SELECT set_config('role', $1, true), set_config($2, $3, true)",
+        APP_ROLE,
+        TENANT_SETTING,
+        tenant,
+    )
+
+
+def embedded_url(data_dir: Path) -> tuple[str, Any]:
+    """Start (or reuse) the embedded PostgreSQL under ``data_dir``; returns (url, handle)."""
+    try:
+        import pgserver  # type: ignore[import-untyped,unused-ignore]  # noqa: PLC0415
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise DatabaseError(
+            "no OCS_DATABASE_URL and the embedded PostgreSQL (pgserver) is not installed"
+        ) from exc
+    folder = data_dir / EMBEDDED_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(  # type: ignore[attr-defined,unused-ignore]
+        folder, cleanup_mode="stop"
+    )
+    return str(server.get_uri()), server
+
+
+async def connect(
+    settings: Any, *, min_size: int = 1, max_size: int = 8, migrate_now: bool = True
+) -> Database:
+    """Open the configured (or embedded) database and apply pending migrations."""
+    configured: str | None = getattr(settings, "database_url", None)
+    embedded = None
+    if configured:
+        url = configured
+    else:
+        url, embedded = await asyncio.to_thread(embedded_url, Path(settings.data_dir))
+    try:
+        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise DatabaseError(f"database: cannot connect: {exc}") from None
+    db = Database(pool, url, embedded)
+    if migrate_now:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+    return db
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """(version, name, SQL) of every packaged migration, in version order."""
+    out: list[tuple[int, str, str]] = []
+    for item in resources.files(MIGRATIONS_PACKAGE).iterdir():
+        name = item.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            out.append((int(name[:4]), name, item.read_text(encoding="utf-8")))
+    return sorted(out)
+
+
+async def migrate(conn: Connection) -> list[str]:
+    """Apply the migrations not yet recorded in ``schema_migrations``, each in its own
+    transaction, under an advisory lock. Returns the names applied."""
+    applied: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, name, sql in migration_files():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    version,
+                    name,
+                )
+            applied.append(name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+    return applied
