@@ -39,10 +39,25 @@ GROUP: Final = "offline"
 BATCH: Final = 5000
 CLAIM_IDLE_MS: Final = 60_000  # a pending entry idle this long belongs to a dead consumer
 COLUMNS: Final = (
-    "tenant_id", "record_key", "stream_id", "kind", "payer", "ts", "unit", "units", "money",
-    "overrun", "session_id", "rating_group", "imsi_bidx", "twin", "account_id", "service",
-    "alloc", "ctx",
-)  # fmt: skip
+    "tenant_id",
+    "record_key",
+    "stream_id",
+    "kind",
+    "payer",
+    "ts",
+    "unit",
+    "units",
+    "money",
+    "overrun",
+    "session_id",
+    "rating_group",
+    "imsi_bidx",
+    "twin",
+    "account_id",
+    "service",
+    "alloc",
+    "ctx",
+)
 STRIPPED: Final = ("imsi", "msisdn", "subscription")
 
 Entry = tuple[bytes, dict[bytes, bytes]]

@@ -53,9 +53,21 @@ async def sync_catalogue(
         country = extra.country if extra and extra.country else home_country
         template = extra.template if extra else "standard"
         acc_rows.append(
-            (tid, acc.id, acc.name, acc.parent, acc.kind, acc.payment, acc.currency,
-             acc.tax_profile, country, acc.accounting_group, acc.bill_day, template)
-        )  # fmt: skip
+            (
+                tid,
+                acc.id,
+                acc.name,
+                acc.parent,
+                acc.kind,
+                acc.payment,
+                acc.currency,
+                acc.tax_profile,
+                country,
+                acc.accounting_group,
+                acc.bill_day,
+                template,
+            )
+        )
     await conn.executemany(
         "INSERT INTO accounts (tenant_id, account_id, name, parent_id, kind, payment, currency,"
         " tax_profile, country, accounting_group, bill_day, template)"
@@ -93,10 +105,21 @@ async def sync_catalogue(
         size = pool.size if pt.size is None else pt.size
         ladder = [{"up_to": s.up_to, "fee": s.fee} for s in pt.ladder]
         pool_rows.append(
-            (tid, pt.pool, pool.account, pt.kind, currency,
-             payer_tag(tid, f"{pool.payment}_pool", pool.id), pt.fee, size, pt.per_sim,
-             pt.overage_per, pt.overage_price, ladder)
-        )  # fmt: skip
+            (
+                tid,
+                pt.pool,
+                pool.account,
+                pt.kind,
+                currency,
+                payer_tag(tid, f"{pool.payment}_pool", pool.id),
+                pt.fee,
+                size,
+                pt.per_sim,
+                pt.overage_per,
+                pt.overage_price,
+                ladder,
+            )
+        )
     await upsert_pool_terms(conn, pool_rows)
     return SyncSummary(len(acc_rows), subs, len(rules), len(pool_rows))
 
@@ -109,8 +132,12 @@ async def upsert_tenant(
         " VALUES ($1,$2,$3,$4,$5) ON CONFLICT (tenant_id) DO UPDATE SET name = EXCLUDED.name,"
         " country = EXCLUDED.country, time_zone = EXCLUDED.time_zone,"
         " currency = EXCLUDED.currency",
-        tid, name, country, tz, currency,
-    )  # fmt: skip
+        tid,
+        name,
+        country,
+        tz,
+        currency,
+    )
     await conn.execute(
         "INSERT INTO invoice_counters (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", tid
     )
@@ -147,9 +174,20 @@ async def _sync_subscriptions(
             plan = twin.plans.plan_at(now) or twin.plans.plan_ids[0]
             payer = payer_tag(tid, str(twin.payer.kind), twin.payer.id)
             rows.append(
-                (tid, bidx, twin.id, imsi_enc, msisdn_enc, msisdn_bidx, sim.account, plan,
-                 payer, twin.spec.status, twin.plans.starts[0])
-            )  # fmt: skip
+                (
+                    tid,
+                    bidx,
+                    twin.id,
+                    imsi_enc,
+                    msisdn_enc,
+                    msisdn_bidx,
+                    sim.account,
+                    plan,
+                    payer,
+                    twin.spec.status,
+                    twin.plans.starts[0],
+                )
+            )
     await conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS sync_subs (tenant_id text, imsi_bidx bytea, twin text,"
         " imsi_enc bytea, msisdn_enc bytea, msisdn_bidx bytea, account_id text, plan_id text,"

@@ -1,0 +1,76 @@
+"""Credit and debit notes against one issued invoice. Issued invoices never change: a note
+is a new document with its own gapless number, referring to the invoice. A credit note of
+``net`` minor units is taxed like the invoice (its tax in proportion to the invoice's), and
+the credits against one invoice never exceed its net amount."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+
+from ocs.offline.billrun import insert_invoice
+from ocs.offline.charges import DraftInvoice, Line, round_half_up
+from ocs.offline.db import Database
+
+
+class AdjustmentError(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    number: int
+    kind: str
+    refers_to: int
+    net: int
+    tax: int
+    gross: int
+
+
+async def adjust_invoice(
+    db: Database, tenant: str, number: int, *, kind: str, net: int, reason: str
+) -> Note:
+    """Issue a ``credit`` or ``debit`` note of ``net`` minor units against invoice ``number``."""
+    if kind not in ("credit", "debit"):
+        raise AdjustmentError(f"kind: must be credit or debit, not {kind!r}")
+    if net <= 0:
+        raise AdjustmentError("amount: must be a positive number of minor units")
+    async with db.tenant(tenant) as conn:
+        inv = await conn.fetchrow("SELECT * FROM invoices WHERE number = $1 FOR SHARE", number)
+        if inv is None or inv["kind"] != "invoice":
+            raise AdjustmentError(f"invoice {number}: no such issued invoice")
+        credited = await conn.fetchval(
+            "SELECT coalesce(sum(net), 0) FROM invoices WHERE refers_to = $1"
+            " AND kind = 'credit_note'",
+            number,
+        )
+        sign = -1 if kind == "credit" else 1
+        if kind == "credit" and -credited + net > inv["net"]:
+            raise AdjustmentError(
+                f"amount: {net} exceeds what is left to credit on invoice {number}"
+                f" ({inv['net'] + credited})"
+            )
+        tax = round_half_up(Fraction(inv["tax"] * net, inv["net"])) if inv["net"] else 0
+        line = Line(
+            inv["issuer"],
+            inv["currency"],
+            f"{kind}_note",
+            f"{kind.capitalize()} note for invoice {number}: {reason}",
+            "adjustment",
+            Decimal(1),
+            "each",
+            sign * net,
+            tax=sign * tax,
+        )
+        lines = await conn.fetch(
+            "SELECT accounting_group FROM invoice_lines WHERE number = $1 LIMIT 1", number
+        )
+        line.accounting_group = lines[0]["accounting_group"] if lines else ""
+        draft = DraftInvoice(
+            inv["account_id"], inv["issuer"], inv["currency"], inv["level"], inv["template"], [line]
+        )
+        note = await insert_invoice(
+            conn, tenant, draft, kind=f"{kind}_note", refers_to=number, reason=reason
+        )
+    return Note(note, f"{kind}_note", number, draft.net, draft.tax, draft.gross)
