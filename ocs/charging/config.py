@@ -63,6 +63,7 @@ class ChargingConfig:
         return cls(
             validity_time=int(_get(settings, "validity_time", 600)),
             reclaim_grace=int(_get(settings, "reclaim_grace", 60)),
+            reclaim_interval=float(_get(settings, "reclaim_interval", 5.0)),
             request_timeout=float(_get(settings, "charging_timeout", 1.0)),
             failure_handling=str(settings.failure_handling),
             failure_grant_bytes=int(settings.failure_grant_bytes),
