@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from ocs.balance.keys import PAYERS, PayerKeys
 from ocs.offline.crypto import TenantCipher, tenant_cipher
 from ocs.offline.db import Database, enter_tenant
+from ocs.store import RedisClient
 
 GROUP: Final = "offline"
 BATCH: Final = 5000
@@ -100,7 +100,7 @@ class Drainer:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         db: Database,
         master: bytes,
         *,

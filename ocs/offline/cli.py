@@ -1,0 +1,345 @@
+"""Entry points the ``ocs`` command wires: each takes the settings, returns an exit code and
+prints errors as one line naming the file or field and the reason.
+
+    ocs db migrate                -> main_db_migrate(settings)
+    ocs cdr drain                 -> main_drain(settings, batch=..., claim_idle_ms=...)
+    ocs cdr import FILE           -> main_import(settings, path, catalog=...)
+    ocs cdr reconcile             -> main_reconcile(settings, catalog=..., tolerance_percent=...)
+    ocs billrun --cycle D [--preview] [--account ID] [--date YYYY-MM-DD]
+                                  -> main_billrun(settings, cycle=..., account=..., ...)
+    ocs invoice adjust N --credit|--debit AMOUNT --reason TEXT
+                                  -> main_invoice_adjust(settings, number=..., kind=..., ...)
+    ocs invoice export --format csv|json [--out FILE]
+                                  -> main_export(settings, fmt=..., out=...)
+
+The catalogue defaults to ``policies/demo`` and the billing terms to the demo terms when the
+catalogue is the demo one (``--terms FILE`` otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from redis.exceptions import RedisError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ocs.offline.adjust import AdjustmentError, adjust_invoice
+from ocs.offline.billrun import BillRunError, bill_run
+from ocs.offline.cdrs import import_csv, reconcile
+from ocs.offline.charges import DraftInvoice
+from ocs.offline.crypto import TenantCipher, master_key, tenant_cipher
+from ocs.offline.db import Database, DatabaseError, connect, migrate
+from ocs.offline.drain import Drainer
+from ocs.offline.render import (
+    RenderError,
+    invoice_document,
+    journal,
+    journal_csv,
+    journal_json,
+    render_html,
+    render_pdf,
+)
+from ocs.offline.sync import sync_catalogue
+from ocs.offline.terms import DEMO_TERMS, TermsError, load_terms
+from ocs.rating.catalogue import Catalogue
+from ocs.rating.errors import CatalogueError
+from ocs.rating.loader import load_catalogue
+from ocs.store import open_redis
+
+DEFAULT_CATALOG: Final = Path("policies/demo")
+T = TypeVar("T")
+_err = Console(stderr=True, highlight=False)
+_out = Console(highlight=False)
+
+
+def _fail(message: str) -> int:
+    _err.print(f"error: {message}", markup=False, soft_wrap=True)
+    return 1
+
+
+def _run(main: Callable[[], Awaitable[int]]) -> int:
+    try:
+        return asyncio.run(main())  # type: ignore[arg-type]
+    except (
+        DatabaseError,
+        CatalogueError,
+        TermsError,
+        BillRunError,
+        AdjustmentError,
+        RenderError,
+    ) as exc:
+        return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except RedisError as exc:
+        return _fail(f"redis: {exc}")
+    except OSError as exc:
+        return _fail(f"{exc.filename or 'io'}: {exc.strerror or exc}")
+
+
+def _catalogue(path: Path | str | None) -> Catalogue:
+    return load_catalogue(Path(path or DEFAULT_CATALOG))
+
+
+def _terms_for(catalog: Path | str | None, terms: Path | str | None) -> Path | None:
+    if terms is not None:
+        return Path(terms)
+    if catalog is None or Path(catalog).resolve() == DEFAULT_CATALOG.resolve():
+        return DEMO_TERMS
+    return None
+
+
+async def _open(settings: Any, catalogue: Catalogue) -> tuple[Database, TenantCipher]:
+    db = await connect(settings)
+    async with db.tenant(catalogue.tenant.id) as conn:
+        cipher = await tenant_cipher(conn, catalogue.tenant.id, master_key(settings))
+    return db, cipher
+
+
+def main_db_migrate(settings: Any) -> int:
+    async def go() -> int:
+        db = await connect(settings, migrate_now=False)
+        try:
+            async with db.pool.acquire() as conn:
+                applied = await migrate(conn)
+        finally:
+            await db.close()
+        _out.print(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
+        return 0
+
+    return _run(go)
+
+
+def main_drain(settings: Any, *, batch: int = 5000, claim_idle_ms: int = 60_000) -> int:
+    async def go() -> int:
+        db = await connect(settings)
+        handle = await open_redis(settings, timeout=30.0)
+        try:
+            drainer = Drainer(
+                handle.client, db, master_key(settings), batch=batch, claim_idle_ms=claim_idle_ms
+            )
+            with _progress() as progress:
+                task = progress.add_task("drain", total=None)
+                stats = await drainer.run(progress=lambda n: progress.advance(task, n))
+        finally:
+            await handle.close()
+            await db.close()
+        _out.print(
+            f"drained {stats.read} records from {stats.streams} streams: {stats.inserted} new,"
+            f" {stats.duplicates} already stored, {stats.claimed} reclaimed,"
+            f" {stats.rate:,.0f} records/s"
+        )
+        return 0
+
+    return _run(go)
+
+
+def main_import(settings: Any, path: Path | str, *, catalog: Path | str | None = None) -> int:
+    async def go() -> int:
+        catalogue = _catalogue(catalog)
+        db, cipher = await _open(settings, catalogue)
+        try:
+            async with db.tenant(catalogue.tenant.id) as conn:
+                report = await import_csv(conn, cipher, Path(path))
+        finally:
+            await db.close()
+        for line in report.errors:
+            _err.print(line, markup=False, soft_wrap=True)
+        _out.print(
+            f"{path}: {report.rows} rows, {report.imported} imported,"
+            f" {report.duplicates} already imported, {len(report.errors)} rejected"
+        )
+        return 1 if report.errors else 0
+
+    return _run(go)
+
+
+def main_reconcile(
+    settings: Any,
+    *,
+    catalog: Path | str | None = None,
+    tolerance_percent: float = 1.0,
+    tolerance_units: int = 0,
+) -> int:
+    async def go() -> int:
+        catalogue = _catalogue(catalog)
+        db, cipher = await _open(settings, catalogue)
+        try:
+            async with db.tenant(catalogue.tenant.id) as conn:
+                rep = await reconcile(
+                    conn,
+                    catalogue,
+                    cipher,
+                    tolerance_percent=tolerance_percent,
+                    tolerance_units=tolerance_units,
+                )
+        finally:
+            await db.close()
+        table = Table("session / rating group", "network", "online", "difference", "status")
+        for d in rep.differences:
+            table.add_row(d.key, str(d.network), str(d.online), str(d.diff), d.status)
+        _out.print(table)
+        _out.print(
+            f"{rep.groups} groups: {rep.matched} within tolerance, {len(rep.differences)}"
+            f" differences, {rep.rated} CDRs rated in batch"
+        )
+        return 0
+
+    return _run(go)
+
+
+def main_billrun(
+    settings: Any,
+    *,
+    cycle: int | None = None,
+    account: str | None = None,
+    preview: bool = False,
+    on: date | None = None,
+    catalog: Path | str | None = None,
+    terms: Path | str | None = None,
+    out_dir: Path | str | None = None,
+) -> int:
+    """Sync the catalogue and terms, run the cycle (or one account), render the invoices
+    (HTML and PDF under ``out_dir``, default ``<data_dir>/invoices``) and print a summary."""
+    if cycle is None and account is None:
+        return _fail("billrun: --cycle: give a bill day (1-28) or --account")
+    if cycle is not None and not 1 <= cycle <= 28:
+        return _fail(f"billrun: --cycle: {cycle} is not a bill day (1-28)")
+
+    async def go() -> int:
+        catalogue = _catalogue(catalog)
+        billing_terms = load_terms(_terms_for(catalog, terms))
+        db, cipher = await _open(settings, catalogue)
+        tid = catalogue.tenant.id
+        try:
+            async with db.tenant(tid) as conn:
+                await sync_catalogue(conn, catalogue, cipher, billing_terms)
+            with _progress() as progress:
+                task = progress.add_task("bill run", total=None)
+
+                def step(done: int, total: int) -> None:
+                    progress.update(task, completed=done, total=total)
+
+                summary = await bill_run(
+                    db,
+                    catalogue,
+                    cipher,
+                    bill_day=cycle,
+                    account=account,
+                    preview=preview,
+                    on=on or datetime.now(UTC).date(),
+                    progress=step,
+                )
+            if not preview and summary.numbers:
+                folder = Path(out_dir or Path(settings.data_dir) / "invoices")
+                async with db.tenant(tid) as conn:
+                    for number in summary.numbers:
+                        html = render_html(await invoice_document(conn, number))
+                        await asyncio.to_thread(_write_invoice, folder, f"{tid}-{number}", html)
+        finally:
+            await db.close()
+        _print_summary(summary.invoices, summary.numbers, preview)
+        _out.print(
+            f"run {summary.run_key}: {summary.accounts} accounts invoiced,"
+            f" {summary.skipped} already done, {len(summary.invoices)} invoices"
+            + (" (preview, nothing issued)" if preview else "")
+        )
+        return 0
+
+    return _run(go)
+
+
+def _write_invoice(folder: Path, stem: str, html: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.html").write_text(html, encoding="utf-8")
+    (folder / f"{stem}.pdf").write_bytes(render_pdf(html))
+
+
+def _print_summary(invoices: list[DraftInvoice], numbers: list[int], preview: bool) -> None:
+    table = Table("number", "account", "issuer", "level", "currency", "net", "tax", "gross")
+    for i, inv in enumerate(invoices):
+        number = "-" if preview or i >= len(numbers) else str(numbers[i])
+        table.add_row(
+            number,
+            inv.account_id,
+            inv.issuer,
+            inv.level,
+            inv.currency,
+            f"{inv.net / 100:.2f}",
+            f"{inv.tax / 100:.2f}",
+            f"{inv.gross / 100:.2f}",
+        )
+    _out.print(table)
+
+
+def main_invoice_adjust(
+    settings: Any,
+    *,
+    number: int,
+    kind: str,
+    amount: int,
+    reason: str,
+    catalog: Path | str | None = None,
+) -> int:
+    """``kind`` is ``credit`` or ``debit``; ``amount`` is net minor units."""
+
+    async def go() -> int:
+        catalogue = _catalogue(catalog)
+        db, _ = await _open(settings, catalogue)
+        try:
+            note = await adjust_invoice(
+                db, catalogue.tenant.id, number, kind=kind, net=amount, reason=reason
+            )
+        finally:
+            await db.close()
+        _out.print(
+            f"{note.kind} {note.number} against invoice {number}: net {note.net},"
+            f" tax {note.tax}, gross {note.gross}"
+        )
+        return 0
+
+    return _run(go)
+
+
+def main_export(
+    settings: Any,
+    *,
+    fmt: str = "csv",
+    out: Path | str | None = None,
+    catalog: Path | str | None = None,
+) -> int:
+    if fmt not in ("csv", "json"):
+        return _fail(f"export: --format: {fmt!r} is not csv or json")
+
+    async def go() -> int:
+        catalogue = _catalogue(catalog)
+        db, _ = await _open(settings, catalogue)
+        try:
+            async with db.tenant(catalogue.tenant.id) as conn:
+                entries = await journal(conn)
+        finally:
+            await db.close()
+        text = journal_csv(entries) if fmt == "csv" else journal_json(entries)
+        if out is None:
+            sys.stdout.write(text)
+        else:
+            await asyncio.to_thread(Path(out).write_text, text, encoding="utf-8")
+        return 0
+
+    return _run(go)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=_err,
+        transient=True,
+    )

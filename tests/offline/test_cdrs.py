@@ -1,0 +1,128 @@
+# ruff: noqa: E501  (CSV rows are kept one per line)
+"""Network CDR import with per-row errors, reconciliation against online records, batch rating
+of never-online postpaid usage, and the CLI entry points end to end."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from ocs.config import Settings
+from ocs.offline.cdrs import import_csv, reconcile
+from ocs.offline.cli import (
+    main_billrun,
+    main_db_migrate,
+    main_export,
+    main_import,
+    main_invoice_adjust,
+    main_reconcile,
+)
+from ocs.offline.db import Database
+from ocs.rating import rate
+from tests.offline.billing_fixture import billing_catalogue, scenario, usage
+
+HEADER = "record_type,charging_id,session_id,imsi,msisdn,start_time,end_time,rating_group,apn,plmn,rat_type,service,uplink,downlink,units\n"
+ROWS = [
+    # matches the online session "a" (125 MB) within 1 %
+    "PGW,1001,a,262019000000001,,2025-03-15T09:00:00+00:00,2025-03-17T10:00:00+00:00,10,iot.demo,26201,EUTRAN,data,25000000,100000500,",
+    # online saw 150 events, the network 160: a difference
+    "CHF,1002,e,262019000000002,,2025-03-21T09:00:00+00:00,2025-03-21T10:00:00+00:00,10,,,,event,,,160",
+    # never online, postpaid SIM: rated in batch (15 MB: 10 MB allowance + 5 MB x 10 ct)
+    "PGW,1003,,262019000000003,,2025-03-18T09:00:00+00:00,2025-03-18T10:00:00+00:00,10,iot.demo,26201,NR,data,,,15000000",
+    # never online, prepaid pool SIM: reported, not rated
+    "SGW,1004,,262010000000001,,2025-03-18T09:00:00+00:00,2025-03-18T10:00:00+00:00,10,iot.demo,26201,,data,,,1000",
+]
+BAD = [
+    "PGW,2001,,,,2025-03-18T09:00:00+00:00,2025-03-18T10:00:00+00:00,10,,,,data,,,1",
+    "PGW,2002,,262019000000003,,2025-03-18T09:00:00,2025-03-18T10:00:00+00:00,10,,,,data,,,1",
+    "XYZ,2003,,262019000000003,,2025-03-18T09:00:00+00:00,2025-03-18T10:00:00+00:00,10,,,,data,,,1",
+    "PGW,2004,,262019000000003,,2025-03-18T09:00:00+00:00,2025-03-18T10:00:00+00:00,10,,,,fax,,,1",
+    "PGW,2005,,262019000000003,,2025-03-18T09:00:00+00:00,2025-03-18T10:00:00+00:00,10,,,,data,,,-5",
+]
+
+
+def _csv(path: Path, rows: list[str]) -> Path:
+    path.write_text(HEADER + "\n".join(rows) + "\n")
+    return path
+
+
+async def test_import_reconcile_and_batch_rating(
+    redis: Redis, db: Database, tmp_path: Path, tenant: str
+) -> None:
+    cat = billing_catalogue(tmp_path / "c", tenant)
+    cipher = await scenario(redis, db, cat)
+    path = _csv(tmp_path / "pgw.csv", ROWS + BAD)
+    async with db.tenant(tenant) as conn:
+        report = await import_csv(conn, cipher, path)
+        assert (report.rows, report.imported, report.duplicates) == (9, 4, 0)
+        assert [e.split(": ", 1)[1] for e in report.errors] == [
+            "imsi: missing",
+            "start_time: needs a UTC offset",
+            "record_type: 'XYZ' is not one of PGW, SGW, CHF",
+            "service: 'fax' is not data, sms, voice or event",
+            "units: '-5' is not a non-negative integer",
+        ]
+        assert report.errors[0].startswith(f"{path}:6: ")
+        again = await import_csv(conn, cipher, _csv(tmp_path / "pgw.csv", ROWS))
+        assert (again.imported, again.duplicates) == (0, 4)
+        rep = await reconcile(conn, cat, cipher, tolerance_percent=1.0)
+        rated = await conn.fetchrow("SELECT ctx, payer FROM usage_records WHERE source = 'batch'")
+    assert (rep.groups, rep.matched, rep.rated) == (4, 1, 1)
+    status = {d.key: (d.network, d.online, d.status) for d in rep.differences}
+    assert status == {
+        "e/rg 10": (160, 150, "mismatch"),
+        "cid:1003/rg 10": (15_000_000, 0, "rated"),
+        "cid:1004/rg 10": (1000, 0, "unrated"),
+    }
+    # the batch price is the online rating's price of the same usage
+    online = rate(cat, usage(tenant, "262019000000003", "2025-03-18T10:00:00+00:00", 15_000_000))
+    assert json.loads(rated["ctx"])["levels"][0]["amount"] == online.amounts[0] == 50
+    assert rated["payer"] == f"{tenant}:postpaid_pool:cust-pool"
+
+
+def test_cli_end_to_end(
+    settings: Settings, tmp_path: Path, tenant: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "cat"
+    billing_catalogue(folder, tenant)
+    assert main_db_migrate(settings) == 0
+    assert main_import(settings, _csv(tmp_path / "in.csv", ROWS[2:] + BAD[:1]), catalog=folder) == 1
+    err = capsys.readouterr().err
+    assert err.strip().endswith("in.csv:4: imsi: missing")
+    assert main_reconcile(settings, catalog=folder) == 0
+    assert "1 CDRs rated in batch" in capsys.readouterr().out
+    out = tmp_path / "invoices"
+    assert main_billrun(settings, cycle=10, on=date(2025, 4, 10), catalog=folder, out_dir=out) == 0
+    text = capsys.readouterr().out
+    assert "2 accounts invoiced" in text
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"{tenant}-1.html",
+        f"{tenant}-1.pdf",
+        f"{tenant}-2.html",
+        f"{tenant}-2.pdf",
+    ]
+    assert main_billrun(settings, cycle=10, on=date(2025, 4, 10), catalog=folder, out_dir=out) == 0
+    assert "0 accounts invoiced, 2 already done" in capsys.readouterr().out
+    assert (
+        main_invoice_adjust(
+            settings, number=1, kind="credit", amount=100, reason="x", catalog=folder
+        )
+        == 0
+    )
+    assert "credit_note 3 against invoice 1" in capsys.readouterr().out
+    assert (
+        main_invoice_adjust(
+            settings, number=7, kind="credit", amount=100, reason="x", catalog=folder
+        )
+        == 1
+    )
+    assert capsys.readouterr().err.strip() == "error: invoice 7: no such issued invoice"
+    assert main_export(settings, fmt="json", out=tmp_path / "j.json", catalog=folder) == 0
+    totals = json.loads((tmp_path / "j.json").read_text())["totals"]
+    assert set(totals) == {"b2b/EUR"}
+    assert main_billrun(settings, cycle=31, catalog=folder) == 1
+    assert "--cycle: 31 is not a bill day" in capsys.readouterr().err
