@@ -11,6 +11,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
 from .config import ConfigError, Settings
@@ -54,7 +55,107 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("msisdn")
     show.add_argument("--json", action="store_true", help="print JSON")
     _server_flags(show)
+    _offline_parsers(sub)
     return parser
+
+
+def _offline_parsers(sub: Any) -> None:
+    db = sub.add_parser("db", help="PostgreSQL schema")
+    dsub = db.add_subparsers(dest="db_command", metavar="ACTION")
+    _store_flags(dsub.add_parser("migrate", help="apply pending SQL migrations"))
+
+    cdr = sub.add_parser("cdr", help="usage records: drain, import, reconcile")
+    csub = cdr.add_subparsers(dest="cdr_command", metavar="ACTION")
+    drain = csub.add_parser("drain", help="move rated records from Redis Streams to PostgreSQL")
+    drain.add_argument("--batch", type=int, default=5000)
+    drain.add_argument("--claim-idle-ms", type=int, default=60_000)
+    _store_flags(drain)
+    imp = csub.add_parser("import", help="import network CDRs (CSV, see docs/offline.md)")
+    imp.add_argument("file")
+    imp.add_argument("--catalog", help="catalogue folder (default policies/demo)")
+    _store_flags(imp)
+    rec = csub.add_parser("reconcile", help="match network CDRs to online records")
+    rec.add_argument("--catalog")
+    rec.add_argument("--tolerance-percent", type=float, default=1.0)
+    rec.add_argument("--tolerance-units", type=int, default=0)
+    _store_flags(rec)
+
+    run = sub.add_parser("billrun", help="bill a cycle (or one account) and issue invoices")
+    run.add_argument("--cycle", type=int, help="bill day of the cycle")
+    run.add_argument("--account", help="single-invoice run for one account")
+    run.add_argument("--preview", action="store_true", help="compute without issuing")
+    run.add_argument("--date", type=date.fromisoformat, help="run date (YYYY-MM-DD)")
+    run.add_argument("--catalog")
+    run.add_argument("--terms", help="billing terms YAML (taxes, pool fees)")
+    run.add_argument("--out-dir", help="where rendered invoices are written")
+    _store_flags(run)
+
+    invoice = sub.add_parser("invoice", help="invoice adjustments")
+    isub = invoice.add_subparsers(dest="invoice_command", metavar="ACTION")
+    adj = isub.add_parser("adjust", help="issue a credit or debit note against an invoice")
+    adj.add_argument("--number", type=int, required=True, help="invoice number")
+    adj.add_argument("--kind", choices=["credit", "debit"], required=True)
+    adj.add_argument("--amount", type=int, required=True, help="minor units, e.g. cents")
+    adj.add_argument("--reason", required=True)
+    adj.add_argument("--catalog")
+    _store_flags(adj)
+
+    export = sub.add_parser("export", help="accounting export (journal lines)")
+    export.add_argument("--format", choices=["csv", "json"], default="csv")
+    export.add_argument("--out", help="output file (default stdout)")
+    export.add_argument("--catalog")
+    _store_flags(export)
+
+
+def _store_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML config file (also OCS_CONFIG)")
+    p.add_argument("--redis-url", help="Redis URL (OCS_REDIS_URL); embedded Redis if unset")
+    p.add_argument("--database-url", help="PostgreSQL URL (OCS_DATABASE_URL); embedded if unset")
+    p.add_argument("--data-dir", help="data directory for embedded services (OCS_DATA_DIR)")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (OCS_LOG_LEVEL)")
+
+
+def _offline(args: argparse.Namespace, settings: Settings) -> int | None:
+    """Run an offline (PostgreSQL) command; None when ``args`` is not one."""
+    from .offline import cli as off  # noqa: PLC0415
+
+    command = args.command
+    if command == "db" and args.db_command == "migrate":
+        return off.main_db_migrate(settings)
+    if command == "cdr" and args.cdr_command == "drain":
+        return off.main_drain(settings, batch=args.batch, claim_idle_ms=args.claim_idle_ms)
+    if command == "cdr" and args.cdr_command == "import":
+        return off.main_import(settings, args.file, catalog=args.catalog)
+    if command == "cdr" and args.cdr_command == "reconcile":
+        return off.main_reconcile(
+            settings,
+            catalog=args.catalog,
+            tolerance_percent=args.tolerance_percent,
+            tolerance_units=args.tolerance_units,
+        )
+    if command == "billrun":
+        return off.main_billrun(
+            settings,
+            cycle=args.cycle,
+            account=args.account,
+            preview=args.preview,
+            on=args.date,
+            catalog=args.catalog,
+            terms=args.terms,
+            out_dir=args.out_dir,
+        )
+    if command == "invoice" and args.invoice_command == "adjust":
+        return off.main_invoice_adjust(
+            settings,
+            number=args.number,
+            kind=args.kind,
+            amount=args.amount,
+            reason=args.reason,
+            catalog=args.catalog,
+        )
+    if command == "export":
+        return off.main_export(settings, fmt=args.format, out=args.out, catalog=args.catalog)
+    return None
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
@@ -65,6 +166,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
         origin_host=getattr(args, "origin_host", None),
         origin_realm=getattr(args, "origin_realm", None),
         redis_url=getattr(args, "redis_url", None),
+        database_url=getattr(args, "database_url", None),
         data_dir=getattr(args, "data_dir", None),
         http_port=getattr(args, "http_port", None),
         metrics_port=getattr(args, "metrics_port", None),
@@ -111,6 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .app import apply_catalog_cli  # noqa: PLC0415
 
             return int(_run(apply_catalog_cli(settings, args.path)))
+        if args.command in ("db", "cdr", "billrun", "invoice", "export"):
+            code = _offline(args, settings)
+            if code is not None:
+                return code
         if args.command == "balance" and args.balance_command == "show":
             from .app import show_balance_cli  # noqa: PLC0415
 
