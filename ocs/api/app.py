@@ -1,0 +1,185 @@
+"""The ASGI application and its lifecycle: ``create_app`` builds it; ``start_api`` runs
+uvicorn in the current event loop (next to the Diameter server in ``ocs serve``) and
+returns a handle to stop it; ``serve_api`` runs it alone until SIGTERM/SIGINT (``ocs api``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from ocs.api import catalogue, events, pools, sessions, subscriptions, wallets
+from ocs.api.auth import TokenCache
+from ocs.api.problems import PROBLEM_JSON, BodyLimit, ProblemDocument, install
+from ocs.api.state import ApiState
+from ocs.api.tenants import TenantCatalogues
+from ocs.balance import BalanceStore
+from ocs.config import Settings
+from ocs.network import NetworkCommands
+from ocs.store import RedisClient, RedisHandle, client_for_url, open_redis
+
+API_REDIS_TIMEOUT = 5.0  # seconds per Redis command (the API is not the real-time path)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ProblemDocument, "description": text}
+    for code, text in (
+        (400, "malformed request"),
+        (401, "missing or invalid token"),
+        (403, "insufficient scope"),
+        (404, "not found"),
+        (409, "conflict"),
+        (413, "body too large"),
+        (422, "invalid request"),
+        (503, "store unavailable"),
+    )
+}
+
+
+async def _open(settings: Settings, redis_url: str | None) -> RedisHandle:
+    url = redis_url or settings.redis_url
+    if url:
+        return RedisHandle(client_for_url(url, timeout=API_REDIS_TIMEOUT), url)
+    return await open_redis(settings, timeout=API_REDIS_TIMEOUT)
+
+
+def build_state(settings: Settings, redis: RedisClient) -> ApiState:
+    store = BalanceStore(redis)
+    network = NetworkCommands(redis)
+    catalogues = TenantCatalogues(
+        store, Path(settings.data_dir), on_change=network.broadcast_refresh
+    )
+    return ApiState(settings, redis, store, catalogues, network, TokenCache(redis))
+
+
+def create_app(
+    settings: Settings, *, redis: RedisClient | None = None, redis_url: str | None = None
+) -> FastAPI:
+    """The API. With ``redis`` the caller owns the client; otherwise one is opened at
+    start-up (``redis_url``, else ``settings.redis_url``, else the embedded Redis)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        handle = None if redis is not None else await _open(settings, redis_url)
+        client = redis if redis is not None else handle.client  # type: ignore[union-attr]
+        api = build_state(settings, client)
+        app.state.api = api
+        try:
+            yield
+        finally:
+            await api.drain()
+            if handle is not None:
+                await handle.close()
+
+    app = FastAPI(
+        title="ocs API",
+        version="1",
+        description="Wallets, pools, subscriptions, catalogue and events of one tenant "
+        "(by bearer token). Amounts are integers in minor units. Errors are RFC 9457 "
+        "problem documents.",
+        lifespan=lifespan,
+        responses=ERRORS,
+    )
+    install(app)
+    for module in (wallets, pools, subscriptions, sessions, catalogue, events):
+        app.include_router(module.router)
+
+    @app.get("/health", tags=["health"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.add_middleware(BodyLimit)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with every error response documented as a problem document."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    problem = {"$ref": "#/components/schemas/ProblemDocument"}
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            for code, response in operation.get("responses", {}).items():
+                if code[:1] in ("4", "5"):
+                    response["content"] = {PROBLEM_JSON: {"schema": problem}}
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.setdefault("ProblemDocument", ProblemDocument.model_json_schema())
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    app.openapi_schema = schema
+    return schema
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the process lifecycle owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class ApiServer:
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    port: int
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await self.task
+
+
+async def start_api(
+    settings: Settings,
+    *,
+    redis_url: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+) -> ApiServer:
+    """Serve the API on ``host`` (default ``settings.host``) and ``port`` (default
+    ``settings.http_port``; 0 picks a free one) in this event loop."""
+    app = create_app(settings, redis_url=redis_url)
+    config = uvicorn.Config(
+        app,
+        host=host or settings.host,
+        port=settings.http_port if port is None else port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        lifespan="on",
+        server_header=False,
+    )
+    server = _EmbeddedServer(config)
+    task = asyncio.create_task(server.serve(), name="ocs-api")
+    while not server.started:
+        if task.done():
+            task.result()  # raises what stopped it
+            raise RuntimeError("the API server stopped during start-up")
+        await asyncio.sleep(0.01)
+    sockets = server.servers[0].sockets
+    return ApiServer(server, task, int(sockets[0].getsockname()[1]))
+
+
+async def serve_api(settings: Settings, *, redis_url: str | None = None) -> None:
+    """``ocs api``: serve until SIGTERM or SIGINT."""
+    api = await start_api(settings, redis_url=redis_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"ocs: HTTP API listening on {settings.host}:{api.port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await api.stop()

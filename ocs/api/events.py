@@ -1,0 +1,109 @@
+"""Batch ingestion of IoT events (sensor measurements) for event-based billing.
+
+Each event is rated like a CCR-Event (service ``event``, its units as service-specific
+units) and debited all or nothing from its twin's payer by the same balance script, with
+the request id ``api-event:<event id>``; the outcome is kept for a week under the event
+id, so a replayed event is reported ``duplicate`` and never charged twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime
+from typing import Final
+
+from fastapi import APIRouter
+
+from ocs.api.keys import event_key
+from ocs.api.models import Event, EventBatch, EventBatchResult, EventOutcome
+from ocs.api.state import Api, ApiState, TopUp
+from ocs.api.tenants import Compiled
+from ocs.balance import BucketUnit, ChargeRequest
+from ocs.charging.usage import payer_key, reservation_rate
+from ocs.rating.context import ServiceKind, UsageContext
+from ocs.rating.engine import resolve
+from ocs.rating.errors import RatingError
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+EVENT_TTL: Final = 7 * 24 * 3600
+CONCURRENCY: Final = 32
+
+
+@router.post("", response_model=EventBatchResult)
+async def ingest(body: EventBatch, who: TopUp, api: Api) -> EventBatchResult:
+    """Rate and debit a batch of events; one outcome per event, in order."""
+    compiled = await api.catalogues.compiled(who.tenant)
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(event: Event) -> EventOutcome:
+        async with gate:
+            return await _ingest_one(api, who.tenant, compiled, event)
+
+    results = await asyncio.gather(*(one(e) for e in body.events))
+    return EventBatchResult(results=list(results))
+
+
+async def _ingest_one(api: ApiState, tenant: str, compiled: Compiled, event: Event) -> EventOutcome:
+    key = event_key(tenant, event.id)
+    seen = await api.redis.get(key)
+    if seen is not None:
+        previous = EventOutcome.model_validate(json.loads(seen))
+        return previous.model_copy(update={"status": "duplicate"})
+    if event.imsi is None and event.msisdn is None:
+        return EventOutcome(id=event.id, status="rejected", reason="imsi or msisdn required")
+    catalogue = compiled.catalogue
+    imsi = event.imsi
+    if imsi is None:
+        sim = catalogue.sims_by_msisdn.get(event.msisdn or "")
+        imsi = sim.imsi if sim is not None else ""
+    ctx = UsageContext(
+        tenant=tenant,
+        imsi=imsi,
+        event_time=event.time or datetime.now(UTC),
+        service=ServiceKind.EVENT,
+        quantity=event.units,
+        msisdn=event.msisdn,
+        rating_group=event.rating_group,
+        service_id=event.service_id,
+    )
+    try:
+        resolution = resolve(catalogue, ctx)
+    except RatingError as exc:
+        return EventOutcome(id=event.id, status="rejected", reason=str(exc)[:200])
+    quote = resolution.quotes[0]
+    payer = payer_key(tenant, resolution.payer)
+    context = {
+        "api": "event",
+        "event": event.id,
+        "imsi": resolution.imsi,
+        "msisdn": event.msisdn,
+        "twin": resolution.twin,
+        "subscription": resolution.subscription,
+        "account": resolution.account,
+        "service": "event",
+        "plan": quote.plan_id,
+        "zone": quote.zone,
+        "amount": quote.price(event.units).amount,
+    }
+    result = await api.store.charge(
+        payer,
+        ChargeRequest(
+            request_id=f"api-event:{event.id}",
+            member=f"api-event|{event.id}",
+            unit=BucketUnit.EVENTS,
+            now_ms=int(time.time() * 1000),
+            used=event.units,
+            rate=reservation_rate(quote),
+            mode="debit",
+            context=context,
+        ),
+    )
+    if result.status == "insufficient":
+        outcome = EventOutcome(id=event.id, status="insufficient", payer=payer)
+    else:
+        outcome = EventOutcome(
+            id=event.id, status="charged", payer=payer, units=result.units, amount=result.money
+        )
+    await api.redis.set(key, outcome.model_dump_json(), ex=EVENT_TTL)
+    return outcome

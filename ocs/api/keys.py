@@ -1,0 +1,58 @@
+"""Redis keys of the HTTP API (tokens, tenant catalogue state, idempotency records).
+
+Balance keys are the balance store's (:mod:`ocs.balance.keys`); subscription state reaches
+the Diameter path through the catalogue pointer ``ocs:catalog`` and the MSISDN index, the
+same keys ``ocs catalog apply`` writes. Keys of one tenant share the hash tag ``{api:T}``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFIX: Final = "ocs:api"
+
+
+def token_key(digest: str) -> str:
+    """HASH tenant, scopes, created_at of one bearer token, by the SHA-256 of the token."""
+    return f"{PREFIX}:token:{digest}"
+
+
+def _t(tenant: str) -> str:
+    return f"{PREFIX}:{{api:{tenant}}}"
+
+
+def state_key(tenant: str) -> str:
+    """STRING: the tenant's catalogue state as JSON ({section: {id: item}})."""
+    return f"{_t(tenant)}:state"
+
+
+def revision_key(tenant: str) -> str:
+    return f"{_t(tenant)}:rev"
+
+
+def versions_key(tenant: str) -> str:
+    """LIST of applied revisions (JSON), newest first."""
+    return f"{_t(tenant)}:versions"
+
+
+def lock_key(tenant: str) -> str:
+    return f"{_t(tenant)}:lock"
+
+
+def idempotency_key(tenant: str, scope: str, key: str) -> str:
+    """STRING: the fingerprint and response of one Idempotency-Key use."""
+    return f"{_t(tenant)}:idem:{scope}:{key}"
+
+
+def event_key(tenant: str, event_id: str) -> str:
+    """STRING: the outcome of one ingested event (idempotency per event id)."""
+    return f"{_t(tenant)}:event:{event_id}"
+
+
+def renewal_key(tenant: str) -> str:
+    """HASH pool id -> JSON auto-renewal settings."""
+    return f"{_t(tenant)}:renewal"
+
+
+def topoff_count_key(tenant: str, pool: str, period: str) -> str:
+    return f"{_t(tenant)}:topoffs:{pool}:{period}"

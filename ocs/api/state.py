@@ -1,0 +1,90 @@
+"""What every request handler reaches: the stores, the tenant catalogues, the network
+commands, and the caller (tenant and scopes) from the bearer token."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ocs.api.auth import Principal, Scope, TokenCache
+from ocs.api.tenants import Compiled, TenantCatalogues
+from ocs.balance import BalanceStore
+from ocs.config import Settings
+from ocs.network import NetworkCommands
+from ocs.store import RedisClient
+
+log = logging.getLogger("ocs.api")
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    redis: RedisClient
+    store: BalanceStore
+    catalogues: TenantCatalogues
+    network: NetworkCommands
+    tokens: TokenCache
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("background network command failed: %s", exc)
+
+    async def signal(self, sims: Iterable[tuple[str, str | None]], op: str) -> list[dict[str, Any]]:
+        """RAR (``op`` "rar") or ASR ("asr") to every open session of these SIMs."""
+        sessions = await self.network.sessions(list(sims))
+        if not sessions:
+            return []
+        return await self.network.send(op, sessions)
+
+    def signal_later(self, sims: Iterable[tuple[str, str | None]], op: str) -> None:
+        self.spawn(self.signal(list(sims), op))
+
+    def signal_payer(self, compiled: Compiled, tag: str, op: str) -> None:
+        sims = compiled.payer_sims().get(tag)
+        if sims:
+            self.signal_later(sims, op)
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=timeout)
+
+
+def get_api(request: Request) -> ApiState:
+    api: ApiState = request.app.state.api
+    return api
+
+
+_bearer = HTTPBearer(auto_error=False, description="a tenant token (`ocs token create`)")
+
+
+def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
+    async def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        api = get_api(request)
+        header = f"Bearer {credentials.credentials}" if credentials is not None else None
+        principal = await api.tokens.principal(header)
+        principal.require(scope)
+        return principal
+
+    return dependency
+
+
+Api = Annotated[ApiState, Depends(get_api)]
+Reader = Annotated[Principal, Depends(require(Scope.READ))]
+TopUp = Annotated[Principal, Depends(require(Scope.TOP_UP))]
+Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]

@@ -1,0 +1,284 @@
+"""Each tenant's catalogue state, changed through the API and put in force for the Diameter
+path the way ``ocs catalog apply`` does it.
+
+The state is one JSON document per tenant: ``{"tenant": {...}, section: {id: item}}`` with
+every item validated by the rating models. A change (apply a catalogue, create or change a
+subscription or wallet) runs under a per-tenant Redis lock: load, change, compile the whole
+catalogue (refused with every issue if invalid), store, write it as a catalogue folder under
+``data_dir/catalogues/<tenant>/rev-<n>/``, provision payers (pools resize, new wallets), and,
+when this tenant is the one the Diameter path serves, point ``ocs:catalog`` and the MSISDN
+index at it. Running servers pick it up on their next reload (at once when
+:mod:`ocs.network` broadcasts the change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from ocs.api.keys import lock_key, revision_key, state_key, versions_key
+from ocs.api.problems import Problem
+from ocs.balance import BalanceStore
+from ocs.balance.keys import CATALOG, MSISDN_INDEX
+from ocs.charging.catalog import msisdn_index, payer_buckets
+from ocs.rating.catalogue import Catalogue
+from ocs.rating.compiler import Sourced
+from ocs.rating.errors import Issue, Severity
+from ocs.rating.loader import add_document, check_documents
+
+CATALOGUE_SECTIONS: Final = (
+    "countries",
+    "regions",
+    "zone_sets",
+    "time_bands",
+    "tax_profiles",
+    "plans",
+    "addons",
+)
+"""Replaced as a whole when an applied document has them (the product catalogue)."""
+ENTITY_SECTIONS: Final = ("accounts", "pools", "wallets", "contracts", "sims", "sim_ranges")
+"""Merged item by item (customers, SIMs and payers survive a new product catalogue)."""
+ID_FIELD: Final = {"countries": "code", "sims": "imsi"}
+VERSIONS_KEPT: Final = 100
+LOCK_TIMEOUT: Final = 60.0
+
+State = dict[str, Any]
+Mutation = Callable[[State], object]
+
+
+def item_id(section: str, item: Mapping[str, Any]) -> str:
+    return str(item[ID_FIELD.get(section, "id")])
+
+
+def dump_item(model: Any) -> dict[str, Any]:
+    data: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return data
+
+
+def documents_of(state: State) -> dict[str, Any]:
+    """The state as one catalogue document (the format of a ``policies/`` file)."""
+    doc: dict[str, Any] = {}
+    if state.get("tenant"):
+        doc["tenant"] = state["tenant"]
+    for section in (*CATALOGUE_SECTIONS, *ENTITY_SECTIONS):
+        items = state.get(section) or {}
+        if items:
+            doc[section] = list(items.values())
+    return doc
+
+
+def issues_problem(issues: list[Issue] | tuple[Issue, ...]) -> Problem:
+    errors = [
+        {"file": i.file, "path": i.path, "reason": i.reason}
+        for i in issues
+        if i.severity is Severity.ERROR
+    ]
+    first = errors[0]["reason"] if errors else "invalid catalogue"
+    return Problem(422, "catalogue-invalid", "Catalogue refused", first, issues=errors[:50])
+
+
+def merge_documents(state: State, documents: Mapping[str, Any], tenant: str) -> State:
+    """Validate every item of ``documents`` (issues name the file) and merge into a copy."""
+    sections: dict[str, list[Sourced]] = {}
+    issues: list[Issue] = []
+    for name, document in documents.items():
+        add_document(str(name), document, sections, issues)
+    if any(i.severity is Severity.ERROR for i in issues):
+        raise issues_problem(issues)
+    out: State = {k: (dict(v) if isinstance(v, dict) else v) for k, v in state.items()}
+    for where, model in sections.get("tenant", []):
+        if model.id != tenant:
+            raise Problem(
+                403,
+                "tenant-mismatch",
+                "Wrong tenant",
+                f"{where.file}: tenant.id {model.id!r} is not the token's tenant {tenant!r}",
+            )
+        out["tenant"] = dump_item(model)
+    for section in CATALOGUE_SECTIONS:
+        if section in sections:
+            out[section] = {
+                item_id(section, d): d for d in map(dump_item, _models(sections[section]))
+            }
+    for section in ENTITY_SECTIONS:
+        merged = dict(out.get(section) or {})
+        for data in map(dump_item, _models(sections.get(section, []))):
+            merged[item_id(section, data)] = data
+        out[section] = merged
+    return out
+
+
+def _models(sourced: list[Sourced]) -> list[Any]:
+    return [model for _, model in sourced]
+
+
+@dataclass(slots=True)
+class Compiled:
+    """A compiled revision and indexes the API needs (built lazily)."""
+
+    revision: int
+    catalogue: Catalogue
+    _payer_sims: dict[str, list[tuple[str, str | None]]] | None = None
+    _sorted: list[str] | None = None
+
+    def payer_sims(self) -> dict[str, list[tuple[str, str | None]]]:
+        """Payer tag -> (IMSI, MSISDN) of every SIM with a twin on that payer."""
+        if self._payer_sims is None:
+            tenant = self.catalogue.tenant.id
+            index: dict[str, list[tuple[str, str | None]]] = {}
+            for sim in self.catalogue.sims_by_imsi.values():
+                seen: set[str] = set()
+                for twin in sim.twins:
+                    tag = f"{tenant}:{twin.payer.kind}:{twin.payer.id}"
+                    if tag not in seen:
+                        seen.add(tag)
+                        index.setdefault(tag, []).append((sim.imsi, sim.msisdn))
+            self._payer_sims = index
+        return self._payer_sims
+
+    def sorted_imsis(self) -> list[str]:
+        if self._sorted is None:
+            self._sorted = sorted(self.catalogue.sims_by_imsi)
+        return self._sorted
+
+
+@dataclass(slots=True)
+class Applied:
+    revision: int
+    path: str
+    in_force: bool
+    summary: dict[str, int]
+
+
+@dataclass
+class TenantCatalogues:
+    """Load, change and put in force the catalogue state of each tenant."""
+
+    store: BalanceStore
+    data_dir: Path
+    on_change: Callable[[], Any] | None = None
+    _compiled: dict[str, Compiled] = field(default_factory=dict)
+    _checked: dict[str, float] = field(default_factory=dict)
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    refresh_after: float = 1.0  # seconds a compiled revision is trusted before re-checking
+
+    @property
+    def redis(self) -> Any:
+        return self.store.redis
+
+    async def load_state(self, tenant: str) -> tuple[int, State]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(revision_key(tenant))
+            pipe.get(state_key(tenant))
+            rev, raw = await pipe.execute()
+        return int(rev or 0), (json.loads(raw) if raw else {})
+
+    async def compiled(self, tenant: str) -> Compiled:
+        """The tenant's compiled catalogue (404 problem if none was applied)."""
+        now = time.monotonic()
+        cached = self._compiled.get(tenant)
+        if cached is not None and self._checked.get(tenant, 0.0) > now:
+            return cached
+        rev = int(await self.redis.get(revision_key(tenant)) or 0)
+        self._checked[tenant] = now + self.refresh_after
+        if cached is not None and cached.revision == rev:
+            return cached
+        rev, state = await self.load_state(tenant)
+        if not state:
+            raise Problem(
+                404, "no-catalogue", "No catalogue", "apply a catalogue to this tenant first"
+            )
+        catalogue = await asyncio.to_thread(_compile, state)
+        compiled = Compiled(rev, catalogue)
+        self._compiled[tenant] = compiled
+        return compiled
+
+    async def change(self, tenant: str, mutation: Mutation, *, source: str) -> Applied:
+        """Apply ``mutation`` to the state (it may raise :class:`Problem`) and put the result
+        in force. Serialised per tenant across processes by a Redis lock."""
+        local = self._locks.setdefault(tenant, asyncio.Lock())
+        async with (
+            local,
+            self.redis.lock(lock_key(tenant), timeout=LOCK_TIMEOUT, blocking_timeout=LOCK_TIMEOUT),
+        ):
+            rev, state = await self.load_state(tenant)
+            mutation(state)
+            if not state.get("tenant"):
+                raise Problem(
+                    422,
+                    "catalogue-invalid",
+                    "Catalogue refused",
+                    "the first catalogue applied to a tenant needs a `tenant:` document",
+                )
+            catalogue = await asyncio.to_thread(_compile, state)
+            rev += 1
+            applied = await self._put_in_force(tenant, rev, state, catalogue, source)
+        self._compiled[tenant] = Compiled(rev, catalogue)
+        self._checked[tenant] = time.monotonic() + self.refresh_after
+        if self.on_change is not None:
+            await self.on_change()
+        return applied
+
+    async def _put_in_force(
+        self, tenant: str, rev: int, state: State, catalogue: Catalogue, source: str
+    ) -> Applied:
+        folder = self.data_dir / "catalogues" / tenant / f"rev-{rev}"
+        await asyncio.to_thread(_write_folder, folder, documents_of(state))
+        now_ms = int(time.time() * 1000)
+        for tag, (buckets, resize) in payer_buckets(catalogue).items():
+            await self.store.provision(tag, buckets, now_ms, resize=resize)
+        pointer = await self.redis.hget(CATALOG, "tenant")
+        serving = pointer is None or _s(pointer) == tenant
+        summary = dict(catalogue.summary())
+        entry = {"revision": rev, "applied_at": now_ms, "source": source, "summary": summary}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(state_key(tenant), json.dumps(state, separators=(",", ":")))
+            pipe.set(revision_key(tenant), rev)
+            pipe.lpush(versions_key(tenant), json.dumps(entry))
+            pipe.ltrim(versions_key(tenant), 0, VERSIONS_KEPT - 1)
+            await pipe.execute()
+        if serving:
+            index = msisdn_index(catalogue)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(MSISDN_INDEX)
+                if index:
+                    pipe.hset(MSISDN_INDEX, mapping=index)
+                pipe.hset(
+                    CATALOG,
+                    mapping={
+                        "path": str(folder),
+                        "tenant": tenant,
+                        "applied_at": f"{now_ms}.{rev}",
+                    },
+                )
+                await pipe.execute()
+        return Applied(rev, str(folder), serving, summary)
+
+    async def versions(self, tenant: str, limit: int) -> list[dict[str, Any]]:
+        raw = await self.redis.lrange(versions_key(tenant), 0, limit - 1)
+        return [json.loads(r) for r in raw]
+
+
+def _compile(state: State) -> Catalogue:
+    report = check_documents({"catalogue": documents_of(state)})
+    if report.catalogue is None or report.errors:
+        raise issues_problem(list(report.errors))
+    return report.catalogue
+
+
+def _write_folder(folder: Path, document: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "catalogue.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), "utf-8")
+    tmp.replace(folder / "catalogue.yaml")
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,222 @@
+"""Wallets: create, top-up and debit (Idempotency-Key), balance, transaction history."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from ocs.api.idempotency import IdempotencyKey, claim, fingerprint
+from ocs.api.models import (
+    MoneyMove,
+    MoneyMoveResult,
+    Transaction,
+    TransactionPage,
+    WalletCreate,
+    WalletView,
+    known_currency,
+)
+from ocs.api.problems import Problem, not_found
+from ocs.api.state import Admin, Api, ApiState, Reader, TopUp
+from ocs.api.tenants import State
+from ocs.api.views import bucket_views
+from ocs.balance import BucketUnit, ChargeRequest
+from ocs.balance.keys import PayerKeys, payer_tag
+from ocs.balance.models import Rate
+from ocs.rating.models import PayerKind, Wallet
+
+router = APIRouter(prefix="/v1/wallets", tags=["wallets"])
+ONE_TO_ONE = Rate(1, 1)  # a money debit: one minor unit per unit
+
+
+def wallet_tag(tenant: str, wallet_id: str) -> str:
+    return payer_tag(tenant, str(PayerKind.WALLET), wallet_id)
+
+
+async def _wallet(api: ApiState, tenant: str, wallet_id: str) -> Wallet:
+    compiled = await api.catalogues.compiled(tenant)
+    wallet = compiled.catalogue.wallets.get(wallet_id)
+    if wallet is None:
+        raise not_found("wallet", wallet_id)
+    return wallet
+
+
+async def _view(api: ApiState, tenant: str, wallet: Wallet) -> WalletView:
+    buckets = await api.store.buckets(wallet_tag(tenant, wallet.id))
+    money = [b for b in buckets if b.unit == BucketUnit.MONEY]
+    return WalletView(
+        id=wallet.id,
+        account=wallet.account,
+        currency=wallet.currency,
+        available=sum(b.available for b in money),
+        reserved=sum(b.reserved for b in money),
+        used=sum(b.used for b in money),
+        credited=sum(b.credited for b in money),
+        buckets=bucket_views(buckets),
+    )
+
+
+def _check_currency(wallet: Wallet, currency: str) -> None:
+    if not known_currency(currency):
+        raise Problem(422, "unknown-currency", "Unknown currency", f"{currency!r} is not ISO 4217")
+    if currency != wallet.currency:
+        raise Problem(
+            422,
+            "currency-mismatch",
+            "Wrong currency",
+            f"wallet {wallet.id!r} holds {wallet.currency}, not {currency}",
+        )
+
+
+@router.post("", status_code=201, response_model=WalletView)
+async def create_wallet(body: WalletCreate, who: Admin, api: Api) -> WalletView:
+    if not known_currency(body.currency):
+        raise Problem(422, "unknown-currency", "Unknown currency", f"{body.currency!r}")
+
+    def mutate(state: State) -> None:
+        wallets = state.setdefault("wallets", {})
+        if body.id in wallets:
+            raise Problem(409, "exists", "Wallet exists", f"wallet {body.id!r} exists")
+        wallets[body.id] = body.model_dump()
+
+    await api.catalogues.change(who.tenant, mutate, source=f"wallet {body.id} created")
+    return await _view(api, who.tenant, await _wallet(api, who.tenant, body.id))
+
+
+@router.get("/{wallet_id}", response_model=WalletView)
+async def get_wallet(wallet_id: str, who: Reader, api: Api) -> WalletView:
+    return await _view(api, who.tenant, await _wallet(api, who.tenant, wallet_id))
+
+
+@router.post("/{wallet_id}/top-ups", status_code=201, response_model=MoneyMoveResult)
+async def top_up(
+    wallet_id: str, body: MoneyMove, key: IdempotencyKey, who: TopUp, api: Api
+) -> MoneyMoveResult:
+    """Credit the wallet. The same Idempotency-Key never credits twice; active sessions of
+    the wallet's subscriptions get a Re-Auth-Request."""
+    wallet = await _wallet(api, who.tenant, wallet_id)
+    _check_currency(wallet, body.currency)
+    first = await claim(
+        api.redis, who.tenant, "wallet", key, fingerprint(wallet_id, "top-up", body.amount)
+    )
+    tag = wallet_tag(who.tenant, wallet_id)
+    request_id = f"api:topup:{key}"
+    now_ms = int(time.time() * 1000)
+    context = {"api": "top-up", "reason": body.reason, "currency": body.currency}
+    await api.store.adjust(
+        tag,
+        request_id,
+        [{"op": "credit", "id": wallet_id, "amount": body.amount}],
+        now_ms,
+        context,
+    )
+    view = await _view(api, who.tenant, wallet)
+    if first:
+        api.signal_payer(await api.catalogues.compiled(who.tenant), tag, "rar")
+    return MoneyMoveResult(
+        transaction_id=request_id,
+        wallet=wallet_id,
+        kind="top-up",
+        amount=body.amount,
+        currency=body.currency,
+        available=view.available,
+        replayed=not first,
+    )
+
+
+@router.post("/{wallet_id}/debits", status_code=201, response_model=MoneyMoveResult)
+async def debit(
+    wallet_id: str, body: MoneyMove, key: IdempotencyKey, who: Admin, api: Api
+) -> MoneyMoveResult:
+    """A debit adjustment: all or nothing (409 when the wallet has too little)."""
+    wallet = await _wallet(api, who.tenant, wallet_id)
+    _check_currency(wallet, body.currency)
+    first = await claim(
+        api.redis, who.tenant, "wallet", key, fingerprint(wallet_id, "debit", body.amount)
+    )
+    tag = wallet_tag(who.tenant, wallet_id)
+    request_id = f"api:debit:{key}"
+    result = await api.store.charge(
+        tag,
+        ChargeRequest(
+            request_id=request_id,
+            member=f"api|{key}",
+            unit=BucketUnit.MONEY,
+            now_ms=int(time.time() * 1000),
+            used=body.amount,
+            rate=ONE_TO_ONE,
+            mode="debit",
+            context={"api": "debit", "reason": body.reason, "currency": body.currency},
+        ),
+    )
+    if result.status == "insufficient":
+        raise Problem(
+            409,
+            "insufficient-funds",
+            "Insufficient funds",
+            f"wallet {wallet_id!r} cannot cover {body.amount}",
+        )
+    view = await _view(api, who.tenant, wallet)
+    return MoneyMoveResult(
+        transaction_id=request_id,
+        wallet=wallet_id,
+        kind="debit",
+        amount=body.amount,
+        currency=body.currency,
+        available=view.available,
+        replayed=not first,
+    )
+
+
+@router.get("/{wallet_id}/transactions", response_model=TransactionPage)
+async def transactions(
+    wallet_id: str,
+    who: Reader,
+    api: Api,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,19}-[0-9]{1,19}$")] = None,
+) -> TransactionPage:
+    """Newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    await _wallet(api, who.tenant, wallet_id)
+    return await history(api, wallet_tag(who.tenant, wallet_id), limit, cursor)
+
+
+async def history(api: ApiState, tag: str, limit: int, cursor: str | None) -> TransactionPage:
+    if cursor is not None and cursor.replace("0", "") == "-":
+        return TransactionPage(items=[], next_cursor=None)  # nothing is before 0-0
+    top = f"({cursor}" if cursor else "+"
+    entries: list[Any] = await api.redis.xrevrange(  # type: ignore[assignment]
+        PayerKeys(tag).stream, max=top, min="-", count=limit + 1
+    )
+    items = [_transaction(eid, fields) for eid, fields in entries[:limit]]
+    more = len(entries) > limit
+    return TransactionPage(items=items, next_cursor=items[-1].id if more and items else None)
+
+
+SIGN = {"usage": -1, "refund": -1, "adjust": 1}
+
+
+def _transaction(eid: bytes | str, raw: dict[Any, Any]) -> Transaction:
+    f = {_s(k): _s(v) for k, v in raw.items()}
+    alloc = json.loads(f.get("alloc", "[]") or "[]")
+    total = sum(int(a) for _, a in alloc)
+    kind = f.get("kind", "")
+    try:
+        context = json.loads(f.get("ctx", "{}") or "{}")
+    except ValueError:
+        context = {}
+    return Transaction(
+        id=_s(eid),
+        kind=kind,
+        request_id=f.get("id", ""),
+        ts=int(f.get("ts", "0") or 0),
+        unit=f.get("unit", "money"),
+        amount=SIGN.get(kind, 1) * total,
+        context=context if isinstance(context, dict) else {},
+    )
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,153 @@
+"""The API over real HTTP (uvicorn on a free port, httpx) on a real Redis (DB 12, flushed),
+and, for the network tests, the charging application behind a real Diameter server with a
+gateway peer connected to it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from ocs.api import start_api
+from ocs.api.auth import Scope, create_token
+from ocs.charging import create_charging
+from ocs.config import Settings
+from ocs.diameter.answers import Identity, make_answer
+from ocs.diameter.codec import Message
+from ocs.diameter.constants import Application, Command, ResultCode
+from ocs.diameter.node import Node, PeerInfo
+from ocs.diameter.peer import LocalConfig
+from ocs.diameter.transport import DiameterProtocol, DiameterServer, connect
+from ocs.network import attach_network
+from ocs.rating.loader import _StrictLoader
+from ocs.store import RedisClient
+from tests.balance.fixtures import db_url, flushed_client, redis_base_url
+
+__all__ = ["redis_base_url"]
+
+API_DB = 12
+DEMO = Path(__file__).resolve().parents[2] / "policies" / "demo"
+TENANT = "demo"
+
+
+def demo_documents() -> dict[str, Any]:
+    return {
+        p.name: yaml.load(p.read_text(), Loader=_StrictLoader) for p in sorted(DEMO.glob("*.yaml"))
+    }
+
+
+@pytest.fixture
+def redis_url(redis_base_url: str) -> str:
+    return db_url(redis_base_url, API_DB)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
+    async for client in flushed_client(redis_url):
+        yield client
+
+
+@pytest.fixture
+def settings(redis_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        redis_url=redis_url,
+        data_dir=tmp_path,
+        host="127.0.0.1",
+        port=0,
+        http_port=0,
+        origin_host="ocs.test",
+        origin_realm="test",
+        log_level="WARNING",
+    )
+
+
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    tokens: dict[str, str]
+    redis: RedisClient
+
+    def auth(self, who: str = "admin") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    async def request(
+        self, method: str, path: str, who: str = "admin", **kw: Any
+    ) -> httpx.Response:
+        headers = {**self.auth(who), **kw.pop("headers", {})}
+        return await self.client.request(method, path, headers=headers, **kw)
+
+
+@pytest.fixture
+async def api(settings: Settings, redis: RedisClient) -> AsyncIterator[Api]:
+    server = await start_api(settings, port=0)
+    tokens = {
+        "admin": await create_token(redis, TENANT, Scope.ADMIN),
+        "topup": await create_token(redis, TENANT, Scope.TOP_UP),
+        "read": await create_token(redis, TENANT, Scope.READ),
+        "other": await create_token(redis, "other", Scope.ADMIN),
+    }
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            yield Api(client, tokens, redis)
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def demo(api: Api) -> Api:
+    """The API with the demo catalogue applied to tenant demo."""
+    r = await api.request("POST", "/v1/catalogue", json={"documents": demo_documents()})
+    assert r.status_code == 200, r.text
+    return api
+
+
+@dataclass
+class Gateway:
+    """A PGW-like peer: it answers RAR/ASR with 2001 and queues them for the test."""
+
+    proto: DiameterProtocol
+    received: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
+    next_number: dict[str, int] = field(default_factory=dict)
+
+    async def send(self, request: Message) -> Message:
+        return await self.proto.send_request(request)
+
+
+@pytest.fixture
+async def gateway(settings: Settings, demo: Api) -> AsyncIterator[Gateway]:
+    """`ocs serve` as the lead wires it: charging + network attachment on one node, and a
+    gateway peer connected over TCP."""
+    runtime = await create_charging(settings)
+    node = Node(Identity(settings.origin_host, settings.origin_realm))
+    net = await attach_network(settings, node, refresh=runtime.reload_if_applied)
+    node.register(
+        Application.CREDIT_CONTROL,
+        Command.CREDIT_CONTROL,
+        net.track(runtime.application.handle_ccr),
+    )
+    server = DiameterServer(node, LocalConfig(identity=node.identity), host="127.0.0.1", port=0)
+    await server.start()
+    gw_identity = Identity("pgw.test", "test")
+    gw_node = Node(gw_identity)
+    queue: asyncio.Queue[Message] = asyncio.Queue()
+
+    async def answer(request: Message, peer: PeerInfo) -> Message:
+        queue.put_nowait(request)
+        return make_answer(request, gw_identity, ResultCode.DIAMETER_SUCCESS)
+
+    gw_node.register(Application.CREDIT_CONTROL, Command.RE_AUTH, answer)
+    gw_node.register(Application.CREDIT_CONTROL, Command.ABORT_SESSION, answer)
+    proto = await connect(gw_node, LocalConfig(identity=gw_identity), "127.0.0.1", server.port)
+    try:
+        yield Gateway(proto, queue)
+    finally:
+        await server.stop(2.0)
+        await net.close()
+        await runtime.close()
