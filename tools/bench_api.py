@@ -1,0 +1,200 @@
+"""Benchmark of the HTTP API: top-ups per second and balance-read latency.
+
+The API runs in a child process (uvicorn, uvloop) on a real Redis; this process drives it
+over keep-alive HTTP/1.1 connections with a minimal client (so the client's own cost stays
+small). Prints one JSON document.
+
+    .venv/bin/python tools/bench_api.py --redis-url redis://127.0.0.1:6379/11
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ocs.api.auth import Scope, create_token  # noqa: E402
+from ocs.config import Settings  # noqa: E402
+from ocs.rating.loader import _StrictLoader  # noqa: E402
+from ocs.store import client_for_url  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve(redis_url: str, port: int, data_dir: str) -> None:
+    import uvloop
+
+    from ocs.api import serve_api
+
+    settings = Settings(
+        redis_url=redis_url, http_port=port, data_dir=Path(data_dir), log_level="WARNING"
+    )
+    uvloop.run(serve_api(settings))
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Conn:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def request(
+        self, method: str, path: str, token: str, body: bytes = b"", extra: str = ""
+    ) -> tuple[int, bytes]:
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        data = await self.reader.readexactly(length) if length else b""
+        return int(status_line.split()[1]), data
+
+
+async def _wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            _, w = await asyncio.open_connection("127.0.0.1", port)
+            w.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise TimeoutError("API did not start")
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+async def _run(args: argparse.Namespace, port: int) -> dict[str, Any]:
+    redis = client_for_url(args.redis_url, timeout=10)
+    await redis.flushdb()
+    token = await create_token(redis, "demo", Scope.ADMIN)
+    await redis.aclose()
+    await _wait_port(port)
+    docs = {
+        p.name: yaml.load(p.read_text(), Loader=_StrictLoader)
+        for p in sorted((ROOT / "policies" / "demo").glob("*.yaml"))
+    }
+    conn = await Conn.open(port)
+    status, body = await conn.request(
+        "POST", "/v1/catalogue", token, json.dumps({"documents": docs}).encode()
+    )
+    assert status == 200, body
+    conns = [await Conn.open(port) for _ in range(args.concurrency)]
+    payload = json.dumps({"amount": 1, "currency": "EUR"}).encode()
+    counter = iter(range(10**9))
+    codes: dict[int, int] = {}
+
+    async def top_ups(c: Conn, until: int) -> None:
+        while (n := next(counter)) < until:
+            status, _ = await c.request(
+                "POST",
+                "/v1/wallets/bob-wallet/top-ups",
+                token,
+                payload,
+                f"Idempotency-Key: bench-{n}\r\n",
+            )
+            codes[status] = codes.get(status, 0) + 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(top_ups(c, args.top_ups) for c in conns))
+    elapsed = time.perf_counter() - started
+    status, body = await conns[0].request("GET", "/v1/wallets/bob-wallet", token)
+    balance = json.loads(body)["available"]
+
+    latencies: list[float] = []
+
+    async def reads(c: Conn, n: int) -> None:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            status, _ = await c.request("GET", "/v1/wallets/bob-wallet", token)
+            latencies.append(time.perf_counter() - t0)
+            assert status == 200
+
+    per = args.reads // args.read_concurrency
+    r0 = time.perf_counter()
+    await asyncio.gather(*(reads(c, per) for c in conns[: args.read_concurrency]))
+    read_elapsed = time.perf_counter() - r0
+    for c in [conn, *conns]:
+        c.writer.close()
+    ms = [x * 1000 for x in latencies]
+    return {
+        "top_ups": args.top_ups,
+        "top_up_concurrency": args.concurrency,
+        "top_ups_per_s": round(args.top_ups / elapsed, 1),
+        "top_up_status": codes,
+        "balance_after": balance,
+        "balance_expected": 1000 + args.top_ups,
+        "reads": len(ms),
+        "read_concurrency": args.read_concurrency,
+        "reads_per_s": round(len(ms) / read_elapsed, 1),
+        "read_ms": {
+            "p50": round(statistics.median(ms), 3),
+            "p90": round(_pct(ms, 0.90), 3),
+            "p99": round(_pct(ms, 0.99), 3),
+            "max": round(max(ms), 3),
+        },
+        "cpus": os.cpu_count(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11")
+    parser.add_argument("--top-ups", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--reads", type=int, default=5000)
+    parser.add_argument("--read-concurrency", type=int, default=4)
+    args = parser.parse_args()
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as data_dir:
+        proc = multiprocessing.get_context("spawn").Process(
+            target=_serve, args=(args.redis_url, port, data_dir), daemon=True
+        )
+        proc.start()
+        try:
+            import uvloop
+
+            result = uvloop.run(_run(args, port))
+        finally:
+            proc.terminate()
+            proc.join(10)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
