@@ -1,18 +1,35 @@
 """Diameter Gy load generator: CER, then sessions of CCR-I, CCR-U x N, CCR-T, at a target
-rate or as fast as possible with a window of outstanding requests. Prints throughput,
-latency percentiles and Result-Code counts as JSON.
+rate (open loop) or as fast as possible with a window of outstanding requests (closed loop).
+Prints throughput, latency percentiles and Result-Code counts as JSON.
 
-    python tools/loadgen.py --host 127.0.0.1 --port 3868 --sessions 2000 --updates 3 \
-        --window 64 [--rate 2000] [--imsi-first 262010000000000 --imsi-count 1000]
+    python tools/loadgen.py --host 127.0.0.1 --port 3868 --updates 20 --window 64 \
+        --warmup 1 --duration 10 [--rate 2000] [--imsi-first 262010000000000 --imsi-count 1000]
+
+A session sends its next request only after the answer to its previous one, as a gateway
+does. Requests go to the session that has waited longest for its turn; when none is ready a
+new session starts (with ``--sessions N``, at most N sessions in all).
+
+* Closed loop (no ``--rate``): ``--window`` requests are outstanding; each answer releases
+  the next request.
+* Open loop (``--rate R``): request k is due at start + k/R and is sent then, whether or not
+  earlier requests were answered; its latency runs from that scheduled time, so a server
+  that falls behind shows its queueing delay (no coordinated omission).
+
+Requests are patched from pre-encoded templates (Session-Id, CC-Request-Number, IMSI, ids),
+so the generator spends a few microseconds per request. Only the requests scheduled in
+``[warmup, warmup + duration)`` are measured; those scheduled before the end but answered
+after ``--timeout`` count as timeouts.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,35 +48,6 @@ from ocs.diameter.codec import (
 )
 from ocs.diameter.constants import Application, Command, SubscriptionIdType
 from ocs.diameter.framer import Framer
-
-
-class Client:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.framer = Framer()
-        self.pending: dict[int, asyncio.Future[Message]] = {}
-        self.next_id = 1
-        self.task = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        while data := await self.reader.read(65536):
-            for raw in self.framer.feed(data):
-                msg = decode(raw)
-                fut = self.pending.pop(msg.hbh_id, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(msg)
-                elif msg.is_request and msg.command == Command.DEVICE_WATCHDOG:
-                    answer = msg.answer_header()
-                    answer.avps = [u32(A.AVP_RESULT_CODE, 2001), *_origin()]
-                    self.writer.write(answer.encode())
-
-    async def request(self, msg: Message) -> Message:
-        msg.hbh_id = msg.e2e_id = self.next_id
-        self.next_id = (self.next_id + 1) & 0xFFFFFFFF
-        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self.pending[msg.hbh_id] = fut
-        self.writer.write(msg.encode())
-        return await fut
 
 
 def _origin() -> list[Avp]:
@@ -125,63 +113,235 @@ def ccr(sid: str, rtype: int, n: int, imsi: str, used: int, want: int, rg: int) 
     )
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    reader, writer = await asyncio.open_connection(args.host, args.port)
-    client = Client(reader, writer)
-    cea = await asyncio.wait_for(client.request(cer()), 5)
-    if cea.get(A.AVP_RESULT_CODE) != 2001:
-        raise SystemExit(f"CER refused: {cea.get(A.AVP_RESULT_CODE)}")
-    latencies: list[float] = []
-    codes: Counter[str] = Counter()
-    window = asyncio.Semaphore(args.window)
-    interval = 1.0 / args.rate if args.rate else 0.0
-    first = int(args.imsi_first)
-    started = time.perf_counter()
-    next_send = started
+TYPE_NAMES = {1: "initial", 2: "update", 3: "terminate"}
+SID_PREFIX = "loadgen.local;"
+IMSI_SENTINEL = "999999999999999"
+NUMBER_SENTINEL = 0x5EC0DE5E
 
-    async def one(msg: Message) -> None:
-        try:
-            t0 = time.perf_counter()
-            answer = await asyncio.wait_for(client.request(msg), args.timeout)
-            latencies.append(time.perf_counter() - t0)
-            codes[str(answer.get(A.AVP_RESULT_CODE))] += 1
-        except TimeoutError:
-            codes["timeout"] += 1
-        finally:
-            window.release()
 
-    async def session(i: int) -> None:
-        nonlocal next_send
-        sid = f"loadgen.local;{int(started)};{i}"
-        imsi = str(first + i % args.imsi_count).zfill(15)
-        steps = [(1, 0, args.quota)] + [(2, args.quota // 2, args.quota)] * args.updates
-        steps.append((3, args.quota // 2, 0))
-        for n, (rtype, used, want) in enumerate(steps):
-            await window.acquire()
-            if interval:
-                next_send += interval
-                delay = next_send - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            await one(ccr(sid, rtype, n, imsi, used, want, args.rating_group))
+class Template:
+    """One encoded CCR of each request type, with the offsets of the fields to patch."""
 
-    await asyncio.gather(*(session(i) for i in range(args.sessions)))
-    elapsed = time.perf_counter() - started
-    writer.close()
-    client.task.cancel()
-    latencies.sort()
+    def __init__(self, run_id: int, rtype: int, used: int, want: int, rating_group: int) -> None:
+        self.sid_len = len(self.session_id(run_id, 0))
+        sid = "#" * self.sid_len
+        raw = ccr(sid, rtype, NUMBER_SENTINEL, IMSI_SENTINEL, used, want, rating_group).encode()
+        self.raw = raw
+        self.sid_at = raw.index(sid.encode())
+        self.number_at = raw.index(NUMBER_SENTINEL.to_bytes(4, "big"))
+        self.imsi_at = raw.index(IMSI_SENTINEL.encode())
+
+    @staticmethod
+    def session_id(run_id: int, i: int) -> str:
+        return f"{SID_PREFIX}{run_id:010d};{i:010d}"
+
+    def build(self, sid: bytes, number: int, imsi: bytes, ids: bytes) -> bytes:
+        b = bytearray(self.raw)
+        b[12:20] = ids
+        b[self.sid_at : self.sid_at + self.sid_len] = sid
+        b[self.number_at : self.number_at + 4] = number.to_bytes(4, "big")
+        b[self.imsi_at : self.imsi_at + 15] = imsi
+        return bytes(b)
+
+
+def result_code(raw: bytes) -> int | None:
+    """The top-level Result-Code of an encoded answer (AVP 268), without a full decode."""
+    at, end = 20, len(raw)
+    while at + 8 <= end:
+        code = int.from_bytes(raw[at : at + 4], "big")
+        length = int.from_bytes(raw[at + 5 : at + 8], "big")
+        header = 12 if raw[at + 4] & 0x80 else 8
+        if code == A.AVP_RESULT_CODE and length == header + 4:
+            return int.from_bytes(raw[at + header : at + header + 4], "big")
+        if length < 8:
+            return None
+        at += (length + 3) & ~3
+    return None
+
+
+class LoadGen(asyncio.Protocol):
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.loop = asyncio.get_running_loop()
+        self.framer = Framer()
+        self.transport: asyncio.Transport | None = None
+        self.cea: asyncio.Future[int | None] = self.loop.create_future()
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.run_id = int(time.time()) % 10**10
+        q = args.quota
+        self.templates = {
+            1: Template(self.run_id, 1, 0, q, args.rating_group),
+            2: Template(self.run_id, 2, q // 2, q, args.rating_group),
+            3: Template(self.run_id, 3, q // 2, 0, args.rating_group),
+        }
+        self.steps = [1] + [2] * args.updates + [3]
+        # RFC 6733 3: End-to-End ids start from the time (high 12 bits) and a random low
+        # part, so a second run is not answered from the server's duplicate cache.
+        self.next_id = ((int(time.time()) & 0xFFF) << 20) | random.getrandbits(20)
+        self.ready: deque[tuple[int, int]] = deque()  # (session index, next step)
+        self.sessions_started = 0
+        self.outstanding: dict[int, tuple[float, int, int, int]] = {}  # id -> due, i, step, t
+        self.start = 0.0
+        self.measure_from = self.measure_to = 0.0
+        self.stopped = False
+        self.latencies: dict[int, list[float]] = {1: [], 2: [], 3: []}
+        self.codes: Counter[str] = Counter()
+        self.answered_in_window: Counter[int] = Counter()
+        self.sent = 0
+        self.timeouts = 0
+        self.unmatched = 0
+
+    # -- connection --------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(cer().encode())  # type: ignore[attr-defined]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for fut in (self.cea, self.done):
+            if not fut.done():
+                fut.set_exception(ConnectionError(f"connection closed: {exc}"))
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        batch: list[bytes] = []
+        for raw in self.framer.feed(data):
+            command = int.from_bytes(raw[5:8], "big")
+            if raw[4] & 0x80:  # a request from the server (DWR): answer it
+                if command == Command.DEVICE_WATCHDOG:
+                    answer = decode(raw).answer_header()
+                    answer.avps = [u32(A.AVP_RESULT_CODE, 2001), *_origin()]
+                    batch.append(answer.encode())
+                continue
+            if command == Command.CAPABILITIES_EXCHANGE:
+                if not self.cea.done():
+                    self.cea.set_result(result_code(raw))
+                continue
+            entry = self.outstanding.pop(int.from_bytes(raw[12:16], "big"), None)
+            if entry is None:
+                self.unmatched += 1
+                continue
+            due, i, step, rtype = entry
+            if self.measure_from <= due < self.measure_to:
+                self.latencies[rtype].append(now - due)
+                self.codes[str(result_code(raw))] += 1
+                self.answered_in_window[rtype] += 1
+            if step + 1 < len(self.steps):
+                self.ready.append((i, step + 1))
+            if not self.args.rate and not self.stopped:
+                self.queue_next(now, batch)
+        if batch and self.transport is not None:
+            self.transport.write(b"".join(batch))
+        if self.stopped and not self.outstanding and not self.done.done():
+            self.done.set_result(None)
+
+    # -- requests ----------------------------------------------------------------------------
+    def queue_next(self, due: float, batch: list[bytes]) -> bool:
+        if self.ready:
+            i, step = self.ready.popleft()
+        elif not self.args.sessions or self.sessions_started < self.args.sessions:
+            i, step = self.sessions_started, 0
+            self.sessions_started += 1
+        else:
+            return False
+        rtype = self.steps[step]
+        hbh = self.next_id = (self.next_id + 1) & 0xFFFFFFFF
+        ids = hbh.to_bytes(4, "big")
+        sid = Template.session_id(self.run_id, i).encode()
+        imsi = str(int(self.args.imsi_first) + i % self.args.imsi_count).zfill(15).encode()
+        batch.append(self.templates[rtype].build(sid, step, imsi, ids + ids))
+        self.outstanding[hbh] = (due, i, step, rtype)
+        self.sent += 1
+        return True
+
+    async def run(self) -> None:
+        args = self.args
+        self.start = time.perf_counter()
+        self.measure_from = self.start + args.warmup
+        self.measure_to = self.measure_from + args.duration
+        end = self.measure_to
+        assert self.transport is not None
+        if args.rate:
+            interval = 1.0 / args.rate
+            k = 0
+            while True:
+                now = time.perf_counter()
+                batch: list[bytes] = []
+                while (due := self.start + k * interval) <= now and due < end:
+                    if not self.queue_next(due, batch):
+                        break
+                    k += 1
+                if batch:
+                    self.transport.write(b"".join(batch))
+                if due >= end or (
+                    args.sessions
+                    and not self.ready
+                    and not self.outstanding
+                    and self.sessions_started >= args.sessions
+                ):
+                    break
+                await asyncio.sleep(min(0.0005, max(0.0, due - time.perf_counter())))
+        else:
+            batch = []
+            for _ in range(args.window):
+                self.queue_next(self.start, batch)
+            self.transport.write(b"".join(batch))
+            while time.perf_counter() < end and not self.done.done():
+                await asyncio.sleep(0.05)
+                if args.sessions and not self.outstanding and not self.ready:
+                    break
+        self.stopped = True
+        if self.outstanding and not self.done.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.done), args.timeout)
+        for due, _i, _step, _rtype in self.outstanding.values():
+            if self.measure_from <= due < self.measure_to:
+                self.timeouts += 1
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    values = sorted(values)
 
     def pct(p: float) -> float:
-        if not latencies:
+        if not values:
             return 0.0
-        return round(latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1e3, 3)
+        return round(values[min(len(values) - 1, int(p / 100 * len(values)))] * 1e3, 3)
 
+    return {"p50": pct(50), "p90": pct(90), "p99": pct(99), "max": pct(100)}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    if args.sessions and not args.duration:
+        args.duration = 3600.0  # until the sessions are done
+    _, gen = await loop.create_connection(lambda: LoadGen(args), args.host, args.port)
+    code = await asyncio.wait_for(gen.cea, 5)
+    if code != 2001:
+        raise SystemExit(f"CER refused: {code}")
+    await gen.run()
+    assert gen.transport is not None
+    gen.transport.close()
+    measured = min(args.duration, max(1e-9, time.perf_counter() - gen.measure_from))
+    answered = sum(gen.answered_in_window.values())
+    everything = [x for lat in gen.latencies.values() for x in lat]
+    codes = dict(gen.codes)
+    if gen.timeouts:
+        codes["timeout"] = gen.timeouts
     return {
-        "requests": len(latencies) + codes.get("timeout", 0),
-        "seconds": round(elapsed, 3),
-        "throughput_per_s": round(len(latencies) / elapsed, 1) if elapsed else 0.0,
-        "latency_ms": {"p50": pct(50), "p90": pct(90), "p99": pct(99), "max": pct(100)},
-        "result_codes": dict(codes),
+        "mode": f"open loop at {args.rate:g}/s"
+        if args.rate
+        else f"closed loop, window {args.window}",
+        "requests": answered + gen.timeouts,
+        "sent_total": gen.sent,
+        "sessions": gen.sessions_started,
+        "seconds": round(measured, 3),
+        "throughput_per_s": round(answered / measured, 1),
+        "by_type_per_s": {
+            TYPE_NAMES[t]: round(n / measured, 1) for t, n in sorted(gen.answered_in_window.items())
+        },
+        "latency_ms": percentiles(everything),
+        "latency_ms_by_type": {TYPE_NAMES[t]: percentiles(v) for t, v in gen.latencies.items()},
+        "result_codes": codes,
+        "unmatched_answers": gen.unmatched,
     }
 
 
@@ -189,7 +349,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3868)
-    parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument("--sessions", type=int, default=0, help="at most N sessions (0: no limit)")
     parser.add_argument("--updates", type=int, default=3, help="CCR-U per session")
     parser.add_argument("--window", type=int, default=64, help="outstanding requests")
     parser.add_argument("--rate", type=float, default=0.0, help="CCR/s; 0 = as fast as possible")
@@ -198,7 +358,19 @@ def main() -> None:
     parser.add_argument("--imsi-first", default="262010000000000")
     parser.add_argument("--imsi-count", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=5.0)
-    print(json.dumps(asyncio.run(run(parser.parse_args())), indent=2))
+    parser.add_argument("--warmup", type=float, default=0.0, help="seconds not measured")
+    parser.add_argument("--duration", type=float, default=0.0, help="measured seconds")
+    parser.add_argument("--json-line", action="store_true", help="one line of JSON")
+    args = parser.parse_args()
+    if not args.sessions and not args.duration:
+        args.sessions = 1000
+    try:
+        import uvloop
+
+        result = uvloop.run(run(args))
+    except ImportError:  # pragma: no cover
+        result = asyncio.run(run(args))
+    print(json.dumps(result, indent=None if args.json_line else 2), flush=True)
 
 
 if __name__ == "__main__":

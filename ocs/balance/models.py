@@ -74,6 +74,7 @@ class ChargeRequest:
     deadline_ms: int = 0
     mode: str = "session"
     context: dict[str, Any] = field(default_factory=dict)
+    context_json: str = ""  # the context already serialised (takes precedence when set)
 
 
 @dataclass(frozen=True, slots=True)

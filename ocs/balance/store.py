@@ -14,7 +14,9 @@ from importlib import resources
 from typing import Any, Final
 
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
+from ocs.balance.batch import CommandBatcher
 from ocs.balance.keys import PAYERS, PayerKeys
 from ocs.balance.models import BucketSpec, BucketState, ChargeRequest, ChargeResult
 from ocs.store import RedisClient
@@ -45,6 +47,7 @@ class BalanceStore:
     def __init__(self, redis: RedisClient, *, result_ttl_ms: int = RESULT_TTL_MS) -> None:
         self.redis = redis
         self.result_ttl_ms = result_ttl_ms
+        self.batch = CommandBatcher(redis)  # the real-time path's commands, auto-pipelined
         self._charge: AsyncScript = redis.register_script(_script_text("charge.lua"))
         self._reclaim: AsyncScript = redis.register_script(_script_text("reclaim.lua"))
         self._adjust: AsyncScript = redis.register_script(_script_text("adjust.lua"))
@@ -52,32 +55,34 @@ class BalanceStore:
     # -- scripts ---------------------------------------------------------------------------
     async def charge(self, payer: str, req: ChargeRequest) -> ChargeResult:
         k = PayerKeys(payer)
-        raw = await self._charge(
-            keys=[
-                k.buckets,
-                k.balances,
-                k.reservations,
-                k.reservation_index,
-                k.done(req.request_id),
-                k.stream,
-            ],
-            args=[
-                req.request_id,
-                req.now_ms,
-                str(req.unit),
-                req.used,
-                req.want,
-                req.min_grant,
-                req.rate.numerator,
-                req.rate.denominator,
-                req.deadline_ms,
-                self.result_ttl_ms,
-                req.member,
-                req.mode,
-                json.dumps(req.context, separators=(",", ":"), default=str),
-                payer,
-            ],
+        keys = (
+            k.buckets,
+            k.balances,
+            k.reservations,
+            k.reservation_index,
+            k.done(req.request_id),
+            k.stream,
         )
+        args = (
+            req.request_id,
+            req.now_ms,
+            str(req.unit),
+            req.used,
+            req.want,
+            req.min_grant,
+            req.rate.numerator,
+            req.rate.denominator,
+            req.deadline_ms,
+            self.result_ttl_ms,
+            req.member,
+            req.mode,
+            req.context_json or json.dumps(req.context, separators=(",", ":"), default=str),
+            payer,
+        )
+        try:
+            raw = await self.batch.execute("EVALSHA", self._charge.sha, len(keys), *keys, *args)
+        except NoScriptError:  # a restarted or flushed Redis: load the script, run it once
+            raw = await self._charge(keys=keys, args=args)
         return ChargeResult.from_json(raw)
 
     async def adjust(

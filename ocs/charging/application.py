@@ -109,7 +109,12 @@ class ChargingApplication:
         self.identity = identity
         self.metrics = metrics
         self.clock = clock
-        self.sessions = SessionStore(store.redis, config.session_ttl)
+        self.sessions = SessionStore(
+            store.redis,
+            config.session_ttl,
+            batch=store.batch,
+            on_error=lambda _exc: metrics.redis_errors.inc(),
+        )
         self.journal = FailoverJournal(config.data_dir)
         self.events = EventCharging(self)
         self._handlers: dict[int, Callable[[CreditControlRequest, Outcome], Awaitable[None]]] = {
@@ -139,8 +144,7 @@ class ChargingApplication:
                 log.exception("CCR %s failed", _safe_session(view))
                 answer = credit_control_answer(request, self.identity, result_code_for(exc))
         code = answer.get(A.AVP_RESULT_CODE, 0)
-        self.metrics.ccr.labels(kind, str(code)).inc()
-        self.metrics.latency.labels(kind).observe(time.perf_counter() - started)
+        self.metrics.count_ccr(kind, code, time.perf_counter() - started)
         return answer
 
     async def _answer(
@@ -176,7 +180,7 @@ class ChargingApplication:
                 dropped=tuple(outcome.dropped),
             )
         for code in outcome.codes:
-            self.metrics.mscc.labels(str(code)).inc()
+            self.metrics.count_mscc(code)
         return answer
 
     # -- handlers by name ------------------------------------------------------------------

@@ -1,5 +1,9 @@
 """Prometheus metrics of the charging path. One :class:`ChargingMetrics` per registry; the
-server uses the process-wide default (exposed on ``/metrics``), tests pass their own."""
+server uses the process-wide default (exposed on ``/metrics``), tests pass their own.
+
+The per-CCR counters go through :meth:`ChargingMetrics.count_ccr` and ``count_mscc``, which
+keep the labelled children in dicts: ``.labels(...)`` validates and hashes its arguments
+under a lock on every call, which costs more than the increment itself."""
 
 from __future__ import annotations
 
@@ -53,6 +57,26 @@ class ChargingMetrics:
             "Reservations released after Validity-Time and grace",
             registry=reg,
         )
+        self._ccr_children: dict[tuple[str, int], Counter] = {}
+        self._latency_children: dict[str, Histogram] = {}
+        self._mscc_children: dict[int, Counter] = {}
+
+    def count_ccr(self, kind: str, result: int, seconds: float) -> None:
+        """One answered CCR of ``kind`` (initial, update, ...) with ``result``, in ``seconds``."""
+        counter = self._ccr_children.get((kind, result))
+        if counter is None:
+            counter = self._ccr_children[(kind, result)] = self.ccr.labels(kind, str(result))
+        histogram = self._latency_children.get(kind)
+        if histogram is None:
+            histogram = self._latency_children[kind] = self.latency.labels(kind)
+        counter.inc()
+        histogram.observe(seconds)
+
+    def count_mscc(self, result: int) -> None:
+        counter = self._mscc_children.get(result)
+        if counter is None:
+            counter = self._mscc_children[result] = self.mscc.labels(str(result))
+        counter.inc()
 
 
 _default: ChargingMetrics | None = None
