@@ -1,4 +1,4 @@
-"""The API over real HTTP (uvicorn on a free port, httpx) on a real Redis (DB 12, flushed),
+"""The API over real HTTP (uvicorn on a free port, httpx) on a real Redis (DB 10, flushed),
 and, for the network tests, the charging application behind a real Diameter server with a
 gateway peer connected to it."""
 
@@ -31,7 +31,7 @@ from tests.balance.fixtures import db_url, flushed_client, redis_base_url
 
 __all__ = ["redis_base_url"]
 
-API_DB = 12
+API_DB = 10  # 12: offline, 13: balance, 14: charging, 11: tools/bench_api.py
 DEMO = Path(__file__).resolve().parents[2] / "policies" / "demo"
 TENANT = "demo"
 
