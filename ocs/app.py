@@ -1,11 +1,21 @@
 """Wiring: which applications `ocs serve` attaches to the Diameter node, and the CLI actions
 that need the stores. Kept apart from ``cli.py`` (argument parsing) and ``server.py``
-(lifecycle)."""
+(lifecycle).
+
+`ocs serve` runs, in one event loop: the Diameter server with the Gy/Ro application, the
+RAR/ASR dispatcher (Redis pub/sub, so commands reach the worker holding the session), the HTTP
+API (``--http-port``, 0 disables it) and Prometheus ``/metrics`` (``--metrics-port``, 0
+disables it).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import sys
+
+from prometheus_client import start_http_server
 
 from .charging import NoCatalogue, apply_catalog, create_charging, show_balance
 from .config import Settings
@@ -14,16 +24,55 @@ from .diameter.node import Node
 from .rating.errors import CatalogueError
 from .server import Attach, Closer, serve
 
+log = logging.getLogger("ocs.app")
 
-def charging_attacher(catalog_path: str | None) -> Attach:
-    """Attach the Gy/Ro application; ``catalog_path`` is applied first (``ocs demo``)."""
+
+def _metrics_server(settings: Settings) -> Closer | None:
+    if not settings.metrics_port:
+        return None
+    server, thread = start_http_server(settings.metrics_port, addr=settings.host)
+    log.info("Prometheus metrics on http://%s:%s/metrics", settings.host, settings.metrics_port)
+
+    async def close() -> None:
+        server.shutdown()
+        await asyncio.to_thread(thread.join, 5)
+
+    return close
+
+
+def charging_attacher(catalog_path: str | None, *, with_http: bool = True) -> Attach:
+    """Attach the Gy/Ro application (``catalog_path`` is applied first, for ``ocs demo``),
+    the network command dispatcher, and, ``with_http``, the HTTP API and /metrics."""
 
     async def attach(settings: Settings, node: Node) -> list[Closer]:
+        from .network import attach_network  # noqa: PLC0415
+
+        closers: list[Closer] = []
         runtime = await create_charging(settings, catalog_path=catalog_path)
-        node.register(
-            Application.CREDIT_CONTROL, Command.CREDIT_CONTROL, runtime.application.handle_ccr
-        )
-        return [runtime.close]
+        closers.append(runtime.close)
+        try:
+            net = await attach_network(
+                settings, node, redis_url=runtime.redis.url, refresh=runtime.reload_if_applied
+            )
+            closers.append(net.close)
+            node.register(
+                Application.CREDIT_CONTROL,
+                Command.CREDIT_CONTROL,
+                net.track(runtime.application.handle_ccr),
+            )
+            if with_http and settings.http_port:
+                from .api import start_api  # noqa: PLC0415
+
+                api = await start_api(settings, redis_url=runtime.redis.url)
+                closers.append(api.stop)
+                log.info("HTTP API on http://%s:%s", settings.host, api.port)
+            if with_http and (close_metrics := _metrics_server(settings)) is not None:
+                closers.append(close_metrics)
+        except BaseException:
+            for close in reversed(closers):
+                await close()
+            raise
+        return closers
 
     return attach
 
@@ -31,10 +80,7 @@ def charging_attacher(catalog_path: str | None) -> Attach:
 async def run_server(settings: Settings, demo_catalog: str | None = None) -> int:
     try:
         await serve(settings, charging_attacher(demo_catalog))
-    except NoCatalogue as exc:
-        print(f"ocs: error: {exc}", file=sys.stderr)
-        return 2
-    except CatalogueError as exc:
+    except (NoCatalogue, CatalogueError, OSError) as exc:
         print(f"ocs: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -25,8 +25,14 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--origin-realm", help="our Origin-Realm (OCS_ORIGIN_REALM, default local)")
     p.add_argument("--redis-url", help="Redis URL (OCS_REDIS_URL); embedded Redis if unset")
     p.add_argument("--data-dir", help="data directory for embedded services (OCS_DATA_DIR)")
-    p.add_argument("--http-port", type=int, help="HTTP port (OCS_HTTP_PORT, default 8080)")
-    p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (OCS_METRICS_PORT)")
+    p.add_argument(
+        "--http-port", type=int, help="HTTP API port (OCS_HTTP_PORT, default 8080; 0 disables)"
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="Prometheus /metrics port (OCS_METRICS_PORT, default 9464; 0 disables)",
+    )
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (OCS_LOG_LEVEL)")
 
 
@@ -56,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print JSON")
     _server_flags(show)
     _offline_parsers(sub)
+
+    api = sub.add_parser("api", help="run the HTTP API alone (ocs serve runs it too)")
+    _server_flags(api)
+    token = sub.add_parser("token", help="API bearer tokens")
+    tsub = token.add_subparsers(dest="token_command", metavar="ACTION")
+    create = tsub.add_parser("create", help="create a token and print it (stored hashed)")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--scope", required=True, choices=["read", "top-up", "admin"])
+    _store_flags(create)
     return parser
 
 
@@ -213,6 +228,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .app import apply_catalog_cli  # noqa: PLC0415
 
             return int(_run(apply_catalog_cli(settings, args.path)))
+        if args.command == "api":
+            from .api import main_api  # noqa: PLC0415
+
+            return main_api(settings)
+        if args.command == "token" and args.token_command == "create":
+            from .api import main_token_create  # noqa: PLC0415
+
+            return main_token_create(settings, args.tenant, args.scope)
         if args.command in ("db", "cdr", "billrun", "invoice", "export"):
             code = _offline(args, settings)
             if code is not None:

@@ -38,6 +38,8 @@ def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """The test's environment without any OCS_* setting of the developer's shell."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OCS_")}
     env["OCS_DATA_DIR"] = str(tmp_path / "data")
+    env["OCS_HTTP_PORT"] = "0"  # the HTTP API and /metrics have their own test below
+    env["OCS_METRICS_PORT"] = "0"
     env.update(extra)
     return env
 
@@ -188,6 +190,43 @@ async def test_serve_answers_cer_dwr_ccr_and_sends_dpr_on_sigterm(tmp_path: Path
         await peer.close()
         code = await server.stop()
     assert code == 0
+
+
+async def test_serve_exposes_metrics_and_the_http_api(tmp_path: Path) -> None:
+    port, http_port, metrics_port = free_port(), free_port(), free_port()
+    server = await OcsServe.start(
+        tmp_path,
+        *("--port", str(port), "--origin-host", "ocs.test", "--origin-realm", "test"),
+        *("--http-port", str(http_port), "--metrics-port", str(metrics_port)),
+    )
+    peer = await Peer.open(port)
+    try:
+        await peer.request(cer())
+        cca = await peer.request(ccr(hbh=8, e2e=80))
+        assert cca.get(A.AVP_RESULT_CODE) is not None
+        metrics = await http_get(metrics_port, "/metrics")
+        assert metrics.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200"))
+        assert b"ocs_ccr_total{" in metrics
+        assert b"ocs_ccr_latency_seconds_bucket" in metrics
+        openapi = await http_get(http_port, "/openapi.json")
+        assert openapi.startswith(b"HTTP/1.1 200") and b'"openapi"' in openapi
+    finally:
+        await peer.close()
+        code = await server.stop()
+    assert code == 0
+
+
+async def http_get(port: int, path: str) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+        )
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
 
 
 async def test_port_and_origin_host_from_environment(tmp_path: Path) -> None:
