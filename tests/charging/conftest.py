@@ -151,8 +151,8 @@ class ServedCharging:
 
 @contextlib.asynccontextmanager
 async def served(settings: Settings) -> AsyncIterator[ServedCharging]:
-    """``ocs.server.start(settings, charging_attacher(None))`` plus a connected client."""
-    runtime = await start(settings, charging_attacher(None))
+    """``ocs.server.start(settings, charging_attacher(None, with_http=False))`` and a client."""
+    runtime = await start(settings, charging_attacher(None, with_http=False))
     try:
         client = await connect(
             Node(CLIENT), LocalConfig(identity=CLIENT), "127.0.0.1", runtime.server.port
