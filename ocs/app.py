@@ -17,12 +17,18 @@ import sys
 
 from prometheus_client import start_http_server
 
-from .charging import NoCatalogue, apply_catalog, create_charging, show_balance
+from .charging import (
+    ChargingRuntime,
+    NoCatalogue,
+    apply_catalog,
+    create_charging,
+    show_balance,
+)
 from .config import Settings
 from .diameter.constants import Application, Command
 from .diameter.node import Node
 from .rating.errors import CatalogueError
-from .server import Attach, Closer, serve
+from .server import Closer, serve
 
 log = logging.getLogger("ocs.app")
 
@@ -40,15 +46,21 @@ def _metrics_server(settings: Settings) -> Closer | None:
     return close
 
 
-def charging_attacher(catalog_path: str | None, *, with_http: bool = True) -> Attach:
-    """Attach the Gy/Ro application (``catalog_path`` is applied first, for ``ocs demo``),
-    the network command dispatcher, and, ``with_http``, the HTTP API and /metrics."""
+class ChargingAttacher:
+    """Attaches the Gy/Ro application (``catalog_path`` is applied first, for ``ocs demo``),
+    the network command dispatcher and, ``with_http``, the HTTP API and /metrics. After the
+    server started, ``runtime`` is the charging runtime (tests and tools reach it here)."""
 
-    async def attach(settings: Settings, node: Node) -> list[Closer]:
+    def __init__(self, catalog_path: str | None, *, with_http: bool = True) -> None:
+        self.catalog_path = catalog_path
+        self.with_http = with_http
+        self.runtime: ChargingRuntime | None = None
+
+    async def __call__(self, settings: Settings, node: Node) -> list[Closer]:
         from .network import attach_network  # noqa: PLC0415
 
         closers: list[Closer] = []
-        runtime = await create_charging(settings, catalog_path=catalog_path)
+        runtime = await create_charging(settings, catalog_path=self.catalog_path)
         closers.append(runtime.close)
         try:
             net = await attach_network(
@@ -60,21 +72,24 @@ def charging_attacher(catalog_path: str | None, *, with_http: bool = True) -> At
                 Command.CREDIT_CONTROL,
                 net.track(runtime.application.handle_ccr),
             )
-            if with_http and settings.http_port:
+            if self.with_http and settings.http_port:
                 from .api import start_api  # noqa: PLC0415
 
                 api = await start_api(settings, redis_url=runtime.redis.url)
                 closers.append(api.stop)
                 log.info("HTTP API on http://%s:%s", settings.host, api.port)
-            if with_http and (close_metrics := _metrics_server(settings)) is not None:
+            if self.with_http and (close_metrics := _metrics_server(settings)) is not None:
                 closers.append(close_metrics)
         except BaseException:
             for close in reversed(closers):
                 await close()
             raise
+        self.runtime = runtime
         return closers
 
-    return attach
+
+def charging_attacher(catalog_path: str | None, *, with_http: bool = True) -> ChargingAttacher:
+    return ChargingAttacher(catalog_path, with_http=with_http)
 
 
 async def run_server(settings: Settings, demo_catalog: str | None = None) -> int:

@@ -16,7 +16,6 @@ from ocs.charging.config import ChargingConfig
 from ocs.config import Settings
 from ocs.diameter.answers import Identity
 from ocs.diameter.codec import Message
-from ocs.diameter.constants import Application, Command
 from ocs.diameter.node import Node
 from ocs.diameter.peer import LocalConfig
 from ocs.diameter.transport import DiameterProtocol, connect
@@ -129,11 +128,12 @@ class ServedCharging:
     every other attribute is the server's own :class:`ChargingApplication`, so the tests
     written against the application run unchanged over the wire."""
 
-    def __init__(self, runtime: Runtime, client: DiameterProtocol) -> None:
+    def __init__(
+        self, runtime: Runtime, client: DiameterProtocol, application: ChargingApplication
+    ) -> None:
         self.runtime = runtime
         self.client = client
-        handler = runtime.node._handlers[(Application.CREDIT_CONTROL, Command.CREDIT_CONTROL)]
-        self.application: ChargingApplication = handler.__self__  # type: ignore[attr-defined]
+        self.application = application
 
     async def handle_ccr(self, request: Message, peer: object = None) -> Message:
         return await self.client.send_request(request, timeout=ANSWER_TIMEOUT)
@@ -152,7 +152,9 @@ class ServedCharging:
 @contextlib.asynccontextmanager
 async def served(settings: Settings) -> AsyncIterator[ServedCharging]:
     """``ocs.server.start(settings, charging_attacher(None, with_http=False))`` and a client."""
-    runtime = await start(settings, charging_attacher(None, with_http=False))
+    attacher = charging_attacher(None, with_http=False)
+    runtime = await start(settings, attacher)
+    assert attacher.runtime is not None
     try:
         client = await connect(
             Node(CLIENT), LocalConfig(identity=CLIENT), "127.0.0.1", runtime.server.port
@@ -160,7 +162,7 @@ async def served(settings: Settings) -> AsyncIterator[ServedCharging]:
     except BaseException:
         await runtime.stop()
         raise
-    gateway = ServedCharging(runtime, client)
+    gateway = ServedCharging(runtime, client, attacher.runtime.application)
     try:
         yield gateway
     finally:
