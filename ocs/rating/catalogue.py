@@ -7,12 +7,14 @@ Everything here is looked up by key or by bisect; nothing scans plans, zones or 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from ocs.rating.bands import BandIndex
+from ocs.rating.clock import LocalClock
 from ocs.rating.context import ServiceKind
 from ocs.rating.errors import Issue
 from ocs.rating.filters import Predicate, required_apns
@@ -35,16 +37,25 @@ from ocs.rating.models import (
 from ocs.rating.tariffs import RateTable
 from ocs.rating.zones import ZoneIndex
 
+if TYPE_CHECKING:
+    from ocs.rating.engine import Resolution
+
 
 @dataclass(frozen=True, slots=True)
 class PlanHistory:
     """Which plan is assigned from when: the assignment in force at t is the last with
     `from` <= t (a change applies from its `from` instant exactly). `plans` holds the
-    compiled plan of each assignment (None only while compiling a broken catalogue)."""
+    compiled plan of each assignment (None only while compiling a broken catalogue).
+
+    `cuts`/`versions` merge the assignments with the versions of each assigned plan into one
+    timeline, so the version in force is one bisect: `versions[i]` is in force from `cuts[i]`
+    (an assignment start or a version start inside an assignment) to the next cut."""
 
     starts: tuple[datetime, ...]
     plan_ids: tuple[str, ...]
     plans: tuple[CompiledPlan | None, ...]
+    cuts: tuple[datetime, ...]
+    versions: tuple[CompiledVersion | None, ...]
 
     @classmethod
     def of(
@@ -52,7 +63,20 @@ class PlanHistory:
     ) -> PlanHistory:
         starts = tuple(a.from_.astimezone(UTC) for a in assignments)
         plans = tuple(compiled.get(a.plan) for a in assignments)
-        return cls(starts, tuple(a.plan for a in assignments), plans)
+        cuts: list[datetime] = []
+        versions: list[CompiledVersion | None] = []
+        for i, (start, plan) in enumerate(zip(starts, plans, strict=True)):
+            cuts.append(start)
+            versions.append(None if plan is None else plan.version_at(start))
+            if plan is None:
+                continue
+            end = starts[i + 1] if i + 1 < len(starts) else None
+            for version_start in plan.starts:
+                if start < version_start and (end is None or version_start < end):
+                    cuts.append(version_start)
+                    versions.append(plan.version_at(version_start))
+        plan_ids = tuple(a.plan for a in assignments)
+        return cls(starts, plan_ids, plans, tuple(cuts), tuple(versions))
 
     def plan_at(self, at: datetime) -> str | None:
         """`at` should be in UTC (comparisons across tzinfo objects are slow)."""
@@ -61,6 +85,12 @@ class PlanHistory:
 
     def version_at(self, at: datetime) -> CompiledVersion | None:
         """The plan version in force at `at` (UTC) under the assignment in force then."""
+        index = bisect_right(self.cuts, at) - 1
+        return self.versions[index] if index >= 0 else None
+
+    def version_by_definition(self, at: datetime) -> CompiledVersion | None:
+        """`version_at` by its definition: the assignment in force at `at`, then that plan's
+        version in force (the reference that tests compare the merged timeline with)."""
         index = bisect_right(self.starts, at) - 1
         if index < 0:
             return None
@@ -160,6 +190,10 @@ class CompiledSim:
     """For each APN some twin requires: the twins that can match it, in priority order."""
     apn_free: tuple[CompiledTwin, ...]
     """The twins whose filter does not require an APN (the candidates for any other APN)."""
+    clock: LocalClock
+    """Local time in `tz` (shared by every SIM of the catalogue in that zone)."""
+    upper: tuple[UpperLevel, ...]
+    """Levels 1.. of every usage of this SIM (`Catalogue.upper_levels` of its account)."""
 
     def candidates(self, apn: str | None) -> tuple[CompiledTwin, ...]:
         if apn is None:
@@ -174,9 +208,16 @@ class TwinIndex:
     apn_free: tuple[CompiledTwin, ...]
 
     @classmethod
-    def build(cls, ordered: tuple[CompiledTwin, ...]) -> TwinIndex:
-        """Index twins (already in priority order) by the APNs their filters require."""
-        required = [(t, required_apns(t.spec.filter)) for t in ordered]
+    def build(
+        cls,
+        ordered: tuple[CompiledTwin, ...],
+        required_by_twin: Sequence[frozenset[str] | None] | None = None,
+    ) -> TwinIndex:
+        """Index twins (already in priority order) by the APNs their filters require
+        (`required_by_twin[i]`: `required_apns` of twin i's filter; computed when not given)."""
+        if required_by_twin is None:
+            required_by_twin = [required_apns(t.spec.filter) for t in ordered]
+        required = list(zip(ordered, required_by_twin, strict=True))
         apns = sorted({a for _, r in required if r is not None for a in r})
         by_apn = {a: tuple(t for t, r in required if r is None or a in r) for a in apns}
         return cls(ordered, by_apn, tuple(t for t, r in required if r is None))
@@ -213,6 +254,12 @@ class Catalogue:
     tax_profiles: Mapping[str, TaxProfile]
     sim_entries: tuple[Sim | SimRange, ...]
     warnings: tuple[Issue, ...] = field(default=())
+    memo: dict[tuple[object, ...], Resolution] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """`engine.resolve`'s results by what determines them (SIM, twin, and per level the plan
+    version, zone and band; service, rating group). Belongs to this catalogue, so a reload
+    (a new `Catalogue`) starts empty; bounded by `engine.MEMO_LIMIT`."""
 
     @property
     def home_plmn(self) -> str:

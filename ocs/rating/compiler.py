@@ -27,25 +27,37 @@ from ocs.rating.catalogue import (
     TwinIndex,
     UpperLevel,
 )
+from ocs.rating.clock import LocalClock
 from ocs.rating.errors import Issue, Severity
-from ocs.rating.filters import compile_filter, never_matches, shadows
+from ocs.rating.filters import (
+    Predicate,
+    ShadowProbe,
+    compile_filter,
+    never_matches,
+    probe_shadows,
+    required_apns,
+)
 from ocs.rating.models import (
     ANY_BAND,
     ANY_ZONE,
     Account,
     Addon,
+    BandRate,
     BandSet,
     Base,
     Contract,
     Country,
+    FilterSpec,
     Payer,
     PayerKind,
     Plan,
     PlanAssignment,
     Pool,
     Region,
+    Rounding,
     Sim,
     SimRange,
+    Tariff,
     TaxProfile,
     Tenant,
     Twin,
@@ -74,6 +86,48 @@ class _Compiler:
     def __init__(self, sections: dict[str, list[Sourced]]) -> None:
         self.sections = sections
         self.issues: list[Issue] = []
+        self.rate_tables: dict[tuple[object, ...], RateTable] = {}
+        self.filters: dict[tuple[object, ...], _AnalysedFilter] = {}
+
+    def rate_table(self, rate: BandRate, tariff: Tariff, rounding: Rounding) -> RateTable:
+        """Compile a band's tiers, once per distinct (tiers, terms): catalogues repeat the
+        same price lists over many plans and zones, and equal tables behave alike."""
+        key = (
+            tuple((t.from_, t.price) for t in rate.tiers),
+            tariff.per,
+            tariff.increment,
+            tariff.minimum_quantity,
+            tariff.minimum_charge,
+            rounding,
+        )
+        table = self.rate_tables.get(key)
+        if table is None:
+            table = self.rate_tables[key] = RateTable.compile(
+                rate,
+                per=tariff.per,
+                increment=tariff.increment,
+                minimum_quantity=tariff.minimum_quantity,
+                minimum_charge=tariff.minimum_charge,
+                rounding=rounding,
+            )
+        return table
+
+    def filter(
+        self, spec: FilterSpec, regions: dict[str, frozenset[str]], mcc_country: dict[str, str]
+    ) -> _AnalysedFilter:
+        """Compile and analyse a twin filter once per distinct content: fleets repeat the
+        same few filters over thousands of SIMs. Everything cached is a function of the
+        filter's field values (its JSON form) and of this catalogue's regions/countries."""
+        key = _content(spec)
+        found = self.filters.get(key)
+        if found is None:
+            found = self.filters[key] = _AnalysedFilter(
+                predicate=compile_filter(spec, regions),
+                never=never_matches(spec, regions, mcc_country),
+                required_apns=required_apns(spec),
+                shadow=ShadowProbe.of(spec),
+            )
+        return found
 
     def error(self, where: Where, reason: str) -> None:
         self.issues.append(Issue(where.file, where.path, reason))
@@ -140,35 +194,35 @@ class _Compiler:
             if version.tax_profile is not None and version.tax_profile not in taxes:
                 self.error(vw.at("tax_profile"), f"unknown tax profile {version.tax_profile!r}")
             band_ids = bands.band_ids if bands is not None else frozenset()
+            rate_ids = band_ids | {ANY_BAND}
             tariffs: dict[TariffKey, CompiledTariff] = {}
             for ti, tariff in enumerate(version.tariffs):
-                tw = vw.at(f"tariffs[{ti}]")
+                rates = tariff.rates
+                # the path is built only for a problem: this loop runs for every tariff
                 if tariff.zone != ANY_ZONE and tariff.zone not in zones.zone_ids:
-                    self.error(tw.at("zone"), f"zone {tariff.zone!r} is not in {zones.id!r}")
-                unknown = set(tariff.rates) - band_ids - {ANY_BAND}
+                    where_zone = vw.at(f"tariffs[{ti}].zone")
+                    self.error(where_zone, f"zone {tariff.zone!r} is not in {zones.id!r}")
+                unknown = rates.keys() - rate_ids
                 for band in sorted(unknown):
-                    self.error(tw.at(f"rates.{band}"), f"unknown time band {band!r}")
-                if ANY_BAND not in tariff.rates:
-                    missing = (band_ids or {ANY_BAND}) - set(tariff.rates)
+                    where_band = vw.at(f"tariffs[{ti}].rates.{band}")
+                    self.error(where_band, f"unknown time band {band!r}")
+                if ANY_BAND not in rates:
+                    missing = (band_ids or {ANY_BAND}) - rates.keys()
                     if missing:
                         self.error(
-                            tw.at("rates"),
+                            vw.at(f"tariffs[{ti}].rates"),
                             f"no rate for band(s) {sorted(missing)} and no 'any' rate",
                         )
                 tables = {
-                    band: RateTable.compile(
-                        rate,
-                        per=tariff.per,
-                        increment=tariff.increment,
-                        minimum_quantity=tariff.minimum_quantity,
-                        minimum_charge=tariff.minimum_charge,
-                        rounding=version.rounding,
-                    )
+                    band: self.rate_table(rate, tariff, version.rounding)
                     for band, rate in tariff.rates.items()
                 }
                 key = (tariff.service, tariff.zone, tariff.rating_group)
                 if key in tariffs:
-                    self.error(tw, f"a tariff for {key[0]} in zone {key[1]!r} already exists")
+                    self.error(
+                        vw.at(f"tariffs[{ti}]"),
+                        f"a tariff for {key[0]} in zone {key[1]!r} already exists",
+                    )
                 tariffs[key] = CompiledTariff(
                     service=tariff.service,
                     zone=tariff.zone,
@@ -257,8 +311,9 @@ class _Compiler:
         funds: _Funds,
         regions: dict[str, frozenset[str]],
         mcc_country: dict[str, str],
-    ) -> tuple[CompiledTwin, ...]:
-        compiled: list[CompiledTwin] = []
+    ) -> tuple[tuple[CompiledTwin, ...], list[frozenset[str] | None]]:
+        """The twins in priority order, with the APNs each one's filter requires."""
+        compiled: list[tuple[CompiledTwin, _AnalysedFilter]] = []
         ids: set[str] = set()
         priorities: dict[int, str] = {}
         for i, twin in enumerate(twins):
@@ -278,24 +333,25 @@ class _Compiler:
                     self.error(tw.at("filter.region"), f"unknown region {region!r}")
             history = self.history(tw, twin.plans, plans)
             self.payer(tw.at("payer"), twin.payer, twin.plans, plans, funds)
-            reason = never_matches(twin.filter, regions, mcc_country)
-            if reason is not None:
-                self.warn(tw.at("filter"), f"twin {twin.id!r} can never match: {reason}")
-            compiled.append(
-                CompiledTwin(
-                    id=twin.id,
-                    priority=twin.priority,
-                    predicate=compile_filter(twin.filter, regions),
-                    payer=twin.payer,
-                    plans=history,
-                    active=twin.status == "active",
-                    spec=twin,
-                )
+            analysed = self.filter(twin.filter, regions, mcc_country)
+            if analysed.never is not None:
+                self.warn(tw.at("filter"), f"twin {twin.id!r} can never match: {analysed.never}")
+            compiled_twin = CompiledTwin(
+                id=twin.id,
+                priority=twin.priority,
+                predicate=analysed.predicate,
+                payer=twin.payer,
+                plans=history,
+                active=twin.status == "active",
+                spec=twin,
             )
-        ordered = sorted(compiled, key=lambda t: t.priority)
+            compiled.append((compiled_twin, analysed))
+        compiled.sort(key=lambda pair: pair[0].priority)
+        ordered = [t for t, _ in compiled]
+        probes = [a.probe(t.spec.filter) for t, a in compiled]
         for later_index, later in enumerate(ordered):
-            for earlier in ordered[:later_index]:
-                if shadows(earlier.spec.filter, later.spec.filter):
+            for earlier_index, earlier in enumerate(ordered[:later_index]):
+                if probe_shadows(probes[earlier_index], probes[later_index]):
                     index = twins.index(later.spec)
                     self.warn(
                         where.at(f"twins[{index}].filter"),
@@ -303,7 +359,7 @@ class _Compiler:
                         f"(priority {earlier.priority}) takes every usage it would match",
                     )
                     break
-        return tuple(ordered)
+        return tuple(ordered), [a.required_apns for _, a in compiled]
 
     def accounts(
         self,
@@ -339,6 +395,42 @@ class _Compiler:
                 parent = above.parent
             upper[account_id] = tuple(levels)
         return upper
+
+
+def _content(spec: FilterSpec) -> tuple[object, ...]:
+    """A hashable value that is equal for two filters exactly when their fields are: the
+    (name, value) of every field that is set, lists as tuples, nested filters recursively."""
+    out: list[object] = []
+    for name, value in spec.__dict__.items():
+        if value is None:
+            continue
+        frozen: object
+        if name in _NESTED:
+            frozen = tuple(_content(child) for child in value)
+        elif name == "not_":
+            frozen = _content(value)
+        elif name == "time":
+            frozen = tuple((tuple(w.days), w.start, w.end) for w in value)
+        else:  # str, int, enum, IP network or SliceSpec (frozen): all hashable
+            frozen = tuple(value)
+        out.append((name, frozen))
+    return tuple(out)
+
+
+_NESTED = frozenset({"all_", "any_"})
+
+
+@dataclass(frozen=True, slots=True)
+class _AnalysedFilter:
+    predicate: Predicate
+    never: str | None  # why it can never match
+    required_apns: frozenset[str] | None
+    shadow: ShadowProbe
+
+    def probe(self, spec: FilterSpec) -> ShadowProbe:
+        """The shadowing probe of `spec` (equal in content to the cached one's)."""
+        shadow = self.shadow
+        return ShadowProbe(spec, shadow.catch_all, shadow.simple, shadow.fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,6 +488,7 @@ def compile_catalogue(sections: dict[str, list[Sourced]]) -> tuple[Catalogue | N
     by_imsi: dict[str, CompiledSim] = {}
     by_msisdn: dict[str, CompiledSim] = {}
     entries: list[Sim | SimRange] = []
+    clocks: dict[str, LocalClock] = {}
 
     def add(where: Where, sim: CompiledSim) -> None:
         if by_imsi.setdefault(sim.imsi, sim) is not sim:
@@ -411,10 +504,22 @@ def compile_catalogue(sections: dict[str, list[Sourced]]) -> tuple[Catalogue | N
         entries.append(entry)
         if entry.account not in accounts:
             c.error(where.at("account"), f"unknown account {entry.account!r}")
-        index = TwinIndex.build(c.twins(where, entry.twins, plans, funds, regions, mcc_country))
-        tz = ZoneInfo(entry.time_zone or default_tz)
+        index = TwinIndex.build(*c.twins(where, entry.twins, plans, funds, regions, mcc_country))
+        tz_name = entry.time_zone or default_tz
+        clock = clocks.get(tz_name)
+        if clock is None:
+            clock = clocks[tz_name] = LocalClock(ZoneInfo(tz_name))
         parent = accounts[entry.account][1].parent if entry.account in accounts else None
-        shared = (entry.account, parent, tz, index.twins, index.by_apn, index.apn_free)
+        shared = (
+            entry.account,
+            parent,
+            clock.tz,
+            index.twins,
+            index.by_apn,
+            index.apn_free,
+            clock,
+            upper.get(entry.account, ()),
+        )
         if isinstance(entry, Sim):
             add(where, CompiledSim(entry.imsi, entry.msisdn, *shared))
             continue

@@ -283,6 +283,40 @@ def shadows(earlier: FilterSpec, later: FilterSpec) -> bool:
         return True
     if not (_simple(earlier) and _simple(later)):
         return False
+    return _contains(earlier, later)
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowProbe:
+    """What `shadows` needs to reject most pairs cheaply, computed once per twin filter
+    (the loader compares every pair of twins of a SIM)."""
+
+    spec: FilterSpec
+    catch_all: bool
+    simple: bool
+    fields: frozenset[str]  # the fields that are set (not None)
+
+    @classmethod
+    def of(cls, spec: FilterSpec) -> ShadowProbe:
+        names = frozenset(n for n in FilterSpec.model_fields if getattr(spec, n) is not None)
+        return cls(spec, is_catch_all(spec), _simple(spec), names)
+
+
+def probe_shadows(earlier: ShadowProbe, later: ShadowProbe) -> bool:
+    """`shadows(earlier.spec, later.spec)`. Equal filters set the same fields, and the
+    field-by-field containment needs every field of `earlier` set in `later`, so a pair
+    failing that is rejected without comparing models; for two plain filters equality
+    implies containment, so only containment is checked."""
+    if earlier.catch_all:
+        return True
+    if not earlier.fields <= later.fields:
+        return False
+    if earlier.simple and later.simple:
+        return _contains(earlier.spec, later.spec)
+    return earlier.fields == later.fields and earlier.spec == later.spec
+
+
+def _contains(earlier: FilterSpec, later: FilterSpec) -> bool:
     for name in type(earlier).model_fields:
         mine = getattr(earlier, name)
         if mine is None:

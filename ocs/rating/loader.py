@@ -6,10 +6,12 @@ This is the only module of `ocs.rating` that touches the file system.
 
 from __future__ import annotations
 
+import gc
 import re
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +135,25 @@ class CheckReport:
         return self.catalogue is not None and not self.errors
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a catalogue is read and compiled.
+
+    Loading allocates millions of long-lived objects and no cycles worth collecting; with the
+    collector running, its full collections re-scan the growing object graph again and again
+    and take most of the load time of a large catalogue (three quarters at 1,000 plans).
+    Reference counting still frees everything as usual; the collector is enabled again (if
+    it was) when the load ends, also on error.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _report(path: str, sections: dict[str, list[Sourced]], issues: list[Issue]) -> CheckReport:
     # Cross references are checked even after schema errors, so one run shows every
     # problem; references to items that failed validation may add follow-up errors.
@@ -144,17 +165,19 @@ def _report(path: str, sections: dict[str, list[Sourced]], issues: list[Issue]) 
 
 def check_catalog(path: str | Path) -> CheckReport:
     """Validate a catalogue folder without applying it."""
-    sections, issues = read_sources(Path(path))
-    return _report(str(path), sections, issues)
+    with _collector_paused():
+        sections, issues = read_sources(Path(path))
+        return _report(str(path), sections, issues)
 
 
 def check_documents(documents: Mapping[str, object]) -> CheckReport:
     """Validate already-parsed documents ({file name: content}); used by tools and tests."""
     sections: dict[str, list[Sourced]] = {}
     issues: list[Issue] = []
-    for name, document in documents.items():
-        add_document(name, document, sections, issues)
-    return _report("(memory)", sections, issues)
+    with _collector_paused():
+        for name, document in documents.items():
+            add_document(name, document, sections, issues)
+        return _report("(memory)", sections, issues)
 
 
 def load_catalogue(path: str | Path) -> Catalogue:
