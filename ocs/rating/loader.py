@@ -230,7 +230,9 @@ class CatalogueHolder:
         with self._lock:
             report = check_catalog(target)
             if report.ok and report.catalogue is not None:
-                if report.catalogue.tenant.id != self._current.tenant.id:
+                # A holder that never loaded a folder (a node started before provisioning)
+                # takes whatever tenant comes first; after that the tenant is fixed.
+                if self._path is not None and report.catalogue.tenant.id != self._current.tenant.id:
                     issue = Issue(str(target), "tenant.id", "reload may not change the tenant")
                     return CheckReport(str(target), None, (*report.issues, issue))
                 self._current = report.catalogue

@@ -227,3 +227,35 @@ def test_load_catalogue_raises_with_all_errors(tmp_path: Path) -> None:
         load_catalogue(tmp_path)
     assert len(info.value.issues) >= 3  # two bad plans and no tenant
     assert main_check(str(tmp_path)) == 1
+
+
+def test_unprovisioned_holder_takes_the_first_catalogue_then_keeps_its_tenant(
+    tmp_path: Path,
+) -> None:
+    # A node started before any catalogue was applied serves a placeholder tenant; the first
+    # `ocs catalog apply` must reach it without a restart, later ones may not switch tenant.
+    placeholder = check_documents(
+        {
+            "tenant.yaml": {
+                "tenant": {
+                    "id": "unprovisioned",
+                    "name": "none",
+                    "home_network": "00101",
+                    "time_zone": "UTC",
+                    "currency": "EUR",
+                }
+            }
+        }
+    ).catalogue
+    assert placeholder is not None
+    holder = CatalogueHolder(placeholder)
+    assert holder.reload(DEMO).ok
+    assert holder.current.tenant.id == "demo"
+    other = tmp_path / "other"
+    shutil.copytree(DEMO, other)
+    tenant_file = other / "tenant.yaml"
+    tenant_file.write_text(tenant_file.read_text().replace("id: demo", "id: other", 1))
+    report = holder.reload(other)
+    assert not report.ok
+    assert any(i.path == "tenant.id" for i in report.issues)
+    assert holder.current.tenant.id == "demo"
