@@ -39,12 +39,12 @@ from ocs.offline.charges import (
     pool_lines,
 )
 from ocs.offline.crypto import TenantCipher
-from ocs.offline.db import Connection, Database
-from ocs.offline.rerate import rerate_levels
+from ocs.offline.db import Connection, Database, enter_tenant
+from ocs.offline.usage import EXCLUDED_PAYERS, usage_lines
 from ocs.rating.catalogue import Catalogue
 
 Hook = Callable[[str, str], Awaitable[None]]
-EXCLUDED_PAYERS = ("wallet", "external_contract")  # paid online / billed elsewhere
+__all__ = ["EXCLUDED_PAYERS", "bill_run", "compute_account", "prefetch"]
 
 
 class BillRunError(Exception):
@@ -138,73 +138,74 @@ async def _subs(conn: Connection, cipher: TenantCipher, account: str) -> list[Su
     ]
 
 
-async def _usage_lines(
-    conn: Connection, catalogue: Catalogue, account: AccountRow, period: Period
-) -> list[Line]:
-    """Usage priced at this account's levels (it is the buyer), re-rated in event order."""
-    accounts = await _descendants(conn, account.account_id)
-    counters: dict[str, int] = {}
-    grouped: dict[tuple[str, str, str, str, str], list[int]] = defaultdict(lambda: [0, 0])
-    tenant = catalogue.tenant.id
-    async with conn.transaction():
-        cursor = conn.cursor(
-            "SELECT ts, units, service, rating_group, imsi_bidx, twin, ctx->'levels' AS levels"
-            " FROM usage_records WHERE account_id = ANY($1::text[]) AND ts >= $2 AND ts < $3"
-            " AND kind = 'usage' ORDER BY ts, record_key",
+@dataclass(slots=True)
+class Prefetch:
+    """What the run reads once for all its accounts, in one consistent snapshot: usage lines
+    per buyer (``usage.usage_lines``), pool usage and members per payer."""
+
+    usage: dict[str, list[Line]]
+    pool_used: dict[str, int]
+    pool_members: dict[str, set[int]]
+
+
+async def prefetch(
+    conn: Connection, catalogue: Catalogue, accounts: list[str], period: Period
+) -> Prefetch:
+    """Read usage and pool facts of ``accounts`` (``conn`` in the tenant's transaction)."""
+    usage = await usage_lines(conn, catalogue, accounts, period)
+    payers = [
+        r["payer"]
+        for r in await conn.fetch(
+            "SELECT DISTINCT payer FROM pool_terms JOIN unnest($1::text[]) AS a(account_id)"
+            " USING (account_id)",
             accounts,
+        )
+    ]
+    used: dict[str, int] = dict.fromkeys(payers, 0)
+    members: dict[str, set[int]] = {p: set() for p in payers}
+    if payers:
+        for r in await conn.fetch(
+            "SELECT payer, sum(units) AS used FROM usage_records"
+            " JOIN unnest($1::text[]) AS p(payer) USING (payer)"
+            " WHERE ts >= $2 AND ts < $3 AND kind = 'usage' GROUP BY payer",
+            payers,
             period.start,
             period.end,
-        )
-        async for r in cursor:
-            levels = json.loads(r["levels"]) if r["levels"] else []
-            owner = f"{bytes(r['imsi_bidx'] or b'').hex()}/{r['twin']}"
-            for ch in rerate_levels(
-                catalogue,
-                levels,
-                r["service"] or "data",
-                r["rating_group"],
-                r["ts"],
-                r["units"],
-                owner,
-                counters,
-                buyer=account.account_id,
-            ):
-                if ch.payer_kind in EXCLUDED_PAYERS:
-                    continue
-                key = (issuer_of(ch.seller, tenant), ch.currency, ch.plan, ch.service, ch.zone)
-                grouped[key][0] += ch.quantity
-                grouped[key][1] += ch.amount
-    units = {"data": "bytes", "sms": "messages", "voice": "seconds", "event": "events"}
-    return [
-        Line(
-            issuer,
-            cur,
-            "usage",
-            f"{service.capitalize()} {zone} ({plan})",
-            "telecom",
-            Decimal(qty),
-            units.get(service, ""),
-            net,
-        )
-        for (issuer, cur, plan, service, zone), (qty, net) in sorted(grouped.items())
-    ]
+        ):
+            used[r["payer"]] = int(r["used"])
+        for r in await conn.fetch(
+            "SELECT payer, sub_id FROM subscriptions JOIN unnest($1::text[]) AS p(payer)"
+            " USING (payer)",
+            payers,
+        ):
+            members[r["payer"]].add(r["sub_id"])
+    return Prefetch(usage, used, members)
 
 
-async def _pool_lines(
-    conn: Connection, account: AccountRow, subs: list[SubRow], period: Period, tenant: str
+async def prefetch_run(
+    db: Database, catalogue: Catalogue, accounts: list[str], period: Period
+) -> Prefetch:
+    """``prefetch`` in its own read-only REPEATABLE READ transaction."""
+    async with (
+        db.pool.acquire() as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        await enter_tenant(conn, catalogue.tenant.id)
+        return await prefetch(conn, catalogue, accounts, period)
+
+
+def _pool_lines(
+    rows: list[asyncpg.Record],
+    account: AccountRow,
+    subs: list[SubRow],
+    period: Period,
+    tenant: str,
+    facts: Prefetch,
 ) -> list[Line]:
-    rows = await conn.fetch("SELECT * FROM pool_terms WHERE account_id = $1", account.account_id)
     out: list[Line] = []
     for r in rows:
-        used = await conn.fetchval(
-            "SELECT coalesce(sum(units), 0) FROM usage_records WHERE payer = $1 AND ts >= $2"
-            " AND ts < $3 AND kind = 'usage'",
-            r["payer"],
-            period.start,
-            period.end,
-        )
-        members = await conn.fetch("SELECT sub_id FROM subscriptions WHERE payer = $1", r["payer"])
-        member_ids = {m["sub_id"] for m in members}
+        used = facts.pool_used.get(r["payer"], 0)
+        member_ids = facts.pool_members.get(r["payer"], set())
         fraction = sum(
             (
                 Fraction(active_seconds(s, account.account_id, period), period.seconds)
@@ -225,7 +226,7 @@ async def _pool_lines(
             r["overage_price"],
             ladder,
         )
-        out += pool_lines(pool, issuer_of(account.parent_id, tenant), int(used), fraction)
+        out += pool_lines(pool, issuer_of(account.parent_id, tenant), used, fraction)
     return out
 
 
@@ -287,12 +288,17 @@ async def compute_account(
     account: AccountRow,
     period: Period,
     rules: dict[tuple[str, str, str], TaxRule],
+    facts: Prefetch | None = None,
 ) -> list[DraftInvoice]:
+    """The draft invoices of ``account``; ``facts`` from ``prefetch`` (read now if None)."""
+    if facts is None:
+        facts = await prefetch(conn, catalogue, [account.account_id], period)
     subs = await _subs(conn, cipher, account.account_id)
     lines = fee_lines(catalogue, account, subs, period)
-    lines += await _pool_lines(conn, account, subs, period, catalogue.tenant.id)
+    pools = await conn.fetch("SELECT * FROM pool_terms WHERE account_id = $1", account.account_id)
+    lines += _pool_lines(pools, account, subs, period, catalogue.tenant.id, facts)
     lines += await _other_lines(conn, catalogue, account, period)
-    lines += await _usage_lines(conn, catalogue, account, period)
+    lines += facts.usage.get(account.account_id, [])
     lines = [line for line in lines if line.net != 0]
     apply_tax(lines, rules, account)
     return assemble(account, lines)
@@ -404,15 +410,25 @@ async def bill_run(
     )
     summary = RunSummary(None, run_key, period, preview=preview)
     if preview:
+        facts = await prefetch_run(db, catalogue, [a.account_id for a in accounts], period)
         async with db.tenant(tenant) as conn:
             for acc in accounts:
                 summary.invoices += await compute_account(
-                    conn, catalogue, cipher, acc, period, rules
+                    conn, catalogue, cipher, acc, period, rules, facts
                 )
                 summary.accounts += 1
         return summary
     run_id = await _open_run(db, tenant, run_key, day, account, period)
     summary.run_id = run_id
+    async with db.tenant(tenant) as conn:
+        done_before = {
+            r["account_id"]
+            for r in await conn.fetch(
+                "SELECT account_id FROM bill_run_accounts WHERE run_id = $1", run_id
+            )
+        }
+    todo = [a.account_id for a in accounts if a.account_id not in done_before]
+    facts = await prefetch_run(db, catalogue, todo, period)
     for i, acc in enumerate(accounts):
         try:
             async with db.tenant(tenant) as conn:
@@ -424,7 +440,7 @@ async def bill_run(
                 if done:
                     summary.skipped += 1
                     continue
-                drafts = await compute_account(conn, catalogue, cipher, acc, period, rules)
+                drafts = await compute_account(conn, catalogue, cipher, acc, period, rules, facts)
                 numbers = [
                     await insert_invoice(conn, tenant, d, run_id=run_id, period=period)
                     for d in drafts

@@ -61,6 +61,8 @@ COLUMNS: Final = (
 STRIPPED: Final = ("imsi", "msisdn", "subscription")
 
 Entry = tuple[bytes, dict[bytes, bytes]]
+_loads: Final = json.JSONDecoder().decode
+_dumps: Final = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 Hook = Callable[[str], Awaitable[None]]
 
 
@@ -77,6 +79,7 @@ class DrainStats:
     claimed: int = 0
     streams: int = 0
     seconds: float = 0.0
+    db_seconds: float = 0.0  # inside the PostgreSQL transactions (COPY, INSERT, commit)
     skipped: list[str] = field(default_factory=list)
 
     @property
@@ -199,10 +202,16 @@ class Drainer:
     ) -> None:
         stats.read += len(entries)
         tenant = _s(entries[0][1].get(b"payer")).split(":", 1)[0]
+        cipher = self.ciphers.get(tenant)
+        rows = None
+        if cipher is not None:  # convert before the transaction: it holds a connection
+            rows = [self._row(tenant, stream, eid, fields, cipher) for eid, fields in entries]
+        began = time.perf_counter()
         async with self.db.pool.acquire() as conn, conn.transaction():
             await enter_tenant(conn, tenant)
-            cipher = await self._cipher(conn, tenant)
-            rows = [self._row(tenant, stream, eid, fields, cipher) for eid, fields in entries]
+            if rows is None:
+                cipher = await self._cipher(conn, tenant)
+                rows = [self._row(tenant, stream, eid, fields, cipher) for eid, fields in entries]
             await conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS drain_in (LIKE usage_records INCLUDING DEFAULTS)"
                 " ON COMMIT DELETE ROWS"
@@ -215,6 +224,7 @@ class Drainer:
             )
             inserted = int(result.rsplit(" ", 1)[1])
             await self._hook("before_commit")
+        stats.db_seconds += time.perf_counter() - began
         await self._hook("after_commit")
         stats.inserted += inserted
         stats.duplicates += len(rows) - inserted
@@ -227,10 +237,11 @@ class Drainer:
     def _row(
         self, tenant: str, stream: str, eid: bytes, f: dict[bytes, bytes], cipher: TenantCipher
     ) -> tuple[Any, ...]:
-        kind = _s(f.get(b"kind"))
-        ts = _s(f.get(b"ts")) or "0"
-        raw_ctx = f.get(b"ctx")
-        ctx: dict[str, Any] = json.loads(raw_ctx) if raw_ctx else {}
+        get = f.get
+        kind = (get(b"kind") or b"").decode()
+        ts = (get(b"ts") or b"").decode() or "0"
+        raw_ctx = get(b"ctx")
+        ctx: dict[str, Any] = _loads(raw_ctx.decode()) if raw_ctx else {}
         imsi = ctx.get("imsi")
         bidx = None
         if imsi:
@@ -243,21 +254,21 @@ class Drainer:
         rg = ctx.get("rg")
         return (
             tenant,
-            record_key(kind, _s(f.get(b"id")), ts),
-            f"{stream}/{_s(eid)}",
+            record_key(kind, (get(b"id") or b"").decode(), ts),
+            f"{stream}/{eid.decode()}",
             kind,
-            _s(f.get(b"payer")),
+            (get(b"payer") or b"").decode(),
             datetime.fromtimestamp(int(ts) / 1000, UTC),
-            _s(f.get(b"unit")),
-            int(f.get(b"units") or 0),
-            int(f.get(b"money") or 0),
-            int(f.get(b"overrun") or 0),
+            (get(b"unit") or b"").decode(),
+            int(get(b"units") or 0),
+            int(get(b"money") or 0),
+            int(get(b"overrun") or 0),
             ctx.get("session"),
             int(rg) if rg is not None else None,
             bidx,
             ctx.get("twin"),
             ctx.get("account"),
             ctx.get("service"),
-            _s(f.get(b"alloc")) or "[]",
-            json.dumps(ctx) if raw_ctx else None,
+            (get(b"alloc") or b"").decode() or "[]",
+            _dumps(ctx) if raw_ctx else None,
         )

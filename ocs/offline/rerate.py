@@ -81,6 +81,27 @@ def level_quote(
     )
 
 
+def _memo_quote(
+    memo: dict[tuple[Any, ...], Quote],
+    catalogue: Catalogue,
+    level: dict[str, Any],
+    service: ServiceKind,
+    rating_group: int | None,
+    at: datetime,
+    owner: str,
+) -> Quote:
+    plan = catalogue.plans.get(level["plan"])
+    version = None if plan is None else plan.version_at(at)
+    key = (
+        id(version), level["level"], level["buyer"], level.get("seller"), level["payer"],
+        level["zone"], level["band"], service, rating_group, owner,
+    )  # fmt: skip
+    quote = memo.get(key)
+    if quote is None:
+        quote = memo[key] = level_quote(catalogue, level, service, rating_group, at, owner)
+    return quote
+
+
 def rerate_levels(
     catalogue: Catalogue,
     levels: list[dict[str, Any]],
@@ -91,15 +112,20 @@ def rerate_levels(
     owner: str,
     counters: dict[str, int],
     buyer: str | None = None,
+    memo: dict[tuple[Any, ...], Quote] | None = None,
 ) -> list[LevelCharge]:
     """Price ``quantity`` at every recorded level (or only ``buyer``'s), updating
-    ``counters`` with each priced level's deltas."""
+    ``counters`` with each priced level's deltas. ``memo`` keeps the quotes built (a bill
+    run prices many records of one SIM with the same few quotes)."""
     kind = ServiceKind(service)
     out: list[LevelCharge] = []
     for level in levels:
         if buyer is not None and level["buyer"] != buyer:
             continue
-        quote = level_quote(catalogue, level, kind, rating_group, at, owner)
+        if memo is None:
+            quote = level_quote(catalogue, level, kind, rating_group, at, owner)
+        else:
+            quote = _memo_quote(memo, catalogue, level, kind, rating_group, at, owner)
         view: Counters = counters
         priced = quote.price(quantity, view)
         for key, delta in quote.deltas(priced):

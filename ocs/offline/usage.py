@@ -1,0 +1,342 @@
+"""Usage lines of a bill run: summed in SQL where that is price-identical, re-rated record by
+record in Python (``rerate.rerate_levels``) everywhere else.
+
+Rating rounds **once per priced usage** (docs/rating.md, rule 8), so a sum of records is not
+priced by pricing the summed quantity. What PostgreSQL computes instead is, per record, the
+exact amount ``ocs.rating.tariffs.price`` gives, and sums those amounts. That needs a price
+that does not depend on the period counters, which holds for a (plan version, service, zone,
+rating group, band) when
+
+* its rate has **one tier** in that band (a single-tier price never reads the tier counter),
+* **no allowance** of the version covers that service and zone (allowances are consumed in
+  event order), and
+* **no multi-tier tariff** anywhere in the catalogue counts on the same counter name (the
+  flat tariff's usage advances that counter, and a tiered tariff reading it would need the
+  records in event order).
+
+For such a key the record's amount is, exactly as ``price`` computes it with increment ``I``,
+minimum quantity ``M``, minimum charge ``m``, numerator ``n`` over denominator ``d`` and the
+version's rounding mode: ``rated = max(ceil(q / I) * I, M)``,
+``amount = max(div_round(rated * n, d, mode), m)`` for ``q > 0``, else 0. The SQL below
+implements ``div_round`` for the four modes in bigint arithmetic (an overflow raises, it never
+wraps). Every (record, level) that matches no such key — tiers, allowances, unknown plans,
+zones or bands — is re-rated in Python in event order with the period's counters, as before,
+and raises the same ``RerateError`` when the catalogue cannot price it.
+
+Both passes run in one read-only REPEATABLE READ transaction, so they see the same records.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final
+
+from ocs.offline.charges import Line, Period, issuer_of
+from ocs.offline.db import Connection
+from ocs.offline.rerate import rerate_levels
+from ocs.rating import Quote
+from ocs.rating.catalogue import Catalogue, CompiledVersion
+from ocs.rating.models import Rounding
+
+EXCLUDED_PAYERS: Final = ("wallet", "external_contract")  # paid online / billed elsewhere
+OTHER_RG: Final = -1  # a rating group no tariff names
+MODE_CODE: Final = {Rounding.DOWN: 0, Rounding.UP: 1, Rounding.HALF_UP: 2, Rounding.HALF_EVEN: 3}
+MAX_NUMERATOR: Final = 10**6  # rated units x numerator must stay in bigint
+RECORD_PREFETCH: Final = 2000  # rows per round trip of the record path's cursor
+SMALL_RUN: Final = 20  # up to this many buyers: find records by the account index
+UNITS: Final = {"data": "bytes", "sms": "messages", "voice": "seconds", "event": "events"}
+FAR_FUTURE: Final = datetime(9999, 1, 1, tzinfo=UTC)
+
+GroupKey = tuple[str, str, str, str, str]  # issuer, currency, plan, service, zone
+
+
+@dataclass(slots=True)
+class FlatRates:
+    """The counter-free (plan version, service, zone, band, rating group) keys, as the
+    column arrays of the ``rk`` relation of the queries."""
+
+    plan: list[str] = field(default_factory=list)
+    vfrom: list[datetime] = field(default_factory=list)
+    vto: list[datetime] = field(default_factory=list)
+    service: list[str] = field(default_factory=list)
+    zone: list[str] = field(default_factory=list)
+    band: list[str] = field(default_factory=list)
+    rg: list[int] = field(default_factory=list)
+    numerator: list[int] = field(default_factory=list)
+    denominator: list[int] = field(default_factory=list)
+    increment: list[int] = field(default_factory=list)
+    min_quantity: list[int] = field(default_factory=list)
+    min_charge: list[int] = field(default_factory=list)
+    mode: list[int] = field(default_factory=list)
+    currency: list[str] = field(default_factory=list)
+    rating_groups: list[int] = field(default_factory=list)
+
+    def args(self) -> tuple[Any, ...]:
+        return (
+            self.plan, self.vfrom, self.vto, self.service, self.zone, self.band, self.rg,
+            self.numerator, self.denominator, self.increment, self.min_quantity,
+            self.min_charge, self.mode, self.currency, self.rating_groups,
+        )  # fmt: skip
+
+
+def _tiered_counters(catalogue: Catalogue) -> set[str]:
+    out = set()
+    for plan in catalogue.plans.values():
+        for version in plan.versions:
+            for tariff in version.tariffs.values():
+                rates = [*tariff.by_band.values()]
+                if tariff.fallback is not None:
+                    rates.append(tariff.fallback)
+                if any(len(r.starts) > 1 for r in rates):
+                    out.add(tariff.counter_suffix)
+    return out
+
+
+def _bands(version: CompiledVersion) -> set[str]:
+    bands = {"any"}
+    if version.bands is not None:
+        bands |= version.bands.band_ids
+    for tariff in version.tariffs.values():
+        bands |= set(tariff.by_band)
+    return bands
+
+
+def flat_rates(catalogue: Catalogue) -> FlatRates:
+    """Every key whose price per record does not depend on the period counters."""
+    tiered = _tiered_counters(catalogue)
+    groups = sorted(
+        {
+            rg
+            for p in catalogue.plans.values()
+            for v in p.versions
+            for (_s, _z, rg) in v.tariffs
+            if rg is not None
+        }
+    )
+    out = FlatRates(rating_groups=groups)
+    for plan in catalogue.plans.values():
+        for i, version in enumerate(plan.versions):
+            vto = plan.starts[i + 1] if i + 1 < len(plan.starts) else FAR_FUTURE
+            zones = set(version.zones.zone_ids) | {z for (_s, z, _r) in version.tariffs}
+            services = sorted({s for (s, _z, _r) in version.tariffs})
+            for service in services:
+                for zone in sorted(zones):
+                    if version.allowance_for(service, zone) is not None:
+                        continue
+                    for rg in (*groups, OTHER_RG):
+                        tariff = version.tariff_for(service, zone, None if rg < 0 else rg)
+                        if tariff is None or tariff.counter_suffix in tiered:
+                            continue
+                        for band in sorted(_bands(version)):
+                            rate = tariff.by_band.get(band, tariff.fallback)
+                            if rate is None or len(rate.starts) > 1:
+                                continue
+                            if rate.numerators[0] > MAX_NUMERATOR:
+                                continue
+                            out.plan.append(plan.id)
+                            out.vfrom.append(plan.starts[i])
+                            out.vto.append(vto)
+                            out.service.append(str(service))
+                            out.zone.append(zone)
+                            out.band.append(band)
+                            out.rg.append(rg)
+                            out.numerator.append(rate.numerators[0])
+                            out.denominator.append(rate.denominator)
+                            out.increment.append(rate.increment)
+                            out.min_quantity.append(rate.minimum_quantity)
+                            out.min_charge.append(rate.minimum_charge)
+                            out.mode.append(MODE_CODE[rate.rounding])
+                            out.currency.append(version.currency)
+    return out
+
+
+_RK: Final = (
+    "rk AS (SELECT * FROM unnest($5::text[], $6::timestamptz[], $7::timestamptz[], $8::text[],"
+    " $9::text[], $10::text[], $11::int[], $12::bigint[], $13::bigint[], $14::bigint[],"
+    " $15::bigint[], $16::bigint[], $17::int[], $18::text[]) AS rk(plan, vfrom, vto, service,"
+    " zone, band, rg, n, d, inc, minq, minc, mode, currency))"
+)
+# (buyer, account) pairs: the records of `account` (a descendant of, or the buyer itself)
+_PAIRS: Final = "p AS (SELECT * FROM unnest($1::text[], $2::text[]) AS p(buyer, acc))"
+_LEVELS: Final = (
+    "SELECT r.ts, r.record_key, r.units, r.rating_group, r.imsi_bidx, r.twin, r.account_id,"
+    " coalesce(r.service, 'data') AS service, l.ord, l.e AS level,"
+    " CASE WHEN r.rating_group = ANY($19::int[]) THEN r.rating_group ELSE -1 END AS rgk,"
+    " l.e->>'buyer' AS buyer, l.e->>'seller' AS seller,"
+    " split_part(l.e->>'payer', ':', 1) AS payer_kind, l.e->>'plan' AS plan,"
+    " l.e->>'zone' AS zone, l.e->>'band' AS band"
+    " FROM usage_records r,"
+    " jsonb_array_elements(r.ctx->'levels') WITH ORDINALITY AS l(e, ord)"
+    " WHERE r.ts >= $3 AND r.ts < $4 AND r.kind = 'usage'"
+)
+_MATCH: Final = (
+    "rk.plan = lv.plan AND rk.service = lv.service AND rk.zone = lv.zone"
+    " AND rk.band = lv.band AND rk.rg = lv.rgk AND lv.ts >= rk.vfrom AND lv.ts < rk.vto"
+)
+# div_round(raw, d, mode) of ocs.rating.tariffs for raw = max(ceil(q / inc) * inc, minq) * n
+_AMOUNT: Final = (
+    "CASE WHEN lv.units <= 0 THEN 0 ELSE greatest(CASE rk.mode"
+    " WHEN 0 THEN x.raw / rk.d"
+    " WHEN 1 THEN (x.raw + rk.d - 1) / rk.d"
+    " WHEN 2 THEN (2 * x.raw + rk.d) / (2 * rk.d)"
+    " ELSE CASE WHEN 2 * (x.raw % rk.d) = rk.d THEN x.raw / rk.d + (x.raw / rk.d) % 2"
+    " ELSE (2 * x.raw + rk.d) / (2 * rk.d) END END, rk.minc) END"
+)
+_RAW: Final = (
+    "LEFT JOIN LATERAL (SELECT greatest((lv.units + rk.inc - 1) / rk.inc * rk.inc, rk.minq)"
+    " * rk.n AS raw) x ON rk.plan IS NOT NULL"
+)
+
+
+def _scope(small: bool) -> str:
+    if small:  # $2 (the accounts of the pairs) through the account index
+        return " AND r.account_id = ANY($2::text[])"
+    return ""
+
+
+def _sum_sql(small: bool) -> str:
+    """Per (buyer, issuer, payer kind, plan, zone, service, currency): records, quantity and
+    the sum of the per-record amounts; currency NULL: rows left for the record path."""
+    return (
+        f"WITH {_PAIRS}, {_RK}, lv AS ({_LEVELS}{_scope(small)})"
+        " SELECT lv.buyer, lv.seller, lv.payer_kind, lv.plan, lv.zone, lv.service,"
+        f" rk.currency, count(*) AS records, sum(lv.units) AS qty, sum({_AMOUNT}) AS amount"
+        " FROM lv JOIN p ON p.buyer = lv.buyer AND p.acc = lv.account_id"
+        f" LEFT JOIN rk ON {_MATCH} {_RAW}"
+        " GROUP BY 1, 2, 3, 4, 5, 6, 7"
+    )
+
+
+def _record_sql() -> str:
+    """One buyer's (record, level) rows that need the record path, in event order."""
+    return (
+        f"WITH {_PAIRS}, {_RK}, lv AS ({_LEVELS} AND r.account_id = ANY($2::text[]))"
+        " SELECT lv.ts, lv.units, lv.service, lv.rating_group, lv.imsi_bidx, lv.twin, lv.level"
+        " FROM lv LEFT JOIN rk ON " + _MATCH + " WHERE lv.buyer = $20 AND rk.plan IS NULL"
+        " ORDER BY lv.ts, lv.record_key, lv.ord"
+    )
+
+
+async def descendants(conn: Connection, roots: Sequence[str]) -> list[tuple[str, str]]:
+    """(root, account) for every root and each account below it (itself included)."""
+    rows = await conn.fetch(
+        "WITH RECURSIVE d(root, id) AS (SELECT a, a FROM unnest($1::text[]) AS a"
+        " UNION SELECT d.root, x.account_id FROM accounts x JOIN d ON x.parent_id = d.id)"
+        " SELECT root, id FROM d",
+        list(roots),
+    )
+    return [(r["root"], r["id"]) for r in rows]
+
+
+@dataclass(slots=True)
+class _Groups:
+    by_buyer: dict[str, dict[GroupKey, list[int]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    )
+
+    def add(self, buyer: str, key: GroupKey, quantity: int, amount: int) -> None:
+        cell = self.by_buyer[buyer][key]
+        cell[0] += quantity
+        cell[1] += amount
+
+    def lines(self, buyer: str) -> list[Line]:
+        return [
+            Line(
+                issuer,
+                cur,
+                "usage",
+                f"{service.capitalize()} {zone} ({plan})",
+                "telecom",
+                Decimal(qty),
+                UNITS.get(service, ""),
+                net,
+            )
+            for (issuer, cur, plan, service, zone), (qty, net) in sorted(
+                self.by_buyer.get(buyer, {}).items()
+            )
+        ]
+
+
+async def usage_lines(
+    conn: Connection,
+    catalogue: Catalogue,
+    buyers: Iterable[str],
+    period: Period,
+    *,
+    rates: FlatRates | None = None,
+) -> dict[str, list[Line]]:
+    """The usage lines of every buyer account, priced at the levels it buys. ``conn`` must
+    be in the tenant's transaction (REPEATABLE READ for one consistent view)."""
+    buyers = list(buyers)
+    if not buyers:
+        return {}
+    rates = flat_rates(catalogue) if rates is None else rates
+    pairs = await descendants(conn, buyers)
+    pair_args = ([b for b, _ in pairs], [a for _, a in pairs])
+    small = len(buyers) <= SMALL_RUN
+    base = (*pair_args, period.start, period.end, *rates.args())
+    tenant = catalogue.tenant.id
+    groups = _Groups()
+    needs_records: set[str] = set()
+    await conn.execute("SET LOCAL work_mem = '64MB'")
+    for r in await conn.fetch(_sum_sql(small), *base):
+        if r["currency"] is None:
+            needs_records.add(r["buyer"])
+            continue
+        if r["payer_kind"] in EXCLUDED_PAYERS:
+            continue
+        key = (issuer_of(r["seller"], tenant), r["currency"], r["plan"], r["service"], r["zone"])
+        groups.add(r["buyer"], key, int(r["qty"]), int(r["amount"]))
+    for buyer in sorted(needs_records):
+        accounts = [a for b, a in pairs if b == buyer]
+        await _record_path(conn, catalogue, buyer, accounts, period, rates, groups)
+    return {buyer: groups.lines(buyer) for buyer in buyers}
+
+
+async def _record_path(
+    conn: Connection,
+    catalogue: Catalogue,
+    buyer: str,
+    accounts: list[str],
+    period: Period,
+    rates: FlatRates,
+    groups: _Groups,
+) -> None:
+    """Re-rate one buyer's remaining (record, level) rows in event order."""
+    tenant = catalogue.tenant.id
+    counters: dict[str, int] = {}
+    memo: dict[tuple[Any, ...], Quote] = {}
+    cursor = conn.cursor(
+        _record_sql(),
+        [buyer] * len(accounts),
+        accounts,
+        period.start,
+        period.end,
+        *rates.args(),
+        buyer,
+        prefetch=RECORD_PREFETCH,
+    )
+    async for r in cursor:
+        level = json.loads(r["level"])
+        owner = f"{bytes(r['imsi_bidx'] or b'').hex()}/{r['twin']}"
+        for ch in rerate_levels(
+            catalogue,
+            [level],
+            r["service"],
+            r["rating_group"],
+            r["ts"],
+            r["units"],
+            owner,
+            counters,
+            buyer=buyer,
+            memo=memo,
+        ):
+            if ch.payer_kind in EXCLUDED_PAYERS:
+                continue
+            key = (issuer_of(ch.seller, tenant), ch.currency, ch.plan, ch.service, ch.zone)
+            groups.add(buyer, key, ch.quantity, ch.amount)
