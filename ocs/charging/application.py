@@ -8,7 +8,7 @@ one balance script call (``ocs.balance``); each gets its own Result-Code in the 
 
 from __future__ import annotations
 
-import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -17,14 +17,19 @@ from typing import Any, Final
 
 from ocs.balance import BalanceStore, BucketUnit, ChargeRequest, ChargeResult
 from ocs.balance.keys import reservation_member
+from ocs.balance.models import Rate
 from ocs.charging.config import ChargingConfig
+from ocs.charging.deadlines import Deadlines
 from ocs.charging.errors import is_store_failure, result_code_for
 from ocs.charging.events import EventCharging
 from ocs.charging.failover import FailoverJournal
 from ocs.charging.sessions import SessionStore
 from ocs.charging.usage import (
     UNIT_OF,
+    RatingInputs,
+    context_of,
     payer_key,
+    rating_inputs,
     requested_units,
     reservation_rate,
     service_of,
@@ -41,6 +46,7 @@ from ocs.diameter.constants import (
     ResultCode,
 )
 from ocs.diameter.dcca import (
+    CcaBuilder,
     CreditControlRequest,
     MultipleServicesCreditControl,
     RedirectServer,
@@ -51,6 +57,8 @@ from ocs.diameter.dcca import (
 )
 from ocs.diameter.errors import DiameterError, InvalidAvpValue
 from ocs.observability.metrics import ChargingMetrics
+from ocs.rating.catalogue import Catalogue
+from ocs.rating.context import ServiceKind
 from ocs.rating.engine import Resolution, find_sim, resolve
 from ocs.rating.errors import RatingError
 from ocs.rating.loader import CatalogueHolder
@@ -58,13 +66,41 @@ from ocs.rating.loader import CatalogueHolder
 log = logging.getLogger(__name__)
 
 SUCCESS: Final = int(ResultCode.DIAMETER_SUCCESS)
-TYPE_NAMES: Final = {t: t.name.split("_")[0].lower() for t in CcRequestType}
+CREDIT_LIMIT_REACHED: Final = int(ResultCode.DIAMETER_CREDIT_LIMIT_REACHED)
+TYPE_NAMES: Final = {int(t): t.name.split("_")[0].lower() for t in CcRequestType}
+RATED_CACHE_SIZE: Final = 200_000  # (session, rating group) rating results kept
+MSCC_CACHE_SIZE: Final = 4096  # encoded MSCC answers kept (grants repeat)
+_N = "\x00n\x00"  # placeholders in the record context template
+_AMOUNT = "\x00a\x00"
 HANDLER_NAMES: Final = {
     CcRequestType.INITIAL_REQUEST: "handle_initial",
     CcRequestType.UPDATE_REQUEST: "handle_update",
     CcRequestType.TERMINATION_REQUEST: "handle_terminate",
     CcRequestType.EVENT_REQUEST: "handle_event",
 }
+
+
+@dataclass(slots=True)
+class _Rated:
+    """The rating of one (session, rating group), kept while its inputs stay the same: the
+    resolution, the payer, the reservation rate and the record context as a JSON template
+    (split around the request number and the per-level amounts)."""
+
+    catalogue: Catalogue
+    inputs: RatingInputs
+    resolution: Resolution
+    payer: str
+    rate: Rate
+    template: list[str] | None  # None: a field held a placeholder, the JSON is built per CCR
+
+    def context_json(self, number: int, used: int) -> str:
+        parts = self.template
+        assert parts is not None
+        out = [parts[0], str(number)]
+        for i, quote in enumerate(self.resolution.quotes, start=1):
+            out += (parts[i], str(quote.price(used).amount if used else 0))
+        out.append(parts[-1])
+        return "".join(out)
 
 
 @dataclass(slots=True)
@@ -117,6 +153,10 @@ class ChargingApplication:
         )
         self.journal = FailoverJournal(config.data_dir)
         self.events = EventCharging(self)
+        self.answers = CcaBuilder(identity)
+        self.deadlines = Deadlines()
+        self._rated: dict[tuple[str, int], _Rated] = {}
+        self._mscc_cache: dict[tuple[object, ...], Avp] = {}
         self._handlers: dict[int, Callable[[CreditControlRequest, Outcome], Awaitable[None]]] = {
             int(t): getattr(self, name) for t, name in HANDLER_NAMES.items()
         }
@@ -132,8 +172,8 @@ class ChargingApplication:
             if handler is None:
                 found = request.find(A.AVP_CC_REQUEST_TYPE)
                 raise InvalidAvpValue(f"CC-Request-Type {rtype} is not defined", found)
-            kind = TYPE_NAMES[CcRequestType(rtype)]
-            answer = await self._answer(view, handler)
+            kind = TYPE_NAMES[rtype]
+            answer = await self._answer(view, rtype, handler)
         except DiameterError as err:
             answer = answer_for_error(request, self.identity, err, avps=view.echo_avps())
         except Exception as exc:
@@ -150,27 +190,22 @@ class ChargingApplication:
     async def _answer(
         self,
         view: CreditControlRequest,
+        rtype: int,
         handler: Callable[[CreditControlRequest, Outcome], Awaitable[None]],
     ) -> Message:
         request = view.msg
         sid, number = view.session_id, view.request_number
-        async with asyncio.timeout(self.config.request_timeout):
+        async with self.deadlines(self.config.request_timeout):
             payers, stored = await self.sessions.lookup(sid, number)
             if stored is not None:  # a retransmission: the same answer, charged once
                 return _replay(stored, request)
             outcome = Outcome(payers=payers)
             await handler(view, outcome)
-            answer = credit_control_answer(
-                request,
-                self.identity,
-                outcome.top_level(),
-                msccs=outcome.msccs,
-                extra=outcome.extra,
-            )
-            closed = view.request_type in (
-                CcRequestType.TERMINATION_REQUEST,
-                CcRequestType.EVENT_REQUEST,
-            )
+            answer = self.answers.answer(request, outcome.top_level(), outcome.msccs, outcome.extra)
+            closed = rtype in (CcRequestType.TERMINATION_REQUEST, CcRequestType.EVENT_REQUEST)
+            if closed:
+                for rg in (*outcome.dropped, *outcome.payers):
+                    self._rated.pop((sid, rg), None)
             await self.sessions.save(
                 sid,
                 number,
@@ -230,6 +265,48 @@ class ChargingApplication:
         ctx = usage_context(catalogue.tenant.id, view, mscc, service_of(view), quantity)
         return resolve(catalogue, ctx)
 
+    def _rate_session(
+        self, view: CreditControlRequest, mscc: MultipleServicesCreditControl, rg: int, used: int
+    ) -> _Rated:
+        """The rating of a session's MSCC, from the per-session cache when the CCR carries the
+        same rating inputs (Event-Timestamp included) on the same catalogue as the last one.
+        Raises a ``RatingError`` (never cached)."""
+        catalogue = self.catalogue.current
+        inputs = rating_inputs(view, mscc)
+        key = (view.session_id, rg)
+        rated = self._rated.get(key)
+        if (
+            rated is not None
+            and rated.catalogue is catalogue
+            and inputs.event_time is not None
+            and rated.inputs == inputs
+        ):
+            return rated
+        tenant = catalogue.tenant.id
+        resolution = resolve(catalogue, context_of(tenant, inputs, ServiceKind.DATA, used))
+        context = self.record_context(view, rg, resolution, 0)
+        context["n"] = _N
+        for level in context["levels"]:
+            level["amount"] = _AMOUNT
+        text = json.dumps(context, separators=(",", ":"), default=str)
+        n_mark, amount_mark = json.dumps(_N), json.dumps(_AMOUNT)
+        template: list[str] | None = None
+        if text.count(n_mark) == 1 and text.count(amount_mark) == len(resolution.quotes):
+            head, tail = text.split(n_mark)
+            template = [head, *tail.split(amount_mark)]
+        rated = _Rated(
+            catalogue,
+            inputs,
+            resolution,
+            payer_key(tenant, resolution.payer),
+            reservation_rate(resolution.quotes[0]),
+            template,
+        )
+        if key not in self._rated and len(self._rated) >= RATED_CACHE_SIZE:
+            del self._rated[next(iter(self._rated))]
+        self._rated[key] = rated
+        return rated
+
     def record_context(
         self, view: CreditControlRequest, rg: int, resolution: Resolution, used: int
     ) -> dict[str, Any]:
@@ -280,7 +357,7 @@ class ChargingApplication:
             code = int(ResultCode.DIAMETER_CREDIT_CONTROL_NOT_APPLICABLE)
             out.add(mscc_answer(code, rating_group=mscc.rating_group), code)
             return
-        unit = UNIT_OF[service_of(view)]
+        unit = BucketUnit.BYTES  # sessions are data (service_of); events go to handle_event
         used = used_units(mscc, unit)
         requested = requested_units(mscc, unit)
         wants_more = (
@@ -290,8 +367,9 @@ class ChargingApplication:
         )
         want = self._quota(unit, requested) if wants_more else 0
         try:
-            resolution = self.rate(view, mscc, used)
+            rated = self._rate_session(view, mscc, rg, used)
         except RatingError as exc:
+            self._rated.pop((view.session_id, rg), None)
             code = result_code_for(exc)
             out.add(mscc_answer(code, rating_group=mscc.rating_group), code)
             if rg in out.payers:  # release what an earlier grant still holds
@@ -299,20 +377,26 @@ class ChargingApplication:
                 out.dropped.append(rg)
                 del out.payers[rg]
             return
-        quote = resolution.quotes[0]
-        payer = payer_key(self.catalogue.current.tenant.id, resolution.payer)
+        payer = rated.payer
         previous = out.payers.get(rg)
-        context = self.record_context(view, rg, resolution, used)
-        base = f"{view.session_id}:{view.request_number}:{rg}"
+        sid, number = view.session_id, view.request_number
+        if rated.template is not None:
+            context = rated.context_json(number, used)
+        else:
+            record = self.record_context(view, rg, rated.resolution, used)
+            context = json.dumps(record, separators=(",", ":"), default=str)
+        base = f"{sid}:{number}:{rg}"
         now_ms = int(self.clock() * 1000)
         deadline = now_ms + (self.config.validity_time + self.config.reclaim_grace) * 1000
-        member = reservation_member(view.session_id, rg)
-        rate = reservation_rate(quote)
+        member = reservation_member(sid, rg)
+        rate = rated.rate
         if previous is not None and previous != payer:
             # the twin or payer changed mid-session: settle on the old payer first
             await self.store.charge(
                 previous,
-                ChargeRequest(f"{base}:settle", member, unit, now_ms, used=used, context=context),
+                ChargeRequest(
+                    f"{base}:settle", member, unit, now_ms, used=used, context_json=context
+                ),
             )
             used = 0
         result = await self.store.charge(
@@ -327,7 +411,7 @@ class ChargingApplication:
                 min_grant=min(want, self.config.min_grant[unit]),
                 rate=rate,
                 deadline_ms=deadline,
-                context=context,
+                context_json=context,
             ),
         )
         if final or result.granted == 0:
@@ -335,8 +419,19 @@ class ChargingApplication:
             out.dropped.append(rg)
         else:
             out.payers[rg] = payer
-        avp, code = self._mscc_for(mscc, unit, want, result)
-        out.add(avp, code)
+        # the answer depends on these alone (the config is fixed): grants repeat, so the
+        # encoded MSCC is kept
+        ids = mscc.service_identifiers
+        mkey = (unit, mscc.rating_group, *ids, want > 0, result.granted, result.left == 0)
+        cached = self._mscc_cache.get(mkey)
+        if cached is None:
+            avp, code = self._mscc_for(mscc, unit, want, result)
+            if len(self._mscc_cache) >= MSCC_CACHE_SIZE:
+                self._mscc_cache.clear()
+            self._mscc_cache[mkey] = cached = avp
+        else:
+            code = SUCCESS if result.granted > 0 or want == 0 else CREDIT_LIMIT_REACHED
+        out.add(cached, code)
 
     def _mscc_for(
         self,

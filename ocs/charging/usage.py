@@ -3,12 +3,13 @@ the unit, the payer's key and the money rate of the reservation."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv6Address
 
 from ocs.balance.keys import payer_tag
 from ocs.balance.models import FREE, NOT_PRICED, BucketUnit, Rate
-from ocs.diameter.constants import CcRequestType
+from ocs.diameter.constants import CcRequestType, SubscriptionIdType
 from ocs.diameter.dcca import CreditControlRequest, MultipleServicesCreditControl
 from ocs.rating.context import RatType, ServiceKind, UsageContext
 from ocs.rating.models import Payer, PayerKind
@@ -65,6 +66,75 @@ def _rat(ccr: CreditControlRequest) -> RatType:
     return RatType.UNKNOWN
 
 
+@dataclass(frozen=True, slots=True)
+class RatingInputs:
+    """Everything of a CCR and one MSCC that rating reads, except the quantity: two CCRs with
+    equal inputs resolve alike on one catalogue (``resolve`` ignores the quantity)."""
+
+    imsi: str
+    msisdn: str | None
+    event_time: datetime | None  # None: no Event-Timestamp, rated at the time of arrival
+    apn: str | None
+    rating_group: int | None
+    service_id: int | None
+    mcc: str | None
+    mnc: str | None
+    rat_type: RatType
+    ue_ip: IPv4Address | IPv6Address | None
+    qos_class: int | None
+
+
+def rating_inputs(
+    ccr: CreditControlRequest, mscc: MultipleServicesCreditControl | None
+) -> RatingInputs:
+    ps = ccr.ps_information
+    plmn = ps.sgsn_mcc_mnc if ps is not None else None
+    ue_ip: IPv4Address | IPv6Address | None = None
+    if ps is not None and (addresses := ps.pdp_addresses):
+        ue_ip = addresses[0]
+    service_ids = mscc.service_identifiers if mscc is not None else []
+    imsi = msisdn = None
+    for sub in ccr.subscription_ids:  # one pass for both
+        if sub.type == SubscriptionIdType.END_USER_IMSI and imsi is None:
+            imsi = sub.data
+        elif sub.type == SubscriptionIdType.END_USER_E164 and msisdn is None:
+            msisdn = sub.data
+    return RatingInputs(
+        imsi=imsi or "",
+        msisdn=msisdn,
+        event_time=ccr.event_timestamp,
+        apn=ccr.apn,
+        rating_group=mscc.rating_group if mscc is not None else None,
+        service_id=service_ids[0] if service_ids else None,
+        mcc=plmn[:3] if plmn and len(plmn) >= 5 else None,
+        mnc=plmn[3:] if plmn and len(plmn) >= 5 else None,
+        rat_type=_rat(ccr),
+        ue_ip=ue_ip,
+        qos_class=ps.qos_class if ps is not None else None,
+    )
+
+
+def context_of(
+    tenant: str, inputs: RatingInputs, service: ServiceKind, quantity: int
+) -> UsageContext:
+    return UsageContext(
+        tenant=tenant,
+        imsi=inputs.imsi,
+        event_time=inputs.event_time or datetime.now(UTC),
+        service=service,
+        quantity=quantity,
+        msisdn=inputs.msisdn,
+        apn=inputs.apn,
+        rating_group=inputs.rating_group,
+        service_id=inputs.service_id,
+        mcc=inputs.mcc,
+        mnc=inputs.mnc,
+        rat_type=inputs.rat_type,
+        ue_ip=inputs.ue_ip,
+        qos_class=inputs.qos_class,
+    )
+
+
 def usage_context(
     tenant: str,
     ccr: CreditControlRequest,
@@ -72,30 +142,7 @@ def usage_context(
     service: ServiceKind,
     quantity: int,
 ) -> UsageContext:
-    ps = ccr.ps_information
-    plmn = ps.sgsn_mcc_mnc if ps is not None else None
-    mcc = plmn[:3] if plmn and len(plmn) >= 5 else None
-    mnc = plmn[3:] if plmn and len(plmn) >= 5 else None
-    ue_ip: IPv4Address | IPv6Address | None = None
-    if ps is not None and (addresses := ps.pdp_addresses):
-        ue_ip = addresses[0]
-    service_ids = mscc.service_identifiers if mscc is not None else []
-    return UsageContext(
-        tenant=tenant,
-        imsi=ccr.imsi or "",
-        event_time=ccr.event_timestamp or datetime.now(UTC),
-        service=service,
-        quantity=quantity,
-        msisdn=ccr.msisdn,
-        apn=ccr.apn,
-        rating_group=mscc.rating_group if mscc is not None else None,
-        service_id=service_ids[0] if service_ids else None,
-        mcc=mcc,
-        mnc=mnc,
-        rat_type=_rat(ccr),
-        ue_ip=ue_ip,
-        qos_class=ps.qos_class if ps is not None else None,
-    )
+    return context_of(tenant, rating_inputs(ccr, mscc), service, quantity)
 
 
 def payer_key(tenant: str, payer: Payer) -> str:

@@ -28,6 +28,7 @@ log = logging.getLogger("ocs.network")
 
 Handler = Callable[[Message, PeerInfo], Awaitable[Message]]
 SUCCESS = int(ResultCode.DIAMETER_SUCCESS)
+_TRACKED = (int(CcRequestType.INITIAL_REQUEST), int(CcRequestType.TERMINATION_REQUEST))
 
 
 class SessionTracker:
@@ -42,7 +43,10 @@ class SessionTracker:
     def wrap(self, handler: Handler) -> Handler:
         async def tracked(request: Message, peer: PeerInfo) -> Message:
             answer = await handler(request, peer)
-            if request.command == Command.CREDIT_CONTROL:
+            # only CCR-I and CCR-T change what is tracked: a CCR-U costs one AVP lookup
+            if request.command == Command.CREDIT_CONTROL and (
+                request.get(A.AVP_CC_REQUEST_TYPE) in _TRACKED
+            ):
                 # a malformed CCR was answered with an error: nothing to track
                 with contextlib.suppress(DiameterError):
                     self.observe(request, answer, peer)
