@@ -7,6 +7,7 @@ Prints one JSON line. Targets (issue 6): bill run <= 120 s, drain >= 50,000 reco
     .venv/bin/python tools/gen_cdrs.py
     .venv/bin/python tools/bench_billrun.py            # drain, then bill run
     .venv/bin/python tools/bench_billrun.py --skip-drain --preview
+    .venv/bin/python tools/bench_billrun.py --skip-billrun --rewind-drain   # drain only, again
 
 Before the bill run the previous benchmark run of the period (invoices, lines, run rows,
 counter) is deleted with the immutability triggers bypassed (``session_replication_role``):
@@ -30,10 +31,11 @@ from typing import Any, Final
 import asyncpg
 from redis.asyncio import Redis
 
+from ocs.balance.keys import PAYERS, PayerKeys
 from ocs.offline.billrun import bill_run
 from ocs.offline.crypto import tenant_cipher
 from ocs.offline.db import connect, enter_tenant
-from ocs.offline.drain import Drainer
+from ocs.offline.drain import BATCH, GROUP, Drainer
 from ocs.rating.loader import load_catalogue
 
 TENANT: Final = "bench"
@@ -60,10 +62,31 @@ async def reset_runs(url: str) -> None:
         await conn.close()
 
 
+async def rewind_drain(url: str, redis: Redis) -> None:
+    """Make the streams undrained again: drop the consumer group (the drain re-creates it at
+    the start of each stream) and delete the rows a previous drain wrote (April, outside the
+    billed period). Only ever on the benchmark databases."""
+    members: Any = await redis.smembers(PAYERS)
+    for tag in members:
+        stream = PayerKeys(tag.decode()).stream
+        if await redis.exists(stream):
+            await redis.xgroup_destroy(stream, GROUP)
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "DELETE FROM usage_records WHERE tenant_id = $1 AND ts >= '2025-04-01'", TENANT
+        )
+        await conn.execute("VACUUM ANALYZE usage_records")
+    finally:
+        await conn.close()
+
+
 async def bench_drain(args: argparse.Namespace) -> dict[str, Any]:
     db = await connect(SimpleNamespace(database_url=args.url, data_dir=Path("/tmp")), max_size=4)
     redis = Redis.from_url(args.redis_url)
     try:
+        if args.rewind_drain:
+            await rewind_drain(args.url, redis)
         drainer = Drainer(redis, db, MASTER, batch=args.batch)
         load0 = os.getloadavg()[0]
         stats = await drainer.run()
@@ -123,8 +146,13 @@ def main() -> None:
     ap.add_argument("--url", default=DEFAULT_URL)
     ap.add_argument("--redis-url", default=DEFAULT_REDIS)
     ap.add_argument("--catalogue", type=Path, default=DEFAULT_FOLDER)
-    ap.add_argument("--batch", type=int, default=5000)
+    ap.add_argument("--batch", type=int, default=BATCH)
     ap.add_argument("--skip-drain", action="store_true")
+    ap.add_argument(
+        "--rewind-drain",
+        action="store_true",
+        help="drain the streams again from their start (deletes the previously drained rows)",
+    )
     ap.add_argument("--skip-billrun", action="store_true")
     ap.add_argument("--preview", action="store_true", help="compute without issuing")
     args = ap.parse_args()

@@ -1,42 +1,54 @@
 """Drain the per-payer rated-usage streams into PostgreSQL exactly once.
 
 For every payer tag in ``ocs:payers`` the stream ``ocs:{tag}:cdr`` is read with the
-consumer group ``offline``. One batch = the entries of one stream read at once:
+consumer group ``offline``. One batch = the entries one ``XREADGROUP`` returned for many
+streams at once (up to ``batch`` records in all):
 
-1. in one PostgreSQL transaction, COPY the batch into a temporary table and
+1. in one PostgreSQL transaction, COPY the batch (text, as the streams hold it) into a
+   temporary staging table and, per tenant,
    ``INSERT ... SELECT ... ON CONFLICT (tenant_id, record_key) DO NOTHING`` into
    ``usage_records``; commit;
-2. then ``XACK`` the entries.
+2. then ``XACK`` the entries (one pipelined round trip for all streams of the batch).
 
-A crash after 1 and before 2 leaves the entries pending: the next drain reads its own
-pending entries first and claims other consumers' stale ones (``XAUTOCLAIM``); inserting
-them again does nothing (same ``record_key``). A crash before the commit inserts nothing.
-So no record is lost or counted twice. ``record_key`` is ``<kind>:<id>`` (the request id is
-unique per usage); reclaim records reuse the reservation member as id, so theirs also
-carries the time stamp.
+While batch *k* is in its transaction, batch *k + 1* is read and converted (double
+buffering): it is pending in the group but neither inserted nor acknowledged yet. An entry is
+acknowledged only after the transaction holding it committed.
 
-IMSI and MSISDN are removed from the stored context; the IMSI is kept as its blind index.
+A crash after 1 and before 2 leaves the entries pending (with a read-ahead batch also the
+next batch's entries): the next drain reads its own pending entries first and claims other
+consumers' stale ones (``XAUTOCLAIM``); inserting them again does nothing (same
+``record_key``). A crash before the commit inserts nothing. So no record is lost or counted
+twice. ``record_key`` is ``<kind>:<id>`` (the request id is unique per usage); reclaim
+records reuse the reservation member as id, so theirs also carries the time stamp.
+
+IMSI, MSISDN and subscription are removed from the context in Python before anything goes
+to the server (plain IMSIs never travel to PostgreSQL); the IMSI is kept as its blind index.
+The other columns (session, rating group, twin, account, service) are read from the stored
+context by the ``INSERT ... SELECT``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Final
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from ocs.balance.keys import PAYERS, PayerKeys
 from ocs.offline.crypto import TenantCipher, tenant_cipher
-from ocs.offline.db import Database, enter_tenant
+from ocs.offline.db import TENANT_SETTING, Database, enter_tenant
 from ocs.store import RedisClient
 
 GROUP: Final = "offline"
-BATCH: Final = 5000
+BATCH: Final = 20_000  # records per transaction (read from many streams at once)
+MIN_COUNT: Final = 16  # entries per stream and XREADGROUP at least
 CLAIM_IDLE_MS: Final = 60_000  # a pending entry idle this long belongs to a dead consumer
 COLUMNS: Final = (
     "tenant_id",
@@ -59,11 +71,45 @@ COLUMNS: Final = (
     "ctx",
 )
 STRIPPED: Final = ("imsi", "msisdn", "subscription")
+# The staging table: the stream fields as they arrive (COPY text format, '' = NULL).
+STAGING: Final = (
+    "CREATE TEMP TABLE IF NOT EXISTS drain_in ("
+    " tenant_id text, record_key text, stream_id text, kind text, payer text, ts bigint,"
+    " unit text, units bigint, money bigint, overrun bigint, bidx text, alloc jsonb, ctx jsonb)"
+    " ON COMMIT DELETE ROWS"
+)
+STAGED: Final = (
+    "tenant_id",
+    "record_key",
+    "stream_id",
+    "kind",
+    "payer",
+    "ts",
+    "unit",
+    "units",
+    "money",
+    "overrun",
+    "bidx",
+    "alloc",
+    "ctx",
+)
+_TABS: Final = len(STAGED) - 1
+INSERT: Final = (
+    f"INSERT INTO usage_records ({', '.join(COLUMNS)})"
+    " SELECT tenant_id, record_key, stream_id, coalesce(kind, ''), coalesce(payer, ''),"
+    " 'epoch'::timestamptz + coalesce(ts, 0) * interval '1 millisecond', coalesce(unit, ''),"
+    " coalesce(units, 0), coalesce(money, 0), coalesce(overrun, 0), ctx->>'session',"
+    " (ctx->>'rg')::integer, decode(bidx, 'hex'), ctx->>'twin', ctx->>'account',"
+    " ctx->>'service', coalesce(alloc, '[]'), ctx"
+    " FROM drain_in WHERE tenant_id = $1"
+    " ON CONFLICT (tenant_id, record_key) DO NOTHING"
+)
 
-Entry = tuple[bytes, dict[bytes, bytes]]
-_loads: Final = json.JSONDecoder().decode
+Entry = tuple[bytes, dict[bytes, bytes] | None]
+_loads: Final = json.loads
 _dumps: Final = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 Hook = Callable[[str], Awaitable[None]]
+_ESCAPES: Final = ((b"\\", b"\\\\"), (b"\t", b"\\t"), (b"\n", b"\\n"), (b"\r", b"\\r"))
 
 
 class DrainCrash(Exception):
@@ -87,14 +133,43 @@ class DrainStats:
         return self.read / self.seconds if self.seconds > 0 else 0.0
 
 
-def _s(raw: bytes | None) -> str:
-    return "" if raw is None else raw.decode()
+@dataclass(slots=True)
+class _Batch:
+    """Entries of one or more streams, converted to COPY text lines."""
+
+    lines: list[bytes] = field(default_factory=list)
+    tenants: set[str] = field(default_factory=set)
+    acks: dict[str, list[bytes]] = field(default_factory=dict)  # stream -> entry ids
+    read: int = 0
+
+
+def _s(raw: bytes | str | None) -> str:
+    if raw is None:
+        return ""
+    return raw if isinstance(raw, str) else raw.decode()
 
 
 def record_key(kind: str, rid: str, ts: str) -> str:
     if kind == "reclaim":
         return f"{kind}:{rid}:{ts}"
     return f"{kind}:{rid}"
+
+
+def _escape(value: bytes) -> bytes:
+    for raw, escaped in _ESCAPES:
+        value = value.replace(raw, escaped)
+    return value
+
+
+def _stream_entries(reply: Any) -> list[tuple[str, list[Entry]]]:
+    """(stream, entries) of an XREADGROUP reply (RESP2 list or RESP3 map)."""
+    if not reply:
+        return []
+    items = reply.items() if isinstance(reply, dict) else reply
+    out: list[tuple[str, list[Entry]]] = []
+    for stream, entries in items:
+        out.append((_s(stream), list(entries)))
+    return out
 
 
 class Drainer:
@@ -116,11 +191,13 @@ class Drainer:
         self.db = db
         self.master = master
         self.consumer = consumer or f"{socket.gethostname()}-drain"
-        self.batch = batch
+        self.batch = max(1, batch)
         self.claim_idle_ms = claim_idle_ms
         self.hook = hook
         self.ciphers: dict[str, TenantCipher] = {}
         self.bidx_cache: dict[tuple[str, str], bytes] = {}
+        # Redis Cluster: the streams live in different slots, one key per XREADGROUP
+        self.multi_key = not isinstance(redis, RedisCluster)
 
     async def _hook(self, point: str) -> None:
         if self.hook is not None:
@@ -142,14 +219,17 @@ class Drainer:
         """Drain every stream until nothing is left; returns the counts."""
         stats = DrainStats()
         started = time.perf_counter()
-        for stream in await self.streams():
-            stats.streams += 1
+        streams = await self.streams()
+        stats.streams = len(streams)
+        for stream in streams:
             await self.ensure_group(stream)
-            await self._drain_stream(stream, stats, progress)
+        for stream in streams:
+            await self._recover(stream, stats, progress)
+        await self._drain_new(streams, stats, progress)
         stats.seconds = time.perf_counter() - started
         return stats
 
-    async def _drain_stream(
+    async def _recover(
         self, stream: str, stats: DrainStats, progress: Callable[[int], None] | None
     ) -> None:
         # 1. our own pending entries (a crash of this consumer between commit and ack)
@@ -158,11 +238,12 @@ class Drainer:
             reply: Any = await self.redis.xreadgroup(
                 GROUP, self.consumer, {stream: last}, count=self.batch
             )
-            entries: list[Entry] = reply[0][1] if reply else []
+            got = _stream_entries(reply)
+            entries = got[0][1] if got else []
             if not entries:
                 break
-            await self._batch(stream, entries, stats, progress)
             last = _s(entries[-1][0])
+            await self._write(await self._convert([(stream, entries)]), stats, progress)
         # 2. stale entries of other (dead) consumers
         cursor = "0-0"
         while True:
@@ -173,102 +254,176 @@ class Drainer:
             claimed = [e for e in res[1] if e[1] is not None]
             if claimed:
                 stats.claimed += len(claimed)
-                await self._batch(stream, claimed, stats, progress)
+                await self._write(await self._convert([(stream, claimed)]), stats, progress)
             if cursor == "0-0":
                 break
-        # 3. new entries
-        while True:
-            reply = await self.redis.xreadgroup(
-                GROUP, self.consumer, {stream: ">"}, count=self.batch
-            )
-            entries = reply[0][1] if reply else []
-            if not entries:
-                break
-            await self._batch(stream, entries, stats, progress)
 
-    async def _cipher(self, conn: Any, tenant: str) -> TenantCipher:
+    async def _drain_new(
+        self, streams: list[str], stats: DrainStats, progress: Callable[[int], None] | None
+    ) -> None:
+        """New entries, many streams per XREADGROUP; the next batch is read and converted
+        while the previous one is in its transaction (acknowledged only after its commit)."""
+        active = list(streams)
+        writing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                batch = await self._read_new(active)
+                if writing is not None:
+                    task, writing = writing, None
+                    await task
+                if batch is None:
+                    break
+                writing = asyncio.create_task(self._write(batch, stats, progress))
+        finally:
+            if writing is not None:  # a read failed: let the running transaction finish
+                await asyncio.gather(writing, return_exceptions=True)
+
+    async def _read_new(self, active: list[str]) -> _Batch | None:
+        """One XREADGROUP over (a share of) the active streams; a stream that returns fewer
+        entries than asked is drained and leaves ``active``."""
+        while active:
+            count = max(MIN_COUNT, self.batch // len(active))
+            width = max(1, self.batch // count) if self.multi_key else 1
+            keys, rest = active[:width], active[width:]
+            reply: Any = await self.redis.xreadgroup(
+                GROUP, self.consumer, dict.fromkeys(keys, ">"), count=count
+            )
+            got = [(s, e) for s, e in _stream_entries(reply) if e]
+            full = {s for s, e in got if len(e) >= count}
+            active[:] = rest + [s for s in keys if s in full]  # round robin
+            if got:
+                return await self._convert(got)
+        return None
+
+    async def _cipher(self, tenant: str) -> TenantCipher:
         cipher = self.ciphers.get(tenant)
         if cipher is None:
-            cipher = await tenant_cipher(conn, tenant, self.master)
+            async with self.db.pool.acquire() as conn, conn.transaction():
+                await enter_tenant(conn, tenant)
+                cipher = await tenant_cipher(conn, tenant, self.master)
             self.ciphers[tenant] = cipher
         return cipher
 
-    async def _batch(
+    async def _convert(self, got: Sequence[tuple[str, Sequence[Entry]]]) -> _Batch:
+        batch = _Batch()
+        for stream, entries in got:
+            ids = [eid for eid, _ in entries]
+            batch.acks.setdefault(stream, []).extend(ids)
+            batch.read += len(entries)
+            live = [(eid, f) for eid, f in entries if f is not None]  # deleted: ack only
+            if not live:
+                continue
+            tenant = _s(live[0][1].get(b"payer")).split(":", 1)[0]
+            batch.tenants.add(tenant)
+            cipher = await self._cipher(tenant)
+            self._lines(batch.lines, tenant, stream, live, cipher)
+        return batch
+
+    def _lines(
         self,
+        out: list[bytes],
+        tenant: str,
         stream: str,
-        entries: Sequence[Entry],
-        stats: DrainStats,
-        progress: Callable[[int], None] | None,
+        entries: Sequence[tuple[bytes, dict[bytes, bytes]]],
+        cipher: TenantCipher,
     ) -> None:
-        stats.read += len(entries)
-        tenant = _s(entries[0][1].get(b"payer")).split(":", 1)[0]
-        cipher = self.ciphers.get(tenant)
-        rows = None
-        if cipher is not None:  # convert before the transaction: it holds a connection
-            rows = [self._row(tenant, stream, eid, fields, cipher) for eid, fields in entries]
-        began = time.perf_counter()
-        async with self.db.pool.acquire() as conn, conn.transaction():
-            await enter_tenant(conn, tenant)
-            if rows is None:
-                cipher = await self._cipher(conn, tenant)
-                rows = [self._row(tenant, stream, eid, fields, cipher) for eid, fields in entries]
-            await conn.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS drain_in (LIKE usage_records INCLUDING DEFAULTS)"
-                " ON COMMIT DELETE ROWS"
+        """Append one COPY text line per entry. Fields are passed as bytes; only the
+        context is decoded (to strip the subscriber identifiers) and encoded again."""
+        tenant_b = tenant.encode()
+        prefix = stream.encode() + b"/"
+        cache = self.bidx_cache
+        append = out.append
+        for eid, f in entries:
+            get = f.get
+            kind = get(b"kind") or b""
+            rid = get(b"id") or b""
+            ts = get(b"ts") or b"0"
+            key = kind + b":" + rid + b":" + ts if kind == b"reclaim" else kind + b":" + rid
+            raw_ctx = get(b"ctx")
+            bidx = b""
+            ctx = b""
+            if raw_ctx:
+                body: dict[str, Any] = _loads(raw_ctx)
+                imsi = body.pop("imsi", None)
+                body.pop("msisdn", None)
+                body.pop("subscription", None)
+                if imsi:
+                    ckey = (tenant, imsi)
+                    hexed = cache.get(ckey)
+                    if hexed is None:
+                        hexed = cache[ckey] = cipher.bidx(imsi).hex().encode()
+                    bidx = hexed
+                ctx = _dumps(body).encode()
+            line = b"\t".join(
+                (
+                    tenant_b,
+                    key,
+                    prefix + eid,
+                    kind,
+                    get(b"payer") or b"",
+                    ts,
+                    get(b"unit") or b"",
+                    get(b"units") or b"",
+                    get(b"money") or b"",
+                    get(b"overrun") or b"",
+                    bidx,
+                    get(b"alloc") or b"",
+                    ctx,
+                )
             )
-            await conn.copy_records_to_table("drain_in", records=rows, columns=COLUMNS)
-            cols = ", ".join(COLUMNS)
-            result = await conn.execute(
-                f"INSERT INTO usage_records ({cols}) SELECT {cols} FROM drain_in"
-                " ON CONFLICT (tenant_id, record_key) DO NOTHING"
-            )
-            inserted = int(result.rsplit(" ", 1)[1])
-            await self._hook("before_commit")
-        stats.db_seconds += time.perf_counter() - began
-        await self._hook("after_commit")
+            if line.count(b"\t") != _TABS or b"\\" in line or b"\n" in line or b"\r" in line:
+                line = b"\t".join(
+                    _escape(v)
+                    for v in (
+                        tenant_b,
+                        key,
+                        prefix + eid,
+                        kind,
+                        get(b"payer") or b"",
+                        ts,
+                        get(b"unit") or b"",
+                        get(b"units") or b"",
+                        get(b"money") or b"",
+                        get(b"overrun") or b"",
+                        bidx,
+                        get(b"alloc") or b"",
+                        ctx,
+                    )
+                )
+            append(line)
+
+    async def _write(
+        self, batch: _Batch, stats: DrainStats, progress: Callable[[int], None] | None
+    ) -> None:
+        """Insert the batch in one transaction; acknowledge its entries after the commit."""
+        stats.read += batch.read
+        inserted = 0
+        if batch.lines:
+            data = b"\n".join(batch.lines) + b"\n"
+            began = time.perf_counter()
+            async with self.db.pool.acquire() as conn, conn.transaction():
+                tenants = sorted(batch.tenants)
+                await enter_tenant(conn, tenants[0])
+                await conn.execute(STAGING)
+                await conn.copy_to_table(
+                    "drain_in", source=io.BytesIO(data), columns=STAGED, format="text", null=""
+                )
+                for tenant in tenants:
+                    if tenant != tenants[0]:
+                        await conn.execute(
+                            "SELECT set_config($1, $2, true)", TENANT_SETTING, tenant
+                        )
+                    result = await conn.execute(INSERT, tenant)
+                    inserted += int(result.rsplit(" ", 1)[1])
+                await self._hook("before_commit")
+            stats.db_seconds += time.perf_counter() - began
+            await self._hook("after_commit")
         stats.inserted += inserted
-        stats.duplicates += len(rows) - inserted
-        ids = [eid for eid, _ in entries]
-        stats.acked += int(await self.redis.xack(stream, GROUP, *ids))
+        stats.duplicates += len(batch.lines) - inserted
+        pipe = self.redis.pipeline(transaction=False)
+        for stream, ids in batch.acks.items():
+            pipe.xack(stream, GROUP, *ids)
+        stats.acked += sum(int(n) for n in await pipe.execute())
         await self._hook("after_ack")
         if progress is not None:
-            progress(len(entries))
-
-    def _row(
-        self, tenant: str, stream: str, eid: bytes, f: dict[bytes, bytes], cipher: TenantCipher
-    ) -> tuple[Any, ...]:
-        get = f.get
-        kind = (get(b"kind") or b"").decode()
-        ts = (get(b"ts") or b"").decode() or "0"
-        raw_ctx = get(b"ctx")
-        ctx: dict[str, Any] = _loads(raw_ctx.decode()) if raw_ctx else {}
-        imsi = ctx.get("imsi")
-        bidx = None
-        if imsi:
-            key = (tenant, imsi)
-            bidx = self.bidx_cache.get(key)
-            if bidx is None:
-                bidx = self.bidx_cache[key] = cipher.bidx(imsi)
-        for name in STRIPPED:
-            ctx.pop(name, None)
-        rg = ctx.get("rg")
-        return (
-            tenant,
-            record_key(kind, (get(b"id") or b"").decode(), ts),
-            f"{stream}/{eid.decode()}",
-            kind,
-            (get(b"payer") or b"").decode(),
-            datetime.fromtimestamp(int(ts) / 1000, UTC),
-            (get(b"unit") or b"").decode(),
-            int(get(b"units") or 0),
-            int(get(b"money") or 0),
-            int(get(b"overrun") or 0),
-            ctx.get("session"),
-            int(rg) if rg is not None else None,
-            bidx,
-            ctx.get("twin"),
-            ctx.get("account"),
-            ctx.get("service"),
-            (get(b"alloc") or b"").decode() or "[]",
-            _dumps(ctx) if raw_ctx else None,
-        )
+            progress(batch.read)

@@ -14,7 +14,7 @@ from ocs.balance.keys import PayerKeys
 from ocs.offline.db import Database
 from ocs.offline.drain import GROUP, DrainCrash, Drainer
 from tests.offline.conftest import MASTER
-from tests.offline.helpers import add_usage
+from tests.offline.helpers import add_usage, usage_fields
 
 
 async def _rows(db: Database, tenant: str) -> list[str]:
@@ -26,6 +26,23 @@ async def _rows(db: Database, tenant: str) -> list[str]:
 async def _pending(redis: Redis, tag: str) -> int:
     info = await redis.xpending(PayerKeys(tag).stream, GROUP)
     return int(info["pending"])
+
+
+async def _ack_state(redis: Redis, tag: str) -> tuple[set[str], set[str]]:
+    """Record keys of the entries the group acknowledged and of those still pending
+    (delivered = up to the group's last delivered id)."""
+    stream = PayerKeys(tag).stream
+    groups = await redis.xinfo_groups(stream)
+    last = next(g["last-delivered-id"] for g in groups if g["name"] in (GROUP, GROUP.encode()))
+    delivered = await redis.xrange(stream, "-", last)
+    pending_ids = {
+        p["message_id"] for p in await redis.xpending_range(stream, GROUP, "-", "+", 1_000_000)
+    }
+    acked, pending = set(), set()
+    for eid, fields in delivered:
+        key = f"usage:{fields[b'id'].decode()}"
+        (pending if eid in pending_ids else acked).add(key)
+    return acked, pending
 
 
 def _crash_at(point: str, on_call: int):  # type: ignore[no-untyped-def]
@@ -66,13 +83,19 @@ async def test_crash_then_other_consumer_recovers(
     with pytest.raises(DrainCrash):
         await Drainer(redis, db, MASTER, batch=50, consumer="a", hook=_crash_at(point, 2)).run()
     committed = {"before_commit": 50, "after_commit": 100, "after_ack": 100}[point]
-    assert len(await _rows(db, tenant)) == committed
-    pending = {"before_commit": 50, "after_commit": 50, "after_ack": 0}[point]
-    assert await _pending(redis, tag) == pending
+    stored = set(await _rows(db, tenant))
+    assert len(stored) == committed
+    # the invariant: acknowledged only after commit; committed but unacknowledged stays
+    # pending (so do read-ahead entries of the next batch, neither stored nor acknowledged)
+    acked, pending = await _ack_state(redis, tag)
+    assert acked <= stored
+    assert stored - acked <= pending
+    assert len(stored - acked) == {"before_commit": 0, "after_commit": 50, "after_ack": 0}[point]
+    assert len(pending) == await _pending(redis, tag) >= 50 * (point != "after_ack")
     # consumer "a" is dead; "b" claims its pending entries and drains the rest
     stats = await Drainer(redis, db, MASTER, batch=50, consumer="b", claim_idle_ms=0).run()
-    assert stats.claimed == pending
-    assert stats.duplicates == (50 if point == "after_commit" else 0)
+    assert stats.claimed == len(pending)
+    assert stats.duplicates == len(stored & pending)
     assert await _rows(db, tenant) == sorted(f"usage:{i}" for i in ids)
     assert await _pending(redis, tag) == 0
 
@@ -129,8 +152,38 @@ async def test_process_killed_between_insert_and_ack(
     """)
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, env=dict(os.environ))
     assert await proc.wait() == 137
-    assert len(await _rows(db, tenant)) == 200
-    assert await _pending(redis, tag) == 100
+    stored = set(await _rows(db, tenant))
+    assert len(stored) == 200
+    acked, pending = await _ack_state(redis, tag)
+    assert acked <= stored and len(stored - acked) == 100 and stored - acked <= pending
+    # 100, or 200 when the next batch had already been read ahead
+    assert len(pending) == await _pending(redis, tag) in (100, 200)
     stats = await Drainer(redis, db, MASTER, batch=100, consumer="z", claim_idle_ms=0).run()
-    assert (stats.claimed, stats.duplicates) == (100, 100)
+    assert (stats.claimed, stats.duplicates) == (len(pending), 100)
     assert await _rows(db, tenant) == sorted(f"usage:{i}" for i in ids)
+
+
+async def test_batches_span_tenants_and_escape_text(redis: Redis, db: Database) -> None:
+    """One XREADGROUP batch holds several tenants' streams; odd bytes survive the COPY."""
+    t1, t2 = f"tx{os.getpid()}a", f"tx{os.getpid()}b"
+    ids1 = await add_usage(redis, f"{t1}:wallet:w", 30)
+    ids2 = await add_usage(redis, f"{t2}:wallet:w", 30)
+    odd = f"{t1}:wallet:odd"
+    await redis.sadd("ocs:payers", odd)  # type: ignore[misc]
+    fields = usage_fields(odd, "a\\b\tc\nd\re ü;1", 1_740_000_000_123, 7, account="Zoë \\ \t x")
+    reclaim = {"kind": "reclaim", "id": "m\\1", "payer": odd, "ts": "1740000000999",
+               "units": "0", "money": "0", "alloc": '[["b1", "5"]]'}  # fmt: skip
+    await redis.xadd(PayerKeys(odd).stream, fields)  # type: ignore[arg-type]
+    await redis.xadd(PayerKeys(odd).stream, reclaim)  # type: ignore[arg-type]
+    stats = await Drainer(redis, db, MASTER).run()
+    assert (stats.read, stats.inserted, stats.acked, stats.streams) == (62, 62, 62, 3)
+    assert await _rows(db, t2) == sorted(f"usage:{i}" for i in ids2)
+    async with db.tenant(t1) as conn:
+        rows = {r["record_key"]: r for r in await conn.fetch("SELECT * FROM usage_records")}
+    assert len(rows) == 32 and {f"usage:{i}" for i in ids1} <= set(rows)
+    row = rows["usage:a\\b\tc\nd\re ü;1"]
+    assert (row["account_id"], row["units"], row["rating_group"]) == ("Zoë \\ \t x", 7, 10)
+    assert row["ts"].timestamp() == 1_740_000_000.123 and len(row["imsi_bidx"]) == 16
+    assert "imsi" not in row["ctx"] and "msisdn" not in row["ctx"]
+    rec = rows["reclaim:m\\1:1740000000999"]
+    assert (rec["ctx"], rec["unit"], rec["session_id"], rec["imsi_bidx"]) == (None, "", None, None)
