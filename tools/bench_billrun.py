@@ -35,7 +35,7 @@ from ocs.balance.keys import PAYERS, PayerKeys
 from ocs.offline.billrun import bill_run
 from ocs.offline.crypto import tenant_cipher
 from ocs.offline.db import connect, enter_tenant
-from ocs.offline.drain import BATCH, GROUP, Drainer
+from ocs.offline.drain import BATCH, GROUP, WRITERS, Drainer
 from ocs.rating.loader import load_catalogue
 
 TENANT: Final = "bench"
@@ -87,13 +87,15 @@ async def bench_drain(args: argparse.Namespace) -> dict[str, Any]:
     try:
         if args.rewind_drain:
             await rewind_drain(args.url, redis)
-        drainer = Drainer(redis, db, MASTER, batch=args.batch)
+        drainer = Drainer(redis, db, MASTER, batch=args.batch, writers=args.writers)
         load0 = os.getloadavg()[0]
         stats = await drainer.run()
         return {
             "drain_records": stats.read,
             "drain_inserted": stats.inserted,
             "drain_streams": stats.streams,
+            "drain_batch": args.batch,
+            "drain_writers": args.writers,
             "drain_seconds": round(stats.seconds, 2),
             "drain_db_seconds": round(stats.db_seconds, 2),
             "drain_records_per_s": round(stats.rate),
@@ -147,6 +149,7 @@ def main() -> None:
     ap.add_argument("--redis-url", default=DEFAULT_REDIS)
     ap.add_argument("--catalogue", type=Path, default=DEFAULT_FOLDER)
     ap.add_argument("--batch", type=int, default=BATCH)
+    ap.add_argument("--writers", type=int, default=WRITERS, help="drain transactions at once")
     ap.add_argument("--skip-drain", action="store_true")
     ap.add_argument(
         "--rewind-drain",

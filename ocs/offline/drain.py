@@ -34,6 +34,7 @@ import io
 import json
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -48,6 +49,7 @@ from ocs.store import RedisClient
 
 GROUP: Final = "offline"
 BATCH: Final = 20_000  # records per transaction (read from many streams at once)
+WRITERS: Final = 2  # batches in their transactions at once (one connection each)
 MIN_COUNT: Final = 16  # entries per stream and XREADGROUP at least
 CLAIM_IDLE_MS: Final = 60_000  # a pending entry idle this long belongs to a dead consumer
 COLUMNS: Final = (
@@ -101,7 +103,7 @@ INSERT: Final = (
     " coalesce(units, 0), coalesce(money, 0), coalesce(overrun, 0), ctx->>'session',"
     " (ctx->>'rg')::integer, decode(bidx, 'hex'), ctx->>'twin', ctx->>'account',"
     " ctx->>'service', coalesce(alloc, '[]'), ctx"
-    " FROM drain_in WHERE tenant_id = $1"
+    " FROM drain_in WHERE tenant_id = $1 ORDER BY record_key"
     " ON CONFLICT (tenant_id, record_key) DO NOTHING"
 )
 
@@ -186,6 +188,7 @@ class Drainer:
         batch: int = BATCH,
         claim_idle_ms: int = CLAIM_IDLE_MS,
         hook: Hook | None = None,
+        writers: int = WRITERS,
     ) -> None:
         self.redis = redis
         self.db = db
@@ -194,6 +197,7 @@ class Drainer:
         self.batch = max(1, batch)
         self.claim_idle_ms = claim_idle_ms
         self.hook = hook
+        self.writers = max(1, writers)
         self.ciphers: dict[str, TenantCipher] = {}
         self.bidx_cache: dict[tuple[str, str], bytes] = {}
         # Redis Cluster: the streams live in different slots, one key per XREADGROUP
@@ -264,19 +268,18 @@ class Drainer:
         """New entries, many streams per XREADGROUP; the next batch is read and converted
         while the previous one is in its transaction (acknowledged only after its commit)."""
         active = list(streams)
-        writing: asyncio.Task[None] | None = None
+        writing: deque[asyncio.Task[None]] = deque()
         try:
             while True:
                 batch = await self._read_new(active)
-                if writing is not None:
-                    task, writing = writing, None
-                    await task
+                while writing and (batch is None or len(writing) >= self.writers):
+                    await writing.popleft()
                 if batch is None:
                     break
-                writing = asyncio.create_task(self._write(batch, stats, progress))
+                writing.append(asyncio.create_task(self._write(batch, stats, progress)))
         finally:
-            if writing is not None:  # a read failed: let the running transaction finish
-                await asyncio.gather(writing, return_exceptions=True)
+            if writing:  # a read or write failed: let the running transactions finish
+                await asyncio.gather(*writing, return_exceptions=True)
 
     async def _read_new(self, active: list[str]) -> _Batch | None:
         """One XREADGROUP over (a share of) the active streams; a stream that returns fewer
@@ -423,7 +426,8 @@ class Drainer:
         pipe = self.redis.pipeline(transaction=False)
         for stream, ids in batch.acks.items():
             pipe.xack(stream, GROUP, *ids)
-        stats.acked += sum(int(n) for n in await pipe.execute())
+        acked = sum(int(n) for n in await pipe.execute())
+        stats.acked += acked  # not "+= await ...": the left side would be read before it
         await self._hook("after_ack")
         if progress is not None:
             progress(batch.read)

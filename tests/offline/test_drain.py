@@ -74,24 +74,30 @@ async def test_drain_moves_every_record_once(redis: Redis, db: Database, tenant:
     assert len(row["imsi_bidx"]) == 16
 
 
+@pytest.mark.parametrize("writers", [1, 2])
 @pytest.mark.parametrize("point", ["after_commit", "before_commit", "after_ack"])
 async def test_crash_then_other_consumer_recovers(
-    redis: Redis, db: Database, tenant: str, point: str
+    redis: Redis, db: Database, tenant: str, point: str, writers: int
 ) -> None:
     tag = f"{tenant}:postpaid_pool:pp"
     ids = await add_usage(redis, tag, 230)
     with pytest.raises(DrainCrash):
-        await Drainer(redis, db, MASTER, batch=50, consumer="a", hook=_crash_at(point, 2)).run()
-    committed = {"before_commit": 50, "after_commit": 100, "after_ack": 100}[point]
+        await Drainer(
+            redis, db, MASTER, batch=50, consumer="a", hook=_crash_at(point, 2), writers=writers
+        ).run()
     stored = set(await _rows(db, tenant))
-    assert len(stored) == committed
     # the invariant: acknowledged only after commit; committed but unacknowledged stays
-    # pending (so do read-ahead entries of the next batch, neither stored nor acknowledged)
+    # pending (so do read-ahead entries of a next batch, neither stored nor acknowledged)
     acked, pending = await _ack_state(redis, tag)
     assert acked <= stored
     assert stored - acked <= pending
-    assert len(stored - acked) == {"before_commit": 0, "after_commit": 50, "after_ack": 0}[point]
-    assert len(pending) == await _pending(redis, tag) >= 50 * (point != "after_ack")
+    assert len(pending) == await _pending(redis, tag)
+    if writers == 1:  # batches commit in order: the counts are exact
+        committed = {"before_commit": 50, "after_commit": 100, "after_ack": 100}[point]
+        assert len(stored) == committed
+        unacked = {"before_commit": 0, "after_commit": 50, "after_ack": 0}[point]
+        assert len(stored - acked) == unacked
+        assert len(pending) >= 50 * (point != "after_ack")
     # consumer "a" is dead; "b" claims its pending entries and drains the rest
     stats = await Drainer(redis, db, MASTER, batch=50, consumer="b", claim_idle_ms=0).run()
     assert stats.claimed == len(pending)
@@ -109,9 +115,13 @@ async def test_same_consumer_restarts_from_its_pending(
         await Drainer(
             redis, db, MASTER, batch=40, consumer="a", hook=_crash_at("after_commit", 1)
         ).run()
+    stored = set(await _rows(db, tenant))
+    acked, pending = await _ack_state(redis, tag)
+    assert len(stored) >= 40 and acked <= stored and stored - acked <= pending
     # the default claim idle time would not claim anything yet: own pending entries first
     stats = await Drainer(redis, db, MASTER, batch=40, consumer="a").run()
-    assert (stats.claimed, stats.duplicates, stats.inserted) == (0, 40, 80)
+    assert (stats.claimed, stats.duplicates) == (0, len(stored & pending))
+    assert stats.inserted == 120 - len(stored)
     assert await _rows(db, tenant) == sorted(f"usage:{i}" for i in ids)
 
 
@@ -153,13 +163,14 @@ async def test_process_killed_between_insert_and_ack(
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, env=dict(os.environ))
     assert await proc.wait() == 137
     stored = set(await _rows(db, tenant))
-    assert len(stored) == 200
+    # two batches committed; with two writers the third may have committed (and even been
+    # acknowledged) too
+    assert len(stored) >= 200
     acked, pending = await _ack_state(redis, tag)
-    assert acked <= stored and len(stored - acked) == 100 and stored - acked <= pending
-    # 100, or 200 when the next batch had already been read ahead
-    assert len(pending) == await _pending(redis, tag) in (100, 200)
+    assert acked <= stored and len(stored - acked) >= 100 and stored - acked <= pending
+    assert len(pending) == await _pending(redis, tag)
     stats = await Drainer(redis, db, MASTER, batch=100, consumer="z", claim_idle_ms=0).run()
-    assert (stats.claimed, stats.duplicates) == (len(pending), 100)
+    assert (stats.claimed, stats.duplicates) == (len(pending), len(stored & pending))
     assert await _rows(db, tenant) == sorted(f"usage:{i}" for i in ids)
 
 
