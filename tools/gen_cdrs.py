@@ -323,8 +323,6 @@ async def enter_tenant_key(conn: asyncpg.Connection[Any]) -> None:
 
 
 INDEXES: Final = (
-    "ALTER TABLE usage_records ADD CONSTRAINT usage_records_tenant_id_fkey"
-    " FOREIGN KEY (tenant_id) REFERENCES tenants",
     "ALTER TABLE usage_records ADD PRIMARY KEY (tenant_id, record_key)",
     "CREATE INDEX usage_records_account_ts ON usage_records (tenant_id, account_id, ts)",
     "CREATE INDEX usage_records_session ON usage_records (tenant_id, session_id)",
@@ -354,7 +352,10 @@ async def load_database(args: argparse.Namespace, catalogue: Catalogue, layout: 
         print(f"synced: {summary}", flush=True)
         await conn.execute("ALTER TABLE usage_records DROP CONSTRAINT usage_records_pkey")
         await conn.execute("DROP INDEX usage_records_account_ts, usage_records_session")
-        await conn.execute("ALTER TABLE usage_records DROP CONSTRAINT usage_records_tenant_id_fkey")
+        # (migration 0004 dropped the tenant foreign key; older schemas: drop it too)
+        await conn.execute(
+            "ALTER TABLE usage_records DROP CONSTRAINT IF EXISTS usage_records_tenant_id_fkey"
+        )
         started = time.perf_counter()
         step = -(-args.records // args.loaders)
         parts = [(i, min(args.records, i + step)) for i in range(0, args.records, step)]

@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
@@ -106,12 +107,17 @@ INSERT: Final = (
     " FROM drain_in WHERE tenant_id = $1 ORDER BY record_key"
     " ON CONFLICT (tenant_id, record_key) DO NOTHING"
 )
+TENANT_LOCK: Final = "SELECT 1 FROM tenants WHERE tenant_id = $1 FOR KEY SHARE"
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
-_loads: Final = json.loads
+_decode: Final = json.JSONDecoder().decode
 _dumps: Final = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 Hook = Callable[[str], Awaitable[None]]
 _ESCAPES: Final = ((b"\\", b"\\\\"), (b"\t", b"\\t"), (b"\n", b"\\n"), (b"\r", b"\\r"))
+
+
+class DrainError(Exception):
+    """A batch cannot be stored (it stays pending)."""
 
 
 class DrainCrash(Exception):
@@ -163,6 +169,28 @@ def _escape(value: bytes) -> bytes:
     return value
 
 
+def _raw(response: Any, **_: Any) -> Any:
+    return response
+
+
+def _raw_entries(reply: Any) -> list[tuple[str, list[Entry]]]:
+    """(stream, entries) of an unparsed XREADGROUP reply (RESP2 list or RESP3 map)."""
+    if not reply:
+        return []
+    items = reply.items() if isinstance(reply, dict) else reply
+    out: list[tuple[str, list[Entry]]] = []
+    for stream, entries in items:
+        rows: list[Entry] = []
+        for eid, flat in entries:
+            if flat is None:
+                rows.append((eid, None))
+            else:
+                it = iter(flat)
+                rows.append((eid, dict(zip(it, it, strict=True))))
+        out.append((_s(stream), rows))
+    return out
+
+
 def _stream_entries(reply: Any) -> list[tuple[str, list[Entry]]]:
     """(stream, entries) of an XREADGROUP reply (RESP2 list or RESP3 map)."""
     if not reply:
@@ -202,6 +230,12 @@ class Drainer:
         self.bidx_cache: dict[tuple[str, str], bytes] = {}
         # Redis Cluster: the streams live in different slots, one key per XREADGROUP
         self.multi_key = not isinstance(redis, RedisCluster)
+        # new entries are read through a client on the same pool that returns XREADGROUP's
+        # reply unparsed: the field lists become dicts in C (dict(zip)), not pairs_to_dict
+        self.reader: Any = None
+        if isinstance(redis, Redis):
+            self.reader = Redis(connection_pool=redis.connection_pool)
+            self.reader.set_response_callback("XREADGROUP", _raw)
 
     async def _hook(self, point: str) -> None:
         if self.hook is not None:
@@ -288,10 +322,15 @@ class Drainer:
             count = max(MIN_COUNT, self.batch // len(active))
             width = max(1, self.batch // count) if self.multi_key else 1
             keys, rest = active[:width], active[width:]
-            reply: Any = await self.redis.xreadgroup(
-                GROUP, self.consumer, dict.fromkeys(keys, ">"), count=count
-            )
-            got = [(s, e) for s, e in _stream_entries(reply) if e]
+            streams: dict[Any, Any] = dict.fromkeys(keys, ">")
+            if self.reader is not None:
+                reply: Any = await self.reader.xreadgroup(
+                    GROUP, self.consumer, streams, count=count
+                )
+                got = [(s, e) for s, e in _raw_entries(reply) if e]
+            else:
+                reply = await self.redis.xreadgroup(GROUP, self.consumer, streams, count=count)
+                got = [(s, e) for s, e in _stream_entries(reply) if e]
             full = {s for s, e in got if len(e) >= count}
             active[:] = rest + [s for s in keys if s in full]  # round robin
             if got:
@@ -346,7 +385,7 @@ class Drainer:
             bidx = b""
             ctx = b""
             if raw_ctx:
-                body: dict[str, Any] = _loads(raw_ctx)
+                body: dict[str, Any] = _decode(raw_ctx.decode())
                 imsi = body.pop("imsi", None)
                 body.pop("msisdn", None)
                 body.pop("subscription", None)
@@ -416,6 +455,9 @@ class Drainer:
                         await conn.execute(
                             "SELECT set_config($1, $2, true)", TENANT_SETTING, tenant
                         )
+                    # the tenant check the dropped foreign key made per row (migration 0004)
+                    if await conn.fetchval(TENANT_LOCK, tenant) is None:
+                        raise DrainError(f"unknown tenant {tenant!r}: batch not stored")
                     result = await conn.execute(INSERT, tenant)
                     inserted += int(result.rsplit(" ", 1)[1])
                 await self._hook("before_commit")
