@@ -82,7 +82,7 @@ def _offline_parsers(sub: Any) -> None:
     cdr = sub.add_parser("cdr", help="usage records: drain, import, reconcile")
     csub = cdr.add_subparsers(dest="cdr_command", metavar="ACTION")
     drain = csub.add_parser("drain", help="move rated records from Redis Streams to PostgreSQL")
-    drain.add_argument("--batch", type=int, default=5000)
+    drain.add_argument("--batch", type=int, default=20_000)
     drain.add_argument("--claim-idle-ms", type=int, default=60_000)
     _store_flags(drain)
     imp = csub.add_parser("import", help="import network CDRs (CSV, see docs/offline.md)")

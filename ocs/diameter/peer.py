@@ -178,23 +178,25 @@ class PeerConnection:
         return actions
 
     def on_timer(self, now: float) -> list[Action]:
-        """Call periodically (the transport uses :meth:`next_deadline`)."""
+        """Call periodically (the transport uses :meth:`next_deadline`). Deadlines are compared
+        as ``now >= start + interval``, the very sum next_deadline returns, so a timer firing
+        exactly at its deadline always acts (``now - start >= interval`` can round below)."""
         cfg = self.config
-        if self.state is PeerState.WAIT_CER and now - self._opened_at >= cfg.cer_timeout:
+        if self.state is PeerState.WAIT_CER and now >= self._opened_at + cfg.cer_timeout:
             self.state = PeerState.CLOSED
             return [Close("no CER received in time")]
-        if self.state is PeerState.WAIT_CEA and now - self._opened_at >= cfg.cer_timeout:
+        if self.state is PeerState.WAIT_CEA and now >= self._opened_at + cfg.cer_timeout:
             self.state = PeerState.CLOSED
             return [Close("no CEA received in time")]
         if self.state is PeerState.CLOSING:
-            if self._closing_since is not None and now - self._closing_since >= cfg.dpa_timeout:
+            if self._closing_since is not None and now >= self._closing_since + cfg.dpa_timeout:
                 self.state = PeerState.CLOSED
                 return [Close("disconnect completed")]
             return []
         if self.state is not PeerState.OPEN:
             return []
         if self._dwr_sent_at is not None:
-            if now - self._dwr_sent_at >= self._tw:
+            if now >= self._dwr_sent_at + self._tw:
                 if not self.suspect:
                     # RFC 3539 3.4.1: no answer within Tw makes the peer SUSPECT; it is closed
                     # only if the DWA is still missing after a further Tw.
@@ -204,7 +206,7 @@ class PeerConnection:
                 self.state = PeerState.CLOSED
                 return [Close("watchdog: no DWA within 2 x Tw")]
             return []
-        if now - self._last_rx >= self._tw:
+        if now >= self._last_rx + self._tw:
             self._dwr_sent_at = now
             action = self._send_base_request(Command.DEVICE_WATCHDOG, self._origin_with_state())
             self._dwr_hbh = next(reversed(self._base_pending))
