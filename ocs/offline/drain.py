@@ -396,42 +396,24 @@ class Drainer:
                         hexed = cache[ckey] = cipher.bidx(imsi).hex().encode()
                     bidx = hexed
                 ctx = _dumps(body).encode()
-            line = b"\t".join(
-                (
-                    tenant_b,
-                    key,
-                    prefix + eid,
-                    kind,
-                    get(b"payer") or b"",
-                    ts,
-                    get(b"unit") or b"",
-                    get(b"units") or b"",
-                    get(b"money") or b"",
-                    get(b"overrun") or b"",
-                    bidx,
-                    get(b"alloc") or b"",
-                    ctx,
-                )
+            fields = (
+                tenant_b,
+                key,
+                prefix + eid,
+                kind,
+                get(b"payer") or b"",
+                ts,
+                get(b"unit") or b"",
+                get(b"units") or b"",
+                get(b"money") or b"",
+                get(b"overrun") or b"",
+                bidx,
+                get(b"alloc") or b"",
+                ctx,
             )
+            line = b"\t".join(fields)
             if line.count(b"\t") != _TABS or b"\\" in line or b"\n" in line or b"\r" in line:
-                line = b"\t".join(
-                    _escape(v)
-                    for v in (
-                        tenant_b,
-                        key,
-                        prefix + eid,
-                        kind,
-                        get(b"payer") or b"",
-                        ts,
-                        get(b"unit") or b"",
-                        get(b"units") or b"",
-                        get(b"money") or b"",
-                        get(b"overrun") or b"",
-                        bidx,
-                        get(b"alloc") or b"",
-                        ctx,
-                    )
-                )
+                line = b"\t".join(_escape(v) for v in fields)
             append(line)
 
     async def _write(
