@@ -107,7 +107,9 @@ async def test_wallet_session_is_priced_in_money(
     first = await app.handle_ccr(data_ccr("w1", BOB_IMSI), None)
     assert granted(msccs(first)[10]) == MB
     wallet = await bucket(store, BOB_WALLET, "bob-wallet")
-    assert 0 < wallet.reserved <= 2  # 1 MB at 1-2 ct/MB, rounded up
+    # 1 MB priced by the time band of now (Berlin time): weekend 1 ct, off-peak 1.5 rounded
+    # up to 2, working-day peak 3 ct
+    assert 0 < wallet.reserved <= 3
     final = wire(build_ccr("w1", request_type=3, number=1, imsi=BOB_IMSI, msccs=[(10, -1, MB)]))
     assert (await app.handle_ccr(final, None)).get(A.AVP_RESULT_CODE) == 2001
     wallet = await bucket(store, BOB_WALLET, "bob-wallet")
