@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     write_buffer_high: int = Field(4 << 20, ge=65536)  # pause reading above this
     duplicate_cache_size: int = Field(65536, ge=0)
     shutdown_timeout: float = Field(5.0, ge=0)
+    # Process model: worker processes sharing the Diameter and HTTP ports (SO_REUSEPORT)
+    workers: int = Field(1, ge=1, le=64)
     # Storage
     redis_url: str | None = None
     database_url: str | None = None
