@@ -62,8 +62,11 @@ class Runtime:
 Attach = Callable[[Settings, Node], Awaitable[list[Closer]]]
 
 
-async def start(settings: Settings, attach: Attach | None = None) -> Runtime:
-    """Start the Diameter server; ``attach`` registers the applications on the node."""
+async def start(
+    settings: Settings, attach: Attach | None = None, *, reuse_port: bool = False
+) -> Runtime:
+    """Start the Diameter server; ``attach`` registers the applications on the node.
+    ``reuse_port`` (a worker of ``ocs serve --workers N``) shares the port with the others."""
     config = local_config(settings)
     node = Node(config.identity, duplicate_cache_size=settings.duplicate_cache_size)
     closers = await attach(settings, node) if attach is not None else []
@@ -82,7 +85,12 @@ async def start(settings: Settings, attach: Attach | None = None) -> Runtime:
         ssl_context=ssl_context,
         write_buffer_high=settings.write_buffer_high,
     )
-    await server.start()
+    try:
+        await server.start(reuse_port=reuse_port)
+    except BaseException:
+        for close in reversed(closers):
+            await close()
+        raise
     return Runtime(settings, node, server, closers)
 
 
