@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,9 +148,11 @@ async def start_api(
     redis_url: str | None = None,
     host: str | None = None,
     port: int | None = None,
+    sock: socket.socket | None = None,
 ) -> ApiServer:
     """Serve the API on ``host`` (default ``settings.host``) and ``port`` (default
-    ``settings.http_port``; 0 picks a free one) in this event loop."""
+    ``settings.http_port``; 0 picks a free one) in this event loop, or on ``sock``, a bound
+    socket (a worker of ``ocs serve --workers N`` passes one with SO_REUSEPORT)."""
     app = create_app(settings, redis_url=redis_url)
     config = uvicorn.Config(
         app,
@@ -161,7 +164,9 @@ async def start_api(
         server_header=False,
     )
     server = _EmbeddedServer(config)
-    task = asyncio.create_task(server.serve(), name="ocs-api")
+    task = asyncio.create_task(
+        server.serve(sockets=[sock] if sock is not None else None), name="ocs-api"
+    )
     while not server.started:
         if task.done():
             task.result()  # raises what stopped it
