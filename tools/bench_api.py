@@ -2,9 +2,14 @@
 
 The API runs in a child process (uvicorn, uvloop) on a real Redis; this process drives it
 over keep-alive HTTP/1.1 connections with a minimal client (so the client's own cost stays
-small). Prints one JSON document.
+small). Prints one JSON document with, next to throughput and latency, the CPU seconds the
+server process spent per request (from ``/proc/<pid>/stat``, far less sensitive than
+throughput to other load on a shared machine), the client's own CPU, and the load average.
 
     .venv/bin/python tools/bench_api.py --redis-url redis://127.0.0.1:6379/11
+
+``--py-spy FILE`` records a py-spy profile of the server during the top-ups (py-spy must be
+on PATH or next to the interpreter; ``--py-spy-format`` picks flamegraph, raw or speedscope).
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import asyncio
 import json
 import multiprocessing
 import os
+import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -93,12 +100,34 @@ async def _wait_port(port: int, timeout: float = 30.0) -> None:
     raise TimeoutError("API did not start")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def _py_spy(pid: int, out: str, fmt: str) -> subprocess.Popen[bytes]:
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    return subprocess.Popen(
+        [exe, "record", "-p", str(pid), "-o", out, "-f", fmt, "-r", "250", "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
 
 
-async def _run(args: argparse.Namespace, port: int) -> dict[str, Any]:
+async def _run(args: argparse.Namespace, port: int, pid: int) -> dict[str, Any]:
     redis = client_for_url(args.redis_url, timeout=10)
     await redis.flushdb()
     token = await create_token(redis, "demo", Scope.ADMIN)
@@ -129,9 +158,19 @@ async def _run(args: argparse.Namespace, port: int) -> dict[str, Any]:
             )
             codes[status] = codes.get(status, 0) + 1
 
+    spy = _py_spy(pid, args.py_spy, args.py_spy_format) if args.py_spy else None
+    if spy is not None:
+        await asyncio.sleep(1.0)  # py-spy attaches
+    load_before = _loadavg()
+    server0, client0 = _cpu_seconds(pid), time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(top_ups(c, args.top_ups) for c in conns))
     elapsed = time.perf_counter() - started
+    server_top_up = _cpu_seconds(pid) - server0
+    client_top_up = time.process_time() - client0
+    if spy is not None:
+        spy.send_signal(2)  # SIGINT: py-spy writes its output
+        spy.wait(30)
     status, body = await conns[0].request("GET", "/v1/wallets/bob-wallet", token)
     balance = json.loads(body)["available"]
 
@@ -145,9 +184,12 @@ async def _run(args: argparse.Namespace, port: int) -> dict[str, Any]:
             assert status == 200
 
     per = args.reads // args.read_concurrency
+    server0, client0 = _cpu_seconds(pid), time.process_time()
     r0 = time.perf_counter()
     await asyncio.gather(*(reads(c, per) for c in conns[: args.read_concurrency]))
     read_elapsed = time.perf_counter() - r0
+    server_read = _cpu_seconds(pid) - server0
+    client_read = time.process_time() - client0
     for c in [conn, *conns]:
         c.writer.close()
     ms = [x * 1000 for x in latencies]
@@ -156,11 +198,15 @@ async def _run(args: argparse.Namespace, port: int) -> dict[str, Any]:
         "top_up_concurrency": args.concurrency,
         "top_ups_per_s": round(args.top_ups / elapsed, 1),
         "top_up_status": codes,
+        "top_up_server_cpu_us": round(server_top_up / args.top_ups * 1e6, 1),
+        "top_up_client_cpu_us": round(client_top_up / args.top_ups * 1e6, 1),
         "balance_after": balance,
         "balance_expected": 1000 + args.top_ups,
         "reads": len(ms),
         "read_concurrency": args.read_concurrency,
         "reads_per_s": round(len(ms) / read_elapsed, 1),
+        "read_server_cpu_us": round(server_read / len(ms) * 1e6, 1),
+        "read_client_cpu_us": round(client_read / len(ms) * 1e6, 1),
         "read_ms": {
             "p50": round(statistics.median(ms), 3),
             "p90": round(_pct(ms, 0.90), 3),
@@ -168,6 +214,8 @@ async def _run(args: argparse.Namespace, port: int) -> dict[str, Any]:
             "max": round(max(ms), 3),
         },
         "cpus": os.cpu_count(),
+        "loadavg_before": load_before,
+        "loadavg_after": _loadavg(),
     }
 
 
@@ -178,6 +226,10 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--reads", type=int, default=5000)
     parser.add_argument("--read-concurrency", type=int, default=4)
+    parser.add_argument("--py-spy", metavar="FILE", help="profile the server during top-ups")
+    parser.add_argument(
+        "--py-spy-format", default="raw", choices=("flamegraph", "raw", "speedscope")
+    )
     args = parser.parse_args()
     port = _free_port()
     with tempfile.TemporaryDirectory() as data_dir:
@@ -188,7 +240,8 @@ def main() -> int:
         try:
             import uvloop
 
-            result = uvloop.run(_run(args, port))
+            assert proc.pid is not None
+            result = uvloop.run(_run(args, port, proc.pid))
         finally:
             proc.terminate()
             proc.join(10)
