@@ -28,6 +28,7 @@ from ocs.rating.catalogue import (
     UpperLevel,
 )
 from ocs.rating.clock import LocalClock
+from ocs.rating.context import SERVICE_UNIT
 from ocs.rating.errors import Issue, Severity
 from ocs.rating.filters import (
     Predicate,
@@ -482,6 +483,8 @@ def compile_catalogue(sections: dict[str, list[Sourced]]) -> tuple[Catalogue | N
     for where, item in owned:
         if item.account not in accounts:
             c.error(where.at("account"), f"unknown account {item.account!r}")
+        if isinstance(item, Pool):
+            _check_lifecycle(c, where, item, addons, funds.wallets)
     upper = c.accounts(accounts, plans, funds)
 
     default_tz = tenant.time_zone if tenant is not None else "UTC"
@@ -552,3 +555,23 @@ def compile_catalogue(sections: dict[str, list[Sourced]]) -> tuple[Catalogue | N
         warnings=warnings,
     )
     return catalogue, c.issues
+
+
+def _check_lifecycle(
+    c: _Compiler, where: Where, pool: Pool, addons: dict[str, Addon], wallets: dict[str, Wallet]
+) -> None:
+    """A pool's auto top-off names an add-on of its unit; a renewal charged to a wallet
+    names a wallet."""
+    rule = pool.auto_top_off
+    if rule is not None:
+        addon = addons.get(rule.addon)
+        if addon is None:
+            c.error(where.at("auto_top_off.addon"), f"unknown add-on {rule.addon!r}")
+        elif SERVICE_UNIT[addon.service] != pool.unit:
+            c.error(
+                where.at("auto_top_off.addon"),
+                f"add-on {addon.id!r} is {addon.service}, pool {pool.id!r} holds {pool.unit}",
+            )
+    renewal = pool.renewal
+    if renewal is not None and renewal.wallet is not None and renewal.wallet not in wallets:
+        c.error(where.at("renewal.wallet"), f"unknown wallet {renewal.wallet!r}")

@@ -424,6 +424,33 @@ class Account(Base):
         return self
 
 
+class AutoTopOff(Base):
+    """Buy `addon` automatically when a reservation on the pool cannot be met in full, at
+    most `max_per_period` times a period (default: the add-on's own cap; none: no cap)."""
+
+    addon: Id
+    max_per_period: Positive | None = None
+
+
+class Renewal(Base):
+    """Renew the pool's allowance at the end of its period (`on: period_end`) or as soon as
+    it is used up (`on: depleted`, which starts a new period). `fee` goes on the invoice or
+    is debited from `wallet`; a fee the wallet cannot pay follows `on_failure` (see
+    docs/lifecycle.md)."""
+
+    on: Literal["period_end", "depleted"] = "period_end"
+    fee: MinorUnits = 0
+    charge_to: Literal["invoice", "wallet"] = "invoice"
+    wallet: Id | None = None
+    on_failure: Literal["suspend", "overage", "notify"] = "suspend"
+
+    @model_validator(mode="after")
+    def _wallet(self) -> Renewal:
+        if (self.charge_to == "wallet") != (self.wallet is not None):
+            raise ValueError("a renewal charged to a wallet names the wallet (and only then)")
+        return self
+
+
 class Pool(Base):
     id: Id
     account: Id
@@ -433,6 +460,20 @@ class Pool(Base):
     unit: Unit = Unit.BYTES
     size: Count
     credit_limit: MinorUnits | None = None
+    period: Period = "month"
+    tiers: list[Positive] = Field(default_factory=list)
+    """adaptive: the sizes the pool steps up to after `size`, strictly increasing."""
+    renewal: Renewal | None = None
+    auto_top_off: AutoTopOff | None = None
+
+    @model_validator(mode="after")
+    def _tiers(self) -> Pool:
+        if self.tiers and self.kind != "adaptive":
+            raise ValueError("only adaptive pools have tiers")
+        steps = [self.size, *self.tiers]
+        if any(b <= a for a, b in itertools.pairwise(steps)):
+            raise ValueError("tiers must be strictly increasing and larger than size")
+        return self
 
 
 class Wallet(Base):
