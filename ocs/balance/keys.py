@@ -22,6 +22,7 @@ PAYERS: Final = f"{PREFIX}:payers"  # SET of payer tags (tenant:kind:id)
 CATALOG: Final = f"{PREFIX}:catalog"  # HASH path, tenant, applied_at
 MSISDN_INDEX: Final = f"{PREFIX}:msisdn"  # HASH msisdn -> payer tag of its first twin
 FAILOVER: Final = f"{PREFIX}:failover"  # no Redis here: the file name under data_dir
+LIFECYCLE_EVENTS: Final = f"{PREFIX}:lifecycle:events"  # STREAM of renewal failures etc.
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,12 @@ class PayerKeys:
     @property
     def stream(self) -> str:
         return f"{PREFIX}:{{{self.tag}}}:cdr"
+
+    @property
+    def lifecycle(self) -> str:
+        """HASH of the payer's lifecycle (docs/lifecycle.md): current period, adaptive tier,
+        auto top-off rule and per-period counters, renewal markers."""
+        return f"{PREFIX}:{{{self.tag}}}:life"
 
     def done(self, request_id: str) -> str:
         """Idempotency record of one request on this payer."""
