@@ -62,6 +62,7 @@ class BalanceStore:
             k.reservation_index,
             k.done(req.request_id),
             k.stream,
+            k.lifecycle,
         )
         args = (
             req.request_id,

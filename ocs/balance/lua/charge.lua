@@ -12,6 +12,9 @@
 -- KEYS[4] rsvidx   ZSET  reservation member scored by its reclaim deadline (ms)
 -- KEYS[5] done     STRING result of this request id (idempotency), with a TTL
 -- KEYS[6] stream   STREAM rated usage records of this payer
+-- KEYS[7] life     HASH  lifecycle (docs/lifecycle.md): period, adaptive tier and ladder,
+--                        auto top-off rule and its per-period counter; read only when the
+--                        payer cannot cover a request (never on the common path)
 --
 -- ARGV[1]  request id          ARGV[2]  now (ms)          ARGV[3]  unit
 -- ARGV[4]  used units          ARGV[5]  wanted units      ARGV[6]  minimum grant
@@ -41,26 +44,32 @@ local mode = ARGV[12]
 
 local function I(n) return string.format('%d', n) end
 
--- Usable buckets in consumption order: priority, then earliest expiry, then id.
-local defs = redis.call('HGETALL', KEYS[1])
-local order = {}
-for i = 1, #defs, 2 do
-  local d = cjson.decode(defs[i + 1])
-  local to = tonumber(d.to or 0)
-  local from = tonumber(d.from or 0)
-  local money = d.unit == 'money'
-  if (d.unit == unit or (money and den > 0)) and from <= now and (to == 0 or now < to) then
-    order[#order + 1] = {id = defs[i], prio = tonumber(d.prio or 0), to = to, money = money,
-                         unlimited = d.unlimited and true or false}
+-- Usable buckets in consumption order: priority, then earliest expiry, then id. A bucket
+-- on hold (a pool suspended for an unpaid renewal) is not usable.
+local order
+local function build_order()
+  local defs = redis.call('HGETALL', KEYS[1])
+  order = {}
+  for i = 1, #defs, 2 do
+    local d = cjson.decode(defs[i + 1])
+    local to = tonumber(d.to or 0)
+    local from = tonumber(d.from or 0)
+    local money = d.unit == 'money'
+    if (d.unit == unit or (money and den > 0)) and from <= now and (to == 0 or now < to)
+        and not d.hold then
+      order[#order + 1] = {id = defs[i], prio = tonumber(d.prio or 0), to = to, money = money,
+                           unlimited = d.unlimited and true or false}
+    end
   end
+  table.sort(order, function(a, b)
+    if a.prio ~= b.prio then return a.prio < b.prio end
+    local ta = a.to == 0 and math.huge or a.to
+    local tb = b.to == 0 and math.huge or b.to
+    if ta ~= tb then return ta < tb end
+    return a.id < b.id
+  end)
 end
-table.sort(order, function(a, b)
-  if a.prio ~= b.prio then return a.prio < b.prio end
-  local ta = a.to == 0 and math.huge or a.to
-  local tb = b.to == 0 and math.huge or b.to
-  if ta ~= tb then return ta < tb end
-  return a.id < b.id
-end)
+build_order()
 
 local function avail(b)
   return tonumber(redis.call('HGET', KEYS[2], b.id .. ':a') or '0')
@@ -98,9 +107,72 @@ local function take(need, field)
 end
 
 local total_units = 0
-for _, b in ipairs(order) do
-  total_units = total_units + capacity(b)
+local function count_units()
+  total_units = 0
+  for _, b in ipairs(order) do total_units = total_units + capacity(b) end
 end
+count_units()
+
+local function record(kind, id, alloc, ctx)
+  redis.call('XADD', KEYS[6], '*', 'kind', kind, 'id', id, 'payer', ARGV[14], 'ts', I(now),
+    'units', '0', 'money', '0', 'alloc', cjson.encode(alloc), 'ctx', cjson.encode(ctx))
+end
+
+-- Lifecycle, when what the payer has cannot cover `need` units: an adaptive pool steps up
+-- its tier ladder (the last tier is the cap), then the auto top-off add-on is bought, at
+-- most `cap` times in the current period. Both credit buckets and write their record here,
+-- in the same atomic step as the reservation that needed them.
+local function replenish(need)
+  local life = redis.call('HMGET', KEYS[7], 'ladder', 'tier', 'topoff', 'period', 'hold')
+  if life[5] then return end  -- suspended: no step, no purchase
+  local period = life[4] or ''
+  local changed = false
+  if life[1] then
+    local lad = cjson.decode(life[1])
+    local tier = tonumber(life[2] or '0')
+    local start = tier
+    while lad.u == unit and total_units < need and tier + 1 < #lad.s do
+      local delta = lad.s[tier + 2] - lad.s[tier + 1]
+      redis.call('HINCRBY', KEYS[2], lad.b .. ':a', delta)
+      redis.call('HINCRBY', KEYS[2], lad.b .. ':i', delta)
+      tier = tier + 1
+      total_units = total_units + delta
+      record('tier', 'tier:' .. ARGV[14] .. ':' .. period .. ':' .. tier, {{lad.b, I(delta)}},
+        {api = 'tier-step', pool = lad.pool, account = lad.account, tier = tier,
+         size = lad.s[tier + 1], period = period})
+    end
+    if tier ~= start then
+      redis.call('HSET', KEYS[7], 'tier', I(tier))
+      changed = true
+    end
+  end
+  if life[3] and total_units < need then
+    local rule = cjson.decode(life[3])
+    local counter = 'topoffs:' .. period
+    local n = tonumber(redis.call('HGET', KEYS[7], counter) or '0')
+    if rule.u == unit and (rule.cap == 0 or n < rule.cap) then
+      n = n + 1
+      local bid = rule.pool .. ':auto:' .. period .. ':' .. n
+      redis.call('HSET', KEYS[1], bid, cjson.encode({unit = unit, prio = rule.prio, from = 0,
+        to = I(now + rule.ms), unlimited = false}))
+      redis.call('HSET', KEYS[2], bid .. ':a', I(rule.units), bid .. ':r', '0',
+        bid .. ':u', '0', bid .. ':i', I(rule.units))
+      redis.call('HSET', KEYS[7], counter, I(n))
+      record('topoff', 'auto-top-off:' .. ARGV[14] .. ':' .. period .. ':' .. n,
+        {{bid, I(rule.units)}},
+        {api = 'auto-top-off', addon = rule.addon, price = rule.price,
+         currency = rule.currency, pool = rule.pool, account = rule.account, period = period,
+         count = n})
+      changed = true
+    end
+  end
+  if changed then
+    build_order()
+    count_units()
+  end
+end
+
+if mode == 'debit' and total_units < used then replenish(used) end
 
 -- A debit (event) is all or nothing, and needs no reservation.
 if mode == 'debit' and total_units < used then
@@ -138,8 +210,7 @@ if raw then
   redis.call('HDEL', KEYS[3], member)
   redis.call('ZREM', KEYS[4], member)
   -- units released back count again as available for the grant below
-  total_units = 0
-  for _, b in ipairs(order) do total_units = total_units + capacity(b) end
+  count_units()
 end
 
 -- Usage beyond the reservation (or a debit) is taken from what is available now.
@@ -152,14 +223,14 @@ if used > committed then
   end
   overrun = used - committed - got
   committed = committed + got
-  total_units = 0
-  for _, b in ipairs(order) do total_units = total_units + capacity(b) end
+  count_units()
 end
 
 -- 2. Reserve a new grant. Fair share: with L live reservations on the payer, a session gets
 -- at most available / (L + 1), but never less than the minimum grant (when available).
 local live = redis.call('ZCARD', KEYS[4])
 local granted, money = 0, 0
+if want > 0 and mode == 'session' and total_units < want then replenish(want) end
 if want > 0 and mode == 'session' then
   local grant = want
   if total_units ~= math.huge and total_units < want * (live + 1) then
