@@ -1,12 +1,27 @@
-"""Prometheus metrics of the charging path. One :class:`ChargingMetrics` per registry; the
-server uses the process-wide default (exposed on ``/metrics``), tests pass their own.
+"""Prometheus metrics of ocs. One collector set per registry; the server uses the process-wide
+default (exposed on ``/metrics``), tests pass their own.
 
-The per-CCR counters go through :meth:`ChargingMetrics.count_ccr` and ``count_mscc``, which
-keep the labelled children in dicts: ``.labels(...)`` validates and hashes its arguments
-under a lock on every call, which costs more than the increment itself."""
+Three groups, each a class so a registry holds each metric once:
+
+- :class:`ChargingMetrics`: the Gy/Ro path (CCRs, MSCCs, latency, sessions, reservations,
+  quota exhaustion and Final-Unit-Indication, Redis errors, failure handling);
+- :class:`ApiMetrics`: what the HTTP API moves (top-ups by currency);
+- :class:`OfflineMetrics`: the CDR drain, bill runs and PostgreSQL errors.
+
+The per-CCR counters go through :meth:`ChargingMetrics.count_ccr`, ``count_mscc`` and
+``count_grant``, which keep the labelled children in dicts: ``.labels(...)`` validates and
+hashes its arguments under a lock on every call, which costs more than the increment itself.
+
+Every Gauge names its ``multiprocess_mode`` (used when ``PROMETHEUS_MULTIPROC_DIR`` is set
+and several workers write the same metrics): per-process quantities add up over the live
+workers (``livesum``), quantities every worker measures from the shared store take the
+largest live value (``livemax``). Metric names are stable: dashboards and alert rules in
+``docker/grafana`` and ``config/alerts.yml`` use them (``tests/ops/test_packaging.py``).
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Final
 
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
@@ -15,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 LATENCY_BUCKETS: Final = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
+FUI_TERMINATE: Final = "terminate"
 
 
 class ChargingMetrics:
@@ -41,7 +57,10 @@ class ChargingMetrics:
             registry=reg,
         )
         self.active_sessions = Gauge(
-            "ocs_active_sessions", "Gy sessions open in this process", registry=reg
+            "ocs_active_sessions",
+            "Gy sessions open in this process",
+            registry=reg,
+            multiprocess_mode="livesum",
         )
         self.redis_errors = Counter(
             "ocs_redis_errors", "Redis calls that failed or timed out", registry=reg
@@ -55,6 +74,29 @@ class ChargingMetrics:
         self.reclaimed = Counter(
             "ocs_reservations_reclaimed",
             "Reservations released after Validity-Time and grace",
+            registry=reg,
+        )
+        self.granted = Counter(
+            "ocs_reservations_granted",
+            "Reservations granted (an MSCC answered with Granted-Service-Unit)",
+            registry=reg,
+        )
+        self.outstanding = Gauge(
+            "ocs_reservations_outstanding",
+            "Reservations held in the balance store (all payers), measured periodically",
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.exhausted = Counter(
+            "ocs_quota_exhausted",
+            "MSCCs that asked for units and got none (Credit limit reached), by payer kind",
+            ["payer_kind"],
+            registry=reg,
+        )
+        self.final_units = Counter(
+            "ocs_final_unit_indications",
+            "MSCC answers carrying a Final-Unit-Indication, by Final-Unit-Action",
+            ["action"],
             registry=reg,
         )
         self._ccr_children: dict[tuple[str, int], Counter] = {}
@@ -78,13 +120,141 @@ class ChargingMetrics:
             counter = self._mscc_children[result] = self.mscc.labels(str(result))
         counter.inc()
 
+    def count_grant(self, want: int, granted: int, left: int, action: str, payer: str) -> None:
+        """One MSCC's reservation outcome: ``granted`` units of the ``want`` asked for, ``left``
+        behind on ``payer`` (``tenant:kind:id``). The answer carries a Final-Unit-Indication
+        when nothing is left behind a grant, or when nothing was granted and ``action`` is not
+        terminate (redirect, restrict access), the rules of ``ChargingApplication._mscc_for``."""
+        if granted > 0:
+            self.granted.inc()
+            if left == 0:
+                self.final_units.labels(action).inc()
+        elif want > 0:
+            self.exhausted.labels(_payer_kind(payer)).inc()
+            if action != FUI_TERMINATE:
+                self.final_units.labels(action).inc()
 
-_default: ChargingMetrics | None = None
+
+class ApiMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        reg = registry if registry is not None else DEFAULT_REGISTRY
+        self.topups = Counter(
+            "ocs_topups", "Wallet top-ups applied (replays excluded), by currency", ["currency"],
+            registry=reg,
+        )  # fmt: skip
+        self.topup_amount = Counter(
+            "ocs_topup_amount_minor",
+            "Money credited by top-ups in minor units (cents), by currency",
+            ["currency"],
+            registry=reg,
+        )
+
+    def count_topup(self, currency: str, amount: int) -> None:
+        self.topups.labels(currency).inc()
+        self.topup_amount.labels(currency).inc(amount)
+
+
+class OfflineMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        reg = registry if registry is not None else DEFAULT_REGISTRY
+        self.postgres_errors = Counter(
+            "ocs_postgres_errors",
+            "PostgreSQL calls that failed (connect, query, transaction)",
+            registry=reg,
+        )
+        self.drain_records = Counter(
+            "ocs_drain_records",
+            "Rated usage records moved from the Redis streams to PostgreSQL, by outcome "
+            "(inserted, duplicate: already stored)",
+            ["outcome"],
+            registry=reg,
+        )
+        self.drain_passes = Counter(
+            "ocs_drain_passes", "Drain passes that read every stream to its end", registry=reg
+        )
+        self.drain_last_pass = Gauge(
+            "ocs_drain_last_pass_timestamp_seconds",
+            "Unix time the last complete drain pass finished: every record written before the "
+            "pass started is in PostgreSQL",
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.billrun_started = Counter(
+            "ocs_billrun_runs_started", "Bill runs started (preview included)", registry=reg
+        )
+        self.billrun_finished = Counter(
+            "ocs_billrun_runs_finished",
+            "Bill runs that finished, by outcome (issued, preview); a run started and not "
+            "finished failed or is still running",
+            ["outcome"],
+            registry=reg,
+        )
+        self.billrun_accounts_total = Gauge(
+            "ocs_billrun_accounts",
+            "Accounts selected by the bill run in progress",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self.billrun_accounts_done = Gauge(
+            "ocs_billrun_accounts_done",
+            "Accounts the bill run in progress has dealt with (invoiced or already done)",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+
+    def billrun_begin(self, accounts: int) -> None:
+        self.billrun_started.inc()
+        self.billrun_accounts_total.set(accounts)
+        self.billrun_accounts_done.set(0)
+
+    def billrun_progress(self, done: int) -> None:
+        self.billrun_accounts_done.set(done)
+
+    def billrun_finish(self, outcome: str) -> None:
+        self.billrun_finished.labels(outcome).inc()
+
+    def drain_pass(self, inserted: int, duplicates: int) -> None:
+        """One complete drain pass (every stream read to its end)."""
+        self.drain_records.labels("inserted").inc(inserted)
+        self.drain_records.labels("duplicate").inc(duplicates)
+        self.drain_passes.inc()
+        self.drain_last_pass.set(time.time())
+
+
+def _payer_kind(payer: str) -> str:
+    parts = payer.split(":")
+    return parts[1] if len(parts) >= 3 else "unknown"
+
+
+def register_all(registry: CollectorRegistry) -> tuple[ChargingMetrics, ApiMetrics, OfflineMetrics]:
+    """Every metric of ocs on ``registry`` (tests list the names the dashboards may use)."""
+    return ChargingMetrics(registry), ApiMetrics(registry), OfflineMetrics(registry)
+
+
+_charging: ChargingMetrics | None = None
+_api: ApiMetrics | None = None
+_offline: OfflineMetrics | None = None
 
 
 def default_metrics() -> ChargingMetrics:
-    """The process-wide metrics on the default registry (created once)."""
-    global _default  # noqa: PLW0603 - one set of collectors per process registry
-    if _default is None:
-        _default = ChargingMetrics()
-    return _default
+    """The process-wide charging metrics on the default registry (created once)."""
+    global _charging  # noqa: PLW0603 - one set of collectors per process registry
+    if _charging is None:
+        _charging = ChargingMetrics()
+    return _charging
+
+
+def api_metrics() -> ApiMetrics:
+    """The process-wide API metrics on the default registry (created once)."""
+    global _api  # noqa: PLW0603 - one set of collectors per process registry
+    if _api is None:
+        _api = ApiMetrics()
+    return _api
+
+
+def offline_metrics() -> OfflineMetrics:
+    """The process-wide offline metrics on the default registry (created once)."""
+    global _offline  # noqa: PLW0603 - one set of collectors per process registry
+    if _offline is None:
+        _offline = OfflineMetrics()
+    return _offline

@@ -1,0 +1,127 @@
+"""The metrics port: ``/metrics`` (Prometheus text format), ``/healthz`` and ``/readyz``.
+
+A small threaded HTTP server, like prometheus_client's ``start_http_server`` (a scrape never
+waits behind charging work for the encoding of the metrics), with two more paths whose
+answers come from the event loop the components run in:
+
+- ``/healthz``: 200 when the event loop runs a no-op within ``LIVENESS_TIMEOUT``; 503
+  otherwise (a loop stuck that long serves nobody, and a restart is the cure);
+- ``/readyz``: the registered checks (:mod:`ocs.observability.health`), run in the loop;
+  200 with every check ``ok``, else 503 naming the failing ones.
+
+Both answer ``application/json``: ``{"status": ..., "checks": {name: "ok" | reason}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import TimeoutError as FutureTimeout
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Final
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from ocs.observability.health import Health, default_health
+
+log = logging.getLogger(__name__)
+
+LIVENESS_TIMEOUT: Final = 10.0  # seconds the event loop may take to run a no-op
+JSON: Final = "application/json"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    registry: CollectorRegistry
+    health: Health
+    loop: asyncio.AbstractEventLoop
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+            self._send(200, content_type, encoder(self.server.registry))
+        elif path == "/healthz":
+            alive = self._in_loop(asyncio.sleep, LIVENESS_TIMEOUT, 0) is not _FAILED
+            body = {"status": "alive" if alive else "event loop not answering"}
+            self._json(200 if alive else 503, body)
+        elif path == "/readyz":
+            health = self.server.health
+            got = self._in_loop(health.ready, health.timeout + LIVENESS_TIMEOUT)
+            if got is _FAILED:
+                self._json(503, {"status": "not ready", "checks": {"loop": "not answering"}})
+            else:
+                self._json(200 if got.ready else 503, got.as_json())
+        else:
+            self._json(404, {"status": "not found", "paths": ["/metrics", "/healthz", "/readyz"]})
+
+    def _in_loop(self, func: Callable[..., Awaitable[Any]], timeout: float, *args: Any) -> Any:
+        try:
+            future = asyncio.run_coroutine_threadsafe(_call(func, *args), self.server.loop)
+            return future.result(timeout)
+        except (FutureTimeout, RuntimeError):  # stuck, or the loop is closed
+            return _FAILED
+
+    def _json(self, status: int, body: dict[str, Any]) -> None:
+        self._send(status, JSON, json.dumps(body).encode())
+
+    def _send(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log (scrapes and probes every few seconds)."""
+
+
+_FAILED: Final = object()
+
+
+async def _call(func: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    return await func(*args)
+
+
+class OpsServer:
+    """The running metrics-port server; ``port`` is the bound one (0 asks for a free one)."""
+
+    def __init__(self, httpd: _Server, thread: threading.Thread) -> None:
+        self._httpd = httpd
+        self._thread = thread
+        self.port: int = httpd.server_address[1]
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._shutdown)
+
+    def _shutdown(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(5)
+
+
+def start_ops_server(
+    port: int,
+    host: str = "127.0.0.1",
+    *,
+    registry: CollectorRegistry = REGISTRY,
+    health: Health | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> OpsServer:
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``host:port`` in a thread. Call it
+    from the event loop whose components the checks look at (or pass ``loop``)."""
+    httpd = _Server((host, port), _Handler)
+    httpd.registry = registry
+    httpd.health = health if health is not None else default_health()
+    httpd.loop = loop if loop is not None else asyncio.get_running_loop()
+    thread = threading.Thread(target=httpd.serve_forever, name="ocs-metrics", daemon=True)
+    thread.start()
+    return OpsServer(httpd, thread)

@@ -1,0 +1,71 @@
+"""Logging set-up: plain text for a terminal, or one JSON object per line for a collector.
+
+``--log-format json`` (``OCS_LOG_FORMAT=json``) writes, per record::
+
+    {"ts": "2026-11-30T08:15:02.123Z", "level": "WARNING", "logger": "ocs.charging.sessions",
+     "msg": "session state not written: ...", "session_id": "gw1;1;42", "result_code": 5012}
+
+``ts`` is UTC with milliseconds; ``exc`` holds the formatted traceback when there is one.
+Every field a caller passed with ``extra=`` (``session_id``, ``origin_host``,
+``result_code``, ...) is added as it is (values JSON cannot hold are written with ``str``).
+Only warning and error paths pass such fields: the charging hot path does not log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any, Final, Literal, TextIO
+
+LogFormat = Literal["text", "json"]
+TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# what a LogRecord holds of its own; any other attribute came from ``extra=``
+_STANDARD: Final = frozenset(
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
+    | {"message", "asctime", "taskName"}
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record (no newline inside: tracebacks are escaped)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": _utc(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            out["exc"] = record.exc_text
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+def _utc(created: float) -> str:
+    seconds = int(created)
+    millis = int((created - seconds) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def configure_logging(
+    level: str = "INFO", fmt: LogFormat = "text", stream: TextIO | None = None
+) -> logging.Handler:
+    """Make the root logger write ``level`` and above to ``stream`` (stderr) in ``fmt``,
+    replacing the handlers it had; returns the handler."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    return handler
