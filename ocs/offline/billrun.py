@@ -13,7 +13,6 @@ twice and no number is skipped.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
@@ -40,6 +39,13 @@ from ocs.offline.charges import (
 )
 from ocs.offline.crypto import TenantCipher
 from ocs.offline.db import Connection, Database, enter_tenant
+from ocs.offline.purchases import (
+    Purchase,
+    PurchaseError,
+    drained_purchases,
+    manual_topoff_lines,
+    purchase_lines,
+)
 from ocs.offline.usage import EXCLUDED_PAYERS, usage_lines
 from ocs.rating.catalogue import Catalogue
 
@@ -141,11 +147,13 @@ async def _subs(conn: Connection, cipher: TenantCipher, account: str) -> list[Su
 @dataclass(slots=True)
 class Prefetch:
     """What the run reads once for all its accounts, in one consistent snapshot: usage lines
-    per buyer (``usage.usage_lines``), pool usage and members per payer."""
+    per buyer (``usage.usage_lines``), pool usage and members per payer, drained purchases
+    (top-offs, renewals) per buyer."""
 
     usage: dict[str, list[Line]]
     pool_used: dict[str, int]
     pool_members: dict[str, set[int]]
+    purchases: dict[str, list[Purchase]] = field(default_factory=dict)
 
 
 async def prefetch(
@@ -179,7 +187,11 @@ async def prefetch(
             payers,
         ):
             members[r["payer"]].add(r["sub_id"])
-    return Prefetch(usage, used, members)
+    try:
+        purchases = await drained_purchases(conn, catalogue, accounts, period)
+    except PurchaseError as exc:
+        raise BillRunError(str(exc)) from None
+    return Prefetch(usage, used, members, purchases)
 
 
 async def prefetch_run(
@@ -254,31 +266,7 @@ async def _other_lines(
                 r["amount"],
             )
         )
-    topoffs: dict[str, int] = defaultdict(int)
-    for r in await conn.fetch(
-        "SELECT addon_id FROM topoff_purchases WHERE account_id = $1 AND at >= $2 AND at < $3",
-        account.account_id,
-        period.start,
-        period.end,
-    ):
-        topoffs[r["addon_id"]] += 1
-    for addon_id, count in sorted(topoffs.items()):
-        addon = catalogue.addons.get(addon_id)
-        if addon is None:
-            raise BillRunError(f"top-off {addon_id!r}: not in the catalogue")
-        out.append(
-            Line(
-                issuer,
-                addon.currency,
-                "topoff",
-                f"Top-off {addon.name or addon.id}",
-                "telecom",
-                Decimal(count),
-                "each",
-                count * addon.price,
-            )
-        )
-    return out
+    return out + await manual_topoff_lines(conn, catalogue, account, period)
 
 
 async def compute_account(
@@ -297,7 +285,11 @@ async def compute_account(
     lines = fee_lines(catalogue, account, subs, period)
     pools = await conn.fetch("SELECT * FROM pool_terms WHERE account_id = $1", account.account_id)
     lines += _pool_lines(pools, account, subs, period, catalogue.tenant.id, facts)
-    lines += await _other_lines(conn, catalogue, account, period)
+    try:
+        lines += await _other_lines(conn, catalogue, account, period)
+    except PurchaseError as exc:
+        raise BillRunError(str(exc)) from None
+    lines += purchase_lines(catalogue, account, facts.purchases.get(account.account_id, []))
     lines += facts.usage.get(account.account_id, [])
     lines = [line for line in lines if line.net != 0]
     apply_tax(lines, rules, account)

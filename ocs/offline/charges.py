@@ -80,7 +80,7 @@ class TaxRule:
 class Line:
     issuer: str
     currency: str
-    kind: str  # recurring | one_time | usage | pool | overage | topoff
+    kind: str  # recurring | one_time | usage | pool | overage | topoff | renewal
     description: str
     product_class: str
     quantity: Decimal
@@ -300,7 +300,15 @@ def assemble(account: AccountRow, lines: Iterable[Line]) -> list[DraftInvoice]:
                 account.account_id, line.issuer, line.currency, level, account.template
             )
         drafts[key].lines.append(line)
-    order = {"recurring": 0, "one_time": 1, "pool": 2, "overage": 3, "usage": 4, "topoff": 5}
+    order = {
+        "recurring": 0,
+        "one_time": 1,
+        "pool": 2,
+        "overage": 3,
+        "usage": 4,
+        "topoff": 5,
+        "renewal": 6,
+    }
     for draft in drafts.values():
         draft.lines.sort(key=lambda x: (order.get(x.kind, 9), x.description))
     return [drafts[k] for k in sorted(drafts)]
