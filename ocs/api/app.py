@@ -20,6 +20,7 @@ from fastapi.openapi.utils import get_openapi
 
 from ocs.api import catalogue, events, pools, sessions, subscriptions, wallets
 from ocs.api.auth import TokenCache
+from ocs.api.health import router as health_router
 from ocs.api.problems import PROBLEM_JSON, BodyLimit, ProblemDocument, install
 from ocs.api.state import ApiState
 from ocs.api.tenants import TenantCatalogues
@@ -92,6 +93,7 @@ def create_app(
     install(app)
     for module in (wallets, pools, subscriptions, sessions, catalogue, events):
         app.include_router(module.router)
+    app.include_router(health_router)  # /healthz, /readyz (no token)
 
     @app.get("/health", tags=["health"])
     async def health() -> dict[str, str]:
