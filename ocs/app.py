@@ -51,9 +51,12 @@ class ChargingAttacher:
     the network command dispatcher and, ``with_http``, the HTTP API and /metrics. After the
     server started, ``runtime`` is the charging runtime (tests and tools reach it here)."""
 
-    def __init__(self, catalog_path: str | None, *, with_http: bool = True) -> None:
+    def __init__(
+        self, catalog_path: str | None, *, with_http: bool = True, reuse_port: bool = False
+    ) -> None:
         self.catalog_path = catalog_path
         self.with_http = with_http
+        self.reuse_port = reuse_port  # a worker: the HTTP port is shared (SO_REUSEPORT)
         self.runtime: ChargingRuntime | None = None
 
     async def __call__(self, settings: Settings, node: Node) -> list[Closer]:
@@ -75,7 +78,12 @@ class ChargingAttacher:
             if self.with_http and settings.http_port:
                 from .api import start_api  # noqa: PLC0415
 
-                api = await start_api(settings, redis_url=runtime.redis.url)
+                sock = None
+                if self.reuse_port:
+                    from .workers import reuse_port_socket  # noqa: PLC0415
+
+                    sock = reuse_port_socket(settings.host, settings.http_port)
+                api = await start_api(settings, redis_url=runtime.redis.url, sock=sock)
                 closers.append(api.stop)
                 log.info("HTTP API on http://%s:%s", settings.host, api.port)
             if self.with_http and (close_metrics := _metrics_server(settings)) is not None:
