@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     _server_flags(serve)
     demo = sub.add_parser("demo", help="load policies/demo and serve it on embedded defaults")
     _server_flags(demo)
+    for p in (serve, demo):
+        p.add_argument(
+            "--workers",
+            type=int,
+            help="worker processes sharing the ports (OCS_WORKERS, default 1; see docs/scaling.md)",
+        )
     demo.add_argument("--catalog", default="policies/demo", help="catalogue folder to load")
 
     catalog = sub.add_parser("catalog", help="validate or apply a product catalogue")
@@ -186,6 +192,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
         http_port=getattr(args, "http_port", None),
         metrics_port=getattr(args, "metrics_port", None),
         log_level=getattr(args, "log_level", None),
+        workers=getattr(args, "workers", None),
     )
 
 
@@ -223,6 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .app import run_server  # noqa: PLC0415
 
             catalog = args.catalog if args.command == "demo" else None
+            if settings.workers > 1:
+                from .workers import run_supervisor  # noqa: PLC0415
+
+                return run_supervisor(settings, demo_catalog=catalog)
             return int(_run(run_server(settings, demo_catalog=catalog)))
         if args.command == "catalog" and args.catalog_command == "apply":
             from .app import apply_catalog_cli  # noqa: PLC0415
