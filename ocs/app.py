@@ -10,12 +10,9 @@ disables it).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
-
-from prometheus_client import start_http_server
 
 from .charging import (
     ChargingRuntime,
@@ -27,6 +24,8 @@ from .charging import (
 from .config import Settings
 from .diameter.constants import Application, Command
 from .diameter.node import Node
+from .observability.endpoint import start_ops_server
+from .observability.health import catalogue_check, default_health, redis_check
 from .rating.errors import CatalogueError
 from .server import Closer, serve
 
@@ -36,14 +35,9 @@ log = logging.getLogger("ocs.app")
 def _metrics_server(settings: Settings) -> Closer | None:
     if not settings.metrics_port:
         return None
-    server, thread = start_http_server(settings.metrics_port, addr=settings.host)
+    ops = start_ops_server(settings.metrics_port, settings.host)  # /metrics, /healthz, /readyz
     log.info("Prometheus metrics on http://%s:%s/metrics", settings.host, settings.metrics_port)
-
-    async def close() -> None:
-        server.shutdown()
-        await asyncio.to_thread(thread.join, 5)
-
-    return close
+    return ops.close
 
 
 class ChargingAttacher:
@@ -65,6 +59,9 @@ class ChargingAttacher:
         closers: list[Closer] = []
         runtime = await create_charging(settings, catalog_path=self.catalog_path)
         closers.append(runtime.close)
+        health = default_health()
+        closers.append(health.add("redis", redis_check(runtime.redis.client)))
+        closers.append(health.add("catalogue", catalogue_check(runtime.catalogue)))
         try:
             net = await attach_network(
                 settings, node, redis_url=runtime.redis.url, refresh=runtime.reload_if_applied

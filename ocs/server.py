@@ -18,6 +18,7 @@ from .diameter.answers import Identity
 from .diameter.node import Node
 from .diameter.peer import LocalConfig
 from .diameter.transport import DiameterServer, server_ssl_context
+from .observability.health import default_health, listening_check
 
 log = logging.getLogger("ocs.server")
 
@@ -91,6 +92,7 @@ async def start(
         for close in reversed(closers):
             await close()
         raise
+    closers.insert(0, default_health().add("diameter", listening_check(server)))  # readiness
     return Runtime(settings, node, server, closers)
 
 
