@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import platform
+import resource
 import time
 from datetime import date
 from pathlib import Path
@@ -81,6 +82,49 @@ async def rewind_drain(url: str, redis: Redis) -> None:
         await conn.close()
 
 
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process of this machine (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def server_cpu(url: str, redis: Redis) -> dict[str, float]:
+    """CPU seconds so far of this database's PostgreSQL backends (by pid), of the server's
+    WAL writer, checkpointer and background writer (shared with every database of the
+    server), and of the Redis server."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid, backend_type, datname = current_database() AS ours"
+            " FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    out: dict[str, float] = {}
+    for r in rows:
+        if r["ours"] and r["backend_type"] == "client backend":
+            out[f"pg:{r['pid']}"] = proc_cpu(r["pid"])
+        elif r["backend_type"] in ("walwriter", "checkpointer", "background writer"):
+            out[f"bg:{r['pid']}"] = proc_cpu(r["pid"])
+    info: Any = await redis.info("cpu")
+    out["redis"] = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return out
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float], prefix: str) -> float:
+    """CPU spent between two samples by the processes named ``prefix*`` (new ones from 0)."""
+    return sum(v - before.get(k, 0.0) for k, v in after.items() if k.startswith(prefix))
+
+
 async def bench_drain(args: argparse.Namespace) -> dict[str, Any]:
     db = await connect(SimpleNamespace(database_url=args.url, data_dir=Path("/tmp")), max_size=4)
     redis = Redis.from_url(args.redis_url)
@@ -89,7 +133,10 @@ async def bench_drain(args: argparse.Namespace) -> dict[str, Any]:
             await rewind_drain(args.url, redis)
         drainer = Drainer(redis, db, MASTER, batch=args.batch, writers=args.writers)
         load0 = os.getloadavg()[0]
+        before, cpu0 = await server_cpu(args.url, redis), self_cpu()
         stats = await drainer.run()
+        cpu1, after = self_cpu(), await server_cpu(args.url, redis)
+        per = 1e6 / max(1, stats.read)
         return {
             "drain_records": stats.read,
             "drain_inserted": stats.inserted,
@@ -102,6 +149,13 @@ async def bench_drain(args: argparse.Namespace) -> dict[str, Any]:
             "drain_target_records_per_s": TARGET_DRAIN_RPS,
             "drain_vs_target": round(stats.rate / TARGET_DRAIN_RPS, 3),
             "drain_load_avg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)],
+            # CPU microseconds a record: this (drain) process, the database's backends, the
+            # server's WAL writer/checkpointer/bgwriter (shared: other databases count too),
+            # the Redis server
+            "drain_cpu_us": round((cpu1 - cpu0) * per, 1),
+            "drain_pg_backends_cpu_us": round(cpu_delta(before, after, "pg:") * per, 1),
+            "drain_pg_background_cpu_us": round(cpu_delta(before, after, "bg:") * per, 1),
+            "drain_redis_cpu_us": round(cpu_delta(before, after, "redis") * per, 1),
         }
     finally:
         await redis.aclose()
