@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
 from .config import ConfigError, Settings
+from .observability.logs import configure_logging
 
 
 def _server_flags(p: argparse.ArgumentParser) -> None:
@@ -34,6 +34,7 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
         help="Prometheus /metrics port (OCS_METRICS_PORT, default 9464; 0 disables)",
     )
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (OCS_LOG_LEVEL)")
+    p.add_argument("--log-format", choices=["text", "json"], help="OCS_LOG_FORMAT, default text")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,6 +135,7 @@ def _store_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--database-url", help="PostgreSQL URL (OCS_DATABASE_URL); embedded if unset")
     p.add_argument("--data-dir", help="data directory for embedded services (OCS_DATA_DIR)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (OCS_LOG_LEVEL)")
+    p.add_argument("--log-format", choices=["text", "json"], help="OCS_LOG_FORMAT, default text")
 
 
 def _offline(args: argparse.Namespace, settings: Settings) -> int | None:
@@ -192,6 +194,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
         http_port=getattr(args, "http_port", None),
         metrics_port=getattr(args, "metrics_port", None),
         log_level=getattr(args, "log_level", None),
+        log_format=getattr(args, "log_format", None),
         workers=getattr(args, "workers", None),
     )
 
@@ -222,10 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return main_check(args.path)
         settings = load_settings(args)
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        configure_logging(settings.log_level, settings.log_format)
         if args.command in ("serve", "demo"):
             from .app import run_server  # noqa: PLC0415
 

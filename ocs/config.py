@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, ge=0, le=65535)
     metrics_port: int = Field(9464, ge=0, le=65535)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line
 
     @classmethod
     def load(cls, config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:

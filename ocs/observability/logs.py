@@ -19,7 +19,10 @@ import sys
 import time
 from typing import Any, Final, Literal, TextIO
 
+from ocs.config import ConfigError
+
 LogFormat = Literal["text", "json"]
+LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # what a LogRecord holds of its own; any other attribute came from ``extra=``
 _STANDARD: Final = frozenset(
@@ -60,7 +63,10 @@ def configure_logging(
     level: str = "INFO", fmt: LogFormat = "text", stream: TextIO | None = None
 ) -> logging.Handler:
     """Make the root logger write ``level`` and above to ``stream`` (stderr) in ``fmt``,
-    replacing the handlers it had; returns the handler."""
+    replacing the handlers it had; returns the handler. An unknown ``level`` is a
+    :class:`~ocs.config.ConfigError` naming the setting."""
+    if not isinstance(logging.getLevelName(level.upper()), int):
+        raise ConfigError(f"log_level: {level!r} is not one of {', '.join(LEVELS)}")
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
