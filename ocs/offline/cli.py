@@ -11,6 +11,9 @@ prints errors as one line naming the file or field and the reason.
                                   -> main_invoice_adjust(settings, number=..., kind=..., ...)
     ocs invoice export --format csv|json [--out FILE]
                                   -> main_export(settings, fmt=..., out=...)
+    ocs report usage|revenue [--by DIMS] [--from D] [--to D] [--period day|month]
+           [--format table|csv|json] [--out FILE]
+                                  -> main_report(settings, kind, by=..., ...)
 
 The catalogue defaults to ``policies/demo`` and the billing terms to the demo terms when the
 catalogue is the demo one (``--terms FILE`` otherwise).
@@ -46,6 +49,7 @@ from ocs.offline.render import (
     render_html,
     render_pdf,
 )
+from ocs.offline.reports import MONEY, Report, ReportError, make_report, report_csv, report_json
 from ocs.offline.sync import sync_catalogue
 from ocs.offline.terms import DEMO_TERMS, TermsError, load_terms
 from ocs.rating.catalogue import Catalogue
@@ -74,6 +78,7 @@ def _run(main: Callable[[], Awaitable[int]]) -> int:
         BillRunError,
         AdjustmentError,
         RenderError,
+        ReportError,
     ) as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     except RedisError as exc:
@@ -332,6 +337,71 @@ def main_export(
         return 0
 
     return _run(go)
+
+
+def main_report(
+    settings: Any,
+    kind: str,
+    *,
+    by: str = "period,account",
+    start: date | None = None,
+    end: date | None = None,
+    granularity: str = "month",
+    fmt: str = "table",
+    out: Path | str | None = None,
+    catalog: Path | str | None = None,
+) -> int:
+    """``ocs report usage|revenue``: a rich table on the terminal, or CSV/JSON to ``out``
+    (default stdout). The tenant is the catalogue's."""
+    if fmt not in ("table", "csv", "json"):
+        return _fail(f"report: --format: {fmt!r} is not table, csv or json")
+
+    async def go() -> int:
+        catalogue = _catalogue(catalog)
+        db = await connect(settings)
+        try:
+            report = await make_report(
+                db,
+                catalogue.tenant.id,
+                kind,
+                by=by,
+                start=start,
+                end=end,
+                granularity=granularity,
+            )
+        finally:
+            await db.close()
+        if fmt == "table":
+            _print_report(report)
+            return 0
+        text = report_csv(report) if fmt == "csv" else report_json(report)
+        if out is None:
+            sys.stdout.write(text)
+        else:
+            await asyncio.to_thread(Path(out).write_text, text, encoding="utf-8")
+        return 0
+
+    return _run(go)
+
+
+def _print_report(report: Report) -> None:
+    table = Table(*report.columns, title=f"{report.kind} report")
+
+    def cells(row: dict[str, Any]) -> list[str]:
+        return [
+            f"{row[c] / 100:.2f}"
+            if c in MONEY and isinstance(row.get(c), int)
+            else str(row.get(c, ""))
+            for c in report.columns
+        ]
+
+    for row in report.rows:
+        table.add_row(*cells(row))
+    for row in report.totals():
+        table.add_row(*cells(row), style="bold")
+    _out.print(table)
+    span = f"{report.start or '-'} .. {report.end or '-'}"
+    _out.print(f"{len(report.rows)} rows, {span}; totals per currency in bold (minor units / 100)")
 
 
 def _progress() -> Progress:
