@@ -128,6 +128,17 @@ def _offline_parsers(sub: Any) -> None:
     export.add_argument("--catalog")
     _store_flags(export)
 
+    report = sub.add_parser("report", help="usage and revenue reports (see docs/offline.md)")
+    report.add_argument("kind", choices=["usage", "revenue"])
+    report.add_argument("--by", default="period,account", help="comma separated dimensions")
+    report.add_argument("--from", dest="start", type=date.fromisoformat, help="YYYY-MM-DD")
+    report.add_argument("--to", dest="end", type=date.fromisoformat, help="YYYY-MM-DD, excluded")
+    report.add_argument("--period", choices=["day", "month"], default="month")
+    report.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    report.add_argument("--out", help="output file for csv/json (default stdout)")
+    report.add_argument("--catalog", help="catalogue folder naming the tenant")
+    _store_flags(report)
+
 
 def _store_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML config file (also OCS_CONFIG)")
@@ -178,6 +189,18 @@ def _offline(args: argparse.Namespace, settings: Settings) -> int | None:
         )
     if command == "export":
         return off.main_export(settings, fmt=args.format, out=args.out, catalog=args.catalog)
+    if command == "report":
+        return off.main_report(
+            settings,
+            args.kind,
+            by=args.by,
+            start=args.start,
+            end=args.end,
+            granularity=args.period,
+            fmt=args.format,
+            out=args.out,
+            catalog=args.catalog,
+        )
     return None
 
 
