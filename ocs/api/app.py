@@ -162,6 +162,7 @@ async def start_api(
         port=settings.http_port if port is None else port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        log_config=None,  # uvicorn logs through the process handlers (--log-format json)
         lifespan="on",
         server_header=False,
     )
