@@ -56,6 +56,7 @@ from ocs.diameter.dcca import (
     mscc_answer,
 )
 from ocs.diameter.errors import DiameterError, InvalidAvpValue
+from ocs.observability.logs import request_fields
 from ocs.observability.metrics import ChargingMetrics
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.context import ServiceKind
@@ -181,8 +182,13 @@ class ChargingApplication:
                 self.metrics.redis_errors.inc()
                 answer = self._failure_answer(view, exc)
             else:
-                log.exception("CCR %s failed", _safe_session(view))
-                answer = credit_control_answer(request, self.identity, result_code_for(exc))
+                code = result_code_for(exc)
+                log.exception(
+                    "CCR %s failed",
+                    _safe_session(view),
+                    extra=request_fields(view, result_code=code),
+                )
+                answer = credit_control_answer(request, self.identity, code)
         code = answer.get(A.AVP_RESULT_CODE, 0)
         self.metrics.count_ccr(kind, code, time.perf_counter() - started)
         return answer
@@ -432,6 +438,7 @@ class ChargingApplication:
         else:
             code = SUCCESS if result.granted > 0 or want == 0 else CREDIT_LIMIT_REACHED
         out.add(cached, code)
+        self.metrics.count_grant(want, result.granted, result.left, self.config.fui_action, payer)
 
     def _mscc_for(
         self,
@@ -538,7 +545,11 @@ class ChargingApplication:
         try:
             self.journal.record(entry)
         except OSError:
-            log.exception("cannot write the failover journal %s", self.journal.path)
+            log.exception(
+                "cannot write the failover journal %s",
+                self.journal.path,
+                extra=request_fields(view),
+            )
         return credit_control_answer(request, self.identity, SUCCESS, msccs=msccs)
 
 

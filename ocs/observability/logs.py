@@ -75,3 +75,16 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level.upper())
     return handler
+
+
+def request_fields(view: Any, **more: Any) -> dict[str, Any]:
+    """``extra=`` fields of a log line about a Diameter request: its ``session_id`` and
+    ``origin_host`` (left out when the AVP is missing or malformed) and ``more``."""
+    out: dict[str, Any] = {}
+    for key in ("session_id", "origin_host"):
+        try:
+            out[key] = getattr(view, key)
+        except Exception:  # a missing or malformed AVP: the line is still worth writing
+            continue
+    out.update(more)
+    return out

@@ -22,6 +22,7 @@ largest live value (``livemax``). Metric names are stable: dashboards and alert 
 from __future__ import annotations
 
 import time
+from enum import Enum
 from typing import Final
 
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
@@ -120,19 +121,20 @@ class ChargingMetrics:
             counter = self._mscc_children[result] = self.mscc.labels(str(result))
         counter.inc()
 
-    def count_grant(self, want: int, granted: int, left: int, action: str, payer: str) -> None:
+    def count_grant(self, want: int, granted: int, left: int, action: Enum, payer: str) -> None:
         """One MSCC's reservation outcome: ``granted`` units of the ``want`` asked for, ``left``
         behind on ``payer`` (``tenant:kind:id``). The answer carries a Final-Unit-Indication
         when nothing is left behind a grant, or when nothing was granted and ``action`` is not
-        terminate (redirect, restrict access), the rules of ``ChargingApplication._mscc_for``."""
+        terminate (redirect, restrict access), the rules of ``ChargingApplication._mscc_for``.
+        ``action`` is the configured Final-Unit-Action (labelled by its lower-case name)."""
         if granted > 0:
             self.granted.inc()
             if left == 0:
-                self.final_units.labels(action).inc()
+                self.final_units.labels(action.name.lower()).inc()
         elif want > 0:
             self.exhausted.labels(_payer_kind(payer)).inc()
-            if action != FUI_TERMINATE:
-                self.final_units.labels(action).inc()
+            if action.name.lower() != FUI_TERMINATE:
+                self.final_units.labels(action.name.lower()).inc()
 
 
 class ApiMetrics:
