@@ -23,6 +23,7 @@ from ocs.charging.config import ChargingConfig
 from ocs.config import Settings
 from ocs.diameter.answers import Identity
 from ocs.observability.metrics import ChargingMetrics, default_metrics
+from ocs.observability.probes import outstanding_reservations
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import CatalogueHolder, check_documents
 from ocs.store import RedisHandle, open_redis
@@ -52,6 +53,7 @@ class ChargingRuntime:
         n = await self.store.reclaim_all(int(time.time() * 1000))
         if n:
             self.application.metrics.reclaimed.inc(n)
+        self.application.metrics.outstanding.set(await outstanding_reservations(self.store.redis))
         return n
 
     async def reload_if_applied(self) -> bool:

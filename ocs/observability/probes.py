@@ -1,0 +1,23 @@
+"""Measurements of the shared balance store for gauges, taken by the periodic charging task
+(``ocs.charging.runtime``) rather than per request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ocs.balance.keys import PAYERS, PayerKeys
+from ocs.store import RedisClient
+
+
+async def outstanding_reservations(redis: RedisClient) -> int:
+    """Reservations held on every registered payer: one pipelined ZCARD of each payer's
+    reservation index (a Redis Cluster client splits the pipeline by slot)."""
+    members: Any = await redis.smembers(PAYERS)
+    if not members:
+        return 0
+    pipe = redis.pipeline(transaction=False)
+    for raw in members:
+        tag = raw.decode() if isinstance(raw, bytes) else str(raw)
+        pipe.zcard(PayerKeys(tag).reservation_index)
+    counts: list[Any] = await pipe.execute()
+    return sum(int(n) for n in counts)
