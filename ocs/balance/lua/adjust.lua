@@ -4,7 +4,8 @@
 -- ARGV[1] request id, ARGV[2] now (ms), ARGV[3] result TTL (ms), ARGV[4] payer tag,
 -- ARGV[5] JSON list of operations, each one of
 --   {op="define", id, def={unit, prio, from, to, unlimited}, size}   create if absent
---   {op="resize", id, size}       set the credited total to size (a pool's size changed)
+--   {op="resize", id, size}       set the credited total to size (a pool's size changed);
+--                                 lifecycle credits ("<bid>:x": tier steps, renewals) stay
 --   {op="credit", id, amount}     add to available and to the credited total (top-up)
 --   {op="refund", unit, amount}   give back used units/money to the first bucket of the unit
 -- ARGV[6] record context (JSON text)
@@ -45,7 +46,9 @@ for _, op in ipairs(ops) do
       redis.call('HSET', KEYS[1], op.id, cjson.encode(op.def))
     end
   elseif op.op == 'resize' then
-    local delta = tonumber(op.size) - tonumber(redis.call('HGET', KEYS[2], op.id .. ':i') or '0')
+    local credited = tonumber(redis.call('HGET', KEYS[2], op.id .. ':i') or '0')
+    local lifecycle = tonumber(redis.call('HGET', KEYS[2], op.id .. ':x') or '0')
+    local delta = tonumber(op.size) - (credited - lifecycle)
     if delta ~= 0 then
       redis.call('HINCRBY', KEYS[2], op.id .. ':a', delta)
       redis.call('HINCRBY', KEYS[2], op.id .. ':i', delta)

@@ -135,6 +135,7 @@ local function replenish(need)
       local delta = lad.s[tier + 2] - lad.s[tier + 1]
       redis.call('HINCRBY', KEYS[2], lad.b .. ':a', delta)
       redis.call('HINCRBY', KEYS[2], lad.b .. ':i', delta)
+      redis.call('HINCRBY', KEYS[2], lad.b .. ':x', delta)  -- not the catalogue's size
       tier = tier + 1
       total_units = total_units + delta
       record('tier', 'tier:' .. ARGV[14] .. ':' .. period .. ':' .. tier, {{lad.b, I(delta)}},

@@ -1,0 +1,170 @@
+-- lifecycle.lua: a payer's period, renewal and renewal fee, each in one atomic step keyed by
+-- the period it ends, so that any number of workers running it at once act exactly once.
+-- See docs/lifecycle.md.
+--
+-- KEYS[1] buckets HASH, KEYS[2] balances HASH, KEYS[3] life HASH, KEYS[4] stream
+--   life: period, pstart, pend (ms)   the current period; tier (adaptive)
+--         ladder, topoff (JSON)       rules charge.lua reads when the payer runs short
+--         topoffs:<period>            auto top-offs bought in that period
+--         hold                        the period whose unpaid renewal suspended the payer
+--         failed:<period>, paid:<ref> markers (first failure notice, renewal fee paid)
+-- ARGV[1] action: setup | renew | pay | fail
+-- ARGV[2] now (ms), ARGV[3] payer tag, ARGV[4] JSON arguments of the action
+-- Returns JSON {status, ...}.
+--
+-- setup {ladder?, topoff?, period={id, start, end}}: store the rules (absent: removed); start
+--   the first period and tier 0 unless the payer has them already.
+-- renew {period, next={id, start, end}, due="end"|"depleted", credit?={bucket, size},
+--   fee, currency, billed="invoice"|"wallet"|"none", pool, account, fallback?}:
+--   if `period` is still current and due, set the bucket's available to `size` minus what
+--   is reserved (no rollover; tier 0 for an adaptive pool), lift a hold, start `next`, and
+--   write the renewal record. Otherwise "already" / "not_due".
+-- pay {ref, fee, currency, pool, account, period}: debit the fee from this payer's money
+--   buckets once per `ref` ("insufficient" when they cannot cover it).
+-- fail {period, next, on_failure="suspend"|"overage"}: suspend puts every bucket on hold
+--   (the next pass retries); overage starts `next` without a new allowance. `first` tells
+--   whether this is the first failure of the period (the caller notifies once).
+
+local action = ARGV[1]
+local now = tonumber(ARGV[2])
+local tag = ARGV[3]
+local args = cjson.decode(ARGV[4])
+local function I(n) return string.format('%d', n) end
+local function reply(t) return cjson.encode(t) end
+
+local function record(kind, id, money, alloc, ctx)
+  redis.call('XADD', KEYS[4], '*', 'kind', kind, 'id', id, 'payer', tag, 'ts', I(now),
+    'units', '0', 'money', I(money), 'alloc', cjson.encode(alloc), 'ctx', cjson.encode(ctx))
+end
+
+local function num(field)
+  return tonumber(redis.call('HGET', KEYS[2], field) or '0')
+end
+
+local function start_period(p)
+  redis.call('HSET', KEYS[3], 'period', p.id, 'pstart', I(p.start), 'pend', I(p['end']))
+end
+
+-- Put every bucket of the payer on hold, or lift the hold.
+local function hold_all(on)
+  local defs = redis.call('HGETALL', KEYS[1])
+  for i = 1, #defs, 2 do
+    local d = cjson.decode(defs[i + 1])
+    if on then d.hold = true else d.hold = nil end
+    redis.call('HSET', KEYS[1], defs[i], cjson.encode(d))
+  end
+end
+
+if action == 'setup' then
+  for _, name in ipairs({'ladder', 'topoff'}) do
+    if args[name] then
+      redis.call('HSET', KEYS[3], name, cjson.encode(args[name]))
+    else
+      redis.call('HDEL', KEYS[3], name)
+    end
+  end
+  if redis.call('HEXISTS', KEYS[3], 'period') == 0 then start_period(args.period) end
+  if args.ladder then redis.call('HSETNX', KEYS[3], 'tier', '0') end
+  return reply({status = 'ok', period = redis.call('HGET', KEYS[3], 'period')})
+end
+
+local current = redis.call('HGET', KEYS[3], 'period')
+
+if action == 'pay' then
+  local marker = 'paid:' .. args.ref
+  if redis.call('HEXISTS', KEYS[3], marker) == 1 then
+    return reply({status = 'paid', replay = true})
+  end
+  local fee = tonumber(args.fee)
+  local defs = redis.call('HGETALL', KEYS[1])
+  local order, total = {}, 0
+  for i = 1, #defs, 2 do
+    local d = cjson.decode(defs[i + 1])
+    local to = tonumber(d.to or 0)
+    if d.unit == 'money' and not d.unlimited and not d.hold
+        and tonumber(d.from or 0) <= now and (to == 0 or now < to) then
+      local a = num(defs[i] .. ':a')
+      order[#order + 1] = {id = defs[i], prio = tonumber(d.prio or 0), a = a}
+      total = total + math.max(a, 0)
+    end
+  end
+  if total < fee then return reply({status = 'insufficient', available = I(total)}) end
+  table.sort(order, function(x, y)
+    if x.prio ~= y.prio then return x.prio < y.prio end
+    return x.id < y.id
+  end)
+  local left, alloc = fee, {}
+  for _, b in ipairs(order) do
+    local take = math.min(left, math.max(b.a, 0))
+    if take > 0 then
+      redis.call('HINCRBY', KEYS[2], b.id .. ':a', -take)
+      redis.call('HINCRBY', KEYS[2], b.id .. ':u', take)
+      alloc[#alloc + 1] = {b.id, I(take)}
+      left = left - take
+    end
+  end
+  redis.call('HSET', KEYS[3], marker, I(now))
+  record('fee', 'renewal-fee:' .. args.ref, fee, alloc,
+    {api = 'renewal-fee', pool = args.pool, account = args.account, price = fee,
+     currency = args.currency, period = args.period})
+  return reply({status = 'paid', replay = false})
+end
+
+if current ~= args.period then
+  return reply({status = 'already', period = current})
+end
+
+if action == 'renew' then
+  local credit = args.credit
+  if args.due == 'depleted' then
+    if credit == nil or num(credit.bucket .. ':a') > 0 then
+      return reply({status = 'not_due', period = current})
+    end
+  elseif now < tonumber(redis.call('HGET', KEYS[3], 'pend') or '0') then
+    return reply({status = 'not_due', period = current})
+  end
+  local alloc = {}
+  if credit then
+    local a = num(credit.bucket .. ':a')
+    local r = num(credit.bucket .. ':r')
+    local delta = math.max(tonumber(credit.size) - a - r, -a)
+    if delta ~= 0 then
+      redis.call('HINCRBY', KEYS[2], credit.bucket .. ':a', delta)
+      redis.call('HINCRBY', KEYS[2], credit.bucket .. ':i', delta)
+      -- lifecycle credits, apart from the catalogue size a re-apply resizes to
+      redis.call('HINCRBY', KEYS[2], credit.bucket .. ':x', delta)
+    end
+    alloc[1] = {credit.bucket, I(delta)}
+    if redis.call('HEXISTS', KEYS[3], 'ladder') == 1 then
+      redis.call('HSET', KEYS[3], 'tier', '0')
+    end
+  end
+  if redis.call('HEXISTS', KEYS[3], 'hold') == 1 then
+    hold_all(false)
+    redis.call('HDEL', KEYS[3], 'hold')
+  end
+  start_period(args.next)
+  if credit then
+    record('renewal', 'renewal:' .. tag .. ':' .. current, 0, alloc,
+      {api = 'renewal', pool = args.pool, account = args.account, price = args.fee,
+       currency = args.currency, billed = args.billed, period = current,
+       next = args.next.id, due = args.due, fallback = args.fallback})
+  end
+  return reply({status = 'renewed', period = args.next.id, credited = I(alloc[1] and
+    tonumber(alloc[1][2]) or 0)})
+end
+
+if action == 'fail' then
+  local first = redis.call('HSETNX', KEYS[3], 'failed:' .. current, I(now)) == 1
+  if args.on_failure == 'suspend' then
+    if redis.call('HEXISTS', KEYS[3], 'hold') == 0 then
+      hold_all(true)
+      redis.call('HSET', KEYS[3], 'hold', current)
+    end
+    return reply({status = 'suspended', period = current, first = first})
+  end
+  start_period(args.next)
+  return reply({status = 'overage', period = args.next.id, first = first})
+end
+
+return redis.error_reply('lifecycle.lua: unknown action ' .. tostring(action))

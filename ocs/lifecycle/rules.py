@@ -1,0 +1,93 @@
+"""What the catalogue says about each pool's lifecycle, in the shape the scripts read:
+the adaptive ladder and auto top-off rule ``charge.lua`` applies on its own, and the renewal
+rule the lifecycle pass applies (docs/lifecycle.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+from ocs.balance.keys import payer_tag
+from ocs.rating.catalogue import Catalogue
+from ocs.rating.models import PayerKind, Pool, Renewal
+
+TOPOFF_PRIORITY: Final = 50  # after the pool's own bucket, before postpaid credit (100)
+DAY_MS: Final = 86_400_000
+
+
+def pool_tag(tenant: str, pool: Pool) -> str:
+    kind = PayerKind.PREPAID_POOL if pool.payment == "prepaid" else PayerKind.POSTPAID_POOL
+    return payer_tag(tenant, str(kind), pool.id)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRules:
+    """One pool's lifecycle as provisioned. ``sizes``: the allowance per tier (one entry
+    for a pool without tiers); ``currency``: its account's."""
+
+    tag: str
+    pool: Pool
+    tz: ZoneInfo
+    bill_day: int
+    currency: str
+    sizes: tuple[int, ...]
+    ladder: dict[str, Any] | None
+    topoff: dict[str, Any] | None
+    wallet_tag: str | None
+
+    @property
+    def renewal(self) -> Renewal | None:
+        return self.pool.renewal
+
+
+def pool_rules(catalogue: Catalogue, sizes: dict[str, int] | None = None) -> list[PoolRules]:
+    """Every pool's rules. ``sizes`` overrides a pool's allowance (a flexible pool's size is
+    its per-SIM size times its active SIMs: what the catalogue provisioning computed)."""
+    tenant = catalogue.tenant
+    out: list[PoolRules] = []
+    for pool in catalogue.pools.values():
+        account = catalogue.accounts.get(pool.account)
+        tz = ZoneInfo((account.time_zone if account else None) or tenant.time_zone)
+        tag = pool_tag(tenant.id, pool)
+        unit = str(pool.unit)
+        base = (sizes or {}).get(pool.id, pool.size)
+        steps = (base, *pool.tiers)
+        ladder = None
+        if pool.tiers:
+            ladder = {"b": pool.id, "u": unit, "s": list(steps), "pool": pool.id}
+            ladder["account"] = pool.account
+        topoff = None
+        rule = pool.auto_top_off
+        addon = catalogue.addons.get(rule.addon) if rule is not None else None
+        if rule is not None and addon is not None:
+            cap = rule.max_per_period or addon.max_per_period or 0
+            topoff = {
+                "addon": addon.id,
+                "pool": pool.id,
+                "account": pool.account,
+                "u": unit,
+                "units": addon.units,
+                "prio": TOPOFF_PRIORITY,
+                "ms": addon.validity_days * DAY_MS,
+                "cap": cap,
+                "price": addon.price,
+                "currency": addon.currency,
+            }
+        wallet_tag = None
+        if pool.renewal is not None and pool.renewal.wallet is not None:
+            wallet_tag = payer_tag(tenant.id, str(PayerKind.WALLET), pool.renewal.wallet)
+        out.append(
+            PoolRules(
+                tag=tag,
+                pool=pool,
+                tz=tz,
+                bill_day=account.bill_day if account else 1,
+                currency=account.currency if account else tenant.currency,
+                sizes=steps,
+                ladder=ladder,
+                topoff=topoff,
+                wallet_tag=wallet_tag,
+            )
+        )
+    return out

@@ -1,0 +1,228 @@
+"""The lifecycle pass: start each pool's first period, then renew (or roll) the periods that
+are due, each with one call of ``lifecycle.lua`` keyed by the period it ends, so that several
+workers or nodes running the pass at once renew exactly once. Time is a parameter.
+
+A renewal fee charged to a wallet is paid first, on the wallet (its own hash tag, so its own
+script call, idempotent by pool and period), then the pool is renewed. A fee the wallet
+cannot pay follows the rule's ``on_failure``; each outcome but a plain renewal is published
+on :data:`~ocs.balance.keys.LIFECYCLE_EVENTS` and logged (docs/lifecycle.md)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Final
+
+from redis.commands.core import AsyncScript
+
+from ocs.balance.keys import LIFECYCLE_EVENTS, PAYERS, PayerKeys
+from ocs.lifecycle.metrics import LifecycleMetrics
+from ocs.lifecycle.periods import Period, next_period, period_at, period_from
+from ocs.lifecycle.rules import PoolRules
+from ocs.store import RedisClient
+
+log = logging.getLogger(__name__)
+EVENTS_MAXLEN: Final = 100_000
+
+
+@dataclass(slots=True)
+class PassReport:
+    """What one pass did: outcome -> count, and the events it published."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"outcomes": dict(sorted(self.outcomes.items())), "events": self.events}
+
+
+def _json(value: dict[str, Any]) -> str:
+    """JSON for the script: None values left out (cjson would turn them into a truthy null)."""
+    return json.dumps({k: v for k, v in value.items() if v is not None}, separators=(",", ":"))
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Lifecycle:
+    def __init__(self, redis: RedisClient, metrics: LifecycleMetrics | None = None) -> None:
+        self.redis = redis
+        self.metrics = metrics
+        text = resources.files("ocs.balance").joinpath("lua", "lifecycle.lua").read_text("utf-8")
+        self._script: AsyncScript = redis.register_script(text)
+
+    async def _call(self, tag: str, action: str, now_ms: int, args: dict[str, Any]) -> Any:
+        k = PayerKeys(tag)
+        raw = await self._script(
+            keys=[k.buckets, k.balances, k.lifecycle, k.stream],
+            args=[action, now_ms, tag, _json(args)],
+        )
+        return json.loads(raw)
+
+    # -- provisioning ------------------------------------------------------------------------
+    async def setup(self, rules: list[PoolRules], now_ms: int) -> None:
+        """Store each pool's ladder and auto top-off rule; start its first period (kept when
+        the payer has one: re-applying a catalogue does not restart periods)."""
+        for r in rules:
+            first = period_at(now_ms, r.pool.period, r.tz, r.bill_day)
+            args = {"ladder": r.ladder, "topoff": r.topoff, "period": first.as_json()}
+            await self._call(r.tag, "setup", now_ms, args)
+            await self.redis.sadd(PAYERS, r.tag)
+
+    # -- reads -------------------------------------------------------------------------------
+    async def state(self, tag: str) -> dict[str, Any] | None:
+        """The payer's lifecycle as shown by `ocs balance show` and the pool view: period,
+        its end, adaptive tier and size, auto top-offs this period, hold; None if it has none."""
+        raw = await self.redis.hgetall(PayerKeys(tag).lifecycle)
+        life = {_s(k): _s(v) for k, v in raw.items()}
+        return lifecycle_view(life)
+
+    # -- the pass ----------------------------------------------------------------------------
+    async def run_once(self, rules: list[PoolRules], now_ms: int) -> PassReport:
+        """Renew or roll every pool whose period ended (or, ``on: depleted``, whose allowance
+        is used up); the gauge of adaptive tiers follows."""
+        report = PassReport()
+        reads = []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for r in rules:
+                pipe.hmget(PayerKeys(r.tag).lifecycle, ["period", "pend", "tier"])
+                pipe.hget(PayerKeys(r.tag).balances, f"{r.pool.id}:a")
+            replies = await pipe.execute()
+        for i, r in enumerate(rules):
+            (period, pend, tier), avail = replies[2 * i], replies[2 * i + 1]
+            reads.append((r, period, pend, tier, avail))
+        for r, period, pend, tier, avail in reads:
+            if period is None:
+                continue  # not set up yet (catalogue not applied with lifecycle)
+            if self.metrics is not None and r.ladder is not None:
+                self.metrics.tier.labels(r.pool.id).set(int(tier or 0))
+            renewal = r.renewal
+            depleted = renewal is not None and renewal.on == "depleted" and int(avail or 0) <= 0
+            if now_ms < int(pend or 0) and not depleted:
+                continue
+            outcome = await self._renew(r, _s(period), int(pend), now_ms, depleted, report)
+            report.outcomes[outcome] += 1
+            if self.metrics is not None:
+                self.metrics.renewals.labels(outcome).inc()
+        return report
+
+    async def _renew(
+        self,
+        r: PoolRules,
+        period: str,
+        pend: int,
+        now_ms: int,
+        depleted: bool,
+        report: PassReport,
+    ) -> str:
+        kind = r.pool.period
+        due = "depleted" if depleted and now_ms < pend else "end"
+        nxt: Period = (
+            period_from(now_ms, kind, r.tz)
+            if due == "depleted"
+            else next_period(pend, now_ms, kind, r.tz, r.bill_day)
+        )
+        renewal = r.renewal
+        base: dict[str, Any] = {
+            "period": period,
+            "next": nxt.as_json(),
+            "due": due,
+            "pool": r.pool.id,
+            "account": r.pool.account,
+        }
+        if renewal is None:  # no renewal rule: the period rolls (auto top-off cap restarts)
+            return str((await self._call(r.tag, "renew", now_ms, base))["status"])
+        base.update(
+            credit={"bucket": r.pool.id, "size": r.sizes[0]},
+            fee=renewal.fee,
+            currency=r.currency,
+            billed="invoice" if renewal.charge_to == "invoice" or not renewal.fee else "wallet",
+        )
+        if base["billed"] == "wallet" and r.wallet_tag is not None:
+            paid = await self._call(
+                r.wallet_tag,
+                "pay",
+                now_ms,
+                {
+                    "ref": f"{r.tag}:{period}",
+                    "fee": renewal.fee,
+                    "currency": r.currency,
+                    "pool": r.pool.id,
+                    "account": r.pool.account,
+                    "period": period,
+                },
+            )
+            if paid["status"] != "paid":
+                return await self._unpaid(r, base, now_ms, report)
+        result = await self._call(r.tag, "renew", now_ms, base)
+        return str(result["status"])
+
+    async def _unpaid(
+        self, r: PoolRules, base: dict[str, Any], now_ms: int, report: PassReport
+    ) -> str:
+        assert r.renewal is not None
+        policy = r.renewal.on_failure
+        if policy == "notify":  # renew anyway; the fee goes on the invoice
+            result = await self._call(
+                r.tag, "renew", now_ms, {**base, "billed": "invoice", "fallback": "unpaid"}
+            )
+            status, first = str(result["status"]), result["status"] == "renewed"
+            outcome = "renewed_unpaid" if status == "renewed" else status
+        else:
+            result = await self._call(
+                r.tag, "fail", now_ms, {**base, "on_failure": policy, "credit": None}
+            )
+            status, first = str(result["status"]), bool(result.get("first"))
+            outcome = status
+        if first:
+            await self._publish(r, base, outcome, now_ms, report)
+        return outcome
+
+    async def _publish(
+        self, r: PoolRules, base: dict[str, Any], outcome: str, now_ms: int, report: PassReport
+    ) -> None:
+        event = {
+            "event": "renewal-unpaid",
+            "outcome": outcome,
+            "payer": r.tag,
+            "pool": r.pool.id,
+            "account": r.pool.account,
+            "wallet": r.wallet_tag or "",
+            "period": base["period"],
+            "fee": base.get("fee", 0),
+            "currency": r.currency,
+            "ts": now_ms,
+        }
+        fields = {k: str(v) for k, v in event.items()}
+        await self.redis.xadd(LIFECYCLE_EVENTS, fields, maxlen=EVENTS_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        report.events.append(event)
+        log.warning(
+            "renewal of pool %s (period %s) not paid from %s: %s",
+            r.pool.id,
+            base["period"],
+            r.wallet_tag,
+            outcome,
+        )
+
+
+def lifecycle_view(life: dict[str, str]) -> dict[str, Any] | None:
+    if "period" not in life:
+        return None
+    period = life["period"]
+    view: dict[str, Any] = {
+        "period": period,
+        "period_end": int(life.get("pend", "0")),
+        "top_offs": int(life.get(f"topoffs:{period}", "0")),
+        "suspended": "hold" in life,
+    }
+    if "ladder" in life:
+        sizes = json.loads(life["ladder"])["s"]
+        tier = int(life.get("tier", "0"))
+        view["tier"] = tier
+        view["tier_size"] = int(sizes[min(tier, len(sizes) - 1)])
+        view["tiers"] = [int(s) for s in sizes]
+    return view
