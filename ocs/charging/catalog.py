@@ -13,6 +13,7 @@ from typing import Any
 from ocs.balance import BalanceStore, BucketSpec, BucketUnit
 from ocs.balance.keys import CATALOG, MSISDN_INDEX, payer_tag
 from ocs.config import Settings
+from ocs.lifecycle import Lifecycle, PoolRules, pool_rules
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import load_catalogue
 from ocs.rating.models import PayerKind
@@ -94,10 +95,26 @@ def load_folder(path: str | Path) -> tuple[Path, Catalogue]:
     return folder, load_catalogue(folder)
 
 
-async def provision_catalogue(store: BalanceStore, catalogue: Catalogue, path: str) -> None:
-    now_ms = int(time.time() * 1000)
+def lifecycle_rules(catalogue: Catalogue) -> list[PoolRules]:
+    """Every pool's lifecycle rules, with the sizes provisioned (flexible: per active SIM)."""
+    members = _active_members(catalogue)
+    sizes = {
+        p.id: p.size * members[p.id] if p.kind == "flexible" else p.size
+        for p in catalogue.pools.values()
+    }
+    return pool_rules(catalogue, sizes)
+
+
+async def provision_catalogue(
+    store: BalanceStore, catalogue: Catalogue, path: str, *, now_ms: int | None = None
+) -> None:
+    """Create or resize the payers' buckets, set up the pools' lifecycle (rules, first
+    period), index MSISDNs and record the catalogue. ``now_ms``: the clock (tests)."""
+    if now_ms is None:
+        now_ms = int(time.time() * 1000)
     for tag, (buckets, resize) in payer_buckets(catalogue).items():
         await store.provision(tag, buckets, now_ms, resize=resize)
+    await Lifecycle(store.redis).setup(lifecycle_rules(catalogue), now_ms)
     index = msisdn_index(catalogue)
     async with store.redis.pipeline(transaction=False) as pipe:
         pipe.delete(MSISDN_INDEX)
@@ -135,15 +152,17 @@ async def balance_of(store: BalanceStore, msisdn: str) -> dict[str, Any] | None:
     for tag in entry["payers"]:
         _, kind, payer_id = tag.split(":", 2)
         buckets = await store.buckets(tag)
-        payers.append(
-            {
-                "payer": tag,
-                "kind": kind,
-                "id": payer_id,
-                "reservations": await store.live_reservations(tag),
-                "buckets": [b.as_dict() for b in buckets],
-            }
-        )
+        payer = {
+            "payer": tag,
+            "kind": kind,
+            "id": payer_id,
+            "reservations": await store.live_reservations(tag),
+            "buckets": [b.as_dict() for b in buckets],
+        }
+        life = await Lifecycle(store.redis).state(tag)
+        if life is not None:
+            payer["lifecycle"] = life  # period, adaptive tier, auto top-offs, suspension
+        payers.append(payer)
     return {"msisdn": msisdn, "imsi": entry["imsi"], "payers": payers}
 
 
