@@ -25,6 +25,7 @@ from ocs.api.views import bucket_views
 from ocs.balance import BucketUnit, ChargeRequest
 from ocs.balance.keys import PayerKeys, payer_tag
 from ocs.balance.models import Rate
+from ocs.observability.metrics import api_metrics
 from ocs.rating.models import PayerKind, Wallet
 
 router = APIRouter(prefix="/v1/wallets", tags=["wallets"])
@@ -114,6 +115,7 @@ async def top_up(
     )
     view = await _view(api, who.tenant, wallet)
     if first:
+        api_metrics().count_topup(body.currency, body.amount)
         api.signal_payer(await api.catalogues.compiled(who.tenant), tag, "rar")
     return MoneyMoveResult(
         transaction_id=request_id,
