@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from ocs.observability.metrics import offline_metrics
 from ocs.offline.charges import (
     AccountRow,
     DraftInvoice,
@@ -401,6 +402,7 @@ async def bill_run(
         f":{period.start.isoformat()}"
     )
     summary = RunSummary(None, run_key, period, preview=preview)
+    offline_metrics().billrun_begin(len(accounts))
     if preview:
         facts = await prefetch_run(db, catalogue, [a.account_id for a in accounts], period)
         async with db.tenant(tenant) as conn:
@@ -409,6 +411,8 @@ async def bill_run(
                     conn, catalogue, cipher, acc, period, rules, facts
                 )
                 summary.accounts += 1
+                offline_metrics().billrun_progress(summary.accounts)
+        offline_metrics().billrun_finish("preview")
         return summary
     run_id = await _open_run(db, tenant, run_key, day, account, period)
     summary.run_id = run_id
@@ -451,6 +455,7 @@ async def bill_run(
             summary.skipped += 1  # a concurrent run of the same key did this account
             continue
         finally:
+            offline_metrics().billrun_progress(i + 1)
             if progress is not None:
                 progress(i + 1, len(accounts))
         summary.accounts += 1
@@ -460,6 +465,7 @@ async def bill_run(
         await conn.execute(
             "UPDATE bill_runs SET status = 'done', finished_at = now() WHERE run_id = $1", run_id
         )
+    offline_metrics().billrun_finish("issued")
     return summary
 
 
