@@ -44,6 +44,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from ocs.balance.keys import PAYERS, PayerKeys
+from ocs.observability.metrics import offline_metrics
 from ocs.offline.crypto import TenantCipher, tenant_cipher
 from ocs.offline.db import TENANT_SETTING, Database, enter_tenant
 from ocs.store import RedisClient
@@ -265,6 +266,7 @@ class Drainer:
             await self._recover(stream, stats, progress)
         await self._drain_new(streams, stats, progress)
         stats.seconds = time.perf_counter() - started
+        offline_metrics().drain_pass(stats.inserted, stats.duplicates)
         return stats
 
     async def _recover(
