@@ -5,9 +5,11 @@ consumer group ``offline``. One batch = the entries one ``XREADGROUP`` returned 
 streams at once (up to ``batch`` records in all):
 
 1. in one PostgreSQL transaction, COPY the batch (text, as the streams hold it) into a
-   temporary staging table and, per tenant,
-   ``INSERT ... SELECT ... ON CONFLICT (tenant_id, record_key) DO NOTHING`` into
-   ``usage_records``; commit;
+   temporary staging table and, per tenant, insert the rows into ``usage_records``: entries
+   read for the first time (``XREADGROUP >``) with a plain ``INSERT ... SELECT`` in a
+   savepoint (no sort, no conflict arbitration), entries delivered before (own pending,
+   claimed) and fresh rows whose plain insert met a stored record (``unique_violation``)
+   with ``INSERT ... SELECT ... ORDER BY record_key ON CONFLICT DO NOTHING``; commit;
 2. then ``XACK`` the entries (one pipelined round trip for all streams of the batch).
 
 While batch *k* is in its transaction, batch *k + 1* is read and converted (double
@@ -39,6 +41,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from asyncpg.exceptions import DeadlockDetectedError, UniqueViolationError
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
@@ -46,13 +49,14 @@ from redis.exceptions import ResponseError
 from ocs.balance.keys import PAYERS, PayerKeys
 from ocs.observability.metrics import offline_metrics
 from ocs.offline.crypto import TenantCipher, tenant_cipher
-from ocs.offline.db import TENANT_SETTING, Database, enter_tenant
+from ocs.offline.db import TENANT_SETTING, Connection, Database, enter_tenant
 from ocs.store import RedisClient
 
 GROUP: Final = "offline"
 BATCH: Final = 20_000  # records per transaction (read from many streams at once)
 WRITERS: Final = 2  # batches in their transactions at once (one connection each)
 MIN_COUNT: Final = 16  # entries per stream and XREADGROUP at least
+DEADLOCK_RETRIES: Final = 3  # conflict-safe inserts chosen as a deadlock's victim
 CLAIM_IDLE_MS: Final = 60_000  # a pending entry idle this long belongs to a dead consumer
 COLUMNS: Final = (
     "tenant_id",
@@ -98,16 +102,20 @@ STAGED: Final = (
     "ctx",
 )
 _TABS: Final = len(STAGED) - 1
-INSERT: Final = (
+_SELECT: Final = (
     f"INSERT INTO usage_records ({', '.join(COLUMNS)})"
     " SELECT tenant_id, record_key, stream_id, coalesce(kind, ''), coalesce(payer, ''),"
     " 'epoch'::timestamptz + coalesce(ts, 0) * interval '1 millisecond', coalesce(unit, ''),"
     " coalesce(units, 0), coalesce(money, 0), coalesce(overrun, 0), ctx->>'session',"
     " (ctx->>'rg')::integer, decode(bidx, 'hex'), ctx->>'twin', ctx->>'account',"
     " ctx->>'service', coalesce(alloc, '[]'), ctx"
-    " FROM drain_in WHERE tenant_id = $1 ORDER BY record_key"
-    " ON CONFLICT (tenant_id, record_key) DO NOTHING"
+    " FROM drain_in WHERE tenant_id = $1"
 )
+# Fresh entries (first delivery): a plain insert, no sort, no conflict arbitration; a record
+# already stored makes it fail with unique_violation and the tenant's rows are redone with
+# INSERT (replays: entries delivered before, and any batch whose fast insert failed).
+INSERT_FRESH: Final = _SELECT
+INSERT: Final = _SELECT + " ORDER BY record_key ON CONFLICT (tenant_id, record_key) DO NOTHING"
 TENANT_LOCK: Final = "SELECT 1 FROM tenants WHERE tenant_id = $1 FOR KEY SHARE"
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
@@ -135,6 +143,7 @@ class DrainStats:
     streams: int = 0
     seconds: float = 0.0
     db_seconds: float = 0.0  # inside the PostgreSQL transactions (COPY, INSERT, commit)
+    replays: int = 0  # fresh (batch, tenant) parts redone by the conflict-safe insert
     skipped: list[str] = field(default_factory=list)
 
     @property
@@ -150,6 +159,7 @@ class _Batch:
     tenants: set[str] = field(default_factory=set)
     acks: dict[str, list[bytes]] = field(default_factory=dict)  # stream -> entry ids
     read: int = 0
+    fresh: bool = False  # first delivery (XREADGROUP ">"): the plain insert is tried first
 
 
 def _s(raw: bytes | str | None) -> str:
@@ -336,7 +346,9 @@ class Drainer:
             full = {s for s, e in got if len(e) >= count}
             active[:] = rest + [s for s in keys if s in full]  # round robin
             if got:
-                return await self._convert(got)
+                batch = await self._convert(got)
+                batch.fresh = True
+                return batch
         return None
 
     async def _cipher(self, tenant: str) -> TenantCipher:
@@ -418,6 +430,29 @@ class Drainer:
                 line = b"\t".join(_escape(v) for v in fields)
             append(line)
 
+    async def _insert(self, conn: Connection, tenant: str, fresh: bool, stats: DrainStats) -> int:
+        """Insert the staged rows of ``tenant``; returns how many were new. A fresh batch
+        tries the plain insert in a savepoint: a record already stored (a replayed script
+        result, or the entries of a batch committed but never acknowledged) raises
+        unique_violation, so does nothing, and the conflict-safe insert redoes the rows; a
+        deadlock (plain inserts take keys in stream order) is redone the same way."""
+        if fresh:
+            try:
+                async with conn.transaction():
+                    result = await conn.execute(INSERT_FRESH, tenant)
+                return int(result.rsplit(" ", 1)[1])
+            except (UniqueViolationError, DeadlockDetectedError):
+                stats.replays += 1
+        for attempt in range(1, DEADLOCK_RETRIES + 1):
+            try:  # sorted keys; a deadlock needs a plain insert on the other side: retry
+                async with conn.transaction():
+                    result = await conn.execute(INSERT, tenant)
+                return int(result.rsplit(" ", 1)[1])
+            except DeadlockDetectedError:
+                if attempt == DEADLOCK_RETRIES:
+                    raise
+        raise AssertionError("unreachable")
+
     async def _write(
         self, batch: _Batch, stats: DrainStats, progress: Callable[[int], None] | None
     ) -> None:
@@ -442,8 +477,7 @@ class Drainer:
                     # the tenant check the dropped foreign key made per row (migration 0004)
                     if await conn.fetchval(TENANT_LOCK, tenant) is None:
                         raise DrainError(f"unknown tenant {tenant!r}: batch not stored")
-                    result = await conn.execute(INSERT, tenant)
-                    inserted += int(result.rsplit(" ", 1)[1])
+                    inserted += await self._insert(conn, tenant, batch.fresh, stats)
                 await self._hook("before_commit")
             stats.db_seconds += time.perf_counter() - began
             await self._hook("after_commit")

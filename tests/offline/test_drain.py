@@ -64,6 +64,7 @@ async def test_drain_moves_every_record_once(redis: Redis, db: Database, tenant:
         expected += await add_usage(redis, tag, 120)
     stats = await Drainer(redis, db, MASTER, batch=50).run()
     assert (stats.read, stats.inserted, stats.acked, stats.streams) == (360, 360, 360, 3)
+    assert stats.replays == 0  # first deliveries, nothing stored yet: every plain insert held
     assert await _rows(db, tenant) == sorted(f"usage:{i}" for i in expected)
     # a second drain finds nothing new
     again = await Drainer(redis, db, MASTER, batch=50).run()
@@ -132,7 +133,74 @@ async def test_replayed_record_is_not_doubled(redis: Redis, db: Database, tenant
     await add_usage(redis, tag, 15)  # the first 10 ids again (a replayed script result)
     stats = await Drainer(redis, db, MASTER).run()
     assert (stats.read, stats.inserted, stats.duplicates) == (15, 5, 10)
+    assert stats.replays == 1  # the plain insert met a stored record; redone conflict-safe
     assert len(await _rows(db, tenant)) == 15
+
+
+async def test_rewound_group_after_commit_before_ack(
+    redis: Redis, db: Database, tenant: str
+) -> None:
+    """Committed but never acknowledged, then the group position goes back (Redis restored
+    from an older snapshot, a replica promoted before it saw the read): the entries come
+    again as first deliveries (">"); their plain insert fails, the conflict-safe one stores
+    nothing twice, and every entry is acknowledged."""
+    tag = f"{tenant}:postpaid_pool:r"
+    ids = await add_usage(redis, tag, 100)
+    with pytest.raises(DrainCrash):
+        await Drainer(
+            redis, db, MASTER, batch=40, consumer="a", hook=_crash_at("after_commit", 2), writers=1
+        ).run()
+    stored = set(await _rows(db, tenant))
+    assert len(stored) == 80 and await _pending(redis, tag) > 0
+    stream = PayerKeys(tag).stream
+    await redis.xgroup_destroy(stream, GROUP)
+    await redis.xgroup_create(stream, GROUP, id="0")
+    stats = await Drainer(redis, db, MASTER, batch=40, consumer="b", writers=1).run()
+    assert (stats.read, stats.inserted, stats.duplicates, stats.acked) == (100, 20, 80, 100)
+    assert stats.replays == 2  # the two batches holding stored records; the third was clean
+    assert await _rows(db, tenant) == sorted(f"usage:{i}" for i in ids)
+    assert await _pending(redis, tag) == 0
+
+
+async def test_batch_mixing_fresh_and_replayed_records(redis: Redis, db: Database) -> None:
+    """One batch: tenant 1's streams hold new records and records already stored (in
+    another stream), tenant 2's only new ones. Only tenant 1's rows take the conflict-safe
+    insert; each record is stored once."""
+    t1, t2 = f"tm{os.getpid()}a", f"tm{os.getpid()}b"
+    first = await add_usage(redis, f"{t1}:wallet:w", 20)
+    await Drainer(redis, db, MASTER).run()
+    # the same 20 ids again plus 10 new ones on the same stream, 25 new on a second stream
+    again = await add_usage(redis, f"{t1}:wallet:w", 30)
+    other = await add_usage(redis, f"{t1}:prepaid_pool:p", 25)
+    new2 = await add_usage(redis, f"{t2}:wallet:w", 15)
+    stats = await Drainer(redis, db, MASTER).run()
+    assert (stats.read, stats.inserted, stats.duplicates, stats.acked) == (70, 50, 20, 70)
+    assert stats.replays == 1
+    assert await _rows(db, t1) == sorted(f"usage:{i}" for i in set(first + again + other))
+    assert await _rows(db, t2) == sorted(f"usage:{i}" for i in new2)
+
+
+@pytest.mark.parametrize("writers", [1, 2])
+async def test_same_record_in_concurrent_fresh_batches(
+    redis: Redis, db: Database, tenant: str, writers: int
+) -> None:
+    """Two streams carry the same records, read into different batches that may be in their
+    transactions at once: the second plain insert waits for the first, fails on its keys
+    and is redone conflict-safe (or both meet in a deadlock, redone the same way)."""
+    ids = await add_usage(redis, f"{tenant}:wallet:a", 60)
+    await add_usage(redis, f"{tenant}:wallet:b", 60)  # ids of their own
+    # stream c repeats stream a's request ids (what a replayed script result would write)
+    tag_c = f"{tenant}:wallet:c"
+    await redis.sadd("ocs:payers", tag_c)  # type: ignore[misc]
+    for n, rid in enumerate(ids):
+        fields = usage_fields(tag_c, rid, 1_740_000_000_000 + n, 1000 + n)
+        await redis.xadd(PayerKeys(tag_c).stream, fields)  # type: ignore[arg-type]
+    stats = await Drainer(redis, db, MASTER, batch=30, writers=writers).run()
+    assert (stats.read, stats.acked) == (180, 180)
+    assert (stats.inserted, stats.duplicates) == (120, 60)
+    assert stats.replays >= 1
+    rows = await _rows(db, tenant)
+    assert len(rows) == len(set(rows)) == 120
 
 
 async def test_process_killed_between_insert_and_ack(
