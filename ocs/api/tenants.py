@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
-
-import yaml
 
 from ocs.api.keys import lock_key, revision_key, state_key, versions_key
 from ocs.api.problems import Problem
@@ -51,6 +50,8 @@ LOCK_TIMEOUT: Final = 60.0
 
 State = dict[str, Any]
 Mutation = Callable[[State], object]
+"""Changes the state in place; may return the state's already compiled :class:`Catalogue`
+(a bulk import compiles it off the lock) so that it is not compiled a second time."""
 
 
 def item_id(section: str, item: Mapping[str, Any]) -> str:
@@ -209,7 +210,7 @@ class TenantCatalogues:
             self.redis.lock(lock_key(tenant), timeout=LOCK_TIMEOUT, blocking_timeout=LOCK_TIMEOUT),
         ):
             rev, state = await self.load_state(tenant)
-            mutation(state)
+            precompiled = mutation(state)
             if not state.get("tenant"):
                 raise Problem(
                     422,
@@ -217,7 +218,10 @@ class TenantCatalogues:
                     "Catalogue refused",
                     "the first catalogue applied to a tenant needs a `tenant:` document",
                 )
-            catalogue = await asyncio.to_thread(_compile, state)
+            if isinstance(precompiled, Catalogue):
+                catalogue = precompiled
+            else:
+                catalogue = await asyncio.to_thread(_compile, state)
             rev += 1
             applied = await self._put_in_force(tenant, rev, state, catalogue, source)
         self._compiled[tenant] = Compiled(rev, catalogue)
@@ -273,10 +277,23 @@ def _compile(state: State) -> Catalogue:
     return report.catalogue
 
 
+_YAML_UNPRINTABLE: Final = re.compile("[\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+"""Characters a YAML reader refuses (or reads as a line break) even inside quotes; JSON's
+``\\uXXXX`` escape keeps them (astral characters stay literal: PyYAML would not join an
+escaped surrogate pair)."""
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
 def _write_folder(folder: Path, document: dict[str, Any]) -> None:
+    """Written as JSON, which is YAML too (the loader reads it unchanged): PyYAML's emitter
+    needs ~95 s for 100,000 SIMs (~40 s in C), ``json.dumps`` under one second."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "catalogue.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), "utf-8")
+    text = json.dumps(document, ensure_ascii=False, indent=1)
+    tmp.write_text(_YAML_UNPRINTABLE.sub(_escape, text), "utf-8")
     tmp.replace(folder / "catalogue.yaml")
 
 
