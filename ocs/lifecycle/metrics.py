@@ -21,7 +21,8 @@ class LifecycleMetrics:
         )
         self.renewals = Counter(
             "ocs_lifecycle_renewals",
-            "Lifecycle pass outcomes per due period: renewed, renewed_unpaid, suspended, "
+            "Lifecycle pass outcomes per due period: renewed, rolled (no renewal rule), "
+            "renewed_unpaid, suspended, "
             "overage, already (another worker did it), not_due",
             ["outcome"],
             registry=registry,

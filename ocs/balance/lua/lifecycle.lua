@@ -150,8 +150,7 @@ if action == 'renew' then
        currency = args.currency, billed = args.billed, period = current,
        next = args.next.id, due = args.due, fallback = args.fallback})
   end
-  return reply({status = 'renewed', period = args.next.id, credited = I(alloc[1] and
-    tonumber(alloc[1][2]) or 0)})
+  return reply({status = credit and 'renewed' or 'rolled', period = args.next.id})
 end
 
 if action == 'fail' then

@@ -1,0 +1,333 @@
+"""Balance lifecycle against a real Redis: auto top-off and adaptive tier steps inside the
+charge script, renewals by the lifecycle pass across period boundaries. Time is injected
+(``now`` arguments), never slept."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ocs.balance import BalanceStore
+from ocs.balance.keys import LIFECYCLE_EVENTS, PayerKeys
+from ocs.charging.catalog import lifecycle_rules, provision_catalogue
+from ocs.lifecycle import Lifecycle, PoolRules
+from ocs.rating.catalogue import Catalogue
+from ocs.rating.loader import load_catalogue
+from ocs.store import RedisClient
+from tests.balance.helpers import by_id, charge
+
+CATALOGUE = """
+tenant: {id: t1, home_network: "00101", time_zone: UTC, currency: EUR}
+accounts:
+  - {id: acme, bill_day: 1, currency: EUR}
+addons:
+  - {id: boost, currency: EUR, price: 500, service: data, units: 1000, validity_days: 30,
+     auto: true, max_per_period: 2}
+pools:
+  - {id: topped, account: acme, size: 1000, auto_top_off: {addon: boost}}
+  - {id: ladder, account: acme, kind: adaptive, size: 1000, tiers: [3000, 6000],
+     renewal: {fee: 0}}
+  - {id: monthly, account: acme, size: 1000, renewal: {fee: 4900}}
+  - {id: bundle, account: acme, size: 1000, renewal: {on: depleted, fee: 100,
+     charge_to: wallet, wallet: w1, on_failure: suspend}}
+  - {id: lenient, account: acme, size: 1000, renewal: {fee: 300, charge_to: wallet,
+     wallet: w2, on_failure: notify}}
+  - {id: credit, account: acme, size: 1000, payment: postpaid, credit_limit: 5000,
+     renewal: {fee: 300, charge_to: wallet, wallet: w2, on_failure: overage}}
+wallets:
+  - {id: w1, account: acme, currency: EUR, balance: 150}
+  - {id: w2, account: acme, currency: EUR, balance: 0}
+"""
+
+
+def ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+T0 = ms("2026-11-10T12:00:00")  # in the period 2026-11-01 .. 2026-12-01 (bill day 1, UTC)
+DEC = ms("2026-12-01T00:00:05")  # just past the boundary
+TAG = {
+    "topped": "t1:prepaid_pool:topped",
+    "ladder": "t1:prepaid_pool:ladder",
+    "monthly": "t1:prepaid_pool:monthly",
+    "bundle": "t1:prepaid_pool:bundle",
+    "lenient": "t1:prepaid_pool:lenient",
+    "credit": "t1:postpaid_pool:credit",
+    "w1": "t1:wallet:w1",
+}
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Catalogue:
+    folder: Path = tmp_path_factory.mktemp("lifecycle")
+    (folder / "catalogue.yaml").write_text(CATALOGUE)
+    return load_catalogue(folder)
+
+
+@pytest.fixture
+async def provisioned(store: BalanceStore, catalogue: Catalogue) -> list[PoolRules]:
+    await provision_catalogue(store, catalogue, "(test)", now_ms=T0)
+    return lifecycle_rules(catalogue)
+
+
+async def records(store: BalanceStore, tag: str, kind: str) -> list[dict[str, Any]]:
+    return [
+        {**r.fields, "ctx": json.loads(r.fields.get("ctx") or "{}")}
+        for r in await store.records(tag)
+        if r.fields["kind"] == kind
+    ]
+
+
+async def life(redis: RedisClient, tag: str) -> dict[str, Any]:
+    state = await Lifecycle(redis).state(tag)
+    assert state is not None
+    return state
+
+
+# -- auto top-off -----------------------------------------------------------------------------
+async def test_auto_top_off_is_bought_inside_the_reservation_and_capped_per_period(
+    store: BalanceStore, redis: RedisClient, provisioned: list[PoolRules]
+) -> None:
+    tag = TAG["topped"]
+    assert (await charge(store, tag, "r1", want=800, now=T0)).granted == 800
+    # 200 left cannot cover 800: the add-on is bought in the same script call
+    second = await charge(store, tag, "r2", used=800, want=800, now=T0 + 1)
+    assert (second.status, second.granted) == ("ok", 800)
+    bought = await records(store, tag, "topoff")
+    assert len(bought) == 1
+    ctx = bought[0]["ctx"]
+    assert ctx["api"] == "auto-top-off"
+    assert (ctx["addon"], ctx["price"], ctx["currency"], ctx["account"]) == (
+        "boost",
+        500,
+        "EUR",
+        "acme",
+    )
+    assert ctx["period"] == "2026-11-01T00:00:00Z"
+    bucket = by_id(await store.buckets(tag))["topped:auto:2026-11-01T00:00:00Z:1"]
+    assert bucket.credited == 1000 and bucket.priority == 50
+    assert bucket.valid_to == T0 + 1 + 30 * 86_400_000
+    # a retransmission is answered from the stored result: nothing bought twice
+    again = await charge(store, tag, "r2", used=800, want=800, now=T0 + 1)
+    assert again == second
+    assert len(await records(store, tag, "topoff")) == 1
+    # second purchase, then the cap (2 per period): the normal exhaustion outcome
+    assert (await charge(store, tag, "r3", used=800, want=800, now=T0 + 2)).granted == 800
+    assert (await charge(store, tag, "r4", used=800, want=800, now=T0 + 3)).granted == 600
+    last = await charge(store, tag, "r5", used=600, want=800, now=T0 + 4)
+    assert (last.status, last.granted) == ("exhausted", 0)
+    assert len(await records(store, tag, "topoff")) == 2
+    assert (await life(redis, tag))["top_offs"] == 2
+
+    # across the period boundary the counter restarts (the pass rolls the period)
+    report = await Lifecycle(redis).run_once(provisioned, DEC)
+    assert report.outcomes["rolled"] == 1
+    assert (await life(redis, tag))["period"] == "2026-12-01T00:00:00Z"
+    after = await charge(store, tag, "r6", want=800, now=DEC + 1)
+    assert (after.status, after.granted) == ("ok", 800)
+    bought = await records(store, tag, "topoff")
+    assert [r["ctx"]["period"] for r in bought] == [
+        "2026-11-01T00:00:00Z",
+        "2026-11-01T00:00:00Z",
+        "2026-12-01T00:00:00Z",
+    ]
+    assert (await life(redis, tag))["top_offs"] == 1
+
+
+async def test_auto_top_off_covers_an_event_debit(
+    store: BalanceStore, provisioned: list[PoolRules]
+) -> None:
+    tag = TAG["topped"]
+    assert (await charge(store, tag, "d1", used=900, mode="debit", now=T0)).status == "ok"
+    result = await charge(store, tag, "d2", used=500, mode="debit", now=T0 + 1)
+    assert (result.status, result.units) == ("ok", 500)
+    assert len(await records(store, tag, "topoff")) == 1
+
+
+async def test_concurrent_reservations_buy_one_top_off_per_need(
+    store: BalanceStore, redis: RedisClient, provisioned: list[PoolRules]
+) -> None:
+    tag = TAG["topped"]
+    results = await asyncio.gather(
+        *(charge(store, tag, f"c{i}", member=f"s{i}|1", want=600, now=T0 + i) for i in range(4))
+    )
+    # 1000 + 2 x 1000 bought, cap 2: every purchase was needed and none went past the cap
+    assert sum(r.granted for r in results) <= 3000
+    assert len(await records(store, tag, "topoff")) == (await life(redis, tag))["top_offs"]
+    assert (await life(redis, tag))["top_offs"] <= 2
+
+
+# -- adaptive tiers -----------------------------------------------------------------------------
+async def test_adaptive_pool_steps_up_its_ladder_and_the_last_tier_is_the_cap(
+    store: BalanceStore, redis: RedisClient, provisioned: list[PoolRules], catalogue: Catalogue
+) -> None:
+    tag = TAG["ladder"]
+    assert (await life(redis, tag))["tier"] == 0
+    assert (await charge(store, tag, "a1", want=900, now=T0)).granted == 900
+    assert (await life(redis, tag))["tier"] == 0
+    # 100 left cannot cover 900: step to tier 1 (3000)
+    assert (await charge(store, tag, "a2", used=900, want=900, now=T0 + 1)).granted == 900
+    state = await life(redis, tag)
+    assert (state["tier"], state["tier_size"], state["tiers"]) == (1, 3000, [1000, 3000, 6000])
+    assert by_id(await store.buckets(tag))["ladder"].credited == 3000
+    # a big request crosses into the last tier; beyond it the pool is exhausted
+    assert (await charge(store, tag, "a3", used=900, want=4000, now=T0 + 2)).granted == 4000
+    assert (await life(redis, tag))["tier"] == 2
+    assert (await charge(store, tag, "a4", used=4000, want=900, now=T0 + 3)).granted == 200
+    end = await charge(store, tag, "a5", used=200, want=900, now=T0 + 4)
+    assert (end.status, end.granted) == ("exhausted", 0)
+    steps = [r["ctx"] for r in await records(store, tag, "tier")]
+    assert [(s["tier"], s["size"], s["api"]) for s in steps] == [
+        (1, 3000, "tier-step"),
+        (2, 6000, "tier-step"),
+    ]
+    # re-applying the catalogue keeps the tier reached (lifecycle credits are not resized)
+    await provision_catalogue(store, catalogue, "(test)", now_ms=T0 + 5)
+    assert by_id(await store.buckets(tag))["ladder"].credited == 6000
+    assert (await life(redis, tag))["tier"] == 2
+    # the next period starts again at tier 0
+    await Lifecycle(redis).run_once(provisioned, DEC)
+    assert (await life(redis, tag))["tier"] == 0
+    ladder = by_id(await store.buckets(tag))["ladder"]
+    assert ladder.available + ladder.reserved == 1000
+
+
+# -- renewal -----------------------------------------------------------------------------------
+async def test_period_end_renewal_charges_the_invoice_once_with_many_workers(
+    store: BalanceStore, redis: RedisClient, provisioned: list[PoolRules]
+) -> None:
+    tag = TAG["monthly"]
+    await charge(store, tag, "m1", want=700, now=T0)
+    await charge(store, tag, "m2", used=700, want=200, now=T0 + 1)  # 100 left, 200 reserved
+    before = await Lifecycle(redis).run_once(provisioned, DEC - 10_000)
+    assert before.outcomes["renewed"] == 0  # not yet: nothing is renewed early
+    workers = [Lifecycle(redis) for _ in range(6)]
+    reports = await asyncio.gather(*(w.run_once(provisioned, DEC) for w in workers))
+    renewed = await records(store, tag, "renewal")
+    assert len(renewed) == 1
+    done: Counter[str] = Counter()
+    for r in reports:
+        done.update({k: v for k, v in r.outcomes.items() if k != "already"})
+    # each pool's period acted on once: renewed (ladder, monthly, bundle), rolled (no
+    # renewal rule), renewed unpaid (wallet empty, notify), overage (wallet empty)
+    assert done == {"renewed": 3, "rolled": 1, "renewed_unpaid": 1, "overage": 1}
+    ctx = renewed[0]["ctx"]
+    assert (ctx["api"], ctx["price"], ctx["currency"], ctx["billed"]) == (
+        "renewal",
+        4900,
+        "EUR",
+        "invoice",
+    )
+    assert (ctx["period"], ctx["next"]) == ("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z")
+    bucket = by_id(await store.buckets(tag))["monthly"]
+    # no rollover: available + reserved is the size again; conservation holds
+    assert (bucket.available, bucket.reserved) == (800, 200)
+    assert bucket.credited == bucket.available + bucket.reserved + bucket.used
+    # the next boundary renews again, once
+    jan = ms("2027-01-01T00:00:00")
+    await Lifecycle(redis).run_once(provisioned, jan)
+    await Lifecycle(redis).run_once(provisioned, jan + 1)
+    assert [r["ctx"]["period"] for r in await records(store, tag, "renewal")] == [
+        "2026-11-01T00:00:00Z",
+        "2026-12-01T00:00:00Z",
+    ]
+
+
+async def test_depleted_bundle_renews_from_its_wallet_then_suspends_when_unpaid(
+    store: BalanceStore, redis: RedisClient, provisioned: list[PoolRules]
+) -> None:
+    tag, wallet = TAG["bundle"], TAG["w1"]
+    lifecycle = Lifecycle(redis)
+    assert (await charge(store, tag, "b1", want=1000, now=T0)).granted == 1000
+    await charge(store, tag, "b2", used=1000, now=T0 + 1)
+    # depleted: renewed now, fee (100) debited from the wallet, a new period starts now
+    report = await lifecycle.run_once(provisioned, T0 + 2)
+    assert report.outcomes["renewed"] == 1
+    assert by_id(await store.buckets(wallet))["w1"].available == 50
+    fee = await records(store, wallet, "fee")
+    assert [(f["money"], f["ctx"]["api"], f["ctx"]["pool"]) for f in fee] == [
+        ("100", "renewal-fee", "bundle")
+    ]
+    state = await life(redis, tag)
+    assert state["period"] == "2026-11-10T12:00:00Z"  # the renewal time
+    assert by_id(await store.buckets(tag))["bundle"].available == 1000
+    # a second pass has nothing to do
+    assert (await lifecycle.run_once(provisioned, T0 + 3)).outcomes["renewed"] == 0
+
+    # used up again; the wallet (50) cannot pay 100: suspended, notified once
+    await charge(store, tag, "b3", want=1000, now=T0 + 4)
+    await charge(store, tag, "b4", used=1000, now=T0 + 5)
+    first = await lifecycle.run_once(provisioned, T0 + 6)
+    assert first.outcomes["suspended"] == 1
+    assert [e["outcome"] for e in first.events] == ["suspended"]
+    second = await lifecycle.run_once(provisioned, T0 + 7)
+    assert second.outcomes["suspended"] == 1 and second.events == []
+    events = await redis.xrange(LIFECYCLE_EVENTS)
+    assert len(events) == 1
+    assert (await life(redis, tag))["suspended"] is True
+    # a suspended pool grants nothing, even after the wallet gets money...
+    await store.adjust(wallet, "topup-1", [{"op": "credit", "id": "w1", "amount": 500}], T0 + 8)
+    blocked = await charge(store, tag, "b5", want=10, now=T0 + 8)
+    assert (blocked.status, blocked.granted) == ("exhausted", 0)
+    # ...until the next pass takes the fee and renews
+    assert (await lifecycle.run_once(provisioned, T0 + 9)).outcomes["renewed"] == 1
+    assert (await life(redis, tag))["suspended"] is False
+    assert (await charge(store, tag, "b6", want=10, now=T0 + 10)).granted == 10
+    assert by_id(await store.buckets(wallet))["w1"].available == 450
+
+
+async def test_unpaid_renewal_notify_renews_on_the_invoice_and_overage_rolls_the_period(
+    store: BalanceStore, redis: RedisClient, provisioned: list[PoolRules]
+) -> None:
+    await charge(store, TAG["lenient"], "l1", want=1000, now=T0)
+    await charge(store, TAG["lenient"], "l2", used=1000, now=T0 + 1)
+    await charge(store, TAG["credit"], "o1", used=1000, mode="debit", now=T0)
+    report = await Lifecycle(redis).run_once(provisioned, DEC)
+    assert report.outcomes["renewed_unpaid"] == 1 and report.outcomes["overage"] == 1
+    assert sorted(e["pool"] for e in report.events) == ["credit", "lenient"]
+    lenient = (await records(store, TAG["lenient"], "renewal"))[0]["ctx"]
+    assert (lenient["billed"], lenient["fallback"], lenient["price"]) == ("invoice", "unpaid", 300)
+    assert by_id(await store.buckets(TAG["lenient"]))["lenient"].available == 1000
+    # overage: the period rolled without a new allowance; usage goes on the credit bucket
+    assert (await life(redis, TAG["credit"]))["period"] == "2026-12-01T00:00:00Z"
+    assert await records(store, TAG["credit"], "renewal") == []
+    assert by_id(await store.buckets(TAG["credit"]))["credit"].available == 0
+    # a second pass in the same period does nothing more
+    again = await Lifecycle(redis).run_once(provisioned, DEC + 1)
+    assert again.events == [] and again.outcomes["renewed_unpaid"] == 0
+
+
+async def test_a_held_pool_renewal_retried_by_two_workers_takes_the_fee_once(
+    store: BalanceStore, redis: RedisClient, provisioned: list[PoolRules]
+) -> None:
+    tag, wallet = TAG["bundle"], TAG["w1"]
+    await charge(store, tag, "h1", want=1000, now=T0)
+    await charge(store, tag, "h2", used=1000, now=T0 + 1)
+    await asyncio.gather(*(Lifecycle(redis).run_once(provisioned, T0 + 2) for _ in range(5)))
+    assert len(await records(store, wallet, "fee")) == 1
+    assert len(await records(store, tag, "renewal")) == 1
+    assert by_id(await store.buckets(wallet))["w1"].available == 50
+
+
+async def test_lifecycle_shows_in_balance_state(
+    store: BalanceStore, redis: RedisClient, provisioned: list[PoolRules]
+) -> None:
+    raw = await redis.hgetall(PayerKeys(TAG["ladder"]).lifecycle)
+    assert raw  # provisioned by the catalogue apply
+    state = await life(redis, TAG["ladder"])
+    assert state == {
+        "period": "2026-11-01T00:00:00Z",
+        "period_end": ms("2026-12-01T00:00:00"),
+        "top_offs": 0,
+        "suspended": False,
+        "tier": 0,
+        "tier_size": 1000,
+        "tiers": [1000, 3000, 6000],
+    }
+    assert await Lifecycle(redis).state(TAG["w1"]) is None
