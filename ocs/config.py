@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     validity_time: int = Field(600, ge=1)  # Validity-Time of every grant, seconds
     reclaim_grace: int = Field(60, ge=0)  # after Validity-Time before a reservation is reclaimed
     reclaim_interval: float = Field(5.0, gt=0)  # how often expired reservations are reclaimed
+    lifecycle_interval: float = Field(60.0, gt=0)  # how often due renewals are looked for
     charging_timeout: float = Field(1.0, gt=0)  # per-CCR budget for Redis, then failure handling
     fui_action: Literal["terminate", "redirect", "restrict_access"] = "terminate"
     fui_redirect_url: str = "http://topup.invalid/"
