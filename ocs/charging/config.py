@@ -25,6 +25,7 @@ class ChargingConfig:
     request_timeout: float = 1.0  # whole-CCR budget for Redis work; then failure handling
     threshold_percent: int = 20  # Volume/Time-Quota-Threshold as a share of the grant
     reclaim_interval: float = 5.0
+    lifecycle_interval: float = 60.0  # seconds between lifecycle passes (docs/lifecycle.md)
     failure_handling: str = "grant"
     failure_grant_bytes: int = 1_000_000
     fui_action: FinalUnitAction = FinalUnitAction.TERMINATE
@@ -64,6 +65,7 @@ class ChargingConfig:
             validity_time=int(_get(settings, "validity_time", 600)),
             reclaim_grace=int(_get(settings, "reclaim_grace", 60)),
             reclaim_interval=float(_get(settings, "reclaim_interval", 5.0)),
+            lifecycle_interval=float(_get(settings, "lifecycle_interval", 60.0)),
             request_timeout=float(_get(settings, "charging_timeout", 1.0)),
             failure_handling=str(settings.failure_handling),
             failure_grant_bytes=int(settings.failure_grant_bytes),
