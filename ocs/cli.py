@@ -91,6 +91,15 @@ def _offline_parsers(sub: Any) -> None:
     drain = csub.add_parser("drain", help="move rated records from Redis Streams to PostgreSQL")
     drain.add_argument("--batch", type=int, default=20_000)
     drain.add_argument("--claim-idle-ms", type=int, default=60_000)
+    drain.add_argument(
+        "--follow",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep draining every SECONDS until SIGTERM, with /metrics, /healthz and /readyz "
+        "on --metrics-port (default: drain once and exit)",
+    )
+    drain.add_argument("--metrics-port", type=int, help="OCS_METRICS_PORT (with --follow)")
     _store_flags(drain)
     imp = csub.add_parser("import", help="import network CDRs (CSV, see docs/offline.md)")
     imp.add_argument("file")
@@ -157,7 +166,9 @@ def _offline(args: argparse.Namespace, settings: Settings) -> int | None:
     if command == "db" and args.db_command == "migrate":
         return off.main_db_migrate(settings)
     if command == "cdr" and args.cdr_command == "drain":
-        return off.main_drain(settings, batch=args.batch, claim_idle_ms=args.claim_idle_ms)
+        return off.main_drain(
+            settings, batch=args.batch, claim_idle_ms=args.claim_idle_ms, follow=args.follow
+        )
     if command == "cdr" and args.cdr_command == "import":
         return off.main_import(settings, args.file, catalog=args.catalog)
     if command == "cdr" and args.cdr_command == "reconcile":

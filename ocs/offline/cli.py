@@ -33,6 +33,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ocs.observability.health import postgres_check, redis_check
+from ocs.observability.service import run_service
 from ocs.offline.adjust import AdjustmentError, adjust_invoice
 from ocs.offline.billrun import BillRunError, bill_run
 from ocs.offline.cdrs import import_csv, reconcile
@@ -120,7 +122,12 @@ def main_db_migrate(settings: Any) -> int:
     return _run(go)
 
 
-def main_drain(settings: Any, *, batch: int = 5000, claim_idle_ms: int = 60_000) -> int:
+def main_drain(
+    settings: Any, *, batch: int = 5000, claim_idle_ms: int = 60_000, follow: float = 0.0
+) -> int:
+    """Drain once, or (``follow`` > 0) every ``follow`` seconds until SIGTERM, serving the
+    metrics port meanwhile (``ocs.observability.service``)."""
+
     async def go() -> int:
         db = await connect(settings)
         handle = await open_redis(settings, timeout=30.0)
@@ -128,6 +135,14 @@ def main_drain(settings: Any, *, batch: int = 5000, claim_idle_ms: int = 60_000)
             drainer = Drainer(
                 handle.client, db, master_key(settings), batch=batch, claim_idle_ms=claim_idle_ms
             )
+            if follow > 0:
+                checks = {
+                    "redis": redis_check(handle.client),
+                    "postgresql": postgres_check(db.pool),
+                }
+                return await run_service(
+                    "drain", drainer.run, settings, interval=follow, checks=checks
+                )
             with _progress() as progress:
                 task = progress.add_task("drain", total=None)
                 stats = await drainer.run(progress=lambda n: progress.advance(task, n))
