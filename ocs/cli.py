@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("msisdn")
     show.add_argument("--json", action="store_true", help="print JSON")
     _server_flags(show)
+
+    life = sub.add_parser("lifecycle", help="pool periods, renewals (docs/lifecycle.md)")
+    lsub = life.add_subparsers(dest="lifecycle_command", metavar="ACTION")
+    lrun = lsub.add_parser("run", help="one renewal pass now (ocs serve runs one a minute)")
+    lrun.add_argument("--now", metavar="ISO", help="the time of the pass (default: now)")
+    lrun.add_argument("--json", action="store_true", help="print JSON")
+    _server_flags(lrun)
     _offline_parsers(sub)
 
     api = sub.add_parser("api", help="run the HTTP API alone (ocs serve runs it too)")
@@ -285,6 +292,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = _offline(args, settings)
             if code is not None:
                 return code
+        if args.command == "lifecycle" and args.lifecycle_command == "run":
+            from .lifecycle.cli import main_lifecycle_run  # noqa: PLC0415
+
+            return int(_run(main_lifecycle_run(settings, args.now, as_json=args.json)))
         if args.command == "balance" and args.balance_command == "show":
             from .app import show_balance_cli  # noqa: PLC0415
 
