@@ -1,0 +1,69 @@
+"""`ocs lifecycle run [--now ISO] [--json]`: one lifecycle pass over the applied catalogue
+(what every `ocs serve` worker does every ``lifecycle_interval`` seconds)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from ocs.balance.keys import CATALOG
+from ocs.charging.catalog import lifecycle_rules
+from ocs.config import Settings
+from ocs.lifecycle.runner import Lifecycle
+from ocs.rating.errors import CatalogueError
+from ocs.rating.loader import load_catalogue
+from ocs.store import open_redis
+
+
+def parse_now(value: str | None) -> int:
+    """``--now`` as epoch ms (ISO 8601 with a UTC offset); the wall clock when absent."""
+    if value is None:
+        return int(time.time() * 1000)
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"--now: {value!r} is not an ISO 8601 time") from None
+    if at.utcoffset() is None:
+        raise ValueError(f"--now: {value!r} has no UTC offset (add Z or +01:00)")
+    return int(at.timestamp() * 1000)
+
+
+async def run_pass(settings: Settings, now_ms: int) -> dict[str, Any]:
+    """One pass at ``now_ms`` over the pools of the catalogue last applied."""
+    handle = await open_redis(settings, timeout=10.0)
+    try:
+        raw = await handle.client.hget(CATALOG, "path")
+        if raw is None:
+            raise LookupError("no catalogue applied: run `ocs catalog apply PATH` first")
+        path = raw.decode() if isinstance(raw, bytes) else str(raw)
+        rules = lifecycle_rules(load_catalogue(path))
+        lifecycle = Lifecycle(handle.client)
+        report = await lifecycle.run_once(rules, now_ms)
+    finally:
+        await handle.close()
+    return {"now_ms": now_ms, "catalogue": path, "pools": len(rules), **report.as_dict()}
+
+
+async def main_lifecycle_run(settings: Settings, now: str | None, *, as_json: bool) -> int:
+    try:
+        now_ms = parse_now(now)
+        summary = await run_pass(settings, now_ms)
+    except (ValueError, LookupError, CatalogueError) as exc:
+        print(f"ocs: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
+    except (RedisError, OSError) as exc:
+        print(f"ocs: error: Redis: {exc}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
+    outcomes = ", ".join(f"{k}={v}" for k, v in summary["outcomes"].items()) or "nothing due"
+    print(f"lifecycle pass over {summary['pools']} pool(s): {outcomes}")
+    for event in summary["events"]:
+        print(f"  {event['pool']}: renewal unpaid ({event['outcome']})")
+    return 0
