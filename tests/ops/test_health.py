@@ -1,0 +1,242 @@
+"""/healthz and /readyz over real HTTP: `ocs serve` (charging attacher, Diameter server, HTTP
+API, metrics port) on a Redis server of this test's own, which the test stops and starts
+again; and the drain service (`ocs cdr drain --follow`) on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+import pytest
+
+from ocs.app import charging_attacher
+from ocs.balance.keys import PAYERS, PayerKeys
+from ocs.config import Settings
+from ocs.observability.health import default_health, postgres_check, redis_check
+from ocs.observability.service import run_service
+from ocs.offline.db import connect
+from ocs.offline.drain import Drainer
+from ocs.server import start
+from ocs.store import client_for_url
+from tests.conftest import free_ports
+from tests.offline.conftest import pg_admin_url, pg_url
+
+__all__ = ["pg_admin_url", "pg_url"]
+
+DEMO: Final = Path(__file__).resolve().parents[2] / "policies" / "demo"
+WAIT: Final = 20.0  # seconds a state change may take to show (polling, not timing)
+MASTER: Final = bytes(range(32))
+
+
+class OwnRedis:
+    """A redis-server on a free port that the test may stop and start again."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_ports(1)[0]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        cmd += ["--save", "", "--appendonly", "no", "--dir", str(self.folder)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ping = ["redis-cli", "-p", str(self.port), "ping"]
+        for _ in range(int(WAIT / 0.05)):
+            if subprocess.run(ping, capture_output=True, check=False).stdout.strip() == b"PONG":
+                return
+            time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    if not (shutil.which("redis-server") and shutil.which("redis-cli")):
+        pytest.skip("redis-server / redis-cli not installed: the test stops its own Redis")
+    redis = OwnRedis(tmp_path)
+    redis.start()
+    try:
+        yield redis
+    finally:
+        redis.stop()
+
+
+def serve_settings(redis_url: str, data_dir: Path, **more: Any) -> Settings:
+    http_port, metrics_port = free_ports(2)
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "data_dir": data_dir,
+        "host": "127.0.0.1",
+        "port": 0,
+        "http_port": http_port,
+        "metrics_port": metrics_port,
+        "origin_host": "ocs.test",
+        "origin_realm": "test",
+        "log_level": "WARNING",
+        "shutdown_timeout": 2.0,
+    }
+    return Settings(**(values | more))
+
+
+async def until(probe: Callable[[], Awaitable[bool]]) -> None:
+    """Poll ``probe`` until it holds (a state change, not a duration, is what is tested)."""
+    for _ in range(int(WAIT / 0.05)):
+        if await probe():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the expected state was not reached")
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=30) as client:
+        yield client
+
+
+async def test_serve_is_ready_and_not_ready_while_redis_is_down(
+    own_redis: OwnRedis, tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    settings = serve_settings(own_redis.url, tmp_path)
+    metrics = f"http://127.0.0.1:{settings.metrics_port}"
+    api = f"http://127.0.0.1:{settings.http_port}"
+    runtime = await start(settings, charging_attacher(str(DEMO)))
+    try:
+        for base in (metrics, api):
+            alive = await http.get(f"{base}/healthz")
+            assert alive.status_code == 200
+            assert alive.json() == {"status": "alive"}
+        ready = await http.get(f"{metrics}/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json() == {
+            "status": "ready",
+            "checks": {"catalogue": "ok", "diameter": "ok", "redis": "ok"},
+        }
+        ready = await http.get(f"{api}/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"] == {
+            "api_redis": "ok",
+            "catalogue": "ok",
+            "diameter": "ok",
+            "redis": "ok",
+        }
+
+        own_redis.stop()
+        down = await http.get(f"{metrics}/readyz")
+        assert down.status_code == 503
+        assert down.headers["content-type"] == "application/json"
+        checks = down.json()["checks"]
+        assert checks["redis"] != "ok"
+        assert (checks["catalogue"], checks["diameter"]) == ("ok", "ok")
+        problem = await http.get(f"{api}/readyz")
+        assert problem.status_code == 503
+        assert problem.headers["content-type"] == "application/problem+json"
+        body = problem.json()
+        assert body["status"] == 503
+        assert body["type"].endswith("/not-ready")
+        assert "redis" in body["detail"]
+        assert body["checks"]["api_redis"] != "ok"
+        alive = await http.get(f"{metrics}/healthz")
+        assert alive.status_code == 200  # the process lives on: not a restart case
+
+        own_redis.start()
+
+        async def ready_again() -> bool:
+            return (await http.get(f"{metrics}/readyz")).status_code == 200
+
+        await until(ready_again)
+
+        await runtime.server.stop(1.0)  # shutting down: the listener is closed first
+        closing = await http.get(f"{metrics}/readyz")
+        assert closing.status_code == 503
+        assert closing.json()["checks"]["diameter"] == "Diameter server not listening"
+    finally:
+        await runtime.stop()
+    assert default_health().names == []  # every component removed its checks
+
+
+async def test_serve_without_a_catalogue_is_not_ready(
+    own_redis: OwnRedis, tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    settings = serve_settings(own_redis.url, tmp_path, http_port=0)
+    runtime = await start(settings, charging_attacher(None))
+    try:
+        got = await http.get(f"http://127.0.0.1:{settings.metrics_port}/readyz")
+        assert got.status_code == 503
+        assert got.json()["checks"] == {
+            "catalogue": "no catalogue applied (ocs catalog apply PATH)",
+            "diameter": "ok",
+            "redis": "ok",
+        }
+        other = await http.get(f"http://127.0.0.1:{settings.metrics_port}/nothing-here")
+        assert other.status_code == 404
+        scrape = await http.get(f"http://127.0.0.1:{settings.metrics_port}/metrics")
+        assert scrape.status_code == 200
+        assert scrape.headers["content-type"].startswith("text/plain")
+        assert "ocs_active_sessions" in scrape.text
+    finally:
+        await runtime.stop()
+
+
+def _sample(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith((name + " ", name + "{")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_drain_service_reports_postgresql(
+    own_redis: OwnRedis, pg_url: str, tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    settings = serve_settings(own_redis.url, tmp_path, database_url=pg_url)
+    base = f"http://127.0.0.1:{settings.metrics_port}"
+    db = await connect(settings)
+    redis = client_for_url(own_redis.url, timeout=5)
+    stop = asyncio.Event()
+    drainer = Drainer(redis, db, MASTER)
+    checks = {"redis": redis_check(redis), "postgresql": postgres_check(db.pool)}
+    service = asyncio.create_task(
+        run_service("drain", drainer.run, settings, interval=0.05, checks=checks, stop=stop)
+    )
+    try:
+
+        async def passes() -> bool:
+            got = await http.get(f"{base}/metrics")
+            return _sample(got.text, "ocs_drain_passes_total") >= 1
+
+        await until(passes)
+        ready = await http.get(f"{base}/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"] == {"postgresql": "ok", "redis": "ok"}
+        before = _sample((await http.get(f"{base}/metrics")).text, "ocs_postgres_errors_total")
+
+        await db.close()  # PostgreSQL gone for this process; then a record to drain
+        payer = "tops:pool:p1"
+        await redis.sadd(PAYERS, payer)
+        await redis.xadd(PayerKeys(payer).stream, {"kind": "usage", "id": "r1", "payer": payer})
+
+        async def counted() -> bool:
+            text = (await http.get(f"{base}/metrics")).text
+            return _sample(text, "ocs_postgres_errors_total") > before
+
+        await until(counted)
+        down = await http.get(f"{base}/readyz")
+        assert down.status_code == 503
+        assert down.json()["checks"]["postgresql"] != "ok"
+        assert down.json()["checks"]["redis"] == "ok"
+    finally:
+        stop.set()
+        assert await service == 0
+        await redis.aclose()
+    assert default_health().names == []
