@@ -268,6 +268,23 @@ end
 
 local left = 0
 for _, b in ipairs(order) do left = left + capacity(b) end
+-- Nothing left now, but the lifecycle can still add units (the next adaptive tier, an auto
+-- top-off under its cap): report those, so that the grant is not announced as final units.
+if left == 0 then
+  local life = redis.call('HMGET', KEYS[7], 'ladder', 'tier', 'topoff', 'period', 'hold')
+  if not life[5] then
+    if life[1] then
+      local lad = cjson.decode(life[1])
+      local tier = tonumber(life[2] or '0')
+      if lad.u == unit and tier + 1 < #lad.s then left = lad.s[tier + 2] - lad.s[tier + 1] end
+    end
+    if left == 0 and life[3] then
+      local rule = cjson.decode(life[3])
+      local n = tonumber(redis.call('HGET', KEYS[7], 'topoffs:' .. (life[4] or '')) or '0')
+      if rule.u == unit and (rule.cap == 0 or n < rule.cap) then left = rule.units end
+    end
+  end
+end
 if left == math.huge then left = -1 end
 local status = 'ok'
 if mode == 'session' and want > 0 and granted == 0 then status = 'exhausted' end
