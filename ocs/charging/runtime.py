@@ -18,10 +18,11 @@ from redis.exceptions import RedisError
 from ocs.balance import BalanceStore
 from ocs.balance.keys import CATALOG
 from ocs.charging.application import ChargingApplication
-from ocs.charging.catalog import load_folder, provision_catalogue
+from ocs.charging.catalog import lifecycle_rules, load_folder, provision_catalogue
 from ocs.charging.config import ChargingConfig
 from ocs.config import Settings
 from ocs.diameter.answers import Identity
+from ocs.lifecycle import Lifecycle, PassReport, PoolRules, lifecycle_metrics
 from ocs.observability.metrics import ChargingMetrics, default_metrics
 from ocs.observability.probes import outstanding_reservations
 from ocs.rating.catalogue import Catalogue
@@ -44,6 +45,7 @@ class ChargingRuntime:
     catalogue: CatalogueHolder
     applied_at: str = ""
     _task: asyncio.Task[None] | None = field(default=None)
+    _rules: tuple[Catalogue, list[PoolRules]] | None = field(default=None)
 
     def start(self) -> None:
         if self._task is None:
@@ -68,12 +70,29 @@ class ChargingRuntime:
             log.error("catalogue %s not reloaded: %d error(s)", info["path"], len(report.errors))
         return report.ok
 
+    async def lifecycle_once(self, now_ms: int | None = None) -> PassReport:
+        """One lifecycle pass (renewals, period rolls) over the current catalogue's pools;
+        every worker runs it, each period is acted on once (docs/lifecycle.md)."""
+        catalogue = self.catalogue.current
+        if self._rules is None or self._rules[0] is not catalogue:
+            self._rules = (catalogue, lifecycle_rules(catalogue))
+        lifecycle = Lifecycle(
+            self.store.redis, lifecycle_metrics(self.application.metrics.registry)
+        )
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        return await lifecycle.run_once(self._rules[1], now)
+
     async def _housekeeping(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_lifecycle = loop.time()
         while True:
             await asyncio.sleep(self.config.reclaim_interval)
             try:
                 await self.reclaim_once()
                 await self.reload_if_applied()
+                if loop.time() >= next_lifecycle:
+                    next_lifecycle = loop.time() + self.config.lifecycle_interval
+                    await self.lifecycle_once()
             except (RedisError, OSError, TimeoutError) as exc:
                 self.application.metrics.redis_errors.inc()
                 log.warning("charging housekeeping: %s", exc)
