@@ -1,4 +1,5 @@
-"""Network CDR import (CSV) and reconciliation against the online usage records.
+"""Network CDR import (CSV, or TS 32.298 BER via ``asn1.records``) and reconciliation
+against the online usage records.
 
 CSV columns (header row required, order free; docs/offline.md): ``record_type`` (PGW, SGW,
 CHF), ``charging_id``, ``session_id`` (optional, the Gy Session-Id when the gateway knows
@@ -11,6 +12,7 @@ it), ``imsi``, ``msisdn`` (optional), ``start_time``, ``end_time`` (ISO 8601 wit
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 from collections import defaultdict
@@ -19,6 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
+from ocs.offline.asn1.records import decode_file, is_ber
 from ocs.offline.crypto import TenantCipher
 from ocs.offline.db import Connection
 from ocs.rating import RatingError, RatType, ServiceKind, UsageContext, resolve
@@ -104,10 +107,28 @@ def parse_row(row: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+async def import_file(conn: Connection, cipher: TenantCipher, path: Path) -> ImportReport:
+    """Import a CDR file: BER records (TS 32.298, ``asn1.records``) when it starts like one,
+    else CSV."""
+    with path.open("rb") as fh:
+        head = fh.read(1)
+    if is_ber(head):
+        return await import_ber(conn, cipher, path)
+    return await import_csv(conn, cipher, path)
+
+
+async def import_ber(conn: Connection, cipher: TenantCipher, path: Path) -> ImportReport:
+    """Import a file of BER-encoded PGW/SGW records in the tenant's transaction ``conn``."""
+    decoded = decode_file(await asyncio.to_thread(path.read_bytes), str(path))
+    report = ImportReport(rows=decoded.records, errors=decoded.errors)
+    await _store(conn, cipher, path, [row for _, row in decoded.rows], report)
+    return report
+
+
 async def import_csv(conn: Connection, cipher: TenantCipher, path: Path) -> ImportReport:
     """Import one CSV file in the tenant's transaction ``conn``."""
     report = ImportReport()
-    rows = []
+    parsed = []
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
@@ -117,33 +138,47 @@ async def import_csv(conn: Connection, cipher: TenantCipher, path: Path) -> Impo
         for line, raw in enumerate(reader, start=2):
             report.rows += 1
             try:
-                r = parse_row(raw)
+                parsed.append(parse_row(raw))
             except ValueError as exc:
                 report.errors.append(f"{path}:{line}: {exc}")
-                continue
-            start = r["start_time"].isoformat()
-            key = f"{r['record_type']}:{r['charging_id']}:{start}:{r['rating_group']}"
-            rows.append(
-                (
-                    cipher.tenant,
-                    key,
-                    path.name,
-                    r["record_type"],
-                    r["charging_id"],
-                    r["session_id"],
-                    cipher.bidx(r["imsi"]),
-                    cipher.encrypt(r["imsi"]),
-                    cipher.encrypt(r["msisdn"]) if r["msisdn"] else None,
-                    r["start_time"],
-                    r["end_time"],
-                    r["rating_group"],
-                    r["apn"],
-                    r["plmn"],
-                    r["rat_type"],
-                    str(r["service"]),
-                    r["units"],
-                )
+    await _store(conn, cipher, path, parsed, report)
+    return report
+
+
+async def _store(
+    conn: Connection,
+    cipher: TenantCipher,
+    path: Path,
+    parsed: list[dict[str, Any]],
+    report: ImportReport,
+) -> None:
+    """Insert parsed rows (key ``record_type:charging_id:start:rating_group``, re-imports
+    add nothing); counts imported and duplicate rows into ``report``."""
+    rows = []
+    for r in parsed:
+        start = r["start_time"].isoformat()
+        key = f"{r['record_type']}:{r['charging_id']}:{start}:{r['rating_group']}"
+        rows.append(
+            (
+                cipher.tenant,
+                key,
+                path.name,
+                r["record_type"],
+                r["charging_id"],
+                r["session_id"],
+                cipher.bidx(r["imsi"]),
+                cipher.encrypt(r["imsi"]),
+                cipher.encrypt(r["msisdn"]) if r["msisdn"] else None,
+                r["start_time"],
+                r["end_time"],
+                r["rating_group"],
+                r["apn"],
+                r["plmn"],
+                r["rat_type"],
+                str(r["service"]),
+                r["units"],
             )
+        )
     before = await conn.fetchval("SELECT count(*) FROM network_cdrs")
     await conn.executemany(
         "INSERT INTO network_cdrs (tenant_id, cdr_key, source_file, record_type, charging_id,"
@@ -155,7 +190,6 @@ async def import_csv(conn: Connection, cipher: TenantCipher, path: Path) -> Impo
     after = await conn.fetchval("SELECT count(*) FROM network_cdrs")
     report.imported = int(after) - int(before)
     report.duplicates = len(rows) - report.imported
-    return report
 
 
 @dataclass(slots=True)

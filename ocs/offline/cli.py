@@ -3,7 +3,7 @@ prints errors as one line naming the file or field and the reason.
 
     ocs db migrate                -> main_db_migrate(settings)
     ocs cdr drain                 -> main_drain(settings, batch=..., claim_idle_ms=...)
-    ocs cdr import FILE           -> main_import(settings, path, catalog=...)
+    ocs cdr import FILE           -> main_import(settings, path, catalog=...) (CSV or BER)
     ocs cdr reconcile             -> main_reconcile(settings, catalog=..., tolerance_percent=...)
     ocs billrun --cycle D [--preview] [--account ID] [--date YYYY-MM-DD]
                                   -> main_billrun(settings, cycle=..., account=..., ...)
@@ -37,7 +37,7 @@ from ocs.observability.health import postgres_check, redis_check
 from ocs.observability.service import run_service
 from ocs.offline.adjust import AdjustmentError, adjust_invoice
 from ocs.offline.billrun import BillRunError, bill_run
-from ocs.offline.cdrs import import_csv, reconcile
+from ocs.offline.cdrs import import_file, reconcile
 from ocs.offline.charges import DraftInvoice
 from ocs.offline.crypto import TenantCipher, master_key, tenant_cipher
 from ocs.offline.db import Database, DatabaseError, connect, migrate
@@ -165,7 +165,7 @@ def main_import(settings: Any, path: Path | str, *, catalog: Path | str | None =
         db, cipher = await _open(settings, catalogue)
         try:
             async with db.tenant(catalogue.tenant.id) as conn:
-                report = await import_csv(conn, cipher, Path(path))
+                report = await import_file(conn, cipher, Path(path))
         finally:
             await db.close()
         for line in report.errors:
