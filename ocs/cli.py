@@ -126,6 +126,9 @@ def _offline_parsers(sub: Any) -> None:
     run.add_argument("--catalog")
     run.add_argument("--terms", help="billing terms YAML (taxes, pool fees)")
     run.add_argument("--out-dir", help="where rendered invoices are written")
+    run.add_argument(
+        "--metrics-port", type=int, default=0, help="serve progress on /metrics there (0: no)"
+    )
     _store_flags(run)
 
     invoice = sub.add_parser("invoice", help="invoice adjustments")
@@ -195,6 +198,7 @@ def _offline(args: argparse.Namespace, settings: Settings) -> int | None:
             catalog=args.catalog,
             terms=args.terms,
             out_dir=args.out_dir,
+            metrics_port=args.metrics_port,
         )
     if command == "invoice" and args.invoice_command == "adjust":
         return off.main_invoice_adjust(

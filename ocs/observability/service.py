@@ -45,17 +45,17 @@ def count_failure(exc: BaseException) -> str:
     return "other"
 
 
-def open_ops_server(settings: Settings) -> OpsServer | None:
-    """The metrics port of an offline command, or None (disabled, or the port is taken:
+def open_ops_server(port: int, host: str) -> OpsServer | None:
+    """The metrics port of an offline command, or None (``port`` 0, or the port is taken:
     the command's work matters more than its metrics, so that is a warning)."""
-    if not settings.metrics_port:
+    if not port:
         return None
     try:
-        ops = start_ops_server(settings.metrics_port, settings.host)
+        ops = start_ops_server(port, host)
     except OSError as exc:
-        log.warning("metrics port %s not opened: %s", settings.metrics_port, exc.strerror)
+        log.warning("metrics port %s not opened: %s", port, exc.strerror or exc)
         return None
-    log.info("metrics, health and readiness on http://%s:%s", settings.host, ops.port)
+    log.info("metrics, health and readiness on http://%s:%s", host, ops.port)
     return ops
 
 
@@ -77,7 +77,7 @@ async def run_service(
             loop.add_signal_handler(sig, stop.set)
     health = default_health()
     removers = [health.add(check_name, check) for check_name, check in checks.items()]
-    ops = open_ops_server(settings)
+    ops = open_ops_server(settings.metrics_port, settings.host)
     try:
         while not stop.is_set():
             try:

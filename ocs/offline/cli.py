@@ -34,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ocs.observability.health import postgres_check, redis_check
-from ocs.observability.service import run_service
+from ocs.observability.service import open_ops_server, run_service
 from ocs.offline.adjust import AdjustmentError, adjust_invoice
 from ocs.offline.billrun import BillRunError, bill_run
 from ocs.offline.cdrs import import_file, reconcile
@@ -223,9 +223,11 @@ def main_billrun(
     catalog: Path | str | None = None,
     terms: Path | str | None = None,
     out_dir: Path | str | None = None,
+    metrics_port: int = 0,
 ) -> int:
     """Sync the catalogue and terms, run the cycle (or one account), render the invoices
-    (HTML and PDF under ``out_dir``, default ``<data_dir>/invoices``) and print a summary."""
+    (HTML and PDF under ``out_dir``, default ``<data_dir>/invoices``) and print a summary.
+    With ``metrics_port`` its progress is on /metrics there while it runs."""
     if cycle is None and account is None:
         return _fail("billrun: --cycle: give a bill day (1-28) or --account")
     if cycle is not None and not 1 <= cycle <= 28:
@@ -236,6 +238,7 @@ def main_billrun(
         billing_terms = load_terms(_terms_for(catalog, terms))
         db, cipher = await _open(settings, catalogue)
         tid = catalogue.tenant.id
+        ops = open_ops_server(metrics_port, settings.host)
         try:
             async with db.tenant(tid) as conn:
                 await sync_catalogue(conn, catalogue, cipher, billing_terms)
@@ -262,6 +265,8 @@ def main_billrun(
                         html = render_html(await invoice_document(conn, number))
                         await asyncio.to_thread(_write_invoice, folder, f"{tid}-{number}", html)
         finally:
+            if ops is not None:
+                await ops.close()
             await db.close()
         _print_summary(summary.invoices, summary.numbers, preview)
         _out.print(
