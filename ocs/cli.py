@@ -85,7 +85,22 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--tenant", required=True)
     create.add_argument("--scope", required=True, choices=["read", "top-up", "admin"])
     _store_flags(create)
+    _import_parsers(sub)
     return parser
+
+
+def _import_parsers(sub: Any) -> None:
+    imp = sub.add_parser("import", help="import accounts or subscriptions from a CRM export")
+    isub = imp.add_subparsers(dest="import_kind", metavar="KIND")
+    for kind in ("accounts", "subscriptions"):
+        p = isub.add_parser(kind, help=f"create or update {kind} (CSV or JSON, docs/import.md)")
+        p.add_argument("file")
+        p.add_argument("--tenant", help="tenant (default: the one in force)")
+        p.add_argument("--format", choices=["csv", "json"], help="default: from the file name")
+        p.add_argument("--dry-run", action="store_true", help="validate and report, write nothing")
+        p.add_argument("--report", help="write the report (JSON) to this file")
+        p.add_argument("--batch", type=int, default=50_000, help="rows per state write")
+        _store_flags(p)
 
 
 def _offline_parsers(sub: Any) -> None:
@@ -292,6 +307,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .api import main_token_create  # noqa: PLC0415
 
             return main_token_create(settings, args.tenant, args.scope)
+        if args.command == "import" and args.import_kind is not None:
+            from .crm.cli import main_import  # noqa: PLC0415
+
+            return main_import(
+                settings,
+                args.import_kind,
+                args.file,
+                tenant=args.tenant,
+                fmt=args.format,
+                dry_run=args.dry_run,
+                report_path=args.report,
+                batch=args.batch,
+            )
         if args.command in ("db", "cdr", "billrun", "invoice", "export"):
             code = _offline(args, settings)
             if code is not None:
