@@ -1,0 +1,99 @@
+"""``ocs import accounts|subscriptions FILE``: exit 0 when every row was imported, 1 when
+rows were rejected (the good ones are kept), 2 when the file cannot be read or the command
+cannot run (one line on stderr, never a traceback)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from redis.exceptions import RedisError
+
+from ocs.api.problems import Problem
+from ocs.balance.keys import CATALOG
+from ocs.config import Settings
+from ocs.crm.importer import DEFAULT_BATCH, KINDS, run_import
+from ocs.crm.readers import FileError, Format, Row, decode, format_of_name, read_rows
+from ocs.crm.report import ImportReport
+
+REDIS_TIMEOUT = 60.0  # seconds per command: one batch's state is one large value
+
+
+def _fail(message: str) -> int:
+    print(f"ocs: error: {message}", file=sys.stderr)
+    return 2
+
+
+async def _run(
+    settings: Settings,
+    kind: str,
+    file: str,
+    rows: list[Row],
+    tenant: str | None,
+    dry_run: bool,
+    batch: int,
+) -> ImportReport:
+    from ocs.api.app import build_state  # noqa: PLC0415 (FastAPI only when importing)
+    from ocs.store import open_redis  # noqa: PLC0415
+
+    handle = await open_redis(settings, timeout=REDIS_TIMEOUT)
+    try:
+        api = build_state(settings, handle.client)
+        if tenant is None:
+            pointer = await handle.client.hget(CATALOG, "tenant")
+            if pointer is None:
+                raise Problem(400, "usage", "No tenant", "no tenant is in force: give --tenant")
+            tenant = pointer.decode() if isinstance(pointer, bytes) else str(pointer)
+        report = await run_import(api, tenant, kind, file, rows, dry_run=dry_run, batch=batch)
+        await api.drain()
+        return report
+    finally:
+        await handle.close()
+
+
+def main_import(
+    settings: Settings,
+    kind: str,
+    file: str,
+    *,
+    tenant: str | None = None,
+    fmt: str | None = None,
+    dry_run: bool = False,
+    report_path: str | None = None,
+    batch: int = DEFAULT_BATCH,
+) -> int:
+    if kind not in KINDS:
+        return _fail(f"unknown import {kind!r} (one of {', '.join(KINDS)})")
+    if batch < 1:
+        return _fail("--batch must be at least 1")
+    chosen: Format | None = "csv" if fmt == "csv" else "json" if fmt == "json" else None
+    if fmt is not None and chosen is None:
+        return _fail(f"unknown format {fmt!r} (csv or json)")
+    chosen = chosen or format_of_name(file)
+    if chosen is None:
+        return _fail(f"{file}: cannot tell the format from the name; give --format csv|json")
+    try:
+        data = Path(file).read_bytes()
+    except OSError as exc:
+        return _fail(f"{file}: cannot read: {exc.strerror or exc}")
+    try:
+        rows = read_rows(file, decode(file, data), chosen, KINDS[kind])
+    except FileError as exc:
+        return _fail(str(exc))
+    try:
+        report = asyncio.run(_run(settings, kind, file, rows, tenant, dry_run, batch))
+    except Problem as exc:
+        return _fail(f"{file}: {exc.detail or exc.title}")
+    except (RedisError, OSError) as exc:
+        return _fail(f"Redis: {exc}")
+    for rejection in sorted(report.rejected, key=lambda r: r.line):
+        print(rejection, file=sys.stderr)
+    print(report.summary())
+    if report_path is not None:
+        try:
+            Path(report_path).write_text(json.dumps(report.as_dict(), indent=1) + "\n", "utf-8")
+        except OSError as exc:
+            return _fail(f"{report_path}: cannot write the report: {exc.strerror or exc}")
+    return 0 if report.ok else 1
