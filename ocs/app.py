@@ -14,6 +14,8 @@ import json
 import logging
 import sys
 
+from redis.exceptions import RedisError
+
 from .charging import (
     ChargingRuntime,
     NoCatalogue,
@@ -102,6 +104,9 @@ async def run_server(settings: Settings, demo_catalog: str | None = None) -> int
         await serve(settings, charging_attacher(demo_catalog))
     except (NoCatalogue, CatalogueError, OSError) as exc:
         print(f"ocs: error: {exc}", file=sys.stderr)
+        return 2
+    except RedisError as exc:  # unreachable at start-up: say so, as the workers do
+        print(f"ocs: error: Redis: {exc}", file=sys.stderr)
         return 2
     return 0
 
