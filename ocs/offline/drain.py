@@ -39,9 +39,11 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Final
 
 from asyncpg.exceptions import DeadlockDetectedError, UniqueViolationError
+from hiredis import pack_command
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
@@ -79,6 +81,19 @@ COLUMNS: Final = (
     "ctx",
 )
 STRIPPED: Final = ("imsi", "msisdn", "subscription")
+# the stream fields of a record (charge.lua, adjust.lua, lifecycle.lua, reclaim.lua)
+FIELDS: Final = (
+    b"kind",
+    b"id",
+    b"payer",
+    b"ts",
+    b"unit",
+    b"units",
+    b"money",
+    b"overrun",
+    b"alloc",
+    b"ctx",
+)
 # The staging table: the stream fields as they arrive (COPY text format, '' = NULL).
 STAGING: Final = (
     "CREATE TEMP TABLE IF NOT EXISTS drain_in ("
@@ -118,7 +133,8 @@ INSERT_FRESH: Final = _SELECT
 INSERT: Final = _SELECT + " ORDER BY record_key ON CONFLICT (tenant_id, record_key) DO NOTHING"
 TENANT_LOCK: Final = "SELECT 1 FROM tenants WHERE tenant_id = $1 FOR KEY SHARE"
 
-Entry = tuple[bytes, dict[bytes, bytes] | None]
+Entry = tuple[bytes, list[bytes] | None]  # (entry id, [field, value, ...]); None: deleted
+Getter = Callable[[list[bytes]], tuple[bytes, ...]]
 _decode: Final = json.JSONDecoder().decode
 _dumps: Final = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 Hook = Callable[[str], Awaitable[None]]
@@ -185,32 +201,41 @@ def _raw(response: Any, **_: Any) -> Any:
 
 
 def _raw_entries(reply: Any) -> list[tuple[str, list[Entry]]]:
-    """(stream, entries) of an unparsed XREADGROUP reply (RESP2 list or RESP3 map)."""
+    """(stream, entries) of an unparsed XREADGROUP reply (RESP2 list or RESP3 map); each
+    entry's fields stay the flat list hiredis made (no dict per entry)."""
     if not reply:
         return []
     items = reply.items() if isinstance(reply, dict) else reply
-    out: list[tuple[str, list[Entry]]] = []
-    for stream, entries in items:
-        rows: list[Entry] = []
-        for eid, flat in entries:
-            if flat is None:
-                rows.append((eid, None))
-            else:
-                it = iter(flat)
-                rows.append((eid, dict(zip(it, it, strict=True))))
-        out.append((_s(stream), rows))
-    return out
+    return [(_s(stream), entries) for stream, entries in items]
 
 
 def _stream_entries(reply: Any) -> list[tuple[str, list[Entry]]]:
-    """(stream, entries) of an XREADGROUP reply (RESP2 list or RESP3 map)."""
+    """(stream, entries) of a reply parsed by redis-py (fields as dicts: XREADGROUP of own
+    pending entries, XAUTOCLAIM), fields made flat lists again."""
     if not reply:
         return []
     items = reply.items() if isinstance(reply, dict) else reply
-    out: list[tuple[str, list[Entry]]] = []
-    for stream, entries in items:
-        out.append((_s(stream), list(entries)))
-    return out
+    return [(_s(stream), _flat(entries)) for stream, entries in items]
+
+
+def _flat(entries: Any) -> list[Entry]:
+    return [(eid, None if f is None else [x for kv in f.items() for x in kv]) for eid, f in entries]
+
+
+def _layout(keys: tuple[bytes, ...]) -> tuple[Getter, bool]:
+    """A getter of the ``FIELDS`` values, in that order, from a flat field list with these
+    keys (the last of a repeated key wins, as in a dict), and whether a field is missing
+    (read at index -1: the caller appends an empty value)."""
+    pos = {k: 2 * i + 1 for i, k in enumerate(keys)}
+    index = [pos.get(k, -1) for k in FIELDS]
+    return itemgetter(*index), -1 in index
+
+
+def _payer(flat: list[bytes]) -> bytes:
+    for i in range(len(flat) - 2, -1, -2):
+        if flat[i] == b"payer":
+            return flat[i + 1]
+    return b""
 
 
 class Drainer:
@@ -239,6 +264,7 @@ class Drainer:
         self.writers = max(1, writers)
         self.ciphers: dict[str, TenantCipher] = {}
         self.bidx_cache: dict[tuple[str, str], bytes] = {}
+        self.layouts: dict[tuple[bytes, ...], tuple[Getter, bool]] = {}
         # Redis Cluster: the streams live in different slots, one key per XREADGROUP
         self.multi_key = not isinstance(redis, RedisCluster)
         # new entries are read through a client on the same pool that returns XREADGROUP's
@@ -301,7 +327,7 @@ class Drainer:
                 stream, GROUP, self.consumer, self.claim_idle_ms, cursor, count=self.batch
             )
             cursor = _s(res[0])
-            claimed = [e for e in res[1] if e[1] is not None]
+            claimed = _flat(e for e in res[1] if e[1] is not None)
             if claimed:
                 stats.claimed += len(claimed)
                 await self._write(await self._convert([(stream, claimed)]), stats, progress)
@@ -369,7 +395,7 @@ class Drainer:
             live = [(eid, f) for eid, f in entries if f is not None]  # deleted: ack only
             if not live:
                 continue
-            tenant = _s(live[0][1].get(b"payer")).split(":", 1)[0]
+            tenant = _payer(live[0][1]).decode().split(":", 1)[0]
             batch.tenants.add(tenant)
             cipher = await self._cipher(tenant)
             self._lines(batch.lines, tenant, stream, live, cipher)
@@ -380,22 +406,35 @@ class Drainer:
         out: list[bytes],
         tenant: str,
         stream: str,
-        entries: Sequence[tuple[bytes, dict[bytes, bytes]]],
+        entries: Sequence[tuple[bytes, list[bytes]]],
         cipher: TenantCipher,
     ) -> None:
-        """Append one COPY text line per entry. Fields are passed as bytes; only the
-        context is decoded (to strip the subscriber identifiers) and encoded again."""
+        """Append one COPY text line per entry. Fields are passed as bytes, picked from the
+        flat field list by position (one layout per distinct field order); only the context
+        is decoded (to strip the subscriber identifiers) and encoded again."""
         tenant_b = tenant.encode()
         prefix = stream.encode() + b"/"
         cache = self.bidx_cache
+        layouts = self.layouts
         append = out.append
-        for eid, f in entries:
-            get = f.get
-            kind = get(b"kind") or b""
-            rid = get(b"id") or b""
-            ts = get(b"ts") or b"0"
+        last: list[bytes] | None = None
+        getter: Getter | None = None
+        pad = False
+        for eid, flat in entries:
+            keys = flat[0::2]
+            if keys != last:
+                last = keys
+                spec = layouts.get(tuple(keys))
+                if spec is None:
+                    spec = layouts[tuple(keys)] = _layout(tuple(keys))
+                getter, pad = spec
+            assert getter is not None
+            kind, rid, payer, ts, unit, units, money, overrun, alloc, raw_ctx = getter(
+                [*flat, b""] if pad else flat
+            )
+            if not ts:
+                ts = b"0"
             key = kind + b":" + rid + b":" + ts if kind == b"reclaim" else kind + b":" + rid
-            raw_ctx = get(b"ctx")
             bidx = b""
             ctx = b""
             if raw_ctx:
@@ -411,20 +450,9 @@ class Drainer:
                     bidx = hexed
                 ctx = _dumps(body).encode()
             fields = (
-                tenant_b,
-                key,
-                prefix + eid,
-                kind,
-                get(b"payer") or b"",
-                ts,
-                get(b"unit") or b"",
-                get(b"units") or b"",
-                get(b"money") or b"",
-                get(b"overrun") or b"",
-                bidx,
-                get(b"alloc") or b"",
-                ctx,
-            )
+                tenant_b, key, prefix + eid, kind, payer, ts, unit, units, money, overrun, bidx,
+                alloc, ctx,
+            )  # fmt: skip
             line = b"\t".join(fields)
             if line.count(b"\t") != _TABS or b"\\" in line or b"\n" in line or b"\r" in line:
                 line = b"\t".join(_escape(v) for v in fields)
@@ -452,6 +480,32 @@ class Drainer:
                 if attempt == DEADLOCK_RETRIES:
                     raise
         raise AssertionError("unreachable")
+
+    async def _ack(self, acks: dict[str, list[bytes]]) -> int:
+        """XACK every stream's entries in one round trip; returns how many were pending.
+        On a single Redis the commands are packed by hiredis (redis-py packs each of the
+        20,000 ids in Python) and sent on a connection of the pool."""
+        if self.reader is None:
+            pipe = self.redis.pipeline(transaction=False)
+            for stream, ids in acks.items():
+                pipe.xack(stream, GROUP, *ids)
+            return sum(int(n) for n in await pipe.execute())
+        group = GROUP.encode()
+        # the stub types the argument as a 1-tuple; pack_command takes any tuple of args
+        blob = b"".join(
+            pack_command((b"XACK", stream.encode(), group, *ids))  # type: ignore[arg-type]
+            for stream, ids in acks.items()
+        )
+        pool = self.reader.connection_pool
+        conn = await pool.get_connection()
+        try:
+            await conn.send_packed_command(blob)
+            return sum([int(await conn.read_response()) for _ in acks])
+        except BaseException:
+            await conn.disconnect()  # replies may be left unread
+            raise
+        finally:
+            await pool.release(conn)
 
     async def _write(
         self, batch: _Batch, stats: DrainStats, progress: Callable[[int], None] | None
@@ -483,10 +537,7 @@ class Drainer:
             await self._hook("after_commit")
         stats.inserted += inserted
         stats.duplicates += len(batch.lines) - inserted
-        pipe = self.redis.pipeline(transaction=False)
-        for stream, ids in batch.acks.items():
-            pipe.xack(stream, GROUP, *ids)
-        acked = sum(int(n) for n in await pipe.execute())
+        acked = await self._ack(batch.acks)
         stats.acked += acked  # not "+= await ...": the left side would be read before it
         await self._hook("after_ack")
         if progress is not None:
