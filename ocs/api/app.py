@@ -18,10 +18,10 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from ocs.api import catalogue, events, pools, sessions, subscriptions, wallets
+from ocs.api import catalogue, events, imports, pools, sessions, subscriptions, wallets
 from ocs.api.auth import TokenCache
 from ocs.api.health import router as health_router
-from ocs.api.problems import PROBLEM_JSON, BodyLimit, ProblemDocument, install
+from ocs.api.problems import PROBLEM_JSON, ProblemDocument, install
 from ocs.api.state import ApiState
 from ocs.api.tenants import TenantCatalogues
 from ocs.balance import BalanceStore
@@ -91,7 +91,7 @@ def create_app(
         responses=ERRORS,
     )
     install(app)
-    for module in (wallets, pools, subscriptions, sessions, catalogue, events):
+    for module in (wallets, pools, subscriptions, sessions, catalogue, events, imports):
         app.include_router(module.router)
     app.include_router(health_router)  # /healthz, /readyz (no token)
 
@@ -99,7 +99,7 @@ def create_app(
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.add_middleware(BodyLimit)
+    app.add_middleware(imports.ImportBodyLimit)  # BodyLimit, larger for /v1/imports
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -41,7 +41,7 @@ from ocs.offline.cdrs import import_file, reconcile
 from ocs.offline.charges import DraftInvoice
 from ocs.offline.crypto import TenantCipher, master_key, tenant_cipher
 from ocs.offline.db import Database, DatabaseError, connect, migrate
-from ocs.offline.drain import Drainer
+from ocs.offline.drain import BATCH, CLAIM_IDLE_MS, Drainer
 from ocs.offline.render import (
     RenderError,
     invoice_document,
@@ -123,7 +123,11 @@ def main_db_migrate(settings: Any) -> int:
 
 
 def main_drain(
-    settings: Any, *, batch: int = 5000, claim_idle_ms: int = 60_000, follow: float = 0.0
+    settings: Any,
+    *,
+    batch: int = BATCH,
+    claim_idle_ms: int = CLAIM_IDLE_MS,
+    follow: float = 0.0,
 ) -> int:
     """Drain once, or (``follow`` > 0) every ``follow`` seconds until SIGTERM, serving the
     metrics port meanwhile (``ocs.observability.service``)."""
