@@ -42,13 +42,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from .config import Settings
 from .observability import multiproc
+from .observability.health import Health
 
 log = logging.getLogger("ocs.workers")
 
@@ -96,6 +97,7 @@ class Worker:
     proc: asyncio.subprocess.Process | None = None
     started: float = 0.0  # monotonic time of the last start
     quick_deaths: int = 0  # deaths in a row before STABLE_AFTER
+    ready: bool = False  # reported that it listens (this start)
 
     @property
     def alive(self) -> bool:
@@ -123,7 +125,7 @@ class Supervisor:
         self._env = dict(os.environ, **multiproc.worker_environment(self.metrics_dir))
         self._holds: list[socket.socket] = []
         self._redis: Any = None  # ocs.store.RedisHandle of the embedded Redis
-        self._stop_metrics: Callable[[], None] | None = None
+        self._stop_metrics: Callable[[], Awaitable[None]] | None = None
         self._stopping: asyncio.Event | None = None
 
     async def run(self) -> int:
@@ -186,12 +188,24 @@ class Supervisor:
         path.touch(mode=0o600)  # it may hold a Redis password
         path.write_text(self.worker_settings.model_dump_json())
         if s.metrics_port:
+            from .observability.endpoint import start_ops_server  # noqa: PLC0415
+
+            health = Health()
+            health.add("workers", self._workers_check)
             try:
-                self.metrics_port, self._stop_metrics = multiproc.serve_metrics(
-                    self.metrics.registry, s.metrics_port, s.host
+                ops = start_ops_server(
+                    s.metrics_port, s.host, registry=self.metrics.registry, health=health
                 )
             except OSError as exc:
                 raise StartError(f"metrics on {s.host}:{s.metrics_port}: {exc}") from None
+            self.metrics_port, self._stop_metrics = ops.port, ops.close
+
+    async def _workers_check(self) -> str | None:
+        """/readyz of the supervisor: every worker started and listening."""
+        alive = sum(1 for w in self.workers if w.alive and w.ready)
+        if alive == len(self.workers):
+            return None
+        return f"{alive} of {len(self.workers)} workers listening"
 
     def _hold(self, host: str, port: int) -> int:
         try:
@@ -240,9 +254,10 @@ class Supervisor:
             raise StartError(f"cannot start worker {worker.index}: {exc}") from None
         finally:
             os.close(write_fd)
-        worker.proc, worker.started = proc, time.monotonic()
+        worker.proc, worker.started, worker.ready = proc, time.monotonic(), False
         report = await self._read_report(read_fd)
         if report.get("pid") == proc.pid:
+            worker.ready = True
             self.metrics.alive.inc()
             log.info("worker %d (pid %d) listening", worker.index, proc.pid)
             return
@@ -306,7 +321,7 @@ class Supervisor:
     async def _shutdown(self) -> None:
         await self._stop_workers()
         if self._stop_metrics is not None:
-            await asyncio.to_thread(self._stop_metrics)
+            await self._stop_metrics()
             self._stop_metrics = None
         for sock in self._holds:
             sock.close()

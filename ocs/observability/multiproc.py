@@ -10,21 +10,22 @@ restarted worker does not make a counter go backwards); gauges follow the
 ``multiprocess_mode`` each one declares (see :mod:`ocs.observability.metrics`). When a worker
 dies, :func:`worker_died` drops the files of its live gauges.
 
-The supervisor adds two metrics of its own to that registry: ``ocs_workers_alive`` and
-``ocs_worker_restarts_total``. A supervisor run removes its folder when it exits; a folder
-left by a killed supervisor is never read again (every run makes a new one).
+The supervisor adds two metrics of its own to that registry, ``ocs_workers_alive`` and
+``ocs_worker_restarts_total``, and serves it on the metrics port with
+:func:`ocs.observability.endpoint.start_ops_server` (whose ``/readyz`` there means: every
+worker listens). A supervisor run removes its folder when it exits; a folder left by a
+killed supervisor is never read again (every run makes a new one).
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
@@ -72,27 +73,11 @@ def supervisor_metrics(path: Path) -> SupervisorMetrics:
     return SupervisorMetrics(registry, alive, restarts)
 
 
-def serve_metrics(
-    registry: CollectorRegistry, port: int, addr: str
-) -> tuple[int, Callable[[], None]]:
-    """Serve ``registry`` on ``http://addr:port/metrics`` in a thread (port 0: a free one);
-    returns the port and the server's stop."""
-    server, thread = start_http_server(port, addr=addr, registry=registry)
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-    return int(server.server_port), stop
-
-
 __all__ = [
     "ENV",
     "SupervisorMetrics",
     "fresh_dir",
     "remove_dir",
-    "serve_metrics",
     "supervisor_metrics",
     "worker_died",
     "worker_environment",

@@ -309,6 +309,9 @@ async def test_two_workers_share_rar_metrics_and_balances(
     gateways: list[Gateway] = []
     try:
         assert len(served.worker_pids()) == 2
+        async with httpx.AsyncClient() as client:
+            r = await client.get(f"http://127.0.0.1:{served.metrics_port}/readyz", timeout=10)
+        assert r.status_code == 200 and r.json()["checks"] == {"workers": "ok"}, r.text
         by_worker = await gateways_on_both_workers(served, redis, per_worker=1)
         (w1, [gw1]), (w2, [gw2]) = sorted(by_worker.items())
         gateways = [gw1, gw2]
