@@ -76,12 +76,22 @@ async def provisioned(store: BalanceStore, catalogue: Catalogue) -> list[PoolRul
     return lifecycle_rules(catalogue)
 
 
-async def records(store: BalanceStore, tag: str, kind: str) -> list[dict[str, Any]]:
-    return [
-        {**r.fields, "ctx": json.loads(r.fields.get("ctx") or "{}")}
-        for r in await store.records(tag)
-        if r.fields["kind"] == kind
-    ]
+API = {
+    "topoff": ("auto-top-off",),
+    "tier": ("tier-step",),
+    "renewal": ("renewal", "renewal-paid"),
+    "fee": ("renewal-fee",),
+}
+
+
+async def records(store: BalanceStore, tag: str, what: str) -> list[dict[str, Any]]:
+    """The payer's lifecycle records of one sort (all are 'adjust' records, by context api)."""
+    out = []
+    for r in await store.records(tag):
+        ctx = json.loads(r.fields.get("ctx") or "{}")
+        if r.fields["kind"] == "adjust" and ctx.get("api") in API[what]:
+            out.append({**r.fields, "ctx": ctx})
+    return out
 
 
 async def life(redis: RedisClient, tag: str) -> dict[str, Any]:
@@ -109,7 +119,7 @@ async def test_auto_top_off_is_bought_inside_the_reservation_and_capped_per_peri
         "EUR",
         "acme",
     )
-    assert ctx["period"] == "2026-11-01T00:00:00Z"
+    assert ctx["cap_period"] == "2026-11-01T00:00:00Z"
     bucket = by_id(await store.buckets(tag))["topped:auto:2026-11-01T00:00:00Z:1"]
     assert bucket.credited == 1000 and bucket.priority == 50
     assert bucket.valid_to == T0 + 1 + 30 * 86_400_000
@@ -132,7 +142,7 @@ async def test_auto_top_off_is_bought_inside_the_reservation_and_capped_per_peri
     after = await charge(store, tag, "r6", want=800, now=DEC + 1)
     assert (after.status, after.granted) == ("ok", 800)
     bought = await records(store, tag, "topoff")
-    assert [r["ctx"]["period"] for r in bought] == [
+    assert [r["ctx"]["cap_period"] for r in bought] == [
         "2026-11-01T00:00:00Z",
         "2026-11-01T00:00:00Z",
         "2026-12-01T00:00:00Z",
@@ -254,6 +264,13 @@ async def test_depleted_bundle_renews_from_its_wallet_then_suspends_when_unpaid(
     assert [(f["money"], f["ctx"]["api"], f["ctx"]["pool"]) for f in fee] == [
         ("100", "renewal-fee", "bundle")
     ]
+    # the pool's renewal record says it was paid from the wallet: not for the invoice
+    [renewal] = [r["ctx"] for r in await records(store, tag, "renewal")]
+    assert (renewal["api"], renewal["billed"], renewal["due"]) == (
+        "renewal-paid",
+        "wallet",
+        "depleted",
+    )
     state = await life(redis, tag)
     assert state["period"] == "2026-11-10T12:00:00Z"  # the renewal time
     assert by_id(await store.buckets(tag))["bundle"].available == 1000

@@ -113,8 +113,10 @@ local function count_units()
 end
 count_units()
 
-local function record(kind, id, alloc, ctx)
-  redis.call('XADD', KEYS[6], '*', 'kind', kind, 'id', id, 'payer', ARGV[14], 'ts', I(now),
+-- Lifecycle records are 'adjust' records, like a top-off bought over the API: the bill run
+-- reads purchases (context "api") from those.
+local function record(id, alloc, ctx)
+  redis.call('XADD', KEYS[6], '*', 'kind', 'adjust', 'id', id, 'payer', ARGV[14], 'ts', I(now),
     'units', '0', 'money', '0', 'alloc', cjson.encode(alloc), 'ctx', cjson.encode(ctx))
 end
 
@@ -138,7 +140,7 @@ local function replenish(need)
       redis.call('HINCRBY', KEYS[2], lad.b .. ':x', delta)  -- not the catalogue's size
       tier = tier + 1
       total_units = total_units + delta
-      record('tier', 'tier:' .. ARGV[14] .. ':' .. period .. ':' .. tier, {{lad.b, I(delta)}},
+      record('tier:' .. ARGV[14] .. ':' .. period .. ':' .. tier, {{lad.b, I(delta)}},
         {api = 'tier-step', pool = lad.pool, account = lad.account, tier = tier,
          size = lad.s[tier + 1], period = period})
     end
@@ -159,11 +161,11 @@ local function replenish(need)
       redis.call('HSET', KEYS[2], bid .. ':a', I(rule.units), bid .. ':r', '0',
         bid .. ':u', '0', bid .. ':i', I(rule.units))
       redis.call('HSET', KEYS[7], counter, I(n))
-      record('topoff', 'auto-top-off:' .. ARGV[14] .. ':' .. period .. ':' .. n,
+      record('auto-top-off:' .. ARGV[14] .. ':' .. period .. ':' .. n,
         {{bid, I(rule.units)}},
         {api = 'auto-top-off', addon = rule.addon, price = rule.price,
-         currency = rule.currency, pool = rule.pool, account = rule.account, period = period,
-         count = n})
+         currency = rule.currency, pool = rule.pool, account = rule.account,
+         cap_period = period, count = n})
       changed = true
     end
   end

@@ -32,8 +32,9 @@ local args = cjson.decode(ARGV[4])
 local function I(n) return string.format('%d', n) end
 local function reply(t) return cjson.encode(t) end
 
-local function record(kind, id, money, alloc, ctx)
-  redis.call('XADD', KEYS[4], '*', 'kind', kind, 'id', id, 'payer', tag, 'ts', I(now),
+-- Records are 'adjust' records (the bill run reads purchases from those by context "api").
+local function record(id, money, alloc, ctx)
+  redis.call('XADD', KEYS[4], '*', 'kind', 'adjust', 'id', id, 'payer', tag, 'ts', I(now),
     'units', '0', 'money', I(money), 'alloc', cjson.encode(alloc), 'ctx', cjson.encode(ctx))
 end
 
@@ -104,7 +105,7 @@ if action == 'pay' then
     end
   end
   redis.call('HSET', KEYS[3], marker, I(now))
-  record('fee', 'renewal-fee:' .. args.ref, fee, alloc,
+  record('renewal-fee:' .. args.ref, fee, alloc,
     {api = 'renewal-fee', pool = args.pool, account = args.account, price = fee,
      currency = args.currency, period = args.period})
   return reply({status = 'paid', replay = false})
@@ -145,8 +146,9 @@ if action == 'renew' then
   end
   start_period(args.next)
   if credit then
-    record('renewal', 'renewal:' .. tag .. ':' .. current, 0, alloc,
-      {api = 'renewal', pool = args.pool, account = args.account, price = args.fee,
+    -- "renewal" is a purchase the invoice charges; one paid from a wallet is not
+    record('renewal:' .. tag .. ':' .. current, 0, alloc,
+      {api = args.billed == 'invoice' and 'renewal' or 'renewal-paid', pool = args.pool, account = args.account, price = args.fee,
        currency = args.currency, billed = args.billed, period = current,
        next = args.next.id, due = args.due, fallback = args.fallback})
   end
