@@ -52,8 +52,8 @@ class Purchase:
     record_key: str
     at: datetime
     api: str
-    item: str  # add-on or plan id
-    item_kind: str  # "addon" or "plan"
+    item: str  # add-on, pool or plan id
+    item_kind: str  # "addon", "pool" (a pool renewal) or "plan"
     price: int
     currency: str
     period: str  # renewal period as recorded ('' for top-offs)
@@ -76,10 +76,11 @@ def _payer_kind(tag: str, tenant: str) -> str:
 
 def _purchase(key: str, at: datetime, ctx: dict[str, object]) -> Purchase:
     api = str(ctx.get("api"))
-    item_kind = "addon" if ctx.get("addon") is not None else "plan"
+    # an add-on bought or renewed, a pool's allowance renewed (docs/lifecycle.md), a plan
+    item_kind = next((k for k in ("addon", "pool") if ctx.get(k) is not None), "plan")
     item = ctx.get(item_kind)
     if not isinstance(item, str) or not item:
-        raise PurchaseError(f"purchase {key}: addon: missing (or plan, for a renewal)")
+        raise PurchaseError(f"purchase {key}: addon: missing (or plan/pool, for a renewal)")
     price = ctx.get("price")
     if isinstance(price, str) and price.isdigit():
         price = int(price)
@@ -135,6 +136,8 @@ def purchase_lines(
             addon = catalogue.addons.get(item)
             name = (addon.name or addon.id) if addon is not None else item
             product_class = "telecom"
+        elif item_kind == "pool":
+            name, product_class = f"pool {item}", "telecom"
         else:
             name, product_class = f"plan {item}", "subscription"
         description = f"{prefix} {name}" + (f" ({renewed})" if renewed else "")
