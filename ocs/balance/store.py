@@ -109,6 +109,40 @@ class BalanceStore:
         )
         return str(json.loads(raw)["status"])
 
+    async def adjust_and_read(
+        self,
+        payer: str,
+        request_id: str,
+        ops: list[dict[str, Any]],
+        now_ms: int,
+        context: dict[str, Any] | None = None,
+    ) -> tuple[str, list[BucketState]]:
+        """:meth:`adjust`, then the payer's buckets, in one round trip: the script call and
+        the two reads go in one pipeline to the payer's slot, and Redis runs them in order,
+        so the reads see the script's effect (a top-up answers with the new balance)."""
+        k = PayerKeys(payer)
+        keys = (k.buckets, k.balances, k.done(request_id), k.stream)
+        args = (
+            request_id,
+            now_ms,
+            self.result_ttl_ms,
+            payer,
+            json.dumps(ops, separators=(",", ":")),
+            json.dumps(context or {}, separators=(",", ":"), default=str),
+        )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.evalsha(self._adjust.sha, len(keys), *keys, *args)
+            pipe.hgetall(k.buckets)
+            pipe.hgetall(k.balances)
+            raw, defs, bals = await pipe.execute(raise_on_error=False)
+        if isinstance(raw, NoScriptError):  # a restarted or flushed Redis: load, run once
+            raw = await self._adjust(keys=keys, args=args)
+            return str(json.loads(raw)["status"]), await self.buckets(payer)
+        for reply in (raw, defs, bals):
+            if isinstance(reply, Exception):
+                raise reply
+        return str(json.loads(raw)["status"]), _bucket_states(defs, bals)
+
     async def provision(
         self, payer: str, buckets: list[BucketSpec], now_ms: int, *, resize: bool
     ) -> None:
@@ -151,27 +185,7 @@ class BalanceStore:
             pipe.hgetall(k.buckets)
             pipe.hgetall(k.balances)
             defs, bals = await pipe.execute()
-        values = {_s(f): int(v) for f, v in bals.items()}
-        out: list[BucketState] = []
-        for raw_id, raw_def in defs.items():
-            bid = _s(raw_id)
-            d = json.loads(raw_def)
-            out.append(
-                BucketState(
-                    id=bid,
-                    unit=str(d["unit"]),
-                    priority=int(d.get("prio", 0)),
-                    valid_from=int(d.get("from", 0)),
-                    valid_to=int(d.get("to", 0)),
-                    unlimited=bool(d.get("unlimited", False)),
-                    credited=values.get(f"{bid}:i", 0),
-                    available=values.get(f"{bid}:a", 0),
-                    reserved=values.get(f"{bid}:r", 0),
-                    used=values.get(f"{bid}:u", 0),
-                )
-            )
-        out.sort(key=lambda b: (b.priority, b.valid_to or 2**62, b.id))
-        return out
+        return _bucket_states(defs, bals)
 
     async def live_reservations(self, payer: str) -> int:
         return int(await self.redis.zcard(PayerKeys(payer).reservation_index))
@@ -183,6 +197,31 @@ class BalanceStore:
             StreamRecord(_s(eid), {_s(f): _s(v) for f, v in (fields or {}).items()})
             for eid, fields in entries
         ]
+
+
+def _bucket_states(defs: dict[Any, Any], bals: dict[Any, Any]) -> list[BucketState]:
+    """A payer's buckets from its definitions and balances hashes (HGETALL replies)."""
+    values = {_s(f): int(v) for f, v in bals.items()}
+    out: list[BucketState] = []
+    for raw_id, raw_def in defs.items():
+        bid = _s(raw_id)
+        d = json.loads(raw_def)
+        out.append(
+            BucketState(
+                id=bid,
+                unit=str(d["unit"]),
+                priority=int(d.get("prio", 0)),
+                valid_from=int(d.get("from", 0)),
+                valid_to=int(d.get("to", 0)),
+                unlimited=bool(d.get("unlimited", False)),
+                credited=values.get(f"{bid}:i", 0),
+                available=values.get(f"{bid}:a", 0),
+                reserved=values.get(f"{bid}:r", 0),
+                used=values.get(f"{bid}:u", 0),
+            )
+        )
+    out.sort(key=lambda b: (b.priority, b.valid_to or 2**62, b.id))
+    return out
 
 
 def _s(value: bytes | str) -> str:
