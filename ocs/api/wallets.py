@@ -7,6 +7,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from fastapi.responses import Response
 
 from ocs.api.idempotency import IdempotencyKey, claim, fingerprint
 from ocs.api.models import (
@@ -21,10 +22,10 @@ from ocs.api.models import (
 from ocs.api.problems import Problem, not_found
 from ocs.api.state import Admin, Api, ApiState, Reader, TopUp
 from ocs.api.tenants import State
-from ocs.api.views import bucket_views
+from ocs.api.views import bucket_views, json_response
 from ocs.balance import BucketUnit, ChargeRequest
 from ocs.balance.keys import PayerKeys, payer_tag
-from ocs.balance.models import Rate
+from ocs.balance.models import BucketState, Rate
 from ocs.observability.metrics import api_metrics
 from ocs.rating.models import PayerKind, Wallet
 
@@ -45,7 +46,10 @@ async def _wallet(api: ApiState, tenant: str, wallet_id: str) -> Wallet:
 
 
 async def _view(api: ApiState, tenant: str, wallet: Wallet) -> WalletView:
-    buckets = await api.store.buckets(wallet_tag(tenant, wallet.id))
+    return _view_of(wallet, await api.store.buckets(wallet_tag(tenant, wallet.id)))
+
+
+def _view_of(wallet: Wallet, buckets: list[BucketState]) -> WalletView:
     money = [b for b in buckets if b.unit == BucketUnit.MONEY]
     return WalletView(
         id=wallet.id,
@@ -87,17 +91,21 @@ async def create_wallet(body: WalletCreate, who: Admin, api: Api) -> WalletView:
 
 
 @router.get("/{wallet_id}", response_model=WalletView)
-async def get_wallet(wallet_id: str, who: Reader, api: Api) -> WalletView:
-    return await _view(api, who.tenant, await _wallet(api, who.tenant, wallet_id))
+async def get_wallet(wallet_id: str, who: Reader, api: Api) -> Response:
+    wallet = await _wallet(api, who.tenant, wallet_id)
+    return json_response(await _view(api, who.tenant, wallet))
 
 
 @router.post("/{wallet_id}/top-ups", status_code=201, response_model=MoneyMoveResult)
 async def top_up(
     wallet_id: str, body: MoneyMove, key: IdempotencyKey, who: TopUp, api: Api
-) -> MoneyMoveResult:
+) -> Response:
     """Credit the wallet. The same Idempotency-Key never credits twice; active sessions of
     the wallet's subscriptions get a Re-Auth-Request."""
-    wallet = await _wallet(api, who.tenant, wallet_id)
+    compiled = await api.catalogues.compiled(who.tenant)
+    wallet = compiled.catalogue.wallets.get(wallet_id)
+    if wallet is None:
+        raise not_found("wallet", wallet_id)
     _check_currency(wallet, body.currency)
     first = await claim(
         api.redis, who.tenant, "wallet", key, fingerprint(wallet_id, "top-up", body.amount)
@@ -106,26 +114,26 @@ async def top_up(
     request_id = f"api:topup:{key}"
     now_ms = int(time.time() * 1000)
     context = {"api": "top-up", "reason": body.reason, "currency": body.currency}
-    await api.store.adjust(
+    _, buckets = await api.store.adjust_and_read(  # the credit and the new balance: 1 trip
         tag,
         request_id,
         [{"op": "credit", "id": wallet_id, "amount": body.amount}],
         now_ms,
         context,
     )
-    view = await _view(api, who.tenant, wallet)
     if first:
         api_metrics().count_topup(body.currency, body.amount)
-        api.signal_payer(await api.catalogues.compiled(who.tenant), tag, "rar")
-    return MoneyMoveResult(
+        api.signal_payer(compiled, tag, "rar")
+    result = MoneyMoveResult(
         transaction_id=request_id,
         wallet=wallet_id,
         kind="top-up",
         amount=body.amount,
         currency=body.currency,
-        available=view.available,
+        available=_view_of(wallet, buckets).available,
         replayed=not first,
     )
+    return json_response(result, 201)
 
 
 @router.post("/{wallet_id}/debits", status_code=201, response_model=MoneyMoveResult)
