@@ -89,6 +89,9 @@ def create_app(
         "problem documents.",
         lifespan=lifespan,
         responses=ERRORS,
+        # No OpenTelemetry: metrics are Prometheus (ocs.observability). With it on, FastAPI
+        # asks the global tracer, meter and logger providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install(app)
     for module in (wallets, pools, subscriptions, sessions, catalogue, events, imports):
