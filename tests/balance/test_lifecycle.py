@@ -234,7 +234,8 @@ async def test_period_end_renewal_charges_the_invoice_once_with_many_workers(
         "EUR",
         "invoice",
     )
-    assert (ctx["period"], ctx["next"]) == ("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z")
+    # the fee pays for the period the renewal starts
+    assert (ctx["ended"], ctx["period"]) == ("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z")
     bucket = by_id(await store.buckets(tag))["monthly"]
     # no rollover: available + reserved is the size again; conservation holds
     assert (bucket.available, bucket.reserved) == (800, 200)
@@ -244,8 +245,8 @@ async def test_period_end_renewal_charges_the_invoice_once_with_many_workers(
     await Lifecycle(redis).run_once(provisioned, jan)
     await Lifecycle(redis).run_once(provisioned, jan + 1)
     assert [r["ctx"]["period"] for r in await records(store, tag, "renewal")] == [
-        "2026-11-01T00:00:00Z",
         "2026-12-01T00:00:00Z",
+        "2027-01-01T00:00:00Z",
     ]
 
 

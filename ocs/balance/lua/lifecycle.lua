@@ -18,7 +18,8 @@
 --   fee, currency, billed="invoice"|"wallet"|"none", pool, account, fallback?}:
 --   if `period` is still current and due, set the bucket's available to `size` minus what
 --   is reserved (no rollover; tier 0 for an adaptive pool), lift a hold, start `next`, and
---   write the renewal record. Otherwise "already" / "not_due".
+--   write the renewal record (context "period": the period the fee pays for, "ended": the
+--   one that ended). Otherwise "already" / "not_due".
 -- pay {ref, fee, currency, pool, account, period}: debit the fee from this payer's money
 --   buckets once per `ref` ("insufficient" when they cannot cover it).
 -- fail {period, next, on_failure="suspend"|"overage"}: suspend puts every bucket on hold
@@ -149,8 +150,8 @@ if action == 'renew' then
     -- "renewal" is a purchase the invoice charges; one paid from a wallet is not
     record('renewal:' .. tag .. ':' .. current, 0, alloc,
       {api = args.billed == 'invoice' and 'renewal' or 'renewal-paid', pool = args.pool, account = args.account, price = args.fee,
-       currency = args.currency, billed = args.billed, period = current,
-       next = args.next.id, due = args.due, fallback = args.fallback})
+       currency = args.currency, billed = args.billed, period = args.next.id,
+       ended = current, due = args.due, fallback = args.fallback})
   end
   return reply({status = credit and 'renewed' or 'rolled', period = args.next.id})
 end
