@@ -224,18 +224,22 @@ class PoolRow:
     ladder: tuple[tuple[int, int], ...]  # (up_to, fee), ascending
 
 
-def pool_lines(pool: PoolRow, issuer: str, used: int, member_fraction: Fraction) -> list[Line]:
+def pool_lines(
+    pool: PoolRow, issuer: str, used: int, member_fraction: Fraction, reached: int = 0
+) -> list[Line]:
     """Pool fee and overage. static: ``fee`` for ``size``; flexible: ``fee`` and ``per_sim``
     units per active SIM (pro rata: ``member_fraction`` = sum of active fractions);
-    adaptive: the fee of the first ladder step that holds the usage, overage beyond the
-    last step. Overage is priced per started ``overage_per`` units."""
+    adaptive: the fee of the first ladder step that holds the usage and the tier size the
+    pool reached in real time (``reached``, docs/lifecycle.md), overage beyond the last
+    step. Overage is priced per started ``overage_per`` units."""
     out: list[Line] = []
     if pool.kind == "flexible":
         size = round_half_up(pool.per_sim * member_fraction)
         fee = round_half_up(pool.fee * member_fraction)
         desc = f"Flexible pool {pool.pool_id} ({size} units, {float(member_fraction):.2f} SIMs)"
     elif pool.kind == "adaptive" and pool.ladder:
-        step = next((s for s in pool.ladder if used <= s[0]), pool.ladder[-1])
+        need = max(used, reached)
+        step = next((s for s in pool.ladder if need <= s[0]), pool.ladder[-1])
         size, fee = step
         desc = f"Adaptive pool {pool.pool_id}: tier up to {size} units"
     else:
