@@ -155,6 +155,7 @@ class Prefetch:
     pool_used: dict[str, int]
     pool_members: dict[str, set[int]]
     purchases: dict[str, list[Purchase]] = field(default_factory=dict)
+    pool_reached: dict[str, int] = field(default_factory=dict)  # adaptive tier size reached
 
 
 async def prefetch(
@@ -172,6 +173,7 @@ async def prefetch(
     ]
     used: dict[str, int] = dict.fromkeys(payers, 0)
     members: dict[str, set[int]] = {p: set() for p in payers}
+    reached: dict[str, int] = {}
     if payers:
         for r in await conn.fetch(
             "SELECT payer, sum(units) AS used FROM usage_records"
@@ -182,6 +184,16 @@ async def prefetch(
             period.end,
         ):
             used[r["payer"]] = int(r["used"])
+        for r in await conn.fetch(  # adaptive pools: the tier the lifecycle stepped up to
+            "SELECT payer, max((ctx->>'size')::bigint) AS reached FROM usage_records"
+            " JOIN unnest($1::text[]) AS p(payer) USING (payer)"
+            " WHERE ts >= $2 AND ts < $3 AND kind = 'adjust' AND ctx->>'api' = 'tier-step'"
+            " GROUP BY payer",
+            payers,
+            period.start,
+            period.end,
+        ):
+            reached[r["payer"]] = int(r["reached"])
         for r in await conn.fetch(
             "SELECT payer, sub_id FROM subscriptions JOIN unnest($1::text[]) AS p(payer)"
             " USING (payer)",
@@ -192,7 +204,7 @@ async def prefetch(
         purchases = await drained_purchases(conn, catalogue, accounts, period)
     except PurchaseError as exc:
         raise BillRunError(str(exc)) from None
-    return Prefetch(usage, used, members, purchases)
+    return Prefetch(usage, used, members, purchases, reached)
 
 
 async def prefetch_run(
@@ -239,7 +251,8 @@ def _pool_lines(
             r["overage_price"],
             ladder,
         )
-        out += pool_lines(pool, issuer_of(account.parent_id, tenant), used, fraction)
+        reached = facts.pool_reached.get(r["payer"], 0)
+        out += pool_lines(pool, issuer_of(account.parent_id, tenant), used, fraction, reached)
     return out
 
 
