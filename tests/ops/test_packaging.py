@@ -1,0 +1,351 @@
+"""The deployment files, checked without a Docker engine: the compose file (services,
+volumes, health checks, every file it references, every `ocs` command it runs parses), the
+Dockerfile (its sources exist, non-root, health check), the Grafana dashboard and
+provisioning, the Prometheus configuration and alert rules (their shape, and every metric
+name their PromQL uses is one our code exports), and promtool's own checks when it is
+installed (Debian package `prometheus`)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from ocs.cli import build_parser
+from ocs.config import Settings
+from ocs.observability.metrics import register_all
+from ocs.observability.multiproc import supervisor_metrics
+
+ROOT: Final = Path(__file__).resolve().parents[2]
+DOCKER: Final = ROOT / "docker"
+COMPOSE: Final = DOCKER / "compose.yaml"
+DOCKERFILE: Final = DOCKER / "Dockerfile"
+DASHBOARD: Final = DOCKER / "grafana" / "dashboards" / "ocs.json"
+PROMETHEUS: Final = ROOT / "config" / "prometheus.yml"
+ALERTS: Final = ROOT / "config" / "alerts.yml"
+ALERT_TESTS: Final = ROOT / "config" / "alerts.test.yml"
+OCS_IMAGE: Final = "ocs:local"
+PROMQL_BUILTINS: Final = {"up"}  # series Prometheus makes itself
+IDENT: Final = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = load_yaml(COMPOSE)
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return dict(compose["services"])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """Every series name our metrics produce, from the real collectors on a fresh registry
+    (the per-process ones and the supervisor's of ``ocs serve --workers``)."""
+    registry = CollectorRegistry()
+    register_all(registry)
+    names = _series_names(registry)
+    supervisor = supervisor_metrics(tmp_path_factory.mktemp("multiproc"))
+    return names | _series_names(supervisor.registry)
+
+
+def _series_names(registry: CollectorRegistry) -> set[str]:
+    out: set[str] = set()
+    for family in registry.collect():
+        if family.type == "counter":
+            out.add(f"{family.name}_total")
+        elif family.type == "histogram":
+            out |= {f"{family.name}_bucket", f"{family.name}_sum", f"{family.name}_count"}
+        else:
+            out.add(family.name)
+    return out
+
+
+def metric_names(expr: str) -> set[str]:
+    """The series a PromQL expression reads: identifiers that are ours (``ocs_``) or the
+    built-in ``up``; label names, functions and keywords are none of these."""
+    without_strings = re.sub(r'"[^"]*"', '""', expr)
+    without_labels = re.sub(r"\{[^}]*\}", "", without_strings)
+    return {
+        name
+        for name in IDENT.findall(without_labels)
+        if name.startswith("ocs_") or name in PROMQL_BUILTINS
+    }
+
+
+# -- compose --------------------------------------------------------------------------------
+def test_compose_runs_the_stack(services: dict[str, dict[str, Any]]) -> None:
+    assert {"redis", "postgres", "ocs", "drain", "prometheus", "grafana"} <= set(services)
+    redis = services["redis"]
+    assert "--appendonly" in redis["command"]
+    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert any(str(v).endswith(":/data") for v in redis["volumes"])
+    postgres = services["postgres"]
+    assert any(str(v).endswith(":/var/lib/postgresql/data") for v in postgres["volumes"])
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    for name in ("ocs", "drain"):
+        env = services[name]["environment"]
+        assert env["OCS_REDIS_URL"].startswith("redis://redis:")
+        assert "@postgres:5432/" in env["OCS_DATABASE_URL"]
+        assert services[name]["image"] == OCS_IMAGE
+    assert services["ocs"]["command"] == ["serve"]
+    assert services["drain"]["command"][:3] == ["cdr", "drain", "--follow"]
+
+
+def test_compose_ports_are_the_ones_ocs_listens_on(services: dict[str, dict[str, Any]]) -> None:
+    defaults = Settings()
+    env = services["ocs"]["environment"]
+    published = {str(p).split(":")[-1] for p in services["ocs"]["ports"]}
+    metrics_port = int(env.get("OCS_METRICS_PORT", defaults.metrics_port))
+    assert published == {str(defaults.port), str(defaults.http_port), str(metrics_port)}
+    assert env["OCS_HOST"] == "0.0.0.0"  # reachable from the other containers
+
+
+def test_every_ocs_command_in_compose_parses(services: dict[str, dict[str, Any]]) -> None:
+    """The image's entrypoint is `ocs`: each service's command must be a valid invocation."""
+    parser = build_parser()
+    commands = {n: s["command"] for n, s in services.items() if s.get("image") == OCS_IMAGE}
+    assert {"ocs", "drain", "catalog", "billrun"} <= set(commands)
+    for name, command in commands.items():
+        args = parser.parse_args(command)
+        assert args.command is not None, name
+
+
+def test_compose_health_checks_and_dependencies(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        check = service.get("healthcheck")
+        one_shot = service.get("restart") == "no"
+        if one_shot:
+            assert check == {"disable": True}, f"{name}: a one-shot command has no port"
+            continue
+        assert check is not None and check["test"], f"{name}: no health check"
+        for dep, how in (service.get("depends_on") or {}).items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            wanted = "service_healthy" if "healthcheck" in services[dep] else "service_started"
+            if services[dep].get("restart") == "no":
+                wanted = "service_completed_successfully"
+            assert how["condition"] == wanted, f"{name} -> {dep}"
+    for name in ("ocs", "drain"):
+        assert "/readyz" in " ".join(services[name]["healthcheck"]["test"])
+
+
+def test_compose_volumes_and_referenced_files_exist(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    declared = set(compose["volumes"])
+    used: set[str] = set()
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source, target = str(volume).split(":")[:2]
+            assert target.startswith("/"), f"{name}: {volume}"
+            if source.startswith((".", "/")):
+                assert (DOCKER / source).exists(), f"{name}: {source} does not exist"
+            else:
+                used.add(source)
+        build = service.get("build")
+        if build:
+            context = (DOCKER / build["context"]).resolve()
+            assert context == ROOT
+            assert (context / build["dockerfile"]).is_file()
+    assert used == declared, "every named volume is declared and used"
+    assert {"redis-data", "pg-data"} <= used
+
+
+def test_compose_with_docker_when_available() -> None:
+    docker = shutil.which("docker")
+    if docker is None:
+        pytest.skip("docker is not installed")
+    version = subprocess.run(
+        [docker, "compose", "version"], capture_output=True, text=True, check=False
+    )
+    if version.returncode != 0:
+        pytest.skip(f"docker compose plugin not available: {version.stderr.strip()[:80]}")
+    got = subprocess.run(
+        [docker, "compose", "-f", str(COMPOSE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert got.returncode == 0, got.stderr
+
+
+# -- Dockerfile -----------------------------------------------------------------------------
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ")
+    out = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile() -> None:
+    steps = dockerfile_instructions()
+    froms = [rest for word, rest in steps if word == "FROM"]
+    assert froms and all(f.startswith("python:3.11-slim") for f in froms)
+    ignore = (DOCKER / "Dockerfile.dockerignore").read_text(encoding="utf-8").splitlines()
+    for word, rest in steps:
+        if word == "COPY" and not rest.startswith("--from"):
+            *sources, _target = shlex.split(rest)
+            for source in sources:
+                assert (ROOT / source).exists(), f"COPY {source}: not in the build context"
+                assert f"!{source.rstrip('/')}/" in ignore or f"!{source}" in ignore, source
+    users = [rest for word, rest in steps if word == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    health = " ".join(rest for word, rest in steps if word == "HEALTHCHECK")
+    assert f":{Settings().metrics_port}/healthz" in health
+    exposed = " ".join(rest for word, rest in steps if word == "EXPOSE").split()
+    assert set(exposed) == {"3868", "8080", str(Settings().metrics_port)}
+    assert "pip install" in " ".join(rest for word, rest in steps if word == "RUN")
+    assert ("ENTRYPOINT", '["ocs"]') in steps
+
+
+# -- Grafana --------------------------------------------------------------------------------
+def dashboard_panels() -> list[dict[str, Any]]:
+    data = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return [p for p in data["panels"] if p["type"] != "row"]
+
+
+def test_dashboard_has_the_panels_the_issue_lists() -> None:
+    titles = " | ".join(p["title"].lower() for p in dashboard_panels())
+    for wanted in (
+        "ccr rate by type and result-code",
+        "latency percentiles",
+        "active sessions",
+        "reservations",
+        "quota exhausted",
+        "final-unit-indication",
+        "top-ups",
+        "redis and postgresql errors",
+        "bill run progress",
+        "drain",
+    ):
+        assert wanted in titles, wanted
+    ids = [p["id"] for p in json.loads(DASHBOARD.read_text())["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_dashboard_queries_use_exported_metrics(exported: set[str]) -> None:
+    datasource = load_yaml(DOCKER / "grafana/provisioning/datasources/prometheus.yaml")
+    uid = datasource["datasources"][0]["uid"]
+    for panel in dashboard_panels():
+        assert panel["datasource"]["uid"] == uid, panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            names = metric_names(target["expr"])
+            assert names, f"{panel['title']}: {target['expr']}"
+            unknown = names - exported - PROMQL_BUILTINS
+            assert not unknown, f"{panel['title']}: {sorted(unknown)} are not exported"
+
+
+def test_grafana_provisioning_points_at_the_mounts(services: dict[str, dict[str, Any]]) -> None:
+    mounts = dict(str(v).split(":")[:2] for v in services["grafana"]["volumes"])
+    provider = load_yaml(DOCKER / "grafana/provisioning/dashboards/ocs.yaml")
+    path = provider["providers"][0]["options"]["path"]
+    assert mounts["./grafana/dashboards"] == path
+    assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
+    datasource = load_yaml(DOCKER / "grafana/provisioning/datasources/prometheus.yaml")
+    url = datasource["datasources"][0]["url"]
+    assert url == "http://prometheus:9090" and "prometheus" in services
+
+
+# -- Prometheus -----------------------------------------------------------------------------
+def alert_rules() -> list[dict[str, Any]]:
+    data = load_yaml(ALERTS)
+    assert set(data) == {"groups"}
+    rules: list[dict[str, Any]] = []
+    for group in data["groups"]:
+        assert set(group) <= {"name", "interval", "rules"} and group["name"]
+        rules += group["rules"]
+    return rules
+
+
+def test_alert_rules_shape_and_coverage(exported: set[str]) -> None:
+    rules = alert_rules()
+    names = {r["alert"] for r in rules}
+    for wanted in (
+        "OcsCcrErrorRateHigh",
+        "OcsCcrLatencyP99High",
+        "OcsRedisUnavailable",
+        "OcsDrainLagging",
+        "OcsWorkerDown",
+    ):
+        assert wanted in names
+    for rule in rules:
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations", "keep_firing_for"}
+        assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
+        assert rule["annotations"]["summary"], rule["alert"]
+        used = metric_names(rule["expr"])
+        assert used, rule["alert"]
+        assert not used - exported - PROMQL_BUILTINS, (rule["alert"], used - exported)
+
+
+def test_prometheus_scrapes_the_compose_services(services: dict[str, dict[str, Any]]) -> None:
+    config = load_yaml(PROMETHEUS)
+    mounts = dict(str(v).split(":")[:2] for v in services["prometheus"]["volumes"])
+    assert mounts["../config/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    assert config["rule_files"] == [mounts["../config/alerts.yml"]]
+    for job in config["scrape_configs"]:
+        for target in job["static_configs"][0]["targets"]:
+            host, port = target.rsplit(":", 1)
+            if host == "localhost":
+                continue
+            assert host in services, f"{job['job_name']}: {host} is no compose service"
+            env = services[host]["environment"]
+            command = services[host]["command"]
+            port_of = (
+                command[command.index("--metrics-port") + 1]
+                if "--metrics-port" in command
+                else env["OCS_METRICS_PORT"]
+            )
+            assert port == str(port_of), job["job_name"]
+
+
+def _promtool() -> str:
+    tool = shutil.which("promtool")
+    if tool is None:
+        pytest.skip("promtool is not installed (Debian package `prometheus`)")
+    return tool
+
+
+def test_promtool_checks_rules_and_config(tmp_path: Path) -> None:
+    tool = _promtool()
+    rules = subprocess.run(
+        [tool, "check", "rules", str(ALERTS)], capture_output=True, text=True, check=False
+    )
+    assert rules.returncode == 0, rules.stdout + rules.stderr
+    # the config names the rule file by its path in the container: point it at ours
+    config = load_yaml(PROMETHEUS)
+    config["rule_files"] = [str(ALERTS)]
+    local = tmp_path / "prometheus.yml"
+    local.write_text(yaml.safe_dump(config))
+    checked = subprocess.run(
+        [tool, "check", "config", str(local)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_promtool_alert_unit_tests() -> None:
+    tool = _promtool()
+    got = subprocess.run(
+        [tool, "test", "rules", str(ALERT_TESTS)], capture_output=True, text=True, check=False
+    )
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert "SUCCESS" in got.stdout
