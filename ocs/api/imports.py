@@ -15,9 +15,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ocs.api.problems import MAX_BODY, BodyLimit, Problem
 from ocs.api.state import Admin, Api, ApiState
-from ocs.crm import KINDS, FileError, read_rows, run_import
-from ocs.crm.importer import DEFAULT_BATCH, MAX_BATCH
-from ocs.crm.readers import Row, decode, format_of_media_type
+from ocs.crm.importer import DEFAULT_BATCH, KINDS, MAX_BATCH, run_import
+from ocs.crm.readers import FileError, Row, decode, format_of_media_type, read_rows
 
 IMPORT_MAX_BODY: Final = 64 << 20  # bytes: ~500,000 subscription rows of CSV
 BODY_NAME: Final = "body"  # the "file" named in rejections
