@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from ocs.balance.keys import payer_tag
 from ocs.rating.catalogue import Catalogue
-from ocs.rating.models import PayerKind, Pool, Renewal
+from ocs.rating.models import Addon, PayerKind, Pool, Renewal
 
 TOPOFF_PRIORITY: Final = 50  # after the pool's own bucket, before postpaid credit (100)
 DAY_MS: Final = 86_400_000
@@ -41,6 +41,23 @@ class PoolRules:
         return self.pool.renewal
 
 
+def topoff_rule(pool: Pool, addon: Addon, cap: int | None) -> dict[str, Any]:
+    """The auto top-off rule ``charge.lua`` applies: buy ``addon`` for ``pool``, at most
+    ``cap`` times a period (None: the add-on's own cap; 0: no cap)."""
+    return {
+        "addon": addon.id,
+        "pool": pool.id,
+        "account": pool.account,
+        "u": str(pool.unit),
+        "units": addon.units,
+        "prio": TOPOFF_PRIORITY,
+        "ms": addon.validity_days * DAY_MS,
+        "cap": cap if cap is not None else addon.max_per_period or 0,
+        "price": addon.price,
+        "currency": addon.currency,
+    }
+
+
 def pool_rules(catalogue: Catalogue, sizes: dict[str, int] | None = None) -> list[PoolRules]:
     """Every pool's rules. ``sizes`` overrides a pool's allowance (a flexible pool's size is
     its per-SIM size times its active SIMs: what the catalogue provisioning computed)."""
@@ -61,19 +78,7 @@ def pool_rules(catalogue: Catalogue, sizes: dict[str, int] | None = None) -> lis
         rule = pool.auto_top_off
         addon = catalogue.addons.get(rule.addon) if rule is not None else None
         if rule is not None and addon is not None:
-            cap = rule.max_per_period or addon.max_per_period or 0
-            topoff = {
-                "addon": addon.id,
-                "pool": pool.id,
-                "account": pool.account,
-                "u": unit,
-                "units": addon.units,
-                "prio": TOPOFF_PRIORITY,
-                "ms": addon.validity_days * DAY_MS,
-                "cap": cap,
-                "price": addon.price,
-                "currency": addon.currency,
-            }
+            topoff = topoff_rule(pool, addon, rule.max_per_period)
         wallet_tag = None
         if pool.renewal is not None and pool.renewal.wallet is not None:
             wallet_tag = payer_tag(tenant.id, str(PayerKind.WALLET), pool.renewal.wallet)

@@ -73,6 +73,12 @@ class Lifecycle:
             await self._call(r.tag, "setup", now_ms, args)
             await self.redis.sadd(PAYERS, r.tag)
 
+    async def set_api_top_off(self, tag: str, rule: dict[str, Any] | None) -> None:
+        """The HTTP API's auto top-off setting of a pool (``PUT .../auto-renewal``): it
+        overrides the catalogue's rule, and catalogue re-applies keep it. None: disabled."""
+        value = rule if rule is not None else {"off": True}
+        await self.redis.hset(PayerKeys(tag).lifecycle, "topoff_api", _json(value))
+
     # -- reads -------------------------------------------------------------------------------
     async def state(self, tag: str) -> dict[str, Any] | None:
         """The payer's lifecycle as shown by `ocs balance show` and the pool view: period,
@@ -219,6 +225,15 @@ def lifecycle_view(life: dict[str, str]) -> dict[str, Any] | None:
         "top_offs": int(life.get(f"topoffs:{period}", "0")),
         "suspended": "hold" in life,
     }
+    rule, source = life.get("topoff_api"), "api"
+    if rule is None:
+        rule, source = life.get("topoff"), "catalogue"
+    top_off = json.loads(rule) if rule is not None else None
+    view["auto_top_off"] = (
+        {"addon": top_off["addon"], "cap": int(top_off["cap"]), "source": source}
+        if top_off is not None and not top_off.get("off")
+        else None
+    )
     if "ladder" in life:
         sizes = json.loads(life["ladder"])["s"]
         tier = int(life.get("tier", "0"))

@@ -17,6 +17,7 @@ from ocs.balance import BalanceStore
 from ocs.balance.keys import LIFECYCLE_EVENTS, PayerKeys
 from ocs.charging.catalog import lifecycle_rules, provision_catalogue
 from ocs.lifecycle import Lifecycle, PoolRules
+from ocs.lifecycle.rules import topoff_rule
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import load_catalogue
 from ocs.store import RedisClient
@@ -344,8 +345,39 @@ async def test_lifecycle_shows_in_balance_state(
         "period_end": ms("2026-12-01T00:00:00"),
         "top_offs": 0,
         "suspended": False,
+        "auto_top_off": None,
         "tier": 0,
         "tier_size": 1000,
         "tiers": [1000, 3000, 6000],
     }
     assert await Lifecycle(redis).state(TAG["w1"]) is None
+
+
+async def test_the_api_setting_overrides_the_catalogue_top_off_and_survives_a_reapply(
+    store: BalanceStore, redis: RedisClient, provisioned: list[PoolRules], catalogue: Catalogue
+) -> None:
+    lifecycle = Lifecycle(redis)
+    assert (await life(redis, TAG["topped"]))["auto_top_off"] == {
+        "addon": "boost",
+        "cap": 2,
+        "source": "catalogue",
+    }
+    await lifecycle.set_api_top_off(TAG["topped"], None)  # disabled over the API
+    await provision_catalogue(store, catalogue, "(test)", now_ms=T0 + 1)
+    assert (await life(redis, TAG["topped"]))["auto_top_off"] is None
+    await charge(store, TAG["topped"], "x1", want=1000, now=T0 + 2)
+    last = await charge(store, TAG["topped"], "x2", used=1000, want=10, now=T0 + 3)
+    assert (last.status, last.granted) == ("exhausted", 0)
+    assert await records(store, TAG["topped"], "topoff") == []
+    # enabled over the API on a pool the catalogue gives none: bought, with the API's cap
+    pool = catalogue.pools["monthly"]
+    await lifecycle.set_api_top_off(TAG["monthly"], topoff_rule(pool, catalogue.addons["boost"], 1))
+    await charge(store, TAG["monthly"], "y1", want=1000, now=T0 + 4)
+    more = await charge(store, TAG["monthly"], "y2", used=1000, want=10, now=T0 + 5)
+    assert (more.status, more.granted) == ("ok", 10)
+    assert (await life(redis, TAG["monthly"]))["auto_top_off"] == {
+        "addon": "boost",
+        "cap": 1,
+        "source": "api",
+    }
+    assert len(await records(store, TAG["monthly"], "topoff")) == 1

@@ -13,7 +13,8 @@
 -- KEYS[5] done     STRING result of this request id (idempotency), with a TTL
 -- KEYS[6] stream   STREAM rated usage records of this payer
 -- KEYS[7] life     HASH  lifecycle (docs/lifecycle.md): period, adaptive tier and ladder,
---                        auto top-off rule and its per-period counter; read only when the
+--                        auto top-off rule (catalogue "topoff", API "topoff_api" overrides;
+--                        {off=true}: none) and its per-period counter; read only when the
 --                        payer cannot cover a request (never on the common path)
 --
 -- ARGV[1]  request id          ARGV[2]  now (ms)          ARGV[3]  unit
@@ -125,8 +126,10 @@ end
 -- most `cap` times in the current period. Both credit buckets and write their record here,
 -- in the same atomic step as the reservation that needed them.
 local function replenish(need)
-  local life = redis.call('HMGET', KEYS[7], 'ladder', 'tier', 'topoff', 'period', 'hold')
+  local life = redis.call('HMGET', KEYS[7], 'ladder', 'tier', 'topoff', 'period', 'hold',
+                          'topoff_api')
   if life[5] then return end  -- suspended: no step, no purchase
+  life[3] = life[6] or life[3]  -- the API's auto top-off setting overrides the catalogue's
   local period = life[4] or ''
   local changed = false
   if life[1] then
@@ -153,7 +156,7 @@ local function replenish(need)
     local rule = cjson.decode(life[3])
     local counter = 'topoffs:' .. period
     local n = tonumber(redis.call('HGET', KEYS[7], counter) or '0')
-    if rule.u == unit and (rule.cap == 0 or n < rule.cap) then
+    if not rule.off and rule.u == unit and (rule.cap == 0 or n < rule.cap) then
       n = n + 1
       local bid = rule.pool .. ':auto:' .. period .. ':' .. n
       redis.call('HSET', KEYS[1], bid, cjson.encode({unit = unit, prio = rule.prio, from = 0,
@@ -273,7 +276,9 @@ for _, b in ipairs(order) do left = left + capacity(b) end
 -- Nothing left now, but the lifecycle can still add units (the next adaptive tier, an auto
 -- top-off under its cap): report those, so that the grant is not announced as final units.
 if left == 0 then
-  local life = redis.call('HMGET', KEYS[7], 'ladder', 'tier', 'topoff', 'period', 'hold')
+  local life = redis.call('HMGET', KEYS[7], 'ladder', 'tier', 'topoff', 'period', 'hold',
+                          'topoff_api')
+  life[3] = life[6] or life[3]
   if not life[5] then
     if life[1] then
       local lad = cjson.decode(life[1])
@@ -283,7 +288,9 @@ if left == 0 then
     if left == 0 and life[3] then
       local rule = cjson.decode(life[3])
       local n = tonumber(redis.call('HGET', KEYS[7], 'topoffs:' .. (life[4] or '')) or '0')
-      if rule.u == unit and (rule.cap == 0 or n < rule.cap) then left = rule.units end
+      if not rule.off and rule.u == unit and (rule.cap == 0 or n < rule.cap) then
+        left = rule.units
+      end
     end
   end
 end
