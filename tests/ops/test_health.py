@@ -14,16 +14,26 @@ from typing import Any, Final
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from ocs.api.auth import Scope, create_token
 from ocs.app import charging_attacher
 from ocs.balance.keys import PAYERS, PayerKeys
 from ocs.config import Settings
+from ocs.diameter import avp_codes as A
+from ocs.diameter.answers import Identity
+from ocs.diameter.constants import CcRequestType, ResultCode
+from ocs.diameter.node import Node
+from ocs.diameter.peer import LocalConfig
+from ocs.diameter.transport import connect as diameter_connect
 from ocs.observability.health import default_health, postgres_check, redis_check
 from ocs.observability.service import run_service
 from ocs.offline.db import connect
 from ocs.offline.drain import Drainer
 from ocs.server import start
 from ocs.store import client_for_url
+from tests.api.conftest import demo_documents
+from tests.charging.ccr import build_ccr
 from tests.conftest import free_ports
 from tests.offline.conftest import pg_admin_url, pg_url
 
@@ -240,3 +250,87 @@ async def test_drain_service_reports_postgresql(
         assert await service == 0
         await redis.aclose()
     assert default_health().names == []
+
+
+# -- what the metrics port reports moves when the thing happens ----------------------------
+BOB_IMSI: Final = "262019999999999"  # policies/demo: wallet bob-wallet, 10.00 EUR
+QUOTA: Final = 100_000_000  # bytes asked for in every CCR (the default max_quota)
+GATEWAY: Final = Identity("pgw.test", "test")
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(
+    got: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    return got.get((name, frozenset(labels.items())), 0.0)
+
+
+async def test_metrics_port_reports_sessions_exhaustion_and_top_ups(
+    own_redis: OwnRedis, tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    """A wallet session charged until the wallet is empty (last units with FUI terminate,
+    then 4012), and a top-up over the API (its replay not counted)."""
+    settings = serve_settings(own_redis.url, tmp_path)
+    scrape = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+    runtime = await start(settings, charging_attacher(str(DEMO)))
+    redis = client_for_url(own_redis.url, timeout=5)
+    try:
+        before = samples((await http.get(scrape)).text)
+        gateway = await diameter_connect(
+            Node(GATEWAY), LocalConfig(identity=GATEWAY), "127.0.0.1", runtime.server.port
+        )
+        session, used, codes = "pgw.test;metrics;1", 0, []
+        for n in range(40):
+            rtype = CcRequestType.INITIAL_REQUEST if n == 0 else CcRequestType.UPDATE_REQUEST
+            request = build_ccr(
+                session, request_type=rtype, number=n, imsi=BOB_IMSI, msccs=[(10, QUOTA, used)]
+            )
+            answer = await gateway.send_request(request, timeout=10)
+            mscc = answer.find(A.AVP_MULTIPLE_SERVICES_CREDIT_CONTROL)
+            assert mscc is not None
+            code = mscc.find(A.AVP_RESULT_CODE)
+            codes.append(int(code.value) if code is not None else 0)
+            if codes[-1] == int(ResultCode.DIAMETER_CREDIT_LIMIT_REACHED):
+                break
+            gsu = mscc.find(A.AVP_GRANTED_SERVICE_UNIT)
+            octets = gsu.find(A.AVP_CC_TOTAL_OCTETS) if gsu is not None else None
+            used = int(octets.value) if octets is not None else 0
+        assert codes[-1] == int(ResultCode.DIAMETER_CREDIT_LIMIT_REACHED), codes
+        await gateway.disconnect(2.0)
+
+        api = f"http://127.0.0.1:{settings.http_port}"
+        admin = {"Authorization": f"Bearer {await create_token(redis, 'demo', Scope.ADMIN)}"}
+        applied = await http.post(
+            f"{api}/v1/catalogue", json={"documents": demo_documents()}, headers=admin
+        )
+        assert applied.status_code == 200, applied.text  # the API's view of tenant demo
+        token = await create_token(redis, "demo", Scope.TOP_UP)
+        top_up = f"{api}/v1/wallets/bob-wallet/top-ups"
+        headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "metrics-1"}
+        for _ in range(2):  # the second is a replay
+            got = await http.post(top_up, json={"amount": 500, "currency": "EUR"}, headers=headers)
+            assert got.status_code == 201, got.text
+        after = samples((await http.get(scrape)).text)
+    finally:
+        await redis.aclose()
+        await runtime.stop()
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    granted = len(codes) - 1
+    assert delta("ocs_reservations_granted_total") == granted
+    assert delta("ocs_final_unit_indications_total", action="terminate") == 1
+    assert delta("ocs_quota_exhausted_total", payer_kind="wallet") == 1
+    assert delta("ocs_ccr_total", type="initial", result="2001") == 1
+    assert delta("ocs_ccr_latency_seconds_count", type="update") == len(codes) - 1
+    assert delta("ocs_active_sessions") == 1  # opened, never terminated
+    assert delta("ocs_topups_total", currency="EUR") == 1
+    assert delta("ocs_topup_amount_minor_total", currency="EUR") == 500
