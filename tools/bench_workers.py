@@ -65,18 +65,21 @@ def server_pids(pid: int) -> list[int]:
     return [pid, *(int(c) for c in children)]
 
 
-def redis_counters(url: str) -> tuple[float, int]:
+def redis_counters(url: str) -> tuple[float, int, int]:
+    """redis-server CPU seconds, commands processed, bytes of memory used."""
     from redis import Redis
 
     client = Redis.from_url(url)
     try:
         cpu: Any = client.info("cpu")
         stats: Any = client.info("stats")
+        memory: Any = client.info("memory")
     finally:
         client.close()
     return (
         float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
         int(stats["total_commands_processed"]),
+        int(memory["used_memory"]),
     )
 
 
@@ -194,6 +197,8 @@ def measure(workers: int, args: argparse.Namespace) -> dict[str, Any]:
         "redis_cpu_us_per_ccr": round((redis_after[0] - redis_before[0]) / sent * 1e6, 1),
         # commands run inside the Lua scripts count too (INFO stats counts them)
         "redis_calls_per_ccr_incl_lua": round((redis_after[1] - redis_before[1]) / sent, 2),
+        # what a CCR leaves in Redis until its TTLs expire (stored answers, results, records)
+        "redis_bytes_per_ccr": round((redis_after[2] - redis_before[2]) / sent),
         "pool_invariant": pool_invariant(args.redis_url)["holds"],
         "loadavg_after": load,
     }
