@@ -174,7 +174,9 @@ def test_compose_with_docker_when_available() -> None:
         [docker, "compose", "version"], capture_output=True, text=True, check=False
     )
     if version.returncode != 0:
-        pytest.skip(f"docker compose plugin not available: {version.stderr.strip()[:80]}")
+        pytest.skip(
+            f"docker compose plugin not available: {version.stderr.strip().splitlines()[0]}"
+        )
     got = subprocess.run(
         [docker, "compose", "-f", str(COMPOSE), "config", "--quiet"],
         capture_output=True,
