@@ -14,7 +14,8 @@ import pytest
 
 from ocs.config import Settings
 from ocs.offline.asn1.ber import BerError, read_element, read_elements
-from ocs.offline.asn1.records import decode_file, plmn_id, timestamp
+from ocs.offline.asn1.fields import plmn_id, timestamp
+from ocs.offline.asn1.records import decode_file
 from ocs.offline.cdrs import import_file, parse_row
 from ocs.offline.cli import main_import
 from ocs.offline.crypto import tenant_cipher
@@ -93,6 +94,42 @@ GOOD_SGW = bytes(
         ),
     )
 )  # fmt: skip
+
+
+def chf(subscriber: dict[str, str] | None, cid: int | None, **extra: Any) -> bytes:
+    body: dict[str, Any] = {
+        "recordType": 200, "recordingNetworkFunctionID": "chf-1",
+        "nFunctionConsumerInformation": {"networkFunctionality": "sMF"},
+        "recordOpeningTime": ts("250320120000", "+0000"), "duration": 60,
+        "causeForRecClosing": 0,
+        "pDUSessionChargingInformation": {
+            "pDUSessionChargingID": 77, "pDUSessionId": 5, "rATType": 10,
+            "dataNetworkNameIdentifier": "iot.demo",
+        },
+        **extra,
+    }  # fmt: skip
+    if subscriber is not None:
+        body["subscriberIdentifier"] = subscriber
+    if cid is not None:
+        body["chargingID"] = cid
+    return bytes(SPEC.encode("CHFRecord", ("chargingFunctionRecord", body)))
+
+
+CHF_USAGE = [
+    {"ratingGroup": 20, "usedUnitContainers": [{"dataTotalVolume": 5000}]},
+    {"ratingGroup": 10, "usedUnitContainers": [
+        {"dataVolumeUplink": 100, "dataVolumeDownlink": 200},
+        {"dataTotalVolume": 700, "dataVolumeUplink": 1, "dataVolumeDownlink": 1},
+    ]},
+]  # fmt: skip
+IMSI_3 = {"subscriptionIDType": "eND-USER-IMSI", "subscriptionIDData": "imsi-262019000000003"}
+GOOD_CHF = chf(IMSI_3, None, listOfMultipleUnitUsage=CHF_USAGE)
+CHF_E164 = chf(
+    {"subscriptionIDType": "eND-USER-E164", "subscriptionIDData": "491709000001"},
+    5,
+    listOfMultipleUnitUsage=CHF_USAGE,
+)
+CHF_EMPTY = chf(IMSI_3, 6)
 SGSN = bytes(SPEC.encode("GPRSRecord", ("sgsnPDPRecord", {"recordType": 18})))
 BAD_TIME = pgw("262019000000003", 1003, ts("251315110000", "+0100"))  # month 13
 NO_IMSI = pgw(None, 1004, ts("250315110000", "+0100"))
@@ -136,7 +173,7 @@ def test_bad_records_reported_good_kept() -> None:
         at.append(at[-1] + len(rec))
     assert decoded.errors == [
         f"f.ber:record 2 (byte {at[1]}): record: sgsnPDPRecord is not read"
-        " (only pGWRecord [79], sGWRecord [78])",
+        " (only pGWRecord [79], sGWRecord [78], chargingFunctionRecord [200])",
         f"f.ber:record 3 (byte {at[2]}): recordOpeningTime: 2513151100002b0100:"
         " month must be in 1..12",
         f"f.ber:record 4 (byte {at[3]}): servedIMSI: missing",
@@ -154,6 +191,26 @@ def test_bad_records_reported_good_kept() -> None:
     assert cut.errors == [
         f"cut.ber:record 2 (byte {len(GOOD_PGW)}): framing: tag [79] length"
         f" {len(LAST) - 3} runs past the end ({len(LAST) - 8} left); rest of file skipped"
+    ]
+
+
+def test_chf_records() -> None:
+    decoded = decode_file(GOOD_CHF + CHF_E164 + CHF_EMPTY, "chf.ber")
+    at = [0, len(GOOD_CHF), len(GOOD_CHF) + len(CHF_E164)]
+    assert decoded.errors == [
+        f"chf.ber:record 2 (byte {at[1]}): subscriberIdentifier: '' is not an IMSI of 6-15 digits",
+        f"chf.ber:record 3 (byte {at[2]}): listOfMultipleUnitUsage: missing (no usage in the"
+        " record)",
+    ]
+    base = {
+        "record_type": "CHF", "charging_id": "77", "imsi": "262019000000003",
+        "start_time": "2025-03-20T12:00:00+00:00", "end_time": "2025-03-20T12:01:00+00:00",
+        "apn": "iot.demo", "rat_type": "NR",
+    }  # fmt: skip
+    # rating group 10: 100 + 200, then the total volume 700 (preferred to up + down)
+    assert [row for _, row in decoded.rows] == [
+        parse_row({**base, "rating_group": "10", "units": "1000"}),
+        parse_row({**base, "rating_group": "20", "units": "5000"}),
     ]
 
 
@@ -194,29 +251,31 @@ async def test_import_into_the_database(db: Database, tmp_path: Path, tenant: st
     async with db.tenant(tenant) as conn:
         await upsert_tenant(conn, tenant, "", "DE", "UTC", "EUR")
         cipher = await tenant_cipher(conn, tenant, MASTER)
-    path = _file(tmp_path / "pgw.ber", GOOD_PGW, GOOD_SGW, NO_IMSI, LAST)
+    path = _file(tmp_path / "pgw.ber", GOOD_PGW, GOOD_SGW, NO_IMSI, LAST, GOOD_CHF)
     async with db.tenant(tenant) as conn:
         report = await import_file(conn, cipher, path)
-        assert (report.rows, report.imported, report.duplicates) == (4, 4, 0)
+        assert (report.rows, report.imported, report.duplicates) == (5, 6, 0)
         assert [e.split(": ", 1)[1] for e in report.errors] == ["servedIMSI: missing"]
         rows = await conn.fetch(
             "SELECT record_type, charging_id, rating_group, units, plmn, rat_type, apn,"
             " imsi_enc, msisdn_enc, source_file FROM network_cdrs ORDER BY cdr_key"
         )
         again = await import_file(conn, cipher, path)
-        assert (again.imported, again.duplicates) == (0, 4)
+        assert (again.imported, again.duplicates) == (0, 6)
     assert [
         (r["record_type"], r["charging_id"], r["rating_group"], r["units"], r["rat_type"])
         for r in rows
     ] == [
+        ("CHF", "77", 10, 1000, "NR"),
+        ("CHF", "77", 20, 5000, "NR"),
         ("PGW", "1001", 10, 6000, "EUTRAN"),
         ("PGW", "1001", 20, 10, "NR"),
         ("PGW", "1005", None, 0, None),
         ("SGW", "1002", None, 1000, None),
     ]
-    assert cipher.decrypt(rows[0]["imsi_enc"]) == "262019000000001"
-    assert cipher.decrypt(rows[0]["msisdn_enc"]) == "491709000001"
-    assert (rows[0]["plmn"], rows[0]["apn"], rows[0]["source_file"]) == (
+    assert cipher.decrypt(rows[2]["imsi_enc"]) == "262019000000001"
+    assert cipher.decrypt(rows[2]["msisdn_enc"]) == "491709000001"
+    assert (rows[2]["plmn"], rows[2]["apn"], rows[2]["source_file"]) == (
         "26201",
         "iot.demo",
         "pgw.ber",
@@ -232,6 +291,7 @@ def test_cli_import_picks_ber(
     assert main_import(settings, _file(tmp_path / "b.ber", SGSN, LAST), catalog=folder) == 1
     captured = capsys.readouterr()
     assert captured.err.strip().endswith(
-        "record 1 (byte 0): record: sgsnPDPRecord is not read (only pGWRecord [79], sGWRecord [78])"
+        "record 1 (byte 0): record: sgsnPDPRecord is not read (only pGWRecord [79],"
+        " sGWRecord [78], chargingFunctionRecord [200])"
     )
     assert "2 rows, 1 imported, 0 already imported, 1 rejected" in " ".join(captured.out.split())

@@ -2,8 +2,9 @@
 the CSV importer makes (``cdrs.parse_row``'s dictionaries).
 
 The file is a concatenation of ``GPRSRecord`` values (the CDRs of a TS 32.297 file without
-its file and CDR headers). Read: ``pGWRecord [79]`` and ``sGWRecord [78]``; any other
-record type is reported per record. Fields used (context tags of the record SET):
+its file and CDR headers). Read: ``pGWRecord [79]``, ``sGWRecord [78]`` and, from
+``CHFRecord``, ``chargingFunctionRecord [200]`` (``chf.py``); any other record type is
+reported per record. Fields used (context tags of the record SET):
 
 ========================== ==== ===================================================
 servedIMSI                 [3]  TBCD (TS 29.002), filler F
@@ -32,27 +33,33 @@ time for ``duration`` seconds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Final
 
-from ocs.offline.asn1.ber import CONTEXT, UNIVERSAL, BerError, Element, read_element
-from ocs.rating import RatType, ServiceKind
+from ocs.offline.asn1.ber import CONTEXT, BerError, Element, read_element
+from ocs.offline.asn1.chf import CHF_RECORD_TAG, chf_rows
+from ocs.offline.asn1.fields import (
+    RecordError,
+    fields,
+    items,
+    plmn_id,
+    rat_name,
+    tbcd,
+    timestamp,
+    unsigned,
+)
+from ocs.rating import ServiceKind
 
 RECORD_TAGS: Final = {79: "PGW", 78: "SGW"}
 OTHER_RECORDS: Final = {20: "sgsnPDPRecord", 21: "ggsnPDPRecord", 22: "sgsnMMRecord"}
 IMSI, CHARGING_ID, APN, TRAFFIC, OPENED, DURATION = 3, 5, 7, 12, 13, 14
 MSISDN, PLMN, RAT, SERVICE_DATA = 22, 27, 30, 34
-SEQUENCE: Final = 16
 REQUIRED: Final = {
     IMSI: "servedIMSI",
     CHARGING_ID: "chargingID",
     OPENED: "recordOpeningTime",
     DURATION: "duration",
 }
-
-
-class RecordError(ValueError):
-    """A field of one record is missing or malformed (``field: reason``)."""
 
 
 @dataclass(slots=True)
@@ -62,73 +69,6 @@ class DecodedFile:
     errors: list[str] = field(default_factory=list)
 
 
-def tbcd(data: bytes, name: str) -> str:
-    """Telephony BCD: low nibble first, 0xF fills the last octet."""
-    digits = []
-    for i, octet in enumerate(data):
-        for nibble in (octet & 0x0F, octet >> 4):
-            if nibble == 0xF and i == len(data) - 1:
-                continue
-            if nibble > 9:
-                raise RecordError(f"{name}: {data.hex()} is not TBCD digits")
-            digits.append(str(nibble))
-    return "".join(digits)
-
-
-def plmn_id(data: bytes) -> str:
-    """MCC+MNC of a 3-octet PLMN-Id (MNC digit 3 is F for a 2-digit MNC)."""
-    if len(data) != 3:
-        raise RecordError(f"servingNodePLMNIdentifier: {len(data)} octets, expected 3")
-    nib = [data[0] & 0xF, data[0] >> 4, data[1] & 0xF, data[2] & 0xF, data[2] >> 4, data[1] >> 4]
-    mcc, mnc = nib[:3], nib[3:] if nib[5] != 0xF else nib[3:5]
-    if any(n > 9 for n in mcc + mnc):
-        raise RecordError(f"servingNodePLMNIdentifier: {data.hex()} is not MCC/MNC digits")
-    return "".join(map(str, mcc + mnc))
-
-
-def timestamp(data: bytes, name: str) -> datetime:
-    """TS 32.298 TimeStamp: local time YYMMDDhhmmss (BCD) and its offset to UTC."""
-    if len(data) != 9 or chr(data[6]) not in "+-":
-        raise RecordError(f"{name}: {data.hex()} is not a 9-octet TimeStamp")
-    digits = []
-    for octet in data[:6] + data[7:]:
-        if octet >> 4 > 9 or octet & 0xF > 9:
-            raise RecordError(f"{name}: {data.hex()} is not BCD")
-        digits.append((octet >> 4) * 10 + (octet & 0xF))
-    yy, mo, dd, hh, mi, ss, oh, om = digits
-    sign = 1 if chr(data[6]) == "+" else -1
-    try:
-        zone = timezone(sign * timedelta(hours=oh, minutes=om))
-        return datetime(2000 + yy, mo, dd, hh, mi, ss, tzinfo=zone)
-    except ValueError as exc:
-        raise RecordError(f"{name}: {data.hex()}: {exc}") from None
-
-
-def _unsigned(el: Element, name: str) -> int:
-    value = el.integer()
-    if value < 0:
-        raise RecordError(f"{name}: {value} is negative")
-    return value
-
-
-def _rat(el: Element) -> str:
-    rat = RatType.from_3gpp_rat_type(_unsigned(el, "rATType"))
-    return "" if rat is RatType.UNKNOWN else str(rat)
-
-
-def _fields(el: Element) -> dict[int, Element]:
-    return {c.tag: c for c in el.children() if c.cls == CONTEXT}
-
-
-def _items(el: Element, name: str) -> list[dict[int, Element]]:
-    out = []
-    for item in el.children():
-        if item.cls != UNIVERSAL or item.tag != SEQUENCE:
-            raise RecordError(f"{name}: item at byte {item.offset} is not a SEQUENCE")
-        out.append(_fields(item))
-    return out
-
-
 def _service_rows(
     items: list[dict[int, Element]], opened: datetime, closed: datetime, rat: str
 ) -> list[dict[str, Any]]:
@@ -136,13 +76,13 @@ def _service_rows(
     for f in items:
         if 1 not in f:
             raise RecordError("listOfServiceData: ratingGroup: missing")
-        rg = _unsigned(f[1], "ratingGroup")
+        rg = unsigned(f[1], "ratingGroup")
         first = timestamp(f[5].content, "timeOfFirstUsage") if 5 in f else opened
         last = timestamp(f[6].content, "timeOfLastUsage") if 6 in f else None
         if last is None:
             last = timestamp(f[14].content, "timeOfReport") if 14 in f else closed
-        up = _unsigned(f[12], "datavolumeFBCUplink") if 12 in f else 0
-        down = _unsigned(f[13], "datavolumeFBCDownlink") if 13 in f else 0
+        up = unsigned(f[12], "datavolumeFBCUplink") if 12 in f else 0
+        down = unsigned(f[13], "datavolumeFBCDownlink") if 13 in f else 0
         row = groups.setdefault(
             rg, {"rating_group": rg, "start_time": first, "end_time": last, "units": 0}
         )
@@ -150,17 +90,23 @@ def _service_rows(
         row["end_time"] = max(row["end_time"], last)
         row["units"] += up + down
         if 30 in f:
-            row["rat_type"] = _rat(f[30]) or rat
+            row["rat_type"] = rat_name(f[30]) or rat
     return [groups[rg] for rg in sorted(groups)]
 
 
 def record_rows(el: Element) -> list[dict[str, Any]]:
-    """The rows of one ``GPRSRecord`` element; raises ``RecordError`` or ``BerError``."""
+    """The rows of one ``GPRSRecord`` (or ``CHFRecord``) element; raises ``RecordError`` or
+    ``BerError``."""
+    if el.cls == CONTEXT and el.tag == CHF_RECORD_TAG:
+        return chf_rows(el)
     if el.cls != CONTEXT or el.tag not in RECORD_TAGS:
         name = OTHER_RECORDS.get(el.tag, f"[{el.tag}]")
-        raise RecordError(f"record: {name} is not read (only pGWRecord [79], sGWRecord [78])")
+        raise RecordError(
+            f"record: {name} is not read (only pGWRecord [79], sGWRecord [78],"
+            " chargingFunctionRecord [200])"
+        )
     rtype = RECORD_TAGS[el.tag]
-    f = _fields(el)
+    f = fields(el)
     for tag, name in REQUIRED.items():
         if tag not in f:
             raise RecordError(f"{name}: missing")
@@ -168,8 +114,8 @@ def record_rows(el: Element) -> list[dict[str, Any]]:
     if not 6 <= len(imsi) <= 15:
         raise RecordError(f"servedIMSI: {imsi!r} is not 6-15 digits")
     opened = timestamp(f[OPENED].content, "recordOpeningTime")
-    closed = opened + timedelta(seconds=_unsigned(f[DURATION], "duration"))
-    rat = _rat(f[RAT]) if RAT in f else ""
+    closed = opened + timedelta(seconds=unsigned(f[DURATION], "duration"))
+    rat = rat_name(f[RAT]) if RAT in f else ""
     msisdn = tbcd(f[MSISDN].content[1:], "servedMSISDN") if MSISDN in f else ""
     try:
         apn = f[APN].content.decode("ascii") if APN in f else ""
@@ -177,7 +123,7 @@ def record_rows(el: Element) -> list[dict[str, Any]]:
         raise RecordError(f"accessPointNameNI: {f[APN].content!r} is not IA5") from None
     common = {
         "record_type": rtype,
-        "charging_id": str(_unsigned(f[CHARGING_ID], "chargingID")),
+        "charging_id": str(unsigned(f[CHARGING_ID], "chargingID")),
         "imsi": imsi,
         "service": ServiceKind.DATA,
         "session_id": None,
@@ -187,12 +133,12 @@ def record_rows(el: Element) -> list[dict[str, Any]]:
         "rat_type": rat or None,
     }
     if rtype == "PGW" and SERVICE_DATA in f:
-        rows = _service_rows(_items(f[SERVICE_DATA], "listOfServiceData"), opened, closed, rat)
+        rows = _service_rows(items(f[SERVICE_DATA], "listOfServiceData"), opened, closed, rat)
     else:
         units = 0
-        for item in _items(f[TRAFFIC], "listOfTrafficVolumes") if TRAFFIC in f else []:
-            units += _unsigned(item[3], "dataVolumeGPRSUplink") if 3 in item else 0
-            units += _unsigned(item[4], "dataVolumeGPRSDownlink") if 4 in item else 0
+        for item in items(f[TRAFFIC], "listOfTrafficVolumes") if TRAFFIC in f else []:
+            units += unsigned(item[3], "dataVolumeGPRSUplink") if 3 in item else 0
+            units += unsigned(item[4], "dataVolumeGPRSDownlink") if 4 in item else 0
         rows = [{"rating_group": None, "start_time": opened, "end_time": closed, "units": units}]
     out = []
     for row in rows:
