@@ -107,6 +107,7 @@ class PoolView(BaseModel):
     members: int
     active_members: int
     buckets: list[Bucket]
+    lifecycle: dict[str, Any] | None = None  # period, adaptive tier, auto top-off (lifecycle.md)
 
 
 class TopOffRequest(Model):
