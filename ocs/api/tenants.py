@@ -26,7 +26,8 @@ from ocs.api.keys import lock_key, revision_key, state_key, versions_key
 from ocs.api.problems import Problem
 from ocs.balance import BalanceStore
 from ocs.balance.keys import CATALOG, MSISDN_INDEX
-from ocs.charging.catalog import msisdn_index, payer_buckets
+from ocs.charging.catalog import lifecycle_rules, msisdn_index, payer_buckets
+from ocs.lifecycle import Lifecycle
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.compiler import Sourced
 from ocs.rating.errors import Issue, Severity
@@ -238,6 +239,7 @@ class TenantCatalogues:
         now_ms = int(time.time() * 1000)
         for tag, (buckets, resize) in payer_buckets(catalogue).items():
             await self.store.provision(tag, buckets, now_ms, resize=resize)
+        await Lifecycle(self.store.redis).setup(lifecycle_rules(catalogue), now_ms)
         pointer = await self.redis.hget(CATALOG, "tenant")
         serving = pointer is None or _s(pointer) == tenant
         summary = dict(catalogue.summary())
