@@ -1,4 +1,6 @@
-"""Pools: status (size, used, reserved, members), top-off bundles, auto-renewal settings."""
+"""Pools: status (size, used, reserved, members, lifecycle), top-off bundles, auto top-off
+settings (``auto-renewal``: an add-on bought automatically when the pool runs short, capped
+per period; applied by ``charge.lua``, docs/lifecycle.md)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from ocs.api.tenants import Compiled
 from ocs.api.views import bucket_views
 from ocs.balance import BucketUnit
 from ocs.balance.keys import payer_tag
+from ocs.lifecycle import Lifecycle
+from ocs.lifecycle.rules import topoff_rule
 from ocs.rating.context import SERVICE_UNIT
 from ocs.rating.models import PayerKind, Pool
 
@@ -64,6 +68,7 @@ async def get_pool(pool_id: str, who: Reader, api: Api) -> PoolView:
         members=len(members),
         active_members=active,
         buckets=bucket_views(buckets),
+        lifecycle=await Lifecycle(api.store.redis).state(tag),
     )
 
 
@@ -144,4 +149,10 @@ async def set_auto_renewal(pool_id: str, body: AutoRenewal, who: Admin, api: Api
         if SERVICE_UNIT[addon.service] != pool.unit:
             raise Problem(422, "addon-mismatch", "Add-on does not fit the pool", addon.id)
     await api.redis.hset(renewal_key(who.tenant), pool_id, body.model_dump_json())
+    # what charge.lua applies when a reservation on the pool runs short (docs/lifecycle.md)
+    rule = None
+    if body.enabled and body.addon is not None:
+        addon = compiled.catalogue.addons[body.addon]
+        rule = topoff_rule(pool, addon, body.max_per_period)
+    await Lifecycle(api.store.redis).set_api_top_off(pool_tag(who.tenant, pool), rule)
     return body
