@@ -41,6 +41,8 @@ pools:
      wallet: w2, on_failure: notify}}
   - {id: credit, account: acme, size: 1000, payment: postpaid, credit_limit: 5000,
      renewal: {fee: 300, charge_to: wallet, wallet: w2, on_failure: overage}}
+  - {id: drained, account: acme, size: 1000, renewal: {on: depleted, fee: 100,
+     charge_to: wallet, wallet: w2, on_failure: overage}}
 wallets:
   - {id: w1, account: acme, currency: EUR, balance: 150}
   - {id: w2, account: acme, currency: EUR, balance: 0}
@@ -60,6 +62,8 @@ TAG = {
     "bundle": "t1:prepaid_pool:bundle",
     "lenient": "t1:prepaid_pool:lenient",
     "credit": "t1:postpaid_pool:credit",
+    "drained": "t1:prepaid_pool:drained",
+    "w2": "t1:wallet:w2",
     "w1": "t1:wallet:w1",
 }
 
@@ -227,7 +231,7 @@ async def test_period_end_renewal_charges_the_invoice_once_with_many_workers(
         done.update({k: v for k, v in r.outcomes.items() if k != "already"})
     # each pool's period acted on once: renewed (ladder, monthly, bundle), rolled (no
     # renewal rule), renewed unpaid (wallet empty, notify), overage (wallet empty)
-    assert done == {"renewed": 3, "rolled": 1, "renewed_unpaid": 1, "overage": 1}
+    assert done == {"renewed": 3, "rolled": 1, "renewed_unpaid": 1, "overage": 2}
     ctx = renewed[0]["ctx"]
     assert (ctx["api"], ctx["price"], ctx["currency"], ctx["billed"]) == (
         "renewal",
@@ -308,8 +312,8 @@ async def test_unpaid_renewal_notify_renews_on_the_invoice_and_overage_rolls_the
     await charge(store, TAG["lenient"], "l2", used=1000, now=T0 + 1)
     await charge(store, TAG["credit"], "o1", used=1000, mode="debit", now=T0)
     report = await Lifecycle(redis).run_once(provisioned, DEC)
-    assert report.outcomes["renewed_unpaid"] == 1 and report.outcomes["overage"] == 1
-    assert sorted(e["pool"] for e in report.events) == ["credit", "lenient"]
+    assert report.outcomes["renewed_unpaid"] == 1 and report.outcomes["overage"] == 2
+    assert sorted(e["pool"] for e in report.events) == ["credit", "drained", "lenient"]
     lenient = (await records(store, TAG["lenient"], "renewal"))[0]["ctx"]
     assert (lenient["billed"], lenient["fallback"], lenient["price"]) == ("invoice", "unpaid", 300)
     assert by_id(await store.buckets(TAG["lenient"]))["lenient"].available == 1000
@@ -381,3 +385,26 @@ async def test_the_api_setting_overrides_the_catalogue_top_off_and_survives_a_re
         "source": "api",
     }
     assert len(await records(store, TAG["monthly"], "topoff")) == 1
+
+
+async def test_depleted_bundle_left_unpaid_with_overage_keeps_its_period_until_paid(
+    store: BalanceStore, redis: RedisClient, provisioned: list[PoolRules]
+) -> None:
+    tag, wallet = TAG["drained"], TAG["w2"]
+    lifecycle = Lifecycle(redis)
+    await charge(store, tag, "d1", want=1000, now=T0)
+    await charge(store, tag, "d2", used=1000, now=T0 + 1)
+    first = await lifecycle.run_once(provisioned, T0 + 2)
+    assert first.outcomes["overage"] == 1
+    assert [(e["pool"], e["outcome"]) for e in first.events] == [("drained", "overage")]
+    # the period goes on without an allowance; later passes retry quietly
+    second = await lifecycle.run_once(provisioned, T0 + 3)
+    assert second.outcomes["overage"] == 1 and second.events == []
+    assert (await life(redis, tag))["period"] == "2026-11-01T00:00:00Z"
+    assert await records(store, tag, "renewal") == []
+    # money arrives: the next pass takes the fee and starts a new period now
+    await store.adjust(wallet, "topup-2", [{"op": "credit", "id": "w2", "amount": 100}], T0 + 4)
+    assert (await lifecycle.run_once(provisioned, T0 + 5)).outcomes["renewed"] == 1
+    assert (await life(redis, tag))["period"] == "2026-11-10T12:00:00Z"
+    assert by_id(await store.buckets(tag))["drained"].available == 1000
+    assert by_id(await store.buckets(wallet))["w2"].available == 0

@@ -22,8 +22,9 @@
 --   one that ended). Otherwise "already" / "not_due".
 -- pay {ref, fee, currency, pool, account, period}: debit the fee from this payer's money
 --   buckets once per `ref` ("insufficient" when they cannot cover it).
--- fail {period, next, on_failure="suspend"|"overage"}: suspend puts every bucket on hold
---   (the next pass retries); overage starts `next` without a new allowance. `first` tells
+-- fail {period, next, due, on_failure="suspend"|"overage"}: suspend puts every bucket on hold
+--   (the next pass retries); overage starts `next` without a new allowance (due "end") or
+--   goes on in the period without one (due "depleted", retried each pass). `first` tells
 --   whether this is the first failure of the period (the caller notifies once).
 
 local action = ARGV[1]
@@ -164,6 +165,10 @@ if action == 'fail' then
       redis.call('HSET', KEYS[3], 'hold', current)
     end
     return reply({status = 'suspended', period = current, first = first})
+  end
+  if args.due == 'depleted' then
+    -- used up before its end: the period goes on without a new allowance (retried each pass)
+    return reply({status = 'overage', period = current, first = first})
   end
   start_period(args.next)
   return reply({status = 'overage', period = args.next.id, first = first})
