@@ -118,8 +118,9 @@ class BalanceStore:
         context: dict[str, Any] | None = None,
     ) -> tuple[str, list[BucketState]]:
         """:meth:`adjust`, then the payer's buckets, in one round trip: the script call and
-        the two reads go in one pipeline to the payer's slot, and Redis runs them in order,
-        so the reads see the script's effect (a top-up answers with the new balance)."""
+        the two reads go in one batch (:attr:`batch`) to the payer's slot, and Redis runs
+        them in order, so the reads see the script's effect (a top-up answers with the new
+        balance). The owner of the store closes ``batch`` at shutdown."""
         k = PayerKeys(payer)
         keys = (k.buckets, k.balances, k.done(request_id), k.stream)
         args = (
@@ -130,18 +131,29 @@ class BalanceStore:
             json.dumps(ops, separators=(",", ":")),
             json.dumps(context or {}, separators=(",", ":"), default=str),
         )
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.evalsha(self._adjust.sha, len(keys), *keys, *args)
-            pipe.hgetall(k.buckets)
-            pipe.hgetall(k.balances)
-            raw, defs, bals = await pipe.execute(raise_on_error=False)
+        raw, defs, bals = await self.batch.submit(
+            (
+                ("EVALSHA", self._adjust.sha, len(keys), *keys, *args),
+                ("HGETALL", k.buckets),
+                ("HGETALL", k.balances),
+            )
+        )
         if isinstance(raw, NoScriptError):  # a restarted or flushed Redis: load, run once
             raw = await self._adjust(keys=keys, args=args)
             return str(json.loads(raw)["status"]), await self.buckets(payer)
         for reply in (raw, defs, bals):
             if isinstance(reply, Exception):
                 raise reply
-        return str(json.loads(raw)["status"]), _bucket_states(defs, bals)
+        return str(json.loads(raw)["status"]), _bucket_states(_hash(defs), _hash(bals))
+
+    async def buckets_batched(self, payer: str) -> list[BucketState]:
+        """:meth:`buckets` through the store's command batcher (cheaper under load; the
+        owner of the store closes ``batch`` at shutdown)."""
+        k = PayerKeys(payer)
+        defs, bals = await self.batch.execute_many(
+            (("HGETALL", k.buckets), ("HGETALL", k.balances))
+        )
+        return _bucket_states(_hash(defs), _hash(bals))
 
     async def provision(
         self, payer: str, buckets: list[BucketSpec], now_ms: int, *, resize: bool
@@ -222,6 +234,14 @@ def _bucket_states(defs: dict[Any, Any], bals: dict[Any, Any]) -> list[BucketSta
         )
     out.sort(key=lambda b: (b.priority, b.valid_to or 2**62, b.id))
     return out
+
+
+def _hash(reply: Any) -> dict[Any, Any]:
+    """An HGETALL reply as a dict: the batcher gives raw RESP (a flat list) on a single
+    Redis and redis-py's dict through a cluster pipeline."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=True))
 
 
 def _s(value: bytes | str) -> str:
