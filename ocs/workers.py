@@ -142,10 +142,11 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
         s = self.settings
+        http = f"HTTP API on port {self.http_port}" if self.http_port else "no HTTP API"
+        ops = f"metrics on port {self.metrics_port}" if self.metrics_port else "no metrics"
         print(
             f"ocs: Diameter {s.origin_host} ({s.origin_realm}) listening on "
-            f"{s.host}:{self.worker_settings.port} with {len(self.workers)} workers; "
-            f"HTTP API on port {self.http_port}; metrics on port {self.metrics_port}",
+            f"{s.host}:{self.worker_settings.port} with {len(self.workers)} workers; {http}; {ops}",
             flush=True,
         )
         watchers = [asyncio.create_task(self._watch(w)) for w in self.workers]
@@ -423,6 +424,26 @@ def _stop_when_parent_goes(loop: asyncio.AbstractEventLoop, stop: asyncio.Event)
     loop.add_reader(0, readable)
 
 
+def _configure_logging(settings: Settings, index: int) -> None:
+    """The supervisor's log set-up, each line marked with the worker: ``ocs[worker 2]`` in
+    text, a ``worker`` field in JSON."""
+    from .observability.logs import configure_logging  # noqa: PLC0415
+
+    handler = configure_logging(settings.log_level, settings.log_format)
+
+    def mark(record: logging.LogRecord) -> bool:
+        record.worker = index
+        return True
+
+    handler.addFilter(mark)
+    if settings.log_format == "text":
+        handler.setFormatter(
+            logging.Formatter(
+                "%(asctime)s %(levelname)s ocs[worker %(worker)s] %(name)s: %(message)s"
+            )
+        )
+
+
 def worker_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ocs.workers",
@@ -433,10 +454,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ready-fd", type=int, required=True)
     args = parser.parse_args(argv)
     settings = Settings(**json.loads(Path(args.settings).read_text()))
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s ocs[worker {args.index}] %(name)s: %(message)s",
-    )
+    _configure_logging(settings, args.index)
     try:
         return _run(_worker(settings, args.index, args.ready_fd))
     except KeyboardInterrupt:
