@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import textwrap
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from ocs.balance.keys import PayerKeys
 from ocs.offline.db import Database
-from ocs.offline.drain import GROUP, DrainCrash, Drainer
+from ocs.offline.drain import GROUP, STRIPPED, DrainCrash, Drainer, strip_identifiers
 from tests.offline.conftest import MASTER
 from tests.offline.helpers import add_usage, usage_fields
 
@@ -266,3 +269,48 @@ async def test_batches_span_tenants_and_escape_text(redis: Redis, db: Database) 
     assert "imsi" not in row["ctx"] and "msisdn" not in row["ctx"]
     rec = rows["reclaim:m\\1:1740000000999"]
     assert (rec["ctx"], rec["unit"], rec["session_id"], rec["imsi_bidx"]) == (None, "", None, None)
+
+
+_NAMES = st.sampled_from(["session", "n", "rg", "twin", "account", "levels", "x"])
+_SCALARS = st.none() | st.booleans() | st.integers() | st.text(max_size=12)
+# nested values never use the stripped names as keys (no producer writes them below the top)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_NAMES, inner, max_size=3),
+    max_leaves=6,
+)
+_IDENTIFIER = st.none() | st.text(max_size=16) | st.integers(0, 10**15)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["session", "n", "rg", "twin", "account", "levels", "x"])
+        | st.sampled_from(list(STRIPPED)),
+        _IDENTIFIER | _VALUES,
+        max_size=8,
+    ),
+    compact=st.booleans(),
+    ascii_only=st.booleans(),
+)
+def test_strip_identifiers_equals_decoding(
+    body: dict[str, object], compact: bool, ascii_only: bool
+) -> None:
+    """Cutting the identifiers out of the text gives the same object (and IMSI) as decoding,
+    popping and encoding, whatever the key order, separators, escapes and value types."""
+    separators = (",", ":") if compact else (", ", ": ")
+    raw = json.dumps(body, separators=separators, ensure_ascii=ascii_only).encode()
+    imsi, out = strip_identifiers(raw)
+    assert json.loads(out) == {k: v for k, v in body.items() if k not in STRIPPED}
+    expected = body.get("imsi")
+    assert imsi == (None if expected is None else str(expected))
+
+
+def test_strip_identifiers_cuts_the_producers_context() -> None:
+    """The charging code's context (json.dumps, identifiers in the middle) takes the cut."""
+    raw = usage_fields("t:wallet:w", "r;1:0:10", 1, 5, account='say "imsi": \\ ü')["ctx"]
+    imsi, out = strip_identifiers(raw.encode())
+    assert imsi == "262010000000001"
+    assert b"imsi" not in out.replace(b'say \\"imsi\\"', b"") and b"4917" not in out
+    assert json.loads(out)["account"] == 'say "imsi": \\ ü'
+    assert out.startswith(b'{"session": "s1", "n": 1, "rg": 10, "twin": "data", "account"')
