@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import io
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
+from ocs.offline.asn1.fields import MAX_BIGINT, MAX_RATING_GROUP
 from ocs.offline.asn1.records import decode_file, is_ber
 from ocs.offline.crypto import TenantCipher
 from ocs.offline.db import Connection
@@ -52,6 +54,9 @@ def parse_row(row: dict[str, str]) -> dict[str, Any]:
     def get(name: str) -> str:
         return (row.get(name) or "").strip()
 
+    for name, value in row.items():
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError(f"{name}: contains a NUL character")
     for name in REQUIRED:
         if not get(name):
             raise ValueError(f"{name}: missing")
@@ -82,6 +87,9 @@ def parse_row(row: dict[str, str]) -> dict[str, Any]:
             continue
         if not text.isdigit():
             raise ValueError(f"{name}: {text!r} is not a non-negative integer")
+        limit = MAX_RATING_GROUP if name == "rating_group" else MAX_BIGINT
+        if int(text) > limit:
+            raise ValueError(f"{name}: {text} is above {limit}")
         ints[name] = int(text)
     if ints["units"] is None and ints["uplink"] is None and ints["downlink"] is None:
         raise ValueError("units: missing (give units or uplink/downlink)")
@@ -90,6 +98,8 @@ def parse_row(row: dict[str, str]) -> dict[str, Any]:
         if ints["units"] is not None
         else (ints["uplink"] or 0) + (ints["downlink"] or 0)
     )
+    if out["units"] > MAX_BIGINT:
+        raise ValueError(f"units: uplink + downlink {out['units']} is above {MAX_BIGINT}")
     out["rating_group"] = ints["rating_group"]
     plmn = get("plmn")
     if plmn and not (plmn.isdigit() and len(plmn) in (5, 6)):
@@ -126,21 +136,35 @@ async def import_ber(conn: Connection, cipher: TenantCipher, path: Path) -> Impo
 
 
 async def import_csv(conn: Connection, cipher: TenantCipher, path: Path) -> ImportReport:
-    """Import one CSV file in the tenant's transaction ``conn``."""
+    """Import one CSV file in the tenant's transaction ``conn``. Bytes that are not UTF-8
+    end the file there (one error line); the rows before are kept."""
     report = ImportReport()
     parsed = []
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
+    data = await asyncio.to_thread(path.read_bytes)
+    tail_error = None
+    try:
+        text = data.decode("utf-8-sig")  # a byte order mark is not part of the header
+    except UnicodeDecodeError as exc:
+        cut = data.rfind(b"\n", 0, exc.start) + 1
+        text = data[:cut].decode("utf-8-sig")
+        line = data.count(b"\n", 0, cut) + 1
+        tail_error = f"{path}:{line}: file: {exc.reason} (not UTF-8); rest of file skipped"
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
             report.errors.append(f"{path}:1: header: missing column(s) {', '.join(missing)}")
             return report
-        for line, raw in enumerate(reader, start=2):
+        for raw in reader:
             report.rows += 1
             try:
                 parsed.append(parse_row(raw))
             except ValueError as exc:
-                report.errors.append(f"{path}:{line}: {exc}")
+                report.errors.append(f"{path}:{reader.line_num}: {exc}")
+    except csv.Error as exc:
+        report.errors.append(f"{path}:{reader.line_num}: file: {exc}; rest of file skipped")
+    if tail_error is not None:
+        report.errors.append(tail_error)
     await _store(conn, cipher, path, parsed, report)
     return report
 

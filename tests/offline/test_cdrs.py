@@ -126,3 +126,37 @@ def test_cli_end_to_end(
     assert set(totals) == {"b2b/EUR"}
     assert main_billrun(settings, cycle=31, catalog=folder) == 1
     assert "--cycle: 31 is not a bill day" in capsys.readouterr().err
+
+
+async def test_unreadable_csv_keeps_the_rows_before(
+    db: Database, tmp_path: Path, tenant: str
+) -> None:
+    """Bytes that are not UTF-8 end the file with one error line, the rows before are
+    imported; a NUL character and numbers beyond the columns' range are row errors."""
+    from ocs.offline.crypto import tenant_cipher
+    from ocs.offline.sync import upsert_tenant
+    from tests.offline.conftest import MASTER
+
+    async with db.tenant(tenant) as conn:
+        await upsert_tenant(conn, tenant, "", "DE", "UTC", "EUR")
+        cipher = await tenant_cipher(conn, tenant, MASTER)
+    huge = ROWS[3].replace(",10,iot.demo", ",2147483648,iot.demo").replace("1004", "1005")
+    over = ROWS[3].replace(",,1000", ",,9223372036854775808").replace("1004", "1006")
+    nul = tmp_path / "nul.csv"
+    bad_apn = ROWS[3].replace("iot.demo", "iot\x00demo").replace("1004", "1007")
+    nul.write_text(HEADER + "\n".join([ROWS[2], huge, over, bad_apn]) + "\n")
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes((HEADER + ROWS[3] + "\n").encode() + "PGW,caf\xe9\n".encode("latin-1"))
+    async with db.tenant(tenant) as conn:
+        first = await import_csv(conn, cipher, nul)
+        second = await import_csv(conn, cipher, latin)
+    assert (first.rows, first.imported) == (4, 1)
+    assert first.errors == [
+        f"{nul}:3: rating_group: 2147483648 is above 2147483647",
+        f"{nul}:4: units: 9223372036854775808 is above 9223372036854775807",
+        f"{nul}:5: apn: contains a NUL character",
+    ]
+    assert (second.rows, second.imported) == (1, 1)
+    assert second.errors == [
+        f"{latin}:3: file: invalid continuation byte (not UTF-8); rest of file skipped"
+    ]

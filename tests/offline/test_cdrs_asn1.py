@@ -11,8 +11,10 @@ from typing import Any
 
 import asn1tools
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ocs.config import Settings
+from ocs.config import Settings as OcsSettings
 from ocs.offline.asn1.ber import BerError, read_element, read_elements
 from ocs.offline.asn1.fields import plmn_id, timestamp
 from ocs.offline.asn1.records import decode_file
@@ -283,7 +285,7 @@ async def test_import_into_the_database(db: Database, tmp_path: Path, tenant: st
 
 
 def test_cli_import_picks_ber(
-    settings: Settings, tmp_path: Path, tenant: str, capsys: pytest.CaptureFixture[str]
+    settings: OcsSettings, tmp_path: Path, tenant: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The CLI picks BER by the first octet and reports the bad record, exit status 1."""
     folder = tmp_path / "cat"
@@ -295,3 +297,15 @@ def test_cli_import_picks_ber(
         " sGWRecord [78], chargingFunctionRecord [200])"
     )
     assert "2 rows, 1 imported, 0 already imported, 1 rejected" in " ".join(captured.out.split())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.integers(min_value=0, max_value=10_000), st.binary(max_size=8))
+def test_any_bytes_give_rows_or_errors_never_a_crash(noise: bytes, at: int, patch: bytes) -> None:
+    """Random files, and valid files with bytes overwritten, truncated or extended: every
+    record ends as rows or as one error line."""
+    valid = GOOD_PGW + GOOD_SGW + GOOD_CHF
+    cut = at % (len(valid) + 1)
+    for data in (b"\xbf" + noise, valid[:cut] + patch + valid[cut + len(patch) :], valid[:cut]):
+        decoded = decode_file(data, "f")
+        assert len(decoded.errors) + len({w for w, _ in decoded.rows}) == decoded.records

@@ -26,7 +26,19 @@ from datetime import timedelta
 from typing import Any, Final
 
 from ocs.offline.asn1.ber import Element
-from ocs.offline.asn1.fields import RecordError, fields, items, rat_name, timestamp, unsigned
+from ocs.offline.asn1.fields import (
+    MAX_BIGINT,
+    MAX_CHARGING_ID,
+    MAX_DURATION,
+    MAX_RATING_GROUP,
+    RecordError,
+    fields,
+    ia5,
+    items,
+    rat_name,
+    timestamp,
+    unsigned,
+)
 from ocs.rating import ServiceKind
 
 CHF_RECORD_TAG: Final = 200
@@ -48,6 +60,8 @@ def _subscriber(el: Element) -> tuple[str, str]:
     if kind == IMSI:
         return digits, ""
     if kind == E164:
+        if not digits.isdigit():
+            raise RecordError(f"subscriberIdentifier: {digits!r} is not an E.164 number")
         return "", digits
     raise RecordError(f"subscriberIdentifier: type {kind} is neither IMSI (1) nor E.164 (0)")
 
@@ -64,24 +78,21 @@ def chf_rows(el: Element) -> list[dict[str, Any]]:
     if not (imsi.isdigit() and 6 <= len(imsi) <= 15):
         raise RecordError(f"subscriberIdentifier: {imsi!r} is not an IMSI of 6-15 digits")
     opened = timestamp(f[OPENED].content, "recordOpeningTime")
-    closed = opened + timedelta(seconds=unsigned(f[DURATION], "duration"))
+    closed = opened + timedelta(seconds=unsigned(f[DURATION], "duration", MAX_DURATION))
     pdu = fields(f[PDU_SESSION]) if PDU_SESSION in f else {}
     if CHARGING_ID in f:
-        charging_id = unsigned(f[CHARGING_ID], "chargingID")
+        charging_id = unsigned(f[CHARGING_ID], "chargingID", MAX_CHARGING_ID)
     elif 0 in pdu:
-        charging_id = unsigned(pdu[0], "pDUSessionChargingID")
+        charging_id = unsigned(pdu[0], "pDUSessionChargingID", MAX_CHARGING_ID)
     else:
         raise RecordError("chargingID: missing (nor pDUSessionChargingID)")
-    try:
-        dnn = pdu[13].content.decode("ascii") if 13 in pdu else ""
-    except UnicodeDecodeError:
-        raise RecordError("dataNetworkNameIdentifier: not IA5") from None
+    dnn = ia5(pdu[13], "dataNetworkNameIdentifier") if 13 in pdu else ""
     rat = rat_name(pdu[12]) if 12 in pdu else ""
     units: dict[int, int] = {}
     for usage in items(f[UNIT_USAGE], "listOfMultipleUnitUsage") if UNIT_USAGE in f else []:
         if 0 not in usage:
             raise RecordError("listOfMultipleUnitUsage: ratingGroup: missing")
-        rg = unsigned(usage[0], "ratingGroup")
+        rg = unsigned(usage[0], "ratingGroup", MAX_RATING_GROUP)
         total = units.get(rg, 0)
         for c in items(usage[1], "usedUnitContainers") if 1 in usage else []:
             if 4 in c:
@@ -92,6 +103,8 @@ def chf_rows(el: Element) -> list[dict[str, Any]]:
         units[rg] = total
     if not units:
         raise RecordError("listOfMultipleUnitUsage: missing (no usage in the record)")
+    if max(units.values()) > MAX_BIGINT:
+        raise RecordError(f"volume: {max(units.values())} is above {MAX_BIGINT}")
     return [
         {
             "record_type": "CHF",

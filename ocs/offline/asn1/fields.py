@@ -10,6 +10,10 @@ from ocs.offline.asn1.ber import CONTEXT, UNIVERSAL, Element
 from ocs.rating import RatType
 
 SEQUENCE: Final = 16
+MAX_BIGINT: Final = 2**63 - 1
+MAX_CHARGING_ID: Final = 2**32 - 1  # ChargingID ::= INTEGER (0..4294967295)
+MAX_RATING_GROUP: Final = 2**31 - 1  # the rating_group column is an integer
+MAX_DURATION: Final = 366 * 86_400  # seconds; a CDR covering more than a year is corrupt
 
 
 class RecordError(ValueError):
@@ -58,11 +62,22 @@ def timestamp(data: bytes, name: str) -> datetime:
         raise RecordError(f"{name}: {data.hex()}: {exc}") from None
 
 
-def unsigned(el: Element, name: str) -> int:
+def unsigned(el: Element, name: str, limit: int = MAX_BIGINT) -> int:
+    """A non-negative INTEGER up to ``limit`` (default: what a bigint column holds)."""
     value = el.integer()
     if value < 0:
         raise RecordError(f"{name}: {value} is negative")
+    if value > limit:
+        raise RecordError(f"{name}: {value} is above {limit}")
     return value
+
+
+def ia5(el: Element, name: str) -> str:
+    """A printable IA5String (APN, DNN): no control characters."""
+    text = el.content.decode("latin-1")
+    if not text or not all(" " <= ch <= "~" for ch in text):
+        raise RecordError(f"{name}: {el.content!r} is not printable IA5")
+    return text
 
 
 def rat_name(el: Element) -> str:

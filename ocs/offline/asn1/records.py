@@ -39,8 +39,13 @@ from typing import Any, Final
 from ocs.offline.asn1.ber import CONTEXT, BerError, Element, read_element
 from ocs.offline.asn1.chf import CHF_RECORD_TAG, chf_rows
 from ocs.offline.asn1.fields import (
+    MAX_BIGINT,
+    MAX_CHARGING_ID,
+    MAX_DURATION,
+    MAX_RATING_GROUP,
     RecordError,
     fields,
+    ia5,
     items,
     plmn_id,
     rat_name,
@@ -76,7 +81,7 @@ def _service_rows(
     for f in items:
         if 1 not in f:
             raise RecordError("listOfServiceData: ratingGroup: missing")
-        rg = unsigned(f[1], "ratingGroup")
+        rg = unsigned(f[1], "ratingGroup", MAX_RATING_GROUP)
         first = timestamp(f[5].content, "timeOfFirstUsage") if 5 in f else opened
         last = timestamp(f[6].content, "timeOfLastUsage") if 6 in f else None
         if last is None:
@@ -114,16 +119,13 @@ def record_rows(el: Element) -> list[dict[str, Any]]:
     if not 6 <= len(imsi) <= 15:
         raise RecordError(f"servedIMSI: {imsi!r} is not 6-15 digits")
     opened = timestamp(f[OPENED].content, "recordOpeningTime")
-    closed = opened + timedelta(seconds=unsigned(f[DURATION], "duration"))
+    closed = opened + timedelta(seconds=unsigned(f[DURATION], "duration", MAX_DURATION))
     rat = rat_name(f[RAT]) if RAT in f else ""
     msisdn = tbcd(f[MSISDN].content[1:], "servedMSISDN") if MSISDN in f else ""
-    try:
-        apn = f[APN].content.decode("ascii") if APN in f else ""
-    except UnicodeDecodeError:
-        raise RecordError(f"accessPointNameNI: {f[APN].content!r} is not IA5") from None
+    apn = ia5(f[APN], "accessPointNameNI") if APN in f else ""
     common = {
         "record_type": rtype,
-        "charging_id": str(unsigned(f[CHARGING_ID], "chargingID")),
+        "charging_id": str(unsigned(f[CHARGING_ID], "chargingID", MAX_CHARGING_ID)),
         "imsi": imsi,
         "service": ServiceKind.DATA,
         "session_id": None,
@@ -132,8 +134,11 @@ def record_rows(el: Element) -> list[dict[str, Any]]:
         "plmn": plmn_id(f[PLMN].content) if PLMN in f else None,
         "rat_type": rat or None,
     }
-    if rtype == "PGW" and SERVICE_DATA in f:
-        rows = _service_rows(items(f[SERVICE_DATA], "listOfServiceData"), opened, closed, rat)
+    service = (
+        items(f[SERVICE_DATA], "listOfServiceData") if rtype == "PGW" and SERVICE_DATA in f else []
+    )
+    if service:
+        rows = _service_rows(service, opened, closed, rat)
     else:
         units = 0
         for item in items(f[TRAFFIC], "listOfTrafficVolumes") if TRAFFIC in f else []:
@@ -144,6 +149,8 @@ def record_rows(el: Element) -> list[dict[str, Any]]:
     for row in rows:
         if row["end_time"] < row["start_time"]:
             raise RecordError("timeOfLastUsage: before timeOfFirstUsage")
+        if row["units"] > MAX_BIGINT:
+            raise RecordError(f"volume: {row['units']} is above {MAX_BIGINT}")
         merged = {**common, **row}
         merged["rat_type"] = merged["rat_type"] or None
         out.append(merged)
