@@ -17,6 +17,7 @@ import csv
 import io
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,6 +32,8 @@ from ocs.rating.catalogue import Catalogue
 
 RECORD_TYPES: Final = ("PGW", "SGW", "CHF")
 REQUIRED: Final = ("record_type", "charging_id", "imsi", "start_time", "end_time")
+STORE_CHUNK: Final = 5000  # rows per INSERT round (progress steps)
+Progress = Callable[[int, int], None]  # (rows stored, rows to store)
 
 
 @dataclass(slots=True)
@@ -117,25 +120,31 @@ def parse_row(row: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-async def import_file(conn: Connection, cipher: TenantCipher, path: Path) -> ImportReport:
+async def import_file(
+    conn: Connection, cipher: TenantCipher, path: Path, progress: Progress | None = None
+) -> ImportReport:
     """Import a CDR file: BER records (TS 32.298, ``asn1.records``) when it starts like one,
     else CSV."""
     with path.open("rb") as fh:
         head = fh.read(1)
     if is_ber(head):
-        return await import_ber(conn, cipher, path)
-    return await import_csv(conn, cipher, path)
+        return await import_ber(conn, cipher, path, progress)
+    return await import_csv(conn, cipher, path, progress)
 
 
-async def import_ber(conn: Connection, cipher: TenantCipher, path: Path) -> ImportReport:
+async def import_ber(
+    conn: Connection, cipher: TenantCipher, path: Path, progress: Progress | None = None
+) -> ImportReport:
     """Import a file of BER-encoded PGW/SGW records in the tenant's transaction ``conn``."""
     decoded = decode_file(await asyncio.to_thread(path.read_bytes), str(path))
     report = ImportReport(rows=decoded.records, errors=decoded.errors)
-    await _store(conn, cipher, path, [row for _, row in decoded.rows], report)
+    await _store(conn, cipher, path, [row for _, row in decoded.rows], report, progress)
     return report
 
 
-async def import_csv(conn: Connection, cipher: TenantCipher, path: Path) -> ImportReport:
+async def import_csv(
+    conn: Connection, cipher: TenantCipher, path: Path, progress: Progress | None = None
+) -> ImportReport:
     """Import one CSV file in the tenant's transaction ``conn``. Bytes that are not UTF-8
     end the file there (one error line); the rows before are kept."""
     report = ImportReport()
@@ -165,7 +174,7 @@ async def import_csv(conn: Connection, cipher: TenantCipher, path: Path) -> Impo
         report.errors.append(f"{path}:{reader.line_num}: file: {exc}; rest of file skipped")
     if tail_error is not None:
         report.errors.append(tail_error)
-    await _store(conn, cipher, path, parsed, report)
+    await _store(conn, cipher, path, parsed, report, progress)
     return report
 
 
@@ -175,6 +184,7 @@ async def _store(
     path: Path,
     parsed: list[dict[str, Any]],
     report: ImportReport,
+    progress: Progress | None = None,
 ) -> None:
     """Insert parsed rows (key ``record_type:charging_id:start:rating_group``, re-imports
     add nothing); counts imported and duplicate rows into ``report``."""
@@ -204,13 +214,16 @@ async def _store(
             )
         )
     before = await conn.fetchval("SELECT count(*) FROM network_cdrs")
-    await conn.executemany(
-        "INSERT INTO network_cdrs (tenant_id, cdr_key, source_file, record_type, charging_id,"
-        " session_id, imsi_bidx, imsi_enc, msisdn_enc, started_at, ended_at, rating_group, apn,"
-        " plmn, rat_type, service, units) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,"
-        "$14,$15,$16,$17) ON CONFLICT (tenant_id, cdr_key) DO NOTHING",
-        rows,
-    )
+    for i in range(0, len(rows), STORE_CHUNK):
+        await conn.executemany(
+            "INSERT INTO network_cdrs (tenant_id, cdr_key, source_file, record_type,"
+            " charging_id, session_id, imsi_bidx, imsi_enc, msisdn_enc, started_at, ended_at,"
+            " rating_group, apn, plmn, rat_type, service, units) VALUES ($1,$2,$3,$4,$5,$6,$7,"
+            "$8,$9,$10,$11,$12,$13,$14,$15,$16,$17) ON CONFLICT (tenant_id, cdr_key) DO NOTHING",
+            rows[i : i + STORE_CHUNK],
+        )
+        if progress is not None:
+            progress(min(i + STORE_CHUNK, len(rows)), len(rows))
     after = await conn.fetchval("SELECT count(*) FROM network_cdrs")
     report.imported = int(after) - int(before)
     report.duplicates = len(rows) - report.imported

@@ -168,8 +168,14 @@ def main_import(settings: Any, path: Path | str, *, catalog: Path | str | None =
         catalogue = _catalogue(catalog)
         db, cipher = await _open(settings, catalogue)
         try:
-            async with db.tenant(catalogue.tenant.id) as conn:
-                report = await import_file(conn, cipher, Path(path))
+            with _progress() as progress:
+                task = progress.add_task("import", total=None)
+
+                def step(done: int, total: int) -> None:
+                    progress.update(task, completed=done, total=total)
+
+                async with db.tenant(catalogue.tenant.id) as conn:
+                    report = await import_file(conn, cipher, Path(path), step)
         finally:
             await db.close()
         for line in report.errors:

@@ -255,8 +255,12 @@ async def test_import_into_the_database(db: Database, tmp_path: Path, tenant: st
         cipher = await tenant_cipher(conn, tenant, MASTER)
     path = _file(tmp_path / "pgw.ber", GOOD_PGW, GOOD_SGW, NO_IMSI, LAST, GOOD_CHF)
     async with db.tenant(tenant) as conn:
-        report = await import_file(conn, cipher, path)
+        steps: list[tuple[int, int]] = []
+        report = await import_file(
+            conn, cipher, path, lambda done, total: steps.append((done, total))
+        )
         assert (report.rows, report.imported, report.duplicates) == (5, 6, 0)
+        assert steps == [(6, 6)]  # rows stored, rows to store
         assert [e.split(": ", 1)[1] for e in report.errors] == ["servedIMSI: missing"]
         rows = await conn.fetch(
             "SELECT record_type, charging_id, rating_group, units, plmn, rat_type, apn,"
