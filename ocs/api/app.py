@@ -21,6 +21,7 @@ from fastapi.openapi.utils import get_openapi
 from ocs.api import catalogue, events, imports, pools, sessions, subscriptions, wallets
 from ocs.api.auth import TokenCache
 from ocs.api.health import router as health_router
+from ocs.api.hot_routes import HotRoutes
 from ocs.api.problems import PROBLEM_JSON, ProblemDocument, install
 from ocs.api.state import ApiState
 from ocs.api.tenants import TenantCatalogues
@@ -63,10 +64,16 @@ def build_state(settings: Settings, redis: RedisClient) -> ApiState:
 
 
 def create_app(
-    settings: Settings, *, redis: RedisClient | None = None, redis_url: str | None = None
+    settings: Settings,
+    *,
+    redis: RedisClient | None = None,
+    redis_url: str | None = None,
+    hot_routes: bool = True,
 ) -> FastAPI:
     """The API. With ``redis`` the caller owns the client; otherwise one is opened at
-    start-up (``redis_url``, else ``settings.redis_url``, else the embedded Redis)."""
+    start-up (``redis_url``, else ``settings.redis_url``, else the embedded Redis).
+    ``hot_routes`` False sends top-ups and wallet reads through FastAPI too (tests compare
+    both ways; ``tools/bench_api.py --no-hot-routes``)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -102,6 +109,8 @@ def create_app(
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    if hot_routes:
+        app.add_middleware(HotRoutes)  # added first: innermost, behind every other middleware
     app.add_middleware(imports.ImportBodyLimit)  # BodyLimit, larger for /v1/imports
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
@@ -154,11 +163,12 @@ async def start_api(
     host: str | None = None,
     port: int | None = None,
     sock: socket.socket | None = None,
+    hot_routes: bool = True,
 ) -> ApiServer:
     """Serve the API on ``host`` (default ``settings.host``) and ``port`` (default
     ``settings.http_port``; 0 picks a free one) in this event loop, or on ``sock``, a bound
     socket (a worker of ``ocs serve --workers N`` passes one with SO_REUSEPORT)."""
-    app = create_app(settings, redis_url=redis_url)
+    app = create_app(settings, redis_url=redis_url, hot_routes=hot_routes)
     config = uvicorn.Config(
         app,
         host=host or settings.host,

@@ -13,7 +13,7 @@ from fastapi import Header
 
 from ocs.api.keys import idempotency_key
 from ocs.api.problems import Problem
-from ocs.store import RedisClient
+from ocs.balance.batch import CommandBatcher
 
 RECORD_TTL: Final = 7 * 24 * 3600
 KEY_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
@@ -32,13 +32,15 @@ def fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]
 
 
-async def claim(redis: RedisClient, tenant: str, scope: str, key: str, fp: str) -> bool:
+async def claim(batch: CommandBatcher, tenant: str, scope: str, key: str, fp: str) -> bool:
     """True when this request is the first with ``key``; raises 422 when the key was used
-    with a different request."""
+    with a different request. Through the store's command batcher: under load the claims
+    of concurrent requests share one write."""
     rkey = idempotency_key(tenant, scope, key)
-    if await redis.set(rkey, json.dumps({"fp": fp}), nx=True, ex=RECORD_TTL):
+    record = json.dumps({"fp": fp})
+    if await batch.execute("SET", rkey, record, "NX", "EX", RECORD_TTL) is not None:
         return True
-    raw = await redis.get(rkey)
+    raw = await batch.execute("GET", rkey)
     found: dict[str, Any] = json.loads(raw) if raw else {"fp": fp}
     if found.get("fp") != fp:
         raise Problem(

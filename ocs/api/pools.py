@@ -90,7 +90,7 @@ async def buy_top_off(
             "Add-on does not fit the pool",
             f"add-on {addon.id!r} is {addon.service}, pool {pool.id!r} holds {pool.unit}",
         )
-    first = await claim(api.redis, who.tenant, "topoff", key, fingerprint(pool_id, addon.id))
+    first = await claim(api.store.batch, who.tenant, "topoff", key, fingerprint(pool_id, addon.id))
     tag = pool_tag(who.tenant, pool)
     now_ms = int(time.time() * 1000)
     bucket = f"{pool.id}:topoff:{key}"

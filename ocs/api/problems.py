@@ -8,6 +8,7 @@ An unexpected exception is still a problem document (500), and is logged.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from fastapi import FastAPI, Request
@@ -138,13 +139,31 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(500, "internal", "Internal error", None, request.url.path)
 
 
+Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
+HANDLERS: Final[tuple[tuple[type[Exception], Handler], ...]] = (
+    (Problem, _on_problem),
+    (RequestValidationError, _on_validation),
+    (StarletteHTTPException, _on_http),
+    (RedisError, _on_redis),
+    (TimeoutError, _on_redis),
+)
+"""The expected errors and their answers (anything else is a 500, ``_on_unexpected``)."""
+
+
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(Problem, _on_problem)
-    app.add_exception_handler(RequestValidationError, _on_validation)
-    app.add_exception_handler(StarletteHTTPException, _on_http)
-    app.add_exception_handler(RedisError, _on_redis)
-    app.add_exception_handler(TimeoutError, _on_redis)
+    for exc_class, handler in HANDLERS:
+        app.add_exception_handler(exc_class, handler)
     app.add_exception_handler(Exception, _on_unexpected)
+
+
+async def answer_for(scope: Scope, exc: Exception) -> JSONResponse | None:
+    """The answer FastAPI's handlers give ``exc`` (for code that runs outside FastAPI's
+    exception middleware); None for an unexpected exception, which the caller re-raises
+    to the server-error middleware (a logged 500 problem document)."""
+    for exc_class, handler in HANDLERS:
+        if isinstance(exc, exc_class):
+            return await handler(Request(scope), exc)
+    return None
 
 
 class BodyLimit:

@@ -31,6 +31,7 @@ class ApiState:
     network: NetworkCommands
     tokens: TokenCache
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    hot_answers: int = 0  # requests answered by ocs.api.hot_routes (tests, benchmarks)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
@@ -58,8 +59,11 @@ class ApiState:
             self.signal_later(sims, op)
 
     async def drain(self, timeout: float = 5.0) -> None:
+        """At shutdown: let the background network commands finish (bounded), then send
+        what the store's command batcher holds and give its connection back."""
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=timeout)
+        await self.store.batch.close()
 
 
 async def get_api(request: Request) -> ApiState:

@@ -46,7 +46,7 @@ async def _wallet(api: ApiState, tenant: str, wallet_id: str) -> Wallet:
 
 
 async def _view(api: ApiState, tenant: str, wallet: Wallet) -> WalletView:
-    return _view_of(wallet, await api.store.buckets(wallet_tag(tenant, wallet.id)))
+    return _view_of(wallet, await api.store.buckets_batched(wallet_tag(tenant, wallet.id)))
 
 
 def _view_of(wallet: Wallet, buckets: list[BucketState]) -> WalletView:
@@ -92,8 +92,7 @@ async def create_wallet(body: WalletCreate, who: Admin, api: Api) -> WalletView:
 
 @router.get("/{wallet_id}", response_model=WalletView)
 async def get_wallet(wallet_id: str, who: Reader, api: Api) -> Response:
-    wallet = await _wallet(api, who.tenant, wallet_id)
-    return json_response(await _view(api, who.tenant, wallet))
+    return json_response(await read_wallet(api, who.tenant, wallet_id))
 
 
 @router.post("/{wallet_id}/top-ups", status_code=201, response_model=MoneyMoveResult)
@@ -102,19 +101,32 @@ async def top_up(
 ) -> Response:
     """Credit the wallet. The same Idempotency-Key never credits twice; active sessions of
     the wallet's subscriptions get a Re-Auth-Request."""
-    compiled = await api.catalogues.compiled(who.tenant)
+    return json_response(await credit_wallet(api, who.tenant, wallet_id, body, key), 201)
+
+
+async def read_wallet(api: ApiState, tenant: str, wallet_id: str) -> WalletView:
+    """``GET /v1/wallets/{id}`` once the caller is known (also :mod:`ocs.api.hot_routes`)."""
+    return await _view(api, tenant, await _wallet(api, tenant, wallet_id))
+
+
+async def credit_wallet(
+    api: ApiState, tenant: str, wallet_id: str, body: MoneyMove, key: str
+) -> MoneyMoveResult:
+    """A top-up once the caller and the inputs are valid (also :mod:`ocs.api.hot_routes`):
+    the Idempotency-Key claim, then the credit and the new balance in one round trip."""
+    compiled = await api.catalogues.compiled(tenant)
     wallet = compiled.catalogue.wallets.get(wallet_id)
     if wallet is None:
         raise not_found("wallet", wallet_id)
     _check_currency(wallet, body.currency)
     first = await claim(
-        api.redis, who.tenant, "wallet", key, fingerprint(wallet_id, "top-up", body.amount)
+        api.store.batch, tenant, "wallet", key, fingerprint(wallet_id, "top-up", body.amount)
     )
-    tag = wallet_tag(who.tenant, wallet_id)
+    tag = wallet_tag(tenant, wallet_id)
     request_id = f"api:topup:{key}"
     now_ms = int(time.time() * 1000)
     context = {"api": "top-up", "reason": body.reason, "currency": body.currency}
-    _, buckets = await api.store.adjust_and_read(  # the credit and the new balance: 1 trip
+    _, buckets = await api.store.adjust_and_read(
         tag,
         request_id,
         [{"op": "credit", "id": wallet_id, "amount": body.amount}],
@@ -124,7 +136,7 @@ async def top_up(
     if first:
         api_metrics().count_topup(body.currency, body.amount)
         api.signal_payer(compiled, tag, "rar")
-    result = MoneyMoveResult(
+    return MoneyMoveResult(
         transaction_id=request_id,
         wallet=wallet_id,
         kind="top-up",
@@ -133,7 +145,6 @@ async def top_up(
         available=_view_of(wallet, buckets).available,
         replayed=not first,
     )
-    return json_response(result, 201)
 
 
 @router.post("/{wallet_id}/debits", status_code=201, response_model=MoneyMoveResult)
@@ -144,7 +155,7 @@ async def debit(
     wallet = await _wallet(api, who.tenant, wallet_id)
     _check_currency(wallet, body.currency)
     first = await claim(
-        api.redis, who.tenant, "wallet", key, fingerprint(wallet_id, "debit", body.amount)
+        api.store.batch, who.tenant, "wallet", key, fingerprint(wallet_id, "debit", body.amount)
     )
     tag = wallet_tag(who.tenant, wallet_id)
     request_id = f"api:debit:{key}"
