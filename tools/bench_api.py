@@ -1,10 +1,12 @@
 """Benchmark of the HTTP API: top-ups per second and balance-read latency.
 
-The API runs in a child process (uvicorn, uvloop) on a real Redis; this process drives it
+The API runs in a child process (what ``ocs api`` runs: uvicorn, uvloop; or ``ocs serve
+--workers N`` with ``--workers``) on a real Redis; this process drives it
 over keep-alive HTTP/1.1 connections with a minimal client (so the client's own cost stays
 small). Prints one JSON document with, next to throughput and latency, the CPU seconds the
-server process spent per request (from ``/proc/<pid>/stat``, far less sensitive than
-throughput to other load on a shared machine), the client's own CPU, and the load average.
+server processes spent per request (from ``/proc/<pid>/stat``, far less sensitive than
+throughput to other load on a shared machine), Redis's (INFO cpu) and the client's own CPU
+per top-up, and the load average.
 
     .venv/bin/python tools/bench_api.py --redis-url redis://127.0.0.1:6379/11
 
@@ -46,15 +48,40 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _serve(redis_url: str, port: int, data_dir: str) -> None:
+def _serve(redis_url: str, port: int, data_dir: str, hot_routes: bool) -> None:
+    """The child process of ``--server api``: what ``ocs api`` runs (one process)."""
     import uvloop
 
-    from ocs.api import serve_api
+    from ocs.api import start_api
 
     settings = Settings(
         redis_url=redis_url, http_port=port, data_dir=Path(data_dir), log_level="WARNING"
     )
-    uvloop.run(serve_api(settings))
+
+    async def serve() -> None:
+        await start_api(settings, hot_routes=hot_routes)
+        await asyncio.Event().wait()  # until terminated
+
+    uvloop.run(serve())
+
+
+def _start_serve(args: argparse.Namespace, port: int, data_dir: str) -> subprocess.Popen[bytes]:
+    """``--server serve``: ``ocs serve --workers N`` (Diameter, RAR/ASR listener and the HTTP
+    API in every worker; no metrics port)."""
+    command = [
+        sys.executable,
+        "-m",
+        "ocs.cli",
+        "serve",
+        f"--workers={args.workers}",
+        f"--redis-url={args.redis_url}",
+        f"--http-port={port}",
+        f"--port={_free_port()}",
+        "--metrics-port=0",
+        f"--data-dir={data_dir}",
+        "--log-level=WARNING",
+    ]
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
 class Conn:
@@ -101,9 +128,24 @@ async def _wait_port(port: int, timeout: float = 30.0) -> None:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    """User + system CPU seconds of process ``pid`` and its live descendants so far (Linux
+    ``/proc``; the workers of ``ocs serve --workers N`` are children of the supervisor)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += _cpu_seconds(int(child))
+    return total
+
+
+async def _redis_cpu(url: str) -> float:
+    """CPU seconds Redis used so far (INFO cpu: main thread, user + system)."""
+    redis = client_for_url(url, timeout=10)
+    try:
+        info = await redis.info("cpu")
+    finally:
+        await redis.aclose()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def _loadavg() -> str:
@@ -162,12 +204,14 @@ async def _run(args: argparse.Namespace, port: int, pid: int) -> dict[str, Any]:
     if spy is not None:
         await asyncio.sleep(1.0)  # py-spy attaches
     load_before = _loadavg()
+    redis0 = await _redis_cpu(args.redis_url)
     server0, client0 = _cpu_seconds(pid), time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(top_ups(c, args.top_ups) for c in conns))
     elapsed = time.perf_counter() - started
     server_top_up = _cpu_seconds(pid) - server0
     client_top_up = time.process_time() - client0
+    redis_top_up = await _redis_cpu(args.redis_url) - redis0
     if spy is not None:
         spy.send_signal(2)  # SIGINT: py-spy writes its output
         spy.wait(30)
@@ -194,12 +238,15 @@ async def _run(args: argparse.Namespace, port: int, pid: int) -> dict[str, Any]:
         c.writer.close()
     ms = [x * 1000 for x in latencies]
     return {
+        "server": "ocs api" if args.workers is None else f"ocs serve --workers {args.workers}",
+        "hot_routes": not args.no_hot_routes,
         "top_ups": args.top_ups,
         "top_up_concurrency": args.concurrency,
         "top_ups_per_s": round(args.top_ups / elapsed, 1),
         "top_up_status": codes,
         "top_up_server_cpu_us": round(server_top_up / args.top_ups * 1e6, 1),
         "top_up_client_cpu_us": round(client_top_up / args.top_ups * 1e6, 1),
+        "top_up_redis_cpu_us": round(redis_top_up / args.top_ups * 1e6, 1),
         "balance_after": balance,
         "balance_expected": 1000 + args.top_ups,
         "reads": len(ms),
@@ -230,21 +277,41 @@ def main() -> int:
     parser.add_argument(
         "--py-spy-format", default="raw", choices=("flamegraph", "raw", "speedscope")
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="measure `ocs serve --workers N` (every process of it) instead of `ocs api`",
+    )
+    parser.add_argument(
+        "--no-hot-routes",
+        action="store_true",
+        help="`ocs api` with every request through FastAPI (create_app(hot_routes=False))",
+    )
     args = parser.parse_args()
     port = _free_port()
-    with tempfile.TemporaryDirectory() as data_dir:
-        proc = multiprocessing.get_context("spawn").Process(
-            target=_serve, args=(args.redis_url, port, data_dir), daemon=True
-        )
-        proc.start()
-        try:
-            import uvloop
+    import uvloop
 
-            assert proc.pid is not None
-            result = uvloop.run(_run(args, port, proc.pid))
-        finally:
-            proc.terminate()
-            proc.join(10)
+    with tempfile.TemporaryDirectory() as data_dir:
+        if args.workers is not None:
+            serve = _start_serve(args, port, data_dir)
+            try:
+                result = uvloop.run(_run(args, port, serve.pid))
+            finally:
+                serve.terminate()
+                serve.wait(30)
+        else:
+            proc = multiprocessing.get_context("spawn").Process(
+                target=_serve,
+                args=(args.redis_url, port, data_dir, not args.no_hot_routes),
+                daemon=True,
+            )
+            proc.start()
+            try:
+                assert proc.pid is not None
+                result = uvloop.run(_run(args, port, proc.pid))
+            finally:
+                proc.terminate()
+                proc.join(10)
     print(json.dumps(result, indent=2))
     return 0
 
