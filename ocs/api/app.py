@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -81,6 +82,11 @@ def create_app(
         client = redis if redis is not None else handle.client  # type: ignore[union-attr]
         api = build_state(settings, client)
         app.state.api = api
+        # The modules, the app and its routes live as long as the process (~80,000 objects,
+        # ~50 ms of CPU per full collection on the benchmark machine): move them out of the
+        # collector's sight, as the charging runtime does, so full collections stay short.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
