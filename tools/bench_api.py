@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -30,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -48,8 +50,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _serve(redis_url: str, port: int, data_dir: str, hot_routes: bool) -> None:
-    """The child process of ``--server api``: what ``ocs api`` runs (one process)."""
+def _serve(redis_url: str, port: int, data_dir: str, hot_routes: bool, gc_file: str) -> None:
+    """The child process without ``--workers``: what ``ocs api`` runs (one process). On
+    SIGTERM it writes every garbage-collector pause (end time, generation, seconds) to
+    ``gc_file``."""
+    import gc
+    import signal
+
     import uvloop
 
     from ocs.api import start_api
@@ -57,12 +64,25 @@ def _serve(redis_url: str, port: int, data_dir: str, hot_routes: bool) -> None:
     settings = Settings(
         redis_url=redis_url, http_port=port, data_dir=Path(data_dir), log_level="WARNING"
     )
+    pauses: list[tuple[float, int, float]] = []  # (wall time at the end, generation, s)
+    started: list[float] = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses.append((time.time(), info["generation"], time.perf_counter() - started[0]))
+
+    gc.callbacks.append(on_gc)
 
     async def serve() -> None:
         await start_api(settings, hot_routes=hot_routes)
-        await asyncio.Event().wait()  # until terminated
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
 
     uvloop.run(serve())
+    Path(gc_file).write_text(json.dumps(pauses))
 
 
 def _start_serve(args: argparse.Namespace, port: int, data_dir: str) -> subprocess.Popen[bytes]:
@@ -164,6 +184,57 @@ def _py_spy(pid: int, out: str, fmt: str) -> subprocess.Popen[bytes]:
     )
 
 
+def _gc_summary(
+    pauses: list[tuple[float, int, float]], windows: dict[str, list[float]]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per phase and generation: how many collections, their total and longest pause."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for phase, (start, end) in windows.items():
+        gens: dict[str, dict[str, float]] = {}
+        for at, gen, seconds in pauses:
+            if start <= at <= end:
+                g = gens.setdefault(str(gen), {"count": 0, "total_ms": 0.0, "max_ms": 0.0})
+                g["count"] += 1
+                g["total_ms"] = round(g["total_ms"] + seconds * 1000, 3)
+                g["max_ms"] = round(max(g["max_ms"], seconds * 1000), 3)
+        out[phase] = gens
+    return out
+
+
+async def _ping_floor(url: str, n: int, concurrency: int) -> list[float]:
+    """Round trips (seconds) of Redis PING on raw connections, as many at once as the reads:
+    the latency this loaded machine gives any request/response on loopback to a server
+    written in C, the floor under the balance-read latency."""
+    parts = urlsplit(url)
+    conns = [
+        await asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 6379)
+        for _ in range(concurrency)
+    ]
+    out: list[float] = []
+
+    async def pings(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(n // concurrency):
+            t0 = time.perf_counter()
+            writer.write(b"PING\r\n")
+            await reader.readline()
+            out.append(time.perf_counter() - t0)
+
+    await asyncio.gather(*(pings(r, w) for r, w in conns))
+    for _, w in conns:
+        w.close()
+    return out
+
+
+def _ms(values: list[float]) -> dict[str, float]:
+    ms = [x * 1000 for x in values]
+    return {
+        "p50": round(statistics.median(ms), 3),
+        "p90": round(_pct(ms, 0.90), 3),
+        "p99": round(_pct(ms, 0.99), 3),
+        "max": round(max(ms), 3),
+    }
+
+
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
@@ -206,8 +277,10 @@ async def _run(args: argparse.Namespace, port: int, pid: int) -> dict[str, Any]:
     load_before = _loadavg()
     redis0 = await _redis_cpu(args.redis_url)
     server0, client0 = _cpu_seconds(pid), time.process_time()
+    windows: dict[str, list[float]] = {"top_ups": [time.time()]}
     started = time.perf_counter()
     await asyncio.gather(*(top_ups(c, args.top_ups) for c in conns))
+    windows["top_ups"].append(time.time())
     elapsed = time.perf_counter() - started
     server_top_up = _cpu_seconds(pid) - server0
     client_top_up = time.process_time() - client0
@@ -229,14 +302,16 @@ async def _run(args: argparse.Namespace, port: int, pid: int) -> dict[str, Any]:
 
     per = args.reads // args.read_concurrency
     server0, client0 = _cpu_seconds(pid), time.process_time()
+    windows["reads"] = [time.time()]
     r0 = time.perf_counter()
     await asyncio.gather(*(reads(c, per) for c in conns[: args.read_concurrency]))
+    windows["reads"].append(time.time())
+    floor = await _ping_floor(args.redis_url, args.reads, args.read_concurrency)
     read_elapsed = time.perf_counter() - r0
     server_read = _cpu_seconds(pid) - server0
     client_read = time.process_time() - client0
     for c in [conn, *conns]:
         c.writer.close()
-    ms = [x * 1000 for x in latencies]
     return {
         "server": "ocs api" if args.workers is None else f"ocs serve --workers {args.workers}",
         "hot_routes": not args.no_hot_routes,
@@ -249,20 +324,17 @@ async def _run(args: argparse.Namespace, port: int, pid: int) -> dict[str, Any]:
         "top_up_redis_cpu_us": round(redis_top_up / args.top_ups * 1e6, 1),
         "balance_after": balance,
         "balance_expected": 1000 + args.top_ups,
-        "reads": len(ms),
+        "reads": len(latencies),
         "read_concurrency": args.read_concurrency,
-        "reads_per_s": round(len(ms) / read_elapsed, 1),
-        "read_server_cpu_us": round(server_read / len(ms) * 1e6, 1),
-        "read_client_cpu_us": round(client_read / len(ms) * 1e6, 1),
-        "read_ms": {
-            "p50": round(statistics.median(ms), 3),
-            "p90": round(_pct(ms, 0.90), 3),
-            "p99": round(_pct(ms, 0.99), 3),
-            "max": round(max(ms), 3),
-        },
+        "reads_per_s": round(len(latencies) / read_elapsed, 1),
+        "read_server_cpu_us": round(server_read / len(latencies) * 1e6, 1),
+        "read_client_cpu_us": round(client_read / len(latencies) * 1e6, 1),
+        "read_ms": _ms(latencies),
+        "redis_ping_floor_ms": _ms(floor),
         "cpus": os.cpu_count(),
         "loadavg_before": load_before,
         "loadavg_after": _loadavg(),
+        "windows": windows,
     }
 
 
@@ -300,9 +372,10 @@ def main() -> int:
                 serve.terminate()
                 serve.wait(30)
         else:
+            gc_file = str(Path(data_dir) / "gc.json")
             proc = multiprocessing.get_context("spawn").Process(
                 target=_serve,
-                args=(args.redis_url, port, data_dir, not args.no_hot_routes),
+                args=(args.redis_url, port, data_dir, not args.no_hot_routes, gc_file),
                 daemon=True,
             )
             proc.start()
@@ -312,6 +385,11 @@ def main() -> int:
             finally:
                 proc.terminate()
                 proc.join(10)
+            with contextlib.suppress(OSError, ValueError):
+                result["server_gc_pauses"] = _gc_summary(
+                    json.loads(Path(gc_file).read_text()), result["windows"]
+                )
+        del result["windows"]
     print(json.dumps(result, indent=2))
     return 0
 
