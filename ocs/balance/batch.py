@@ -23,6 +23,10 @@ Two ways to Redis, same semantics:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import sys
+import termios
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -36,7 +40,7 @@ from redis.asyncio.connection import (
     UnixDomainSocketConnection,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.typing import EncodableT
 
 from ocs.store import RedisClient
@@ -66,17 +70,26 @@ def _reply_error(message: str) -> ResponseError:
 
 class _RespConnection:
     """One connection taken from the client's pool (so redis-py did the connect, AUTH and
-    SELECT, and closing the client closes it), read by a task of ours."""
+    SELECT, and closing the client closes it), read by a task of ours. ``tasks`` keeps the
+    task that gives the connection back to the pool, so that closing the batcher waits for
+    it."""
 
-    def __init__(self, redis: Redis, conn: AbstractConnection) -> None:
+    def __init__(
+        self, redis: Redis, conn: AbstractConnection, tasks: set[asyncio.Task[None]]
+    ) -> None:
         self.redis = redis
         self.conn = conn
         reader, writer = conn._reader, conn._writer
         assert reader is not None and writer is not None
+        self.reader = reader
         self.writer = writer
+        sock = writer.transport.get_extra_info("socket")
+        self.fd: int = sock.fileno() if sock is not None else -1
         self.parser = hiredis.Reader()
         self.pending: deque[_Group] = deque()
         self.closed = False
+        self.tasks = tasks
+        self.given_back: asyncio.Task[None] | None = None
         self.task = asyncio.get_running_loop().create_task(self._read(reader))
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
@@ -118,7 +131,9 @@ class _RespConnection:
             if not group.fut.done():
                 group.fut.set_exception(exc)
         self.writer.transport.abort()
-        asyncio.get_running_loop().create_task(self._give_back())
+        task = self.given_back = asyncio.get_running_loop().create_task(self._give_back())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def _give_back(self) -> None:
         try:
@@ -136,24 +151,48 @@ class _RespConnection:
         self.writer.write(b"".join(chunks))
 
     def overdue(self, timeout: float) -> bool:
-        return bool(self.pending) and time.monotonic() - self.pending[0].sent > timeout
+        """The oldest command has waited more than ``timeout`` for its reply and no reply is
+        waiting to be read. Replies that came while this event loop was busy (a burst of
+        requests, the process preempted) sit in the socket or the reader's buffer until the
+        loop polls again, after this check: they are the loop's delay, not Redis', and
+        failing the connection for them would fail every request in flight."""
+        if not self.pending or time.monotonic() - self.pending[0].sent <= timeout:
+            return False
+        return not self._replies_waiting()
+
+    def _replies_waiting(self) -> bool:
+        if getattr(self.reader, "_buffer", None):  # read from the socket, not yet parsed
+            return True
+        if self.fd < 0:
+            return False
+        try:
+            raw = fcntl.ioctl(self.fd, termios.FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return False
+        return int.from_bytes(raw, sys.byteorder) > 0
 
     async def close(self, timeout: float) -> None:
         if self.pending:
             await asyncio.wait([g.fut for g in self.pending], timeout=timeout)
         self.fail(RedisConnectionError("closed"))
         await self.task
+        if self.given_back is not None:
+            await asyncio.gather(self.given_back, return_exceptions=True)
 
 
 class CommandBatcher:
-    def __init__(self, redis: RedisClient, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, redis: RedisClient, *, max_batch: int = MAX_BATCH, own_connection: bool = True
+    ) -> None:
+        """``own_connection=False``: a redis-py pipeline (pooled connections) per batch even
+        on a single Redis, for writes that are off the answer's path."""
         self.redis = redis
         self.max_batch = max_batch
         self._queue: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]] = []
         self._queued = 0
         self._scheduled = False
         self._running: set[asyncio.Task[None]] = set()
-        self._direct = _direct_params(redis)
+        self._direct = _direct_params(redis) if own_connection else None
         self._conn: _RespConnection | None = None
         self._connecting: asyncio.Lock | None = None
         self.batches = 0  # writes (or pipelines) sent, for tests and benchmarks
@@ -209,13 +248,26 @@ class CommandBatcher:
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
+    def warm_up(self) -> None:
+        """Open the connection now, in the background, so that the first batch does not wait
+        for a connect (nothing to do for pipelines, or when connected)."""
+        if self._direct is None or (self._conn is not None and not self._conn.closed):
+            return
+        task = asyncio.get_running_loop().create_task(self._warm_up())
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _warm_up(self) -> None:
+        with contextlib.suppress(OSError, TimeoutError, RedisError):
+            await self._connect()
+
     # -- a connection of our own to a single Redis ------------------------------------------
     async def _send_direct(
         self, batch: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]]
     ) -> None:
         try:
             conn = await self._connect()
-        except (OSError, TimeoutError, RedisConnectionError) as exc:
+        except (OSError, TimeoutError, RedisError) as exc:  # refused, timed out, AUTH ...
             error = RedisConnectionError(f"cannot connect to Redis: {exc}")
             for _, fut in batch:
                 if not fut.done():
@@ -232,7 +284,7 @@ class CommandBatcher:
                 return conn
             assert isinstance(self.redis, Redis)
             pooled = await self.redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
-            conn = self._conn = _RespConnection(self.redis, pooled)
+            conn = self._conn = _RespConnection(self.redis, pooled, self._running)
             return conn
 
     # -- redis-py (cluster, TLS) -----------------------------------------------------------

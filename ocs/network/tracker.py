@@ -2,8 +2,12 @@
 a successful CCR-Initial, the session's peer, Origin-Host/Realm, subscriber and worker in
 Redis (and the connection in this worker's memory); a CCR-Terminate forgets it.
 
-The records are written by background tasks so the CCA is never delayed by them; a record
-is at most one CCR behind. CCR-Update costs nothing here.
+The records are written behind the answer, so the CCA is never delayed by them: the commands
+are queued on the tracker's own :class:`~ocs.balance.batch.CommandBatcher` and go to Redis
+with the next batch (one write for the records of every CCR of an event-loop iteration, on
+one connection, in order: a CCR-T's delete never overtakes its CCR-I's record). No task and no
+pooled connection per CCR, so a burst of new sessions cannot exhaust the client's pool. A
+record is at most one CCR behind. CCR-Update costs nothing here.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ocs.balance.batch import Command as RedisCommand
+from ocs.balance.batch import CommandBatcher
 from ocs.diameter import avp_codes as A
 from ocs.diameter.codec import Message
 from ocs.diameter.constants import CcRequestType, Command, ResultCode
@@ -37,11 +43,16 @@ class SessionTracker:
         self.worker = worker
         self.ttl = ttl
         self.connections: dict[str, PeerInfo] = {}  # session id -> connection (this worker)
+        self.batch = CommandBatcher(redis)
         self._peers_registered: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._writes: set[asyncio.Future[list[Any]]] = set()
+        self._warm = False
 
     def wrap(self, handler: Handler) -> Handler:
         async def tracked(request: Message, peer: PeerInfo) -> Message:
+            if not self._warm:  # connect while the first request is answered
+                self._warm = True
+                self.batch.warm_up()
             answer = await handler(request, peer)
             # only CCR-I and CCR-T change what is tracked: a CCR-U costs one AVP lookup
             if request.command == Command.CREDIT_CONTROL and (
@@ -69,56 +80,72 @@ class SessionTracker:
                 "msisdn": view.msisdn or "",
                 "started": str(int(time.time() * 1000)),
             }
-            self._spawn(self._record(sid, fields, peer.origin_host))
+            self._write(self._record(sid, fields, peer.origin_host))
         elif rtype == CcRequestType.TERMINATION_REQUEST:
             sid = view.session_id
             self.connections.pop(sid, None)
-            self._spawn(self.forget(sid, view.imsi, view.msisdn))
+            self._write(self._forget(sid, view.imsi, view.msisdn))
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
+    def _write(self, commands: list[RedisCommand]) -> None:
+        """Queue ``commands`` without waiting for them (write-behind)."""
+        fut = self.batch.submit(commands)
+        self._writes.add(fut)
+        fut.add_done_callback(self._written)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
+    def _written(self, fut: asyncio.Future[list[Any]]) -> None:
+        self._writes.discard(fut)
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is None:
+            exc = next((r for r in fut.result() if isinstance(r, Exception)), None)
+        if exc is not None:
+            self._peers_registered.clear()  # registered again with the next record
             log.warning("session record not written: %s", exc)
 
-    async def _record(self, sid: str, fields: dict[str, str], peer: str) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(session_key(sid), mapping=fields)
-            pipe.expire(session_key(sid), self.ttl)
-            for kind in ("imsi", "msisdn"):
-                if fields[kind]:
-                    pipe.sadd(subscriber_key(kind, fields[kind]), sid)
-                    pipe.expire(subscriber_key(kind, fields[kind]), self.ttl)
-            if peer not in self._peers_registered:
-                pipe.sadd(peer_workers_key(peer), self.worker)
-            await pipe.execute()
-        self._peers_registered.add(peer)
+    def _record(self, sid: str, fields: dict[str, str], peer: str) -> list[RedisCommand]:
+        key = session_key(sid)
+        flat: list[str] = []
+        for name, value in fields.items():
+            flat += (name, value)
+        commands: list[RedisCommand] = [("HSET", key, *flat), ("EXPIRE", key, self.ttl)]
+        for kind in ("imsi", "msisdn"):
+            if fields[kind]:
+                commands.append(("SADD", subscriber_key(kind, fields[kind]), sid))
+                commands.append(("EXPIRE", subscriber_key(kind, fields[kind]), self.ttl))
+        if peer not in self._peers_registered:
+            commands.append(("SADD", peer_workers_key(peer), self.worker))
+            self._peers_registered.add(peer)
+        return commands
+
+    @staticmethod
+    def _forget(sid: str, imsi: str | None, msisdn: str | None) -> list[RedisCommand]:
+        commands: list[RedisCommand] = [("DEL", session_key(sid))]
+        if imsi:
+            commands.append(("SREM", subscriber_key("imsi", imsi), sid))
+        if msisdn:
+            commands.append(("SREM", subscriber_key("msisdn", msisdn), sid))
+        return commands
 
     async def forget(self, sid: str, imsi: str | None = None, msisdn: str | None = None) -> None:
         """Drop a session's records (CCR-T, an unknown session in an RAA, a gone peer)."""
         if imsi is None and msisdn is None:
-            raw = await self.redis.hmget(session_key(sid), "imsi", "msisdn")
+            raw = await self.batch.execute("HMGET", session_key(sid), "imsi", "msisdn")
             imsi, msisdn = (_s(v) if v else None for v in raw)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.delete(session_key(sid))
-            if imsi:
-                pipe.srem(subscriber_key("imsi", imsi), sid)
-            if msisdn:
-                pipe.srem(subscriber_key("msisdn", msisdn), sid)
-            await pipe.execute()
+        await self.batch.execute_many(self._forget(sid, imsi, msisdn))
 
     async def close(self) -> None:
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=2.0)
-        if self._peers_registered:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for peer in self._peers_registered:
-                    pipe.srem(peer_workers_key(peer), self.worker)
-                await pipe.execute()
+        """Wait for the records queued (at most 2 s), unregister this worker, give the
+        connection back."""
+        try:
+            if self._writes:
+                await asyncio.wait(set(self._writes), timeout=2.0)
+            if self._peers_registered:
+                await self.batch.execute_many(
+                    [("SREM", peer_workers_key(p), self.worker) for p in self._peers_registered]
+                )
+        finally:
+            await self.batch.close()
 
 
 def _text(request: Message, which: str) -> str | None:
