@@ -9,7 +9,6 @@ changed SIM get an RAR, of a suspended or terminated one an ASR (see docs/import
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
@@ -68,13 +67,23 @@ def _canonical_filter(raw: object) -> object:
 
 
 def _same_twin(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """Equal, filters compared by meaning (the catalogue stores them normalised, the API as
+    given); the filters are only parsed when their text differs."""
     for key in new.keys() | old.keys():
-        if key == "filter":
-            if _canonical_filter(new.get(key) or {}) != _canonical_filter(old.get(key) or {}):
-                return False
-        elif new.get(key) != old.get(key):
+        a, b = new.get(key), old.get(key)
+        if a == b:
+            continue
+        if key != "filter" or _canonical_filter(a or {}) != _canonical_filter(b or {}):
             return False
     return True
+
+
+def _copy(item: dict[str, Any]) -> dict[str, Any]:
+    """A copy the update may change: the item and its twins are new dicts; the values
+    inside (plans, payer, filter, properties) are replaced, never changed in place."""
+    copied = dict(item)
+    copied["twins"] = [dict(t) for t in item["twins"]]
+    return copied
 
 
 def _status(twins: list[dict[str, Any]]) -> str:
@@ -232,7 +241,7 @@ class SubscriptionPlanner:
         status: str | None,
         before: dict[str, Any],
     ) -> Change | None:
-        item = copy.deepcopy(before)
+        item = _copy(before)
         for name in ("msisdn", "iccid", "time_zone", "account"):
             if name in fields and item.get(name) != getattr(body, name):
                 item[name] = getattr(body, name)
