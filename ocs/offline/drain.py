@@ -139,26 +139,11 @@ TENANT_LOCK: Final = "SELECT 1 FROM tenants WHERE tenant_id = $1 FOR KEY SHARE"
 Entry = tuple[bytes, list[bytes] | None]  # (entry id, [field, value, ...]); None: deleted
 Getter = Callable[[list[bytes]], tuple[bytes, ...]]
 _decode: Final = json.JSONDecoder().decode
-_WS: Final = rb"[ \t\n\r]*"
-# a stripped member: its key, a string or null value, the comma of the next member
-_MEMBERS: Final = tuple(
-    (
-        f'"{name}"'.encode(),
-        re.compile(
-            re.escape(f'"{name}"'.encode())
-            + _WS
-            + b":"
-            + _WS
-            + rb'("[^"\\]*(?:\\.[^"\\]*)*"|null)'
-            + _WS
-            + b","
-            + _WS
-        ),
-    )
-    for name in STRIPPED
-)
-_IMSI: Final = b'"imsi"'
-_BLANKS: Final = (b"\t", b"\n", b"\r")  # after a comma: left to the expression
+# a stripped member as the producers write it: key, string (no escapes) or null, the comma
+# (and blank) before the next member
+_MEMBER: Final = re.compile(rb'"(?:imsi|msisdn|subscription)": ?(?:"[^"\\]*"|null), ?')
+_IMSI_VALUE: Final = re.compile(rb'"imsi": ?"([^"\\]*)"')
+_KEYS: Final = tuple(f'"{name}"'.encode() for name in STRIPPED)
 _dumps: Final = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 Hook = Callable[[str], Awaitable[None]]
 _ESCAPES: Final = ((b"\\", b"\\\\"), (b"\t", b"\\t"), (b"\n", b"\\n"), (b"\r", b"\\r"))
@@ -264,59 +249,23 @@ def _payer(flat: list[bytes]) -> bytes:
 def strip_identifiers(raw: bytes) -> tuple[str | None, bytes]:
     """The IMSI of a record context (a JSON object) and the context without the
     ``STRIPPED`` members. Usually those members are cut out of the text as it is (what the
-    producers write: each key once, a string or null, followed by another member); the
-    server parses the rest as jsonb, so nothing is encoded again. Anything else (a key
-    written twice or as a string value, a number, the last member) is decoded and encoded."""
-    cuts: list[tuple[int, int]] = []
-    imsi: str | None = None
-    for token, member in _MEMBERS:
-        at = raw.find(token)
-        if at < 0:
-            continue
-        if raw.find(token, at + 1) >= 0:
+    producers write: each key once, a string without escapes or null, followed by another
+    member); the server parses the rest as jsonb, so nothing is encoded again. Anything
+    else (a key written twice or inside a string, a number, the last member) is decoded and
+    encoded."""
+    present = 0
+    for token in _KEYS:
+        n = raw.count(token)
+        if n > 1:
             return _strip_decoded(raw)
-        cut = _member(raw, at, len(token), member)
-        if cut is None:
-            return _strip_decoded(raw)
-        end, value = cut
-        cuts.append((at, end))
-        if token == _IMSI and value != b"null":
-            imsi = value[1:-1].decode() if b"\\" not in value else _decode(value.decode())
-    if not cuts:
+        present += n
+    if not present:
+        return None, raw
+    out, cut = _MEMBER.subn(b"", raw)
+    if cut != present:
         return _strip_decoded(raw)
-    cuts.sort()
-    parts = []
-    start = 0
-    for at, end in cuts:
-        parts.append(raw[start:at])
-        start = end
-    parts.append(raw[start:])
-    return imsi, b"".join(parts)
-
-
-def _member(raw: bytes, at: int, size: int, member: re.Pattern[bytes]) -> tuple[int, bytes] | None:
-    """(end, value) of the member whose key starts at ``at``: the end includes the comma and
-    the blank after it. The producers' spelling (``"key": "value", `` or compact, no
-    escapes) is read with slicing; anything else with the member's expression."""
-    start = at + size + 1  # after the colon, when the key is followed by one
-    if raw[start - 1 : start] == b":":
-        if raw[start : start + 1] == b" ":
-            start += 1
-        close = -1
-        if raw[start : start + 1] == b'"':
-            close = raw.find(b'"', start + 1) + 1
-            if close > 0 and raw.find(b"\\", start, close) >= 0:
-                close = -1  # escapes: the expression reads them
-        elif raw.startswith(b"null", start):
-            close = start + 4
-        if close > 0:
-            tail = raw[close : close + 2]
-            if tail == b", ":
-                return close + 2, raw[start:close]
-            if tail[:1] == b"," and tail[1:] not in _BLANKS:
-                return close + 1, raw[start:close]
-    m = member.match(raw, at)
-    return None if m is None else (m.end(), m[1])
+    m = _IMSI_VALUE.search(raw)
+    return (None if m is None else m[1].decode()), out
 
 
 def _strip_decoded(raw: bytes) -> tuple[str | None, bytes]:
