@@ -130,17 +130,26 @@ class Supervisor:
 
     async def run(self) -> int:
         """Prepare, start every worker, supervise until SIGTERM/SIGINT, drain. Exit status."""
-        self._stopping = asyncio.Event()
+        stopping = self._stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        starting = asyncio.create_task(self._start())
+        stopped = asyncio.create_task(stopping.wait())
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not starting.done():  # stopped while starting: no half-started leftovers
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StartError):
+                await starting
+            await self._shutdown()
+            return 0
         try:
-            await self._prepare()
-            await self._start_all()
+            starting.result()
         except StartError as exc:
             print(f"ocs: error: {exc}", file=sys.stderr, flush=True)
             await self._shutdown()
             return 2
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stopping.set)
         s = self.settings
         http = f"HTTP API on port {self.http_port}" if self.http_port else "no HTTP API"
         ops = f"metrics on port {self.metrics_port}" if self.metrics_port else "no metrics"
@@ -161,6 +170,10 @@ class Supervisor:
         return 0
 
     # -- start-up --------------------------------------------------------------------------
+    async def _start(self) -> None:
+        await self._prepare()
+        await self._start_all()
+
     async def _prepare(self) -> None:
         s = self.settings
         redis_url = s.redis_url
