@@ -5,10 +5,10 @@ For each worker count: flush the Redis database at ``--redis-url``, `ocs catalog
 policies/demo`, start `ocs serve --workers N`, then drive it from ``--load-procs`` load
 processes sharing ``--connections`` Diameter connections (one ``tools/loadgen.py`` ``LoadGen``
 per connection, with its own session ids and its own slice of the demo's 1,000 pool SIMs; the
-kernel spreads the connections over the workers by SO_REUSEPORT; one process per connection
-by default, because on a busy machine a single load process, scheduled late, paced the whole
-run: 1,883 CCR/s from one process with 4 connections, 3,869 from two with 2 each, same
-server), closed loop with ``--window`` requests
+kernel spreads the connections over the workers by SO_REUSEPORT; 4 processes by default,
+because on a busy machine a single load process, scheduled late, paced the whole run: 1,883
+CCR/s from one process with 4 connections, 3,869 from two with 2 each, same server), closed
+loop with ``--window`` requests
 outstanding per connection, sessions of CCR-I, ``--updates`` CCR-U, CCR-T. ``--runs R``
 repeats the round (1 worker, 2 workers, ...) R times, alternating. Reported per worker count:
 
@@ -250,11 +250,12 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9", help="flushed!")
     parser.add_argument("--workers", default="1,2", help="worker counts, in order")
     parser.add_argument("--runs", type=int, default=1, help="rounds over the worker counts")
-    parser.add_argument("--connections", type=int, default=4, help="Diameter connections")
+    # 16 connections: with 4, all of them landed on one of two workers in 2 runs of 5
+    parser.add_argument("--connections", type=int, default=16, help="Diameter connections")
     parser.add_argument("--load-procs", type=int, default=4, help="load processes sharing them")
     parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--total", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--window", type=int, default=32, help="outstanding per connection")
+    parser.add_argument("--window", type=int, default=8, help="outstanding per connection")
     parser.add_argument("--updates", type=int, default=20, help="CCR-U per session")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=10.0)
