@@ -8,16 +8,20 @@ together. Running again skips the accounts already done; a crash loses at most t
 in progress, whose numbers roll back with it. Two concurrent runs serialise on the counter
 row and on the (run, account) key: the loser's transaction rolls back, nothing is issued
 twice and no number is skipped.
+
+Late records (``ocs.offline.late``): a run fixes an ingest watermark first, reads only the
+records up to it and stores it in each account's ``bill_run_accounts`` row; records stored
+after an account's run with a time stamp before its period are charged by its next run on
+"Late ..." lines. Runs of one account serialise on an advisory lock and go forward: an
+account already billed for this or a later period (by any run key) is skipped.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
-from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -28,18 +32,17 @@ from ocs.offline.charges import (
     DraftInvoice,
     Line,
     Period,
-    PoolRow,
     SubRow,
     TaxRule,
-    active_seconds,
     apply_tax,
     assemble,
     fee_lines,
     issuer_of,
-    pool_lines,
 )
 from ocs.offline.crypto import TenantCipher
 from ocs.offline.db import Connection, Database, enter_tenant
+from ocs.offline.late import ALL, Window, last_billed, lock_account, watermark
+from ocs.offline.pool_usage import PoolFacts, account_pool_lines, pool_facts
 from ocs.offline.purchases import (
     Purchase,
     PurchaseError,
@@ -68,6 +71,7 @@ class RunSummary:
     invoices: list[DraftInvoice] = field(default_factory=list)
     numbers: list[int] = field(default_factory=list)
     preview: bool = False
+    watermark: int | None = None  # the highest usage_records.seq this run covers
 
     def totals(self) -> dict[str, tuple[int, int, int]]:
         out: dict[str, tuple[int, int, int]] = {}
@@ -148,67 +152,34 @@ async def _subs(conn: Connection, cipher: TenantCipher, account: str) -> list[Su
 @dataclass(slots=True)
 class Prefetch:
     """What the run reads once for all its accounts, in one consistent snapshot: usage lines
-    per buyer (``usage.usage_lines``), pool usage and members per payer, drained purchases
-    (top-offs, renewals) per buyer."""
+    per buyer (``usage.usage_lines``), pool facts per payer, drained purchases (top-offs,
+    renewals) per buyer; late ones included (``window``)."""
 
     usage: dict[str, list[Line]]
-    pool_used: dict[str, int]
-    pool_members: dict[str, set[int]]
+    pools: PoolFacts
     purchases: dict[str, list[Purchase]] = field(default_factory=dict)
-    pool_reached: dict[str, int] = field(default_factory=dict)  # adaptive tier size reached
+    window: Window = ALL
 
 
 async def prefetch(
-    conn: Connection, catalogue: Catalogue, accounts: list[str], period: Period
+    conn: Connection,
+    catalogue: Catalogue,
+    accounts: list[str],
+    period: Period,
+    window: Window = ALL,
 ) -> Prefetch:
     """Read usage and pool facts of ``accounts`` (``conn`` in the tenant's transaction)."""
-    usage = await usage_lines(conn, catalogue, accounts, period)
-    payers = [
-        r["payer"]
-        for r in await conn.fetch(
-            "SELECT DISTINCT payer FROM pool_terms JOIN unnest($1::text[]) AS a(account_id)"
-            " USING (account_id)",
-            accounts,
-        )
-    ]
-    used: dict[str, int] = dict.fromkeys(payers, 0)
-    members: dict[str, set[int]] = {p: set() for p in payers}
-    reached: dict[str, int] = {}
-    if payers:
-        for r in await conn.fetch(
-            "SELECT payer, sum(units) AS used FROM usage_records"
-            " JOIN unnest($1::text[]) AS p(payer) USING (payer)"
-            " WHERE ts >= $2 AND ts < $3 AND kind = 'usage' GROUP BY payer",
-            payers,
-            period.start,
-            period.end,
-        ):
-            used[r["payer"]] = int(r["used"])
-        for r in await conn.fetch(  # adaptive pools: the tier the lifecycle stepped up to
-            "SELECT payer, max((ctx->>'size')::bigint) AS reached FROM usage_records"
-            " JOIN unnest($1::text[]) AS p(payer) USING (payer)"
-            " WHERE ts >= $2 AND ts < $3 AND kind = 'adjust' AND ctx->>'api' = 'tier-step'"
-            " GROUP BY payer",
-            payers,
-            period.start,
-            period.end,
-        ):
-            reached[r["payer"]] = int(r["reached"])
-        for r in await conn.fetch(
-            "SELECT payer, sub_id FROM subscriptions JOIN unnest($1::text[]) AS p(payer)"
-            " USING (payer)",
-            payers,
-        ):
-            members[r["payer"]].add(r["sub_id"])
+    usage = await usage_lines(conn, catalogue, accounts, period, window=window)
+    pools = await pool_facts(conn, accounts, period, window)
     try:
-        purchases = await drained_purchases(conn, catalogue, accounts, period)
+        purchases = await drained_purchases(conn, catalogue, accounts, period, window)
     except PurchaseError as exc:
         raise BillRunError(str(exc)) from None
-    return Prefetch(usage, used, members, purchases, reached)
+    return Prefetch(usage, pools, purchases, window)
 
 
 async def prefetch_run(
-    db: Database, catalogue: Catalogue, accounts: list[str], period: Period
+    db: Database, catalogue: Catalogue, accounts: list[str], period: Period, window: Window = ALL
 ) -> Prefetch:
     """``prefetch`` in its own read-only REPEATABLE READ transaction."""
     async with (
@@ -216,44 +187,7 @@ async def prefetch_run(
         conn.transaction(isolation="repeatable_read", readonly=True),
     ):
         await enter_tenant(conn, catalogue.tenant.id)
-        return await prefetch(conn, catalogue, accounts, period)
-
-
-def _pool_lines(
-    rows: list[asyncpg.Record],
-    account: AccountRow,
-    subs: list[SubRow],
-    period: Period,
-    tenant: str,
-    facts: Prefetch,
-) -> list[Line]:
-    out: list[Line] = []
-    for r in rows:
-        used = facts.pool_used.get(r["payer"], 0)
-        member_ids = facts.pool_members.get(r["payer"], set())
-        fraction = sum(
-            (
-                Fraction(active_seconds(s, account.account_id, period), period.seconds)
-                for s in subs
-                if s.sub_id in member_ids
-            ),
-            Fraction(0),
-        )
-        ladder = tuple(sorted((s["up_to"], s["fee"]) for s in json.loads(r["ladder"])))
-        pool = PoolRow(
-            r["pool_id"],
-            r["kind"],
-            r["currency"],
-            r["fee"],
-            r["size"],
-            r["per_sim"],
-            r["overage_per"],
-            r["overage_price"],
-            ladder,
-        )
-        reached = facts.pool_reached.get(r["payer"], 0)
-        out += pool_lines(pool, issuer_of(account.parent_id, tenant), used, fraction, reached)
-    return out
+        return await prefetch(conn, catalogue, accounts, period, window)
 
 
 async def _other_lines(
@@ -298,7 +232,9 @@ async def compute_account(
     subs = await _subs(conn, cipher, account.account_id)
     lines = fee_lines(catalogue, account, subs, period)
     pools = await conn.fetch("SELECT * FROM pool_terms WHERE account_id = $1", account.account_id)
-    lines += _pool_lines(pools, account, subs, period, catalogue.tenant.id, facts)
+    lines += account_pool_lines(
+        pools, account, subs, period, catalogue.tenant.id, facts.pools, facts.window
+    )
     try:
         lines += await _other_lines(conn, catalogue, account, period)
     except PurchaseError as exc:
@@ -416,8 +352,11 @@ async def bill_run(
     )
     summary = RunSummary(None, run_key, period, preview=preview)
     offline_metrics().billrun_begin(len(accounts))
-    if preview:
-        facts = await prefetch_run(db, catalogue, [a.account_id for a in accounts], period)
+    if preview:  # no lock: what is committed now; nothing is consumed
+        ids = [a.account_id for a in accounts]
+        window = await _window(db, tenant, ids, day, catalogue.tenant.time_zone, lock=False)
+        summary.watermark = window.hi
+        facts = await prefetch_run(db, catalogue, ids, period, window)
         async with db.tenant(tenant) as conn:
             for acc in accounts:
                 summary.invoices += await compute_account(
@@ -437,30 +376,40 @@ async def bill_run(
             )
         }
     todo = [a.account_id for a in accounts if a.account_id not in done_before]
-    facts = await prefetch_run(db, catalogue, todo, period)
+    window = await _window(db, tenant, todo, day, catalogue.tenant.time_zone, lock=True)
+    summary.watermark = window.hi
+    facts = await prefetch_run(db, catalogue, todo, period, window)
     for i, acc in enumerate(accounts):
         try:
             async with db.tenant(tenant) as conn:
+                await lock_account(conn, tenant, acc.account_id)
                 done = await conn.fetchval(
                     "SELECT 1 FROM bill_run_accounts WHERE run_id = $1 AND account_id = $2",
                     run_id,
                     acc.account_id,
                 )
-                if done:
-                    summary.skipped += 1
+                prior = (await last_billed(conn, [acc.account_id])).get(acc.account_id)
+                if done or (prior is not None and prior.period_start >= period.start):
+                    summary.skipped += 1  # done by this run, or billed by another run key
                     continue
+                if (0 if prior is None else prior.watermark) != window.lo_of(acc.account_id):
+                    raise BillRunError(
+                        f"account {acc.account_id!r}: billed by another run meanwhile;"
+                        " run again to bill it"
+                    )
                 drafts = await compute_account(conn, catalogue, cipher, acc, period, rules, facts)
                 numbers = [
                     await insert_invoice(conn, tenant, d, run_id=run_id, period=period)
                     for d in drafts
                 ]
                 await conn.execute(
-                    "INSERT INTO bill_run_accounts (tenant_id, run_id, account_id, invoices)"
-                    " VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO bill_run_accounts (tenant_id, run_id, account_id, invoices,"
+                    " watermark) VALUES ($1, $2, $3, $4, $5)",
                     tenant,
                     run_id,
                     acc.account_id,
                     len(drafts),
+                    window.hi,
                 )
                 if hook is not None:
                     await hook("before_commit", acc.account_id)
@@ -480,6 +429,19 @@ async def bill_run(
         )
     offline_metrics().billrun_finish("issued")
     return summary
+
+
+async def _window(
+    db: Database, tenant: str, accounts: list[str], day: int, tz: str, *, lock: bool
+) -> Window:
+    """The run's watermark (``lock``: in a transaction of its own, committed at once, so the
+    drain waits only for that instant) and the last watermark of each account."""
+    async with db.tenant(tenant) as conn:
+        hi = await watermark(conn, lock=lock)
+    async with db.tenant(tenant) as conn:
+        billed = await last_billed(conn, accounts)
+    lo = {a: billed[a].watermark if a in billed else 0 for a in accounts}
+    return Window(hi, lo, day, tz)
 
 
 async def _bill_day(db: Database, tenant: str, account: str) -> int:

@@ -8,8 +8,10 @@ whose context names what was bought and its price at purchase time, e.g.
 same, ``renewal`` with ``plan`` or ``addon`` and ``period``). The drain stores it once per
 request id (``usage_records``, key ``adjust:<request id>``). Decision: the bill run reads these
 records directly (no copy into another table). A purchase belongs to the period holding its
-time stamp, so each one is charged by exactly one run of its account's cycle; a repeated or
-resumed run skips accounts already done (``bill_run_accounts``), so it is never charged twice.
+time stamp and is charged by the run of that period; one stored after that run (drain lag) is
+charged by the account's next run as a "Late <period>" line (``ocs.offline.late``: the
+ingest watermark), so each one is charged by exactly one run; a repeated or resumed run skips
+accounts already done (``bill_run_accounts``), so it is never charged twice.
 
 The buyer is the record's account when its context names one, else the owner of the payer
 (the pool or wallet of the catalogue). Purchases paid from a wallet (already debited) or an
@@ -21,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Final
@@ -29,6 +31,7 @@ from typing import Final
 from ocs.balance.keys import payer_tag
 from ocs.offline.charges import AccountRow, Line, Period, issuer_of
 from ocs.offline.db import Connection
+from ocs.offline.late import ALL, Window
 from ocs.offline.usage import EXCLUDED_PAYERS
 from ocs.rating.catalogue import Catalogue
 
@@ -57,6 +60,7 @@ class Purchase:
     price: int
     currency: str
     period: str  # renewal period as recorded ('' for top-offs)
+    late: str = ""  # the invoiced bill period it belongs to, when it arrived after its run
 
 
 def payer_owners(catalogue: Catalogue) -> dict[str, str]:
@@ -93,20 +97,28 @@ def _purchase(key: str, at: datetime, ctx: dict[str, object]) -> Purchase:
 
 
 async def drained_purchases(
-    conn: Connection, catalogue: Catalogue, accounts: list[str], period: Period
+    conn: Connection,
+    catalogue: Catalogue,
+    accounts: list[str],
+    period: Period,
+    window: Window = ALL,
 ) -> dict[str, list[Purchase]]:
-    """The purchases of ``accounts`` with a time stamp in ``period``, by buyer."""
+    """The purchases of ``accounts`` with a time stamp in ``period`` and the late ones
+    (``window``), by buyer."""
     tenant = catalogue.tenant.id
     owners = payer_owners(catalogue)
     wanted = set(accounts)
     out: dict[str, list[Purchase]] = defaultdict(list)
     rows = await conn.fetch(
-        "SELECT record_key, ts, payer, account_id, ctx FROM usage_records"
-        " WHERE kind = 'adjust' AND ts >= $1 AND ts < $2 AND ctx->>'api' = ANY($3::text[])"
+        "SELECT record_key, ts, payer, account_id, ctx, seq FROM usage_records"
+        " WHERE kind = 'adjust' AND ctx->>'api' = ANY($3::text[])"
+        " AND (seq IS NULL OR seq <= $4) AND (ts >= $1 AND ts < $2 OR ts < $1 AND seq > $5)"
         " ORDER BY ts, record_key",
         period.start,
         period.end,
         list(PURCHASE_APIS),
+        window.hi,
+        window.lo_min,
     )
     for r in rows:
         if _payer_kind(r["payer"], tenant) in EXCLUDED_PAYERS:
@@ -114,23 +126,30 @@ async def drained_purchases(
         buyer = r["account_id"] or owners.get(r["payer"])
         if buyer not in wanted:
             continue
+        late = ""
+        if r["ts"] < period.start:
+            if r["seq"] <= window.lo_of(buyer):
+                continue  # invoiced by an earlier run of the buyer
+            late = window.label(window.period_of(r["ts"]))
         ctx = json.loads(r["ctx"])  # jsonb arrives as text
         if not isinstance(ctx, dict):
             raise PurchaseError(f"purchase {r['record_key']}: ctx: not a JSON object")
-        out[buyer].append(_purchase(r["record_key"], r["ts"], ctx))
+        bought = _purchase(r["record_key"], r["ts"], ctx)
+        out[buyer].append(replace(bought, late=late) if late else bought)
     return dict(out)
 
 
 def purchase_lines(
     catalogue: Catalogue, account: AccountRow, purchases: list[Purchase]
 ) -> list[Line]:
-    """One line per (what, unit price, currency, renewal period): count x recorded price."""
+    """One line per (what, unit price, currency, renewal period, late period): count x
+    recorded price."""
     issuer = issuer_of(account.parent_id, catalogue.tenant.id)
-    groups: dict[tuple[str, str, str, str, int, str], list[Purchase]] = defaultdict(list)
+    groups: dict[tuple[str, str, str, str, str, int, str], list[Purchase]] = defaultdict(list)
     for p in purchases:
-        groups[(p.api, p.item_kind, p.item, p.currency, p.price, p.period)].append(p)
+        groups[(p.late, p.api, p.item_kind, p.item, p.currency, p.price, p.period)].append(p)
     out: list[Line] = []
-    for (api, item_kind, item, currency, price, renewed), items in sorted(groups.items()):
+    for (late, api, item_kind, item, currency, price, renewed), items in sorted(groups.items()):
         kind, prefix = PURCHASE_APIS[api]
         if item_kind == "addon":
             addon = catalogue.addons.get(item)
@@ -140,7 +159,8 @@ def purchase_lines(
             name, product_class = f"pool {item}", "telecom"
         else:
             name, product_class = f"plan {item}", "subscription"
-        description = f"{prefix} {name}" + (f" ({renewed})" if renewed else "")
+        description = (f"Late {late}: " if late else "") + f"{prefix} {name}"
+        description += f" ({renewed})" if renewed else ""
         out.append(
             Line(
                 issuer,

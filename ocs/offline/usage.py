@@ -24,6 +24,12 @@ zones or bands — is re-rated in Python in event order with the period's counte
 and raises the same ``RerateError`` when the catalogue cannot price it.
 
 Both passes run in one read-only REPEATABLE READ transaction, so they see the same records.
+
+Late records (``ocs.offline.late``): the same scan also picks, per buyer, the records stored
+after its last watermark with a time stamp before the period. Flat keys add their per-record
+amounts to a "Late usage <period>" line; the others replay that period of the buyer in event
+order twice, over everything stored up to the run's watermark and over what its earlier runs
+already invoiced, and charge the difference.
 """
 
 from __future__ import annotations
@@ -32,12 +38,14 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 from ocs.offline.charges import Line, Period, issuer_of
 from ocs.offline.db import Connection
+from ocs.offline.late import ALL, Window
 from ocs.offline.rerate import rerate_levels
 from ocs.rating import Quote
 from ocs.rating.catalogue import Catalogue, CompiledVersion
@@ -52,7 +60,7 @@ SMALL_RUN: Final = 20  # up to this many buyers: find records by the account ind
 UNITS: Final = {"data": "bytes", "sms": "messages", "voice": "seconds", "event": "events"}
 FAR_FUTURE: Final = datetime(9999, 1, 1, tzinfo=UTC)
 
-GroupKey = tuple[str, str, str, str, str]  # issuer, currency, plan, service, zone
+GroupKey = tuple[str, str, str, str, str, str]  # issuer, currency, plan, service, zone, late
 
 
 @dataclass(slots=True)
@@ -161,18 +169,25 @@ _RK: Final = (
     " $15::bigint[], $16::bigint[], $17::int[], $18::text[]) AS rk(plan, vfrom, vto, service,"
     " zone, band, rg, n, d, inc, minq, minc, mode, currency))"
 )
-# (buyer, account) pairs: the records of `account` (a descendant of, or the buyer itself)
-_PAIRS: Final = "p AS (SELECT * FROM unnest($1::text[], $2::text[]) AS p(buyer, acc))"
+# (buyer, account, lo) triples: the records of `account` (a descendant of, or the buyer
+# itself) and the buyer's last watermark
+_PAIRS: Final = (
+    "p AS (SELECT * FROM unnest($1::text[], $2::text[], $20::bigint[]) AS p(buyer, acc, lo))"
+)
+# records of the period up to the watermark $21, and the late ones (seq > $22, the lowest lo);
+# late_day: the local date ($23: the tenant's time zone) of a late record
 _LEVELS: Final = (
     "SELECT r.ts, r.record_key, r.units, r.rating_group, r.imsi_bidx, r.twin, r.account_id,"
-    " coalesce(r.service, 'data') AS service, l.ord, l.e AS level,"
+    " coalesce(r.service, 'data') AS service, l.ord, l.e AS level, r.seq,"
+    " CASE WHEN r.ts < $3 THEN (r.ts AT TIME ZONE $23)::date END AS late_day,"
     " CASE WHEN r.rating_group = ANY($19::int[]) THEN r.rating_group ELSE -1 END AS rgk,"
     " l.e->>'buyer' AS buyer, l.e->>'seller' AS seller,"
     " split_part(l.e->>'payer', ':', 1) AS payer_kind, l.e->>'plan' AS plan,"
     " l.e->>'zone' AS zone, l.e->>'band' AS band"
     " FROM usage_records r,"
     " jsonb_array_elements(r.ctx->'levels') WITH ORDINALITY AS l(e, ord)"
-    " WHERE r.ts >= $3 AND r.ts < $4 AND r.kind = 'usage'"
+    " WHERE r.kind = 'usage' AND (r.seq IS NULL OR r.seq <= $21)"
+    " AND (r.ts >= $3 AND r.ts < $4 OR r.ts < $3 AND r.seq > $22)"
 )
 _MATCH: Final = (
     "rk.plan = lv.plan AND rk.service = lv.service AND rk.zone = lv.zone"
@@ -200,25 +215,29 @@ def _scope(small: bool) -> str:
 
 
 def _sum_sql(small: bool) -> str:
-    """Per (buyer, issuer, payer kind, plan, zone, service, currency): records, quantity and
-    the sum of the per-record amounts; currency NULL: rows left for the record path."""
+    """Per (buyer, issuer, payer kind, plan, zone, service, currency, late day): records,
+    quantity and the sum of the per-record amounts; currency NULL: rows left for the record
+    path. A late record counts for a buyer only above the buyer's own watermark."""
     return (
         f"WITH {_PAIRS}, {_RK}, lv AS ({_LEVELS}{_scope(small)})"
         " SELECT lv.buyer, lv.seller, lv.payer_kind, lv.plan, lv.zone, lv.service,"
-        f" rk.currency, count(*) AS records, sum(lv.units) AS qty, sum({_AMOUNT}) AS amount"
+        f" rk.currency, lv.late_day, count(*) AS records, sum(lv.units) AS qty,"
+        f" sum({_AMOUNT}) AS amount"
         " FROM lv JOIN p ON p.buyer = lv.buyer AND p.acc = lv.account_id"
+        " AND (lv.late_day IS NULL OR lv.seq > p.lo)"
         f" LEFT JOIN rk ON {_MATCH} {_RAW}"
-        " GROUP BY 1, 2, 3, 4, 5, 6, 7"
+        " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"
     )
 
 
 def _record_sql() -> str:
-    """One buyer's (record, level) rows that need the record path, in event order."""
+    """One buyer's (record, level) rows of the period that need the record path, in event
+    order (called with $22 = $21: no late rows)."""
     return (
         f"WITH {_PAIRS}, {_RK}, lv AS ({_LEVELS} AND r.account_id = ANY($2::text[]))"
-        " SELECT lv.ts, lv.units, lv.service, lv.rating_group, lv.imsi_bidx, lv.twin, lv.level"
-        " FROM lv LEFT JOIN rk ON " + _MATCH + " WHERE lv.buyer = $20 AND rk.plan IS NULL"
-        " ORDER BY lv.ts, lv.record_key, lv.ord"
+        " SELECT lv.ts, lv.units, lv.service, lv.rating_group, lv.imsi_bidx, lv.twin, lv.level,"
+        " lv.seq FROM lv LEFT JOIN rk ON " + _MATCH + " WHERE lv.buyer = $24"
+        " AND rk.plan IS NULL AND lv.late_day IS NULL ORDER BY lv.ts, lv.record_key, lv.ord"
     )
 
 
@@ -250,13 +269,14 @@ class _Groups:
                 issuer,
                 cur,
                 "usage",
-                f"{service.capitalize()} {zone} ({plan})",
+                (f"Late usage {late}: " if late else "")
+                + f"{service.capitalize()} {zone} ({plan})",
                 "telecom",
                 Decimal(qty),
                 UNITS.get(service, ""),
                 net,
             )
-            for (issuer, cur, plan, service, zone), (qty, net) in sorted(
+            for (issuer, cur, plan, service, zone, late), (qty, net) in sorted(
                 self.by_buyer.get(buyer, {}).items()
             )
         ]
@@ -269,33 +289,52 @@ async def usage_lines(
     period: Period,
     *,
     rates: FlatRates | None = None,
+    window: Window = ALL,
 ) -> dict[str, list[Line]]:
-    """The usage lines of every buyer account, priced at the levels it buys. ``conn`` must
-    be in the tenant's transaction (REPEATABLE READ for one consistent view)."""
+    """The usage lines of every buyer account, priced at the levels it buys, and its late
+    usage lines (``window``). ``conn`` must be in the tenant's transaction (REPEATABLE READ
+    for one consistent view)."""
     buyers = list(buyers)
     if not buyers:
         return {}
     rates = flat_rates(catalogue) if rates is None else rates
     pairs = await descendants(conn, buyers)
+    los = [window.lo_of(b) for b, _ in pairs]
     pair_args = ([b for b, _ in pairs], [a for _, a in pairs])
     small = len(buyers) <= SMALL_RUN
-    base = (*pair_args, period.start, period.end, *rates.args())
+    marks = (los, window.hi, window.lo_min, window.tz)
+    base = (*pair_args, period.start, period.end, *rates.args(), *marks)
     tenant = catalogue.tenant.id
     groups = _Groups()
     needs_records: set[str] = set()
+    late_replays: set[tuple[str, Period]] = set()
     await conn.execute("SET LOCAL work_mem = '64MB'")
     for r in await conn.fetch(_sum_sql(small), *base):
+        late = None if r["late_day"] is None else _day_period(window, r["late_day"])
         if r["currency"] is None:
-            needs_records.add(r["buyer"])
+            if late is None:
+                needs_records.add(r["buyer"])
+            else:
+                late_replays.add((r["buyer"], late))
             continue
         if r["payer_kind"] in EXCLUDED_PAYERS:
             continue
+        label = "" if late is None else window.label(late)
         key = (issuer_of(r["seller"], tenant), r["currency"], r["plan"], r["service"], r["zone"])
-        groups.add(r["buyer"], key, int(r["qty"]), int(r["amount"]))
+        groups.add(r["buyer"], (*key, label), int(r["qty"]), int(r["amount"]))
     for buyer in sorted(needs_records):
         accounts = [a for b, a in pairs if b == buyer]
-        await _record_path(conn, catalogue, buyer, accounts, period, rates, groups)
+        await _record_path(conn, catalogue, buyer, accounts, period, rates, groups, window)
+    for buyer, late in sorted(late_replays, key=lambda x: (x[0], x[1].start)):
+        accounts = [a for b, a in pairs if b == buyer]
+        await _record_path(
+            conn, catalogue, buyer, accounts, late, rates, groups, window, replay=True
+        )
     return {buyer: groups.lines(buyer) for buyer in buyers}
+
+
+def _day_period(window: Window, day: date) -> Period:
+    return window.period_of(datetime.combine(day, time(0), ZoneInfo(window.tz)))
 
 
 async def _record_path(
@@ -306,11 +345,20 @@ async def _record_path(
     period: Period,
     rates: FlatRates,
     groups: _Groups,
+    window: Window,
+    *,
+    replay: bool = False,
 ) -> None:
-    """Re-rate one buyer's remaining (record, level) rows in event order."""
+    """Re-rate one buyer's remaining (record, level) rows of ``period`` in event order.
+    ``replay``: ``period`` is an invoiced one with late records; rate it over every record up
+    to the watermark and over those already invoiced (up to the buyer's ``lo``), and add the
+    difference (and the late records' quantity) to its "Late usage" lines."""
     tenant = catalogue.tenant.id
     counters: dict[str, int] = {}
+    invoiced: dict[str, int] = {}  # replay: the counters of the records already invoiced
     memo: dict[tuple[Any, ...], Quote] = {}
+    lo = window.lo_of(buyer)
+    label = window.label(period) if replay else ""
     cursor = conn.cursor(
         _record_sql(),
         [buyer] * len(accounts),
@@ -318,25 +366,26 @@ async def _record_path(
         period.start,
         period.end,
         *rates.args(),
+        [lo] * len(accounts),
+        window.hi,
+        window.hi,  # no late rows inside the record path
+        window.tz,
         buyer,
         prefetch=RECORD_PREFETCH,
     )
     async for r in cursor:
         level = json.loads(r["level"])
         owner = f"{bytes(r['imsi_bidx'] or b'').hex()}/{r['twin']}"
-        for ch in rerate_levels(
-            catalogue,
-            [level],
-            r["service"],
-            r["rating_group"],
-            r["ts"],
-            r["units"],
-            owner,
-            counters,
-            buyer=buyer,
-            memo=memo,
-        ):
+        args = (r["service"], r["rating_group"], r["ts"], r["units"], owner)
+        old = replay and (r["seq"] is None or r["seq"] <= lo)
+        charges = rerate_levels(catalogue, [level], *args, counters, buyer=buyer, memo=memo)
+        if old:
+            before = rerate_levels(catalogue, [level], *args, invoiced, buyer=buyer, memo=memo)
+        for i, ch in enumerate(charges):
             if ch.payer_kind in EXCLUDED_PAYERS:
                 continue
             key = (issuer_of(ch.seller, tenant), ch.currency, ch.plan, ch.service, ch.zone)
-            groups.add(buyer, key, ch.quantity, ch.amount)
+            if old:  # invoiced already: only a changed amount is late
+                groups.add(buyer, (*key, label), 0, ch.amount - before[i].amount)
+            else:
+                groups.add(buyer, (*key, label), ch.quantity, ch.amount)
