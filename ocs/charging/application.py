@@ -40,6 +40,7 @@ from ocs.diameter import avp_codes as A
 from ocs.diameter.answers import Identity, answer_for_error
 from ocs.diameter.codec import Avp, Message, decode
 from ocs.diameter.constants import (
+    FLAG_RETRANSMIT,
     CcRequestType,
     FinalUnitAction,
     ReportingReason,
@@ -202,7 +203,8 @@ class ChargingApplication:
         request = view.msg
         sid, number = view.session_id, view.request_number
         async with self.deadlines(self.config.request_timeout):
-            payers, stored = await self.sessions.lookup(sid, number)
+            new = rtype == CcRequestType.INITIAL_REQUEST and not request.flags & FLAG_RETRANSMIT
+            payers, stored = await self.sessions.lookup(sid, number, new=new)
             if stored is not None:  # a retransmission: the same answer, charged once
                 return _replay(stored, request)
             outcome = Outcome(payers=payers)

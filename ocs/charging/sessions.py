@@ -5,8 +5,12 @@ encoded answer of each request for retransmissions.
 The process also keeps the state of the sessions it answers (bounded). A CCR whose
 CC-Request-Number follows the one this process answered last for that session is served from
 that copy: nobody else can have changed the session in between, because every request of the
-session up to this one went through this process. Any other CCR (the first one seen here
-after a restart or a move to another worker, or a retransmission) reads Redis.
+session up to this one went through this process. A CCR-Initial that is not a retransmission
+(no T flag) opens a new session (RFC 6733 Session-Ids are unique): it has no state to read and
+skips Redis too, so it costs one round trip (its charge) like a CCR-Update. Any other CCR (the
+first one seen here after a restart or a move to another worker, or a retransmission) reads
+Redis. Even a reused Session-Id is charged once: the charge script keeps its result per
+request id.
 
 Writes are write-behind: :meth:`SessionStore.save` queues them on the balance store's
 :class:`~ocs.balance.batch.CommandBatcher` (they go out with the next batch, in the same
@@ -64,9 +68,15 @@ class SessionStore:
         self.on_error = on_error
         self._known: dict[str, _Known] = {}
 
-    async def lookup(self, session_id: str, number: int) -> tuple[dict[int, str], bytes | None]:
+    async def lookup(
+        self, session_id: str, number: int, *, new: bool = False
+    ) -> tuple[dict[int, str], bytes | None]:
         """The session's payers by rating group (a copy) and the stored answer of request
-        ``number`` if it was answered before (a retransmission)."""
+        ``number`` if it was answered before (a retransmission). ``new``: the request opens
+        the session (a CCR-Initial without the T flag), nothing to read."""
+        if new:
+            self._known.pop(session_id, None)
+            return {}, None
         known = self._known.get(session_id)
         if known is not None and known.number == number - 1:
             return dict(known.payers), None
