@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from ocs.balance.keys import PAYERS, payer_tag
 from ocs.balance.store import BalanceStore
 from ocs.offline.billrun import RunSummary, bill_run
+from ocs.offline.cdrs import import_csv, reconcile
 from ocs.offline.crypto import TenantCipher
 from ocs.offline.db import Database
 from ocs.offline.drain import Drainer
@@ -292,3 +293,30 @@ async def test_preview_shows_late_lines_without_consuming_them(
     assert (await lines_of(db, t, numbers(may)["ngo"]))[want][1] == 500
     june = await bill_run(db, cat, cipher, bill_day=10, on=JUNE_10, preview=True)
     assert not [ln for i in june.invoices for ln in i.lines if ln.description.startswith("Late")]
+
+
+CDR_HEADER = (
+    "record_type,charging_id,session_id,imsi,msisdn,start_time,end_time,rating_group,apn,plmn,"
+    "rat_type,service,uplink,downlink,units\n"
+)
+
+
+async def test_network_cdr_rated_after_the_run_is_charged_late(
+    db: Database, cat: Catalogue, cipher: TenantCipher, tmp_path: Path
+) -> None:
+    """A never-online CDR imported and rated by reconcile after the March run (batch rating
+    stores it in usage_records) follows the same rule."""
+    t = cat.tenant.id
+    await bill_run(db, cat, cipher, bill_day=10, on=APRIL_10)
+    path = tmp_path / "pgw.csv"
+    path.write_text(
+        CDR_HEADER + f"PGW,9001,,{NGO_SIM},,2025-03-18T09:00:00+00:00,2025-03-18T10:00:00+00:00,"
+        "10,iot.demo,26201,EUTRAN,data,,,20000000\n"
+    )
+    async with db.tenant(t) as conn:
+        assert (await import_csv(conn, cipher, path)).imported == 1
+        assert (await reconcile(conn, cat, cipher, tolerance_percent=1.0)).rated == 1
+    may = await bill_run(db, cat, cipher, bill_day=10, on=MAY_10)
+    # March with 50 MB: 10 free + 40 x 10 = 400; 200 invoiced
+    lines = await lines_of(db, t, numbers(may)["ngo"])
+    assert lines[f"Late usage {MARCH}: Data home (biz)"] == (20 * MB, 200, 0)
