@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 
 from redis.exceptions import RedisError
@@ -78,16 +79,19 @@ def main_import(
         data = Path(file).read_bytes()
     except OSError as exc:
         return _fail(f"{file}: cannot read: {exc.strerror or exc}")
+    cpu = time.process_time()
     try:
         rows = read_rows(file, decode(file, data), chosen, KINDS[kind])
     except FileError as exc:
         return _fail(str(exc))
+    read_cpu = time.process_time() - cpu
     try:
         report = asyncio.run(_run(settings, kind, file, rows, tenant, dry_run, batch))
     except Problem as exc:
         return _fail(f"{file}: {exc.detail or exc.title}")
     except (RedisError, OSError) as exc:
         return _fail(f"Redis: {exc}")
+    report.add_cpu("read", read_cpu)
     for rejection in sorted(report.rejected, key=lambda r: r.line):
         print(rejection, file=sys.stderr)
     print(report.summary())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,6 +52,8 @@ class _Plan:
     changes: list[Change] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     unchanged: int = 0
+    plan_cpu: float = 0.0
+    compile_cpu: float = 0.0
     candidate: State | None = None
     catalogue: Catalogue | None = None
 
@@ -104,6 +107,8 @@ async def _batch(
                 404, "no-catalogue", "No catalogue", f"apply a catalogue to tenant {tenant!r} first"
             )
         plan = await asyncio.to_thread(_plan, planner(state), state, rows, report.file)
+        report.add_cpu("plan", plan.plan_cpu)
+        report.add_cpu("compile", plan.compile_cpu)
         if plan.changes and not report.dry_run:
             try:
                 await _write(api, tenant, state, plan, report)
@@ -138,21 +143,26 @@ async def _write(
         f"import {report.kind} {report.file}: {created} created, "
         f"{len(plan.changes) - created} updated"
     )
+    cpu = time.process_time()
     applied = await api.catalogues.change(tenant, mutate, source=source)
+    report.add_cpu("write", time.process_time() - cpu)
     report.revisions.append(applied.revision)
     by_op: dict[str, list[tuple[str, str | None]]] = {}
     for change in plan.changes:
         if change.signal is not None and change.subscriber is not None:
             by_op.setdefault(change.signal, []).append(change.subscriber)
+    cpu = time.process_time()
     for op, pairs in by_op.items():
         outcomes = await api.signal(pairs, op)
         report.signalled[op] = report.signalled.get(op, 0) + len(outcomes)
+    report.add_cpu("signal", time.process_time() - cpu)
 
 
 def _plan(planner: _Planner, state: State, rows: list[Row], file: str) -> _Plan:
     """Plan every row, then compile the candidate until no error is left (runs in a
     worker thread: it is the CPU-heavy part)."""
     plan = _Plan()
+    cpu = time.thread_time()
     for row in rows:
         try:
             change = planner.plan(row)
@@ -163,9 +173,19 @@ def _plan(planner: _Planner, state: State, rows: list[Row], file: str) -> _Plan:
             plan.unchanged += 1
         else:
             plan.changes.append(change)
+    plan.plan_cpu = time.thread_time() - cpu
     if not plan.changes:
         return plan
-    section = planner.section
+    cpu = time.thread_time()
+    try:
+        _compile_rounds(plan, planner.section, state, file)
+    finally:
+        plan.compile_cpu = time.thread_time() - cpu
+    return plan
+
+
+def _compile_rounds(plan: _Plan, section: str, state: State, file: str) -> None:
+    """Compile the candidate; reject the rows the errors are on until it compiles."""
     items: dict[str, Any] = dict(state.get(section) or {})
     candidate = {**state, section: items}
     pending = {c.key: c for c in plan.changes}
@@ -176,7 +196,7 @@ def _plan(planner: _Planner, state: State, rows: list[Row], file: str) -> _Plan:
         if report.catalogue is not None and not report.errors:
             plan.changes = list(pending.values())
             plan.candidate, plan.catalogue = candidate, report.catalogue
-            return plan
+            return
         blamed, unplaced = _blame(report.errors, candidate, section, pending)
         if not blamed:  # errors outside this batch's items (after its own are out)
             reason = "catalogue refused: " + "; ".join(
@@ -184,7 +204,7 @@ def _plan(planner: _Planner, state: State, rows: list[Row], file: str) -> _Plan:
             )
             plan.rejected.extend(Rejection(file, c.line, "row", reason) for c in pending.values())
             plan.changes = []
-            return plan
+            return
         for key, (where, reason) in blamed.items():
             change = pending.pop(key)
             if change.before is None:
@@ -194,13 +214,12 @@ def _plan(planner: _Planner, state: State, rows: list[Row], file: str) -> _Plan:
             plan.rejected.append(Rejection(file, change.line, where, reason))
         if not pending:
             plan.changes = []
-            return plan
+            return
     plan.rejected.extend(
         Rejection(file, c.line, "row", "catalogue refused (too many dependent errors)")
         for c in pending.values()
     )
     plan.changes = []
-    return plan
 
 
 def _blame(

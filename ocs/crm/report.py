@@ -35,6 +35,12 @@ class ImportReport:
     rejected: list[Rejection] = field(default_factory=list)
     revisions: list[int] = field(default_factory=list)
     signalled: dict[str, int] = field(default_factory=dict)
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    """CPU seconds by phase: read, plan (rows), compile, write (state, folder, Redis),
+    signal (RAR/ASR): where an import's time goes."""
+
+    def add_cpu(self, phase: str, seconds: float) -> None:
+        self.cpu_s[phase] = round(self.cpu_s.get(phase, 0.0) + seconds, 3)
 
     def reject(self, line: int, where: str, reason: str) -> None:
         self.rejected.append(Rejection(self.file, line, where, reason))
@@ -65,4 +71,5 @@ class ImportReport:
             "rejected": [r.as_dict() for r in sorted(self.rejected, key=lambda r: r.line)],
             "revisions": self.revisions,
             "signalled": self.signalled,
+            "cpu_s": self.cpu_s,
         }
