@@ -277,9 +277,14 @@ class Supervisor:
             return
         if proc.returncode is None and not report:
             proc.kill()
-        code = await proc.wait()
+        try:
+            code = await asyncio.wait_for(proc.wait(), DRAIN_GRACE)
+        except TimeoutError:
+            proc.kill()
+            code = await proc.wait()
         if proc.stdin is not None:
             proc.stdin.close()
+        multiproc.worker_died(proc.pid, self.metrics_dir)
         reason = report.get("error") or f"exited ({describe_exit(code)}) before it listened"
         raise StartError(str(reason))
 
@@ -321,7 +326,7 @@ class Supervisor:
                 delay = worker.next_delay(time.monotonic())
                 log.warning(
                     "worker %d (pid %d) died (%s); restarting in %.1f s",
-                    *(worker.index, proc.pid, why, delay),
+                    *(worker.index, worker.proc.pid if worker.proc else 0, why, delay),
                 )
                 if await _wait_event(self._stopping, delay):
                     return
