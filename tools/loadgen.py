@@ -13,7 +13,12 @@ new session starts (with ``--sessions N``, at most N sessions in all).
   the next request.
 * Open loop (``--rate R``): request k is due at start + k/R and is sent then, whether or not
   earlier requests were answered; its latency runs from that scheduled time, so a server
-  that falls behind shows its queueing delay (no coordinated omission).
+  that falls behind shows its queueing delay (no coordinated omission). With
+  ``--max-open N`` at most N sessions are open: a request due when none of them is ready
+  waits for the first one that is (its latency still runs from its scheduled time), so the
+  mix of CCR-I/U/T offered stays 1 : updates : 1 whatever the server's latency. Without a
+  cap a slow server is offered ever more new sessions (CCR-I, the dearest request), which
+  makes it slower still.
 
 Requests are patched from pre-encoded templates (Session-Id, CC-Request-Number, IMSI, ids),
 so the generator spends a few microseconds per request. Only the requests scheduled in
@@ -180,6 +185,8 @@ class LoadGen(asyncio.Protocol):
         self.next_id = ((int(time.time()) & 0xFFF) << 20) | random.getrandbits(20)
         self.ready: deque[tuple[int, int]] = deque()  # (session index, next step)
         self.sessions_started = 0
+        self.sessions_done = 0
+        self.backlog: deque[float] = deque()  # due times waiting for a ready session
         self.outstanding: dict[int, tuple[float, int, int, int]] = {}  # id -> due, i, step, t
         self.start = 0.0
         self.measure_from = self.measure_to = 0.0
@@ -227,8 +234,13 @@ class LoadGen(asyncio.Protocol):
                 self.answered_in_window[rtype] += 1
             if step + 1 < len(self.steps):
                 self.ready.append((i, step + 1))
-            if not self.args.rate and not self.stopped:
-                self.queue_next(now, batch)
+            else:
+                self.sessions_done += 1
+            if not self.args.rate:
+                if not self.stopped:
+                    self.queue_next(now, batch)
+            elif self.backlog and self.queue_next(self.backlog[0], batch):
+                self.backlog.popleft()
         if batch and self.transport is not None:
             self.transport.write(b"".join(batch))
         if self.stopped and not self.outstanding and not self.done.done():
@@ -238,7 +250,10 @@ class LoadGen(asyncio.Protocol):
     def queue_next(self, due: float, batch: list[bytes]) -> bool:
         if self.ready:
             i, step = self.ready.popleft()
-        elif not self.args.sessions or self.sessions_started < self.args.sessions:
+        elif (not self.args.sessions or self.sessions_started < self.args.sessions) and (
+            not self.args.max_open
+            or self.sessions_started - self.sessions_done < self.args.max_open
+        ):
             i, step = self.sessions_started, 0
             self.sessions_started += 1
         else:
@@ -261,27 +276,9 @@ class LoadGen(asyncio.Protocol):
         end = self.measure_to
         assert self.transport is not None
         if args.rate:
-            interval = 1.0 / args.rate
-            k = 0
-            while True:
-                now = time.perf_counter()
-                batch: list[bytes] = []
-                while (due := self.start + k * interval) <= now and due < end:
-                    if not self.queue_next(due, batch):
-                        break
-                    k += 1
-                if batch:
-                    self.transport.write(b"".join(batch))
-                if due >= end or (
-                    args.sessions
-                    and not self.ready
-                    and not self.outstanding
-                    and self.sessions_started >= args.sessions
-                ):
-                    break
-                await asyncio.sleep(min(0.0005, max(0.0, due - time.perf_counter())))
+            await self.paced(args.rate, end)
         else:
-            batch = []
+            batch: list[bytes] = []
             for _ in range(args.window):
                 self.queue_next(self.start, batch)
             self.transport.write(b"".join(batch))
@@ -296,6 +293,48 @@ class LoadGen(asyncio.Protocol):
         for due, _i, _step, _rtype in self.outstanding.values():
             if self.measure_from <= due < self.measure_to:
                 self.timeouts += 1
+        self.timeouts += sum(
+            1 for due in self.backlog if self.measure_from <= due < self.measure_to
+        )
+
+    async def paced(self, rate: float, end: float) -> None:
+        """Send request k at start + k / rate: one timer callback per due time (no coroutine
+        wake-up per request), every request already due in one write."""
+        finished: asyncio.Future[None] = self.loop.create_future()
+        interval = 1.0 / rate
+        k = 0
+        offset = self.loop.time() - time.perf_counter()  # perf_counter -> loop clock
+        args = self.args
+        transport = self.transport
+        assert transport is not None
+
+        def tick() -> None:
+            nonlocal k
+            now = time.perf_counter()
+            batch: list[bytes] = []
+            at = 0.0
+            while (due := self.start + k * interval) <= now and due < end:
+                if self.backlog or not self.queue_next(due, batch):
+                    if args.sessions and self.sessions_started >= args.sessions:
+                        at = now + 0.0005  # every session started: wait for a ready one
+                        break
+                    self.backlog.append(due)
+                k += 1
+            if batch:
+                transport.write(b"".join(batch))
+            exhausted = (
+                args.sessions
+                and not self.ready
+                and not self.outstanding
+                and self.sessions_started >= args.sessions
+            )
+            if due >= end or exhausted:
+                finished.set_result(None)
+            else:
+                self.loop.call_at(max(due, at) + offset, tick)
+
+        tick()
+        await finished
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -311,6 +350,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
+    cpu_before = time.process_time()
     if args.sessions and not args.duration:
         args.duration = 3600.0  # until the sessions are done
     _, gen = await loop.create_connection(lambda: LoadGen(args), args.host, args.port)
@@ -333,6 +373,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "requests": answered + gen.timeouts,
         "sent_total": gen.sent,
         "sessions": gen.sessions_started,
+        "max_open": args.max_open,
         "seconds": round(measured, 3),
         "throughput_per_s": round(answered / measured, 1),
         "by_type_per_s": {
@@ -342,6 +383,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "latency_ms_by_type": {TYPE_NAMES[t]: percentiles(v) for t, v in gen.latencies.items()},
         "result_codes": codes,
         "unmatched_answers": gen.unmatched,
+        "generator_cpu_us_per_request": round(
+            (time.process_time() - cpu_before) / max(1, gen.sent) * 1e6, 1
+        ),
     }
 
 
@@ -357,6 +401,9 @@ def main() -> None:
     parser.add_argument("--rating-group", type=int, default=10)
     parser.add_argument("--imsi-first", default="262010000000000")
     parser.add_argument("--imsi-count", type=int, default=1000)
+    parser.add_argument(
+        "--max-open", type=int, default=0, help="open loop: at most N open sessions (0: no cap)"
+    )
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=0.0, help="seconds not measured")
     parser.add_argument("--duration", type=float, default=0.0, help="measured seconds")
