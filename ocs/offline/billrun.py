@@ -41,7 +41,14 @@ from ocs.offline.charges import (
 )
 from ocs.offline.crypto import TenantCipher
 from ocs.offline.db import Connection, Database, enter_tenant
-from ocs.offline.late import ALL, Window, last_billed, lock_account, watermark
+from ocs.offline.late import (
+    ALL,
+    LOCK_TIMEOUT_S,
+    Window,
+    last_billed,
+    lock_account,
+    watermark,
+)
 from ocs.offline.pool_usage import PoolFacts, account_pool_lines, pool_facts
 from ocs.offline.purchases import (
     Purchase,
@@ -436,8 +443,14 @@ async def _window(
 ) -> Window:
     """The run's watermark (``lock``: in a transaction of its own, committed at once, so the
     drain waits only for that instant) and the last watermark of each account."""
-    async with db.tenant(tenant) as conn:
-        hi = await watermark(conn, lock=lock)
+    try:
+        async with db.tenant(tenant) as conn:
+            hi = await watermark(conn, lock=lock)
+    except asyncpg.LockNotAvailableError:
+        raise BillRunError(
+            "usage_records: a transaction inserting records did not finish within"
+            f" {LOCK_TIMEOUT_S} s; nothing was billed, run again"
+        ) from None
     async with db.tenant(tenant) as conn:
         billed = await last_billed(conn, accounts)
     lo = {a: billed[a].watermark if a in billed else 0 for a in accounts}

@@ -34,7 +34,7 @@ from ocs.offline.charges import Period
 from ocs.offline.db import Connection
 
 NO_LIMIT: Final = 2**63 - 1  # a watermark above every seq (preview without a lock)
-LATE_LABEL: Final = "Late"
+LOCK_TIMEOUT_S: Final = 60  # the watermark lock waits this long for inserting transactions
 
 
 def period_holding(bill_day: int, at: datetime, tz: str) -> Period:
@@ -91,8 +91,10 @@ ALL: Final = Window(late=False)  # every record of the period, no late ones
 
 async def watermark(conn: Connection, *, lock: bool) -> int:
     """The highest seq handed out so far. With ``lock`` (a run that issues invoices; ``conn``
-    in a transaction of its own, committed right after): every record up to it is committed."""
+    in a transaction of its own, committed right after): every record up to it is committed.
+    Raises ``asyncpg.LockNotAvailableError`` after ``LOCK_TIMEOUT_S``."""
     if lock:
+        await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_S}s'")
         await conn.execute("LOCK TABLE usage_records IN SHARE MODE")
     row = await conn.fetchrow("SELECT last_value, is_called FROM usage_records_seq")
     if row is None or not row["is_called"]:

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from ocs.balance.keys import PAYERS, payer_tag
 from ocs.balance.store import BalanceStore
-from ocs.offline.billrun import RunSummary, bill_run
+from ocs.offline.billrun import BillRunError, RunSummary, bill_run
 from ocs.offline.cdrs import import_csv, reconcile
 from ocs.offline.crypto import TenantCipher
 from ocs.offline.db import Database
@@ -320,3 +320,26 @@ async def test_network_cdr_rated_after_the_run_is_charged_late(
     # March with 50 MB: 10 free + 40 x 10 = 400; 200 invoiced
     lines = await lines_of(db, t, numbers(may)["ngo"])
     assert lines[f"Late usage {MARCH}: Data home (biz)"] == (20 * MB, 200, 0)
+
+
+async def test_watermark_lock_waits_bounded_for_an_inserting_transaction(
+    db: Database, cat: Catalogue, cipher: TenantCipher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that keeps its insert transaction open: the run answers with a clear error
+    after the lock timeout instead of hanging, and has billed nothing."""
+    import ocs.offline.billrun
+    import ocs.offline.late
+
+    monkeypatch.setattr(ocs.offline.late, "LOCK_TIMEOUT_S", 1)
+    monkeypatch.setattr(ocs.offline.billrun, "LOCK_TIMEOUT_S", 1)
+    t = cat.tenant.id
+    async with db.tenant(t) as conn:  # open until the run gave up
+        await conn.execute(
+            "INSERT INTO usage_records (tenant_id, record_key, stream_id, kind, payer, ts)"
+            " VALUES ($1, 'usage:open', '0-1', 'usage', 'x', now())",
+            t,
+        )
+        with pytest.raises(BillRunError, match=r"usage_records: .* within 1 s"):
+            await bill_run(db, cat, cipher, bill_day=10, on=APRIL_10)
+    async with db.tenant(t) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM invoices") == 0
