@@ -252,7 +252,8 @@ def strip_identifiers(raw: bytes) -> tuple[str | None, bytes]:
     producers write: each key once, a string without escapes or null, followed by another
     member); the server parses the rest as jsonb, so nothing is encoded again. Anything
     else (a key written twice or inside a string, a number, the last member) is decoded and
-    encoded."""
+    encoded. Assumes, as every producer does, that the identifiers are top-level members: a
+    nested member of the same name would be cut too."""
     present = 0
     for token in _KEYS:
         n = raw.count(token)
@@ -449,7 +450,7 @@ class Drainer:
     ) -> None:
         """Append one COPY text line per entry. Fields are passed as bytes, picked from the
         flat field list by position (one layout per distinct field order); only the context
-        is decoded (to strip the subscriber identifiers) and encoded again."""
+        is changed (the subscriber identifiers cut out, ``strip_identifiers``)."""
         tenant_b = tenant.encode()
         prefix = stream.encode() + b"/"
         cache = self.bidx_cache
