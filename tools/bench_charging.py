@@ -8,7 +8,11 @@ One run, one machine. For each system: start it (a subprocess), then run ``tools
   ``--window`` requests outstanding; CCR-U/s and CCR/s over ``--duration`` seconds after
   ``--warmup``;
 * phase 2, open loop at ``--rate`` CCR/s offered for ``--duration`` seconds: p50/p99 from the
-  scheduled send time.
+  scheduled send time, with at most ``--max-open`` sessions open (so the mix offered stays
+  CCR-I : ``--updates`` CCR-U : CCR-T however late the answers are).
+
+CPU per request is reported for the server (``/proc``), the load generator (its own
+``process_time``) and Redis (``INFO cpu``, the whole server: use a Redis of your own).
 
 `ocs serve` runs on Redis at ``--redis-url`` (a spare database, flushed first) with
 ``policies/demo`` applied by ``ocs catalog apply``. After its phases the balance invariant of
@@ -154,11 +158,37 @@ def loadgen(port: int, args: argparse.Namespace, cpu: int | None, *extra: str) -
     return result
 
 
-def measure(port: int, pid: int, args: argparse.Namespace, cpu: int | None) -> dict[str, Any]:
+def redis_cpu(url: str) -> float:
+    from redis import Redis
+
+    client = Redis.from_url(url)
+    try:
+        info: Any = client.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    finally:
+        client.close()
+
+
+def measure(
+    port: int, pid: int, args: argparse.Namespace, cpu: int | None, redis_url: str | None
+) -> dict[str, Any]:
     before = cpu_seconds(pid)
+    redis_before = redis_cpu(redis_url) if redis_url else 0.0
     fast = loadgen(port, args, cpu, "--window", str(args.window))
     middle = cpu_seconds(pid)
-    paced = loadgen(port, args, cpu, "--rate", str(args.rate), "--window", "1000000")
+    redis_middle = redis_cpu(redis_url) if redis_url else 0.0
+    paced = loadgen(
+        port,
+        args,
+        cpu,
+        "--rate",
+        str(args.rate),
+        "--window",
+        "1000000",
+        "--max-open",
+        str(args.max_open),
+    )
+    after = cpu_seconds(pid)
     out: dict[str, Any] = {
         "ccr_u_per_s": fast["by_type_per_s"].get("update", 0.0),
         "ccr_per_s": fast["throughput_per_s"],
@@ -170,10 +200,19 @@ def measure(port: int, pid: int, args: argparse.Namespace, cpu: int | None) -> d
         "paced_p99_ms": paced["latency_ms"]["p99"],
         "paced_max_ms": paced["latency_ms"]["max"],
         "paced_result_codes": paced["result_codes"],
+        "paced_latency_ms_by_type": paced["latency_ms_by_type"],
+        "paced_sessions": paced["sessions"],
+        "loadgen_cpu_us_per_request": fast.get("generator_cpu_us_per_request"),
+        "paced_loadgen_cpu_us_per_request": paced.get("generator_cpu_us_per_request"),
     }
+    sent = max(1, fast["sent_total"])
     if before is not None and middle is not None:
-        sent = max(1, fast["sent_total"])
         out["server_cpu_us_per_ccr"] = round((middle - before) / sent * 1e6, 1)
+    if middle is not None and after is not None:
+        paced_sent = max(1, paced["sent_total"])
+        out["paced_server_cpu_us_per_ccr"] = round((after - middle) / paced_sent * 1e6, 1)
+    if redis_url:
+        out["redis_cpu_us_per_ccr"] = round((redis_middle - redis_before) / sent * 1e6, 1)
     return out
 
 
@@ -243,6 +282,7 @@ def pool_invariant(url: str) -> dict[str, Any]:
 
 
 def one_run(args: argparse.Namespace) -> dict[str, Any]:
+    loadavg_before = os.getloadavg()[0]
     two_cores = (os.cpu_count() or 1) >= 2
     gen_cpu, server_cpu = (0, 1) if two_cores else (None, None)
     env = dict(os.environ, OCS_REDIS_URL=args.redis_url)
@@ -259,7 +299,7 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:
         [*taskset(server_cpu), *ocs, "serve", "--port", str(port), "--log-level", "WARNING"], env
     )
     try:
-        ours = measure(port, server.pid, args, gen_cpu)
+        ours = measure(port, server.pid, args, gen_cpu, args.redis_url)
     finally:
         stop(server)
     invariant = pool_invariant(args.redis_url)
@@ -269,7 +309,7 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:
         dict(os.environ),
     )
     try:
-        theirs = measure(port, anchor.pid, args, gen_cpu)
+        theirs = measure(port, anchor.pid, args, gen_cpu, None)
     finally:
         stop(anchor)
     return {
@@ -289,6 +329,7 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:
             "updates_per_session": args.updates,
             "window": args.window,
             "rate": args.rate,
+            "max_open": args.max_open,
             "warmup_s": args.warmup,
             "duration_s": args.duration,
             "quota_octets": args.quota,
@@ -296,6 +337,7 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {
             "nproc": os.cpu_count(),
             "pinning": "loadgen cpu0, server cpu1" if two_cores else "none",
+            "loadavg_before": loadavg_before,
             "loadavg_after": os.getloadavg()[0],
             "python": platform.python_version(),
             "redis": redis_version(args.redis_url),
@@ -314,6 +356,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=20, help="CCR-U per session")
     parser.add_argument("--window", type=int, default=64)
     parser.add_argument("--rate", type=float, default=2000.0)
+    parser.add_argument("--max-open", type=int, default=256, help="open sessions, phase 2")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--quota", type=int, default=GRANTED_OCTETS, help="octets per grant")
