@@ -26,7 +26,7 @@ import pytest
 
 from ocs.api import start_api
 from ocs.api.auth import Scope, create_token
-from ocs.balance.keys import PayerKeys
+from ocs.balance.keys import CATALOG, PayerKeys
 from ocs.config import Settings
 from ocs.diameter import avp_codes as A
 from ocs.diameter.answers import Identity, make_answer
@@ -37,6 +37,7 @@ from ocs.diameter.peer import LocalConfig, PeerState
 from ocs.diameter.transport import DiameterProtocol, connect
 from ocs.network.keys import session_key
 from ocs.store import RedisClient
+from ocs.workers import STABLE_AFTER, Worker
 from tests.api.conftest import TENANT, demo_documents
 from tests.balance.fixtures import db_url, flushed_client, redis_base_url
 from tests.charging.ccr import build_ccr
@@ -429,6 +430,47 @@ async def test_sigkill_of_a_worker_mid_load_loses_no_record(
         assert await served.stop() == 0
 
 
+async def test_a_worker_whose_restart_fails_is_retried_until_it_starts(
+    tmp_path: Path, redis_url: str, redis: RedisClient, token: str
+) -> None:
+    """The catalogue the workers load is gone when one is killed: its restarts fail (logged,
+    counted, the other worker keeps serving) until the catalogue is back."""
+    served = await Served.start(tmp_path, redis_url)
+    try:
+        path = await redis.hget(CATALOG, "path")
+        assert path is not None
+        victim = min(served.worker_pids())
+        await redis.hset(CATALOG, "path", str(tmp_path / "gone"))
+        os.kill(victim, signal.SIGKILL)
+        log = tmp_path / "serve.stderr"
+        for _ in range(300):
+            if log.read_text().count("restart failed") >= 2:
+                break
+            await asyncio.sleep(0.1)
+        text = log.read_text()
+        assert "died (killed by SIGKILL); restarting in 0.5 s" in text
+        assert "restart failed" in text and str(tmp_path / "gone") in text
+        assert "restarting in 1.0 s" in text  # the delay doubles while restarts fail
+        gw = await Gateway.open(served.port, "pgw-survivor.test")  # the other one serves
+        cca = await charge(
+            gw, "pgw-survivor.test;1", CcRequestType.INITIAL_REQUEST, 0, imsi(3), 0, GRANT
+        )
+        assert cca.get(A.AVP_RESULT_CODE) == ResultCode.DIAMETER_SUCCESS
+        await gw.close()
+
+        await redis.hset(CATALOG, "path", path)
+        for _ in range(600):
+            samples = await served.metrics()
+            if samples["ocs_workers_alive"] == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert samples["ocs_workers_alive"] == 2
+        assert samples['ocs_worker_restarts_total{reason="killed by SIGKILL"}'] == 1
+        assert victim not in served.worker_pids()
+    finally:
+        assert await served.stop() == 0
+
+
 def serve_fails(tmp_path: Path, redis_url: str, *args: str) -> str:
     """Run `ocs serve --workers 2 ARGS` that must not start; its one line of stderr."""
     result = subprocess.run(
@@ -479,3 +521,11 @@ def test_workers_flag_is_validated_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert "workers" in line and "Traceback" not in result.stderr
+
+
+def test_restart_delay_doubles_while_a_worker_keeps_dying_and_resets_after_it_lived() -> None:
+    worker = Worker(1, started=100.0)
+    delays = [worker.next_delay(100.0 + i) for i in range(8)]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    worker.started = 200.0
+    assert worker.next_delay(200.0 + STABLE_AFTER) == 0.5
