@@ -19,7 +19,9 @@ repeats the round (1 worker, 2 workers, ...) R times, alternating. Reported per 
 * Redis CPU per CCR (``INFO cpu``, used_cpu_user + used_cpu_sys of the redis-server; the
   per-shard figure docs/scaling.md uses) and Redis calls per CCR (``INFO stats``
   total_commands_processed, which counts the calls made inside the Lua scripts too);
-* the pool invariant (credited = available + committed + reserved) after the run.
+* the pool invariant (credited = available + committed + reserved) after the run;
+* at the end, the CPU of the charging metrics per CCR with and without prometheus_client's
+  multiprocess mode (what the workers use), each in a fresh process.
 
 Nothing is pinned: the workers need both cores, and the load generators and Redis share them.
 The last JSON line has the median run per worker count, the ratio of CCR/s (2 workers /
@@ -38,6 +40,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -140,6 +143,42 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
         "result_codes": dict(codes),
         "generator_cpu_us_per_request": round(cpu / max(1, sent) * 1e6, 1),
     }
+
+
+def metrics_cost(calls: int = 200_000) -> dict[str, Any]:
+    """CPU per CCR of the charging metrics (count_ccr + count_mscc) in this process: run it
+    with and without PROMETHEUS_MULTIPROC_DIR (``--role metrics-cost``) to see what the
+    workers' multiprocess mode adds."""
+    from ocs.observability.metrics import ChargingMetrics
+
+    metrics = ChargingMetrics()
+    cpu = time.process_time()
+    for _ in range(calls):
+        metrics.count_ccr("update", 2001, 0.002)
+        metrics.count_mscc(2001)
+    return {
+        "multiprocess": bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
+        "metrics_cpu_us_per_ccr": round((time.process_time() - cpu) / calls * 1e6, 2),
+    }
+
+
+def metrics_costs() -> list[dict[str, Any]]:
+    out = []
+    for multiprocess in (False, True):
+        with tempfile.TemporaryDirectory() as folder:
+            env = dict(os.environ)
+            env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            if multiprocess:
+                env["PROMETHEUS_MULTIPROC_DIR"] = folder
+            done = subprocess.run(
+                [sys.executable, __file__, "--role", "metrics-cost"],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=env,
+            )
+            out.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return out
 
 
 def loadgen(port: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -245,7 +284,7 @@ def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--role", choices=["loadgen"])
+    parser.add_argument("--role", choices=["loadgen", "metrics-cost"])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9", help="flushed!")
     parser.add_argument("--workers", default="1,2", help="worker counts, in order")
@@ -261,6 +300,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--quota", type=int, default=GRANTED_OCTETS, help="octets per grant")
     args = parser.parse_args()
+    if args.role == "metrics-cost":
+        print(json.dumps(metrics_cost()), flush=True)
+        return
     if args.role == "loadgen":
         args.total = args.total or args.connections
         try:
@@ -300,6 +342,7 @@ def main() -> None:
             "redis": redis_version(args.redis_url),
         },
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "metrics_cost": metrics_costs(),
     }
     if 1 in by_n and 2 in by_n:
         summary["ratio_2_over_1"] = round(by_n[2]["ccr_per_s"] / max(1.0, by_n[1]["ccr_per_s"]), 2)
