@@ -8,12 +8,15 @@ import asyncio
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any, Final
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from ocs.api.auth import Scope, create_token
@@ -28,6 +31,7 @@ from ocs.diameter.peer import LocalConfig
 from ocs.diameter.transport import connect as diameter_connect
 from ocs.observability.health import default_health, postgres_check, redis_check
 from ocs.observability.service import run_service
+from ocs.offline.cli import main_billrun
 from ocs.offline.db import connect
 from ocs.offline.drain import Drainer
 from ocs.server import start
@@ -35,6 +39,7 @@ from ocs.store import client_for_url
 from tests.api.conftest import demo_documents
 from tests.charging.ccr import build_ccr
 from tests.conftest import free_ports
+from tests.offline.billing_fixture import billing_catalogue
 from tests.offline.conftest import pg_admin_url, pg_url
 
 __all__ = ["pg_admin_url", "pg_url"]
@@ -334,3 +339,28 @@ async def test_metrics_port_reports_sessions_exhaustion_and_top_ups(
     assert delta("ocs_active_sessions") == 1  # opened, never terminated
     assert delta("ocs_topups_total", currency="EUR") == 1
     assert delta("ocs_topup_amount_minor_total", currency="EUR") == 500
+
+
+def registry_value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_bill_run_reports_its_progress(pg_url: str, tmp_path: Path) -> None:
+    """`ocs billrun --metrics-port N` on a real PostgreSQL: runs started and finished by
+    outcome, accounts selected and done (the process-wide registry its port serves)."""
+    settings = Settings(database_url=pg_url, data_dir=tmp_path)
+    folder = tmp_path / "catalogue"
+    billing_catalogue(folder, f"t{uuid.uuid4().hex[:10]}")
+    started = registry_value("ocs_billrun_runs_started_total")
+    issued = registry_value("ocs_billrun_runs_finished_total", outcome="issued")
+    preview = registry_value("ocs_billrun_runs_finished_total", outcome="preview")
+    port = free_ports(1)[0]
+    run = {"cycle": 10, "on": date(2025, 4, 10), "catalog": folder, "metrics_port": port}
+    assert await asyncio.to_thread(main_billrun, settings, preview=True, **run) == 0
+    assert await asyncio.to_thread(main_billrun, settings, out_dir=tmp_path / "out", **run) == 0
+    assert registry_value("ocs_billrun_runs_started_total") == started + 2
+    assert registry_value("ocs_billrun_runs_finished_total", outcome="preview") == preview + 1
+    assert registry_value("ocs_billrun_runs_finished_total", outcome="issued") == issued + 1
+    total = registry_value("ocs_billrun_accounts")
+    assert total > 0
+    assert registry_value("ocs_billrun_accounts_done") == total
