@@ -64,6 +64,36 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     return names | _series_names(supervisor.registry)
 
 
+@pytest.fixture(scope="module")
+def labels_of(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
+    """Series name -> the label names our collectors declare for it (``le`` on buckets)."""
+    registry = CollectorRegistry()
+    register_all(registry)
+    supervisor = supervisor_metrics(tmp_path_factory.mktemp("labels"))
+    out: dict[str, set[str]] = {}
+    for reg in (registry, supervisor.registry):
+        for collector, names in reg._collector_to_names.items():
+            declared = set(getattr(collector, "_labelnames", ()))
+            for name in names:
+                out[name] = declared | ({"le"} if name.endswith("_bucket") else set())
+    return out
+
+
+def check_labels(expr: str, labels_of: dict[str, set[str]]) -> list[str]:
+    """Label names the expression groups by or matches on that none of its series has
+    (``job`` and ``instance`` come from the scrape)."""
+    known = {"job", "instance"}
+    for name in metric_names(expr):
+        known |= labels_of.get(name, set())
+    without_strings = re.sub(r'"[^"]*"', '""', expr)
+    used: set[str] = set()
+    for group in re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", without_strings):
+        used |= {x.strip() for x in group.split(",") if x.strip()}
+    for selector in re.findall(r"\{([^}]*)\}", without_strings):
+        used |= set(re.findall(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)", selector))
+    return sorted(used - known)
+
+
 def _series_names(registry: CollectorRegistry) -> set[str]:
     out: set[str] = set()
     for family in registry.collect():
@@ -244,7 +274,9 @@ def test_dashboard_has_the_panels_the_issue_lists() -> None:
     assert len(ids) == len(set(ids))
 
 
-def test_dashboard_queries_use_exported_metrics(exported: set[str]) -> None:
+def test_dashboard_queries_use_exported_metrics(
+    exported: set[str], labels_of: dict[str, set[str]]
+) -> None:
     datasource = load_yaml(DOCKER / "grafana/provisioning/datasources/prometheus.yaml")
     uid = datasource["datasources"][0]["uid"]
     for panel in dashboard_panels():
@@ -255,6 +287,8 @@ def test_dashboard_queries_use_exported_metrics(exported: set[str]) -> None:
             assert names, f"{panel['title']}: {target['expr']}"
             unknown = names - exported - PROMQL_BUILTINS
             assert not unknown, f"{panel['title']}: {sorted(unknown)} are not exported"
+            wrong = check_labels(target["expr"], labels_of)
+            assert not wrong, f"{panel['title']}: no series has the labels {wrong}"
 
 
 def test_grafana_provisioning_points_at_the_mounts(services: dict[str, dict[str, Any]]) -> None:
@@ -279,7 +313,7 @@ def alert_rules() -> list[dict[str, Any]]:
     return rules
 
 
-def test_alert_rules_shape_and_coverage(exported: set[str]) -> None:
+def test_alert_rules_shape_and_coverage(exported: set[str], labels_of: dict[str, set[str]]) -> None:
     rules = alert_rules()
     names = {r["alert"] for r in rules}
     for wanted in (
@@ -297,6 +331,16 @@ def test_alert_rules_shape_and_coverage(exported: set[str]) -> None:
         used = metric_names(rule["expr"])
         assert used, rule["alert"]
         assert not used - exported - PROMQL_BUILTINS, (rule["alert"], used - exported)
+        assert not check_labels(rule["expr"], labels_of), rule["alert"]
+
+
+def test_label_check_catches_a_typo(labels_of: dict[str, set[str]]) -> None:
+    good = 'sum by (payer_kind) (rate(ocs_quota_exhausted_total{payer_kind="wallet"}[5m]))'
+    assert check_labels(good, labels_of) == []
+    assert check_labels("sum by (payer) (rate(ocs_quota_exhausted_total[5m]))", labels_of) == [
+        "payer"
+    ]
+    assert check_labels('up{job="ocs"} == 0', labels_of) == []
 
 
 def test_prometheus_scrapes_the_compose_services(services: dict[str, dict[str, Any]]) -> None:
