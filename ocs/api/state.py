@@ -32,6 +32,7 @@ class ApiState:
     tokens: TokenCache
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     hot_answers: int = 0  # requests answered by ocs.api.hot_routes (tests, benchmarks)
+    _signals: dict[str, list[tuple[str, str | None]]] = field(default_factory=dict)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
@@ -51,7 +52,17 @@ class ApiState:
         return await self.network.send(op, sessions)
 
     def signal_later(self, sims: Iterable[tuple[str, str | None]], op: str) -> None:
-        self.spawn(self.signal(list(sims), op))
+        """RAR/ASR in the background. The SIMs queued during one event-loop iteration are
+        looked up together (one task, one pipeline): a session that several of those
+        requests signal gets one RAR, sent after all of their changes."""
+        if not self._signals:
+            asyncio.get_running_loop().call_soon(self._send_signals)
+        self._signals.setdefault(op, []).extend(sims)
+
+    def _send_signals(self) -> None:
+        pending, self._signals = self._signals, {}
+        for op, sims in pending.items():
+            self.spawn(self.signal(sims, op))
 
     def signal_payer(self, compiled: Compiled, tag: str, op: str) -> None:
         sims = compiled.payer_sims().get(tag)
@@ -61,6 +72,7 @@ class ApiState:
     async def drain(self, timeout: float = 5.0) -> None:
         """At shutdown: let the background network commands finish (bounded), then send
         what the store's command batcher holds and give its connection back."""
+        self._send_signals()
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=timeout)
         await self.store.batch.close()
