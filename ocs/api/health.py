@@ -2,8 +2,10 @@
 
 ``/readyz`` runs the checks the process's components registered (``ocs serve``: Redis,
 catalogue, Diameter listener; see :mod:`ocs.observability.health`) and the API's own Redis
-connection. Not ready is a 503 problem document whose ``checks`` member names each check's
-state. The same answers are on the metrics port (:mod:`ocs.observability.endpoint`).
+connection. Not ready is a 503 problem document whose ``checks`` member gives each check's
+state, ``ok`` or ``failing``: the API faces tenants, so the reasons (host names, error
+texts) are only on the metrics port (:mod:`ocs.observability.endpoint`), which faces the
+operator.
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ async def readyz(request: Request) -> Any:
     got = await default_health().ready(extra)
     if got.ready:
         return Ready(checks=got.checks)
-    failing = ", ".join(f"{n}: {r}" for n, r in got.checks.items() if r != "ok")
+    states = {name: "ok" if reason == "ok" else "failing" for name, reason in got.checks.items()}
+    failing = ", ".join(name for name, state in states.items() if state != "ok")
     response: JSONResponse = problem_response(
-        503, "not-ready", "Not ready", failing, request.url.path, checks=got.checks
+        503, "not-ready", "Not ready", f"failing: {failing}", request.url.path, checks=states
     )
     return response
