@@ -12,6 +12,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any, Final
 
@@ -395,3 +396,24 @@ def test_promtool_alert_unit_tests() -> None:
     )
     assert got.returncode == 0, got.stdout + got.stderr
     assert "SUCCESS" in got.stdout
+
+
+# -- config/ocs.toml ------------------------------------------------------------------------
+def test_sample_config_lists_every_setting_with_its_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README points at config/ocs.toml for every setting: it loads, and holds each setting
+    (set to its default, or commented out when there is none)."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(f"OCS_{name.upper()}", raising=False)  # the file's values only
+    sample = ROOT / "config" / "ocs.toml"
+    loaded = Settings.load(sample, data_dir=tmp_path)
+    text = sample.read_text(encoding="utf-8")
+    with sample.open("rb") as fh:
+        values = tomllib.load(fh)["ocs"]
+    for name, field in Settings.model_fields.items():
+        mentioned = re.search(rf"^#? ?{name} = ", text, re.MULTILINE)
+        assert mentioned, f"config/ocs.toml: add the setting {name!r}"
+        if name in values:
+            default = field.get_default(call_default_factory=True)
+            assert getattr(loaded, name) == default, f"{name}: not the default"
