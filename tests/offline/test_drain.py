@@ -166,9 +166,9 @@ async def test_rewound_group_after_commit_before_ack(
 
 
 async def test_batch_mixing_fresh_and_replayed_records(redis: Redis, db: Database) -> None:
-    """One batch: tenant 1's streams hold new records and records already stored (in
-    another stream), tenant 2's only new ones. Only tenant 1's rows take the conflict-safe
-    insert; each record is stored once."""
+    """One batch of first deliveries: tenant 1's streams hold new records and records already
+    stored (appended again), tenant 2's only new ones. Only tenant 1's rows take the
+    conflict-safe insert; each record is stored once, every entry is acknowledged."""
     t1, t2 = f"tm{os.getpid()}a", f"tm{os.getpid()}b"
     first = await add_usage(redis, f"{t1}:wallet:w", 20)
     await Drainer(redis, db, MASTER).run()
