@@ -41,6 +41,7 @@ from ocs.workers import STABLE_AFTER, Worker
 from tests.api.conftest import TENANT, demo_documents
 from tests.balance.fixtures import db_url, flushed_client, redis_base_url
 from tests.charging.ccr import build_ccr
+from tests.diameter.helpers import dwr
 from tests.diameter.test_cli_serve import free_port
 
 __all__ = ["redis_base_url"]
@@ -369,8 +370,34 @@ async def test_two_workers_share_rar_metrics_and_balances(
         for view in views:  # whichever worker answers, the same balance
             assert (view["available"], view["reserved"]) == (state["available"], 0)
 
-        # SIGTERM: every worker sends DPR to its peers, answers what is in flight, exits
+        # SIGTERM with CCRs in flight on both workers (Redis writes paused for a second, so
+        # their charges wait; the DWA after them says each worker has read them): every
+        # one is answered, then each worker sends DPR, and everything exits 0
+        await redis.execute_command("CLIENT", "PAUSE", "1000", "WRITE")
+        in_flight = [
+            asyncio.ensure_future(
+                gw.proto.send_request(
+                    build_ccr(
+                        f"{gw.name};drain{i}",
+                        request_type=CcRequestType.INITIAL_REQUEST,
+                        number=0,
+                        imsi=imsi(20 + i),
+                        msccs=[(10, GRANT, 0)],
+                        sgsn_mcc_mnc="26201",
+                    ),
+                    timeout=20,
+                )
+            )
+            for gw in gateways
+            for i in range(3)
+        ]
+        for gw in gateways:
+            dwa = await gw.proto.send_request(dwr(), timeout=10)
+            assert dwa.get(A.AVP_RESULT_CODE) == ResultCode.DIAMETER_SUCCESS
         served.proc.send_signal(signal.SIGTERM)
+        for answer in await asyncio.gather(*in_flight):
+            assert answer.command == Command.CREDIT_CONTROL and not answer.is_request
+            assert answer.get(A.AVP_RESULT_CODE) == ResultCode.DIAMETER_SUCCESS
         for gw in gateways:
             await asyncio.wait_for(asyncio.shield(gw.proto.closed), 20)
             assert gw.proto.peer.state == PeerState.CLOSING  # closed after our DPA to a DPR
