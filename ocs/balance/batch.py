@@ -46,6 +46,7 @@ from redis.typing import EncodableT
 from ocs.store import RedisClient
 
 MAX_BATCH: Final = 512  # commands per write; a longer queue is split over several
+WRITE_BEHIND_DELAY: Final = 0.002  # seconds a deferred command waits for a batch to join
 DEFAULT_TIMEOUT: Final = 0.5
 Command = Sequence[EncodableT]
 
@@ -191,6 +192,7 @@ class CommandBatcher:
         self._queue: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]] = []
         self._queued = 0
         self._scheduled = False
+        self._deferred: asyncio.TimerHandle | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._direct = _direct_params(redis) if own_connection else None
         self._conn: _RespConnection | None = None
@@ -212,15 +214,26 @@ class CommandBatcher:
                 raise reply
         return replies
 
-    def submit(self, commands: Sequence[Command]) -> asyncio.Future[list[Any]]:
+    def submit(
+        self, commands: Sequence[Command], *, defer: bool = False
+    ) -> asyncio.Future[list[Any]]:
         """Queue commands for the next batch without waiting: the future gets their replies
-        (error replies as exception objects in the list) or a connection error."""
+        (error replies as exception objects in the list) or a connection error.
+
+        ``defer``: nobody waits for these (write-behind): they go with the next batch that
+        someone does wait for, or on their own after ``WRITE_BEHIND_DELAY``. When requests
+        come one at a time, the answer written behind a CCR then shares the write (and the
+        read of the replies) of the next CCR's charge instead of costing its own system
+        calls. Order is kept: every command goes out in the order it was queued."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[Any]] = loop.create_future()
         self._queue.append((commands, fut))
         self._queued += len(commands)
         if self._queued >= self.max_batch:
             self._flush()
+        elif defer:
+            if not self._scheduled and self._deferred is None:
+                self._deferred = loop.call_later(WRITE_BEHIND_DELAY, self._flush)
         elif not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -228,6 +241,9 @@ class CommandBatcher:
 
     def _flush(self) -> None:
         self._scheduled = False
+        if self._deferred is not None:
+            self._deferred.cancel()
+            self._deferred = None
         if not self._queue:
             return
         batch, self._queue, self._queued = self._queue, [], 0

@@ -13,13 +13,14 @@ Redis. Even a reused Session-Id is charged once: the charge script keeps its res
 request id.
 
 Writes are write-behind: :meth:`SessionStore.save` queues them on the balance store's
-:class:`~ocs.balance.batch.CommandBatcher` (they go out with the next batch, in the same
-event-loop iteration, on the same connection, so a later read by this process sees them) and
-the answer is sent without waiting for Redis to confirm. The balance itself never depends on
-this: the charge script already stored its result under the request id, so a retransmission
-that finds no stored answer (the process died in the microseconds between) is answered from
-those results and charged once. The session hash is written only when it changes, and its TTL
-refreshed at most every ``ttl / TTL_REFRESH_DIVISOR`` seconds. ``write_behind=False`` waits.
+:class:`~ocs.balance.batch.CommandBatcher` (deferred: they go out with the next batch, at
+most ``WRITE_BEHIND_DELAY`` later, on the same connection and in order, so a later read by
+this process sees them) and the answer is sent without waiting for Redis to confirm. The
+balance itself never depends on this: the charge script already stored its result under the
+request id, so a retransmission that finds no stored answer (the process died in the
+milliseconds between) is answered from those results and charged once. The session hash is
+written only when it changes, and its TTL refreshed at most every
+``ttl / TTL_REFRESH_DIVISOR`` seconds. ``write_behind=False`` waits.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ class SessionStore:
                 commands.append(("EXPIRE", key, self.ttl))
         commands.append(("SET", answer_key(session_id, number), answer, "EX", self.ttl))
         if self.write_behind:
-            self.batch.submit(commands).add_done_callback(self._written)
+            self.batch.submit(commands, defer=True).add_done_callback(self._written)
         else:
             await self.batch.execute_many(commands)
         if closed:

@@ -153,3 +153,21 @@ async def test_close_waits_for_every_connection_to_go_back_to_the_pool(client: R
     assert await batcher.execute("GET", "batch:c") == b"100"
     await batcher.close()
     assert in_use(client) == 0
+
+
+@pytest.mark.parametrize("redis_backend", ["single"], indirect=True)
+async def test_deferred_writes_join_the_next_batch_or_go_on_their_own(client: Redis) -> None:
+    batcher = CommandBatcher(client)
+    assert await batcher.execute("PING") in (b"PONG", "PONG")
+    sent = batcher.batches
+    behind = batcher.submit([("SET", "batch:d", "1")], defer=True)
+    await asyncio.sleep(0)
+    assert batcher.batches == sent  # nobody waits for it: not sent on its own yet
+    assert await batcher.execute("GET", "batch:d") == b"1"  # one batch, in queue order
+    assert batcher.batches == sent + 1
+    assert await behind == [b"OK"]
+    alone = batcher.submit([("SET", "batch:e", "2")], defer=True)
+    assert await alone == [b"OK"]  # no company came: it went after the delay
+    assert batcher.batches == sent + 2
+    await batcher.close()
+    assert in_use(client) == 0
