@@ -31,6 +31,7 @@ from ocs.observability.health import Health, default_health
 log = logging.getLogger(__name__)
 
 LIVENESS_TIMEOUT: Final = 10.0  # seconds the event loop may take to run a no-op
+LOOP_LAG: Final = 1.0  # seconds /readyz allows the loop beyond the checks' own timeout
 JSON: Final = "application/json"
 
 
@@ -55,7 +56,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200 if alive else 503, body)
         elif path == "/readyz":
             health = self.server.health
-            got = self._in_loop(health.ready, health.timeout + LIVENESS_TIMEOUT)
+            got = self._in_loop(health.ready, health.timeout + LOOP_LAG)
             if got is _FAILED:
                 self._json(503, {"status": "not ready", "checks": {"loop": "not answering"}})
             else:
@@ -64,10 +65,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"status": "not found", "paths": ["/metrics", "/healthz", "/readyz"]})
 
     def _in_loop(self, func: Callable[..., Awaitable[Any]], timeout: float, *args: Any) -> Any:
+        """``func(*args)`` awaited in the components' loop; ``_FAILED`` if that loop is closed
+        or does not finish it within ``timeout`` (then it is cancelled)."""
+        coro = _call(func, *args)
         try:
-            future = asyncio.run_coroutine_threadsafe(_call(func, *args), self.server.loop)
+            future = asyncio.run_coroutine_threadsafe(coro, self.server.loop)
+        except RuntimeError:  # the loop is closed
+            coro.close()
+            return _FAILED
+        try:
             return future.result(timeout)
-        except (FutureTimeout, RuntimeError):  # stuck, or the loop is closed
+        except FutureTimeout:
+            future.cancel()
             return _FAILED
 
     def _json(self, status: int, body: dict[str, Any]) -> None:

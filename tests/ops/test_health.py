@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -29,7 +30,8 @@ from ocs.diameter.constants import CcRequestType, ResultCode
 from ocs.diameter.node import Node
 from ocs.diameter.peer import LocalConfig
 from ocs.diameter.transport import connect as diameter_connect
-from ocs.observability.health import default_health, postgres_check, redis_check
+from ocs.observability import endpoint
+from ocs.observability.health import Health, default_health, postgres_check, redis_check
 from ocs.observability.service import run_service
 from ocs.offline.cli import main_billrun
 from ocs.offline.db import connect
@@ -369,3 +371,33 @@ async def test_bill_run_reports_its_progress(pg_url: str, tmp_path: Path) -> Non
     total = registry_value("ocs_billrun_accounts")
     assert total > 0
     assert registry_value("ocs_billrun_accounts_done") == total
+
+
+def test_a_stuck_event_loop_is_neither_alive_nor_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The metrics port answers from its own thread: when the loop the components run in
+    does not get to the probe, /healthz and /readyz say so instead of hanging."""
+    monkeypatch.setattr(endpoint, "LIVENESS_TIMEOUT", 0.2)
+    monkeypatch.setattr(endpoint, "LOOP_LAG", 0.2)
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    release = threading.Event()
+    health = Health(timeout=0.2)
+    ops = endpoint.start_ops_server(0, health=health, loop=loop)
+    base = f"http://127.0.0.1:{ops.port}"
+    try:
+        assert httpx.get(f"{base}/healthz").status_code == 200
+        assert httpx.get(f"{base}/readyz").json() == {"status": "ready", "checks": {}}
+        loop.call_soon_threadsafe(release.wait, 30)  # the loop blocks in a callback
+        stuck = httpx.get(f"{base}/healthz", timeout=10)
+        assert stuck.status_code == 503
+        assert stuck.json() == {"status": "event loop not answering"}
+        not_ready = httpx.get(f"{base}/readyz", timeout=10)
+        assert not_ready.status_code == 503
+        assert not_ready.json()["checks"] == {"loop": "not answering"}
+    finally:
+        release.set()
+        asyncio.run_coroutine_threadsafe(ops.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(10)
+        loop.close()
