@@ -289,13 +289,25 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\u{ord(match.group()):04x}"
 
 
+def _json_text(document: dict[str, Any]) -> str:
+    """One item a line (readable, diffable), each by the C encoder: ``indent=`` would
+    fall back to the pure-Python one, 3.5x slower."""
+    parts = []
+    for key, value in document.items():
+        if isinstance(value, list):
+            items = ",\n ".join(json.dumps(v, ensure_ascii=False) for v in value)
+            parts.append(f"{json.dumps(key)}: [\n {items}\n]")
+        else:
+            parts.append(f"{json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
 def _write_folder(folder: Path, document: dict[str, Any]) -> None:
     """Written as JSON, which is YAML too (the loader reads it unchanged): PyYAML's emitter
     needs ~95 s for 100,000 SIMs (~40 s in C), ``json.dumps`` under one second."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "catalogue.yaml.tmp"
-    text = json.dumps(document, ensure_ascii=False, indent=1)
-    tmp.write_text(_YAML_UNPRINTABLE.sub(_escape, text), "utf-8")
+    tmp.write_text(_YAML_UNPRINTABLE.sub(_escape, _json_text(document)), "utf-8")
     tmp.replace(folder / "catalogue.yaml")
 
 
