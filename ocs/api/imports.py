@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ocs.api.problems import MAX_BODY, BodyLimit, Problem
+from ocs.api.problems import MAX_BODY, BodyLimit, Problem, ProblemDocument
 from ocs.api.state import Admin, Api, ApiState
 from ocs.crm.importer import DEFAULT_BATCH, KINDS, MAX_BATCH, run_import
 from ocs.crm.readers import FileError, Row, decode, format_of_media_type, read_rows
@@ -34,6 +34,10 @@ _BODY_DOC: Final[dict[str, Any]] = {
             "application/x-ndjson": {"schema": {"type": "string"}},
         },
     }
+}
+
+_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    415: {"model": ProblemDocument, "description": "not CSV, JSON or JSON Lines"}
 }
 
 
@@ -105,7 +109,9 @@ DryRun = Annotated[bool, Query(description="validate and report, write nothing")
 Batch = Annotated[int, Query(ge=1, le=MAX_BATCH, description="rows per state write")]
 
 
-@router.post("/accounts", response_model=ImportResult, openapi_extra=_BODY_DOC)
+@router.post(
+    "/accounts", response_model=ImportResult, openapi_extra=_BODY_DOC, responses=_RESPONSES
+)
 async def import_accounts(
     request: Request, who: Admin, api: Api, dry_run: DryRun = False, batch: Batch = DEFAULT_BATCH
 ) -> ImportResult:
@@ -113,7 +119,9 @@ async def import_accounts(
     return await _import("accounts", request, who.tenant, api, dry_run, batch)
 
 
-@router.post("/subscriptions", response_model=ImportResult, openapi_extra=_BODY_DOC)
+@router.post(
+    "/subscriptions", response_model=ImportResult, openapi_extra=_BODY_DOC, responses=_RESPONSES
+)
 async def import_subscriptions(
     request: Request, who: Admin, api: Api, dry_run: DryRun = False, batch: Batch = DEFAULT_BATCH
 ) -> ImportResult:
