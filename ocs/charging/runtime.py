@@ -31,6 +31,8 @@ from ocs.store import RedisHandle, open_redis
 
 log = logging.getLogger(__name__)
 
+GC_GEN0_THRESHOLD = 20_000  # allocations between young collections (CPython's default: 700)
+
 
 class NoCatalogue(Exception):
     """No catalogue was applied to this Redis: run `ocs catalog apply PATH` first."""
@@ -166,7 +168,11 @@ async def create_charging(
     if start:
         runtime.start()
         # The catalogue and the start-up objects live as long as the process: move them out
-        # of the collector's sight so that full collections under load stay short.
+        # of the collector's sight so that full collections under load stay short. The
+        # requests in flight are young objects that survive a collection or two (Diameter
+        # AVPs, futures): collecting every 700 allocations traversed them again and again
+        # (~7% of the server's CPU at 1,500 CCR/s); every GC_GEN0_THRESHOLD is enough.
         gc.collect()
         gc.freeze()
+        gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
     return runtime
