@@ -431,3 +431,55 @@ async def test_changed_live_subscriptions_get_rar_and_suspended_ones_asr(
     assert asr.get(A.AVP_SESSION_ID) == sid
     report = await _import(state_api, "subscriptions", f"imsi,status\n{imsi},suspended\n")
     assert (report.unchanged, report.signalled) == (1, {})
+
+
+async def test_the_same_rows_in_two_tenants_stay_apart(demo: Api, redis: RedisClient) -> None:
+    documents = api_fixtures.demo_documents()
+    documents["tenant.yaml"]["tenant"]["id"] = "other"
+    r = await demo.request("POST", "/v1/catalogue", who="other", json={"documents": documents})
+    assert r.status_code == 200, r.text
+    rows = [
+        {"imsi": "262031000000500", "account": "acme-iot", "plan": "iot-pool"},
+        {"imsi": "262031000000501", "account": "bob", "plan": "consumer-data"},
+    ]
+    payers = {"demo": "prepaid_pool:acme-pool", "other": "wallet:bob-wallet"}
+    for who, tenant in (("admin", "demo"), ("other", "other")):
+        body = [{**row, "payer": payers[tenant]} for row in rows]
+        if tenant == "other":
+            body[0]["payer"] = "prepaid_pool:acme-pool"
+            body[1]["properties"] = {"screens": 1}
+        r = await demo.request(
+            "POST",
+            "/v1/imports/subscriptions",
+            who=who,
+            content=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+        )
+        assert r.status_code == 200, r.text
+        assert (r.json()["created"], r.json()["rejected"]) == (2, [])
+    states = {}
+    for tenant in ("demo", "other"):
+        states[tenant] = json.loads(await redis.get(state_key(tenant)))["sims"]
+    assert states["demo"]["262031000000501"]["twins"][0]["payer"] == {
+        "kind": "prepaid_pool",
+        "id": "acme-pool",
+    }
+    assert states["other"]["262031000000501"]["twins"][0]["payer"] == {
+        "kind": "wallet",
+        "id": "bob-wallet",
+    }
+    assert states["other"]["262031000000501"]["twins"][0]["properties"] == {"screens": 1}
+    assert states["demo"]["262031000000501"]["twins"][0]["properties"] == {}
+    # a change through the other tenant's token changes that tenant's SIM only
+    demo_before = await redis.get(state_key("demo"))
+    r = await demo.request(
+        "POST",
+        "/v1/imports/subscriptions",
+        who="other",
+        content="imsi,status\n262031000000500,suspended\n",
+        headers={"Content-Type": "text/csv"},
+    )
+    assert (r.json()["updated"], r.json()["rejected"]) == (1, [])
+    other = json.loads(await redis.get(state_key("other")))["sims"]["262031000000500"]
+    assert other["twins"][0]["status"] == "suspended"
+    assert await redis.get(state_key("demo")) == demo_before
