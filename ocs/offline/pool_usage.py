@@ -52,12 +52,17 @@ class PoolFacts:
     late: dict[str, list[LatePool]] = field(default_factory=dict)
 
 
+# the period's usage per payer and (flag late: true) whether it has late usage
 _USED = (
-    "SELECT payer, CASE WHEN ts < $2 THEN (ts AT TIME ZONE $5)::date END AS late_day,"
-    " sum(units) AS used FROM usage_records"
-    " JOIN unnest($1::text[], $6::bigint[]) AS p(payer, lo) USING (payer)"
+    "SELECT payer, ts < $2 AS late, sum(units) AS used FROM usage_records"
+    " JOIN unnest($1::text[], $5::bigint[]) AS p(payer, lo) USING (payer)"
     " WHERE kind = 'usage' AND (seq IS NULL OR seq <= $4)"
     " AND (ts >= $2 AND ts < $3 OR ts < $2 AND seq > p.lo) GROUP BY 1, 2"
+)
+_LATE_DAYS = (  # the local dates of the late usage of the payers that have some
+    "SELECT DISTINCT payer, (ts AT TIME ZONE $4)::date AS day FROM usage_records"
+    " JOIN unnest($1::text[], $5::bigint[]) AS p(payer, lo) USING (payer)"
+    " WHERE kind = 'usage' AND ts < $2 AND seq > p.lo AND seq <= $3"
 )
 _REACHED = (  # adaptive pools: the tier the lifecycle stepped up to
     "SELECT payer, max((ctx->>'size')::bigint) AS reached FROM usage_records"
@@ -96,12 +101,19 @@ async def pool_facts(
     if not payers:
         return facts
     los = [window.lo_of(owners[p]) if window.late else window.hi for p in payers]
-    late_days: dict[str, set[date]] = {}
-    for r in await conn.fetch(_USED, payers, period.start, period.end, window.hi, window.tz, los):
-        if r["late_day"] is None:
-            facts.used[r["payer"]] = int(r["used"])
+    late_payers: list[str] = []
+    for r in await conn.fetch(_USED, payers, period.start, period.end, window.hi, los):
+        if r["late"]:
+            late_payers.append(r["payer"])
         else:
-            late_days.setdefault(r["payer"], set()).add(r["late_day"])
+            facts.used[r["payer"]] = int(r["used"])
+    late_days: dict[str, set[date]] = {}
+    if late_payers:
+        lates = [window.lo_of(owners[p]) for p in late_payers]
+        for r in await conn.fetch(
+            _LATE_DAYS, late_payers, period.start, window.hi, window.tz, lates
+        ):
+            late_days.setdefault(r["payer"], set()).add(r["day"])
     for r in await conn.fetch(_REACHED, payers, period.start, period.end, window.hi):
         facts.reached[r["payer"]] = int(r["reached"])
     for r in await conn.fetch(

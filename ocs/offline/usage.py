@@ -174,21 +174,31 @@ _RK: Final = (
 _PAIRS: Final = (
     "p AS (SELECT * FROM unnest($1::text[], $2::text[], $20::bigint[]) AS p(buyer, acc, lo))"
 )
-# records of the period up to the watermark $21, and the late ones (seq > $22, the lowest lo);
-# late_day: the local date ($23: the tenant's time zone) of a late record
-_LEVELS: Final = (
-    "SELECT r.ts, r.record_key, r.units, r.rating_group, r.imsi_bidx, r.twin, r.account_id,"
-    " coalesce(r.service, 'data') AS service, l.ord, l.e AS level, r.seq,"
-    " CASE WHEN r.ts < $3 THEN (r.ts AT TIME ZONE $23)::date END AS late_day,"
-    " CASE WHEN r.rating_group = ANY($19::int[]) THEN r.rating_group ELSE -1 END AS rgk,"
-    " l.e->>'buyer' AS buyer, l.e->>'seller' AS seller,"
-    " split_part(l.e->>'payer', ':', 1) AS payer_kind, l.e->>'plan' AS plan,"
-    " l.e->>'zone' AS zone, l.e->>'band' AS band"
-    " FROM usage_records r,"
-    " jsonb_array_elements(r.ctx->'levels') WITH ORDINALITY AS l(e, ord)"
-    " WHERE r.kind = 'usage' AND (r.seq IS NULL OR r.seq <= $21)"
-    " AND (r.ts >= $3 AND r.ts < $4 OR r.ts < $3 AND r.seq > $22)"
-)
+# records up to the watermark $21: the period's ($3, $4), and the late ones (seq > $22, the
+# lowest lo of the run's buyers)
+_PERIOD: Final = " AND r.ts >= $3 AND r.ts < $4"
+_PERIOD_AND_LATE: Final = " AND (r.ts >= $3 AND r.ts < $4 OR r.ts < $3 AND r.seq > $22)"
+# (least: $4 referenced, so every query of the module takes the same parameters)
+_ONLY_LATE: Final = " AND r.ts < least($3::timestamptz, $4::timestamptz) AND r.seq > $22"
+_LATE_FLAG: Final = "r.ts < $3"  # a boolean: the planner counts 2 groups, hash aggregation
+_LATE_DAY: Final = "(r.ts AT TIME ZONE $23)::date"  # $23: the tenant's time zone
+
+
+def _levels(late: str, where: str) -> str:
+    """(record, level) rows; ``late``: the expression of column ``late``."""
+    return (
+        "SELECT r.ts, r.record_key, r.units, r.rating_group, r.imsi_bidx, r.twin, r.account_id,"
+        f" coalesce(r.service, 'data') AS service, l.ord, l.e AS level, r.seq, {late} AS late,"
+        " CASE WHEN r.rating_group = ANY($19::int[]) THEN r.rating_group ELSE -1 END AS rgk,"
+        " l.e->>'buyer' AS buyer, l.e->>'seller' AS seller,"
+        " split_part(l.e->>'payer', ':', 1) AS payer_kind, l.e->>'plan' AS plan,"
+        " l.e->>'zone' AS zone, l.e->>'band' AS band"
+        " FROM usage_records r,"
+        " jsonb_array_elements(r.ctx->'levels') WITH ORDINALITY AS l(e, ord)"
+        f" WHERE r.kind = 'usage' AND (r.seq IS NULL OR r.seq <= $21){where}"
+    )
+
+
 _MATCH: Final = (
     "rk.plan = lv.plan AND rk.service = lv.service AND rk.zone = lv.zone"
     " AND rk.band = lv.band AND rk.rg = lv.rgk AND lv.ts >= rk.vfrom AND lv.ts < rk.vto"
@@ -214,30 +224,35 @@ def _scope(small: bool) -> str:
     return ""
 
 
-def _sum_sql(small: bool) -> str:
-    """Per (buyer, issuer, payer kind, plan, zone, service, currency, late day): records,
+def _sum_sql(small: bool, *, late_days: bool = False) -> str:
+    """Per (buyer, issuer, payer kind, plan, zone, service, currency, late): records,
     quantity and the sum of the per-record amounts; currency NULL: rows left for the record
-    path. A late record counts for a buyer only above the buyer's own watermark."""
+    path. A late record counts for a buyer only above the buyer's own watermark. ``late`` is
+    a flag (the period's rows and, only to detect them, the late ones), or with
+    ``late_days`` the local date of each late row (the late rows alone: a second scan, run
+    only when the first found late rows)."""
+    lv = _levels(_LATE_DAY, _ONLY_LATE) if late_days else _levels(_LATE_FLAG, _PERIOD_AND_LATE)
     return (
-        f"WITH {_PAIRS}, {_RK}, lv AS ({_LEVELS}{_scope(small)})"
+        f"WITH {_PAIRS}, {_RK}, lv AS ({lv}{_scope(small)})"
         " SELECT lv.buyer, lv.seller, lv.payer_kind, lv.plan, lv.zone, lv.service,"
-        f" rk.currency, lv.late_day, count(*) AS records, sum(lv.units) AS qty,"
+        " rk.currency, lv.late, count(*) AS records, sum(lv.units) AS qty,"
         f" sum({_AMOUNT}) AS amount"
         " FROM lv JOIN p ON p.buyer = lv.buyer AND p.acc = lv.account_id"
-        " AND (lv.late_day IS NULL OR lv.seq > p.lo)"
-        f" LEFT JOIN rk ON {_MATCH} {_RAW}"
+        + (" AND lv.seq > p.lo" if late_days else " AND (NOT lv.late OR lv.seq > p.lo)")
+        + f" LEFT JOIN rk ON {_MATCH} {_RAW}"
         " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"
     )
 
 
 def _record_sql() -> str:
-    """One buyer's (record, level) rows of the period that need the record path, in event
-    order (called with $22 = $21: no late rows)."""
+    """One buyer's ($22) (record, level) rows of the period that need the record path, in
+    event order."""
+    lv = _levels("false", _PERIOD)
     return (
-        f"WITH {_PAIRS}, {_RK}, lv AS ({_LEVELS} AND r.account_id = ANY($2::text[]))"
+        f"WITH {_PAIRS}, {_RK}, lv AS ({lv} AND r.account_id = ANY($2::text[]))"
         " SELECT lv.ts, lv.units, lv.service, lv.rating_group, lv.imsi_bidx, lv.twin, lv.level,"
-        " lv.seq FROM lv LEFT JOIN rk ON " + _MATCH + " WHERE lv.buyer = $24"
-        " AND rk.plan IS NULL AND lv.late_day IS NULL ORDER BY lv.ts, lv.record_key, lv.ord"
+        " lv.seq FROM lv LEFT JOIN rk ON " + _MATCH + " WHERE lv.buyer = $22"
+        " AND rk.plan IS NULL ORDER BY lv.ts, lv.record_key, lv.ord"
     )
 
 
@@ -302,15 +317,18 @@ async def usage_lines(
     los = [window.lo_of(b) for b, _ in pairs]
     pair_args = ([b for b, _ in pairs], [a for _, a in pairs])
     small = len(buyers) <= SMALL_RUN
-    marks = (los, window.hi, window.lo_min, window.tz)
-    base = (*pair_args, period.start, period.end, *rates.args(), *marks)
+    base = (*pair_args, period.start, period.end, *rates.args(), los, window.hi, window.lo_min)
     tenant = catalogue.tenant.id
     groups = _Groups()
     needs_records: set[str] = set()
     late_replays: set[tuple[str, Period]] = set()
     await conn.execute("SET LOCAL work_mem = '64MB'")
-    for r in await conn.fetch(_sum_sql(small), *base):
-        late = None if r["late_day"] is None else _day_period(window, r["late_day"])
+    rows = await conn.fetch(_sum_sql(small), *base)
+    if any(r["late"] for r in rows):
+        rows = [r for r in rows if not r["late"]]
+        rows += await conn.fetch(_sum_sql(small, late_days=True), *base, window.tz)
+    for r in rows:
+        late = _day_period(window, r["late"]) if r["late"] else None
         if r["currency"] is None:
             if late is None:
                 needs_records.add(r["buyer"])
@@ -368,8 +386,6 @@ async def _record_path(
         *rates.args(),
         [lo] * len(accounts),
         window.hi,
-        window.hi,  # no late rows inside the record path
-        window.tz,
         buyer,
         prefetch=RECORD_PREFETCH,
     )
