@@ -154,6 +154,20 @@ async def test_auto_top_off_is_bought_inside_the_reservation_and_capped_per_peri
     ]
     assert (await life(redis, tag))["top_offs"] == 1
 
+    # the next roll removes the expired top-off buckets (valid 30 days) without reservations;
+    # December's still holds r6's reservation and stays
+    await Lifecycle(redis).run_once(provisioned, ms("2027-01-01T00:00:00"))
+    ids = set(by_id(await store.buckets(tag)))
+    november = {f"topped:auto:2026-11-01T00:00:00Z:{n}" for n in (1, 2)}
+    assert not ids & november
+    assert "topped:auto:2026-12-01T00:00:00Z:1" in ids
+    expired = [
+        json.loads(r.fields["ctx"])
+        for r in await store.records(tag)
+        if '"expire"' in r.fields.get("ctx", "")
+    ]
+    assert [sorted(e["buckets"]) for e in expired] == [sorted(november)]
+
 
 async def test_auto_top_off_covers_an_event_debit(
     store: BalanceStore, provisioned: list[PoolRules]

@@ -17,7 +17,8 @@
 -- renew {period, next={id, start, end}, due="end"|"depleted", credit?={bucket, size},
 --   fee, currency, billed="invoice"|"wallet"|"none", pool, account, fallback?}:
 --   if `period` is still current and due, set the bucket's available to `size` minus what
---   is reserved (no rollover; tier 0 for an adaptive pool), lift a hold, start `next`, and
+--   is reserved (no rollover; tier 0 for an adaptive pool), lift a hold, remove expired
+--   buckets without reservations (record "expire"), start `next`, and
 --   write the renewal record (context "period": the period the fee pays for, "ended": the
 --   one that ended). Otherwise "already" / "not_due".
 -- pay {ref, fee, currency, pool, account, period}: debit the fee from this payer's money
@@ -117,6 +118,30 @@ if current ~= args.period then
   return reply({status = 'already', period = current})
 end
 
+-- Remove buckets that expired (valid_to passed) and hold no reservation: bought top-offs
+-- would otherwise pile up, and charge.lua reads every definition on each call. What they
+-- still had is forfeited, in one record.
+local function purge_expired()
+  local defs = redis.call('HGETALL', KEYS[1])
+  local alloc, ids = {}, {}
+  for i = 1, #defs, 2 do
+    local d = cjson.decode(defs[i + 1])
+    local to = tonumber(d.to or 0)
+    local bid = defs[i]
+    if to ~= 0 and to <= now and num(bid .. ':r') == 0 then
+      local a = num(bid .. ':a')
+      redis.call('HDEL', KEYS[1], bid)
+      redis.call('HDEL', KEYS[2], bid .. ':a', bid .. ':r', bid .. ':u', bid .. ':i', bid .. ':x')
+      alloc[#alloc + 1] = {bid, I(-a)}
+      ids[#ids + 1] = bid
+    end
+  end
+  if #ids > 0 then
+    record('expire:' .. tag .. ':' .. current, 0, alloc, {api = 'expire', buckets = ids,
+      pool = args.pool, account = args.account, period = current})
+  end
+end
+
 if action == 'renew' then
   local credit = args.credit
   if args.due == 'depleted' then
@@ -146,6 +171,7 @@ if action == 'renew' then
     hold_all(false)
     redis.call('HDEL', KEYS[3], 'hold')
   end
+  purge_expired()
   start_period(args.next)
   if credit then
     -- "renewal" is a purchase the invoice charges; one paid from a wallet is not
