@@ -21,7 +21,7 @@ from ocs.lifecycle.rules import topoff_rule
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import load_catalogue
 from ocs.store import RedisClient
-from tests.balance.helpers import by_id, charge
+from tests.balance.helpers import assert_conserved, by_id, charge
 
 CATALOGUE = """
 tenant: {id: t1, home_network: "00101", time_zone: UTC, currency: EUR}
@@ -144,6 +144,7 @@ async def test_auto_top_off_is_bought_inside_the_reservation_and_capped_per_peri
     report = await Lifecycle(redis).run_once(provisioned, DEC)
     assert report.outcomes["rolled"] == 1
     assert (await life(redis, tag))["period"] == "2026-12-01T00:00:00Z"
+    await assert_conserved(store, tag)
     after = await charge(store, tag, "r6", want=800, now=DEC + 1)
     assert (after.status, after.granted) == ("ok", 800)
     bought = await records(store, tag, "topoff")
@@ -259,6 +260,7 @@ async def test_period_end_renewal_charges_the_invoice_once_with_many_workers(
     # no rollover: available + reserved is the size again; conservation holds
     assert (bucket.available, bucket.reserved) == (800, 200)
     assert bucket.credited == bucket.available + bucket.reserved + bucket.used
+    await assert_conserved(store, tag)
     # the next boundary renews again, once
     jan = ms("2027-01-01T00:00:00")
     await Lifecycle(redis).run_once(provisioned, jan)
@@ -281,9 +283,10 @@ async def test_depleted_bundle_renews_from_its_wallet_then_suspends_when_unpaid(
     assert report.outcomes["renewed"] == 1
     assert by_id(await store.buckets(wallet))["w1"].available == 50
     fee = await records(store, wallet, "fee")
-    assert [(f["money"], f["ctx"]["api"], f["ctx"]["pool"]) for f in fee] == [
-        ("100", "renewal-fee", "bundle")
+    assert [(f["money"], f["alloc"], f["ctx"]["api"], f["ctx"]["pool"]) for f in fee] == [
+        ("100", '[["w1","-100"]]', "renewal-fee", "bundle")
     ]
+    await assert_conserved(store, wallet)  # a negative credit: credited = available + used
     # the pool's renewal record says it was paid from the wallet: not for the invoice
     [renewal] = [r["ctx"] for r in await records(store, tag, "renewal")]
     assert (renewal["api"], renewal["billed"], renewal["due"]) == (

@@ -101,9 +101,10 @@ if action == 'pay' then
   for _, b in ipairs(order) do
     local take = math.min(left, math.max(b.a, 0))
     if take > 0 then
+      -- a negative credit, like an adjust record: the wallet view shows -fee
       redis.call('HINCRBY', KEYS[2], b.id .. ':a', -take)
-      redis.call('HINCRBY', KEYS[2], b.id .. ':u', take)
-      alloc[#alloc + 1] = {b.id, I(take)}
+      redis.call('HINCRBY', KEYS[2], b.id .. ':i', -take)
+      alloc[#alloc + 1] = {b.id, I(-take)}
       left = left - take
     end
   end
