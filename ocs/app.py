@@ -132,6 +132,11 @@ async def show_balance_cli(settings: Settings, msisdn: str, *, as_json: bool) ->
         return 0
     for payer in balance.get("payers", []):
         print(f"{payer.get('payer', payer.get('id', '?'))}:")
+        life = payer.get("lifecycle")
+        if life:  # docs/lifecycle.md
+            tier = f" tier={life['tier']} ({life['tier_size']})" if "tier" in life else ""
+            held = " SUSPENDED" if life.get("suspended") else ""
+            print(f"  period {life['period']} top-offs={life['top_offs']}{tier}{held}")
         for bucket in payer.get("buckets", []):
             print(
                 "  {id}: {unit} available={available} reserved={reserved} used={used}".format(
