@@ -199,6 +199,8 @@ async def test_cli_lifecycle_run_renews_once_across_the_boundary(
     assert "nothing due" in capsys.readouterr().out
     renewals = [r for r in await life_store.records(LADDER) if '"renewal"' in r.fields["ctx"]]
     assert len(renewals) == 1
+    assert await _main(["balance", "show", LADDER_MSISDN, *flags]) == 0
+    assert "top-offs=0 tier=0 (2000000)" in capsys.readouterr().out
     # bad input: a clear error naming the option, exit status 2
     assert await _main(["lifecycle", "run", "--now", "yesterday", *flags]) == 2
     assert "--now: 'yesterday' is not an ISO 8601 time" in capsys.readouterr().err
