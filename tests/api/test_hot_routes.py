@@ -4,19 +4,26 @@ and every status, content type and body is compared."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+from redis.exceptions import RedisError
 
 from ocs.api import start_api
+from ocs.api.auth import Scope, create_token
 from ocs.api.state import ApiState
 from ocs.config import Settings
-from ocs.store import RedisClient
-from tests.api.conftest import Api
+from ocs.store import RedisClient, client_for_url
+from tests.api.conftest import Api, demo_documents
 
 TOP_UP = "/v1/wallets/bob-wallet/top-ups"
 JSON = {"Content-Type": "application/json"}
@@ -180,3 +187,79 @@ async def test_top_up_after_script_flush(pair: Pair, redis: RedisClient) -> None
     assert r.json()["available"] == before + 7
     assert pair.state.hot_answers == seen + 1
     assert await _available(pair) == before + 7
+
+
+@pytest.fixture
+def own_redis() -> Iterator[str]:
+    """A Redis server of this test's own, to be stopped halfway through."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("needs the redis-server binary on PATH")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [server, "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+async def test_redis_gone_is_503_both_ways(settings: Settings, own_redis: str) -> None:
+    """Redis stops after the hot server has cached the token and the catalogue: the hot
+    routes' handler errors get the app's 503 problem, as the FastAPI way does."""
+    own = settings.model_copy(update={"redis_url": own_redis})
+    client = client_for_url(own_redis, timeout=2)
+    token = await create_token(client, "demo", Scope.ADMIN)
+    await client.aclose()
+    hot = await start_api(own, port=0)
+    plain = await start_api(own, port=0, hot_routes=False)
+    auth = {"Authorization": f"Bearer {token}"}
+    try:
+        async with (
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{hot.port}", headers=auth) as h,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{plain.port}", headers=auth) as p,
+        ):
+            r = await h.post("/v1/catalogue", json={"documents": demo_documents()})
+            assert r.status_code == 200, r.text
+            assert (await h.get("/v1/wallets/bob-wallet")).status_code == 200
+            assert (await p.get("/v1/wallets/bob-wallet")).status_code == 200
+            app: Any = hot.server.config.app
+            state: ApiState = app.state.api
+            seen = state.hot_answers
+            await _shutdown(own_redis)
+            body = {"amount": 5, "currency": "EUR"}
+            requests: list[tuple[str, str, dict[str, Any]]] = [
+                ("GET", "/v1/wallets/bob-wallet", {}),
+                ("POST", TOP_UP, {"json": body, "headers": {"Idempotency-Key": "gone-1"}}),
+            ]
+            for method, path, kw in requests:
+                a = await h.request(method, path, **kw)
+                b = await p.request(method, path, **kw)
+                assert a.status_code == 503, a.text
+                assert a.headers["retry-after"] == b.headers["retry-after"] == "1"
+                _same(a, b)
+            assert state.hot_answers == seen + 2
+    finally:
+        await plain.stop()
+        await hot.stop()
+
+
+async def _shutdown(url: str) -> None:
+    client = client_for_url(url, timeout=2)
+    with contextlib.suppress(RedisError):
+        await client.shutdown(nosave=True)
+    await client.aclose()
