@@ -99,7 +99,7 @@ def _import_parsers(sub: Any) -> None:
         p.add_argument("--format", choices=["csv", "json"], help="default: from the file name")
         p.add_argument("--dry-run", action="store_true", help="validate and report, write nothing")
         p.add_argument("--report", help="write the report (JSON) to this file")
-        p.add_argument("--batch", type=int, default=50_000, help="rows per state write")
+        p.add_argument("--batch", type=int, help="rows per state write (default 100,000)")
         _store_flags(p)
 
 
