@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument("--redis-url", required=True, help="a Redis database to flush and use")
     parser.add_argument("--subscriptions", type=int, default=100_000)
     parser.add_argument("--accounts", type=int, default=1_000)
-    parser.add_argument("--batch", type=int, default=50_000, help="rows per state write")
+    parser.add_argument("--batch", type=int, default=100_000, help="rows per state write")
     parser.add_argument("--profile", type=Path, help="write a cProfile of an update run here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-import-") as tmp:

@@ -63,8 +63,9 @@ def main_import(
     fmt: str | None = None,
     dry_run: bool = False,
     report_path: str | None = None,
-    batch: int = DEFAULT_BATCH,
+    batch: int | None = None,
 ) -> int:
+    batch = DEFAULT_BATCH if batch is None else batch
     if kind not in KINDS:
         return _fail(f"unknown import {kind!r} (one of {', '.join(KINDS)})")
     if batch < 1:

@@ -30,7 +30,7 @@ from ocs.rating.errors import Issue
 from ocs.rating.loader import _collector_paused, check_documents
 
 KINDS: Final = {"accounts": accounts.COLUMNS, "subscriptions": subscriptions.COLUMNS}
-DEFAULT_BATCH: Final = 50_000
+DEFAULT_BATCH: Final = 100_000  # 50,000 took 40 % more CPU for 100k rows (two compiles)
 MAX_BATCH: Final = 1_000_000
 _ROUNDS: Final = 8  # compile rounds per batch (each may reject rows the previous found)
 _ATTEMPTS: Final = 3  # re-plans when another writer changed the state meanwhile
