@@ -483,3 +483,22 @@ async def test_the_same_rows_in_two_tenants_stay_apart(demo: Api, redis: RedisCl
     other = json.loads(await redis.get(state_key("other")))["sims"]["262031000000500"]
     assert other["twins"][0]["status"] == "suspended"
     assert await redis.get(state_key("demo")) == demo_before
+
+
+async def test_batches_write_once_each_and_skip_when_unchanged(
+    demo: Api, settings: Settings, redis: RedisClient
+) -> None:
+    state_api = _state_api(settings, redis)
+    header = "imsi,account,plan,payer\n"
+    good = "{},acme-iot,iot-pool,prepaid_pool:acme-pool\n"
+    imsis = [f"26203100000060{i}" for i in range(5)]
+    text = header + "".join(good.format(i) for i in imsis[:3])
+    text += f"{imsis[3]},acme-iot,no-plan,prepaid_pool:acme-pool\n" + good.format(imsis[4])
+    rev_before = int(await redis.get(revision_key(TENANT)))
+    report = await _import(state_api, "subscriptions", text, batch=2)
+    assert (report.created, len(report.rejected)) == (4, 1)
+    assert report.revisions == [rev_before + 1, rev_before + 2, rev_before + 3]
+    # the second batch (one good row unchanged, one new) writes, the first does not
+    text = header + good.format(imsis[0]) + good.format(imsis[1]) + good.format("262031000000610")
+    report = await _import(state_api, "subscriptions", text, batch=2)
+    assert (report.created, report.unchanged, report.revisions) == (1, 2, [rev_before + 4])
