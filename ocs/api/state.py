@@ -62,7 +62,7 @@ class ApiState:
     def _send_signals(self) -> None:
         pending, self._signals = self._signals, {}
         for op, sims in pending.items():
-            self.spawn(self.signal(sims, op))
+            self.spawn(self.signal(list(dict.fromkeys(sims)), op))  # each SIM looked up once
 
     def signal_payer(self, compiled: Compiled, tag: str, op: str) -> None:
         sims = compiled.payer_sims().get(tag)
