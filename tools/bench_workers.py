@@ -105,6 +105,7 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
             **vars(args),
             rate=0.0,
             sessions=0,
+            max_open=0,  # closed loop: the window bounds the open sessions
             rating_group=10,
             imsi_first=str(262010000000000 + c * share),
             imsi_count=share,
