@@ -231,6 +231,8 @@ class Supervisor:
         return bound
 
     async def _apply_catalogue(self, path: str) -> None:
+        from redis.exceptions import RedisError  # noqa: PLC0415
+
         from .charging import apply_catalog  # noqa: PLC0415
         from .rating.errors import CatalogueError  # noqa: PLC0415
 
@@ -238,6 +240,8 @@ class Supervisor:
             await apply_catalog(path, self.worker_settings)
         except CatalogueError as exc:
             raise StartError(str(exc)) from None
+        except RedisError as exc:
+            raise StartError(f"Redis: {exc}") from None
 
     async def _start_all(self) -> None:
         results = await asyncio.gather(
