@@ -421,3 +421,21 @@ def test_sample_config_lists_every_setting_with_its_default(
         if name in values:
             default = field.get_default(call_default_factory=True)
             assert getattr(loaded, name) == default, f"{name}: not the default"
+
+
+# -- what the image installs ----------------------------------------------------------------
+def test_every_data_file_of_the_package_is_shipped() -> None:
+    """The image installs the package from a wheel (`pip install .`), which holds only the
+    files `[tool.setuptools.package-data]` names: every non-Python file under ocs/ must match
+    one of its patterns (the Diameter dictionary avps.tsv once did not)."""
+    with (ROOT / "pyproject.toml").open("rb") as fh:
+        patterns = tomllib.load(fh)["tool"]["setuptools"]["package-data"]["*"]
+    built = {".py", ".pyc", ".so", ".c", ".h"}
+    data = [
+        p
+        for p in (ROOT / "ocs").rglob("*")
+        if p.is_file() and p.suffix not in built and "__pycache__" not in p.parts
+    ]
+    assert data, "no data files found: the walk is wrong"
+    missing = [str(p.relative_to(ROOT)) for p in data if not any(p.match(g) for g in patterns)]
+    assert not missing, f"not in package-data, so not in the image: {missing}"
