@@ -502,3 +502,30 @@ async def test_batches_write_once_each_and_skip_when_unchanged(
     text = header + good.format(imsis[0]) + good.format(imsis[1]) + good.format("262031000000610")
     report = await _import(state_api, "subscriptions", text, batch=2)
     assert (report.created, report.unchanged, report.revisions) == (1, 2, [rev_before + 4])
+
+
+async def test_account_json_cells_and_a_hierarchy_loop(
+    demo: Api, settings: Settings, redis: RedisClient
+) -> None:
+    state_api = _state_api(settings, redis)
+    plans = '"[{""plan"": ""wholesale-iot"", ""from"": ""2024-01-01T00:00:00+01:00""}]"'
+    text = (
+        "id,kind,payment,plans,payer,parent\n"
+        f"crm-reseller,reseller,postpaid,{plans},postpaid_pool:reseller-postpaid,\n"
+        "crm-loop-a,,,,,crm-loop-b\n"
+        "crm-loop-b,,,,,crm-loop-a\n"
+        f"crm-no-payer,reseller,postpaid,{plans},,\n"
+        "crm-bad-payer,,,,pool:x,\n"
+    )
+    report = await _import(state_api, "accounts", text)
+    assert report.created == 1
+    reasons = _reasons(report)
+    assert reasons[3] == ("parent", "account hierarchy loops at 'crm-loop-a'")
+    assert reasons[4] == ("parent", "account hierarchy loops at 'crm-loop-b'")
+    assert reasons[5] == ("payer", "account 'crm-no-payer' has plans but no payer")
+    assert reasons[6][0] == "payer" and reasons[6][1].startswith("expected KIND:ID")
+    _, state = await state_api.catalogues.load_state(TENANT)
+    reseller = state["accounts"]["crm-reseller"]
+    assert reseller["payer"] == {"kind": "postpaid_pool", "id": "reseller-postpaid"}
+    assert reseller["plans"][0]["plan"] == "wholesale-iot"
+    assert not {"crm-loop-a", "crm-loop-b", "crm-no-payer"} & set(state["accounts"])
