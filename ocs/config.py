@@ -11,13 +11,16 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "ocs"
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 
 
 class ConfigError(Exception):
@@ -66,6 +69,16 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9464, ge=0, le=65535)
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one object per line
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_scheme(cls, value: str | None) -> str | None:
+        """A URL the Redis clients accept (ocs.store), refused here in one line, not later."""
+        if value and value.partition("://")[0] not in REDIS_SCHEMES:
+            raise ValueError(
+                f"must start with one of {', '.join(s + '://' for s in REDIS_SCHEMES)}"
+            )
+        return value
 
     @classmethod
     def load(cls, config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
