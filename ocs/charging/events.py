@@ -136,6 +136,7 @@ class EventCharging:
             ),
         )
         if result.status == "insufficient":
+            app.metrics.count_exhausted(payer)
             code = int(ResultCode.DIAMETER_CREDIT_LIMIT_REACHED)
             out.add(mscc_answer(code, rating_group=rg), code)
             return

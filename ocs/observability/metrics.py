@@ -90,7 +90,8 @@ class ChargingMetrics:
         )
         self.exhausted = Counter(
             "ocs_quota_exhausted",
-            "MSCCs that asked for units and got none (Credit limit reached), by payer kind",
+            "MSCCs that asked for units and got none, and event debits refused (Credit limit "
+            "reached), by payer kind",
             ["payer_kind"],
             registry=reg,
         )
@@ -132,9 +133,13 @@ class ChargingMetrics:
             if left == 0:
                 self.final_units.labels(action.name.lower()).inc()
         elif want > 0:
-            self.exhausted.labels(_payer_kind(payer)).inc()
+            self.count_exhausted(payer)
             if action.name.lower() != FUI_TERMINATE:
                 self.final_units.labels(action.name.lower()).inc()
+
+    def count_exhausted(self, payer: str) -> None:
+        """``payer`` (``tenant:kind:id``) could not pay: nothing granted, or a debit refused."""
+        self.exhausted.labels(_payer_kind(payer)).inc()
 
 
 class ApiMetrics:
