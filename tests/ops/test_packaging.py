@@ -439,3 +439,17 @@ def test_every_data_file_of_the_package_is_shipped() -> None:
     assert data, "no data files found: the walk is wrong"
     missing = [str(p.relative_to(ROOT)) for p in data if not any(p.match(g) for g in patterns)]
     assert not missing, f"not in package-data, so not in the image: {missing}"
+
+
+def test_every_ocs_container_shares_the_data_volume(services: dict[str, dict[str, Any]]) -> None:
+    """The offline master key is a file in the data directory: a drain, bill run or setup
+    container with a data directory of its own would make a key of its own."""
+    mounts = set()
+    for name, service in services.items():
+        if service.get("image") != OCS_IMAGE:
+            continue
+        data_dir = service["environment"]["OCS_DATA_DIR"]
+        shared = [v for v in service.get("volumes", []) if str(v).endswith(f":{data_dir}")]
+        assert len(shared) == 1, f"{name}: {data_dir} is not on a volume"
+        mounts.add(shared[0])
+    assert len(mounts) == 1
