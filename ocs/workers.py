@@ -279,9 +279,7 @@ class Supervisor:
             self.metrics.alive.inc()
             log.info("worker %d (pid %d) listening", worker.index, proc.pid)
             return
-        if proc.returncode is None and not report:
-            proc.kill()
-        try:
+        try:  # it reported why, or closed the pipe: it is on its way out
             code = await asyncio.wait_for(proc.wait(), DRAIN_GRACE)
         except TimeoutError:
             proc.kill()
@@ -301,7 +299,7 @@ class Supervisor:
         try:
             line = await asyncio.wait_for(reader.readline(), START_TIMEOUT)
         except TimeoutError:
-            return {}
+            return {"error": f"a worker did not listen within {START_TIMEOUT:g} s"}
         finally:
             transport.close()
         try:
@@ -414,6 +412,10 @@ async def _worker(settings: Settings, index: int, ready_fd: int) -> int:
             return 2
         except RedisError as exc:
             ready.write(json.dumps({"error": f"Redis: {exc}"}) + "\n")
+            return 2
+        except Exception as exc:  # a bug: one line from the supervisor, the trace at DEBUG
+            log.debug("worker %d failed to start", index, exc_info=True)
+            ready.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
             return 2
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
