@@ -67,11 +67,22 @@ class Lifecycle:
     async def setup(self, rules: list[PoolRules], now_ms: int) -> None:
         """Store each pool's ladder and auto top-off rule; start its first period (kept when
         the payer has one: re-applying a catalogue does not restart periods)."""
-        for r in rules:
-            first = period_at(now_ms, r.pool.period, r.tz, r.bill_day)
-            args = {"ladder": r.ladder, "topoff": r.topoff, "period": first.as_json()}
-            await self._call(r.tag, "setup", now_ms, args)
-            await self.redis.sadd(PAYERS, r.tag)
+        if not rules:
+            return
+        # one round trip (per cluster node) for every pool: a catalogue change over the API
+        # sets up all pools again; SCRIPT LOAD goes to every primary first
+        sha = await self.redis.script_load(self._script.script)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for r in rules:
+                first = period_at(now_ms, r.pool.period, r.tz, r.bill_day)
+                args = {"ladder": r.ladder, "topoff": r.topoff, "period": first.as_json()}
+                k = PayerKeys(r.tag)
+                keys = (k.buckets, k.balances, k.lifecycle, k.stream)
+                pipe.execute_command(
+                    "EVALSHA", sha, len(keys), *keys, "setup", now_ms, r.tag, _json(args)
+                )
+                pipe.sadd(PAYERS, r.tag)
+            await pipe.execute()
 
     async def set_api_top_off(self, tag: str, rule: dict[str, Any] | None) -> None:
         """The HTTP API's auto top-off setting of a pool (``PUT .../auto-renewal``): it
