@@ -18,6 +18,7 @@ from ocs.api.problems import MAX_BODY, BodyLimit, Problem, ProblemDocument
 from ocs.api.state import Admin, Api, ApiState
 from ocs.crm.importer import DEFAULT_BATCH, KINDS, MAX_BATCH, run_import
 from ocs.crm.readers import FileError, Row, decode, format_of_media_type, read_rows
+from ocs.rating.loader import _collector_paused
 
 IMPORT_MAX_BODY: Final = 64 << 20  # bytes: ~500,000 subscription rows of CSV
 BODY_NAME: Final = "body"  # the "file" named in rejections
@@ -97,10 +98,14 @@ async def _import(
     kind: str, request: Request, tenant: str, api: ApiState, dry_run: bool, batch: int
 ) -> ImportResult:
     data = await request.body()
-    cpu = time.process_time()
-    rows = await asyncio.to_thread(_rows, kind, request.headers.get("content-type", ""), data)
-    read_cpu = time.process_time() - cpu
-    report = await run_import(api, tenant, kind, BODY_NAME, rows, dry_run=dry_run, batch=batch)
+    media_type = request.headers.get("content-type", "")
+    # Paused from the parse on: this process holds compiled catalogues (millions of
+    # objects), and the collector re-scanning them took 4.4 s of a 0.5 s parse.
+    with _collector_paused():
+        cpu = time.process_time()
+        rows = await asyncio.to_thread(_rows, kind, media_type, data)
+        read_cpu = time.process_time() - cpu
+        report = await run_import(api, tenant, kind, BODY_NAME, rows, dry_run=dry_run, batch=batch)
     report.add_cpu("read", read_cpu)
     return ImportResult.model_validate(report.as_dict())
 
