@@ -7,6 +7,7 @@ This is the only module of `ocs.rating` that touches the file system.
 from __future__ import annotations
 
 import gc
+import json
 import re
 import sys
 import threading
@@ -37,6 +38,29 @@ _StrictLoader.yaml_implicit_resolvers = {
 _StrictLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+
+if yaml.__with_libyaml__:
+
+    class _StrictCLoader(yaml.CSafeLoader):
+        """The same rules on libyaml's parser (several times faster on large folders)."""
+
+    _StrictCLoader.yaml_implicit_resolvers = _StrictLoader.yaml_implicit_resolvers
+    _LOADER: type[Any] = _StrictCLoader
+else:  # pragma: no cover - PyYAML wheels ship libyaml
+    _LOADER = _StrictLoader
+
+
+def parse_document(text: str) -> Any:
+    """One catalogue file: JSON when it is JSON (the API writes its catalogue folders as
+    JSON, which is also YAML, and ``json`` reads 100,000 SIMs in a fraction of a second
+    where a YAML parser takes tens of seconds), else YAML with the strict rules above."""
+    if text[:1] in ("{", "[") or text.lstrip()[:1] in ("{", "["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass  # YAML flow style such as {a: 1}: not JSON
+    return yaml.load(text, Loader=_LOADER)
+
 
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {name: TypeAdapter(m) for name, m in SECTIONS.items()}
 _TENANT = TypeAdapter(Tenant)
@@ -106,7 +130,7 @@ def read_sources(folder: Path) -> tuple[dict[str, list[Sourced]], list[Issue]]:
     for file in files:
         name = str(file.relative_to(folder))
         try:
-            document = yaml.load(file.read_text(encoding="utf-8"), Loader=_StrictLoader)
+            document = parse_document(file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             issues.append(Issue(name, "", f"cannot read YAML: {exc}".replace("\n", " ")))
             continue

@@ -3,6 +3,7 @@ never-matching twins give warnings, and hot reload swaps atomically or not at al
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from ocs.rating import (
     check_catalog,
     main_check,
 )
-from ocs.rating.loader import check_documents
+from ocs.rating.loader import _StrictLoader, check_documents, parse_document
 
 from .helpers import DEMO, base_document
 
@@ -259,3 +260,16 @@ def test_unprovisioned_holder_takes_the_first_catalogue_then_keeps_its_tenant(
     assert not report.ok
     assert any(i.path == "tenant.id" for i in report.issues)
     assert holder.current.tenant.id == "demo"
+
+
+def test_json_files_read_as_json_and_yaml_flow_style_still_yaml() -> None:
+    """The API writes catalogue folders as JSON (which is YAML too); both parsers give the
+    same document, a YAML flow mapping that is not JSON still parses as YAML, and the
+    strict booleans hold on the libyaml parser (NO is Norway)."""
+    for path in sorted(DEMO.glob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        document = parse_document(text)
+        assert document == yaml.load(text, Loader=_StrictLoader)
+        assert parse_document(json.dumps(document, indent=1)) == document
+    assert parse_document("{code: NO, on: yes}") == {"code": "NO", "on": "yes"}
+    assert parse_document('  ["NO", true]') == ["NO", True]
