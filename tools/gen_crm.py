@@ -21,7 +21,7 @@ from typing import Any
 
 IMSI_BASE = 262_035_000_000_000
 MSISDN_BASE = 491_750_000_000
-ICCID_BASE = 894_900_000_000_000  # 15 digits: the rating model's Digits (5-15)
+ICCID_BASE = 8_949_000_000_000_000_000  # 19 digits (ITU-T E.118 without the check digit)
 ACCOUNT_COLUMNS = ["id", "name", "parent", "kind", "payment", "currency", "tax_profile", "bill_day"]
 SUB_COLUMNS = ["imsi", "msisdn", "iccid", "account", "plan", "payer", "properties", "twins"]
 TWINS = [

@@ -152,7 +152,7 @@ class TwinSpec(Model):
 class SubscriptionCreate(Model):
     imsi: Digits
     msisdn: Digits | None = None
-    iccid: Annotated[str, StringConstraints(pattern=r"^[0-9]{5,22}$")] | None = None
+    iccid: Annotated[str, StringConstraints(pattern=r"^[0-9]{18,22}$")] | None = None
     account: Id
     time_zone: Annotated[str, StringConstraints(max_length=64)] | None = None
     plan: Id | None = None

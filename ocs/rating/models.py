@@ -34,6 +34,8 @@ Mcc = Annotated[str, StringConstraints(pattern=r"^[0-9]{3}$")]
 CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Digits = Annotated[str, StringConstraints(pattern=r"^[0-9]{5,15}$")]
+# ITU-T E.118: up to 19 digits and a Luhn check digit; 18-22 in the field (the API's bound)
+Iccid = Annotated[str, StringConstraints(pattern=r"^[0-9]{18,22}$")]
 Count = Annotated[int, Field(ge=0, strict=True)]
 Positive = Annotated[int, Field(ge=1, strict=True)]
 MinorUnits = Annotated[int, Field(ge=0, strict=True)]
@@ -382,7 +384,7 @@ class Twin(Base):
 class Sim(Base):
     imsi: Digits
     msisdn: Digits | None = None
-    iccid: Digits | None = None
+    iccid: Iccid | None = None
     account: Id
     time_zone: TimeZone | None = None
     twins: list[Twin] = Field(min_length=1)
