@@ -220,18 +220,20 @@ class CommandBatcher:
         """Queue commands for the next batch without waiting: the future gets their replies
         (error replies as exception objects in the list) or a connection error.
 
-        ``defer``: nobody waits for these (write-behind): they go with the next batch that
-        someone does wait for, or on their own after ``WRITE_BEHIND_DELAY``. When requests
-        come one at a time, the answer written behind a CCR then shares the write (and the
-        read of the replies) of the next CCR's charge instead of costing its own system
-        calls. Order is kept: every command goes out in the order it was queued."""
+        ``defer``: nobody waits for these (write-behind): on our own connection they go
+        with the next batch that someone does wait for, or on their own after
+        ``WRITE_BEHIND_DELAY`` (a redis-py pipeline, for a cluster or TLS, is a task per
+        batch: those are sent at once, as before, so no batch is left behind in a task).
+        When requests come one at a time, the answer written behind a CCR then shares the
+        write (and the read of the replies) of the next CCR's charge instead of costing its
+        own system calls. Order is kept: every command goes out in the order it was queued."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[Any]] = loop.create_future()
         self._queue.append((commands, fut))
         self._queued += len(commands)
         if self._queued >= self.max_batch:
             self._flush()
-        elif defer:
+        elif defer and self._direct is not None:  # pipelines (cluster, TLS) go right away
             if not self._scheduled and self._deferred is None:
                 self._deferred = loop.call_later(WRITE_BEHIND_DELAY, self._flush)
         elif not self._scheduled:
