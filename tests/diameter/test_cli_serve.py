@@ -47,10 +47,13 @@ def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 class OcsServe:
     """`python -m ocs.cli serve ...` as a subprocess; ``port`` is read from its listening line."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, port: int, line: str) -> None:
+    def __init__(
+        self, proc: asyncio.subprocess.Process, port: int, line: str, folder: Path
+    ) -> None:
         self.proc = proc
         self.port = port
         self.line = line
+        self.folder = folder
 
     @classmethod
     async def start(cls, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> OcsServe:
@@ -80,7 +83,7 @@ class OcsServe:
             await cls._reap(proc, signal.SIGKILL)
             log = (tmp_path / "ocs-serve.stderr").read_text(errors="replace")
             raise AssertionError(f"ocs serve did not start: {line!r}\n{log}")
-        return cls(proc, int(match.group(2)), line.decode())
+        return cls(proc, int(match.group(2)), line.decode(), tmp_path)
 
     @staticmethod
     async def _reap(proc: asyncio.subprocess.Process, sig: int) -> int:
@@ -96,8 +99,11 @@ class OcsServe:
         return code
 
     async def stop(self) -> int:
-        """SIGTERM; returns the exit status."""
-        return await self._reap(self.proc, signal.SIGTERM)
+        """SIGTERM; returns the exit status. A clean exit leaves no embedded Redis behind."""
+        code = await self._reap(self.proc, signal.SIGTERM)
+        if code == 0:
+            assert embedded_servers_in(self.folder) == [], "ocs serve left its embedded Redis"
+        return code
 
 
 class Peer:
@@ -190,6 +196,19 @@ async def test_serve_answers_cer_dwr_ccr_and_sends_dpr_on_sigterm(tmp_path: Path
         await peer.close()
         code = await server.stop()
     assert code == 0
+
+
+def embedded_servers_in(folder: Path) -> list[int]:
+    """Pids of processes (the embedded redis-server) whose working directory is in ``folder``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if proc.name.isdigit() and cwd.startswith(str(folder)):
+            pids.append(int(proc.name))
+    return pids
 
 
 async def test_serve_exposes_metrics_and_the_http_api(tmp_path: Path) -> None:
