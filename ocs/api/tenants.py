@@ -26,7 +26,13 @@ from ocs.api.keys import lock_key, revision_key, state_key, versions_key
 from ocs.api.problems import Problem
 from ocs.balance import BalanceStore
 from ocs.balance.keys import CATALOG, MSISDN_INDEX
-from ocs.charging.catalog import lifecycle_rules, msisdn_index, payer_buckets
+from ocs.charging.catalog import (
+    folder_files,
+    lifecycle_rules,
+    msisdn_index,
+    payer_buckets,
+    share_files,
+)
 from ocs.lifecycle import Lifecycle
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.compiler import Sourced
@@ -252,10 +258,12 @@ class TenantCatalogues:
             await pipe.execute()
         if serving:
             index = msisdn_index(catalogue)
+            files = await asyncio.to_thread(folder_files, folder)
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.delete(MSISDN_INDEX)
                 if index:
                     pipe.hset(MSISDN_INDEX, mapping=index)
+                share_files(pipe, files, f"{now_ms}.{rev}")
                 pipe.hset(
                     CATALOG,
                     mapping={

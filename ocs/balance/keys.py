@@ -20,6 +20,8 @@ from typing import Final
 PREFIX: Final = "ocs"
 PAYERS: Final = f"{PREFIX}:payers"  # SET of payer tags (tenant:kind:id)
 CATALOG: Final = f"{PREFIX}:catalog"  # HASH path, tenant, applied_at
+CATALOG_FILES: Final = f"{PREFIX}:catalog:files"  # HASH file name -> text of the applied folder
+CATALOG_FILES_VERSION: Final = "\x00applied_at"  # field of CATALOG_FILES: whose files these are
 MSISDN_INDEX: Final = f"{PREFIX}:msisdn"  # HASH msisdn -> payer tag of its first twin
 FAILOVER: Final = f"{PREFIX}:failover"  # no Redis here: the file name under data_dir
 LIFECYCLE_EVENTS: Final = f"{PREFIX}:lifecycle:events"  # STREAM of renewal failures etc.

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from ocs.balance import BalanceStore, BucketSpec, BucketUnit
-from ocs.balance.keys import CATALOG, MSISDN_INDEX, payer_tag
+from ocs.balance.keys import (
+    CATALOG,
+    CATALOG_FILES,
+    CATALOG_FILES_VERSION,
+    MSISDN_INDEX,
+    payer_tag,
+)
 from ocs.config import Settings
 from ocs.lifecycle import Lifecycle, PoolRules, pool_rules
 from ocs.rating.catalogue import Catalogue
@@ -116,15 +123,78 @@ async def provision_catalogue(
         await store.provision(tag, buckets, now_ms, resize=resize)
     await Lifecycle(store.redis).setup(lifecycle_rules(catalogue), now_ms)
     index = msisdn_index(catalogue)
+    files = await asyncio.to_thread(folder_files, Path(path))
+    applied_at = str(now_ms)
     async with store.redis.pipeline(transaction=False) as pipe:
         pipe.delete(MSISDN_INDEX)
         if index:
             pipe.hset(MSISDN_INDEX, mapping=index)  # type: ignore[arg-type]
+        share_files(pipe, files, applied_at)
         pipe.hset(
             CATALOG,
-            mapping={"path": path, "tenant": catalogue.tenant.id, "applied_at": str(now_ms)},
+            mapping={"path": path, "tenant": catalogue.tenant.id, "applied_at": applied_at},
         )
         await pipe.execute()
+
+
+# -- the applied folder, shared through Redis ------------------------------------------------
+# `ocs catalog apply` and the API write the catalogue folder on the machine they run on; a
+# server on another node (behind the same Diameter routing agent, on the same Redis) has no
+# such folder. So the folder's files go to Redis with the pointer, and a server whose copy
+# is missing or older writes them under its own data_dir and loads them from there.
+
+
+def folder_files(folder: Path) -> dict[str, str]:
+    """The catalogue files of ``folder`` (what the loader reads), by relative name."""
+    return {
+        str(p.relative_to(folder)): p.read_text(encoding="utf-8")
+        for p in sorted(folder.rglob("*"))
+        if p.suffix in (".yaml", ".yml") and p.is_file()
+    }
+
+
+def share_files(pipe: Any, files: dict[str, str], applied_at: str) -> None:
+    """Queue on ``pipe`` (before the pointer is set) the files of the catalogue in force."""
+    pipe.delete(CATALOG_FILES)
+    pipe.hset(CATALOG_FILES, mapping={**files, CATALOG_FILES_VERSION: applied_at})
+
+
+async def fetch_files(redis: Any, applied_at: str, data_dir: Path) -> Path | None:
+    """Write the shared files of the catalogue applied at ``applied_at`` under ``data_dir``
+    and return the folder; None when Redis holds no files, or those of another apply (one
+    that is still being recorded: the next pass picks it up)."""
+    raw = await redis.hgetall(CATALOG_FILES)
+    files = {_text(k): _text(v) for k, v in raw.items()}
+    if files.pop(CATALOG_FILES_VERSION, None) != applied_at or not files:
+        return None
+    name = "".join(c if c.isalnum() or c in "-." else "_" for c in applied_at)
+    folder = data_dir / "catalogues" / "shared" / name
+    await asyncio.to_thread(_write_files, folder, files)
+    await asyncio.to_thread(_prune, folder.parent, keep=SHARED_KEPT)
+    return folder
+
+
+SHARED_KEPT = 2  # fetched folders kept per node: the one in force and the one before
+
+
+def _prune(parent: Path, *, keep: int) -> None:
+    folders = sorted((p for p in parent.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for old in folders[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_files(folder: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        target = folder / rel
+        if target.resolve().is_relative_to(folder.resolve()):  # never outside the folder
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(target)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def apply_catalog(path: str | Path, settings: Settings) -> dict[str, Any]:

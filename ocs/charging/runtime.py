@@ -11,14 +11,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
 from ocs.balance import BalanceStore
-from ocs.balance.keys import CATALOG
+from ocs.balance.keys import CATALOG, CATALOG_FILES
 from ocs.charging.application import ChargingApplication
-from ocs.charging.catalog import lifecycle_rules, load_folder, provision_catalogue
+from ocs.charging.catalog import fetch_files, lifecycle_rules, load_folder, provision_catalogue
 from ocs.charging.config import ChargingConfig
 from ocs.config import Settings
 from ocs.diameter.answers import Identity
@@ -46,6 +47,7 @@ class ChargingRuntime:
     config: ChargingConfig
     catalogue: CatalogueHolder
     applied_at: str = ""
+    data_dir: Path = field(default_factory=Path)  # where shared catalogue files are written
     _task: asyncio.Task[None] | None = field(default=None)
     _rules: tuple[Catalogue, list[PoolRules]] | None = field(default=None)
 
@@ -66,7 +68,10 @@ class ChargingRuntime:
         info = {_s(k): _s(v) for k, v in raw.items()}
         if "path" not in info or info.get("applied_at") == self.applied_at:
             return False
-        report = await asyncio.to_thread(self.catalogue.reload, info["path"])
+        path = await catalogue_folder(self.store.redis, info, self.data_dir)
+        if path is None:
+            return False  # the files of this apply are not in Redis yet: next pass
+        report = await asyncio.to_thread(self.catalogue.reload, path)
         self.applied_at = info.get("applied_at", "")
         if not report.ok:
             log.error("catalogue %s not reloaded: %d error(s)", info["path"], len(report.errors))
@@ -129,6 +134,20 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+async def catalogue_folder(redis: Any, info: dict[str, str], data_dir: Path) -> str | None:
+    """The local folder of the applied catalogue ``info`` (the ``ocs:catalog`` pointer): the
+    files shared through Redis written under ``data_dir``, else (applied before files were
+    shared) the recorded path; None while an apply is half recorded."""
+    if "path" not in info:
+        return None
+    fetched = await fetch_files(redis, info.get("applied_at", ""), data_dir)
+    if fetched is not None:
+        return str(fetched)
+    if await redis.exists(CATALOG_FILES):
+        return None  # files of another apply: the pointer is being replaced right now
+    return info["path"]
+
+
 async def create_charging(
     settings: Settings,
     *,
@@ -149,8 +168,9 @@ async def create_charging(
             await provision_catalogue(store, catalogue, str(folder))
         raw = await handle.client.hgetall(CATALOG)
         info = {_s(k): _s(v) for k, v in raw.items()}
-        if "path" in info:
-            holder = await asyncio.to_thread(CatalogueHolder.from_path, info["path"])
+        path = await catalogue_folder(handle.client, info, settings.data_dir) if info else None
+        if path is not None:
+            holder = await asyncio.to_thread(CatalogueHolder.from_path, path)
         else:
             # A fresh node before provisioning: serve Diameter, answer every subscriber 5030,
             # and pick up the catalogue as soon as `ocs catalog apply` records one.
@@ -164,7 +184,9 @@ async def create_charging(
     metrics = ChargingMetrics(registry) if registry is not None else default_metrics()
     identity = Identity(settings.origin_host, settings.origin_realm)
     app = ChargingApplication(store, holder, config, identity, metrics)
-    runtime = ChargingRuntime(app, store, handle, config, holder, info.get("applied_at", ""))
+    runtime = ChargingRuntime(
+        app, store, handle, config, holder, info.get("applied_at", ""), settings.data_dir
+    )
     if start:
         runtime.start()
         # The catalogue and the start-up objects live as long as the process: move them out
