@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ ENTITY_SECTIONS: Final = ("accounts", "pools", "wallets", "contracts", "sims", "
 """Merged item by item (customers, SIMs and payers survive a new product catalogue)."""
 ID_FIELD: Final = {"countries": "code", "sims": "imsi"}
 VERSIONS_KEPT: Final = 100
+FOLDERS_KEPT: Final = 3  # revision folders kept under data_dir/catalogues/<tenant>/
 LOCK_TIMEOUT: Final = 60.0
 
 State = dict[str, Any]
@@ -242,6 +244,7 @@ class TenantCatalogues:
     ) -> Applied:
         folder = self.data_dir / "catalogues" / tenant / f"rev-{rev}"
         await asyncio.to_thread(_write_folder, folder, documents_of(state))
+        await asyncio.to_thread(_prune_revisions, folder.parent, rev - FOLDERS_KEPT + 1)
         now_ms = int(time.time() * 1000)
         for tag, (buckets, resize) in payer_buckets(catalogue).items():
             await self.store.provision(tag, buckets, now_ms, resize=resize)
@@ -308,6 +311,16 @@ def _json_text(document: dict[str, Any]) -> str:
         else:
             parts.append(f"{json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}")
     return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
+def _prune_revisions(parent: Path, below: int) -> None:
+    """Remove the folders of revisions older than ``below`` (a 100,000-SIM catalogue is
+    ~40 MB a revision; servers load the files shared through Redis, see
+    ``ocs.charging.catalog.share_files``, and the state itself lives in Redis)."""
+    for old in parent.glob("rev-*"):
+        number = old.name.removeprefix("rev-")
+        if number.isdigit() and int(number) < below:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_folder(folder: Path, document: dict[str, Any]) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from ocs.api.tenants import FOLDERS_KEPT
+from ocs.config import Settings
 from tests.api.conftest import Api
 
 SUB = {"account": "bob", "plan": "consumer-data", "payer": {"kind": "wallet", "id": "bob-wallet"}}
 
 
-async def test_subscription_lifecycle_and_listing(demo: Api) -> None:
+async def test_subscription_lifecycle_and_listing(demo: Api, settings: Settings) -> None:
     r = await demo.request(
         "POST",
         "/v1/subscriptions/bulk",
@@ -70,7 +72,11 @@ async def test_subscription_lifecycle_and_listing(demo: Api) -> None:
     assert r.status_code == 200, r.text
     assert [t["id"] for t in r.json()["subscriptions"][0]["twins"]] == ["main", "diag"]
     versions = (await demo.request("GET", "/v1/catalogue/versions", who="read")).json()
-    assert versions[0]["revision"] > versions[-1]["revision"]
+    assert versions[0]["revision"] > versions[-1]["revision"] + FOLDERS_KEPT
+    # the state and its history live in Redis: only the last revisions keep a folder
+    [tenant_dir] = [p for p in (settings.data_dir / "catalogues").iterdir() if p.name != "shared"]
+    kept = sorted(int(p.name.removeprefix("rev-")) for p in tenant_dir.glob("rev-*"))
+    assert kept == [versions[0]["revision"] - i for i in reversed(range(FOLDERS_KEPT))]
 
 
 async def test_pool_status_top_off_and_renewal(demo: Api) -> None:
