@@ -26,7 +26,7 @@ import pytest
 
 from ocs.api import start_api
 from ocs.api.auth import Scope, create_token
-from ocs.balance.keys import CATALOG, PayerKeys
+from ocs.balance.keys import PayerKeys
 from ocs.config import Settings
 from ocs.diameter import avp_codes as A
 from ocs.diameter.answers import Identity, make_answer
@@ -457,36 +457,40 @@ async def test_sigkill_of_a_worker_mid_load_loses_no_record(
         assert await served.stop() == 0
 
 
+@pytest.mark.timeout(300)
 async def test_a_worker_whose_restart_fails_is_retried_until_it_starts(
     tmp_path: Path, redis_url: str, redis: RedisClient, token: str
 ) -> None:
-    """The catalogue the workers load is gone when one is killed: its restarts fail (logged,
-    counted, the other worker keeps serving) until the catalogue is back."""
+    """The HTTP port the workers are configured for is taken by a foreign listener when one
+    of them is killed (its settings, written by the supervisor, are pointed at that port):
+    its restarts fail (logged, the delay doubling) while the other worker keeps serving,
+    until the settings are usable again."""
     served = await Served.start(tmp_path, redis_url)
     try:
-        path = await redis.hget(CATALOG, "path")
-        assert path is not None
         victim = min(served.worker_pids())
-        await redis.hset(CATALOG, "path", str(tmp_path / "gone"))
-        os.kill(victim, signal.SIGKILL)
-        log = tmp_path / "serve.stderr"
-        for _ in range(300):
-            if log.read_text().count("restart failed") >= 2:
-                break
-            await asyncio.sleep(0.1)
-        text = log.read_text()
-        assert "died (killed by SIGKILL); restarting in 0.5 s" in text
-        assert "restart failed" in text and str(tmp_path / "gone") in text
-        assert "restarting in 1.0 s" in text  # the delay doubles while restarts fail
-        gw = await Gateway.open(served.port, "pgw-survivor.test")  # the other one serves
-        cca = await charge(
-            gw, "pgw-survivor.test;1", CcRequestType.INITIAL_REQUEST, 0, imsi(3), 0, GRANT
-        )
-        assert cca.get(A.AVP_RESULT_CODE) == ResultCode.DIAMETER_SUCCESS
-        await gw.close()
-
-        await redis.hset(CATALOG, "path", path)
-        for _ in range(600):
+        with socket.socket() as taken:  # no SO_REUSEPORT: nobody else may bind it
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            settings_file = worker_settings_file(victim)
+            usable = change_settings(settings_file, http_port=taken.getsockname()[1])
+            os.kill(victim, signal.SIGKILL)
+            log = tmp_path / "serve.stderr"
+            for _ in range(900):  # a worker start can take seconds on a loaded machine
+                if "restart failed" in log.read_text():
+                    break
+                await asyncio.sleep(0.1)
+            text = log.read_text()
+            assert "died (killed by SIGKILL); restarting in 0.5 s" in text
+            assert "restart failed" in text and "Address already in use" in text
+            assert "restarting in 1.0 s" in text  # the delay doubles while restarts fail
+            gw = await Gateway.open(served.port, "pgw-survivor.test")  # the other one serves
+            cca = await charge(
+                gw, "pgw-survivor.test;1", CcRequestType.INITIAL_REQUEST, 0, imsi(3), 0, GRANT
+            )
+            assert cca.get(A.AVP_RESULT_CODE) == ResultCode.DIAMETER_SUCCESS
+            await gw.close()
+        change_settings(settings_file, **usable)
+        for _ in range(900):
             samples = await served.metrics()
             if samples["ocs_workers_alive"] == 2:
                 break
@@ -496,6 +500,20 @@ async def test_a_worker_whose_restart_fails_is_retried_until_it_starts(
         assert victim not in served.worker_pids()
     finally:
         assert await served.stop() == 0
+
+
+def worker_settings_file(pid: int) -> Path:
+    """The settings file the supervisor gave worker ``pid`` (what its restarts read)."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return Path(argv[argv.index(b"--settings") + 1].decode())
+
+
+def change_settings(path: Path, **changes: Any) -> dict[str, Any]:
+    """Change fields of a worker settings file; returns the values it replaced."""
+    values = json.loads(path.read_text())
+    before = {k: values[k] for k in changes}
+    path.write_text(json.dumps(values | changes))
+    return before
 
 
 def serve_fails(tmp_path: Path, redis_url: str, *args: str) -> str:
