@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     failure_grant_bytes: int = Field(1_000_000, ge=0)
     validity_time: int = Field(600, ge=1)  # Validity-Time of every grant, seconds
     reclaim_grace: int = Field(60, ge=0)  # after Validity-Time before a reservation is reclaimed
+    # How long a CCR's answer (for retransmissions) and its balance result (charged once) are
+    # kept: a peer retransmits within seconds (RFC 6733 Tx, failover), not hours; every CCR
+    # stores both, so this bounds Redis memory (~1 KB a CCR: 600 s at 1,000 CCR/s ~ 0.6 GB).
+    answer_ttl: int = Field(600, ge=10)
     reclaim_interval: float = Field(5.0, gt=0)  # how often expired reservations are reclaimed
     lifecycle_interval: float = Field(60.0, gt=0)  # how often due renewals are looked for
     charging_timeout: float = Field(1.0, gt=0)  # per-CCR budget for Redis, then failure handling

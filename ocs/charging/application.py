@@ -150,6 +150,7 @@ class ChargingApplication:
         self.sessions = SessionStore(
             store.redis,
             config.session_ttl,
+            answer_ttl=min(config.answer_ttl, config.session_ttl),
             batch=store.batch,
             on_error=lambda _exc: metrics.redis_errors.inc(),
         )

@@ -22,6 +22,7 @@ class ChargingConfig:
     validity_time: int = 600  # seconds, Validity-Time of every grant
     reclaim_grace: int = 60  # seconds after Validity-Time before a reservation is reclaimed
     session_ttl: int = 3600 * 6  # session state lives this long after the last CCR
+    answer_ttl: int = 600  # a CCR's stored answer and balance result (retransmissions)
     request_timeout: float = 1.0  # whole-CCR budget for Redis work; then failure handling
     threshold_percent: int = 20  # Volume/Time-Quota-Threshold as a share of the grant
     reclaim_interval: float = 5.0
@@ -64,6 +65,7 @@ class ChargingConfig:
         return cls(
             validity_time=int(_get(settings, "validity_time", 600)),
             reclaim_grace=int(_get(settings, "reclaim_grace", 60)),
+            answer_ttl=int(_get(settings, "answer_ttl", 600)),
             reclaim_interval=float(_get(settings, "reclaim_interval", 5.0)),
             lifecycle_interval=float(_get(settings, "lifecycle_interval", 60.0)),
             request_timeout=float(_get(settings, "charging_timeout", 1.0)),

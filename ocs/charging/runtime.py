@@ -110,6 +110,9 @@ class ChargingRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        # The session writes and stored answers still queued (write-behind) go out before
+        # the connection closes: a retransmission after a restart finds its answer.
+        await self.store.batch.close()
         await self.redis.close()
 
 
@@ -162,7 +165,7 @@ async def create_charging(
     config = ChargingConfig.from_settings(settings)
     handle = await open_redis(settings)
     try:
-        store = BalanceStore(handle.client)
+        store = BalanceStore(handle.client, result_ttl_ms=config.answer_ttl * 1000)
         if catalog_path is not None:
             folder, catalogue = await asyncio.to_thread(load_folder, catalog_path)
             await provision_catalogue(store, catalogue, str(folder))

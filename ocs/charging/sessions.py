@@ -56,6 +56,7 @@ class SessionStore:
         redis: RedisClient,
         ttl: int,
         *,
+        answer_ttl: int | None = None,
         batch: CommandBatcher | None = None,
         cache_size: int = CACHE_SIZE,
         write_behind: bool = True,
@@ -63,6 +64,7 @@ class SessionStore:
     ) -> None:
         self.redis = redis
         self.ttl = ttl
+        self.answer_ttl = ttl if answer_ttl is None else answer_ttl
         self.batch = batch if batch is not None else CommandBatcher(redis)
         self.cache_size = cache_size
         self.write_behind = write_behind
@@ -128,7 +130,7 @@ class SessionStore:
                     commands.append(("HDEL", key, *(f"{_RG}{rg}" for rg in dropped)))
             if changed or stale:
                 commands.append(("EXPIRE", key, self.ttl))
-        commands.append(("SET", answer_key(session_id, number), answer, "EX", self.ttl))
+        commands.append(("SET", answer_key(session_id, number), answer, "EX", self.answer_ttl))
         if self.write_behind:
             self.batch.submit(commands, defer=True).add_done_callback(self._written)
         else:
