@@ -70,16 +70,22 @@ _REACHED = (  # adaptive pools: the tier the lifecycle stepped up to
     " WHERE ts >= $2 AND ts < $3 AND kind = 'adjust' AND ctx->>'api' = 'tier-step'"
     " AND (seq IS NULL OR seq <= $4) GROUP BY payer"
 )
+# every (payer, invoiced period) with late usage in one scan: usage and tier reached over all
+# records up to the watermark $5 and over those already invoiced (up to the owner's lo)
 _LATE = (
-    "SELECT coalesce(sum(units) FILTER (WHERE kind = 'usage'), 0) AS used_all,"
-    " coalesce(sum(units) FILTER (WHERE kind = 'usage' AND (seq IS NULL OR seq <= $5)), 0)"
-    " AS used_old,"
-    " coalesce(max((ctx->>'size')::bigint) FILTER (WHERE kind = 'adjust'), 0) AS reached_all,"
-    " coalesce(max((ctx->>'size')::bigint) FILTER (WHERE kind = 'adjust'"
-    " AND (seq IS NULL OR seq <= $5)), 0) AS reached_old"
-    " FROM usage_records WHERE payer = $1 AND ts >= $2 AND ts < $3"
-    " AND (seq IS NULL OR seq <= $4)"
-    " AND (kind = 'usage' OR kind = 'adjust' AND ctx->>'api' = 'tier-step')"
+    "SELECT q.i, coalesce(sum(r.units) FILTER (WHERE r.kind = 'usage'), 0) AS used_all,"
+    " coalesce(sum(r.units) FILTER (WHERE r.kind = 'usage'"
+    " AND (r.seq IS NULL OR r.seq <= q.lo)), 0) AS used_old,"
+    " coalesce(max((r.ctx->>'size')::bigint) FILTER (WHERE r.kind = 'adjust'), 0)"
+    " AS reached_all,"
+    " coalesce(max((r.ctx->>'size')::bigint) FILTER (WHERE r.kind = 'adjust'"
+    " AND (r.seq IS NULL OR r.seq <= q.lo)), 0) AS reached_old"
+    " FROM usage_records r JOIN unnest($1::int[], $2::text[], $3::timestamptz[],"
+    " $4::timestamptz[], $6::bigint[]) AS q(i, payer, pstart, pend, lo)"
+    " ON r.payer = q.payer AND r.ts >= q.pstart AND r.ts < q.pend"
+    " WHERE (r.seq IS NULL OR r.seq <= $5)"
+    " AND (r.kind = 'usage' OR r.kind = 'adjust' AND r.ctx->>'api' = 'tier-step')"
+    " GROUP BY q.i"
 )
 
 
@@ -122,22 +128,39 @@ async def pool_facts(
     ):
         facts.members[r["payer"]].add(r["sub_id"])
     zone = ZoneInfo(window.tz)
-    for payer, days in sorted(late_days.items()):
-        periods = {window.period_of(datetime.combine(d, time(0), zone)) for d in days}
-        for late in sorted(periods, key=lambda p: p.start):
-            row = await conn.fetchrow(
-                _LATE, payer, late.start, late.end, window.hi, window.lo_of(owners[payer])
+    todo = [
+        (payer, late)
+        for payer, days in sorted(late_days.items())
+        for late in sorted(
+            {window.period_of(datetime.combine(d, time(0), zone)) for d in days},
+            key=lambda p: p.start,
+        )
+    ]
+    if not todo:
+        return facts
+    rows = {
+        r["i"]: r
+        for r in await conn.fetch(
+            _LATE,
+            list(range(len(todo))),
+            [payer for payer, _ in todo],
+            [late.start for _, late in todo],
+            [late.end for _, late in todo],
+            window.hi,
+            [window.lo_of(owners[payer]) for payer, _ in todo],
+        )
+    }
+    for i, (payer, late) in enumerate(todo):
+        row = rows[i]  # each has its late usage at least
+        facts.late.setdefault(payer, []).append(
+            LatePool(
+                late,
+                int(row["used_all"]),
+                int(row["used_old"]),
+                int(row["reached_all"]),
+                int(row["reached_old"]),
             )
-            assert row is not None  # an aggregate always answers one row
-            facts.late.setdefault(payer, []).append(
-                LatePool(
-                    late,
-                    int(row["used_all"]),
-                    int(row["used_old"]),
-                    int(row["reached_all"]),
-                    int(row["reached_old"]),
-                )
-            )
+        )
     return facts
 
 
