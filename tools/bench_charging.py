@@ -38,13 +38,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-LOADGEN_HOST = "loadgen.local"  # tools/loadgen.py's Origin-Host / Origin-Realm
 LOADGEN_REALM = "local"
 POOL = "demo:prepaid_pool:acme-pool"
 POOL_BUCKET = "acme-pool"
@@ -52,9 +52,10 @@ GRANTED_OCTETS = 100_000
 
 
 # -- the anchor: python-diameter answering a static CCA ----------------------------------------
-def run_anchor(port: int) -> None:
+def run_anchor(port: int, peers: list[str]) -> None:
     """A python-diameter 0.9 Node whose CCR handler answers a static CCA in the node's own
-    thread (the fastest way it offers; see tools/bench_responder.py)."""
+    thread (the fastest way it offers; see tools/bench_responder.py). ``peers``: the load
+    generators' Origin-Hosts (python-diameter accepts configured peers only)."""
     from diameter.message.avp.grouped import GrantedServiceUnit, MultipleServicesCreditControl
     from diameter.message.constants import APP_DIAMETER_CREDIT_CONTROL_APPLICATION
     from diameter.node import Node
@@ -75,9 +76,9 @@ def run_anchor(port: int) -> None:
             self.send_answer(answer)
 
     node = Node("anchor.bench", "bench", ip_addresses=["127.0.0.1"], tcp_port=port)
-    peer = node.add_peer(f"aaa://{LOADGEN_HOST}", LOADGEN_REALM)
+    configured = [node.add_peer(f"aaa://{host}", LOADGEN_REALM) for host in peers]
     node.add_application(
-        StaticCca(APP_DIAMETER_CREDIT_CONTROL_APPLICATION, is_auth_application=True), [peer]
+        StaticCca(APP_DIAMETER_CREDIT_CONTROL_APPLICATION, is_auth_application=True), configured
     )
     node.start()
     done = threading.Event()
@@ -134,7 +135,91 @@ def stop(proc: subprocess.Popen[str]) -> None:
 
 
 def loadgen(port: int, args: argparse.Namespace, cpu: int | None, *extra: str) -> dict[str, Any]:
-    cmd = [
+    """One load generator process, or with ``--load-procs N`` N of them at once (each with its
+    own Session-Ids and its own slice of the demo's 1,000 pool SIMs), summed: a single Python
+    generator and its wake-ups can pace the run before the server is busy."""
+    procs = max(1, args.load_procs)
+    base = run_base(args, paced="--rate" in extra)
+    if procs == 1:
+        return _loadgen_one(port, args, cpu, *extra, "--run-id", str(base))
+    share = 1000 // procs
+    split = list(extra)  # an offered rate and the open-session cap are shared, not multiplied
+    for flag, kind in (("--rate", float), ("--max-open", int)):
+        if flag in split:
+            at = split.index(flag) + 1
+            split[at] = str(kind(split[at]) / procs if kind is float else int(split[at]) // procs)
+    extra = tuple(split)
+    cmds = [
+        _loadgen_cmd(
+            port,
+            args,
+            cpu,
+            *extra,
+            *("--imsi-first", str(262010000000000 + i * share), "--imsi-count", str(share)),
+            *("--run-id", str(base + i)),
+        )
+        for i in range(procs)
+    ]
+    running = [
+        subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds
+    ]
+    results = []
+    for proc in running:
+        out, err = proc.communicate(timeout=600)
+        if proc.returncode != 0:
+            raise SystemExit(f"loadgen failed:\n{err}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return _sum_loadgen(results)
+
+
+def run_base(args: argparse.Namespace, *, paced: bool) -> int:
+    """The first ``--run-id`` of a phase's load generators (their Origin-Host is
+    ``loadgen-<run id>.local``, which the anchor must know)."""
+    return int(args.run_base) + (500 if paced else 0)
+
+
+def _sum_loadgen(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rates and counts summed; latency percentiles of the worst process (not a merge)."""
+    summed: dict[str, Any] = {"load_procs": len(results)}
+    summed["throughput_per_s"] = round(sum(r["throughput_per_s"] for r in results), 1)
+    by_type: Counter[str] = Counter()
+    codes: Counter[str] = Counter()
+    for r in results:
+        by_type.update(r["by_type_per_s"])
+        codes.update(r["result_codes"])
+    summed["by_type_per_s"] = {k: round(v, 1) for k, v in by_type.items()}
+    summed["result_codes"] = dict(codes)
+    summed["sent_total"] = sum(r["sent_total"] for r in results)
+    summed["sessions"] = sum(r.get("sessions", 0) for r in results)
+    worst = max(results, key=lambda r: r["latency_ms"]["p99"])
+    summed["latency_ms"] = worst["latency_ms"]
+    summed["latency_ms_by_type"] = worst.get("latency_ms_by_type", {})
+    summed["generator_cpu_us_per_request"] = round(
+        sum(r.get("generator_cpu_us_per_request", 0) * r["sent_total"] for r in results)
+        / max(1, summed["sent_total"]),
+        1,
+    )
+    return summed
+
+
+def _loadgen_one(
+    port: int, args: argparse.Namespace, cpu: int | None, *extra: str
+) -> dict[str, Any]:
+    out = subprocess.run(
+        _loadgen_cmd(port, args, cpu, *extra),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"loadgen failed:\n{out.stderr}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _loadgen_cmd(port: int, args: argparse.Namespace, cpu: int | None, *extra: str) -> list[str]:
+    return [
         *taskset(cpu),
         sys.executable,
         str(ROOT / "tools" / "loadgen.py"),
@@ -151,11 +236,6 @@ def loadgen(port: int, args: argparse.Namespace, cpu: int | None, *extra: str) -
         "--json-line",
         *extra,
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
-    if out.returncode != 0:
-        raise SystemExit(f"loadgen failed:\n{out.stderr}")
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
 
 
 def redis_cpu(url: str) -> float:
@@ -282,6 +362,8 @@ def pool_invariant(url: str) -> dict[str, Any]:
 
 
 def one_run(args: argparse.Namespace) -> dict[str, Any]:
+    # Session-Ids and Origin-Hosts of this run's generators: never those of an earlier run
+    args.run_base = (int(time.time() * 10) % 10**6) * 1000
     loadavg_before = os.getloadavg()[0]
     two_cores = (os.cpu_count() or 1) >= 2
     gen_cpu, server_cpu = (0, 1) if two_cores else (None, None)
@@ -304,8 +386,17 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:
         stop(server)
     invariant = pool_invariant(args.redis_url)
     port = free_port()
+    hosts = [
+        f"loadgen-{run_base(args, paced=paced) + i}.local"
+        for paced in (False, True)
+        for i in range(max(1, args.load_procs))
+    ]
     anchor = start_server(
-        [*taskset(server_cpu), sys.executable, __file__, "--role", "anchor", "--port", str(port)],
+        [
+            *taskset(server_cpu),
+            *(sys.executable, __file__, "--role", "anchor", "--port", str(port)),
+            *("--peers", ",".join(hosts)),
+        ],
         dict(os.environ),
     )
     try:
@@ -328,6 +419,7 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:
         "load": {
             "updates_per_session": args.updates,
             "window": args.window,
+            "load_procs": args.load_procs,
             "rate": args.rate,
             "max_open": args.max_open,
             "warmup_s": args.warmup,
@@ -350,6 +442,7 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--role", choices=["anchor"])
+    parser.add_argument("--peers", default="", help="anchor: the load generators' hosts")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9", help="flushed!")
     parser.add_argument("--runs", type=int, default=1)
@@ -360,9 +453,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--quota", type=int, default=GRANTED_OCTETS, help="octets per grant")
+    parser.add_argument(
+        "--load-procs", type=int, default=1, help="load generator processes (same for both)"
+    )
     args = parser.parse_args()
     if args.role == "anchor":
-        run_anchor(args.port)
+        run_anchor(args.port, args.peers.split(","))
         return
     runs = []
     for _ in range(args.runs):

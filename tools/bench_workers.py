@@ -110,11 +110,11 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
             imsi_first=str(262010000000000 + c * share),
             imsi_count=share,
             timeout=5.0,
+            run_id=base + c,  # its Session-Ids and its Origin-Host, loadgen-<run id>.local
         )
         _, gen = await loop.create_connection(
             lambda one=one: lg.LoadGen(one), "127.0.0.1", args.port
         )
-        gen.run_id = base + c
         gens.append(gen)
     for gen in gens:
         if await asyncio.wait_for(gen.cea, 5) != 2001:

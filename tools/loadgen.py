@@ -55,16 +55,19 @@ from ocs.diameter.constants import Application, Command, SubscriptionIdType
 from ocs.diameter.framer import Framer
 
 
-def _origin() -> list[Avp]:
-    return [text(A.AVP_ORIGIN_HOST, "loadgen.local"), text(A.AVP_ORIGIN_REALM, "local")]
+def _origin(host: str = "loadgen.local") -> list[Avp]:
+    """Our identity. Each generator (process or connection) has its own Origin-Host: the
+    server's duplicate detection is by (Origin-Host, End-to-End id) (RFC 6733 6.2), and the
+    random End-to-End ids of two generators started in the same second may overlap."""
+    return [text(A.AVP_ORIGIN_HOST, host), text(A.AVP_ORIGIN_REALM, "local")]
 
 
-def cer() -> Message:
+def cer(host: str = "loadgen.local") -> Message:
     return build_message(
         Command.CAPABILITIES_EXCHANGE,
         Application.COMMON,
         [
-            *_origin(),
+            *_origin(host),
             avp(A.AVP_HOST_IP_ADDRESS, "127.0.0.1"),
             u32(A.AVP_VENDOR_ID, 0),
             text(A.AVP_PRODUCT_NAME, "ocs-loadgen"),
@@ -75,7 +78,16 @@ def cer() -> Message:
     )
 
 
-def ccr(sid: str, rtype: int, n: int, imsi: str, used: int, want: int, rg: int) -> Message:
+def ccr(
+    sid: str,
+    rtype: int,
+    n: int,
+    imsi: str,
+    used: int,
+    want: int,
+    rg: int,
+    host: str = "loadgen.local",
+) -> Message:
     mscc: list[Avp] = []
     if want:
         mscc.append(grouped(A.AVP_REQUESTED_SERVICE_UNIT, [u64(A.AVP_CC_TOTAL_OCTETS, want)]))
@@ -87,7 +99,7 @@ def ccr(sid: str, rtype: int, n: int, imsi: str, used: int, want: int, rg: int) 
         Application.CREDIT_CONTROL,
         [
             text(A.AVP_SESSION_ID, sid),
-            *_origin(),
+            *_origin(host),
             text(A.AVP_DESTINATION_REALM, "local"),
             u32(A.AVP_AUTH_APPLICATION_ID, Application.CREDIT_CONTROL),
             text(A.AVP_SERVICE_CONTEXT_ID, "32251@3gpp.org"),
@@ -127,10 +139,14 @@ NUMBER_SENTINEL = 0x5EC0DE5E
 class Template:
     """One encoded CCR of each request type, with the offsets of the fields to patch."""
 
-    def __init__(self, run_id: int, rtype: int, used: int, want: int, rating_group: int) -> None:
+    def __init__(
+        self, run_id: int, rtype: int, used: int, want: int, rating_group: int, host: str
+    ) -> None:
         self.sid_len = len(self.session_id(run_id, 0))
         sid = "#" * self.sid_len
-        raw = ccr(sid, rtype, NUMBER_SENTINEL, IMSI_SENTINEL, used, want, rating_group).encode()
+        raw = ccr(
+            sid, rtype, NUMBER_SENTINEL, IMSI_SENTINEL, used, want, rating_group, host
+        ).encode()
         self.raw = raw
         self.sid_at = raw.index(sid.encode())
         self.number_at = raw.index(NUMBER_SENTINEL.to_bytes(4, "big"))
@@ -172,12 +188,13 @@ class LoadGen(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.cea: asyncio.Future[int | None] = self.loop.create_future()
         self.done: asyncio.Future[None] = self.loop.create_future()
-        self.run_id = int(time.time()) % 10**10
-        q = args.quota
+        self.run_id = getattr(args, "run_id", 0) or int(time.time()) % 10**10
+        self.host = f"loadgen-{self.run_id}.local"
+        q, rg, host = args.quota, args.rating_group, self.host
         self.templates = {
-            1: Template(self.run_id, 1, 0, q, args.rating_group),
-            2: Template(self.run_id, 2, q // 2, q, args.rating_group),
-            3: Template(self.run_id, 3, q // 2, 0, args.rating_group),
+            1: Template(self.run_id, 1, 0, q, rg, host),
+            2: Template(self.run_id, 2, q // 2, q, rg, host),
+            3: Template(self.run_id, 3, q // 2, 0, rg, host),
         }
         self.steps = [1] + [2] * args.updates + [3]
         # RFC 6733 3: End-to-End ids start from the time (high 12 bits) and a random low
@@ -201,7 +218,7 @@ class LoadGen(asyncio.Protocol):
     # -- connection --------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        transport.write(cer().encode())  # type: ignore[attr-defined]
+        transport.write(cer(self.host).encode())  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
         for fut in (self.cea, self.done):
@@ -216,7 +233,7 @@ class LoadGen(asyncio.Protocol):
             if raw[4] & 0x80:  # a request from the server (DWR): answer it
                 if command == Command.DEVICE_WATCHDOG:
                     answer = decode(raw).answer_header()
-                    answer.avps = [u32(A.AVP_RESULT_CODE, 2001), *_origin()]
+                    answer.avps = [u32(A.AVP_RESULT_CODE, 2001), *_origin(self.host)]
                     batch.append(answer.encode())
                 continue
             if command == Command.CAPABILITIES_EXCHANGE:
@@ -408,6 +425,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.0, help="seconds not measured")
     parser.add_argument("--duration", type=float, default=0.0, help="measured seconds")
     parser.add_argument("--json-line", action="store_true", help="one line of JSON")
+    parser.add_argument(
+        "--run-id",
+        type=int,
+        default=0,
+        help="Session-Id part (default: the time; distinct per process)",
+    )
     args = parser.parse_args()
     if not args.sessions and not args.duration:
         args.sessions = 1000
