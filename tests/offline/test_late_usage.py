@@ -5,7 +5,7 @@ tiers, allowances and pool overage (docs/offline.md, "Late usage")."""
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from ocs.offline.cdrs import import_csv, reconcile
 from ocs.offline.crypto import TenantCipher
 from ocs.offline.db import Database
 from ocs.offline.drain import Drainer
+from ocs.offline.late import period_holding, period_label
 from ocs.offline.usage import flat_rates
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import load_catalogue
@@ -343,3 +344,19 @@ async def test_watermark_lock_waits_bounded_for_an_inserting_transaction(
             await bill_run(db, cat, cipher, bill_day=10, on=APRIL_10)
     async with db.tenant(t) as conn:
         assert await conn.fetchval("SELECT count(*) FROM invoices") == 0
+
+
+def test_period_holding_a_late_record_in_local_time() -> None:
+    """Late lines name the period of the account's cycle that holds the record, in the
+    tenant's time zone (local midnights, summer time included) and across the year end."""
+    berlin = "Europe/Berlin"
+    p = period_holding(10, datetime(2025, 3, 9, 23, 0, tzinfo=UTC), berlin)  # 03-10 00:00 CET
+    assert (p.start, p.end) == (
+        datetime(2025, 3, 9, 23, 0, tzinfo=UTC),
+        datetime(2025, 4, 9, 22, 0, tzinfo=UTC),  # 04-10 00:00 CEST
+    )
+    assert period_label(p, berlin) == "2025-03-10/2025-04-10"
+    before = period_holding(10, datetime(2025, 3, 9, 22, 59, 59, tzinfo=UTC), berlin)
+    assert period_label(before, berlin) == "2025-02-10/2025-03-10"
+    wrap = period_holding(28, datetime(2025, 1, 5, tzinfo=UTC), "UTC")
+    assert period_label(wrap, "UTC") == "2024-12-28/2025-01-28"
