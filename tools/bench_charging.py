@@ -114,6 +114,7 @@ def start_server(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
+    said: list[str] = []
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
@@ -121,8 +122,9 @@ def start_server(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
         if "listening on" in line:
             threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
             return proc
+        said.append(line)
     proc.kill()
-    raise SystemExit(f"server did not start: {' '.join(cmd)}")
+    raise SystemExit(f"server did not start: {' '.join(cmd)}\n{''.join(said[-20:])}")
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
