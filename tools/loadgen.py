@@ -224,6 +224,7 @@ class LoadGen(asyncio.Protocol):
         for fut in (self.cea, self.done):
             if not fut.done():
                 fut.set_exception(ConnectionError(f"connection closed: {exc}"))
+                fut.exception()  # awaited or not: a closed connection at the end is no error
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
