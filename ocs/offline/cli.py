@@ -34,6 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ocs.observability.health import postgres_check, redis_check
+from ocs.observability.metrics import offline_metrics
 from ocs.observability.service import open_ops_server, run_service
 from ocs.offline.adjust import AdjustmentError, adjust_invoice
 from ocs.offline.billrun import BillRunError, bill_run
@@ -258,16 +259,20 @@ def main_billrun(
                 def step(done: int, total: int) -> None:
                     progress.update(task, completed=done, total=total)
 
-                summary = await bill_run(
-                    db,
-                    catalogue,
-                    cipher,
-                    bill_day=cycle,
-                    account=account,
-                    preview=preview,
-                    on=on or datetime.now(UTC).date(),
-                    progress=step,
-                )
+                try:
+                    summary = await bill_run(
+                        db,
+                        catalogue,
+                        cipher,
+                        bill_day=cycle,
+                        account=account,
+                        preview=preview,
+                        on=on or datetime.now(UTC).date(),
+                        progress=step,
+                    )
+                except BaseException:
+                    offline_metrics().billrun_failed()  # outcome="failed", if it had begun
+                    raise
             if not preview and summary.numbers:
                 folder = Path(out_dir or Path(settings.data_dir) / "invoices")
                 async with db.tenant(tid) as conn:
