@@ -1,6 +1,7 @@
 """The ASGI application and its lifecycle: ``create_app`` builds it; ``start_api`` runs
 uvicorn in the current event loop (next to the Diameter server in ``ocs serve``) and
-returns a handle to stop it; ``serve_api`` runs it alone until SIGTERM/SIGINT (``ocs api``).
+returns a handle to stop it; ``serve_api`` runs it alone until SIGTERM/SIGINT (``ocs api``),
+with the metrics port (``/metrics``, ``/healthz``, ``/readyz``) as ``ocs serve`` has it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import contextlib
 import gc
 import signal
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from ocs.api.tenants import TenantCatalogues
 from ocs.balance import BalanceStore
 from ocs.config import Settings
 from ocs.network import NetworkCommands
+from ocs.observability.endpoint import start_ops_server
+from ocs.observability.health import default_health, redis_check
 from ocs.store import RedisClient, RedisHandle, client_for_url, open_redis
 
 API_REDIS_TIMEOUT = 5.0  # seconds per Redis command (the API is not the real-time path)
@@ -156,6 +159,7 @@ class ApiServer:
     server: uvicorn.Server
     task: asyncio.Task[None]
     port: int
+    app: FastAPI
 
     async def stop(self) -> None:
         self.server.should_exit = True
@@ -195,18 +199,31 @@ async def start_api(
             raise RuntimeError("the API server stopped during start-up")
         await asyncio.sleep(0.01)
     sockets = server.servers[0].sockets
-    return ApiServer(server, task, int(sockets[0].getsockname()[1]))
+    return ApiServer(server, task, int(sockets[0].getsockname()[1]), app)
 
 
-async def serve_api(settings: Settings, *, redis_url: str | None = None) -> None:
-    """``ocs api``: serve until SIGTERM or SIGINT."""
+async def serve_api(
+    settings: Settings, *, redis_url: str | None = None, stop: asyncio.Event | None = None
+) -> None:
+    """``ocs api``: serve until SIGTERM or SIGINT (or ``stop`` is set), with the metrics
+    port (``settings.metrics_port``, 0: none) as ``ocs serve`` has it: ``/metrics``,
+    ``/healthz`` and ``/readyz``, whose check is the API's Redis connection (``api_redis``).
+    A taken metrics port is an OSError, as it is for ``ocs serve``."""
     api = await start_api(settings, redis_url=redis_url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"ocs: HTTP API listening on {settings.host}:{api.port}", flush=True)
+    closers: list[Callable[[], Awaitable[None]]] = [api.stop]
     try:
+        state: ApiState = api.app.state.api  # set by the lifespan, which has run
+        closers.append(default_health().add("api_redis", redis_check(state.redis)))
+        if settings.metrics_port:
+            ops = start_ops_server(settings.metrics_port, settings.host)
+            closers.append(ops.close)
+        stop = stop if stop is not None else asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
+                loop.add_signal_handler(sig, stop.set)
+        print(f"ocs: HTTP API listening on {settings.host}:{api.port}", flush=True)
         await stop.wait()
     finally:
-        await api.stop()
+        for close in reversed(closers):
+            await close()

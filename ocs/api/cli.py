@@ -42,4 +42,7 @@ def main_api(settings: Settings) -> int:
         asyncio.run(serve_api(settings))
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # a port taken, an address not ours
+        print(f"ocs: error: {exc}", file=sys.stderr)
+        return 2
     return 0

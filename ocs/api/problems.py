@@ -19,6 +19,8 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ocs.observability.metrics import api_metrics
+
 log = logging.getLogger("ocs.api")
 
 PROBLEM_JSON: Final = "application/problem+json"
@@ -123,6 +125,7 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_redis(request: Request, exc: Exception) -> JSONResponse:
+    api_metrics().redis_errors.inc()  # ocs_redis_errors_total{component="api"}
     log.warning("Redis error on %s: %s", request.url.path, exc)
     return problem_response(
         503,

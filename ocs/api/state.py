@@ -11,12 +11,14 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis.exceptions import RedisError
 
 from ocs.api.auth import Principal, Scope, TokenCache
 from ocs.api.tenants import Compiled, TenantCatalogues
 from ocs.balance import BalanceStore
 from ocs.config import Settings
 from ocs.network import NetworkCommands
+from ocs.observability.metrics import api_metrics
 from ocs.store import RedisClient
 
 log = logging.getLogger("ocs.api")
@@ -42,6 +44,8 @@ class ApiState:
     def _done(self, task: asyncio.Task[Any]) -> None:
         self.tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
+            if isinstance(exc, RedisError | TimeoutError):
+                api_metrics().redis_errors.inc()
             log.warning("background network command failed: %s", exc)
 
     async def signal(self, sims: Iterable[tuple[str, str | None]], op: str) -> list[dict[str, Any]]:

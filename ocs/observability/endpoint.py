@@ -9,6 +9,10 @@ answers come from the event loop the components run in:
 - ``/readyz``: the registered checks (:mod:`ocs.observability.health`), run in the loop;
   200 with every check ``ok``, else 503 naming the failing ones.
 
+``/metrics`` runs the same checks before it encodes the registry and exports them as
+``ocs_ready{check}`` (1 ok, 0 failing), so readiness is a series an alert can watch; a
+scrape then waits for the checks (2 s at most each, all at once).
+
 Both answer ``application/json``: ``{"status": ..., "checks": {name: "ok" | reason}}``.
 """
 
@@ -26,7 +30,8 @@ from typing import Any, Final
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from ocs.observability.health import Health, default_health
+from ocs.observability.health import Health, Readiness, default_health
+from ocs.observability.metrics import ReadinessCollector, readiness_collector
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,7 @@ class _Server(ThreadingHTTPServer):
     registry: CollectorRegistry
     health: Health
     loop: asyncio.AbstractEventLoop
+    readiness: ReadinessCollector
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -48,6 +54,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
+            self._readiness()  # ocs_ready{check} as of this scrape
             encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
             self._send(200, content_type, encoder(self.server.registry))
         elif path == "/healthz":
@@ -55,14 +62,20 @@ class _Handler(BaseHTTPRequestHandler):
             body = {"status": "alive" if alive else "event loop not answering"}
             self._json(200 if alive else 503, body)
         elif path == "/readyz":
-            health = self.server.health
-            got = self._in_loop(health.ready, health.timeout + LOOP_LAG)
-            if got is _FAILED:
-                self._json(503, {"status": "not ready", "checks": {"loop": "not answering"}})
-            else:
-                self._json(200 if got.ready else 503, got.as_json())
+            got = self._readiness()
+            self._json(200 if got.ready else 503, got.as_json())
         else:
             self._json(404, {"status": "not found", "paths": ["/metrics", "/healthz", "/readyz"]})
+
+    def _readiness(self) -> Readiness:
+        """Run the checks in the components' loop (a loop that does not answer is the
+        failing check ``loop``) and keep the outcome for ``ocs_ready``."""
+        health = self.server.health
+        got = self._in_loop(health.ready, health.timeout + LOOP_LAG)
+        if got is _FAILED:
+            got = Readiness(False, {"loop": "not answering"})
+        self.server.readiness.latest = got.checks
+        return got  # type: ignore[no-any-return]
 
     def _in_loop(self, func: Callable[..., Awaitable[Any]], timeout: float, *args: Any) -> Any:
         """``func(*args)`` awaited in the components' loop; ``_FAILED`` if that loop is closed
@@ -131,6 +144,7 @@ def start_ops_server(
     httpd.registry = registry
     httpd.health = health if health is not None else default_health()
     httpd.loop = loop if loop is not None else asyncio.get_running_loop()
+    httpd.readiness = readiness_collector(registry)
     thread = threading.Thread(target=httpd.serve_forever, name="ocs-metrics", daemon=True)
     thread.start()
     return OpsServer(httpd, thread)

@@ -22,16 +22,42 @@ largest live value (``livemax``). Metric names are stable: dashboards and alert 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from enum import Enum
 from typing import Final
+from weakref import WeakKeyDictionary
 
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS: Final = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
 FUI_TERMINATE: Final = "terminate"
+# ``component`` of ocs_redis_errors_total: who made the Redis call that failed
+COMPONENT_CHARGING: Final = "charging"  # Gy/Ro path, session write-behind, housekeeping
+COMPONENT_API: Final = "api"  # the HTTP API (the request got a 503 problem document)
+COMPONENT_OFFLINE: Final = "offline"  # the offline services (CDR drain)
+BILLRUN_FAILED: Final = "failed"  # outcome of ocs_billrun_runs_finished_total
+
+_redis_errors: WeakKeyDictionary[CollectorRegistry, Counter] = WeakKeyDictionary()
+
+
+def redis_errors_counter(registry: CollectorRegistry) -> Counter:
+    """``ocs_redis_errors_total{component}`` of ``registry``: one counter shared by the
+    charging, API and offline collectors (each holds its own labelled child), so one name
+    counts every failed Redis call of the process and ``sum()`` over it keeps its meaning."""
+    counter = _redis_errors.get(registry)
+    if counter is None:
+        counter = _redis_errors[registry] = Counter(
+            "ocs_redis_errors",
+            "Redis calls that failed or timed out, by component (charging, api, offline)",
+            ["component"],
+            registry=registry,
+        )
+    return counter
 
 
 class ChargingMetrics:
@@ -63,9 +89,7 @@ class ChargingMetrics:
             registry=reg,
             multiprocess_mode="livesum",
         )
-        self.redis_errors = Counter(
-            "ocs_redis_errors", "Redis calls that failed or timed out", registry=reg
-        )
+        self.redis_errors = redis_errors_counter(reg).labels(COMPONENT_CHARGING)
         self.failover_grants = Counter(
             "ocs_failover_grants",
             "Requests answered by Credit-Control failure handling (Redis unreachable)",
@@ -155,6 +179,7 @@ class ApiMetrics:
             ["currency"],
             registry=reg,
         )
+        self.redis_errors = redis_errors_counter(reg).labels(COMPONENT_API)
 
     def count_topup(self, currency: str, amount: int) -> None:
         self.topups.labels(currency).inc()
@@ -169,6 +194,7 @@ class OfflineMetrics:
             "PostgreSQL calls that failed (connect, query, transaction)",
             registry=reg,
         )
+        self.redis_errors = redis_errors_counter(reg).labels(COMPONENT_OFFLINE)
         self.drain_records = Counter(
             "ocs_drain_records",
             "Rated usage records moved from the Redis streams to PostgreSQL, by outcome "
@@ -191,8 +217,8 @@ class OfflineMetrics:
         )
         self.billrun_finished = Counter(
             "ocs_billrun_runs_finished",
-            "Bill runs that finished, by outcome (issued, preview); a run started and not "
-            "finished failed or is still running",
+            "Bill runs that finished, by outcome (issued, preview, failed: ended by an "
+            "error); a run started and not finished is still running or was killed",
             ["outcome"],
             registry=reg,
         )
@@ -208,17 +234,27 @@ class OfflineMetrics:
             registry=reg,
             multiprocess_mode="livesum",
         )
+        self._billrun_open = False  # between billrun_begin and billrun_finish
 
     def billrun_begin(self, accounts: int) -> None:
         self.billrun_started.inc()
         self.billrun_accounts_total.set(accounts)
         self.billrun_accounts_done.set(0)
+        self._billrun_open = True
 
     def billrun_progress(self, done: int) -> None:
         self.billrun_accounts_done.set(done)
 
     def billrun_finish(self, outcome: str) -> None:
         self.billrun_finished.labels(outcome).inc()
+        self._billrun_open = False
+
+    def billrun_failed(self) -> None:
+        """The run in progress ended by an error: ``outcome="failed"``. Nothing is counted
+        when no run began (refused before it started: unknown account, bad cycle), so
+        finished never exceeds started."""
+        if self._billrun_open:
+            self.billrun_finish(BILLRUN_FAILED)
 
     def drain_pass(self, inserted: int, duplicates: int) -> None:
         """One complete drain pass (every stream read to its end)."""
@@ -233,8 +269,44 @@ def _payer_kind(payer: str) -> str:
     return parts[1] if len(parts) >= 3 else "unknown"
 
 
+class ReadinessCollector(Collector):
+    """``ocs_ready{check}``: 1 when the readiness check passed, 0 when it failed, as the
+    metrics port found them at the last ``/metrics`` (or ``/readyz``): the port runs the
+    checks ``/readyz`` runs before each scrape (:mod:`ocs.observability.endpoint`), so a
+    node that is not ready but still scraped shows it, and alerts can say for how long.
+    A check the process does not run has no series; the loop not answering is ``loop``."""
+
+    _labelnames = ("check",)  # what tests/ops/test_packaging.py reads of every collector
+
+    def __init__(self) -> None:
+        self.latest: dict[str, str] = {}  # check name -> "ok" or the reason it failed
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "ocs_ready",
+            "Readiness check passed (1) or failed (0), by check, as /readyz runs them",
+            labels=self._labelnames,
+        )
+        for name, state in sorted(self.latest.items()):
+            family.add_metric([name], 1.0 if state == "ok" else 0.0)
+        yield family
+
+
+_readiness: WeakKeyDictionary[CollectorRegistry, ReadinessCollector] = WeakKeyDictionary()
+
+
+def readiness_collector(registry: CollectorRegistry) -> ReadinessCollector:
+    """The ``ocs_ready`` collector of ``registry`` (registered on first use)."""
+    collector = _readiness.get(registry)
+    if collector is None:
+        collector = _readiness[registry] = ReadinessCollector()
+        registry.register(collector)
+    return collector
+
+
 def register_all(registry: CollectorRegistry) -> tuple[ChargingMetrics, ApiMetrics, OfflineMetrics]:
     """Every metric of ocs on ``registry`` (tests list the names the dashboards may use)."""
+    readiness_collector(registry)
     return ChargingMetrics(registry), ApiMetrics(registry), OfflineMetrics(registry)
 
 

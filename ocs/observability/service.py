@@ -3,9 +3,10 @@ seconds until SIGTERM/SIGINT, with the metrics port (``/metrics``, ``/healthz``,
 ``/readyz``) open meanwhile.
 
 A failing step does not end the service: the error is counted (``ocs_postgres_errors_total``
-or ``ocs_redis_errors_total``), logged as one line, and the step runs again after the
-interval, so an outage of PostgreSQL or Redis delays the work without losing it (the drain
-acknowledges nothing it did not commit). The readiness checks say meanwhile what is down.
+or ``ocs_redis_errors_total{component="offline"}``), logged as one line, and the step runs
+again after the interval, so an outage of PostgreSQL or Redis delays the work without losing
+it (the drain acknowledges nothing it did not commit). The readiness checks say meanwhile
+what is down.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from redis.exceptions import RedisError
 from ocs.config import Settings
 from ocs.observability.endpoint import OpsServer, start_ops_server
 from ocs.observability.health import Check, default_health
-from ocs.observability.metrics import default_metrics, offline_metrics
+from ocs.observability.metrics import offline_metrics
 from ocs.offline.db import DatabaseError
 
 log = logging.getLogger("ocs.service")
@@ -40,7 +41,7 @@ def count_failure(exc: BaseException) -> str:
         offline_metrics().postgres_errors.inc()
         return "postgresql"
     if isinstance(exc, RedisError):
-        default_metrics().redis_errors.inc()
+        offline_metrics().redis_errors.inc()
         return "redis"
     return "other"
 
