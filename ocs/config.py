@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # HTTP / metrics
     http_port: int = Field(8080, ge=0, le=65535)
     metrics_port: int = Field(9464, ge=0, le=65535)
+    # seconds `ocs billrun --metrics-port` keeps serving after the run ended, so that a scrape
+    # sees its outcome (a failed run, docs/operations.md) before the process exits
+    metrics_linger: float = Field(15.0, ge=0)
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one object per line
 
