@@ -1,5 +1,6 @@
-"""Prometheus metrics of the lifecycle pass: each adaptive pool's current tier and the
-outcomes of renewals. One collector set per registry (like ``ocs.observability.metrics``)."""
+"""Prometheus metrics of the lifecycle pass: each adaptive pool's current tier, the outcomes
+of renewals and the RAR/ASR they caused. One collector set per registry (like
+``ocs.observability.metrics``)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,13 @@ class LifecycleMetrics:
             "renewed_unpaid, suspended, "
             "overage, already (another worker did it), not_due",
             ["outcome"],
+            registry=registry,
+        )
+        self.signals = Counter(
+            "ocs_lifecycle_session_signals",
+            "Live sessions the lifecycle pass asked to re-authorise (op rar: renewal, "
+            "suspension lifted) or abort (op asr: suspended for an unpaid renewal)",
+            ["op"],
             registry=registry,
         )
 

@@ -14,6 +14,7 @@ from ocs.rating.models import Addon, PayerKind, Pool, Renewal
 
 TOPOFF_PRIORITY: Final = 50  # after the pool's own bucket, before postpaid credit (100)
 DAY_MS: Final = 86_400_000
+POOL_KINDS: Final = frozenset({str(PayerKind.PREPAID_POOL), str(PayerKind.POSTPAID_POOL)})
 
 
 def pool_tag(tenant: str, pool: Pool) -> str:
@@ -24,7 +25,8 @@ def pool_tag(tenant: str, pool: Pool) -> str:
 @dataclass(frozen=True, slots=True)
 class PoolRules:
     """One pool's lifecycle as provisioned. ``sizes``: the allowance per tier (one entry
-    for a pool without tiers); ``currency``: its account's."""
+    for a pool without tiers); ``currency``: its account's; ``sims``: (IMSI, MSISDN) of
+    every SIM with a twin on the pool, whose live sessions a renewal re-authorises."""
 
     tag: str
     pool: Pool
@@ -35,16 +37,21 @@ class PoolRules:
     ladder: dict[str, Any] | None
     topoff: dict[str, Any] | None
     wallet_tag: str | None
+    sims: tuple[tuple[str, str | None], ...] = ()
 
     @property
     def renewal(self) -> Renewal | None:
         return self.pool.renewal
 
 
-def topoff_rule(pool: Pool, addon: Addon, cap: int | None) -> dict[str, Any]:
+def topoff_rule(
+    pool: Pool, addon: Addon, cap: int | None, threshold_percent: int = 0
+) -> dict[str, Any]:
     """The auto top-off rule ``charge.lua`` applies: buy ``addon`` for ``pool``, at most
-    ``cap`` times a period (None: the add-on's own cap; 0: no cap)."""
-    return {
+    ``cap`` times a period (None: the add-on's own cap; 0: no cap), when a request finds the
+    pool short or, with ``threshold_percent`` > 0, as soon as a request leaves the pool's
+    available units below that share of its allowance."""
+    rule: dict[str, Any] = {
         "addon": addon.id,
         "pool": pool.id,
         "account": pool.account,
@@ -56,12 +63,31 @@ def topoff_rule(pool: Pool, addon: Addon, cap: int | None) -> dict[str, Any]:
         "price": addon.price,
         "currency": addon.currency,
     }
+    if threshold_percent > 0:
+        rule["pct"] = threshold_percent
+    return rule
+
+
+def pool_members(catalogue: Catalogue) -> dict[str, list[tuple[str, str | None]]]:
+    """Pool payer tag -> (IMSI, MSISDN) of every SIM with a twin paid by that pool."""
+    tenant = catalogue.tenant.id
+    out: dict[str, list[tuple[str, str | None]]] = {}
+    for sim in catalogue.sims_by_imsi.values():
+        seen: set[str] = set()
+        for twin in sim.twins:
+            kind = str(twin.payer.kind)
+            tag = payer_tag(tenant, kind, twin.payer.id)
+            if kind in POOL_KINDS and tag not in seen:
+                seen.add(tag)
+                out.setdefault(tag, []).append((sim.imsi, sim.msisdn))
+    return out
 
 
 def pool_rules(catalogue: Catalogue, sizes: dict[str, int] | None = None) -> list[PoolRules]:
     """Every pool's rules. ``sizes`` overrides a pool's allowance (a flexible pool's size is
     its per-SIM size times its active SIMs: what the catalogue provisioning computed)."""
     tenant = catalogue.tenant
+    members = pool_members(catalogue)
     out: list[PoolRules] = []
     for pool in catalogue.pools.values():
         account = catalogue.accounts.get(pool.account)
@@ -93,6 +119,7 @@ def pool_rules(catalogue: Catalogue, sizes: dict[str, int] | None = None) -> lis
                 ladder=ladder,
                 topoff=topoff,
                 wallet_tag=wallet_tag,
+                sims=tuple(members.get(tag, ())),
             )
         )
     return out

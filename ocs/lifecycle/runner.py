@@ -5,7 +5,8 @@ workers or nodes running the pass at once renew exactly once. Time is a paramete
 A renewal fee charged to a wallet is paid first, on the wallet (its own hash tag, so its own
 script call, idempotent by pool and period), then the pool is renewed. A fee the wallet
 cannot pay follows the rule's ``on_failure``; each outcome but a plain renewal is published
-on :data:`~ocs.balance.keys.LIFECYCLE_EVENTS` and logged (docs/lifecycle.md)."""
+on :data:`~ocs.balance.keys.LIFECYCLE_EVENTS` and logged (docs/lifecycle.md). The pool's live
+sessions get an RAR after a renewal and an ASR after a suspension (:mod:`.signals`)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from ocs.balance.keys import LIFECYCLE_EVENTS, PAYERS, PayerKeys
 from ocs.lifecycle.metrics import LifecycleMetrics
 from ocs.lifecycle.periods import Period, next_period, period_at, period_from
 from ocs.lifecycle.rules import PoolRules
+from ocs.lifecycle.signals import ASR, RAR, SessionSignals
 from ocs.store import RedisClient
 
 log = logging.getLogger(__name__)
@@ -30,13 +32,19 @@ EVENTS_MAXLEN: Final = 100_000
 
 @dataclass(slots=True)
 class PassReport:
-    """What one pass did: outcome -> count, and the events it published."""
+    """What one pass did: outcome -> count, the events it published, and how many live
+    sessions it asked to re-authorise ("rar") or abort ("asr")."""
 
     outcomes: Counter[str] = field(default_factory=Counter)
     events: list[dict[str, Any]] = field(default_factory=list)
+    signals: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"outcomes": dict(sorted(self.outcomes.items())), "events": self.events}
+        return {
+            "outcomes": dict(sorted(self.outcomes.items())),
+            "events": self.events,
+            "signals": dict(sorted(self.signals.items())),
+        }
 
 
 def _json(value: dict[str, Any]) -> str:
@@ -49,9 +57,18 @@ def _s(value: bytes | str) -> str:
 
 
 class Lifecycle:
-    def __init__(self, redis: RedisClient, metrics: LifecycleMetrics | None = None) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        metrics: LifecycleMetrics | None = None,
+        *,
+        signal_sessions: bool = True,
+    ) -> None:
+        """``signal_sessions``: RAR/ASR the live sessions of the pools a pass renews or
+        suspends (off only where no gateway can hold a session, e.g. benchmarks)."""
         self.redis = redis
         self.metrics = metrics
+        self.signals = SessionSignals(redis) if signal_sessions else None
         text = resources.files("ocs.balance").joinpath("lua", "lifecycle.lua").read_text("utf-8")
         self._script: AsyncScript = redis.register_script(text)
 
@@ -75,7 +92,12 @@ class Lifecycle:
         async with self.redis.pipeline(transaction=False) as pipe:
             for r in rules:
                 first = period_at(now_ms, r.pool.period, r.tz, r.bill_day)
-                args = {"ladder": r.ladder, "topoff": r.topoff, "period": first.as_json()}
+                args = {
+                    "ladder": r.ladder,
+                    "topoff": r.topoff,
+                    "size": r.sizes[0],
+                    "period": first.as_json(),
+                }
                 k = PayerKeys(r.tag)
                 keys = (k.buckets, k.balances, k.lifecycle, k.stream)
                 pipe.execute_command(
@@ -86,9 +108,10 @@ class Lifecycle:
 
     async def set_api_top_off(self, tag: str, rule: dict[str, Any] | None) -> None:
         """The HTTP API's auto top-off setting of a pool (``PUT .../auto-renewal``): it
-        overrides the catalogue's rule, and catalogue re-applies keep it. None: disabled."""
+        overrides the catalogue's rule, and catalogue re-applies keep it. None: disabled.
+        The script also marks the pool's bucket with the rule's threshold, if any."""
         value = rule if rule is not None else {"off": True}
-        await self.redis.hset(PayerKeys(tag).lifecycle, "topoff_api", _json(value))
+        await self._call(tag, "topoff", 0, {"rule": value})
 
     # -- reads -------------------------------------------------------------------------------
     async def state(self, tag: str) -> dict[str, Any] | None:
@@ -121,10 +144,17 @@ class Lifecycle:
             depleted = renewal is not None and renewal.on == "depleted" and int(avail or 0) <= 0
             if now_ms < int(pend or 0) and not depleted:
                 continue
-            outcome = await self._renew(r, _s(period), int(pend), now_ms, depleted, report)
+            outcome, op = await self._renew(r, _s(period), int(pend), now_ms, depleted, report)
             report.outcomes[outcome] += 1
             if self.metrics is not None:
                 self.metrics.renewals.labels(outcome).inc()
+            if op is not None and self.signals is not None:
+                self.signals.add(op, r.sims)
+        if self.signals is not None:
+            for op, n in (await self.signals.flush()).items():
+                report.signals[op] += n
+                if self.metrics is not None:
+                    self.metrics.signals.labels(op).inc(n)
         return report
 
     async def _renew(
@@ -135,7 +165,9 @@ class Lifecycle:
         now_ms: int,
         depleted: bool,
         report: PassReport,
-    ) -> str:
+    ) -> tuple[str, str | None]:
+        """The outcome, and the signal the pool's sessions get from this call (None: no
+        change made by this call, or none that concerns them)."""
         kind = r.pool.period
         due = "depleted" if depleted and now_ms < pend else "end"
         nxt: Period = (
@@ -152,7 +184,7 @@ class Lifecycle:
             "account": r.pool.account,
         }
         if renewal is None:  # no renewal rule: the period rolls (auto top-off cap restarts)
-            return str((await self._call(r.tag, "renew", now_ms, base))["status"])
+            return _signal(await self._call(r.tag, "renew", now_ms, base))
         base.update(
             credit={"bucket": r.pool.id, "size": r.sizes[0]},
             fee=renewal.fee,
@@ -175,12 +207,11 @@ class Lifecycle:
             )
             if paid["status"] != "paid":
                 return await self._unpaid(r, base, now_ms, report)
-        result = await self._call(r.tag, "renew", now_ms, base)
-        return str(result["status"])
+        return _signal(await self._call(r.tag, "renew", now_ms, base))
 
     async def _unpaid(
         self, r: PoolRules, base: dict[str, Any], now_ms: int, report: PassReport
-    ) -> str:
+    ) -> tuple[str, str | None]:
         assert r.renewal is not None
         policy = r.renewal.on_failure
         if policy == "notify":  # renew anyway; the fee goes on the invoice
@@ -189,15 +220,17 @@ class Lifecycle:
             )
             status, first = str(result["status"]), result["status"] == "renewed"
             outcome = "renewed_unpaid" if status == "renewed" else status
+            op = _signal(result)[1]
         else:
             result = await self._call(
                 r.tag, "fail", now_ms, {**base, "on_failure": policy, "credit": None}
             )
             status, first = str(result["status"]), bool(result.get("first"))
             outcome = status
+            op = ASR if result.get("held") else None
         if first:
             await self._publish(r, base, outcome, now_ms, report)
-        return outcome
+        return outcome, op
 
     async def _publish(
         self, r: PoolRules, base: dict[str, Any], outcome: str, now_ms: int, report: PassReport
@@ -226,6 +259,13 @@ class Lifecycle:
         )
 
 
+def _signal(result: dict[str, Any]) -> tuple[str, str | None]:
+    """A renew answer's outcome, and RAR when this call credited a new allowance or lifted a
+    suspension (a plain roll adds nothing the sessions could use)."""
+    status = str(result["status"])
+    return status, RAR if status == "renewed" or result.get("lifted") else None
+
+
 def lifecycle_view(life: dict[str, str]) -> dict[str, Any] | None:
     if "period" not in life:
         return None
@@ -241,7 +281,12 @@ def lifecycle_view(life: dict[str, str]) -> dict[str, Any] | None:
         rule, source = life.get("topoff"), "catalogue"
     top_off = json.loads(rule) if rule is not None else None
     view["auto_top_off"] = (
-        {"addon": top_off["addon"], "cap": int(top_off["cap"]), "source": source}
+        {
+            "addon": top_off["addon"],
+            "cap": int(top_off["cap"]),
+            "threshold_percent": int(top_off.get("pct", 0)),
+            "source": source,
+        }
         if top_off is not None and not top_off.get("off")
         else None
     )

@@ -32,6 +32,7 @@ async def test_auto_top_off_set_over_the_api_is_applied_and_shown(demo: Api) -> 
     assert pool["lifecycle"]["auto_top_off"] == {
         "addon": "acme-topoff-1gb",
         "cap": 1,
+        "threshold_percent": 0,
         "source": "api",
     }
     # the 10 GB pool used up: one 1 GB add-on is bought inside the next reservation

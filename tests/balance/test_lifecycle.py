@@ -381,6 +381,7 @@ async def test_the_api_setting_overrides_the_catalogue_top_off_and_survives_a_re
     assert (await life(redis, TAG["topped"]))["auto_top_off"] == {
         "addon": "boost",
         "cap": 2,
+        "threshold_percent": 0,
         "source": "catalogue",
     }
     await lifecycle.set_api_top_off(TAG["topped"], None)  # disabled over the API
@@ -399,6 +400,7 @@ async def test_the_api_setting_overrides_the_catalogue_top_off_and_survives_a_re
     assert (await life(redis, TAG["monthly"]))["auto_top_off"] == {
         "addon": "boost",
         "cap": 1,
+        "threshold_percent": 0,
         "source": "api",
     }
     assert len(await records(store, TAG["monthly"], "topoff")) == 1

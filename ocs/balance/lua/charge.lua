@@ -15,7 +15,9 @@
 -- KEYS[7] life     HASH  lifecycle (docs/lifecycle.md): period, adaptive tier and ladder,
 --                        auto top-off rule (catalogue "topoff", API "topoff_api" overrides;
 --                        {off=true}: none) and its per-period counter; read only when the
---                        payer cannot cover a request (never on the common path)
+--                        payer cannot cover a request, or when a bucket carries an auto
+--                        top-off threshold ("thr", units) and this call leaves the payer
+--                        below it (never on the common path)
 --
 -- ARGV[1]  request id          ARGV[2]  now (ms)          ARGV[3]  unit
 -- ARGV[4]  used units          ARGV[5]  wanted units      ARGV[6]  minimum grant
@@ -46,13 +48,15 @@ local mode = ARGV[12]
 local function I(n) return string.format('%d', n) end
 
 -- Usable buckets in consumption order: priority, then earliest expiry, then id. A bucket
--- on hold (a pool suspended for an unpaid renewal) is not usable.
-local order
+-- on hold (a pool suspended for an unpaid renewal) is not usable. `thr`: the auto top-off
+-- threshold a bucket of this unit is marked with (lifecycle.lua), nil for none.
+local order, thr
 local function build_order()
   local defs = redis.call('HGETALL', KEYS[1])
   order = {}
   for i = 1, #defs, 2 do
     local d = cjson.decode(defs[i + 1])
+    if d.thr and d.unit == unit then thr = tonumber(d.thr) end
     local to = tonumber(d.to or 0)
     local from = tonumber(d.from or 0)
     local money = d.unit == 'money'
@@ -124,8 +128,12 @@ end
 -- Lifecycle, when what the payer has cannot cover `need` units: an adaptive pool steps up
 -- its tier ladder (the last tier is the cap), then the auto top-off add-on is bought, at
 -- most `cap` times in the current period. Both credit buckets and write their record here,
--- in the same atomic step as the reservation that needed them.
-local function replenish(need)
+-- in the same atomic step as the reservation that needed them. `early`: called because
+-- the payer fell below its auto top-off threshold (`need` = the threshold), not short:
+-- no tier step, and no purchase while the ladder has tiers left (they come first). At
+-- most one purchase per call (`bought`).
+local bought = false
+local function replenish(need, early)
   local life = redis.call('HMGET', KEYS[7], 'ladder', 'tier', 'topoff', 'period', 'hold',
                           'topoff_api')
   if life[5] then return end  -- suspended: no step, no purchase
@@ -136,7 +144,8 @@ local function replenish(need)
     local lad = cjson.decode(life[1])
     local tier = tonumber(life[2] or '0')
     local start = tier
-    while lad.u == unit and total_units < need and tier + 1 < #lad.s do
+    if early and lad.u == unit and tier + 1 < #lad.s then return end
+    while not early and lad.u == unit and total_units < need and tier + 1 < #lad.s do
       local delta = lad.s[tier + 2] - lad.s[tier + 1]
       redis.call('HINCRBY', KEYS[2], lad.b .. ':a', delta)
       redis.call('HINCRBY', KEYS[2], lad.b .. ':i', delta)
@@ -152,7 +161,7 @@ local function replenish(need)
       changed = true
     end
   end
-  if life[3] and total_units < need then
+  if life[3] and total_units < need and not bought then
     local rule = cjson.decode(life[3])
     local counter = 'topoffs:' .. period
     local n = tonumber(redis.call('HGET', KEYS[7], counter) or '0')
@@ -168,8 +177,9 @@ local function replenish(need)
         {{bid, I(rule.units)}},
         {api = 'auto-top-off', addon = rule.addon, price = rule.price,
          currency = rule.currency, pool = rule.pool, account = rule.account,
-         cap_period = period, count = n})
+         cap_period = period, count = n, threshold = early and need or nil})
       changed = true
+      bought = true
     end
   end
   if changed then
@@ -273,6 +283,13 @@ end
 
 local left = 0
 for _, b in ipairs(order) do left = left + capacity(b) end
+-- Auto top-off threshold: this call leaves the payer below it, so the add-on is bought now,
+-- once per call and within the cap; the next call finds the payer above it again.
+if thr and not bought and left < thr then
+  total_units = left
+  replenish(thr, true)
+  if bought then left = total_units end
+end
 -- Nothing left now, but the lifecycle can still add units (the next adaptive tier, an auto
 -- top-off under its cap): report those, so that the grant is not announced as final units.
 if left == 0 then

@@ -5,28 +5,37 @@
 -- KEYS[1] buckets HASH, KEYS[2] balances HASH, KEYS[3] life HASH, KEYS[4] stream
 --   life: period, pstart, pend (ms)   the current period; tier (adaptive)
 --         ladder, topoff (JSON)       rules charge.lua reads when the payer runs short
+--         topoff_api (JSON)           the HTTP API's auto top-off setting (overrides topoff)
+--         size                        the pool's allowance (base of threshold_percent)
 --         topoffs:<period>            auto top-offs bought in that period
 --         hold                        the period whose unpaid renewal suspended the payer
 --         failed:<period>, paid:<ref> markers (first failure notice, renewal fee paid)
--- ARGV[1] action: setup | renew | pay | fail
+-- ARGV[1] action: setup | topoff | renew | pay | fail
 -- ARGV[2] now (ms), ARGV[3] payer tag, ARGV[4] JSON arguments of the action
 -- Returns JSON {status, ...}.
 --
--- setup {ladder?, topoff?, period={id, start, end}}: store the rules (absent: removed); start
---   the first period and tier 0 unless the payer has them already.
+-- setup {ladder?, topoff?, size, period={id, start, end}}: store the rules (absent: removed);
+--   start the first period and tier 0 unless the payer has them already; put a suspended
+--   payer's buckets back on hold (a catalogue re-apply rewrites their definitions).
+-- topoff {rule}: store the API's auto top-off setting (rule {off=true}: none).
+--   setup and topoff both mark the pool's bucket with the threshold of the auto top-off in
+--   force ("thr" in its definition, units: pct of the allowance, of the top tier for an
+--   adaptive pool), which charge.lua reads with the definitions it loads anyway.
 -- renew {period, next={id, start, end}, due="end"|"depleted", credit?={bucket, size},
 --   fee, currency, billed="invoice"|"wallet"|"none", pool, account, fallback?}:
 --   if `period` is still current and due, set the bucket's available to `size` minus what
---   is reserved (no rollover; tier 0 for an adaptive pool), lift a hold, remove expired
---   buckets without reservations (record "expire"), start `next`, and
+--   is reserved (no rollover; tier 0 for an adaptive pool), lift a hold (`lifted`), remove
+--   expired buckets without reservations (record "expire"), start `next`, and
 --   write the renewal record (context "period": the period the fee pays for, "ended": the
---   one that ended). Otherwise "already" / "not_due".
+--   one that ended). Otherwise "already" / "not_due". Only the call that renewed answers
+--   "renewed"/"rolled": the caller signals the pool's sessions (RAR) from that answer.
 -- pay {ref, fee, currency, pool, account, period}: debit the fee from this payer's money
 --   buckets once per `ref` ("insufficient" when they cannot cover it).
 -- fail {period, next, due, on_failure="suspend"|"overage"}: suspend puts every bucket on hold
 --   (the next pass retries); overage starts `next` without a new allowance (due "end") or
 --   goes on in the period without one (due "depleted", retried each pass). `first` tells
---   whether this is the first failure of the period (the caller notifies once).
+--   whether this is the first failure of the period (the caller notifies once), `held`
+--   whether this call put the hold on (the caller aborts the pool's sessions once).
 
 local action = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -59,6 +68,36 @@ local function hold_all(on)
   end
 end
 
+-- Mark the bucket the auto top-off in force buys for with its threshold in units (`thr`),
+-- unmark every other bucket. charge.lua checks the threshold only on a marked payer.
+local function mark_threshold()
+  local f = redis.call('HMGET', KEYS[3], 'topoff_api', 'topoff', 'size', 'ladder')
+  local raw, thr, target = f[1] or f[2], 0, nil
+  if raw then
+    local rule = cjson.decode(raw)
+    local pct = tonumber(rule.pct or 0) or 0
+    if not rule.off and pct > 0 then
+      local size = tonumber(f[3] or '0')
+      if f[4] then
+        local lad = cjson.decode(f[4])
+        size = tonumber(lad.s[#lad.s])
+      end
+      thr, target = math.floor(size * pct / 100), rule.pool
+    end
+  end
+  local defs = redis.call('HGETALL', KEYS[1])
+  for i = 1, #defs, 2 do
+    local d = cjson.decode(defs[i + 1])
+    local want = nil
+    if defs[i] == target and thr > 0 then want = thr end
+    if tonumber(d.thr) ~= want then
+      d.thr = want
+      redis.call('HSET', KEYS[1], defs[i], cjson.encode(d))
+    end
+  end
+  return thr
+end
+
 if action == 'setup' then
   for _, name in ipairs({'ladder', 'topoff'}) do
     if args[name] then
@@ -67,9 +106,17 @@ if action == 'setup' then
       redis.call('HDEL', KEYS[3], name)
     end
   end
+  if args.size then redis.call('HSET', KEYS[3], 'size', I(args.size)) end
   if redis.call('HEXISTS', KEYS[3], 'period') == 0 then start_period(args.period) end
   if args.ladder then redis.call('HSETNX', KEYS[3], 'tier', '0') end
+  if redis.call('HEXISTS', KEYS[3], 'hold') == 1 then hold_all(true) end
+  mark_threshold()
   return reply({status = 'ok', period = redis.call('HGET', KEYS[3], 'period')})
+end
+
+if action == 'topoff' then
+  redis.call('HSET', KEYS[3], 'topoff_api', cjson.encode(args.rule))
+  return reply({status = 'ok', threshold = mark_threshold()})
 end
 
 local current = redis.call('HGET', KEYS[3], 'period')
@@ -168,7 +215,8 @@ if action == 'renew' then
       redis.call('HSET', KEYS[3], 'tier', '0')
     end
   end
-  if redis.call('HEXISTS', KEYS[3], 'hold') == 1 then
+  local lifted = redis.call('HEXISTS', KEYS[3], 'hold') == 1
+  if lifted then
     hold_all(false)
     redis.call('HDEL', KEYS[3], 'hold')
   end
@@ -181,17 +229,19 @@ if action == 'renew' then
        currency = args.currency, billed = args.billed, period = args.next.id,
        ended = current, due = args.due, fallback = args.fallback})
   end
-  return reply({status = credit and 'renewed' or 'rolled', period = args.next.id})
+  return reply({status = credit and 'renewed' or 'rolled', period = args.next.id,
+                lifted = lifted})
 end
 
 if action == 'fail' then
   local first = redis.call('HSETNX', KEYS[3], 'failed:' .. current, I(now)) == 1
   if args.on_failure == 'suspend' then
-    if redis.call('HEXISTS', KEYS[3], 'hold') == 0 then
+    local held = redis.call('HEXISTS', KEYS[3], 'hold') == 0
+    if held then
       hold_all(true)
       redis.call('HSET', KEYS[3], 'hold', current)
     end
-    return reply({status = 'suspended', period = current, first = first})
+    return reply({status = 'suspended', period = current, first = first, held = held})
   end
   if args.due == 'depleted' then
     -- used up before its end: the period goes on without a new allowance (retried each pass)

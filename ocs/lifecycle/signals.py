@@ -1,0 +1,58 @@
+"""Re-Auth / Abort-Session requests to a pool's live sessions after the lifecycle pass changed
+the pool, through the network side the HTTP API uses (:class:`ocs.network.NetworkCommands`:
+look the SIMs' open sessions up, publish each command on the channel of the worker holding
+the session). No new bus.
+
+* a renewal (new allowance) or a lifted suspension: RAR, so that gateways ask again (as the
+  API does after a top-off);
+* a suspension for an unpaid renewal: ASR (as the API does after a subscription suspend).
+
+Only the worker whose script call made the change signals (the scripts answer "renewed",
+"held" to that call alone), so several workers running the pass send one command per
+session and change. An auto top-off bought inside ``charge.lua`` needs none: the CCR that
+triggered it gets the quota in its answer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any, Final
+
+from redis.exceptions import RedisError
+
+from ocs.network.dispatch import NetworkCommands
+
+log = logging.getLogger(__name__)
+
+RAR: Final = "rar"
+ASR: Final = "asr"
+Sims = Iterable[tuple[str, str | None]]
+
+
+class SessionSignals:
+    """Collects the SIMs to signal during a pass, then sends one lookup per operation."""
+
+    def __init__(self, redis: Any) -> None:
+        self.network = NetworkCommands(redis)
+        self._pending: dict[str, list[tuple[str, str | None]]] = {}
+
+    def add(self, op: str, sims: Sims) -> None:
+        self._pending.setdefault(op, []).extend(sims)
+
+    async def flush(self) -> dict[str, int]:
+        """Send what was collected; how many sessions got each operation. A Redis error is
+        logged, not raised: the change is made and the sessions pick it up on their next
+        CCR (a suspended pool's get 4012), as before this signal existed."""
+        pending, self._pending = self._pending, {}
+        sent: dict[str, int] = {}
+        for op, sims in pending.items():
+            try:
+                sessions = await self.network.sessions(list(dict.fromkeys(sims)))
+                if sessions:
+                    await self.network.send(op, sessions)
+            except (RedisError, OSError) as exc:
+                log.warning("lifecycle %s to the pools' sessions not sent: %s", op, exc)
+                continue
+            if sessions:
+                sent[op] = len(sessions)
+        return sent
