@@ -149,10 +149,11 @@ async def set_auto_renewal(pool_id: str, body: AutoRenewal, who: Admin, api: Api
         if SERVICE_UNIT[addon.service] != pool.unit:
             raise Problem(422, "addon-mismatch", "Add-on does not fit the pool", addon.id)
     await api.redis.hset(renewal_key(who.tenant), pool_id, body.model_dump_json())
-    # what charge.lua applies when a reservation on the pool runs short (docs/lifecycle.md)
+    # what charge.lua applies when a reservation on the pool runs short, or leaves it below
+    # threshold_percent of its allowance (docs/lifecycle.md)
     rule = None
     if body.enabled and body.addon is not None:
         addon = compiled.catalogue.addons[body.addon]
-        rule = topoff_rule(pool, addon, body.max_per_period)
+        rule = topoff_rule(pool, addon, body.max_per_period, body.threshold_percent)
     await Lifecycle(api.store.redis).set_api_top_off(pool_tag(who.tenant, pool), rule)
     return body
