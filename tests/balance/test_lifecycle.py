@@ -427,3 +427,107 @@ async def test_depleted_bundle_left_unpaid_with_overage_keeps_its_period_until_p
     assert (await life(redis, tag))["period"] == "2026-11-10T12:00:00Z"
     assert by_id(await store.buckets(tag))["drained"].available == 1000
     assert by_id(await store.buckets(wallet))["w2"].available == 0
+
+
+# -- auto top-off threshold (threshold_percent) -------------------------------------------------
+async def test_threshold_top_off_is_bought_below_the_threshold_once_per_need_and_capped(
+    store: BalanceStore, redis: RedisClient, provisioned: list[PoolRules], catalogue: Catalogue
+) -> None:
+    tag = TAG["monthly"]  # 1,000 units; the add-on: 1,000 units, cap 2; threshold 30 %: 300
+    rule = topoff_rule(catalogue.pools["monthly"], catalogue.addons["boost"], 2, 30)
+    await Lifecycle(redis).set_api_top_off(tag, rule)
+    assert (await life(redis, tag))["auto_top_off"] == {
+        "addon": "boost",
+        "cap": 2,
+        "threshold_percent": 30,
+        "source": "api",
+    }
+    # at the threshold (300 left) is not below it: nothing bought
+    first = await charge(store, tag, "t1", want=700, now=T0)
+    assert (first.granted, first.left) == (700, 300)
+    assert await records(store, tag, "topoff") == []
+    # 299 left: bought in the same call that reserved, long before exhaustion
+    second = await charge(store, tag, "t2", used=700, want=1, now=T0 + 1)
+    assert (second.status, second.granted, second.left) == ("ok", 1, 1299)
+    [bought] = await records(store, tag, "topoff")
+    assert (bought["ctx"]["api"], bought["ctx"]["threshold"], bought["ctx"]["count"]) == (
+        "auto-top-off",
+        300,
+        1,
+    )
+    assert await charge(store, tag, "t2", used=700, want=1, now=T0 + 1) == second  # replay
+    # above the threshold again: once per need, not once per call
+    third = await charge(store, tag, "t3", used=1, want=500, now=T0 + 2)
+    assert (third.granted, third.left) == (500, 799)
+    assert len(await records(store, tag, "topoff")) == 1
+    # a catalogue re-apply rewrites the bucket definitions: the threshold stays in force
+    await provision_catalogue(store, catalogue, "(test)", now_ms=T0 + 3)
+    fourth = await charge(store, tag, "t4", used=500, want=600, now=T0 + 4)
+    assert (fourth.granted, fourth.left) == (600, 1199)
+    assert len(await records(store, tag, "topoff")) == 2
+    # the cap (2 a period): below the threshold, nothing more is bought...
+    fifth = await charge(store, tag, "t5", used=600, want=1000, now=T0 + 5)
+    assert (fifth.granted, fifth.left) == (1000, 199)
+    assert len(await records(store, tag, "topoff")) == 2
+    # ...and the pool runs out as without a threshold
+    sixth = await charge(store, tag, "t6", used=1000, want=199, now=T0 + 6)
+    assert (sixth.granted, sixth.left) == (199, 0)
+    last = await charge(store, tag, "t7", used=199, want=10, now=T0 + 7)
+    assert (last.status, last.granted) == ("exhausted", 0)
+    assert (await life(redis, tag))["top_offs"] == 2
+    await assert_conserved(store, tag)
+
+
+async def test_threshold_off_unmarks_the_pool_and_purchases_wait_for_a_shortfall(
+    store: BalanceStore, redis: RedisClient, provisioned: list[PoolRules], catalogue: Catalogue
+) -> None:
+    tag = TAG["monthly"]
+    lifecycle = Lifecycle(redis)
+    pool, addon = catalogue.pools["monthly"], catalogue.addons["boost"]
+    await lifecycle.set_api_top_off(tag, topoff_rule(pool, addon, 2, 50))
+    definition = json.loads(await redis.hget(PayerKeys(tag).buckets, "monthly") or "{}")
+    assert definition["thr"] == 500
+    await lifecycle.set_api_top_off(tag, topoff_rule(pool, addon, 2))  # threshold 0
+    definition = json.loads(await redis.hget(PayerKeys(tag).buckets, "monthly") or "{}")
+    assert "thr" not in definition
+    low = await charge(store, tag, "u1", want=900, now=T0)
+    assert (low.granted, low.left) == (900, 100)
+    assert await records(store, tag, "topoff") == []
+    # short: bought when the request cannot be covered, as before
+    short = await charge(store, tag, "u2", used=900, want=200, now=T0 + 1)
+    assert (short.granted, short.left) == (200, 900)
+    assert len(await records(store, tag, "topoff")) == 1
+
+
+async def test_threshold_on_an_adaptive_pool_waits_for_its_last_tier(
+    store: BalanceStore, redis: RedisClient, provisioned: list[PoolRules], catalogue: Catalogue
+) -> None:
+    tag = TAG["ladder"]  # 1,000 -> 3,000 -> 6,000; threshold 10 % of the top tier: 600
+    rule = topoff_rule(catalogue.pools["ladder"], catalogue.addons["boost"], 2, 10)
+    await Lifecycle(redis).set_api_top_off(tag, rule)
+    assert (await charge(store, tag, "a1", want=500, now=T0)).left == 500
+    # below 600 but tiers are left: the ladder comes first, at a shortfall
+    assert await records(store, tag, "topoff") == []
+    assert (await charge(store, tag, "a2", used=500, want=1000, now=T0 + 1)).left == 1500
+    assert (await charge(store, tag, "a3", used=1000, want=1400, now=T0 + 2)).left == 100
+    assert (await charge(store, tag, "a4", used=1400, want=500, now=T0 + 3)).left == 2600
+    assert (await life(redis, tag))["tier"] == 2 and await records(store, tag, "topoff") == []
+    # at the last tier, below 600: the add-on is bought
+    assert (await charge(store, tag, "a5", used=500, want=2100, now=T0 + 4)).left == 1500
+    assert len(await records(store, tag, "topoff")) == 1
+    await assert_conserved(store, tag)
+
+
+async def test_a_catalogue_re_apply_keeps_a_suspended_pool_on_hold(
+    store: BalanceStore, redis: RedisClient, provisioned: list[PoolRules], catalogue: Catalogue
+) -> None:
+    tag = TAG["bundle"]
+    lifecycle = Lifecycle(redis)
+    for n in range(2):  # renewed once from the wallet (150 - 100), then it cannot pay
+        await charge(store, tag, f"k{n}a", want=1000, now=T0 + 10 * n)
+        await charge(store, tag, f"k{n}b", used=1000, now=T0 + 10 * n + 1)
+        await lifecycle.run_once(provisioned, T0 + 10 * n + 2)
+    assert (await life(redis, tag))["suspended"] is True
+    await provision_catalogue(store, catalogue, "(test)", now_ms=T0 + 30)
+    blocked = await charge(store, tag, "k3", want=10, now=T0 + 31)
+    assert (blocked.status, blocked.granted) == ("exhausted", 0)
