@@ -121,7 +121,11 @@ class OpsServer:
         self._thread = thread
         self.port: int = httpd.server_address[1]
 
-    async def close(self) -> None:
+    async def close(self, linger: float = 0.0) -> None:
+        """Stop serving, after ``linger`` seconds (a one-shot command's last state, e.g.
+        a failed bill run, stays scrapeable that long)."""
+        if linger > 0:
+            await asyncio.sleep(linger)
         await asyncio.to_thread(self._shutdown)
 
     def _shutdown(self) -> None:

@@ -279,16 +279,16 @@ def main_billrun(
                     for number in summary.numbers:
                         html = render_html(await invoice_document(conn, number))
                         await asyncio.to_thread(_write_invoice, folder, f"{tid}-{number}", html)
+            _print_summary(summary.invoices, summary.numbers, preview)
+            _out.print(
+                f"run {summary.run_key}: {summary.accounts} accounts invoiced,"
+                f" {summary.skipped} already done, {len(summary.invoices)} invoices"
+                + (" (preview, nothing issued)" if preview else "")
+            )
         finally:
-            if ops is not None:
-                await ops.close()
             await db.close()
-        _print_summary(summary.invoices, summary.numbers, preview)
-        _out.print(
-            f"run {summary.run_key}: {summary.accounts} accounts invoiced,"
-            f" {summary.skipped} already done, {len(summary.invoices)} invoices"
-            + (" (preview, nothing issued)" if preview else "")
-        )
+            if ops is not None:  # the outcome (issued, preview, failed) stays scrapeable
+                await ops.close(linger=settings.metrics_linger)
         return 0
 
     return _run(go)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -15,12 +16,15 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Final
 
+import asyncpg
 import httpx
 import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from ocs.api.app import serve_api
 from ocs.api.auth import Scope, create_token
+from ocs.api.cli import main_api
 from ocs.app import charging_attacher
 from ocs.balance.keys import PAYERS, PayerKeys
 from ocs.config import Settings
@@ -33,6 +37,7 @@ from ocs.diameter.transport import connect as diameter_connect
 from ocs.observability import endpoint
 from ocs.observability.health import Health, default_health, postgres_check, redis_check
 from ocs.observability.service import run_service
+from ocs.offline import late
 from ocs.offline.cli import main_billrun
 from ocs.offline.db import connect
 from ocs.offline.drain import Drainer
@@ -149,9 +154,16 @@ async def test_serve_is_ready_and_not_ready_while_redis_is_down(
             "redis": "ok",
         }
 
+        scraped = samples((await http.get(f"{metrics}/metrics")).text)
+        for check in ("catalogue", "diameter", "redis"):
+            assert value(scraped, "ocs_ready", check=check) == 1.0
+
         own_redis.stop()
         down = await http.get(f"{metrics}/readyz")
         assert down.status_code == 503
+        scraped = samples((await http.get(f"{metrics}/metrics")).text)
+        assert value(scraped, "ocs_ready", check="redis") == 0.0  # the alert's series
+        assert value(scraped, "ocs_ready", check="catalogue") == 1.0
         assert down.headers["content-type"] == "application/json"
         checks = down.json()["checks"]
         assert checks["redis"] != "ok"
@@ -355,7 +367,7 @@ def registry_value(name: str, **labels: str) -> float:
 async def test_bill_run_reports_its_progress(pg_url: str, tmp_path: Path) -> None:
     """`ocs billrun --metrics-port N` on a real PostgreSQL: runs started and finished by
     outcome, accounts selected and done (the process-wide registry its port serves)."""
-    settings = Settings(database_url=pg_url, data_dir=tmp_path)
+    settings = Settings(database_url=pg_url, data_dir=tmp_path, metrics_linger=0)
     folder = tmp_path / "catalogue"
     billing_catalogue(folder, f"t{uuid.uuid4().hex[:10]}")
     started = registry_value("ocs_billrun_runs_started_total")
@@ -401,3 +413,107 @@ def test_a_stuck_event_loop_is_neither_alive_nor_ready(monkeypatch: pytest.Monke
         loop.call_soon_threadsafe(loop.stop)
         runner.join(10)
         loop.close()
+
+
+# -- `ocs api` alone: its own metrics port, Redis errors counted --------------------------
+async def test_api_alone_has_a_metrics_port_and_counts_redis_errors(
+    own_redis: OwnRedis, tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    """`ocs api` without `ocs serve`: /metrics, /healthz and /readyz (check api_redis) on
+    --metrics-port; a request that fails on Redis is a 503 and counts
+    ocs_redis_errors_total{component="api"}; readiness follows Redis (ocs_ready too)."""
+    settings = serve_settings(own_redis.url, tmp_path)
+    base = f"http://127.0.0.1:{settings.metrics_port}"
+    api = f"http://127.0.0.1:{settings.http_port}"
+    redis = client_for_url(own_redis.url, timeout=5)
+    token = await create_token(redis, "demo", Scope.READ)
+    await redis.aclose()
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve_api(settings, stop=stop))
+    try:
+
+        async def serving() -> bool:
+            try:
+                return (await http.get(f"{base}/healthz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await until(serving)
+        ready = await http.get(f"{base}/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json() == {"status": "ready", "checks": {"api_redis": "ok"}}
+        before = samples((await http.get(f"{base}/metrics")).text)
+        assert value(before, "ocs_ready", check="api_redis") == 1.0
+
+        own_redis.stop()
+        wallet = f"{api}/v1/wallets/bob-wallet"
+        for _ in range(2):
+            got = await http.get(wallet, headers={"Authorization": f"Bearer {token}"})
+            assert got.status_code == 503, got.text
+            assert got.headers["content-type"] == "application/problem+json"
+        down = await http.get(f"{base}/readyz")
+        assert down.status_code == 503
+        assert down.json()["checks"]["api_redis"] != "ok"
+        after = samples((await http.get(f"{base}/metrics")).text)
+        assert value(after, "ocs_ready", check="api_redis") == 0.0
+        errors = "ocs_redis_errors_total"
+        counted = value(after, errors, component="api") - value(before, errors, component="api")
+        assert counted == 2
+        assert value(after, errors, component="charging") == value(
+            before, errors, component="charging"
+        )
+        own_redis.start()
+    finally:
+        stop.set()
+        await task
+    assert default_health().names == []
+    with pytest.raises(httpx.TransportError):  # the metrics port closed with the API
+        await http.get(f"{base}/healthz")
+
+
+def test_api_alone_with_a_taken_metrics_port_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = serve_settings("redis://127.0.0.1:1/0", tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", settings.metrics_port))
+        taken.listen()
+        assert main_api(settings) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ocs: error: ") and "Traceback" not in err
+    assert default_health().names == []
+
+
+# -- a failed bill run is counted and stays scrapeable ------------------------------------
+async def test_a_failed_bill_run_is_counted_while_its_port_lingers(
+    pg_url: str, tmp_path: Path, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An issuing run that cannot take its watermark lock (a transaction holds
+    usage_records) fails after it began: outcome="failed" is counted, and the metrics
+    port serves that for metrics_linger seconds after the command gave up."""
+    monkeypatch.setattr(late, "LOCK_TIMEOUT_S", 1)
+    settings = Settings(database_url=pg_url, data_dir=tmp_path, metrics_linger=3)
+    folder = tmp_path / "catalogue"
+    billing_catalogue(folder, f"t{uuid.uuid4().hex[:10]}")
+    port = free_ports(1)[0]
+    failed = registry_value("ocs_billrun_runs_finished_total", outcome="failed")
+    blocker = await asyncpg.connect(pg_url)
+    try:
+        async with blocker.transaction():
+            await blocker.execute("LOCK TABLE usage_records IN ROW EXCLUSIVE MODE")
+            run = {"cycle": 10, "on": date(2025, 4, 10), "catalog": folder, "metrics_port": port}
+            billrun = asyncio.create_task(asyncio.to_thread(main_billrun, settings, **run))
+
+            async def scraped_failed() -> bool:
+                try:
+                    text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+                except httpx.TransportError:
+                    return False
+                got = value(samples(text), "ocs_billrun_runs_finished_total", outcome="failed")
+                return got == failed + 1
+
+            await until(scraped_failed)  # seen on the port before the process would exit
+    finally:
+        await blocker.close()
+    assert await billrun == 1
+    assert registry_value("ocs_billrun_runs_finished_total", outcome="failed") == failed + 1
