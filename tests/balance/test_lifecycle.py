@@ -519,7 +519,7 @@ async def test_threshold_on_an_adaptive_pool_waits_for_its_last_tier(
 
 
 async def test_a_catalogue_re_apply_keeps_a_suspended_pool_on_hold(
-    store: BalanceStore, redis: RedisClient, provisioned: list[PoolRules], catalogue: Catalogue
+    store: BalanceStore, redis: RedisClient, provisioned: list[PoolRules], tmp_path: Path
 ) -> None:
     tag = TAG["bundle"]
     lifecycle = Lifecycle(redis)
@@ -528,6 +528,12 @@ async def test_a_catalogue_re_apply_keeps_a_suspended_pool_on_hold(
         await charge(store, tag, f"k{n}b", used=1000, now=T0 + 10 * n + 1)
         await lifecycle.run_once(provisioned, T0 + 10 * n + 2)
     assert (await life(redis, tag))["suspended"] is True
-    await provision_catalogue(store, catalogue, "(test)", now_ms=T0 + 30)
+    # the operator enlarges the pool: the re-apply rewrites its bucket and credits 1,000
+    bigger = tmp_path / "bigger"
+    bigger.mkdir()
+    old = "{id: bundle, account: acme, size: 1000,"
+    (bigger / "catalogue.yaml").write_text(CATALOGUE.replace(old, old.replace("1000", "2000")))
+    await provision_catalogue(store, load_catalogue(bigger), "(test)", now_ms=T0 + 30)
+    assert by_id(await store.buckets(tag))["bundle"].available == 1000
     blocked = await charge(store, tag, "k3", want=10, now=T0 + 31)
     assert (blocked.status, blocked.granted) == ("exhausted", 0)
