@@ -281,15 +281,22 @@ class ReadinessCollector(Collector):
     def __init__(self) -> None:
         self.latest: dict[str, str] = {}  # check name -> "ok" or the reason it failed
 
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        """The family without samples (the registry learns the name from it)."""
+        yield self._family()
+
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
+        family = self._family()
+        for name, state in sorted(self.latest.items()):
+            family.add_metric([name], 1.0 if state == "ok" else 0.0)
+        yield family
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
             "ocs_ready",
             "Readiness check passed (1) or failed (0), by check, as /readyz runs them",
             labels=self._labelnames,
         )
-        for name, state in sorted(self.latest.items()):
-            family.add_metric([name], 1.0 if state == "ok" else 0.0)
-        yield family
 
 
 _readiness: WeakKeyDictionary[CollectorRegistry, ReadinessCollector] = WeakKeyDictionary()

@@ -273,6 +273,8 @@ def test_dashboard_has_the_panels_the_issue_lists() -> None:
         "redis and postgresql errors",
         "bill run progress",
         "drain",
+        "readiness by check",
+        "failed bill runs",
     ):
         assert wanted in titles, wanted
     ids = [p["id"] for p in json.loads(DASHBOARD.read_text())["panels"]]
@@ -327,6 +329,8 @@ def test_alert_rules_shape_and_coverage(exported: set[str], labels_of: dict[str,
         "OcsRedisUnavailable",
         "OcsDrainLagging",
         "OcsWorkerDown",
+        "OcsNotReady",
+        "OcsBillRunFailed",
     ):
         assert wanted in names
     for rule in rules:
@@ -337,6 +341,16 @@ def test_alert_rules_shape_and_coverage(exported: set[str], labels_of: dict[str,
         assert used, rule["alert"]
         assert not used - exported - PROMQL_BUILTINS, (rule["alert"], used - exported)
         assert not check_labels(rule["expr"], labels_of), rule["alert"]
+
+
+def test_new_series_are_exported_with_their_labels(
+    exported: set[str], labels_of: dict[str, set[str]]
+) -> None:
+    """What the issue-7 alerts and panels read: readiness by check, Redis errors by
+    component (one name for charging, API and offline), bill runs by outcome."""
+    assert "ocs_ready" in exported and labels_of["ocs_ready"] == {"check"}
+    assert labels_of["ocs_redis_errors_total"] == {"component"}
+    assert labels_of["ocs_billrun_runs_finished_total"] == {"outcome"}
 
 
 def test_label_check_catches_a_typo(labels_of: dict[str, set[str]]) -> None:
