@@ -1,5 +1,6 @@
 """`ocs lifecycle run [--now ISO] [--json]`: one lifecycle pass over the applied catalogue
-(what every `ocs serve` worker does every ``lifecycle_interval`` seconds)."""
+(what every `ocs serve` worker does every ``lifecycle_interval`` seconds), including the
+RAR/ASR to the live sessions of the pools it renews or suspends."""
 
 from __future__ import annotations
 
@@ -66,4 +67,6 @@ async def main_lifecycle_run(settings: Settings, now: str | None, *, as_json: bo
     print(f"lifecycle pass over {summary['pools']} pool(s): {outcomes}")
     for event in summary["events"]:
         print(f"  {event['pool']}: renewal unpaid ({event['outcome']})")
+    for op, n in summary["signals"].items():
+        print(f"  {op.upper()} sent to {n} live session(s)")
     return 0

@@ -40,19 +40,21 @@ class SessionSignals:
         self._pending.setdefault(op, []).extend(sims)
 
     async def flush(self) -> dict[str, int]:
-        """Send what was collected; how many sessions got each operation. A Redis error is
-        logged, not raised: the change is made and the sessions pick it up on their next
-        CCR (a suspended pool's get 4012), as before this signal existed."""
+        """Send what was collected; how many sessions each operation was published for (to
+        the worker holding the session, or another with a connection from its peer). A
+        Redis error is logged, not raised: the change is made, and the sessions pick it up
+        on their next CCR (a suspended pool's get 4012), as before this signal existed."""
         pending, self._pending = self._pending, {}
         sent: dict[str, int] = {}
         for op, sims in pending.items():
             try:
                 sessions = await self.network.sessions(list(dict.fromkeys(sims)))
-                if sessions:
-                    await self.network.send(op, sessions)
+                outcomes = await self.network.send(op, sessions) if sessions else []
             except (RedisError, OSError) as exc:
                 log.warning("lifecycle %s to the pools' sessions not sent: %s", op, exc)
                 continue
-            if sessions:
-                sent[op] = len(sessions)
+            # a session whose worker is gone (and no other holds its peer) is dropped
+            n = sum(1 for o in outcomes if o["status"] != "no_worker")
+            if n:
+                sent[op] = n
         return sent

@@ -195,6 +195,7 @@ async def test_cli_lifecycle_run_renews_once_across_the_boundary(
     assert await _main(["lifecycle", "run", "--now", after, "--json", *flags]) == 0
     second = json.loads(capsys.readouterr().out)
     assert second["outcomes"]["renewed"] == 1
+    assert second["signals"] == {}  # the ladder pool's SIM has no live session to re-authorise
     assert await _main(["lifecycle", "run", "--now", after, *flags]) == 0
     assert "nothing due" in capsys.readouterr().out
     renewals = [r for r in await life_store.records(LADDER) if '"renewal"' in r.fields["ctx"]]
