@@ -43,6 +43,14 @@ class PoolRules:
     def renewal(self) -> Renewal | None:
         return self.pool.renewal
 
+    @property
+    def catalogue_buckets(self) -> list[str]:
+        """The buckets a catalogue apply (re)defines for the pool (``payer_buckets``)."""
+        own = [self.pool.id]
+        if self.pool.payment == "postpaid":
+            own.append(f"{self.pool.id}:credit")
+        return own
+
 
 def topoff_rule(
     pool: Pool, addon: Addon, cap: int | None, threshold_percent: int = 0

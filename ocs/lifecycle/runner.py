@@ -96,6 +96,7 @@ class Lifecycle:
                     "ladder": r.ladder,
                     "topoff": r.topoff,
                     "size": r.sizes[0],
+                    "own": r.catalogue_buckets,
                     "period": first.as_json(),
                 }
                 k = PayerKeys(r.tag)

@@ -14,9 +14,9 @@
 -- ARGV[2] now (ms), ARGV[3] payer tag, ARGV[4] JSON arguments of the action
 -- Returns JSON {status, ...}.
 --
--- setup {ladder?, topoff?, size, period={id, start, end}}: store the rules (absent: removed);
---   start the first period and tier 0 unless the payer has them already; put a suspended
---   payer's buckets back on hold (a catalogue re-apply rewrites their definitions).
+-- setup {ladder?, topoff?, size, own, period={id, start, end}}: store the rules (absent:
+--   removed); start the first period and tier 0 unless the payer has them already; put a
+--   suspended payer's `own` buckets (those a catalogue apply rewrites) back on hold.
 -- topoff {rule}: store the API's auto top-off setting (rule {off=true}: none).
 --   setup and topoff both mark the pool's bucket with the threshold of the auto top-off in
 --   force ("thr" in its definition, units: pct of the allowance, of the top tier for an
@@ -58,13 +58,15 @@ local function start_period(p)
   redis.call('HSET', KEYS[3], 'period', p.id, 'pstart', I(p.start), 'pend', I(p['end']))
 end
 
--- Put every bucket of the payer on hold, or lift the hold.
-local function hold_all(on)
+-- Put every bucket of the payer on hold, or lift the hold. `only`: just these bucket ids.
+local function hold_all(on, only)
   local defs = redis.call('HGETALL', KEYS[1])
   for i = 1, #defs, 2 do
-    local d = cjson.decode(defs[i + 1])
-    if on then d.hold = true else d.hold = nil end
-    redis.call('HSET', KEYS[1], defs[i], cjson.encode(d))
+    if only == nil or only[defs[i]] then
+      local d = cjson.decode(defs[i + 1])
+      if on then d.hold = true else d.hold = nil end
+      redis.call('HSET', KEYS[1], defs[i], cjson.encode(d))
+    end
   end
 end
 
@@ -109,7 +111,11 @@ if action == 'setup' then
   if args.size then redis.call('HSET', KEYS[3], 'size', I(args.size)) end
   if redis.call('HEXISTS', KEYS[3], 'period') == 0 then start_period(args.period) end
   if args.ladder then redis.call('HSETNX', KEYS[3], 'tier', '0') end
-  if redis.call('HEXISTS', KEYS[3], 'hold') == 1 then hold_all(true) end
+  if redis.call('HEXISTS', KEYS[3], 'hold') == 1 and args.own then
+    local own = {}
+    for _, id in ipairs(args.own) do own[id] = true end
+    hold_all(true, own)
+  end
   mark_threshold()
   return reply({status = 'ok', period = redis.call('HGET', KEYS[3], 'period')})
 end
