@@ -5,9 +5,15 @@
    6 keys) against the current one (7 keys, lifecycle only on the short path). Redis-side
    microseconds per call from ``INFO commandstats`` (``cmdstat_evalsha``), which is what the
    hot path pays inside Redis; client CPU per call beside it.
-2. ``charge.lua`` on the short path with an auto top-off bought on every call (no cap).
+   A third variant runs the current script on a payer with an auto top-off threshold
+   (``threshold_percent``) configured, far above it: the threshold's common path.
+   ``--before REF`` picks the script to compare with (default: before issue #7).
+2. ``charge.lua`` on the short path with an auto top-off bought on every call (no cap), and
+   with one bought because the call left the payer below its threshold.
 3. One lifecycle pass over ``--pools`` pools: nothing due, then every period due (renewal to
-   the invoice), wall and CPU time of this process.
+   the invoice), wall and CPU time of this process; then every period due again with
+   ``--sims`` SIMs per pool (none with a live session), with and without the RAR lookup of
+   their sessions after the renewals.
 
 Runs against ``--redis-url`` (a spare database, flushed first). Prints one JSON object.
 
@@ -22,6 +28,7 @@ import json
 import os
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +75,10 @@ def _keys(tag: str, with_life: bool) -> list[str]:
     return [*keys, k.lifecycle] if with_life else keys
 
 
-def scripts() -> tuple[str, str]:
-    """charge.lua before issue #7 and now."""
+def scripts(before: str = BEFORE) -> tuple[str, str]:
+    """charge.lua at git ``before`` and now."""
     old_text = subprocess.run(
-        ["git", "show", f"{BEFORE}:ocs/balance/lua/charge.lua"],
+        ["git", "show", f"{before}:ocs/balance/lua/charge.lua"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -80,16 +87,35 @@ def scripts() -> tuple[str, str]:
     return old_text, (ROOT / "ocs/balance/lua/charge.lua").read_text()
 
 
+THRESHOLD_RULE = {"addon": "a", "account": "x", "u": "bytes", "units": 1000, "prio": 50,
+                  "ms": 86_400_000, "cap": 0, "price": 1, "currency": "EUR", "pct": 10}  # fmt: skip
+
+
+async def _threshold(redis: Redis, tag: str, pool: str, size: int) -> None:
+    """Give ``tag`` an auto top-off with a 10 % threshold of ``size`` on bucket ``pool``
+    (lifecycle.lua marks the bucket, as ``PUT .../auto-renewal`` does)."""
+    await redis.hset(PayerKeys(tag).lifecycle, mapping={"size": size, "period": "p"})
+    lifecycle = Lifecycle(redis, signal_sessions=False)
+    await lifecycle.set_api_top_off(tag, {**THRESHOLD_RULE, "pool": pool})
+
+
 async def bench_charge(
     redis: Redis, n: int, rounds: int, old_text: str, new_text: str
 ) -> dict[str, Any]:
     store = BalanceStore(redis)
-    runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
-    for rnd in range(rounds):  # alternating, so that load changes hit both alike
-        for name, text, life in (("before", old_text, False), ("after", new_text, True)):
+    runs: dict[str, list[dict[str, float]]] = {"before": [], "after": [], "after_threshold": []}
+    variants = (
+        ("before", old_text, False),
+        ("after", new_text, True),
+        ("after_threshold", new_text, True),
+    )
+    for rnd in range(rounds):  # alternating, so that load changes hit all alike
+        for name, text, life in variants:
             tag = f"bench:prepaid_pool:{name}{rnd}"
             bucket = [BucketSpec(name, BucketUnit.BYTES, 10**15)]
             await store.provision(tag, bucket, 0, resize=False)
+            if name == "after_threshold":
+                await _threshold(redis, tag, name, 10**15 // 100)  # far below 10**15
             sha = await redis.script_load(text)
             runs[name].append(await _loop(redis, sha, _keys(tag, life), n, tag, 1000, 1000))
     out: dict[str, Any] = {
@@ -114,6 +140,16 @@ async def bench_charge(
     out["after_top_off_bought"] = await _loop(
         redis, sha, keys, short, "bench:prepaid_pool:short", 1000, 0
     )
+    # below the threshold after the call: 1,000 units, threshold 10 % of 10,000 = 1,000,
+    # each call reserves 1 unit and buys the add-on
+    for i in range(short):
+        tag = f"bench:prepaid_pool:low{i}"
+        await store.provision(tag, [BucketSpec("low", BucketUnit.BYTES, 1000)], 0, resize=False)
+        await _threshold(redis, tag, "low", 10_000)
+    keys = [k.replace("low", "low%d") for k in _keys("bench:prepaid_pool:low", True)]
+    out["after_threshold_top_off_bought"] = await _loop(
+        redis, sha, keys, short, "bench:prepaid_pool:low", 1, 0
+    )
     return out
 
 
@@ -133,20 +169,33 @@ def _catalogue(pools: int) -> Any:
     return report.catalogue
 
 
-async def bench_pass(redis: Redis, pools: int) -> dict[str, Any]:
+async def bench_pass(redis: Redis, pools: int, sims: int) -> dict[str, Any]:
     catalogue = _catalogue(pools)
     rules = pool_rules(catalogue)
-    lifecycle = Lifecycle(redis)
+    with_sims = [
+        replace(r, sims=tuple((f"00101{i:05d}{j:05d}", None) for j in range(sims)))
+        for i, r in enumerate(rules)
+    ]
+    lifecycle = Lifecycle(redis)  # no SIMs on these pools: the session lookup is skipped
+    quiet = Lifecycle(redis, signal_sessions=False)
     t0 = 1_793_491_200_000  # 2026-11-01T00:00:00Z
+    day = 86_400_000
     await lifecycle.setup(rules, t0 + 1000)
-    out: dict[str, Any] = {"pools": pools}
-    for name, now in (("nothing_due", t0 + 2000), ("all_due", t0 + 31 * 86_400_000)):
+    out: dict[str, Any] = {"pools": pools, "sims_per_pool": sims}
+    passes = (
+        ("nothing_due", t0 + 2000, lifecycle, rules),
+        ("all_due", t0 + 31 * day, lifecycle, rules),
+        ("all_due_sims_signalled", t0 + 62 * day, lifecycle, with_sims),
+        ("all_due_sims_not_signalled", t0 + 92 * day, quiet, with_sims),
+    )
+    for name, now, runner, these in passes:
         cpu, wall = time.process_time(), time.perf_counter()
-        report = await lifecycle.run_once(rules, now)
+        report = await runner.run_once(these, now)
         out[name] = {
             "wall_s": round(time.perf_counter() - wall, 3),
             "cpu_s": round(time.process_time() - cpu, 3),
             "outcomes": dict(report.outcomes),
+            "signals": dict(report.signals),
         }
     return out
 
@@ -157,7 +206,7 @@ async def run(args: argparse.Namespace, old_text: str, new_text: str) -> dict[st
         await redis.flushdb()
         result = {
             "charge": await bench_charge(redis, args.calls, args.rounds, old_text, new_text),
-            "pass": await bench_pass(redis, args.pools),
+            "pass": await bench_pass(redis, args.pools, args.sims),
         }
         await redis.flushdb()
     finally:
@@ -171,9 +220,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--pools", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sims", type=int, default=10, help="SIMs per pool (last passes)")
+    parser.add_argument("--before", default=BEFORE, help="git ref of the charge.lua to compare")
     args = parser.parse_args()
-    old_text, new_text = scripts()
+    old_text, new_text = scripts(args.before)
     result = asyncio.run(run(args, old_text, new_text))
+    result["before"] = args.before
     result["loadavg"] = Path("/proc/loadavg").read_text().split()[:3]
     result["cpus"] = os.cpu_count()
     print(json.dumps(result, indent=2))
