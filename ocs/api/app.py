@@ -32,6 +32,7 @@ from ocs.config import Settings
 from ocs.network import NetworkCommands
 from ocs.observability.endpoint import start_ops_server
 from ocs.observability.health import default_health, redis_check
+from ocs.observability.metrics import api_metrics
 from ocs.store import RedisClient, RedisHandle, client_for_url, open_redis
 
 API_REDIS_TIMEOUT = 5.0  # seconds per Redis command (the API is not the real-time path)
@@ -110,6 +111,7 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install(app)
+    api_metrics()  # its series (top-ups, Redis errors) exported from the start, at 0
     for module in (wallets, pools, subscriptions, sessions, catalogue, events, imports):
         app.include_router(module.router)
     app.include_router(health_router)  # /healthz, /readyz (no token)

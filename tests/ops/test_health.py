@@ -444,6 +444,8 @@ async def test_api_alone_has_a_metrics_port_and_counts_redis_errors(
         assert ready.json() == {"status": "ready", "checks": {"api_redis": "ok"}}
         before = samples((await http.get(f"{base}/metrics")).text)
         assert value(before, "ocs_ready", check="api_redis") == 1.0
+        api_errors = ("ocs_redis_errors_total", frozenset({("component", "api")}))
+        assert api_errors in before  # exported from the start (rate() sees the first one)
 
         own_redis.stop()
         wallet = f"{api}/v1/wallets/bob-wallet"
