@@ -112,7 +112,8 @@ async def drained_purchases(
     rows = await conn.fetch(
         "SELECT record_key, ts, payer, account_id, ctx, seq FROM usage_records"
         " WHERE kind = 'adjust' AND ctx->>'api' = ANY($3::text[])"
-        " AND (seq IS NULL OR seq <= $4) AND (ts >= $1 AND ts < $2 OR ts < $1 AND seq > $5)"
+        " AND (seq IS NULL OR seq <= $4) AND ts < $2"  # both branches: bounds the index scan
+        " AND (ts >= $1 OR seq > $5)"
         " ORDER BY ts, record_key",
         period.start,
         period.end,
