@@ -127,6 +127,7 @@ class Lifecycle:
         """Renew or roll every pool whose period ended (or, ``on: depleted``, whose allowance
         is used up); the gauge of adaptive tiers follows."""
         report = PassReport()
+        signals: dict[str, list[tuple[str, str | None]]] = {}  # op -> SIMs, sent at the end
         reads = []
         async with self.redis.pipeline(transaction=False) as pipe:
             for r in rules:
@@ -149,10 +150,10 @@ class Lifecycle:
             report.outcomes[outcome] += 1
             if self.metrics is not None:
                 self.metrics.renewals.labels(outcome).inc()
-            if op is not None and self.signals is not None:
-                self.signals.add(op, r.sims)
-        if self.signals is not None:
-            for op, n in (await self.signals.flush()).items():
+            if op is not None:
+                signals.setdefault(op, []).extend(r.sims)
+        if self.signals is not None and signals:
+            for op, n in (await self.signals.send(signals)).items():
                 report.signals[op] += n
                 if self.metrics is not None:
                     self.metrics.signals.labels(op).inc(n)

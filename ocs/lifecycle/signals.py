@@ -15,7 +15,7 @@ triggered it gets the quota in its answer."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from redis.exceptions import RedisError
@@ -30,21 +30,16 @@ Sims = Iterable[tuple[str, str | None]]
 
 
 class SessionSignals:
-    """Collects the SIMs to signal during a pass, then sends one lookup per operation."""
+    """Sends what a pass collected (operation -> SIMs), one session lookup per operation."""
 
     def __init__(self, redis: Any) -> None:
         self.network = NetworkCommands(redis)
-        self._pending: dict[str, list[tuple[str, str | None]]] = {}
 
-    def add(self, op: str, sims: Sims) -> None:
-        self._pending.setdefault(op, []).extend(sims)
-
-    async def flush(self) -> dict[str, int]:
-        """Send what was collected; how many sessions each operation was published for (to
+    async def send(self, pending: Mapping[str, Sims]) -> dict[str, int]:
+        """Send ``pending``; how many sessions each operation was published for (to
         the worker holding the session, or another with a connection from its peer). A
         Redis error is logged, not raised: the change is made, and the sessions pick it up
         on their next CCR (a suspended pool's get 4012), as before this signal existed."""
-        pending, self._pending = self._pending, {}
         sent: dict[str, int] = {}
         for op, sims in pending.items():
             try:

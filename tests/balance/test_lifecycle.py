@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from ocs.balance import BalanceStore
 from ocs.balance.keys import LIFECYCLE_EVENTS, PayerKeys
 from ocs.charging.catalog import lifecycle_rules, provision_catalogue
 from ocs.lifecycle import Lifecycle, PoolRules
 from ocs.lifecycle.rules import topoff_rule
+from ocs.lifecycle.signals import RAR, SessionSignals
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import load_catalogue
 from ocs.store import RedisClient
@@ -537,3 +539,15 @@ async def test_a_catalogue_re_apply_keeps_a_suspended_pool_on_hold(
     assert by_id(await store.buckets(tag))["bundle"].available == 1000
     blocked = await charge(store, tag, "k3", want=10, now=T0 + 31)
     assert (blocked.status, blocked.granted) == ("exhausted", 0)
+
+
+async def test_signals_to_an_unreachable_redis_are_logged_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gone = Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=1)
+    try:
+        sent = await SessionSignals(gone).send({RAR: [("001010000000001", None)]})
+    finally:
+        await gone.aclose()
+    assert sent == {}
+    assert "lifecycle rar to the pools' sessions not sent" in caplog.text
