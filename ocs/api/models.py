@@ -126,6 +126,10 @@ class TopOffResult(BaseModel):
 
 
 class AutoRenewal(Model):
+    """Auto top-off of a pool: buy ``addon`` when a request finds the pool short or, with
+    ``threshold_percent`` > 0, when a request leaves it below that share of its allowance;
+    at most ``max_per_period`` a period (docs/lifecycle.md)."""
+
     enabled: bool = False
     addon: Id | None = None
     max_per_period: Annotated[int, Field(ge=1, le=1000, strict=True)] | None = None
