@@ -27,5 +27,7 @@ async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
 
 
 @pytest.fixture
-def store(redis: RedisClient) -> BalanceStore:
-    return BalanceStore(redis)
+async def store(redis: RedisClient) -> AsyncIterator[BalanceStore]:
+    store = BalanceStore(redis)
+    yield store
+    await store.batch.close()  # its own connection and reader task

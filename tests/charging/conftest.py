@@ -75,10 +75,13 @@ async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
 
 
 @pytest.fixture
-async def store(redis: RedisClient, catalogue: Catalogue, catalogue_dir: Path) -> BalanceStore:
+async def store(
+    redis: RedisClient, catalogue: Catalogue, catalogue_dir: Path
+) -> AsyncIterator[BalanceStore]:
     store = BalanceStore(redis)
     await provision_catalogue(store, catalogue, str(catalogue_dir))
-    return store
+    yield store
+    await store.batch.close()  # its own connection and reader task, like the runtime's close
 
 
 @pytest.fixture

@@ -43,6 +43,7 @@ async def test_a_reused_session_id_is_charged_once_by_a_fresh_process(
     pool = await bucket(store, ACME_POOL, "acme-pool")
     assert pool.reserved == MB  # one reservation, not two
     await assert_conserved(store, ACME_POOL)
+    await other.store.batch.close()
 
 
 async def test_a_retransmitted_initial_is_answered_from_redis_by_a_fresh_process(
@@ -56,3 +57,4 @@ async def test_a_retransmitted_initial_is_answered_from_redis_by_a_fresh_process
     pool = await bucket(store, ACME_POOL, "acme-pool")
     assert pool.reserved == MB
     await assert_conserved(store, ACME_POOL)
+    await other.store.batch.close()

@@ -197,6 +197,7 @@ async def test_redis_unreachable_grants_the_failover_quota_and_journals_it(
     try:
         answer = await asyncio.wait_for(app.handle_ccr(data_ccr("x1", ACME_IMSI), None), 5)
     finally:
+        await app.store.batch.close()
         await client.aclose()
     assert answer.get(A.AVP_RESULT_CODE) == 2001
     assert granted(msccs(answer)[10]) == config.failure_grant_bytes
@@ -212,6 +213,7 @@ async def test_redis_unreachable_denies_when_configured(
     try:
         answer = await asyncio.wait_for(app.handle_ccr(data_ccr("x2", ACME_IMSI), None), 5)
     finally:
+        await app.store.batch.close()
         await client.aclose()
     assert answer.get(A.AVP_RESULT_CODE) == 5012
     assert answer.get(A.AVP_CC_REQUEST_TYPE) == 1

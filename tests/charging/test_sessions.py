@@ -102,6 +102,7 @@ async def test_a_restarted_server_continues_the_session(
     assert (pool.used, pool.reserved) == (400_000, 0)
     usage = [r for r in await store.records(ACME_POOL) if r.fields["kind"] == "usage"]
     assert len(usage) == 1
+    await restarted.store.batch.close()
 
 
 async def _shrink_pool(store: BalanceStore, size: int) -> None:
