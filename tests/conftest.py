@@ -9,6 +9,7 @@ when ``redis-server`` or ``redis-cli`` is not installed.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import socket
@@ -32,6 +33,23 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "cluster: runs against a local 3-master Redis Cluster (needs redis-server)"
     )
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_restored() -> Iterator[None]:
+    """A test that runs ``ocs.cli.main`` in-process configures the root logger (handlers on
+    the test's captured stderr, closed afterwards); later tests would log into a closed file
+    and lose pytest's own capture handlers. Each test gets the root logger back as it was."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    yield
+    for handler in list(root.handlers):
+        if handler not in saved[0]:
+            root.removeHandler(handler)
+    for handler in saved[0]:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(saved[1])
 
 
 def free_ports(n: int) -> list[int]:

@@ -104,9 +104,24 @@ class Served:
 
     @classmethod
     async def start(cls, tmp_path: Path, redis_url: str, workers: int = 2) -> Served:
+        """Start on three free ports; again on new ones (at most twice) when one of them was
+        handed to someone else between ``free_port`` and the bind (its stderr says so)."""
+        for attempt in range(3):
+            served, log = await cls._start_once(tmp_path, redis_url, workers)
+            if served is not None:
+                return served
+            if "in use" not in log or attempt == 2:
+                raise AssertionError(f"ocs serve --workers did not start:\n{log}")
+        raise AssertionError("unreachable")
+
+    @classmethod
+    async def _start_once(
+        cls, tmp_path: Path, redis_url: str, workers: int
+    ) -> tuple[Served | None, str]:
         port, http_port, metrics_port = free_port(), free_port(), free_port()
-        stderr = (tmp_path / "serve.stderr").open("ab")
-        with stderr:
+        stderr_file = tmp_path / "serve.stderr"
+        stderr_file.write_bytes(b"")
+        with stderr_file.open("ab") as stderr:
             proc = await asyncio.create_subprocess_exec(
                 *(sys.executable, "-m", "ocs.cli", "serve", "--workers", str(workers)),
                 *("--host", "127.0.0.1", "--port", str(port)),
@@ -121,12 +136,12 @@ class Served:
         line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
         match = LISTENING.search(line)
         if match is None:
-            proc.kill()
+            if proc.returncode is None:
+                proc.kill()
             await proc.wait()
-            log = (tmp_path / "serve.stderr").read_text(errors="replace")
-            raise AssertionError(f"ocs serve --workers did not start: {line!r}\n{log}")
+            return None, f"{line!r}\n{stderr_file.read_text(errors='replace')}"
         assert (int(match.group(1)), int(match.group(2))) == (port, workers)
-        return cls(proc, port, http_port, metrics_port)
+        return cls(proc, port, http_port, metrics_port), ""
 
     def worker_pids(self) -> set[int]:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
