@@ -188,7 +188,13 @@ async def create_charging(
     identity = Identity(settings.origin_host, settings.origin_realm)
     app = ChargingApplication(store, holder, config, identity, metrics)
     runtime = ChargingRuntime(
-        app, store, handle, config, holder, info.get("applied_at", ""), settings.data_dir
+        app,
+        store,
+        handle,
+        config,
+        holder,
+        info.get("applied_at", "") if path is not None else "",  # else: load it next pass
+        settings.data_dir,
     )
     if start:
         runtime.start()
