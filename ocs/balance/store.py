@@ -95,19 +95,30 @@ class BalanceStore:
         context: dict[str, Any] | None = None,
     ) -> str:
         """Apply define/resize/credit/refund operations (see ``adjust.lua``); the status."""
-        k = PayerKeys(payer)
-        raw = await self._adjust(
-            keys=[k.buckets, k.balances, k.done(request_id), k.stream],
-            args=[
-                request_id,
-                now_ms,
-                self.result_ttl_ms,
-                payer,
-                json.dumps(ops, separators=(",", ":")),
-                json.dumps(context or {}, separators=(",", ":"), default=str),
-            ],
-        )
+        keys, args = self._adjust_call(payer, request_id, ops, now_ms, context)
+        raw = await self._adjust(keys=keys, args=args)
         return str(json.loads(raw)["status"])
+
+    def _adjust_call(
+        self,
+        payer: str,
+        request_id: str,
+        ops: list[dict[str, Any]],
+        now_ms: int,
+        context: dict[str, Any] | None,
+    ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        """KEYS and ARGV of ``adjust.lua`` for one request."""
+        k = PayerKeys(payer)
+        keys = (k.buckets, k.balances, k.done(request_id), k.stream)
+        args = (
+            request_id,
+            now_ms,
+            self.result_ttl_ms,
+            payer,
+            json.dumps(ops, separators=(",", ":")),
+            json.dumps(context or {}, separators=(",", ":"), default=str),
+        )
+        return keys, args
 
     async def adjust_and_read(
         self,
@@ -121,16 +132,8 @@ class BalanceStore:
         the two reads go in one batch (:attr:`batch`) to the payer's slot, and Redis runs
         them in order, so the reads see the script's effect (a top-up answers with the new
         balance). The owner of the store closes ``batch`` at shutdown."""
+        keys, args = self._adjust_call(payer, request_id, ops, now_ms, context)
         k = PayerKeys(payer)
-        keys = (k.buckets, k.balances, k.done(request_id), k.stream)
-        args = (
-            request_id,
-            now_ms,
-            self.result_ttl_ms,
-            payer,
-            json.dumps(ops, separators=(",", ":")),
-            json.dumps(context or {}, separators=(",", ":"), default=str),
-        )
         raw, defs, bals = await self.batch.submit(
             (
                 ("EVALSHA", self._adjust.sha, len(keys), *keys, *args),
