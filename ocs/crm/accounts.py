@@ -12,7 +12,15 @@ from typing import Any, Final
 from pydantic import TypeAdapter, ValidationError
 
 from ocs.api.tenants import State, dump_item
-from ocs.crm.fields import Change, RowError, cell_int, cell_json, first_error, payer_value
+from ocs.crm.fields import (
+    Change,
+    RowError,
+    cell_int,
+    cell_json,
+    claim_key,
+    first_error,
+    payer_value,
+)
 from ocs.crm.readers import Row
 from ocs.rating.models import Account
 
@@ -64,12 +72,7 @@ class AccountPlanner:
     def plan(self, row: Row) -> Change | None:
         """The change ``row`` makes (None: unchanged); raises :class:`RowError`."""
         fields = _fields(row)
-        ident = fields.get("id")
-        if not isinstance(ident, str) or not ident:
-            raise RowError("id", "required")
-        if ident in self.lines:
-            raise RowError("id", f"account {ident!r} is also on line {self.lines[ident]}")
-        self.lines[ident] = row.line
+        ident = claim_key(fields, "id", f"account {fields.get('id')!r}", self.lines, row.line)
         before = self.current.get(ident)
         try:
             model = _ACCOUNT.validate_python({**(before or {}), **fields})

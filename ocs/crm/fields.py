@@ -21,6 +21,20 @@ class RowError(Exception):
         self.reason = reason
 
 
+def claim_key(
+    fields: dict[str, Any], column: str, label: str, lines: dict[str, int], line: int
+) -> str:
+    """The row's key in ``column`` (required), remembered with its line: a key that comes
+    twice in one file is refused on its second line, naming the first."""
+    key = fields.get(column)
+    if not isinstance(key, str) or not key:
+        raise RowError(column, "required")
+    if key in lines:
+        raise RowError(column, f"{label} is also on line {lines[key]}")
+    lines[key] = line
+    return key
+
+
 @dataclass(slots=True)
 class Change:
     """The item ``key`` of ``section`` goes from ``before`` (None: created) to ``after``.

@@ -22,6 +22,7 @@ from ocs.crm.fields import (
     Change,
     RowError,
     cell_json,
+    claim_key,
     first_error,
     payer_value,
     properties_value,
@@ -140,12 +141,7 @@ class SubscriptionPlanner:
 
     def plan(self, row: Row) -> Change | None:
         fields = _fields(row)
-        imsi = fields.get("imsi")
-        if not isinstance(imsi, str) or not imsi:
-            raise RowError("imsi", "required")
-        if imsi in self.lines:
-            raise RowError("imsi", f"IMSI {imsi} is also on line {self.lines[imsi]}")
-        self.lines[imsi] = row.line
+        imsi = claim_key(fields, "imsi", f"IMSI {fields.get('imsi')}", self.lines, row.line)
         status = fields.pop("status", None)
         if status is not None and status not in STATUSES:
             raise RowError("status", f"must be one of {', '.join(STATUSES)}")
