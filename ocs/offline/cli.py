@@ -365,10 +365,7 @@ def main_export(
         finally:
             await db.close()
         text = journal_csv(entries) if fmt == "csv" else journal_json(entries)
-        if out is None:
-            sys.stdout.write(text)
-        else:
-            await asyncio.to_thread(Path(out).write_text, text, encoding="utf-8")
+        await _write_out(text, out)
         return 0
 
     return _run(go)
@@ -410,13 +407,18 @@ def main_report(
             _print_report(report)
             return 0
         text = report_csv(report) if fmt == "csv" else report_json(report)
-        if out is None:
-            sys.stdout.write(text)
-        else:
-            await asyncio.to_thread(Path(out).write_text, text, encoding="utf-8")
+        await _write_out(text, out)
         return 0
 
     return _run(go)
+
+
+async def _write_out(text: str, out: Path | str | None) -> None:
+    """``text`` to the file ``out``, or to stdout without one."""
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        await asyncio.to_thread(Path(out).write_text, text, encoding="utf-8")
 
 
 def _print_report(report: Report) -> None:
