@@ -166,7 +166,7 @@ class NetworkAttachment:
         with contextlib.suppress(RedisError, OSError):
             await self.tracker.close()
         with contextlib.suppress(RedisError, OSError):
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self._pubsub.aclose()
         await self.listener.aclose()
         await self.redis.aclose()
 
