@@ -20,7 +20,7 @@ from ocs.balance.keys import reservation_member
 from ocs.balance.models import Rate
 from ocs.charging.config import ChargingConfig
 from ocs.charging.deadlines import Deadlines
-from ocs.charging.errors import is_store_failure, result_code_for
+from ocs.charging.errors import is_store_outage, result_code_for
 from ocs.charging.events import EventCharging
 from ocs.charging.failover import FailoverJournal
 from ocs.charging.sessions import SessionStore
@@ -180,17 +180,11 @@ class ChargingApplication:
         except DiameterError as err:
             answer = answer_for_error(request, self.identity, err, avps=view.echo_avps())
         except Exception as exc:
-            if is_store_failure(exc):
+            if is_store_outage(exc):  # only an unreachable store takes failure handling
                 self.metrics.redis_errors.inc()
                 answer = self._failure_answer(view, exc)
-            else:
-                code = result_code_for(exc)
-                log.exception(
-                    "CCR %s failed",
-                    _safe_session(view),
-                    extra=request_fields(view, result_code=code),
-                )
-                answer = credit_control_answer(request, self.identity, code)
+            else:  # a bug, a script error: never a grant (docs/charging.md)
+                answer = self._error_answer(view, kind, exc)
         code = answer.get(A.AVP_RESULT_CODE, 0)
         self.metrics.count_ccr(kind, code, time.perf_counter() - started)
         return answer
@@ -506,6 +500,23 @@ class ChargingApplication:
                 now_ms=now_ms,
             ),
         )
+
+    def _error_answer(self, view: CreditControlRequest, kind: str, exc: Exception) -> Message:
+        """Anything but a store outage (a script error, a bug): the CCR is answered 5012
+        DIAMETER_UNABLE_TO_COMPLY (RFC 4006 5.7) with no units, logged at ERROR with the
+        Session-Id and counted in ``ocs_charging_errors_total`` (alert OcsChargingErrors)."""
+        code = result_code_for(exc)
+        self.metrics.count_charging_error(kind)
+        log.error(
+            "CCR %s answered %d: %s: %s",
+            _safe_session(view),
+            code,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+            extra=request_fields(view, result_code=code),
+        )
+        return credit_control_answer(view.msg, self.identity, code)
 
     # -- Redis unreachable -----------------------------------------------------------------
     def _failure_answer(self, view: CreditControlRequest, exc: BaseException) -> Message:

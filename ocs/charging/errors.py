@@ -8,7 +8,17 @@ raised by the codec and the views) and charging outcomes (this module's
 
 from __future__ import annotations
 
-from redis.exceptions import RedisError
+from typing import Final
+
+from redis.exceptions import (
+    ClusterDownError,
+    ReadOnlyError,
+    RedisClusterUnreachableError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ocs.diameter.constants import ResultCode
 from ocs.diameter.errors import DiameterError
@@ -65,11 +75,28 @@ def result_code_for(exc: BaseException) -> int:
         return ResultCode.DIAMETER_END_USER_SERVICE_DENIED
     if isinstance(exc, RatingError):
         return ResultCode.DIAMETER_RATING_FAILED
-    if isinstance(exc, RedisError | OSError | TimeoutError):
-        return ResultCode.DIAMETER_UNABLE_TO_COMPLY
     return ResultCode.DIAMETER_UNABLE_TO_COMPLY
 
 
-def is_store_failure(exc: BaseException) -> bool:
-    """Redis unreachable or too slow: the configured failure handling answers."""
-    return isinstance(exc, StoreUnavailable | RedisError | OSError | TimeoutError)
+STORE_OUTAGES: Final[tuple[type[BaseException], ...]] = (
+    StoreUnavailable,
+    RedisConnectionError,  # refused, reset, closed, AUTH, loading, max connections
+    RedisTimeoutError,  # a command's socket timeout
+    ConnectionError,  # the builtin (OSError) family: refused, reset, broken pipe
+    TimeoutError,  # the CCR's deadline (``Deadlines``; asyncio.TimeoutError is this class)
+    ClusterDownError,  # CLUSTERDOWN, MASTERDOWN: the cluster is failing over
+    TryAgainError,  # TRYAGAIN: a slot is migrating
+    ReadOnlyError,  # READONLY: we reached a replica that was the master a moment ago
+    SlotNotCoveredError,
+    RedisClusterUnreachableError,
+)
+"""THE set of exceptions that mean the balance store cannot be reached (or not in time).
+Only these take the Credit-Control failure-handling path (a failover grant, journaled).
+Anything else met while charging (a script error such as "value is not an integer", a bug,
+a malformed stored result) is a charging failure: 5012 (``unexpected_error_code``), an ERROR
+log line with the Session-Id and ``ocs_charging_errors_total``, never a grant."""
+
+
+def is_store_outage(exc: BaseException) -> bool:
+    """Redis unreachable or too slow (:data:`STORE_OUTAGES`): failure handling answers."""
+    return isinstance(exc, STORE_OUTAGES)

@@ -41,6 +41,7 @@ COMPONENT_CHARGING: Final = "charging"  # Gy/Ro path, session write-behind, hous
 COMPONENT_API: Final = "api"  # the HTTP API (the request got a 503 problem document)
 COMPONENT_OFFLINE: Final = "offline"  # the offline services (CDR drain)
 BILLRUN_FAILED: Final = "failed"  # outcome of ocs_billrun_runs_finished_total
+CCR_TYPES: Final = ("initial", "update", "terminate", "event", "unknown")  # ``type`` labels
 
 _redis_errors: WeakKeyDictionary[CollectorRegistry, Counter] = WeakKeyDictionary()
 
@@ -96,6 +97,15 @@ class ChargingMetrics:
             ["mode"],
             registry=reg,
         )
+        self.charging_errors = Counter(
+            "ocs_charging_errors",
+            "CCRs answered 5012 because charging failed for another reason than an "
+            "unreachable store (a balance script error, a bug): never a grant",
+            ["type"],
+            registry=reg,
+        )
+        for kind in CCR_TYPES:  # exported at 0: increase() sees the first error
+            self.charging_errors.labels(kind)
         self.reclaimed = Counter(
             "ocs_reservations_reclaimed",
             "Reservations released after Validity-Time and grace",
@@ -139,6 +149,10 @@ class ChargingMetrics:
             histogram = self._latency_children[kind] = self.latency.labels(kind)
         counter.inc()
         histogram.observe(seconds)
+
+    def count_charging_error(self, kind: str) -> None:
+        """A CCR of ``kind`` (initial, update, ...) failed by an error that is no outage."""
+        self.charging_errors.labels(kind).inc()
 
     def count_mscc(self, result: int) -> None:
         counter = self._mscc_children.get(result)
