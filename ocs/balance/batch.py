@@ -149,7 +149,14 @@ class _RespConnection:
             for args in commands:
                 chunks.append(hiredis.pack_command(tuple(args)))  # type: ignore[arg-type]
             self.pending.append(_Group(fut, len(commands), now))
-        self.writer.write(b"".join(chunks))
+        try:
+            self.writer.write(b"".join(chunks))
+        except (OSError, RuntimeError) as exc:
+            # the transport closed under us (Redis went away between the last read and this
+            # write; uvloop raises RuntimeError "unable to perform operation on
+            # <TCPTransport closed=True>"): every caller gets a connection error, the next
+            # batch reconnects. Never an exception out of a loop callback (a traceback).
+            self.fail(RedisConnectionError(f"connection to Redis lost: {exc}"))
 
     def overdue(self, timeout: float) -> bool:
         """The oldest command has waited more than ``timeout`` for its reply and no reply is
