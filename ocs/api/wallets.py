@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from ocs.api.idempotency import IdempotencyKey, claim, fingerprint
+from ocs.api.idempotency import RECORD_TTL_MS, IdempotencyKey, begin, fingerprint, finish
 from ocs.api.models import (
     MoneyMove,
     MoneyMoveResult,
@@ -119,9 +119,11 @@ async def credit_wallet(
     if wallet is None:
         raise not_found("wallet", wallet_id)
     _check_currency(wallet, body.currency)
-    first = await claim(
+    claimed = await begin(
         api.store.batch, tenant, "wallet", key, fingerprint(wallet_id, "top-up", body.amount)
     )
+    if claimed.outcome is not None:  # a replay: the first outcome, nothing runs again
+        return MoneyMoveResult.model_validate({**claimed.outcome, "replayed": True})
     tag = wallet_tag(tenant, wallet_id)
     request_id = f"api:topup:{key}"
     now_ms = int(time.time() * 1000)
@@ -132,19 +134,22 @@ async def credit_wallet(
         [{"op": "credit", "id": wallet_id, "amount": body.amount}],
         now_ms,
         context,
+        result_ttl_ms=RECORD_TTL_MS,  # the script's result lives as long as the key
     )
-    if first:
+    if claimed.first:
         api_metrics().count_topup(body.currency, body.amount)
         api.signal_payer(compiled, tag, "rar")
-    return MoneyMoveResult(
+    result = MoneyMoveResult(
         transaction_id=request_id,
         wallet=wallet_id,
         kind="top-up",
         amount=body.amount,
         currency=body.currency,
         available=_view_of(wallet, buckets).available,
-        replayed=not first,
+        replayed=not claimed.first,
     )
+    await finish(api.store.batch, claimed, result.model_dump(mode="json", exclude={"replayed"}))
+    return result
 
 
 @router.post("/{wallet_id}/debits", status_code=201, response_model=MoneyMoveResult)
@@ -154,41 +159,49 @@ async def debit(
     """A debit adjustment: all or nothing (409 when the wallet has too little)."""
     wallet = await _wallet(api, who.tenant, wallet_id)
     _check_currency(wallet, body.currency)
-    first = await claim(
+    claimed = await begin(
         api.store.batch, who.tenant, "wallet", key, fingerprint(wallet_id, "debit", body.amount)
     )
-    tag = wallet_tag(who.tenant, wallet_id)
-    request_id = f"api:debit:{key}"
-    result = await api.store.charge(
-        tag,
-        ChargeRequest(
-            request_id=request_id,
-            member=f"api|{key}",
-            unit=BucketUnit.MONEY,
-            now_ms=int(time.time() * 1000),
-            used=body.amount,
-            rate=ONE_TO_ONE,
-            mode="debit",
-            context={"api": "debit", "reason": body.reason, "currency": body.currency},
-        ),
-    )
-    if result.status == "insufficient":
+    outcome = claimed.outcome
+    if outcome is None:
+        tag = wallet_tag(who.tenant, wallet_id)
+        request_id = f"api:debit:{key}"
+        result = await api.store.charge(
+            tag,
+            ChargeRequest(
+                request_id=request_id,
+                member=f"api|{key}",
+                unit=BucketUnit.MONEY,
+                now_ms=int(time.time() * 1000),
+                used=body.amount,
+                rate=ONE_TO_ONE,
+                mode="debit",
+                context={"api": "debit", "reason": body.reason, "currency": body.currency},
+            ),
+            result_ttl_ms=RECORD_TTL_MS,  # the script's result lives as long as the key
+        )
+        if result.status == "insufficient":
+            outcome = {"insufficient": True}
+        else:
+            view = await _view(api, who.tenant, wallet)
+            outcome = MoneyMoveResult(
+                transaction_id=request_id,
+                wallet=wallet_id,
+                kind="debit",
+                amount=body.amount,
+                currency=body.currency,
+                available=view.available,
+                replayed=False,
+            ).model_dump(mode="json", exclude={"replayed"})
+        await finish(api.store.batch, claimed, outcome)
+    if outcome.get("insufficient"):  # the first request was refused: so is its replay
         raise Problem(
             409,
             "insufficient-funds",
             "Insufficient funds",
             f"wallet {wallet_id!r} cannot cover {body.amount}",
         )
-    view = await _view(api, who.tenant, wallet)
-    return MoneyMoveResult(
-        transaction_id=request_id,
-        wallet=wallet_id,
-        kind="debit",
-        amount=body.amount,
-        currency=body.currency,
-        available=view.available,
-        replayed=not first,
-    )
+    return MoneyMoveResult.model_validate({**outcome, "replayed": not claimed.first})
 
 
 @router.get("/{wallet_id}/transactions", response_model=TransactionPage)

@@ -22,7 +22,9 @@ from ocs.balance.models import BucketSpec, BucketState, ChargeRequest, ChargeRes
 from ocs.store import RedisClient
 
 RESULT_TTL_MS: Final = 3_600_000
-"""How long a request's result is kept for retransmissions (an hour: far beyond Tx)."""
+"""How long a request's result is kept by default (an hour: far beyond Diameter's Tx). The
+charging runtime passes ``answer_ttl``; a caller whose request id outlives that (an HTTP
+Idempotency-Key, ``ocs.api.idempotency.RECORD_TTL_MS``) passes ``result_ttl_ms`` per call."""
 
 RECLAIM_BATCH: Final = 500
 
@@ -53,7 +55,11 @@ class BalanceStore:
         self._adjust: AsyncScript = redis.register_script(_script_text("adjust.lua"))
 
     # -- scripts ---------------------------------------------------------------------------
-    async def charge(self, payer: str, req: ChargeRequest) -> ChargeResult:
+    async def charge(
+        self, payer: str, req: ChargeRequest, *, result_ttl_ms: int | None = None
+    ) -> ChargeResult:
+        """One ``charge.lua`` call; its result is kept ``result_ttl_ms`` (default: the
+        store's) under the request id."""
         k = PayerKeys(payer)
         keys = (
             k.buckets,
@@ -74,7 +80,7 @@ class BalanceStore:
             req.rate.numerator,
             req.rate.denominator,
             req.deadline_ms,
-            self.result_ttl_ms,
+            self.result_ttl_ms if result_ttl_ms is None else result_ttl_ms,
             req.member,
             req.mode,
             req.context_json or json.dumps(req.context, separators=(",", ":"), default=str),
@@ -93,9 +99,11 @@ class BalanceStore:
         ops: list[dict[str, Any]],
         now_ms: int,
         context: dict[str, Any] | None = None,
+        *,
+        result_ttl_ms: int | None = None,
     ) -> str:
         """Apply define/resize/credit/refund operations (see ``adjust.lua``); the status."""
-        keys, args = self._adjust_call(payer, request_id, ops, now_ms, context)
+        keys, args = self._adjust_call(payer, request_id, ops, now_ms, context, result_ttl_ms)
         raw = await self._adjust(keys=keys, args=args)
         return str(json.loads(raw)["status"])
 
@@ -106,6 +114,7 @@ class BalanceStore:
         ops: list[dict[str, Any]],
         now_ms: int,
         context: dict[str, Any] | None,
+        result_ttl_ms: int | None = None,
     ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
         """KEYS and ARGV of ``adjust.lua`` for one request."""
         k = PayerKeys(payer)
@@ -113,7 +122,7 @@ class BalanceStore:
         args = (
             request_id,
             now_ms,
-            self.result_ttl_ms,
+            self.result_ttl_ms if result_ttl_ms is None else result_ttl_ms,
             payer,
             json.dumps(ops, separators=(",", ":")),
             json.dumps(context or {}, separators=(",", ":"), default=str),
@@ -127,12 +136,14 @@ class BalanceStore:
         ops: list[dict[str, Any]],
         now_ms: int,
         context: dict[str, Any] | None = None,
+        *,
+        result_ttl_ms: int | None = None,
     ) -> tuple[str, list[BucketState]]:
         """:meth:`adjust`, then the payer's buckets, in one round trip: the script call and
         the two reads go in one batch (:attr:`batch`) to the payer's slot, and Redis runs
         them in order, so the reads see the script's effect (a top-up answers with the new
         balance). The owner of the store closes ``batch`` at shutdown."""
-        keys, args = self._adjust_call(payer, request_id, ops, now_ms, context)
+        keys, args = self._adjust_call(payer, request_id, ops, now_ms, context, result_ttl_ms)
         k = PayerKeys(payer)
         raw, defs, bals = await self.batch.submit(
             (
