@@ -10,12 +10,16 @@ disables it).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
+from pathlib import Path
+from typing import Any
 
 from redis.exceptions import RedisError
 
+from .balance import BalanceStore
 from .charging import (
     ChargingRuntime,
     NoCatalogue,
@@ -23,23 +27,79 @@ from .charging import (
     create_charging,
     show_balance,
 )
+from .charging.catalog import folder_files
 from .config import Settings
 from .diameter.constants import Application, Command
 from .diameter.node import Node
 from .observability.endpoint import start_ops_server
 from .observability.health import catalogue_check, default_health, redis_check
-from .rating.errors import CatalogueError
+from .rating.errors import CatalogueError, Issue
+from .rating.loader import parse_document
 from .server import Closer, serve
+from .store import open_redis
 
 log = logging.getLogger("ocs.app")
 
 
-def _metrics_server(settings: Settings) -> Closer | None:
+DEMO_TOKEN_HINT = "ocs token create --tenant {tenant} --scope admin"
+
+
+def _metrics_server(settings: Settings, *, announce: bool) -> Closer | None:
     if not settings.metrics_port:
         return None
     ops = start_ops_server(settings.metrics_port, settings.host)  # /metrics, /healthz, /readyz
-    log.info("Prometheus metrics on http://%s:%s/metrics", settings.host, settings.metrics_port)
+    log.info("Prometheus metrics on http://%s:%s/metrics", settings.host, ops.port)
+    if announce:
+        print(f"ocs: metrics on http://{settings.host}:{ops.port}/metrics", flush=True)
     return ops.close
+
+
+def _read_folder(path: str | Path) -> tuple[Path, dict[str, Any], str]:
+    """The folder (absolute), its documents by file name, and the tenant they name."""
+    folder = Path(path).resolve()
+    documents = {name: parse_document(text) for name, text in folder_files(folder).items()}
+    tenants = [
+        str(doc["tenant"].get("id", ""))
+        for doc in documents.values()
+        if isinstance(doc, dict) and isinstance(doc.get("tenant"), dict)
+    ]
+    if not tenants or not tenants[0]:
+        raise CatalogueError([Issue(str(folder), "tenant", "no tenant document")])
+    return folder, documents, tenants[0]
+
+
+async def put_demo_in_force(store: BalanceStore, data_dir: Path, path: str | Path) -> str:
+    """``ocs demo``: put the catalogue folder ``path`` in force the way the HTTP API does
+    (``POST /v1/catalogue``: the tenant's catalogue state, a revision folder under
+    ``data_dir``, payers provisioned, ``ocs:catalog`` pointing at it), so that the demo
+    tenant's ``/v1`` routes work at once and the Diameter side serves the same revision.
+    Product sections replace the state's, accounts, payers and SIMs are merged by id: a SIM
+    created over the API survives a restart of the demo, an item of the folder is reset to
+    the folder's. Returns the tenant. Raises ``CatalogueError`` when the folder is refused."""
+    from .api.problems import Problem  # noqa: PLC0415
+    from .api.tenants import State, TenantCatalogues, merge_documents  # noqa: PLC0415
+
+    folder, documents, tenant = await asyncio.to_thread(_read_folder, path)
+
+    def mutate(state: State) -> None:
+        merged = merge_documents(state, documents, tenant)
+        state.clear()
+        state.update(merged)
+
+    try:
+        await TenantCatalogues(store, data_dir).change(tenant, mutate, source=f"ocs demo {folder}")
+    except Problem as exc:
+        raise CatalogueError([Issue(str(folder), "", exc.detail or exc.title)]) from None
+    return tenant
+
+
+async def apply_demo(settings: Settings, path: str | Path) -> str:
+    """``ocs demo --workers N``: :func:`put_demo_in_force` on its own Redis connection."""
+    handle = await open_redis(settings, timeout=10.0)
+    try:
+        return await put_demo_in_force(BalanceStore(handle.client), settings.data_dir, path)
+    finally:
+        await handle.close()
 
 
 class ChargingAttacher:
@@ -61,6 +121,16 @@ class ChargingAttacher:
         closers: list[Closer] = []
         runtime = await create_charging(settings, catalog_path=self.catalog_path)
         closers.append(runtime.close)
+        tenant = None
+        if self.catalog_path is not None:
+            try:
+                tenant = await put_demo_in_force(
+                    runtime.store, settings.data_dir, self.catalog_path
+                )
+                await runtime.reload_if_applied()  # the API's revision (same content)
+            except BaseException:
+                await runtime.close()
+                raise
         health = default_health()
         closers.append(health.add("redis", redis_check(runtime.redis.client)))
         closers.append(health.add("catalogue", catalogue_check(runtime.catalogue)))
@@ -85,7 +155,21 @@ class ChargingAttacher:
                 api = await start_api(settings, redis_url=runtime.redis.url, sock=sock)
                 closers.append(api.stop)
                 log.info("HTTP API on http://%s:%s", settings.host, api.port)
-            if self.with_http and (close_metrics := _metrics_server(settings)) is not None:
+                if not self.reuse_port:  # a worker: the supervisor says it
+                    print(f"ocs: HTTP API on http://{settings.host}:{api.port}", flush=True)
+                    if tenant is not None:
+                        hint = DEMO_TOKEN_HINT.format(tenant=tenant)
+                        print(
+                            f"ocs: demo tenant {tenant!r} in force for Diameter and the HTTP "
+                            f"API; a token: {hint}; API docs at "
+                            f"http://{settings.host}:{api.port}/docs",
+                            flush=True,
+                        )
+            announce = not self.reuse_port
+            if (
+                self.with_http
+                and (close_metrics := _metrics_server(settings, announce=announce)) is not None
+            ):
                 closers.append(close_metrics)
         except BaseException:
             for close in reversed(closers):

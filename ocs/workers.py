@@ -115,6 +115,7 @@ class Supervisor:
     def __init__(self, settings: Settings, *, catalog_path: str | None = None) -> None:
         self.settings = settings
         self.catalog_path = catalog_path
+        self.demo_tenant: str | None = None  # ocs demo: the tenant put in force
         self.workers = [Worker(i + 1) for i in range(settings.workers)]
         self.run_dir = Path(tempfile.mkdtemp(prefix="ocs-workers-"))
         self.metrics_dir = multiproc.fresh_dir(self.run_dir)
@@ -158,6 +159,15 @@ class Supervisor:
             f"{s.host}:{self.worker_settings.port} with {len(self.workers)} workers; {http}; {ops}",
             flush=True,
         )
+        if self.demo_tenant is not None and self.http_port:
+            from .app import DEMO_TOKEN_HINT  # noqa: PLC0415
+
+            hint = DEMO_TOKEN_HINT.format(tenant=self.demo_tenant)
+            print(
+                f"ocs: demo tenant {self.demo_tenant!r} in force for Diameter and the HTTP API;"
+                f" a token: {hint}; API docs at http://{s.host}:{self.http_port}/docs",
+                flush=True,
+            )
         watchers = [asyncio.create_task(self._watch(w)) for w in self.workers]
         try:
             await self._stopping.wait()
@@ -233,11 +243,11 @@ class Supervisor:
     async def _apply_catalogue(self, path: str) -> None:
         from redis.exceptions import RedisError  # noqa: PLC0415
 
-        from .charging import apply_catalog  # noqa: PLC0415
+        from .app import apply_demo  # noqa: PLC0415
         from .rating.errors import CatalogueError  # noqa: PLC0415
 
         try:
-            await apply_catalog(path, self.worker_settings)
+            self.demo_tenant = await apply_demo(self.worker_settings, path)  # HTTP API too
         except CatalogueError as exc:
             raise StartError(str(exc)) from None
         except RedisError as exc:
