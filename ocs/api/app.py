@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 
 from ocs.api import catalogue, events, imports, pools, sessions, subscriptions, wallets
 from ocs.api.auth import TokenCache
@@ -98,7 +99,11 @@ def create_app(
             if handle is not None:
                 await handle.close()
 
-    app = FastAPI(
+    # /docs (Swagger UI) and /redoc (ReDoc) load their scripts, styles and icon from the
+    # fastapi-offline package's copies under /static-offline-docs, not from a CDN: the pages
+    # work without internet access. No online validator badge either.
+    app = FastAPIOffline(
+        swagger_ui_parameters={"validatorUrl": None},
         title="ocs API",
         version="1",
         description="Wallets, pools, subscriptions, catalogue and events of one tenant "
