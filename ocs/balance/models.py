@@ -61,7 +61,10 @@ class ChargeRequest:
 
     ``used`` units are committed against the existing reservation (the rest is released);
     then up to ``want`` units are reserved until ``deadline_ms`` (Validity-Time + grace).
-    ``mode="debit"`` charges ``used`` all-or-nothing without a reservation (events)."""
+    ``mode="debit"`` charges ``used`` all-or-nothing without a reservation (events).
+    ``price``: the exact money of ``used`` as rating priced it; the usage is then paid in
+    money alone and exactly that is debited (wallets; ``rate`` only sizes reservations).
+    None: money buckets pay ``used`` at ``rate`` (a postpaid pool's credit limit)."""
 
     request_id: str
     member: str
@@ -75,6 +78,7 @@ class ChargeRequest:
     mode: str = "session"
     context: dict[str, Any] = field(default_factory=dict)
     context_json: str = ""  # the context already serialised (takes precedence when set)
+    price: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +86,8 @@ class ChargeResult:
     """``status``: ok, exhausted (nothing could be granted), insufficient (a debit was
     refused), no_reservation (usage reported without a reservation; charged from available).
     ``left`` is what the payer still has in this unit (-1: unlimited); ``live`` the number of
-    reservations on the payer."""
+    reservations on the payer. ``cost`` is the money debited; ``short`` what of the price
+    the money could not cover (a wallet that ran dry; the record says so too)."""
 
     status: str
     granted: int
@@ -92,6 +97,7 @@ class ChargeResult:
     overrun: int
     left: int
     live: int
+    short: int = 0
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> ChargeResult:
@@ -105,6 +111,7 @@ class ChargeResult:
             overrun=int(data["overrun"]),
             left=int(data["left"]),
             live=int(data["live"]),
+            short=int(data.get("short", 0)),
         )
 
 

@@ -29,8 +29,12 @@ Idempotency-Key, ``ocs.api.idempotency.RECORD_TTL_MS``) passes ``result_ttl_ms``
 RECLAIM_BATCH: Final = 500
 
 
-def _script_text(name: str) -> str:
-    return resources.files("ocs.balance").joinpath("lua", name).read_text(encoding="utf-8")
+def script_text(name: str) -> str:
+    """The text Redis runs for ``lua/<name>``: the shared prelude ``_shadow.lua`` (the
+    validate-then-write rule every balance script keeps), then the script."""
+    lua = resources.files("ocs.balance").joinpath("lua")
+    prelude = lua.joinpath("_shadow.lua").read_text(encoding="utf-8")
+    return prelude + lua.joinpath(name).read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +54,9 @@ class BalanceStore:
         self.redis = redis
         self.result_ttl_ms = result_ttl_ms
         self.batch = CommandBatcher(redis)  # the real-time path's commands, auto-pipelined
-        self._charge: AsyncScript = redis.register_script(_script_text("charge.lua"))
-        self._reclaim: AsyncScript = redis.register_script(_script_text("reclaim.lua"))
-        self._adjust: AsyncScript = redis.register_script(_script_text("adjust.lua"))
+        self._charge: AsyncScript = redis.register_script(script_text("charge.lua"))
+        self._reclaim: AsyncScript = redis.register_script(script_text("reclaim.lua"))
+        self._adjust: AsyncScript = redis.register_script(script_text("adjust.lua"))
 
     # -- scripts ---------------------------------------------------------------------------
     async def charge(
@@ -85,6 +89,7 @@ class BalanceStore:
             req.mode,
             req.context_json or json.dumps(req.context, separators=(",", ":"), default=str),
             payer,
+            "" if req.price is None else req.price,
         )
         try:
             raw = await self.batch.execute("EVALSHA", self._charge.sha, len(keys), *keys, *args)

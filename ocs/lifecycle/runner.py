@@ -14,12 +14,12 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, Final
 
 from redis.commands.core import AsyncScript
 
 from ocs.balance.keys import LIFECYCLE_EVENTS, PAYERS, PayerKeys
+from ocs.balance.store import script_text
 from ocs.lifecycle.metrics import LifecycleMetrics
 from ocs.lifecycle.periods import Period, next_period, period_at, period_from
 from ocs.lifecycle.rules import PoolRules
@@ -69,8 +69,7 @@ class Lifecycle:
         self.redis = redis
         self.metrics = metrics
         self.signals = SessionSignals(redis) if signal_sessions else None
-        text = resources.files("ocs.balance").joinpath("lua", "lifecycle.lua").read_text("utf-8")
-        self._script: AsyncScript = redis.register_script(text)
+        self._script: AsyncScript = redis.register_script(script_text("lifecycle.lua"))
 
     async def _call(self, tag: str, action: str, now_ms: int, args: dict[str, Any]) -> Any:
         k = PayerKeys(tag)

@@ -1,5 +1,9 @@
 -- charge.lua: the one script that moves a payer's units on the real-time path.
 --
+-- THE RULE (see _shadow.lua, prepended): every input is validated and every change computed
+-- against a shadow of the keys before the first write; `flush()` writes them all at the end
+-- and nothing that can fail runs after it. An error leaves every key byte-identical.
+--
 -- In one atomic step it (1) returns the stored result if this request id was seen before,
 -- (2) commits `used` units against the session's reservation and releases the rest,
 -- (3) reserves a new grant (fair share near exhaustion), (4) appends the rated usage record
@@ -25,45 +29,61 @@
 -- ARGV[9]  reclaim deadline (ms, absolute)                ARGV[10] result TTL (ms)
 -- ARGV[11] reservation member  ARGV[12] mode: "session" | "debit"
 -- ARGV[13] record context (JSON text, stored as is)       ARGV[14] payer tag
+-- ARGV[15] price: the exact money of the `used` units as rating priced them (docs/rating.md
+--          rule 8), or "" (absent). With a price the usage is paid in money alone (a
+--          wallet): the commit debits exactly this amount from the money buckets (the
+--          reservation's money first, released, then what is available), and what the money
+--          cannot cover is the result's `short`; the rate (ARGV[7]/ARGV[8]) then only sizes
+--          reservations (conservatively: the caller passes the highest tier's rate). Without
+--          one, money buckets pay `ceil(units * rate)` (a postpaid pool's credit limit).
 --
--- Returns the JSON result: {status, granted, money, units, cost, overrun, left, live}.
--- Lua numbers are doubles: amounts are exact up to 2^53.
+-- Returns the JSON result: {status, granted, money, units, cost, overrun, short, left, live}.
+-- Lua numbers are doubles: amounts are exact up to 2^53 (checked).
+SCRIPT = 'charge.lua'
 
 local cached = redis.call('GET', KEYS[5])
 if cached then
   return cached
 end
+TYPED[KEYS[5]] = true
 
-local now = tonumber(ARGV[2])
+local now = int(ARGV[2], 'now')
 local unit = ARGV[3]
-local used = tonumber(ARGV[4])
-local want = tonumber(ARGV[5])
-local min_grant = tonumber(ARGV[6])
-local num = tonumber(ARGV[7])
-local den = tonumber(ARGV[8])
-local deadline = tonumber(ARGV[9])
+local used = int(ARGV[4], 'used units')
+local want = int(ARGV[5], 'wanted units')
+local min_grant = int(ARGV[6], 'minimum grant')
+local num = int(ARGV[7], 'rate numerator')
+local den = int(ARGV[8], 'rate denominator')
+local deadline = int(ARGV[9], 'deadline')
+local ttl = int(ARGV[10], 'result TTL', 1)
 local member = ARGV[11]
 local mode = ARGV[12]
-
-local function I(n) return string.format('%d', n) end
+local exact = nil
+if ARGV[15] ~= nil and ARGV[15] ~= '' then exact = int(ARGV[15], 'price') end
+if unit == nil or unit == '' or unit == 'money' then fail('unit must be a unit of usage') end
+if member == nil or member == '' then fail('reservation member is empty') end
+if mode ~= 'session' and mode ~= 'debit' then fail('mode must be session or debit') end
+if exact and den == 0 then fail('a price needs money buckets (rate denominator > 0)') end
+if ARGV[13] == nil or ARGV[14] == nil then fail('record context and payer tag are required') end
 
 -- Usable buckets in consumption order: priority, then earliest expiry, then id. A bucket
 -- on hold (a pool suspended for an unpaid renewal) is not usable. `thr`: the auto top-off
--- threshold a bucket of this unit is marked with (lifecycle.lua), nil for none.
+-- threshold a bucket of this unit is marked with (lifecycle.lua), nil for none. With a
+-- price only money buckets pay.
 local order, thr
 local function build_order()
-  local defs = redis.call('HGETALL', KEYS[1])
+  local defs = hgetall(KEYS[1])
   order = {}
   for i = 1, #defs, 2 do
-    local d = cjson.decode(defs[i + 1])
-    if d.thr and d.unit == unit then thr = tonumber(d.thr) end
-    local to = tonumber(d.to or 0)
-    local from = tonumber(d.from or 0)
+    local d = decode(defs[i + 1], 'bucket ' .. defs[i])
+    if d.thr and d.unit == unit then thr = int(d.thr, 'threshold of ' .. defs[i]) end
+    local to = int(d.to or 0, 'valid_to of ' .. defs[i])
+    local from = int(d.from or 0, 'valid_from of ' .. defs[i])
     local money = d.unit == 'money'
-    if (d.unit == unit or (money and den > 0)) and from <= now and (to == 0 or now < to)
-        and not d.hold then
-      order[#order + 1] = {id = defs[i], prio = tonumber(d.prio or 0), to = to, money = money,
-                           unlimited = d.unlimited and true or false}
+    if ((d.unit == unit and not exact) or (money and den > 0)) and from <= now
+        and (to == 0 or now < to) and not d.hold then
+      order[#order + 1] = {id = defs[i], prio = int(d.prio or 0, 'prio of ' .. defs[i], -MAX_INT + 1),
+                           to = to, money = money, unlimited = d.unlimited and true or false}
     end
   end
   table.sort(order, function(a, b)
@@ -77,7 +97,7 @@ end
 build_order()
 
 local function avail(b)
-  return tonumber(redis.call('HGET', KEYS[2], b.id .. ':a') or '0')
+  return hnum(KEYS[2], b.id .. ':a')
 end
 
 -- Units a bucket can still cover, and the money needed for `u` units of a money bucket.
@@ -102,10 +122,39 @@ local function take(need, field)
     if u > 0 then
       local amount = u
       if b.money then amount = cost(u) end
-      if not b.unlimited then redis.call('HINCRBY', KEYS[2], b.id .. ':a', -amount) end
-      redis.call('HINCRBY', KEYS[2], b.id .. ':' .. field, amount)
+      if not b.unlimited then hincr(KEYS[2], b.id .. ':a', -amount) end
+      hincr(KEYS[2], b.id .. ':' .. field, amount)
       alloc[#alloc + 1] = {b.id, u, amount}
       got = got + u
+    end
+  end
+  return got, alloc
+end
+
+-- Money (with a price): what the money buckets hold now, and taking `amount` of it as used.
+local function money_left()
+  local m = 0
+  for _, b in ipairs(order) do
+    if b.money then
+      if b.unlimited then return math.huge end
+      m = m + math.max(avail(b), 0)
+    end
+  end
+  return m
+end
+local function take_money(amount)
+  local got, alloc = 0, {}
+  for _, b in ipairs(order) do
+    if amount - got <= 0 then break end
+    if b.money then
+      local m = amount - got
+      if not b.unlimited then m = math.min(m, math.max(avail(b), 0)) end
+      if m > 0 then
+        if not b.unlimited then hincr(KEYS[2], b.id .. ':a', -m) end
+        hincr(KEYS[2], b.id .. ':u', m)
+        alloc[#alloc + 1] = {b.id, 0, m}
+        got = got + m
+      end
     end
   end
   return got, alloc
@@ -121,8 +170,18 @@ count_units()
 -- Lifecycle records are 'adjust' records, like a top-off bought over the API: the bill run
 -- reads purchases (context "api") from those.
 local function record(id, alloc, ctx)
-  redis.call('XADD', KEYS[6], '*', 'kind', 'adjust', 'id', id, 'payer', ARGV[14], 'ts', I(now),
-    'units', '0', 'money', '0', 'alloc', cjson.encode(alloc), 'ctx', cjson.encode(ctx))
+  op('stream', 'XADD', KEYS[6], '*', 'kind', 'adjust', 'id', id, 'payer', ARGV[14],
+    'ts', I(now), 'units', '0', 'money', '0', 'alloc', cjson.encode(alloc),
+    'ctx', cjson.encode(ctx))
+end
+
+local function life_fields()
+  local life = {}
+  for i, f in ipairs({'ladder', 'tier', 'topoff', 'period', 'hold', 'topoff_api'}) do
+    life[i] = hget(KEYS[7], f)
+  end
+  life[3] = life[6] or life[3]  -- the API's auto top-off setting overrides the catalogue's
+  return life
 end
 
 -- Lifecycle, when what the payer has cannot cover `need` units: an adaptive pool steps up
@@ -134,22 +193,20 @@ end
 -- most one purchase per call (`bought`).
 local bought = false
 local function replenish(need, early)
-  local life = redis.call('HMGET', KEYS[7], 'ladder', 'tier', 'topoff', 'period', 'hold',
-                          'topoff_api')
+  local life = life_fields()
   if life[5] then return end  -- suspended: no step, no purchase
-  life[3] = life[6] or life[3]  -- the API's auto top-off setting overrides the catalogue's
   local period = life[4] or ''
   local changed = false
   if life[1] then
-    local lad = cjson.decode(life[1])
-    local tier = tonumber(life[2] or '0')
+    local lad = decode(life[1], 'ladder')
+    local tier = int(life[2] or '0', 'tier')
     local start = tier
     if early and lad.u == unit and tier + 1 < #lad.s then return end
     while not early and lad.u == unit and total_units < need and tier + 1 < #lad.s do
-      local delta = lad.s[tier + 2] - lad.s[tier + 1]
-      redis.call('HINCRBY', KEYS[2], lad.b .. ':a', delta)
-      redis.call('HINCRBY', KEYS[2], lad.b .. ':i', delta)
-      redis.call('HINCRBY', KEYS[2], lad.b .. ':x', delta)  -- not the catalogue's size
+      local delta = int(lad.s[tier + 2], 'ladder size') - int(lad.s[tier + 1], 'ladder size')
+      hincr(KEYS[2], lad.b .. ':a', delta)
+      hincr(KEYS[2], lad.b .. ':i', delta)
+      hincr(KEYS[2], lad.b .. ':x', delta)  -- not the catalogue's size
       tier = tier + 1
       total_units = total_units + delta
       record('tier:' .. ARGV[14] .. ':' .. period .. ':' .. tier, {{lad.b, I(delta)}},
@@ -157,24 +214,28 @@ local function replenish(need, early)
          size = lad.s[tier + 1], period = period})
     end
     if tier ~= start then
-      redis.call('HSET', KEYS[7], 'tier', I(tier))
+      hset(KEYS[7], 'tier', I(tier))
       changed = true
     end
   end
   if life[3] and total_units < need and not bought then
-    local rule = cjson.decode(life[3])
+    local rule = decode(life[3], 'auto top-off rule')
     local counter = 'topoffs:' .. period
-    local n = tonumber(redis.call('HGET', KEYS[7], counter) or '0')
+    local n = int(hget(KEYS[7], counter) or '0', counter)
     if not rule.off and rule.u == unit and (rule.cap == 0 or n < rule.cap) then
+      local units = int(rule.units, 'auto top-off units')
+      local ms = int(rule.ms, 'auto top-off validity')
       n = n + 1
       local bid = rule.pool .. ':auto:' .. period .. ':' .. n
-      redis.call('HSET', KEYS[1], bid, cjson.encode({unit = unit, prio = rule.prio, from = 0,
-        to = I(now + rule.ms), unlimited = false}))
-      redis.call('HSET', KEYS[2], bid .. ':a', I(rule.units), bid .. ':r', '0',
-        bid .. ':u', '0', bid .. ':i', I(rule.units))
-      redis.call('HSET', KEYS[7], counter, I(n))
+      hset(KEYS[1], bid, cjson.encode({unit = unit, prio = rule.prio, from = 0,
+        to = I(now + ms), unlimited = false}))
+      hset(KEYS[2], bid .. ':a', I(units))
+      hset(KEYS[2], bid .. ':r', '0')
+      hset(KEYS[2], bid .. ':u', '0')
+      hset(KEYS[2], bid .. ':i', I(units))
+      hset(KEYS[7], counter, I(n))
       record('auto-top-off:' .. ARGV[14] .. ':' .. period .. ':' .. n,
-        {{bid, I(rule.units)}},
+        {{bid, I(units)}},
         {api = 'auto-top-off', addon = rule.addon, price = rule.price,
          currency = rule.currency, pool = rule.pool, account = rule.account,
          cap_period = period, count = n, threshold = early and need or nil})
@@ -188,50 +249,79 @@ local function replenish(need, early)
   end
 end
 
-if mode == 'debit' and total_units < used then replenish(used) end
+local live = redis.call('ZCARD', KEYS[4])
+TYPED[KEYS[4]] = true
 
 -- A debit (event) is all or nothing, and needs no reservation.
-if mode == 'debit' and total_units < used then
+local function short_of_debit()
+  if exact then return money_left() < exact end
+  return total_units < used
+end
+if mode == 'debit' and short_of_debit() and not exact then replenish(used) end
+if mode == 'debit' and short_of_debit() then
+  local left = exact and money_left() or total_units
   local res = cjson.encode({status = 'insufficient', granted = 0, money = 0, units = 0, cost = 0,
-                            overrun = 0, left = total_units == math.huge and -1 or total_units,
-                            live = redis.call('ZCARD', KEYS[4])})
-  redis.call('SET', KEYS[5], res, 'PX', ARGV[10])
+                            overrun = 0, short = 0, left = left == math.huge and -1 or left,
+                            live = live})
+  op('string', 'SET', KEYS[5], res, 'PX', I(ttl))
+  flush()
   return res
 end
 
 -- 1. Commit the used units against the reservation, in its allocation order; release the rest.
-local committed, charged, uses = 0, 0, {}
+-- With a price, the reservation is released whole and the price is debited after it.
+local committed, charged, short, uses = 0, 0, 0, {}
 local had_rsv = 0
-local raw = redis.call('HGET', KEYS[3], member)
+local raw = hget(KEYS[3], member)
 if raw then
   had_rsv = 1
-  local r = cjson.decode(raw)
-  local rnum, rden = tonumber(r.n), tonumber(r.d)
-  for _, e in ipairs(r.a) do
-    local bid, units, amount = e[1], tonumber(e[2]), tonumber(e[3])
+  local r = decode(raw, 'reservation ' .. member)
+  local entries = {}
+  for _, e in ipairs(r.a or {}) do
+    entries[#entries + 1] = {tostring(e[1]), int(e[2], 'reserved units'), int(e[3], 'reserved amount'),
+                             e[4]}
+  end
+  local rnum = int(r.n or 0, 'reserved rate numerator')
+  local rden = int(r.d or 0, 'reserved rate denominator')
+  for _, e in ipairs(entries) do
+    local bid, units, amount = e[1], e[2], e[3]
     local u = math.min(used - committed, units)
     local spent = u
-    if units ~= amount then  -- a money bucket: price the used part at the reserved rate
+    if exact then
+      spent = 0
+    elseif units ~= amount then  -- a money bucket: price the used part at the reserved rate
+      if rden == 0 then fail('reservation ' .. member .. ' has money but no rate') end
       spent = u == units and amount or math.min(amount, math.ceil(u * rnum / rden))
     end
-    redis.call('HINCRBY', KEYS[2], bid .. ':r', -amount)
-    redis.call('HINCRBY', KEYS[2], bid .. ':u', spent)
-    if not e[4] then redis.call('HINCRBY', KEYS[2], bid .. ':a', amount - spent) end
-    if u > 0 then
+    hincr(KEYS[2], bid .. ':r', -amount)
+    hincr(KEYS[2], bid .. ':u', spent)
+    if not e[4] then hincr(KEYS[2], bid .. ':a', amount - spent) end
+    if u > 0 and not exact then
       uses[#uses + 1] = {bid, u, spent}
       if units ~= amount then charged = charged + spent end
     end
     committed = committed + u
   end
-  redis.call('HDEL', KEYS[3], member)
-  redis.call('ZREM', KEYS[4], member)
+  hdel(KEYS[3], member)
+  if redis.call('ZSCORE', KEYS[4], member) then live = live - 1 end
+  op('zset', 'ZREM', KEYS[4], member)
   -- units released back count again as available for the grant below
   count_units()
 end
 
--- Usage beyond the reservation (or a debit) is taken from what is available now.
 local overrun = 0
-if used > committed then
+if exact then
+  -- the price of the usage, exactly, from the money buckets (released reservation included)
+  committed = used
+  if exact > 0 then
+    local got, extra = take_money(exact)
+    for _, e in ipairs(extra) do uses[#uses + 1] = e end
+    charged = got
+    short = exact - got
+  end
+  count_units()
+elseif used > committed then
+  -- usage beyond the reservation (or a debit) is taken from what is available now
   local got, extra = take(used - committed, 'u')
   for _, e in ipairs(extra) do
     uses[#uses + 1] = e
@@ -244,7 +334,6 @@ end
 
 -- 2. Reserve a new grant. Fair share: with L live reservations on the payer, a session gets
 -- at most available / (L + 1), but never less than the minimum grant (when available).
-local live = redis.call('ZCARD', KEYS[4])
 local granted, money = 0, 0
 if want > 0 and mode == 'session' and total_units < want then replenish(want) end
 if want > 0 and mode == 'session' then
@@ -264,9 +353,8 @@ if want > 0 and mode == 'session' then
       if e[2] ~= e[3] then money = money + e[3] end
     end
     if got > 0 then
-      redis.call('HSET', KEYS[3], member,
-        cjson.encode({a = enc, n = I(num), d = I(den), u = unit, t = I(now)}))
-      redis.call('ZADD', KEYS[4], deadline, member)
+      hset(KEYS[3], member, cjson.encode({a = enc, n = I(num), d = I(den), u = unit, t = I(now)}))
+      op('zset', 'ZADD', KEYS[4], I(deadline), member)
       live = live + 1
     end
   end
@@ -276,9 +364,14 @@ end
 if committed > 0 or overrun > 0 then
   local alloc = {}
   for _, e in ipairs(uses) do alloc[#alloc + 1] = {e[1], I(e[3])} end
-  redis.call('XADD', KEYS[6], '*', 'kind', 'usage', 'id', ARGV[1], 'payer', ARGV[14],
-    'ts', I(now), 'unit', unit, 'units', I(committed), 'money', I(charged),
-    'overrun', I(overrun), 'alloc', cjson.encode(alloc), 'ctx', ARGV[13])
+  local fields = {'stream', 'XADD', KEYS[6], '*', 'kind', 'usage', 'id', ARGV[1],
+    'payer', ARGV[14], 'ts', I(now), 'unit', unit, 'units', I(committed), 'money', I(charged),
+    'overrun', I(overrun), 'alloc', cjson.encode(alloc), 'ctx', ARGV[13]}
+  if short > 0 then
+    fields[#fields + 1] = 'short'
+    fields[#fields + 1] = I(short)
+  end
+  op(unpack(fields))
 end
 
 local left = 0
@@ -293,20 +386,18 @@ end
 -- Nothing left now, but the lifecycle can still add units (the next adaptive tier, an auto
 -- top-off under its cap): report those, so that the grant is not announced as final units.
 if left == 0 then
-  local life = redis.call('HMGET', KEYS[7], 'ladder', 'tier', 'topoff', 'period', 'hold',
-                          'topoff_api')
-  life[3] = life[6] or life[3]
+  local life = life_fields()
   if not life[5] then
     if life[1] then
-      local lad = cjson.decode(life[1])
-      local tier = tonumber(life[2] or '0')
+      local lad = decode(life[1], 'ladder')
+      local tier = int(life[2] or '0', 'tier')
       if lad.u == unit and tier + 1 < #lad.s then left = lad.s[tier + 2] - lad.s[tier + 1] end
     end
     if left == 0 and life[3] then
-      local rule = cjson.decode(life[3])
-      local n = tonumber(redis.call('HGET', KEYS[7], 'topoffs:' .. (life[4] or '')) or '0')
+      local rule = decode(life[3], 'auto top-off rule')
+      local n = int(hget(KEYS[7], 'topoffs:' .. (life[4] or '')) or '0', 'top-off count')
       if not rule.off and rule.u == unit and (rule.cap == 0 or n < rule.cap) then
-        left = rule.units
+        left = int(rule.units, 'auto top-off units')
       end
     end
   end
@@ -317,6 +408,7 @@ if mode == 'session' and want > 0 and granted == 0 then status = 'exhausted' end
 if mode == 'session' and had_rsv == 0 and used > 0 then status = 'no_reservation' end
 local res = cjson.encode({status = status, granted = I(granted), money = I(money),
                           units = I(committed), cost = I(charged), overrun = I(overrun),
-                          left = I(left), live = live})
-redis.call('SET', KEYS[5], res, 'PX', ARGV[10])
+                          short = I(short), left = I(left), live = live})
+op('string', 'SET', KEYS[5], res, 'PX', I(ttl))
+flush()
 return res

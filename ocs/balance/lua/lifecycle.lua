@@ -2,6 +2,11 @@
 -- the period it ends, so that any number of workers running it at once act exactly once.
 -- See docs/lifecycle.md.
 --
+-- THE RULE (see _shadow.lua, prepended): every input is validated and every change computed
+-- against a shadow of the keys before the first write; `flush()` (in `reply`) writes them
+-- all at the end and nothing that can fail runs after it. An error leaves every key
+-- byte-identical.
+--
 -- KEYS[1] buckets HASH, KEYS[2] balances HASH, KEYS[3] life HASH, KEYS[4] stream
 --   life: period, pstart, pend (ms)   the current period; tier (adaptive)
 --         ladder, topoff (JSON)       rules charge.lua reads when the payer runs short
@@ -37,35 +42,53 @@
 --   whether this is the first failure of the period (the caller notifies once), `held`
 --   whether this call put the hold on (the caller aborts the pool's sessions once).
 
+SCRIPT = 'lifecycle.lua'
 local action = ARGV[1]
-local now = tonumber(ARGV[2])
+local now = int(ARGV[2], 'now')
 local tag = ARGV[3]
-local args = cjson.decode(ARGV[4])
-local function I(n) return string.format('%d', n) end
-local function reply(t) return cjson.encode(t) end
+if tag == nil or tag == '' then fail('payer tag is required') end
+local args = decode(ARGV[4] or '', 'arguments')
+local ACTIONS = {setup = true, topoff = true, renew = true, pay = true, fail = true}
+if not ACTIONS[action] then fail('unknown action ' .. tostring(action)) end
+local function reply(t)
+  local text = cjson.encode(t)
+  flush()
+  return text
+end
+local function has(key, f) return hget(key, f) and true or false end
 
 -- Records are 'adjust' records (the bill run reads purchases from those by context "api").
 local function record(id, money, alloc, ctx)
-  redis.call('XADD', KEYS[4], '*', 'kind', 'adjust', 'id', id, 'payer', tag, 'ts', I(now),
+  op('stream', 'XADD', KEYS[4], '*', 'kind', 'adjust', 'id', id, 'payer', tag, 'ts', I(now),
     'units', '0', 'money', I(money), 'alloc', cjson.encode(alloc), 'ctx', cjson.encode(ctx))
 end
 
 local function num(field)
-  return tonumber(redis.call('HGET', KEYS[2], field) or '0')
+  return hnum(KEYS[2], field)
+end
+
+-- A period {id, start, end} of the arguments (validated before anything is written).
+local function period_arg(p, what)
+  if type(p) ~= 'table' or type(p.id) ~= 'string' or p.id == '' then
+    fail(what .. ' must be a period {id, start, end}')
+  end
+  return {id = p.id, start = int(p.start, what .. '.start'), ['end'] = int(p['end'], what .. '.end')}
 end
 
 local function start_period(p)
-  redis.call('HSET', KEYS[3], 'period', p.id, 'pstart', I(p.start), 'pend', I(p['end']))
+  hset(KEYS[3], 'period', p.id)
+  hset(KEYS[3], 'pstart', I(p.start))
+  hset(KEYS[3], 'pend', I(p['end']))
 end
 
 -- Put every bucket of the payer on hold, or lift the hold. `only`: just these bucket ids.
 local function hold_all(on, only)
-  local defs = redis.call('HGETALL', KEYS[1])
+  local defs = hgetall(KEYS[1])
   for i = 1, #defs, 2 do
     if only == nil or only[defs[i]] then
-      local d = cjson.decode(defs[i + 1])
+      local d = decode(defs[i + 1], 'bucket ' .. defs[i])
       if on then d.hold = true else d.hold = nil end
-      redis.call('HSET', KEYS[1], defs[i], cjson.encode(d))
+      hset(KEYS[1], defs[i], cjson.encode(d))
     end
   end
 end
@@ -73,75 +96,88 @@ end
 -- Mark the bucket the auto top-off in force buys for with its threshold in units (`thr`),
 -- unmark every other bucket. charge.lua checks the threshold only on a marked payer.
 local function mark_threshold()
-  local f = redis.call('HMGET', KEYS[3], 'topoff_api', 'topoff', 'size', 'ladder')
+  local f = {hget(KEYS[3], 'topoff_api'), hget(KEYS[3], 'topoff'), hget(KEYS[3], 'size'),
+             hget(KEYS[3], 'ladder')}
   local raw, thr, target = f[1] or f[2], 0, nil
   if raw then
-    local rule = cjson.decode(raw)
+    local rule = decode(raw, 'auto top-off rule')
     local pct = tonumber(rule.pct or 0) or 0
     if not rule.off and pct > 0 then
-      local size = tonumber(f[3] or '0')
+      local size = int(f[3] or '0', 'size')
       if f[4] then
-        local lad = cjson.decode(f[4])
-        size = tonumber(lad.s[#lad.s])
+        local lad = decode(f[4], 'ladder')
+        size = int(lad.s[#lad.s], 'ladder size')
       end
       thr, target = math.floor(size * pct / 100), rule.pool
     end
   end
-  local defs = redis.call('HGETALL', KEYS[1])
+  local defs = hgetall(KEYS[1])
   for i = 1, #defs, 2 do
-    local d = cjson.decode(defs[i + 1])
+    local d = decode(defs[i + 1], 'bucket ' .. defs[i])
     local want = nil
     if defs[i] == target and thr > 0 then want = thr end
     if tonumber(d.thr) ~= want then
       d.thr = want
-      redis.call('HSET', KEYS[1], defs[i], cjson.encode(d))
+      hset(KEYS[1], defs[i], cjson.encode(d))
     end
   end
   return thr
 end
 
 if action == 'setup' then
+  local size = args.size and int(args.size, 'size') or nil
+  local first = not has(KEYS[3], 'period')
+  local period = first and period_arg(args.period, 'period') or nil
+  if args.ladder then
+    local lad = args.ladder
+    if type(lad) ~= 'table' or type(lad.s) ~= 'table' or #lad.s == 0 then
+      fail('ladder must have sizes (s)')
+    end
+    for i, v in ipairs(lad.s) do int(v, 'ladder size ' .. i) end
+  end
   for _, name in ipairs({'ladder', 'topoff'}) do
     if args[name] then
-      redis.call('HSET', KEYS[3], name, cjson.encode(args[name]))
+      hset(KEYS[3], name, cjson.encode(args[name]))
     else
-      redis.call('HDEL', KEYS[3], name)
+      hdel(KEYS[3], name)
     end
   end
-  if args.size then redis.call('HSET', KEYS[3], 'size', I(args.size)) end
-  if redis.call('HEXISTS', KEYS[3], 'period') == 0 then start_period(args.period) end
-  if args.ladder then redis.call('HSETNX', KEYS[3], 'tier', '0') end
-  if redis.call('HEXISTS', KEYS[3], 'hold') == 1 and args.own then
+  if size then hset(KEYS[3], 'size', I(size)) end
+  if first then start_period(period) end
+  if args.ladder and not has(KEYS[3], 'tier') then hset(KEYS[3], 'tier', '0') end
+  if has(KEYS[3], 'hold') and args.own then
     local own = {}
     for _, id in ipairs(args.own) do own[id] = true end
     hold_all(true, own)
   end
   mark_threshold()
-  return reply({status = 'ok', period = redis.call('HGET', KEYS[3], 'period')})
+  return reply({status = 'ok', period = hget(KEYS[3], 'period')})
 end
 
 if action == 'topoff' then
-  redis.call('HSET', KEYS[3], 'topoff_api', cjson.encode(args.rule))
+  if type(args.rule) ~= 'table' then fail('rule must be an object') end
+  hset(KEYS[3], 'topoff_api', cjson.encode(args.rule))
   return reply({status = 'ok', threshold = mark_threshold()})
 end
 
-local current = redis.call('HGET', KEYS[3], 'period')
+local current = hget(KEYS[3], 'period')
 
 if action == 'pay' then
+  if type(args.ref) ~= 'string' or args.ref == '' then fail('ref must be a string') end
   local marker = 'paid:' .. args.ref
-  if redis.call('HEXISTS', KEYS[3], marker) == 1 then
+  if has(KEYS[3], marker) then
     return reply({status = 'paid', replay = true})
   end
-  local fee = tonumber(args.fee)
-  local defs = redis.call('HGETALL', KEYS[1])
+  local fee = int(args.fee, 'fee')
+  local defs = hgetall(KEYS[1])
   local order, total = {}, 0
   for i = 1, #defs, 2 do
-    local d = cjson.decode(defs[i + 1])
-    local to = tonumber(d.to or 0)
+    local d = decode(defs[i + 1], 'bucket ' .. defs[i])
+    local to = int(d.to or 0, 'valid_to of ' .. defs[i])
     if d.unit == 'money' and not d.unlimited and not d.hold
-        and tonumber(d.from or 0) <= now and (to == 0 or now < to) then
+        and int(d.from or 0, 'valid_from of ' .. defs[i]) <= now and (to == 0 or now < to) then
       local a = num(defs[i] .. ':a')
-      order[#order + 1] = {id = defs[i], prio = tonumber(d.prio or 0), a = a}
+      order[#order + 1] = {id = defs[i], prio = int(d.prio or 0, 'prio', -MAX_INT + 1), a = a}
       total = total + math.max(a, 0)
     end
   end
@@ -155,13 +191,13 @@ if action == 'pay' then
     local take = math.min(left, math.max(b.a, 0))
     if take > 0 then
       -- a negative credit, like an adjust record: the wallet view shows -fee
-      redis.call('HINCRBY', KEYS[2], b.id .. ':a', -take)
-      redis.call('HINCRBY', KEYS[2], b.id .. ':i', -take)
+      hincr(KEYS[2], b.id .. ':a', -take)
+      hincr(KEYS[2], b.id .. ':i', -take)
       alloc[#alloc + 1] = {b.id, I(-take)}
       left = left - take
     end
   end
-  redis.call('HSET', KEYS[3], marker, I(now))
+  hset(KEYS[3], marker, I(now))
   record('renewal-fee:' .. args.ref, fee, alloc,
     {api = 'renewal-fee', pool = args.pool, account = args.account, price = fee,
      currency = args.currency, period = args.period})
@@ -176,16 +212,16 @@ end
 -- would otherwise pile up, and charge.lua reads every definition on each call. What they
 -- still had is forfeited, in one record.
 local function purge_expired()
-  local defs = redis.call('HGETALL', KEYS[1])
+  local defs = hgetall(KEYS[1])
   local alloc, ids = {}, {}
   for i = 1, #defs, 2 do
-    local d = cjson.decode(defs[i + 1])
-    local to = tonumber(d.to or 0)
+    local d = decode(defs[i + 1], 'bucket ' .. defs[i])
+    local to = int(d.to or 0, 'valid_to of ' .. defs[i])
     local bid = defs[i]
     if to ~= 0 and to <= now and num(bid .. ':r') == 0 then
       local a = num(bid .. ':a')
-      redis.call('HDEL', KEYS[1], bid)
-      redis.call('HDEL', KEYS[2], bid .. ':a', bid .. ':r', bid .. ':u', bid .. ':i', bid .. ':x')
+      hdel(KEYS[1], bid)
+      for _, f in ipairs({':a', ':r', ':u', ':i', ':x'}) do hdel(KEYS[2], bid .. f) end
       alloc[#alloc + 1] = {bid, I(-a)}
       ids[#ids + 1] = bid
     end
@@ -198,36 +234,43 @@ end
 
 if action == 'renew' then
   local credit = args.credit
+  if credit ~= nil then
+    if type(credit) ~= 'table' or type(credit.bucket) ~= 'string' then
+      fail('credit must be {bucket, size}')
+    end
+    int(credit.size, 'credit.size')
+  end
   if args.due == 'depleted' then
     if credit == nil or num(credit.bucket .. ':a') > 0 then
       return reply({status = 'not_due', period = current})
     end
-  elseif now < tonumber(redis.call('HGET', KEYS[3], 'pend') or '0') then
+  elseif now < int(hget(KEYS[3], 'pend') or '0', 'pend') then
     return reply({status = 'not_due', period = current})
   end
+  local next_period = period_arg(args.next, 'next')
   local alloc = {}
   if credit then
     local a = num(credit.bucket .. ':a')
     local r = num(credit.bucket .. ':r')
     local delta = math.max(tonumber(credit.size) - a - r, -a)
     if delta ~= 0 then
-      redis.call('HINCRBY', KEYS[2], credit.bucket .. ':a', delta)
-      redis.call('HINCRBY', KEYS[2], credit.bucket .. ':i', delta)
+      hincr(KEYS[2], credit.bucket .. ':a', delta)
+      hincr(KEYS[2], credit.bucket .. ':i', delta)
       -- lifecycle credits, apart from the catalogue size a re-apply resizes to
-      redis.call('HINCRBY', KEYS[2], credit.bucket .. ':x', delta)
+      hincr(KEYS[2], credit.bucket .. ':x', delta)
     end
     alloc[1] = {credit.bucket, I(delta)}
-    if redis.call('HEXISTS', KEYS[3], 'ladder') == 1 then
-      redis.call('HSET', KEYS[3], 'tier', '0')
+    if has(KEYS[3], 'ladder') then
+      hset(KEYS[3], 'tier', '0')
     end
   end
-  local lifted = redis.call('HEXISTS', KEYS[3], 'hold') == 1
+  local lifted = has(KEYS[3], 'hold')
   if lifted then
     hold_all(false)
-    redis.call('HDEL', KEYS[3], 'hold')
+    hdel(KEYS[3], 'hold')
   end
   purge_expired()
-  start_period(args.next)
+  start_period(next_period)
   if credit then
     -- "renewal" is a purchase the invoice charges; one paid from a wallet is not
     record('renewal:' .. tag .. ':' .. current, 0, alloc,
@@ -240,12 +283,17 @@ if action == 'renew' then
 end
 
 if action == 'fail' then
-  local first = redis.call('HSETNX', KEYS[3], 'failed:' .. current, I(now)) == 1
+  local next_period = nil
+  if args.on_failure ~= 'suspend' and args.due ~= 'depleted' then
+    next_period = period_arg(args.next, 'next')
+  end
+  local first = not has(KEYS[3], 'failed:' .. current)
+  if first then hset(KEYS[3], 'failed:' .. current, I(now)) end
   if args.on_failure == 'suspend' then
-    local held = redis.call('HEXISTS', KEYS[3], 'hold') == 0
+    local held = not has(KEYS[3], 'hold')
     if held then
       hold_all(true)
-      redis.call('HSET', KEYS[3], 'hold', current)
+      hset(KEYS[3], 'hold', current)
     end
     return reply({status = 'suspended', period = current, first = first, held = held})
   end
@@ -253,8 +301,8 @@ if action == 'fail' then
     -- used up before its end: the period goes on without a new allowance (retried each pass)
     return reply({status = 'overage', period = current, first = first})
   end
-  start_period(args.next)
-  return reply({status = 'overage', period = args.next.id, first = first})
+  start_period(next_period)
+  return reply({status = 'overage', period = next_period.id, first = first})
 end
 
-return redis.error_reply('lifecycle.lua: unknown action ' .. tostring(action))
+fail('unknown action ' .. tostring(action))

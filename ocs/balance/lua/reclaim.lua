@@ -1,27 +1,37 @@
 -- reclaim.lua: release reservations whose reclaim deadline (Validity-Time + grace) has passed,
 -- i.e. sessions that stopped sending CCR-U/T (a crashed gateway, a lost CCR-T).
 --
+-- THE RULE (see _shadow.lua, prepended): every input is validated and every change computed
+-- against a shadow of the keys before the first write; `flush()` writes them all at the end
+-- and nothing that can fail runs after it. An error leaves every key byte-identical.
+--
 -- KEYS[1] balances HASH, KEYS[2] rsv HASH, KEYS[3] rsvidx ZSET, KEYS[4] stream
 -- ARGV[1] now (ms), ARGV[2] at most this many reservations, ARGV[3] payer tag
 -- Returns the number of reservations reclaimed.
+SCRIPT = 'reclaim.lua'
 
-local function I(n) return string.format('%d', n) end
-local members = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local now = int(ARGV[1], 'now')
+local limit = int(ARGV[2], 'limit', 1)
+if ARGV[3] == nil or ARGV[3] == '' then fail('payer tag is required') end
+local members = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', I(now), 'LIMIT', 0, I(limit))
+TYPED[KEYS[3]] = true
 for _, member in ipairs(members) do
-  local raw = redis.call('HGET', KEYS[2], member)
+  local raw = hget(KEYS[2], member)
   local released = {}
   if raw then
-    local r = cjson.decode(raw)
-    for _, e in ipairs(r.a) do
-      local amount = tonumber(e[3])
-      redis.call('HINCRBY', KEYS[1], e[1] .. ':r', -amount)
-      if not e[4] then redis.call('HINCRBY', KEYS[1], e[1] .. ':a', amount) end
-      released[#released + 1] = {e[1], I(amount)}
+    local r = decode(raw, 'reservation ' .. member)
+    for _, e in ipairs(r.a or {}) do
+      local bid = tostring(e[1])
+      local amount = int(e[3], 'reserved amount of ' .. member)
+      hincr(KEYS[1], bid .. ':r', -amount)
+      if not e[4] then hincr(KEYS[1], bid .. ':a', amount) end
+      released[#released + 1] = {bid, I(amount)}
     end
-    redis.call('HDEL', KEYS[2], member)
+    hdel(KEYS[2], member)
   end
-  redis.call('ZREM', KEYS[3], member)
-  redis.call('XADD', KEYS[4], '*', 'kind', 'reclaim', 'id', member, 'payer', ARGV[3],
-    'ts', ARGV[1], 'units', '0', 'money', '0', 'alloc', cjson.encode(released))
+  op('zset', 'ZREM', KEYS[3], member)
+  op('stream', 'XADD', KEYS[4], '*', 'kind', 'reclaim', 'id', member, 'payer', ARGV[3],
+    'ts', I(now), 'units', '0', 'money', '0', 'alloc', cjson.encode(released))
 end
+flush()
 return #members
