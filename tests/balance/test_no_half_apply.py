@@ -208,7 +208,7 @@ def _req(rid: str, **kw: Any) -> Any:
         ({"want": "1e400"}, "wanted units"),
         ({"ttl": "0"}, "result TTL"),
         ({"mode": "steal"}, "mode"),
-        ({"unit": "money"}, "unit"),
+        ({"unit": ""}, "unit"),
         ({"member": ""}, "member"),
         ({"price": "-1"}, "price"),
         ({"price": "7", "den": 0}, "price needs money"),

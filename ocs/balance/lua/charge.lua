@@ -60,7 +60,7 @@ local member = ARGV[11]
 local mode = ARGV[12]
 local exact = nil
 if ARGV[15] ~= nil and ARGV[15] ~= '' then exact = int(ARGV[15], 'price') end
-if unit == nil or unit == '' or unit == 'money' then fail('unit must be a unit of usage') end
+if unit == nil or unit == '' then fail('unit is required') end
 if member == nil or member == '' then fail('reservation member is empty') end
 if mode ~= 'session' and mode ~= 'debit' then fail('mode must be session or debit') end
 if exact and den == 0 then fail('a price needs money buckets (rate denominator > 0)') end
