@@ -68,9 +68,7 @@ def charge_call(payer: str, rid: str, **kw: Any) -> tuple[list[str], list[Any]]:
     return keys, list(argv.values())
 
 
-async def run_script(
-    redis: RedisClient, name: str, keys: list[str], args: list[Any]
-) -> Any:
+async def run_script(redis: RedisClient, name: str, keys: list[str], args: list[Any]) -> Any:
     return await redis.register_script(script_text(name))(keys=keys, args=args)
 
 
