@@ -74,11 +74,11 @@ class OcsServe:
         finally:
             stderr.close()
         assert proc.stdout is not None
-        try:
-            line = await asyncio.wait_for(proc.stdout.readline(), 30)
-        except TimeoutError:
-            line = b""
-        match = LISTENING.search(line)
+        line, match = b"", None
+        with contextlib.suppress(TimeoutError):  # announcements (API, metrics) come first
+            async with asyncio.timeout(30):
+                while match is None and (line := await proc.stdout.readline()):
+                    match = LISTENING.search(line)
         if match is None:
             await cls._reap(proc, signal.SIGKILL)
             log = (tmp_path / "ocs-serve.stderr").read_text(errors="replace")

@@ -144,7 +144,9 @@ async def test_ocs_serve_log_format_json(tmp_path: Path) -> None:
             *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
         assert server.stdout is not None
-        listening = await asyncio.wait_for(server.stdout.readline(), 60)
+        async with asyncio.timeout(60):  # announcements (API, metrics) come first
+            while b"listening on" not in (listening := await server.stdout.readline()):
+                assert listening, "ocs serve exited before listening"
         assert b"listening on" in listening
         server.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(server.communicate(), 60)

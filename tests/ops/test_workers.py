@@ -133,8 +133,12 @@ class Served:
                 stderr=stderr,
             )
         assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
-        match = LISTENING.search(line)
+        line, match = "", None
+        with contextlib.suppress(TimeoutError):  # announcements (API, metrics) come first
+            async with asyncio.timeout(60):
+                while match is None and (raw := await proc.stdout.readline()):
+                    line = raw.decode()
+                    match = LISTENING.search(line)
         if match is None:
             if proc.returncode is None:
                 proc.kill()
