@@ -56,6 +56,15 @@ class Settings(BaseSettings):
     # Charging (RFC 4006 failure handling, grants, Final-Unit-Indication)
     failure_handling: Literal["grant", "deny"] = "grant"
     failure_grant_bytes: int = Field(1_000_000, ge=0)
+    # what failure handling may grant before the store is back and the journal replayed:
+    # per session, and in total per payer (per process: a node with N workers grants N x)
+    failover_session_bytes: int = Field(10_000_000, ge=0)
+    failover_payer_bytes: int = Field(100_000_000, ge=0)
+    # Credit-Control-Failure-Handling (RFC 4006 8.14) sent in every CCA: what the gateway
+    # does when it cannot reach us (continue the service, or try another server, or end it)
+    credit_control_failure_handling: Literal["terminate", "continue", "retry_and_terminate"] = (
+        "retry_and_terminate"
+    )
     validity_time: int = Field(600, ge=1)  # Validity-Time of every grant, seconds
     reclaim_grace: int = Field(60, ge=0)  # after Validity-Time before a reservation is reclaimed
     # How long a CCR's answer (for retransmissions) and its balance result (charged once) are

@@ -22,10 +22,9 @@ from ocs.charging.config import ChargingConfig
 from ocs.charging.deadlines import Deadlines
 from ocs.charging.errors import is_store_outage, result_code_for
 from ocs.charging.events import EventCharging
-from ocs.charging.failover import FailoverJournal
+from ocs.charging.failover import FailureHandling
 from ocs.charging.sessions import SessionStore
 from ocs.charging.usage import (
-    UNIT_OF,
     RatingInputs,
     context_of,
     payer_key,
@@ -59,6 +58,7 @@ from ocs.diameter.dcca import (
 from ocs.diameter.errors import DiameterError, InvalidAvpValue
 from ocs.observability.logs import request_fields
 from ocs.observability.metrics import ChargingMetrics
+from ocs.observability.outage import outage_log
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.context import ServiceKind
 from ocs.rating.engine import Resolution, find_sim, resolve
@@ -71,6 +71,7 @@ SUCCESS: Final = int(ResultCode.DIAMETER_SUCCESS)
 CREDIT_LIMIT_REACHED: Final = int(ResultCode.DIAMETER_CREDIT_LIMIT_REACHED)
 TYPE_NAMES: Final = {int(t): t.name.split("_")[0].lower() for t in CcRequestType}
 RATED_CACHE_SIZE: Final = 200_000  # (session, rating group) rating results kept
+OPEN_SESSIONS_KEPT: Final = 1_000_000  # sessions counted in ocs_active_sessions, at most
 MSCC_CACHE_SIZE: Final = 4096  # encoded MSCC answers kept (grants repeat)
 _N = "\x00n\x00"  # placeholders in the record context template
 _AMOUNT = "\x00a\x00"
@@ -152,13 +153,20 @@ class ChargingApplication:
             config.session_ttl,
             answer_ttl=min(config.answer_ttl, config.session_ttl),
             batch=store.batch,
-            on_error=lambda _exc: metrics.redis_errors.inc(),
+            on_error=self._store_failed,
         )
-        self.journal = FailoverJournal(config.data_dir)
+        self.outage = outage_log()  # one log line per outage state change (issue 14)
+        self.failover = FailureHandling(self)
+        self.journal = self.failover.journal
         self.events = EventCharging(self)
         self.answers = CcaBuilder(identity)
         self.deadlines = Deadlines()
         self._rated: dict[tuple[str, int], _Rated] = {}
+        # sessions counted in ocs_active_sessions (opened here by a CCR-I answered 2001), with
+        # the monotonic time they opened: a CCR-T of a session refused at CCR-I (or opened by
+        # another process) is not subtracted, so the gauge never goes below 0; a session not
+        # heard of for session_ttl (its state expired) stops counting
+        self._open: dict[str, float] = {}
         self._mscc_cache: dict[tuple[object, ...], Avp] = {}
         self._handlers: dict[int, Callable[[CreditControlRequest, Outcome], Awaitable[None]]] = {
             int(t): getattr(self, name) for t, name in HANDLER_NAMES.items()
@@ -177,12 +185,14 @@ class ChargingApplication:
                 raise InvalidAvpValue(f"CC-Request-Type {rtype} is not defined", found)
             kind = TYPE_NAMES[rtype]
             answer = await self._answer(view, rtype, handler)
+            if self.outage.down_since is not None:
+                self.outage.succeeded()
         except DiameterError as err:
             answer = answer_for_error(request, self.identity, err, avps=view.echo_avps())
         except Exception as exc:
             if is_store_outage(exc):  # only an unreachable store takes failure handling
-                self.metrics.redis_errors.inc()
-                answer = self._failure_answer(view, exc)
+                self._store_failed(exc)
+                answer = self.failover.answer(view)
             else:  # a bug, a script error: never a grant (docs/charging.md)
                 answer = self._error_answer(view, kind, exc)
         code = answer.get(A.AVP_RESULT_CODE, 0)
@@ -204,6 +214,7 @@ class ChargingApplication:
                 return _replay(stored, request)
             outcome = Outcome(payers=payers)
             await handler(view, outcome)
+            outcome.extra.append(self.failover.ccfh)  # RFC 4006 8.14, as configured
             answer = self.answers.answer(request, outcome.top_level(), outcome.msccs, outcome.extra)
             closed = rtype in (CcRequestType.TERMINATION_REQUEST, CcRequestType.EVENT_REQUEST)
             if closed:
@@ -221,6 +232,23 @@ class ChargingApplication:
             self.metrics.count_mscc(code)
         return answer
 
+    def _store_failed(self, exc: BaseException) -> None:
+        self.metrics.redis_errors.inc()
+        self.outage.failed(exc)
+
+    def _opened(self, sid: str) -> None:
+        now = time.monotonic()
+        if self._open.pop(sid, None) is None:
+            self.metrics.active_sessions.inc()
+        self._open[sid] = now
+        horizon = now - self.config.session_ttl
+        while self._open:
+            first = next(iter(self._open))
+            if self._open[first] > horizon and len(self._open) <= OPEN_SESSIONS_KEPT:
+                break
+            del self._open[first]
+            self.metrics.active_sessions.dec()
+
     # -- handlers by name ------------------------------------------------------------------
     async def handle_initial(self, view: CreditControlRequest, out: Outcome) -> None:
         msccs = view.mscc
@@ -229,9 +257,12 @@ class ChargingApplication:
         for mscc in msccs:
             await self._charge_mscc(view, mscc, out, final=False, initial=True)
         if out.top_level() == SUCCESS:
-            self.metrics.active_sessions.inc()
+            self._opened(view.session_id)
 
     async def handle_update(self, view: CreditControlRequest, out: Outcome) -> None:
+        sid = view.session_id
+        if self._open.pop(sid, None) is not None:  # still active: counted, last in line
+            self._open[sid] = time.monotonic()
         for mscc in view.mscc:
             await self._charge_mscc(view, mscc, out, final=False, initial=False)
 
@@ -244,7 +275,8 @@ class ChargingApplication:
         for rg, payer in sorted(out.payers.items()):
             if rg not in reported:
                 await self._release(view, rg, payer)
-        self.metrics.active_sessions.dec()
+        if self._open.pop(view.session_id, None) is not None:  # opened here: counted
+            self.metrics.active_sessions.dec()
 
     async def handle_event(self, view: CreditControlRequest, out: Outcome) -> None:
         await self.events.handle(view, out)
@@ -516,55 +548,7 @@ class ChargingApplication:
             exc_info=exc,
             extra=request_fields(view, result_code=code),
         )
-        return credit_control_answer(view.msg, self.identity, code)
-
-    # -- Redis unreachable -----------------------------------------------------------------
-    def _failure_answer(self, view: CreditControlRequest, exc: BaseException) -> Message:
-        """Credit-Control failure handling: grant the configured quota and journal it for
-        reconciliation ("grant"), or answer 5012 ("deny"). Never waits on Redis again."""
-        request = view.msg
-        mode = self.config.failure_handling
-        self.metrics.failover_grants.labels(mode).inc()
-        if mode != "grant":
-            return credit_control_answer(
-                request, self.identity, int(ResultCode.DIAMETER_UNABLE_TO_COMPLY)
-            )
-        rtype = view.request_type
-        entry: dict[str, Any] = {
-            "session": _safe_session(view),
-            "n": view.request_number,
-            "type": rtype,
-            "imsi": view.imsi,
-            "msisdn": view.msisdn,
-            "error": repr(exc),
-            "msccs": [],
-        }
-        msccs: list[Avp] = []
-        unit = UNIT_OF[service_of(view)]
-        for mscc in view.mscc:
-            grant = 0
-            if rtype in (CcRequestType.INITIAL_REQUEST, CcRequestType.UPDATE_REQUEST):
-                grant = self.config.failure_grant_bytes if unit is BucketUnit.BYTES else 1
-            entry["msccs"].append(
-                {"rg": mscc.rating_group, "used": used_units(mscc, unit), "granted": grant}
-            )
-            msccs.append(
-                mscc_answer(
-                    SUCCESS,
-                    rating_group=mscc.rating_group,
-                    granted=_gsu(unit, grant) if grant else None,
-                    validity_time=self.config.validity_time if grant else None,
-                )
-            )
-        try:
-            self.journal.record(entry)
-        except OSError:
-            log.exception(
-                "cannot write the failover journal %s",
-                self.journal.path,
-                extra=request_fields(view),
-            )
-        return credit_control_answer(request, self.identity, SUCCESS, msccs=msccs)
+        return credit_control_answer(view.msg, self.identity, code, extra=[self.failover.ccfh])
 
 
 def _gsu(unit: BucketUnit, amount: int) -> Avp:

@@ -29,6 +29,9 @@ class ChargingConfig:
     lifecycle_interval: float = 60.0  # seconds between lifecycle passes (docs/lifecycle.md)
     failure_handling: str = "grant"
     failure_grant_bytes: int = 1_000_000
+    failover_session_bytes: int = 10_000_000  # failover grants to one session, at most
+    failover_payer_bytes: int = 100_000_000  # failover grants to one payer, at most
+    credit_control_failure_handling: str = "retry_and_terminate"  # in every CCA (8.14)
     fui_action: FinalUnitAction = FinalUnitAction.TERMINATE
     fui_redirect_url: str = "http://topup.invalid/"
     fui_restriction_rules: tuple[str, ...] = ("permit out ip from any to any 80,443",)
@@ -71,6 +74,9 @@ class ChargingConfig:
             request_timeout=float(_get(settings, "charging_timeout", 1.0)),
             failure_handling=str(settings.failure_handling),
             failure_grant_bytes=int(settings.failure_grant_bytes),
+            failover_session_bytes=int(settings.failover_session_bytes),
+            failover_payer_bytes=int(settings.failover_payer_bytes),
+            credit_control_failure_handling=str(settings.credit_control_failure_handling),
             fui_action=FinalUnitAction[action],
             fui_redirect_url=str(_get(settings, "fui_redirect_url", "http://topup.invalid/")),
             free_rating_groups=frozenset(_get(settings, "free_rating_groups", ())),

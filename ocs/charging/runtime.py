@@ -14,17 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from redis.exceptions import RedisError
 
 from ocs.balance import BalanceStore
 from ocs.balance.keys import CATALOG, CATALOG_FILES
 from ocs.charging.application import ChargingApplication
 from ocs.charging.catalog import fetch_files, lifecycle_rules, load_folder, provision_catalogue
 from ocs.charging.config import ChargingConfig
+from ocs.charging.errors import is_store_outage
 from ocs.config import Settings
 from ocs.diameter.answers import Identity
 from ocs.lifecycle import Lifecycle, PassReport, PoolRules, lifecycle_metrics
 from ocs.observability.metrics import ChargingMetrics, default_metrics
+from ocs.observability.outage import outage_log
 from ocs.observability.probes import outstanding_reservations
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import CatalogueHolder, check_documents
@@ -62,6 +63,16 @@ class ChargingRuntime:
         self.application.metrics.outstanding.set(await outstanding_reservations(self.store.redis))
         return n
 
+    async def replay_failover(self) -> None:
+        """Bill the usage journaled during an outage, once the store answers again
+        (``ocs.charging.failover``); measures what still waits."""
+        failover = self.application.failover
+        if failover.journal.files():
+            await failover.replay()
+            self.application.metrics.failover_pending.set(failover.pending())
+        else:
+            self.application.metrics.failover_pending.set(0)
+
     async def reload_if_applied(self) -> bool:
         """Swap in the catalogue `ocs catalog apply` recorded, when it changed."""
         raw = await self.store.redis.hgetall(CATALOG)
@@ -96,13 +107,19 @@ class ChargingRuntime:
             await asyncio.sleep(self.config.reclaim_interval)
             try:
                 await self.reclaim_once()
+                await self.replay_failover()
                 await self.reload_if_applied()
                 if loop.time() >= next_lifecycle:
                     next_lifecycle = loop.time() + self.config.lifecycle_interval
                     await self.lifecycle_once()
-            except (RedisError, OSError, TimeoutError) as exc:
+            except Exception as exc:
+                if not is_store_outage(exc):
+                    log.exception("charging housekeeping failed")  # a bug: say which
+                    continue
                 self.application.metrics.redis_errors.inc()
-                log.warning("charging housekeeping: %s", exc)
+                outage_log().failed(exc)  # one line per outage
+            else:
+                outage_log().succeeded()
 
     async def close(self) -> None:
         if self._task is not None:

@@ -150,9 +150,10 @@ class SessionStore:
         if exc is None:
             exc = next((r for r in fut.result() if isinstance(r, Exception)), None)
         if exc is not None:
-            log.warning("session state not written: %s", exc)
-            if self.on_error is not None:
+            if self.on_error is not None:  # the owner logs (once per outage) and counts
                 self.on_error(exc)
+            else:
+                log.warning("session state not written: %s", exc)
 
     def forget(self, session_id: str) -> None:
         self._known.pop(session_id, None)

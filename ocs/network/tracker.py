@@ -29,6 +29,7 @@ from ocs.diameter.errors import DiameterError
 from ocs.diameter.node import PeerInfo
 from ocs.network.keys import SESSION_TTL, peer_workers_key, session_key, subscriber_key
 from ocs.network.messages import result_code
+from ocs.observability.outage import outage_log
 
 log = logging.getLogger("ocs.network")
 
@@ -101,7 +102,7 @@ class SessionTracker:
             exc = next((r for r in fut.result() if isinstance(r, Exception)), None)
         if exc is not None:
             self._peers_registered.clear()  # registered again with the next record
-            log.warning("session record not written: %s", exc)
+            outage_log().failed(exc)  # one line per outage, not one per record
 
     def _record(self, sid: str, fields: dict[str, str], peer: str) -> list[RedisCommand]:
         key = session_key(sid)

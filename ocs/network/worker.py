@@ -31,6 +31,7 @@ from ocs.network.messages import (
     session_is_gone,
 )
 from ocs.network.tracker import Handler, SessionTracker
+from ocs.observability.outage import outage_log
 
 log = logging.getLogger("ocs.network")
 
@@ -82,7 +83,7 @@ class NetworkAttachment:
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
             except (RedisError, OSError) as exc:
-                log.warning("network listener: %s", exc)
+                outage_log().failed(exc)  # one line per outage, not one a second
                 await asyncio.sleep(1.0)
                 continue
             if message is None or message.get("type") != "message":

@@ -106,6 +106,40 @@ class ChargingMetrics:
         )
         for kind in CCR_TYPES:  # exported at 0: increase() sees the first error
             self.charging_errors.labels(kind)
+        self.failover_units = Counter(
+            "ocs_failover_granted_units",
+            "Units (bytes) granted by Credit-Control failure handling while Redis was unreachable",
+            registry=reg,
+        )
+        self.failover_refused = Counter(
+            "ocs_failover_refused",
+            "MSCCs refused by failure handling because a bound was reached, by bound "
+            "(session, payer)",
+            ["reason"],
+            registry=reg,
+        )
+        self.failover_replayed = Counter(
+            "ocs_failover_replayed",
+            "Journaled failover usages replayed into usage records, by outcome (charged, "
+            "unrated: kept for an operator)",
+            ["outcome"],
+            registry=reg,
+        )
+        self.failover_journal_errors = Counter(
+            "ocs_failover_journal_errors",
+            "Failover journal entries that could not be written (their usage is not billed)",
+            registry=reg,
+        )
+        self.failover_pending = Gauge(
+            "ocs_failover_journal_entries",
+            "Failover journal entries waiting for their replay (measured by housekeeping)",
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        for reason in ("session", "payer"):
+            self.failover_refused.labels(reason)
+        for outcome in ("charged", "unrated"):
+            self.failover_replayed.labels(outcome)
         self.reclaimed = Counter(
             "ocs_reservations_reclaimed",
             "Reservations released after Validity-Time and grace",

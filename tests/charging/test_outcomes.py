@@ -202,8 +202,12 @@ async def test_redis_unreachable_grants_the_failover_quota_and_journals_it(
     assert answer.get(A.AVP_RESULT_CODE) == 2001
     assert granted(msccs(answer)[10]) == config.failure_grant_bytes
     [entry] = app.journal.entries()
-    assert entry["session"] == "x1"
-    assert entry["msccs"][0]["granted"] == config.failure_grant_bytes
+    assert (entry["tenant"], entry["n"]) == ("demo", 0)
+    assert entry["granted"] == {"10": config.failure_grant_bytes}
+    assert answer.get(A.AVP_CREDIT_CONTROL_FAILURE_HANDLING) == 2  # retry_and_terminate
+    # no subscriber identity (nor the Session-Id) in clear on disk (issue 14)
+    text = app.journal.path.read_text()
+    assert ACME_IMSI not in text and "491700000001" not in text
 
 
 async def test_redis_unreachable_denies_when_configured(
