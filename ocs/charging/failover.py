@@ -311,20 +311,20 @@ class FailureHandling:
         used: dict[str, int],
         granted: dict[str, int],
     ) -> None:
-        cipher = self.journal.keys.cipher(tenant)
-        raw = base64.b64encode(view.msg.encode()).decode()
-        entry = {
-            "v": JOURNAL_VERSION,
-            "ts": int(self.app.clock() * 1000),
-            "tenant": tenant,
-            "ref": cipher.bidx(view.session_id).hex(),  # a pseudonym of the session
-            "n": view.request_number,
-            "type": rtype,
-            "used": used,
-            "granted": granted,
-            "ccr": base64.b64encode(cipher.encrypt(raw)).decode(),
-        }
         try:
+            cipher = self.journal.keys.cipher(tenant)  # reads (or makes) the master key
+            raw = base64.b64encode(view.msg.encode()).decode()
+            entry = {
+                "v": JOURNAL_VERSION,
+                "ts": int(self.app.clock() * 1000),
+                "tenant": tenant,
+                "ref": cipher.bidx(view.session_id).hex(),  # a pseudonym of the session
+                "n": view.request_number,
+                "type": rtype,
+                "used": used,
+                "granted": granted,
+                "ccr": base64.b64encode(cipher.encrypt(raw)).decode(),
+            }
             self.journal.record(entry)
         except OSError as exc:
             self.app.metrics.failover_journal_errors.inc()

@@ -14,10 +14,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ocs.balance import BalanceStore
 from ocs.balance.keys import PayerKeys
 from ocs.charging.application import ChargingApplication
+from ocs.charging.config import ChargingConfig
 from ocs.charging.errors import StoreUnavailable, is_store_outage
 from ocs.diameter import avp_codes as A
+from ocs.rating.catalogue import Catalogue
 from ocs.store import RedisClient
 from tests.charging.ccr import build_ccr
+from tests.charging.conftest import make_app
 from tests.charging.helpers import ACME_IMSI, ACME_POOL, msccs, wire
 
 MB = 1_000_000
@@ -101,3 +104,57 @@ async def test_a_script_error_is_answered_5012_logged_and_counted_never_granted(
     assert lines[0].__dict__["session_id"] == sid
     assert lines[0].__dict__["result_code"] == 5012
     assert sid in lines[0].getMessage() and "ResponseError" in lines[0].getMessage()
+
+
+async def test_active_sessions_never_go_below_zero(
+    store: BalanceStore, catalogue: Catalogue, config: ChargingConfig
+) -> None:
+    """Sessions refused at CCR-I that still send CCR-T drove ocs_active_sessions to -3."""
+    app = make_app(store, catalogue, config)
+
+    def active() -> float | None:
+        return app.metrics.registry.get_sample_value("ocs_active_sessions")
+
+    for i in range(3):  # unknown SIMs: 5030 at CCR-I, then a CCR-T all the same
+        sid = f"pgw.test;refused;{i}"
+        refused = await app.handle_ccr(
+            wire(
+                build_ccr(
+                    sid, request_type=1, number=0, imsi="999990000000001", msccs=[(10, MB, 0)]
+                )
+            )
+        )
+        assert refused.get(A.AVP_RESULT_CODE) == 5030
+        await app.handle_ccr(
+            wire(
+                build_ccr(
+                    sid, request_type=3, number=1, imsi="999990000000001", msccs=[(10, -1, 0)]
+                )
+            )
+        )
+        assert active() == 0
+    opened = await app.handle_ccr(_ccr("pgw.test;ok;1", 1, 0))
+    assert opened.get(A.AVP_RESULT_CODE) == 2001 and active() == 1
+    await app.handle_ccr(_ccr("pgw.test;ok;1", 2, 1, used=1000))
+    assert active() == 1
+    await app.handle_ccr(
+        wire(
+            build_ccr(
+                "pgw.test;ok;1", request_type=3, number=2, imsi=ACME_IMSI, msccs=[(10, -1, 10)]
+            )
+        )
+    )
+    assert active() == 0
+    await app.handle_ccr(
+        wire(
+            build_ccr(
+                "pgw.test;ok;1",
+                request_type=3,
+                number=2,
+                imsi=ACME_IMSI,
+                msccs=[(10, -1, 10)],
+                retransmit=True,
+            )
+        )
+    )
+    assert active() == 0  # a retransmitted CCR-T is answered from the stored answer
