@@ -8,10 +8,11 @@ import csv
 import io
 import json
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 from itertools import groupby
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 from fpdf import FPDF
 from jinja2 import Environment, PackageLoader, TemplateNotFound, select_autoescape
@@ -49,6 +50,8 @@ async def invoice_document(conn: Connection, number: int) -> dict[str, Any]:
     else:
         row = await conn.fetchrow("SELECT name FROM tenants WHERE tenant_id = $1", issuer[7:])
         issuer_name = (row["name"] if row else "") or issuer[7:]
+    tz = await conn.fetchval("SELECT time_zone FROM tenants WHERE tenant_id = $1", inv["tenant_id"])
+    zone = ZoneInfo(tz or "UTC")  # dates print in the tenant's local time, not UTC
     treatments = {ln["tax_treatment"] for ln in lines}
     notes = []
     if "reverse_charge" in treatments:
@@ -65,9 +68,9 @@ async def invoice_document(conn: Connection, number: int) -> dict[str, Any]:
     return {
         "inv": dict(inv)
         | {
-            "period_start": _day(inv["period_start"]),
-            "period_end": _day(inv["period_end"]),
-            "issued_at": _day(inv["issued_at"]),
+            "period_start": _day(inv["period_start"], zone),
+            "period_end": _last_day(inv["period_end"], zone),
+            "issued_at": _day(inv["issued_at"], zone),
         },
         "lines": ls,
         "groups": groups,
@@ -80,8 +83,19 @@ async def invoice_document(conn: Connection, number: int) -> dict[str, Any]:
     }
 
 
-def _day(at: datetime | None) -> str:
-    return at.date().isoformat() if at else ""
+def _day(at: datetime | None, zone: ZoneInfo) -> str:
+    return at.astimezone(zone).date().isoformat() if at else ""
+
+
+def _last_day(end: datetime | None, zone: ZoneInfo) -> str:
+    """The last day of a period that ends (exclusive) at ``end``: a period ending at local
+    midnight of April 1 prints as ending March 31."""
+    if end is None:
+        return ""
+    local = end.astimezone(zone)
+    return (
+        local.date() - timedelta(days=1) if local.time() == time(0) else local.date()
+    ).isoformat()
 
 
 def render_html(doc: dict[str, Any], template: str | None = None) -> str:

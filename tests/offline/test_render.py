@@ -7,6 +7,7 @@ import io
 import json
 from datetime import date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from pypdf import PdfReader
 from redis.asyncio import Redis
@@ -55,6 +56,7 @@ async def test_demo_customer_pdf_invoice(
     assert (inv.net, inv.tax, inv.gross) == (305_010, 57_952, 362_962)
     async with db.tenant(t) as conn:
         doc = await invoice_document(conn, 1)
+        issued = await conn.fetchval("SELECT issued_at FROM invoices WHERE number = 1")
     html = render_html(doc)  # acme-iot uses the "detailed" template (demo terms)
     assert "Accounting group: iot-enterprise" in html
     pdf_path = tmp_path / "invoice-1.pdf"
@@ -64,7 +66,8 @@ async def test_demo_customer_pdf_invoice(
     for expected in (
         "Invoice 1",
         "ACME IoT GmbH (acme-iot)",
-        "Period: 2025-02-28 to 2025-03-31",
+        "Period: 2025-03-01 to 2025-03-31",  # local dates (Europe/Berlin), not UTC
+        f"Issued: {issued.astimezone(ZoneInfo('Europe/Berlin')).date()}",
         "sim-fee (iot-pool)",
         "2,001.00",
         "sensor-fee (iot-pool)",
