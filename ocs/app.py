@@ -144,6 +144,10 @@ class ChargingAttacher:
                 Command.CREDIT_CONTROL,
                 net.track(runtime.application.handle_ccr),
             )
+            # `ocs demo` prints where its HTTP API and metrics are before the listening line;
+            # `ocs serve` prints that one line only (scripts wait for it) and logs the rest.
+            # A worker of `--workers N` says nothing: its supervisor does.
+            announce = tenant is not None and not self.reuse_port
             if self.with_http and settings.http_port:
                 from .api import start_api  # noqa: PLC0415
 
@@ -155,17 +159,15 @@ class ChargingAttacher:
                 api = await start_api(settings, redis_url=runtime.redis.url, sock=sock)
                 closers.append(api.stop)
                 log.info("HTTP API on http://%s:%s", settings.host, api.port)
-                if not self.reuse_port:  # a worker: the supervisor says it
+                if announce:
                     print(f"ocs: HTTP API on http://{settings.host}:{api.port}", flush=True)
-                    if tenant is not None:
-                        hint = DEMO_TOKEN_HINT.format(tenant=tenant)
-                        print(
-                            f"ocs: demo tenant {tenant!r} in force for Diameter and the HTTP "
-                            f"API; a token: {hint}; API docs at "
-                            f"http://{settings.host}:{api.port}/docs",
-                            flush=True,
-                        )
-            announce = not self.reuse_port
+                    hint = DEMO_TOKEN_HINT.format(tenant=tenant)
+                    print(
+                        f"ocs: demo tenant {tenant!r} in force for Diameter and the HTTP "
+                        f"API; a token: {hint}; API docs at "
+                        f"http://{settings.host}:{api.port}/docs",
+                        flush=True,
+                    )
             if (
                 self.with_http
                 and (close_metrics := _metrics_server(settings, announce=announce)) is not None
