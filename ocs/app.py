@@ -142,7 +142,7 @@ class ChargingAttacher:
             node.register(
                 Application.CREDIT_CONTROL,
                 Command.CREDIT_CONTROL,
-                net.track(runtime.application.handle_ccr),
+                net.track(runtime.application.handle_ccr, runtime.tenant_of),
             )
             # `ocs demo` prints where its HTTP API and metrics are before the listening line;
             # `ocs serve` prints that one line only (scripts wait for it) and logs the rest.

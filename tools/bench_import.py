@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ocs.api.app import build_state  # noqa: E402
-from ocs.api.tenants import State, merge_documents  # noqa: E402
 from ocs.config import Settings  # noqa: E402
+from ocs.provisioning.catalogues import State, merge_documents  # noqa: E402
 from ocs.store import client_for_url  # noqa: E402
 from tools.gen_crm import generate  # noqa: E402
 

@@ -27,13 +27,13 @@ from ocs.api.health import router as health_router
 from ocs.api.hot_routes import HotRoutes
 from ocs.api.problems import PROBLEM_JSON, ProblemDocument, install
 from ocs.api.state import ApiState
-from ocs.api.tenants import TenantCatalogues
 from ocs.balance import BalanceStore
 from ocs.config import Settings
 from ocs.network import NetworkCommands
 from ocs.observability.endpoint import start_ops_server
 from ocs.observability.health import default_health, redis_check
 from ocs.observability.metrics import api_metrics
+from ocs.provisioning.catalogues import TenantCatalogues
 from ocs.store import RedisClient, RedisHandle, client_for_url, open_redis
 
 API_REDIS_TIMEOUT = 5.0  # seconds per Redis command (the API is not the real-time path)

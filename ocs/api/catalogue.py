@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from ocs.api.models import ApplyResult, CatalogueApply, PlanVersionView, PlanView, RevisionView
 from ocs.api.state import Admin, Api, Reader
-from ocs.api.tenants import State, merge_documents
+from ocs.provisioning.catalogues import State, merge_documents
 
 router = APIRouter(prefix="/v1/catalogue", tags=["catalogue"])
 

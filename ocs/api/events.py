@@ -18,9 +18,9 @@ from fastapi import APIRouter
 from ocs.api.keys import event_key
 from ocs.api.models import Event, EventBatch, EventBatchResult, EventOutcome
 from ocs.api.state import Api, ApiState, TopUp
-from ocs.api.tenants import Compiled
 from ocs.balance import BucketUnit, ChargeRequest
 from ocs.charging.usage import payer_key, reservation_rate
+from ocs.provisioning.catalogues import Compiled
 from ocs.rating.context import ServiceKind, UsageContext
 from ocs.rating.engine import resolve
 from ocs.rating.errors import RatingError

@@ -7,9 +7,27 @@ same keys ``ocs catalog apply`` writes. Keys of one tenant share the hash tag ``
 
 from __future__ import annotations
 
-from typing import Final
+from ocs.provisioning.keys import (  # the tenant's state: provisioning owns it
+    PREFIX,
+    lock_key,
+    revision_key,
+    state_key,
+    tenant_prefix,
+    versions_key,
+)
 
-PREFIX: Final = "ocs:api"
+__all__ = [
+    "PREFIX",
+    "event_key",
+    "idempotency_key",
+    "lock_key",
+    "renewal_key",
+    "revision_key",
+    "state_key",
+    "token_key",
+    "topoff_count_key",
+    "versions_key",
+]
 
 
 def token_key(digest: str) -> str:
@@ -18,25 +36,7 @@ def token_key(digest: str) -> str:
 
 
 def _t(tenant: str) -> str:
-    return f"{PREFIX}:{{api:{tenant}}}"
-
-
-def state_key(tenant: str) -> str:
-    """STRING: the tenant's catalogue state as JSON ({section: {id: item}})."""
-    return f"{_t(tenant)}:state"
-
-
-def revision_key(tenant: str) -> str:
-    return f"{_t(tenant)}:rev"
-
-
-def versions_key(tenant: str) -> str:
-    """LIST of applied revisions (JSON), newest first."""
-    return f"{_t(tenant)}:versions"
-
-
-def lock_key(tenant: str) -> str:
-    return f"{_t(tenant)}:lock"
+    return tenant_prefix(tenant)
 
 
 def idempotency_key(tenant: str, scope: str, key: str) -> str:

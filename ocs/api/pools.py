@@ -15,12 +15,12 @@ from ocs.api.keys import renewal_key
 from ocs.api.models import AutoRenewal, PoolView, TopOffRequest, TopOffResult
 from ocs.api.problems import Problem, not_found
 from ocs.api.state import Admin, Api, ApiState, Reader, TopUp
-from ocs.api.tenants import Compiled
 from ocs.api.views import bucket_views
 from ocs.balance import BucketUnit
 from ocs.balance.keys import payer_tag
 from ocs.lifecycle import Lifecycle
 from ocs.lifecycle.rules import topoff_rule
+from ocs.provisioning.catalogues import Compiled
 from ocs.rating.context import SERVICE_UNIT
 from ocs.rating.models import PayerKind, Pool
 

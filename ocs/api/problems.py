@@ -20,6 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ocs.observability.metrics import api_metrics
+from ocs.provisioning.errors import Refused
+from ocs.provisioning.identity import IdentityTaken
 
 log = logging.getLogger("ocs.api")
 
@@ -40,18 +42,9 @@ class ProblemDocument(BaseModel):
     instance: str | None = None
 
 
-class Problem(Exception):
-    """An error answer: ``kind`` becomes the problem ``type`` (under :data:`TYPE_BASE`)."""
-
-    def __init__(
-        self, status: int, kind: str, title: str, detail: str | None = None, **extra: Any
-    ) -> None:
-        super().__init__(detail or title)
-        self.status = status
-        self.kind = kind
-        self.title = title
-        self.detail = detail
-        self.extra = extra
+class Problem(Refused):
+    """An error answer: ``kind`` becomes the problem ``type`` (under :data:`TYPE_BASE`).
+    Provisioning's :class:`Refused` is answered the same way."""
 
 
 def not_found(what: str, ident: str) -> Problem:
@@ -85,9 +78,22 @@ def _errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, Problem)
+    assert isinstance(exc, Refused)
     return problem_response(
         exc.status, exc.kind, exc.title, exc.detail, request.url.path, **exc.extra
+    )
+
+
+async def _on_identity(request: Request, exc: Exception) -> JSONResponse:
+    """Another tenant holds an IMSI, MSISDN or ICCID of the change: named, its owner not."""
+    assert isinstance(exc, IdentityTaken)
+    return problem_response(
+        409,
+        "identity-taken",
+        "Identity held by another tenant",
+        exc.public_detail,
+        request.url.path,
+        identity={"kind": exc.kind, "value": exc.value},
     )
 
 
@@ -144,7 +150,8 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
 HANDLERS: Final[tuple[tuple[type[Exception], Handler], ...]] = (
-    (Problem, _on_problem),
+    (Refused, _on_problem),
+    (IdentityTaken, _on_identity),
     (RequestValidationError, _on_validation),
     (StarletteHTTPException, _on_http),
     (RedisError, _on_redis),

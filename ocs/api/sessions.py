@@ -20,7 +20,7 @@ async def _sessions(api: ApiState, tenant: str, imsi: str) -> list[SessionInfo]:
     sim = compiled.catalogue.sims_by_imsi.get(imsi)
     if sim is None:
         raise not_found("subscription", imsi)
-    return await api.network.sessions([(sim.imsi, sim.msisdn)])
+    return await api.network.sessions(tenant, [(sim.imsi, sim.msisdn)])
 
 
 @router.get("/{imsi}/sessions", response_model=list[SessionView])

@@ -14,11 +14,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.exceptions import RedisError
 
 from ocs.api.auth import Principal, Scope, TokenCache
-from ocs.api.tenants import Compiled, TenantCatalogues
 from ocs.balance import BalanceStore
 from ocs.config import Settings
 from ocs.network import NetworkCommands
 from ocs.observability.metrics import api_metrics
+from ocs.provisioning.catalogues import Compiled, TenantCatalogues
 from ocs.store import RedisClient
 
 log = logging.getLogger("ocs.api")
@@ -34,7 +34,7 @@ class ApiState:
     tokens: TokenCache
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     hot_answers: int = 0  # requests answered by ocs.api.hot_routes (tests, benchmarks)
-    _signals: dict[str, list[tuple[str, str | None]]] = field(default_factory=dict)
+    _signals: dict[tuple[str, str], list[tuple[str, str | None]]] = field(default_factory=dict)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
@@ -48,30 +48,33 @@ class ApiState:
                 api_metrics().redis_errors.inc()
             log.warning("background network command failed: %s", exc)
 
-    async def signal(self, sims: Iterable[tuple[str, str | None]], op: str) -> list[dict[str, Any]]:
-        """RAR (``op`` "rar") or ASR ("asr") to every open session of these SIMs."""
-        sessions = await self.network.sessions(list(sims))
+    async def signal(
+        self, tenant: str, sims: Iterable[tuple[str, str | None]], op: str
+    ) -> list[dict[str, Any]]:
+        """RAR (``op`` "rar") or ASR ("asr") to every open session of these SIMs of
+        ``tenant`` (sessions are looked up in that tenant's index only)."""
+        sessions = await self.network.sessions(tenant, list(sims))
         if not sessions:
             return []
         return await self.network.send(op, sessions)
 
-    def signal_later(self, sims: Iterable[tuple[str, str | None]], op: str) -> None:
+    def signal_later(self, tenant: str, sims: Iterable[tuple[str, str | None]], op: str) -> None:
         """RAR/ASR in the background. The SIMs queued during one event-loop iteration are
         looked up together (one task, one pipeline): a session that several of those
         requests signal gets one RAR, sent after all of their changes."""
         if not self._signals:
             asyncio.get_running_loop().call_soon(self._send_signals)
-        self._signals.setdefault(op, []).extend(sims)
+        self._signals.setdefault((tenant, op), []).extend(sims)
 
     def _send_signals(self) -> None:
         pending, self._signals = self._signals, {}
-        for op, sims in pending.items():
-            self.spawn(self.signal(list(dict.fromkeys(sims)), op))  # each SIM looked up once
+        for (tenant, op), sims in pending.items():
+            self.spawn(self.signal(tenant, list(dict.fromkeys(sims)), op))  # each SIM once
 
     def signal_payer(self, compiled: Compiled, tag: str, op: str) -> None:
         sims = compiled.payer_sims().get(tag)
         if sims:
-            self.signal_later(sims, op)
+            self.signal_later(compiled.catalogue.tenant.id, sims, op)
 
     async def drain(self, timeout: float = 5.0) -> None:
         """At shutdown: let the background network commands finish (bounded), then send

@@ -1,7 +1,7 @@
 """Subscriptions (SIMs and their twins): create one or many, change plan or properties,
 suspend, resume, terminate, replace the twins, list with filters and paging.
 
-A change is a change of the tenant's catalogue state (:mod:`ocs.api.tenants`), so the
+A change is a change of the tenant's catalogue state (:mod:`ocs.provisioning.catalogues`), so the
 Diameter path rates the next request by it; open sessions get an RAR (plan, properties,
 twins) or an ASR (suspend, terminate)."""
 
@@ -27,7 +27,7 @@ from ocs.api.models import (
 )
 from ocs.api.problems import Problem, not_found
 from ocs.api.state import Admin, Api, ApiState, Reader
-from ocs.api.tenants import Compiled, State
+from ocs.provisioning.catalogues import Compiled, State
 from ocs.rating.catalogue import CompiledSim
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
@@ -142,7 +142,7 @@ async def _change(
     _, sim = await _compiled_sim(api, tenant, imsi)
     network: list[dict[str, Any]] = []
     if op is not None:
-        network = await api.signal([(sim.imsi, sim.msisdn)], op)
+        network = await api.signal(tenant, [(sim.imsi, sim.msisdn)], op)
     _, state = await api.catalogues.load_state(tenant)
     return ChangeResult(
         revision=applied.revision,

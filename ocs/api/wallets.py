@@ -21,12 +21,12 @@ from ocs.api.models import (
 )
 from ocs.api.problems import Problem, not_found
 from ocs.api.state import Admin, Api, ApiState, Reader, TopUp
-from ocs.api.tenants import State
 from ocs.api.views import bucket_views, json_response
 from ocs.balance import BucketUnit, ChargeRequest
 from ocs.balance.keys import PayerKeys, payer_tag
 from ocs.balance.models import BucketState, Rate
 from ocs.observability.metrics import api_metrics
+from ocs.provisioning.catalogues import State
 from ocs.rating.models import PayerKind, Wallet
 
 router = APIRouter(prefix="/v1/wallets", tags=["wallets"])

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from ocs.charging.application import ChargingApplication
-from ocs.charging.catalog import apply_catalog, show_balance
 from ocs.charging.runtime import ChargingRuntime, NoCatalogue, create_charging
+from ocs.provisioning.catalog import show_balance
+from ocs.provisioning.folder import apply_catalog
 
 __all__ = [
     "ChargingApplication",

@@ -18,7 +18,6 @@ from prometheus_client import CollectorRegistry
 from ocs.balance import BalanceStore
 from ocs.balance.keys import CATALOG, CATALOG_FILES
 from ocs.charging.application import ChargingApplication
-from ocs.charging.catalog import fetch_files, lifecycle_rules, load_folder, provision_catalogue
 from ocs.charging.config import ChargingConfig
 from ocs.charging.errors import is_store_outage
 from ocs.config import Settings
@@ -27,6 +26,8 @@ from ocs.lifecycle import Lifecycle, PassReport, PoolRules, lifecycle_metrics
 from ocs.observability.metrics import ChargingMetrics, default_metrics
 from ocs.observability.outage import outage_log
 from ocs.observability.probes import outstanding_reservations
+from ocs.provisioning.catalog import fetch_files, lifecycle_rules
+from ocs.provisioning.folder import apply_folder
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import CatalogueHolder, check_documents
 from ocs.store import RedisHandle, open_redis
@@ -72,6 +73,14 @@ class ChargingRuntime:
             self.application.metrics.failover_pending.set(failover.pending())
         else:
             self.application.metrics.failover_pending.set(0)
+    def tenant_of(self, imsi: str | None, msisdn: str | None) -> str | None:
+        """The tenant whose catalogue in force holds this IMSI (else MSISDN); None if none."""
+        catalogue = self.catalogue.current
+        if (imsi is not None and imsi in catalogue.sims_by_imsi) or (
+            msisdn is not None and msisdn in catalogue.sims_by_msisdn
+        ):
+            return catalogue.tenant.id
+        return None
 
     async def reload_if_applied(self) -> bool:
         """Swap in the catalogue `ocs catalog apply` recorded, when it changed."""
@@ -184,8 +193,7 @@ async def create_charging(
     try:
         store = BalanceStore(handle.client, result_ttl_ms=config.answer_ttl * 1000)
         if catalog_path is not None:
-            folder, catalogue = await asyncio.to_thread(load_folder, catalog_path)
-            await provision_catalogue(store, catalogue, str(folder))
+            await apply_folder(store, catalog_path, settings.data_dir)
         raw = await handle.client.hgetall(CATALOG)
         info = {_s(k): _s(v) for k, v in raw.items()}
         path = await catalogue_folder(handle.client, info, settings.data_dir) if info else None

@@ -3,7 +3,7 @@
 ``readers`` turns a file into numbered rows, ``accounts`` and ``subscriptions`` turn each
 row into the catalogue item it creates or updates (or a rejection naming the field and
 reason), ``importer`` applies the good rows in batches through the tenant's catalogue state
-(:mod:`ocs.api.tenants`), one state write per batch and none when nothing changed.
+(:mod:`ocs.provisioning.catalogues`), one state write per batch and none when nothing changed.
 The formats and semantics are in docs/import.md.
 """
 

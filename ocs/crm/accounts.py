@@ -11,7 +11,6 @@ from typing import Any, Final
 
 from pydantic import TypeAdapter, ValidationError
 
-from ocs.api.tenants import State, dump_item
 from ocs.crm.fields import (
     Change,
     RowError,
@@ -22,6 +21,7 @@ from ocs.crm.fields import (
     payer_value,
 )
 from ocs.crm.readers import Row
+from ocs.provisioning.catalogues import State, dump_item
 from ocs.rating.models import Account
 
 COLUMNS: Final = (

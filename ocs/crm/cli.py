@@ -12,12 +12,13 @@ from pathlib import Path
 
 from redis.exceptions import RedisError
 
-from ocs.api.problems import Problem
 from ocs.balance.keys import CATALOG
 from ocs.config import Settings
 from ocs.crm.importer import DEFAULT_BATCH, KINDS, run_import
 from ocs.crm.readers import FileError, Format, Row, decode, format_of_name, read_rows
 from ocs.crm.report import ImportReport
+from ocs.provisioning.errors import Refused
+from ocs.provisioning.identity import IdentityTaken
 
 REDIS_TIMEOUT = 60.0  # seconds per command: one batch's state is one large value
 
@@ -45,7 +46,7 @@ async def _run(
         if tenant is None:
             pointer = await handle.client.hget(CATALOG, "tenant")
             if pointer is None:
-                raise Problem(400, "usage", "No tenant", "no tenant is in force: give --tenant")
+                raise Refused(400, "usage", "No tenant", "no tenant is in force: give --tenant")
             tenant = pointer.decode() if isinstance(pointer, bytes) else str(pointer)
         report = await run_import(api, tenant, kind, file, rows, dry_run=dry_run, batch=batch)
         await api.drain()
@@ -88,8 +89,10 @@ def main_import(
     read_cpu = time.process_time() - cpu
     try:
         report = asyncio.run(_run(settings, kind, file, rows, tenant, dry_run, batch))
-    except Problem as exc:
+    except Refused as exc:
         return _fail(f"{file}: {exc.detail or exc.title}")
+    except IdentityTaken as exc:
+        return _fail(f"{file}: {exc}")
     except (RedisError, OSError) as exc:
         return _fail(f"Redis: {exc}")
     report.add_cpu("read", read_cpu)

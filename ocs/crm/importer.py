@@ -18,13 +18,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
-from ocs.api.problems import Problem
 from ocs.api.state import ApiState
-from ocs.api.tenants import State, documents_of
 from ocs.crm import accounts, subscriptions
 from ocs.crm.fields import Change, RowError
 from ocs.crm.readers import Row
 from ocs.crm.report import ImportReport, Rejection
+from ocs.provisioning.catalogues import State, documents_of
+from ocs.provisioning.errors import Refused
+from ocs.provisioning.identity import KINDS as KINDS_OF_IDENTITY
+from ocs.provisioning.identity import foreign, ident
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.errors import Issue
 from ocs.rating.loader import _collector_paused, check_documents
@@ -69,7 +71,7 @@ async def run_import(
     batch: int = DEFAULT_BATCH,
 ) -> ImportReport:
     """Import ``rows`` of ``kind`` ("accounts" or "subscriptions") into ``tenant``.
-    Raises :class:`Problem` when the tenant has no catalogue yet."""
+    Raises :class:`Refused` when the tenant has no catalogue yet."""
     report = ImportReport(kind, file, dry_run, rows=len(rows))
     good: list[Row] = []
     for row in rows:
@@ -77,6 +79,8 @@ async def run_import(
             report.reject(row.line, "row", row.problem)
         else:
             good.append(row)
+    if kind == "subscriptions":
+        good = await _own_identities(api, tenant, good, report)
     in_file = accounts.file_ids(good) if kind == "accounts" else set()
     now = datetime.now(UTC)
 
@@ -93,6 +97,35 @@ async def run_import(
     return report
 
 
+async def _own_identities(
+    api: ApiState, tenant: str, rows: list[Row], report: ImportReport
+) -> list[Row]:
+    """The rows whose IMSI, MSISDN and ICCID no other tenant holds; the others are
+    rejected naming the identity (not its owner). The claim when a batch is put in force
+    stays the authority (a race refuses that batch as a whole)."""
+    wanted = [
+        ident(name, str(row.fields[name]))
+        for row in rows
+        for name in KINDS_OF_IDENTITY
+        if row.fields.get(name) not in (None, "")
+    ]
+    taken = await foreign(api.redis, tenant, wanted)
+    if not taken:
+        return rows
+    kept = []
+    for row in rows:
+        hit = next(
+            (name for name in KINDS_OF_IDENTITY if ident(name, str(row.fields.get(name))) in taken),
+            None,
+        )
+        if hit is None:
+            kept.append(row)
+        else:
+            value = row.fields[hit]
+            report.reject(row.line, hit, f"{hit.upper()} {value} is held by another tenant")
+    return kept
+
+
 async def _batch(
     api: ApiState,
     tenant: str,
@@ -103,7 +136,7 @@ async def _batch(
     for _ in range(_ATTEMPTS):
         _, state = await api.catalogues.load_state(tenant)
         if not state:
-            raise Problem(
+            raise Refused(
                 404, "no-catalogue", "No catalogue", f"apply a catalogue to tenant {tenant!r} first"
             )
         plan = await asyncio.to_thread(_plan, planner(state), state, rows, report.file)
@@ -122,7 +155,7 @@ async def _batch(
             else:
                 report.updated += 1
         return
-    raise Problem(409, "busy", "Catalogue busy", "the tenant's state kept changing; try again")
+    raise Refused(409, "busy", "Catalogue busy", "the tenant's state kept changing; try again")
 
 
 async def _write(
@@ -153,7 +186,7 @@ async def _write(
             by_op.setdefault(change.signal, []).append(change.subscriber)
     cpu = time.process_time()
     for op, pairs in by_op.items():
-        outcomes = await api.signal(pairs, op)
+        outcomes = await api.signal(tenant, pairs, op)
         report.signalled[op] = report.signalled.get(op, 0) + len(outcomes)
     report.add_cpu("signal", time.process_time() - cpu)
 

@@ -17,7 +17,6 @@ from pydantic import TypeAdapter, ValidationError
 
 from ocs.api.models import PayerRef, SubscriptionCreate
 from ocs.api.subscriptions import _start_of_day, _twin_item, sim_item
-from ocs.api.tenants import State
 from ocs.crm.fields import (
     Change,
     RowError,
@@ -28,6 +27,7 @@ from ocs.crm.fields import (
     properties_value,
 )
 from ocs.crm.readers import Row
+from ocs.provisioning.catalogues import State
 from ocs.rating.models import FilterSpec
 
 COLUMNS: Final = (

@@ -13,9 +13,9 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from ocs.balance.keys import CATALOG
-from ocs.charging.catalog import lifecycle_rules
 from ocs.config import Settings
 from ocs.lifecycle.runner import Lifecycle
+from ocs.provisioning.catalog import lifecycle_rules
 from ocs.rating.errors import CatalogueError
 from ocs.rating.loader import load_catalogue
 from ocs.store import open_redis

@@ -38,6 +38,7 @@ class PoolRules:
     topoff: dict[str, Any] | None
     wallet_tag: str | None
     sims: tuple[tuple[str, str | None], ...] = ()
+    tenant: str = ""  # whose SIMs ``sims`` are (their sessions are indexed per tenant)
 
     @property
     def renewal(self) -> Renewal | None:
@@ -128,6 +129,7 @@ def pool_rules(catalogue: Catalogue, sizes: dict[str, int] | None = None) -> lis
                 topoff=topoff,
                 wallet_tag=wallet_tag,
                 sims=tuple(members.get(tag, ())),
+                tenant=tenant.id,
             )
         )
     return out

@@ -126,7 +126,7 @@ class Lifecycle:
         """Renew or roll every pool whose period ended (or, ``on: depleted``, whose allowance
         is used up); the gauge of adaptive tiers follows."""
         report = PassReport()
-        signals: dict[str, list[tuple[str, str | None]]] = {}  # op -> SIMs, sent at the end
+        signals: dict[str, list[tuple[str, str, str | None]]] = {}  # op -> SIMs, at the end
         reads = []
         async with self.redis.pipeline(transaction=False) as pipe:
             for r in rules:
@@ -150,7 +150,7 @@ class Lifecycle:
             if self.metrics is not None:
                 self.metrics.renewals.labels(outcome).inc()
             if op is not None:
-                signals.setdefault(op, []).extend(r.sims)
+                signals.setdefault(op, []).extend((r.tenant, i, m) for i, m in r.sims)
         if self.signals is not None and signals:
             for op, n in (await self.signals.send(signals)).items():
                 report.signals[op] += n

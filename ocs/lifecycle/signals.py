@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 RAR: Final = "rar"
 ASR: Final = "asr"
-Sims = Iterable[tuple[str, str | None]]
+Sims = Iterable[tuple[str, str, str | None]]
+"""(tenant, IMSI, MSISDN) of each SIM: its sessions are looked up in its tenant's index."""
 
 
 class SessionSignals:
@@ -42,9 +43,15 @@ class SessionSignals:
         on their next CCR (a suspended pool's get 4012), as before this signal existed."""
         sent: dict[str, int] = {}
         for op, sims in pending.items():
+            by_tenant: dict[str, list[tuple[str, str | None]]] = {}
+            for tenant, imsi, msisdn in dict.fromkeys(sims):
+                by_tenant.setdefault(tenant, []).append((imsi, msisdn))
+            outcomes: list[dict[str, Any]] = []
             try:
-                sessions = await self.network.sessions(list(dict.fromkeys(sims)))
-                outcomes = await self.network.send(op, sessions) if sessions else []
+                for tenant, pairs in by_tenant.items():
+                    sessions = await self.network.sessions(tenant, pairs)
+                    if sessions:
+                        outcomes += await self.network.send(op, sessions)
             except (RedisError, OSError) as exc:
                 log.warning("lifecycle %s to the pools' sessions not sent: %s", op, exc)
                 continue

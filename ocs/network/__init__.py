@@ -4,7 +4,7 @@ Wiring (in the server's attach step, after the charging runtime exists)::
 
     net = await attach_network(settings, node, redis_url=runtime.redis.url,
                                refresh=runtime.reload_if_applied)
-    node.register(4, 272, net.track(runtime.application.handle_ccr))
+    node.register(4, 272, net.track(runtime.application.handle_ccr, runtime.tenant_of))
     closers.append(net.close)
 
 ``track`` records which connection holds each session; the attachment listens on a Redis

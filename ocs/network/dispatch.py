@@ -31,6 +31,7 @@ REFRESH_WAIT: Final = 5.0  # seconds the API waits for workers to reload a chang
 
 @dataclass(frozen=True, slots=True)
 class SessionInfo:
+    tenant: str
     session_id: str
     host: str
     realm: str
@@ -45,13 +46,17 @@ class NetworkCommands:
     def __init__(self, redis: Any) -> None:
         self.redis = redis
 
-    async def sessions(self, subscribers: Iterable[tuple[str, str | None]]) -> list[SessionInfo]:
-        """Open sessions of the given (IMSI, MSISDN) pairs; stale index entries are dropped."""
+    async def sessions(
+        self, tenant: str, subscribers: Iterable[tuple[str, str | None]]
+    ) -> list[SessionInfo]:
+        """Open sessions of ``tenant``'s subscribers among the given (IMSI, MSISDN) pairs:
+        only the tenant's index is read, and a record of another tenant is never returned.
+        Stale index entries are dropped."""
         keys: list[str] = []
         for imsi, msisdn in subscribers:
-            keys.append(subscriber_key("imsi", imsi))
+            keys.append(subscriber_key(tenant, "imsi", imsi))
             if msisdn:
-                keys.append(subscriber_key("msisdn", msisdn))
+                keys.append(subscriber_key(tenant, "msisdn", msisdn))
         if not keys:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -72,12 +77,13 @@ class NetworkCommands:
         out: list[SessionInfo] = []
         stale: list[tuple[str, str]] = []
         for sid, raw in zip(sids, records, strict=True):
-            if not raw:
+            f = {_s(k): _s(v) for k, v in raw.items()} if raw else {}
+            if f.get("tenant") != tenant:  # gone, or (never expected) another tenant's
                 stale.append((owner[sid], sid))
                 continue
-            f = {_s(k): _s(v) for k, v in raw.items()}
             out.append(
                 SessionInfo(
+                    tenant,
                     sid,
                     f.get("host", ""),
                     f.get("realm", ""),
@@ -181,14 +187,17 @@ class NetworkCommands:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.delete(session_key(info.session_id))
             if info.imsi:
-                pipe.srem(subscriber_key("imsi", info.imsi), info.session_id)
+                pipe.srem(subscriber_key(info.tenant, "imsi", info.imsi), info.session_id)
             if info.msisdn:
-                pipe.srem(subscriber_key("msisdn", info.msisdn), info.session_id)
+                pipe.srem(subscriber_key(info.tenant, "msisdn", info.msisdn), info.session_id)
             await pipe.execute()
 
     @staticmethod
     def describe(info: SessionInfo) -> dict[str, Any]:
-        return asdict(info)
+        """The session as the API shows it (to its own tenant)."""
+        out = asdict(info)
+        del out["tenant"]
+        return out
 
 
 def _s(value: bytes | str) -> str:

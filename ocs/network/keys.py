@@ -13,13 +13,15 @@ SESSION_TTL: Final = 24 * 3600  # a session record outlives any sane session wit
 
 
 def session_key(session_id: str) -> str:
-    """HASH host, realm, peer, worker, imsi, msisdn, started of one Gy session."""
+    """HASH tenant, host, realm, peer, worker, imsi, msisdn, started of one Gy session (the
+    Session-Id is the gateway's; the record says whose subscriber the session is)."""
     return f"{PREFIX}:sess:{session_id}"
 
 
-def subscriber_key(kind: str, value: str) -> str:
-    """SET of the open session ids of one IMSI (``kind`` "imsi") or MSISDN ("msisdn")."""
-    return f"{PREFIX}:sub:{kind}:{value}"
+def subscriber_key(tenant: str, kind: str, value: str) -> str:
+    """SET of the open session ids of one IMSI (``kind`` "imsi") or MSISDN ("msisdn") of
+    ``tenant``: a tenant only ever reaches its own subscribers' sessions."""
+    return f"{PREFIX}:sub:{tenant}:{kind}:{value}"
 
 
 def peer_workers_key(peer: str) -> str:

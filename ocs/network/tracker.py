@@ -34,6 +34,8 @@ from ocs.observability.outage import outage_log
 log = logging.getLogger("ocs.network")
 
 Handler = Callable[[Message, PeerInfo], Awaitable[Message]]
+TenantOf = Callable[[str | None, str | None], str | None]
+"""The tenant whose SIM has this IMSI / MSISDN (the charging side's identity index)."""
 SUCCESS = int(ResultCode.DIAMETER_SUCCESS)
 _TRACKED = (int(CcRequestType.INITIAL_REQUEST), int(CcRequestType.TERMINATION_REQUEST))
 
@@ -48,8 +50,11 @@ class SessionTracker:
         self._peers_registered: set[str] = set()
         self._writes: set[asyncio.Future[list[Any]]] = set()
         self._warm = False
+        self.tenant_of: TenantOf = _nobody
 
-    def wrap(self, handler: Handler) -> Handler:
+    def wrap(self, handler: Handler, tenant_of: TenantOf) -> Handler:
+        self.tenant_of = tenant_of
+
         async def tracked(request: Message, peer: PeerInfo) -> Message:
             if not self._warm:  # connect while the first request is answered
                 self._warm = True
@@ -73,6 +78,7 @@ class SessionTracker:
             sid = view.session_id
             self.connections[sid] = peer
             fields = {
+                "tenant": self.tenant_of(view.imsi, view.msisdn) or "",
                 "host": _text(request, "origin_host") or peer.origin_host,
                 "realm": _text(request, "origin_realm") or peer.origin_realm,
                 "peer": peer.origin_host,
@@ -85,7 +91,8 @@ class SessionTracker:
         elif rtype == CcRequestType.TERMINATION_REQUEST:
             sid = view.session_id
             self.connections.pop(sid, None)
-            self._write(self._forget(sid, view.imsi, view.msisdn))
+            tenant = self.tenant_of(view.imsi, view.msisdn)
+            self._write(self._forget(sid, tenant, view.imsi, view.msisdn))
 
     def _write(self, commands: list[RedisCommand]) -> None:
         """Queue ``commands`` without waiting for them (write-behind)."""
@@ -110,30 +117,32 @@ class SessionTracker:
         for name, value in fields.items():
             flat += (name, value)
         commands: list[RedisCommand] = [("HSET", key, *flat), ("EXPIRE", key, self.ttl)]
+        tenant = fields["tenant"]
         for kind in ("imsi", "msisdn"):
-            if fields[kind]:
-                commands.append(("SADD", subscriber_key(kind, fields[kind]), sid))
-                commands.append(("EXPIRE", subscriber_key(kind, fields[kind]), self.ttl))
+            if fields[kind] and tenant:  # no tenant: reachable by no API caller
+                commands.append(("SADD", subscriber_key(tenant, kind, fields[kind]), sid))
+                commands.append(("EXPIRE", subscriber_key(tenant, kind, fields[kind]), self.ttl))
         if peer not in self._peers_registered:
             commands.append(("SADD", peer_workers_key(peer), self.worker))
             self._peers_registered.add(peer)
         return commands
 
     @staticmethod
-    def _forget(sid: str, imsi: str | None, msisdn: str | None) -> list[RedisCommand]:
+    def _forget(
+        sid: str, tenant: str | None, imsi: str | None, msisdn: str | None
+    ) -> list[RedisCommand]:
         commands: list[RedisCommand] = [("DEL", session_key(sid))]
-        if imsi:
-            commands.append(("SREM", subscriber_key("imsi", imsi), sid))
-        if msisdn:
-            commands.append(("SREM", subscriber_key("msisdn", msisdn), sid))
+        if tenant and imsi:
+            commands.append(("SREM", subscriber_key(tenant, "imsi", imsi), sid))
+        if tenant and msisdn:
+            commands.append(("SREM", subscriber_key(tenant, "msisdn", msisdn), sid))
         return commands
 
-    async def forget(self, sid: str, imsi: str | None = None, msisdn: str | None = None) -> None:
-        """Drop a session's records (CCR-T, an unknown session in an RAA, a gone peer)."""
-        if imsi is None and msisdn is None:
-            raw = await self.batch.execute("HMGET", session_key(sid), "imsi", "msisdn")
-            imsi, msisdn = (_s(v) if v else None for v in raw)
-        await self.batch.execute_many(self._forget(sid, imsi, msisdn))
+    async def forget(self, sid: str) -> None:
+        """Drop a session's records (an unknown session in an RAA, a gone peer)."""
+        raw = await self.batch.execute("HMGET", session_key(sid), "tenant", "imsi", "msisdn")
+        tenant, imsi, msisdn = (_s(v) if v else None for v in raw)
+        await self.batch.execute_many(self._forget(sid, tenant, imsi, msisdn))
 
     async def close(self) -> None:
         """Wait for the records queued (at most 2 s), unregister this worker, give the
@@ -147,6 +156,10 @@ class SessionTracker:
                 )
         finally:
             await self.batch.close()
+
+
+def _nobody(imsi: str | None, msisdn: str | None) -> str | None:
+    return None
 
 
 def _text(request: Message, which: str) -> str | None:

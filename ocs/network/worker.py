@@ -30,7 +30,7 @@ from ocs.network.messages import (
     result_code,
     session_is_gone,
 )
-from ocs.network.tracker import Handler, SessionTracker
+from ocs.network.tracker import Handler, SessionTracker, TenantOf
 from ocs.observability.outage import outage_log
 
 log = logging.getLogger("ocs.network")
@@ -71,8 +71,10 @@ class NetworkAttachment:
     def identity(self) -> Identity:
         return self.node.identity
 
-    def track(self, handler: Handler) -> Handler:
-        return self.tracker.wrap(handler)
+    def track(self, handler: Handler, tenant_of: TenantOf) -> Handler:
+        """Wrap the CCR handler; ``tenant_of`` names the tenant of a session's subscriber
+        (its sessions are indexed under that tenant only)."""
+        return self.tracker.wrap(handler, tenant_of)
 
     async def start(self) -> None:
         await self._pubsub.subscribe(worker_channel(self.worker), BROADCAST)

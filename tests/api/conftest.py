@@ -42,6 +42,23 @@ def demo_documents() -> dict[str, Any]:
     }
 
 
+def tenant_documents(tenant: str) -> dict[str, Any]:
+    """The demo catalogue as another tenant's, with SIMs of its own (IMSIs 26202...,
+    MSISDNs 4915...): an identity belongs to one tenant."""
+    docs = demo_documents()
+    docs["tenant.yaml"]["tenant"]["id"] = tenant
+    for doc in docs.values():
+        for section in ("sims", "sim_ranges"):
+            for item in (doc or {}).get(section) or []:
+                for key in ("imsi", "imsi_first"):
+                    if key in item:
+                        item[key] = "26202" + item[key][5:]
+                for key in ("msisdn", "msisdn_first"):
+                    if key in item:
+                        item[key] = "4915" + item[key][4:]
+    return docs
+
+
 @pytest.fixture
 def redis_url(redis_base_url: str) -> str:
     return db_url(redis_base_url, API_DB)
@@ -130,7 +147,7 @@ async def gateway(settings: Settings, demo: Api) -> AsyncIterator[Gateway]:
     node.register(
         Application.CREDIT_CONTROL,
         Command.CREDIT_CONTROL,
-        net.track(runtime.application.handle_ccr),
+        net.track(runtime.application.handle_ccr, runtime.tenant_of),
     )
     server = DiameterServer(node, LocalConfig(identity=node.identity), host="127.0.0.1", port=0)
     await server.start()

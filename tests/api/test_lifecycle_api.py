@@ -14,12 +14,12 @@ import pytest
 
 from ocs.balance import BalanceStore, ChargeRequest
 from ocs.balance.models import BucketUnit
-from ocs.charging.catalog import lifecycle_rules
 from ocs.diameter import avp_codes as A
 from ocs.diameter.codec import Message
 from ocs.diameter.constants import CcRequestType, Command, ResultCode
 from ocs.lifecycle import Lifecycle, PassReport, PoolRules
 from ocs.network import NetworkCommands
+from ocs.provisioning.catalog import lifecycle_rules
 from ocs.rating.loader import check_documents
 from tests.api.conftest import Api, Gateway, demo_documents
 from tests.charging.ccr import build_ccr
@@ -136,7 +136,7 @@ async def _open_session(api: Api, gateway: Gateway, sid: str, pool: str) -> None
     assert cca.get(A.AVP_RESULT_CODE) == ResultCode.DIAMETER_SUCCESS
     network = NetworkCommands(api.redis)
     for _ in range(100):
-        if await network.sessions([SIMS[pool]]):
+        if await network.sessions("demo", [SIMS[pool]]):
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"session {sid} never recorded")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.conftest import Api, demo_documents
+from tests.api.conftest import Api, demo_documents, tenant_documents
 
 TOP_UP = "/v1/wallets/bob-wallet/top-ups"
 KEY = {"Idempotency-Key": "p-1"}
@@ -101,8 +101,7 @@ async def test_a_tenant_never_reaches_another_tenants_data(demo: Api) -> None:
     )
     _problem(r, 403)
     # its own catalogue lives apart, and does not take over the Diameter path of demo
-    docs = demo_documents()
-    docs["tenant.yaml"]["tenant"]["id"] = "other"
+    docs = tenant_documents("other")
     r = await demo.request("POST", "/v1/catalogue", who="other", json={"documents": docs})
     assert r.status_code == 200, r.text
     assert r.json()["in_force"] is False

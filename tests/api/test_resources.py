@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ocs.api.tenants import FOLDERS_KEPT
 from ocs.config import Settings
+from ocs.provisioning.catalogues import FOLDERS_KEPT
 from tests.api.conftest import Api
 
 SUB = {"account": "bob", "plan": "consumer-data", "payer": {"kind": "wallet", "id": "bob-wallet"}}

@@ -15,13 +15,13 @@ async def test_signals_of_one_iteration_share_one_lookup(
 ) -> None:
     api = build_state(settings, redis)
     try:
-        api.signal_later([("001010000000001", None)], "rar")
-        api.signal_later([("001010000000002", "491700000002")], "rar")
-        api.signal_later([("001010000000003", None)], "asr")
+        api.signal_later("demo", [("001010000000001", None)], "rar")
+        api.signal_later("demo", [("001010000000002", "491700000002")], "rar")
+        api.signal_later("demo", [("001010000000003", None)], "asr")
         assert not api.tasks  # nothing is looked up before the requests of this iteration end
         await asyncio.sleep(0)
         assert len(api.tasks) == 2  # one lookup per operation, not one per request
-        api.signal_later([("001010000000004", None)], "rar")
+        api.signal_later("demo", [("001010000000004", None)], "rar")
         await api.drain()  # sends what is queued, waits for the lookups
         assert not api.tasks
     finally:

@@ -16,10 +16,10 @@ from redis.asyncio import Redis
 
 from ocs.balance import BalanceStore
 from ocs.balance.keys import LIFECYCLE_EVENTS, PayerKeys
-from ocs.charging.catalog import lifecycle_rules, provision_catalogue
 from ocs.lifecycle import Lifecycle, PoolRules
 from ocs.lifecycle.rules import topoff_rule
 from ocs.lifecycle.signals import RAR, SessionSignals
+from ocs.provisioning.catalog import lifecycle_rules, provision_catalogue
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import load_catalogue
 from ocs.store import RedisClient
@@ -546,7 +546,7 @@ async def test_signals_to_an_unreachable_redis_are_logged_not_raised(
 ) -> None:
     gone = Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=1)
     try:
-        sent = await SessionSignals(gone).send({RAR: [("001010000000001", None)]})
+        sent = await SessionSignals(gone).send({RAR: [("demo", "001010000000001", None)]})
     finally:
         await gone.aclose()
     assert sent == {}

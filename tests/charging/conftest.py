@@ -11,7 +11,6 @@ from prometheus_client import CollectorRegistry
 from ocs.app import charging_attacher
 from ocs.balance import BalanceStore
 from ocs.charging.application import ChargingApplication
-from ocs.charging.catalog import provision_catalogue
 from ocs.charging.config import ChargingConfig
 from ocs.config import Settings
 from ocs.diameter.answers import Identity
@@ -20,6 +19,7 @@ from ocs.diameter.node import Node
 from ocs.diameter.peer import LocalConfig
 from ocs.diameter.transport import DiameterProtocol, connect
 from ocs.observability.metrics import ChargingMetrics
+from ocs.provisioning.catalog import provision_catalogue
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import CatalogueHolder, load_catalogue
 from ocs.server import Runtime, start

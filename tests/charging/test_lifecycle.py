@@ -16,12 +16,12 @@ from prometheus_client import CollectorRegistry
 from ocs.balance import BalanceStore
 from ocs.charging import create_charging, show_balance
 from ocs.charging.application import ChargingApplication
-from ocs.charging.catalog import provision_catalogue
 from ocs.charging.config import ChargingConfig
 from ocs.cli import main
 from ocs.config import Settings
 from ocs.diameter import avp_codes as A
 from ocs.lifecycle import Lifecycle
+from ocs.provisioning.catalog import provision_catalogue
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import load_catalogue
 from ocs.store import RedisClient

@@ -14,6 +14,7 @@ from ocs.balance.keys import CATALOG_FILES
 from ocs.charging import apply_catalog, create_charging
 from ocs.config import Settings
 from ocs.diameter import avp_codes as A
+from ocs.rating.loader import load_catalogue
 from tests.charging.helpers import ACME_IMSI
 from tests.charging.test_outcomes import data_ccr
 
@@ -33,7 +34,11 @@ async def test_node_without_the_folder_loads_and_reloads_the_shared_catalogue(
         answer = await runtime.application.handle_ccr(data_ccr("shared", ACME_IMSI), None)
         assert answer.get(A.AVP_RESULT_CODE) == 2001
         [fetched] = (tmp_path / "node-b" / "catalogues" / "shared").iterdir()
-        assert (fetched / "plans.yaml").read_text() == (catalogue_dir / "plans.yaml").read_text()
+        # the tenant's state in force (the folder merged with what the API created), as
+        # the one JSON document the provisioning layer writes
+        assert [p.name for p in fetched.iterdir()] == ["catalogue.yaml"]
+        shared = load_catalogue(fetched)
+        assert shared.plans.keys() == load_catalogue(catalogue_dir).plans.keys()
 
         # A new apply elsewhere (renamed operator) reaches node B on its next pass.
         shutil.copytree(catalogue_dir, source)

@@ -416,7 +416,7 @@ async def test_changed_live_subscriptions_get_rar_and_suspended_ones_asr(
     sid = "pgw.test;import;1"
     await _session(gateway, sid, imsi, msisdn)
     for _ in range(50):
-        if await state_api.network.sessions([(imsi, msisdn)]):
+        if await state_api.network.sessions("demo", [(imsi, msisdn)]):
             break
         await asyncio.sleep(0.05)
 
@@ -433,45 +433,61 @@ async def test_changed_live_subscriptions_get_rar_and_suspended_ones_asr(
     assert (report.unchanged, report.signalled) == (1, {})
 
 
-async def test_the_same_rows_in_two_tenants_stay_apart(demo: Api, redis: RedisClient) -> None:
-    documents = api_fixtures.demo_documents()
-    documents["tenant.yaml"]["tenant"]["id"] = "other"
+async def test_rows_of_another_tenants_sims_are_rejected_and_change_nothing(
+    demo: Api, redis: RedisClient
+) -> None:
+    """An IMSI, MSISDN or ICCID belongs to one tenant: the other tenant's import of the same
+    SIMs is refused row by row (naming the identity, not its owner), and a tenant's own
+    rows go in."""
+    documents = api_fixtures.tenant_documents("other")
     r = await demo.request("POST", "/v1/catalogue", who="other", json={"documents": documents})
     assert r.status_code == 200, r.text
     rows = [
         {"imsi": "262031000000500", "account": "acme-iot", "plan": "iot-pool"},
         {"imsi": "262031000000501", "account": "bob", "plan": "consumer-data"},
     ]
-    payers = {"demo": "prepaid_pool:acme-pool", "other": "wallet:bob-wallet"}
-    for who, tenant in (("admin", "demo"), ("other", "other")):
-        body = [{**row, "payer": payers[tenant]} for row in rows]
-        if tenant == "other":
-            body[0]["payer"] = "prepaid_pool:acme-pool"
-            body[1]["properties"] = {"screens": 1}
-        r = await demo.request(
-            "POST",
-            "/v1/imports/subscriptions",
-            who=who,
-            content=json.dumps(body),
-            headers={"Content-Type": "application/json"},
-        )
-        assert r.status_code == 200, r.text
-        assert (r.json()["created"], r.json()["rejected"]) == (2, [])
-    states = {}
-    for tenant in ("demo", "other"):
-        states[tenant] = json.loads(await redis.get(state_key(tenant)))["sims"]
-    assert states["demo"]["262031000000501"]["twins"][0]["payer"] == {
-        "kind": "prepaid_pool",
-        "id": "acme-pool",
-    }
-    assert states["other"]["262031000000501"]["twins"][0]["payer"] == {
-        "kind": "wallet",
-        "id": "bob-wallet",
-    }
-    assert states["other"]["262031000000501"]["twins"][0]["properties"] == {"screens": 1}
-    assert states["demo"]["262031000000501"]["twins"][0]["properties"] == {}
-    # a change through the other tenant's token changes that tenant's SIM only
+    body = [{**row, "payer": "prepaid_pool:acme-pool"} for row in rows]
+    body[1]["msisdn"] = "491711000501"
+    r = await demo.request(
+        "POST",
+        "/v1/imports/subscriptions",
+        content=json.dumps(body),
+        headers={"Content-Type": "application/json"},
+    )
+    assert (r.json()["created"], r.json()["rejected"]) == (2, [])
     demo_before = await redis.get(state_key("demo"))
+    other_before = await redis.get(state_key("other"))
+    mine = {"imsi": "262032000000502", "account": "bob", "plan": "consumer-data"}
+    theirs = [
+        {**body[0], "payer": "wallet:bob-wallet", "account": "bob", "plan": "consumer-data"},
+        {
+            "imsi": "262032000000501",
+            "msisdn": "491711000501",
+            "account": "bob",
+            "plan": "consumer-data",
+            "payer": "wallet:bob-wallet",
+        },
+        {**mine, "payer": "wallet:bob-wallet"},
+    ]
+    r = await demo.request(
+        "POST",
+        "/v1/imports/subscriptions",
+        who="other",
+        content=json.dumps(theirs),
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["created"] == 1
+    assert [(x["field"], x["reason"]) for x in report["rejected"]] == [
+        ("imsi", "IMSI 262031000000500 is held by another tenant"),
+        ("msisdn", "MSISDN 491711000501 is held by another tenant"),
+    ]
+    assert "demo" not in json.dumps(report)
+    assert await redis.get(state_key("demo")) == demo_before
+    other = json.loads(await redis.get(state_key("other")))["sims"]
+    assert set(other) - set(json.loads(other_before)["sims"]) == {"262032000000502"}
+    # a status row of the other tenant on demo's SIM is refused too; demo's SIM untouched
     r = await demo.request(
         "POST",
         "/v1/imports/subscriptions",
@@ -479,9 +495,7 @@ async def test_the_same_rows_in_two_tenants_stay_apart(demo: Api, redis: RedisCl
         content="imsi,status\n262031000000500,suspended\n",
         headers={"Content-Type": "text/csv"},
     )
-    assert (r.json()["updated"], r.json()["rejected"]) == (1, [])
-    other = json.loads(await redis.get(state_key("other")))["sims"]["262031000000500"]
-    assert other["twins"][0]["status"] == "suspended"
+    assert (r.json()["updated"], len(r.json()["rejected"])) == (0, 1)
     assert await redis.get(state_key("demo")) == demo_before
 
 

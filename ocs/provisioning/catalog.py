@@ -1,5 +1,6 @@
-"""Loading the catalogue's payers into Redis (`ocs catalog apply PATH`) and showing a
-subscriber's balances (`ocs balance show MSISDN --json`)."""
+"""A compiled catalogue's payers in Redis (buckets, lifecycle, MSISDN index, the folder
+shared with other nodes) and a subscriber's balances (`ocs balance show MSISDN --json`).
+`ocs catalog apply` itself is :func:`ocs.provisioning.folder.apply_catalog`."""
 
 from __future__ import annotations
 
@@ -195,22 +196,6 @@ def _write_files(folder: Path, files: dict[str, str]) -> None:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-async def apply_catalog(path: str | Path, settings: Settings) -> dict[str, Any]:
-    """`ocs catalog apply PATH`: validate the folder (raises ``CatalogueError``), create or
-    resize its pools, create its wallets and contracts, index MSISDNs, and record the path so
-    `ocs serve` (and running servers, within seconds) use it. Returns a summary."""
-    folder, catalogue = await asyncio.to_thread(load_folder, path)
-    handle = await open_redis(settings, timeout=10.0)
-    try:
-        await provision_catalogue(BalanceStore(handle.client), catalogue, str(folder))
-    finally:
-        await handle.close()
-    summary: dict[str, Any] = dict(catalogue.summary())
-    summary["tenant"] = catalogue.tenant.id
-    summary["path"] = str(folder)
-    return summary
 
 
 async def balance_of(store: BalanceStore, msisdn: str) -> dict[str, Any] | None:

@@ -1,5 +1,5 @@
-"""Each tenant's catalogue state, changed through the API and put in force for the Diameter
-path the way ``ocs catalog apply`` does it.
+"""Each tenant's catalogue state, and the one place it is changed and put in force: the
+HTTP API, CRM import and ``ocs catalog apply`` all go through :meth:`TenantCatalogues.change`.
 
 The state is one JSON document per tenant: ``{"tenant": {...}, section: {id: item}}`` with
 every item validated by the rating models. A change (apply a catalogue, create or change a
@@ -23,18 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from ocs.api.keys import lock_key, revision_key, state_key, versions_key
-from ocs.api.problems import Problem
 from ocs.balance import BalanceStore
 from ocs.balance.keys import CATALOG, MSISDN_INDEX
-from ocs.charging.catalog import (
+from ocs.lifecycle import Lifecycle
+from ocs.provisioning.catalog import (
     folder_files,
     lifecycle_rules,
     msisdn_index,
     payer_buckets,
     share_files,
 )
-from ocs.lifecycle import Lifecycle
+from ocs.provisioning.errors import Refused
+from ocs.provisioning.identity import claim, identities_of
+from ocs.provisioning.keys import lock_key, revision_key, state_key, versions_key
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.compiler import Sourced
 from ocs.rating.errors import Issue, Severity
@@ -84,14 +85,14 @@ def documents_of(state: State) -> dict[str, Any]:
     return doc
 
 
-def issues_problem(issues: list[Issue] | tuple[Issue, ...]) -> Problem:
+def issues_problem(issues: list[Issue] | tuple[Issue, ...]) -> Refused:
     errors = [
         {"file": i.file, "path": i.path, "reason": i.reason}
         for i in issues
         if i.severity is Severity.ERROR
     ]
     first = errors[0]["reason"] if errors else "invalid catalogue"
-    return Problem(422, "catalogue-invalid", "Catalogue refused", first, issues=errors[:50])
+    return Refused(422, "catalogue-invalid", "Catalogue refused", first, issues=errors[:50])
 
 
 def merge_documents(state: State, documents: Mapping[str, Any], tenant: str) -> State:
@@ -105,7 +106,7 @@ def merge_documents(state: State, documents: Mapping[str, Any], tenant: str) -> 
     out: State = {k: (dict(v) if isinstance(v, dict) else v) for k, v in state.items()}
     for where, model in sections.get("tenant", []):
         if model.id != tenant:
-            raise Problem(
+            raise Refused(
                 403,
                 "tenant-mismatch",
                 "Wrong tenant",
@@ -202,7 +203,7 @@ class TenantCatalogues:
             return cached
         rev, state = await self.load_state(tenant)
         if not state:
-            raise Problem(
+            raise Refused(
                 404, "no-catalogue", "No catalogue", "apply a catalogue to this tenant first"
             )
         catalogue = await asyncio.to_thread(_compile, state)
@@ -210,9 +211,13 @@ class TenantCatalogues:
         self._compiled[tenant] = compiled
         return compiled
 
-    async def change(self, tenant: str, mutation: Mutation, *, source: str) -> Applied:
-        """Apply ``mutation`` to the state (it may raise :class:`Problem`) and put the result
-        in force. Serialised per tenant across processes by a Redis lock."""
+    async def change(
+        self, tenant: str, mutation: Mutation, *, source: str, serve: bool = False
+    ) -> Applied:
+        """Apply ``mutation`` to the state (it may raise :class:`Refused`) and put the result
+        in force. Serialised per tenant across processes by a Redis lock. Raises
+        :class:`IdentityTaken` when the result holds another tenant's IMSI, MSISDN or ICCID.
+        ``serve``: point the Diameter side at this tenant (``ocs catalog apply``)."""
         local = self._locks.setdefault(tenant, asyncio.Lock())
         async with (
             local,
@@ -221,7 +226,7 @@ class TenantCatalogues:
             rev, state = await self.load_state(tenant)
             precompiled = mutation(state)
             if not state.get("tenant"):
-                raise Problem(
+                raise Refused(
                     422,
                     "catalogue-invalid",
                     "Catalogue refused",
@@ -232,7 +237,16 @@ class TenantCatalogues:
             else:
                 catalogue = await asyncio.to_thread(_compile, state)
             rev += 1
-            applied = await self._put_in_force(tenant, rev, state, catalogue, source)
+            # identities first: a change holding another tenant's SIM is refused unwritten
+            held = await claim(
+                self.redis, tenant, identities_of(catalogue, state.get("sims") or {})
+            )
+            try:
+                applied = await self._put_in_force(tenant, rev, state, catalogue, source, serve)
+            except BaseException:
+                await held.rollback()
+                raise
+            await held.commit()
         self._compiled[tenant] = Compiled(rev, catalogue)
         self._checked[tenant] = time.monotonic() + self.refresh_after
         if self.on_change is not None:
@@ -240,7 +254,7 @@ class TenantCatalogues:
         return applied
 
     async def _put_in_force(
-        self, tenant: str, rev: int, state: State, catalogue: Catalogue, source: str
+        self, tenant: str, rev: int, state: State, catalogue: Catalogue, source: str, serve: bool
     ) -> Applied:
         folder = self.data_dir / "catalogues" / tenant / f"rev-{rev}"
         await asyncio.to_thread(_write_folder, folder, documents_of(state))
@@ -250,7 +264,7 @@ class TenantCatalogues:
             await self.store.provision(tag, buckets, now_ms, resize=resize)
         await Lifecycle(self.store.redis).setup(lifecycle_rules(catalogue), now_ms)
         pointer = await self.redis.hget(CATALOG, "tenant")
-        serving = pointer is None or _s(pointer) == tenant
+        serving = serve or pointer is None or _s(pointer) == tenant
         summary = dict(catalogue.summary())
         entry = {"revision": rev, "applied_at": now_ms, "source": source, "summary": summary}
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -316,7 +330,7 @@ def _json_text(document: dict[str, Any]) -> str:
 def _prune_revisions(parent: Path, below: int) -> None:
     """Remove the folders of revisions older than ``below`` (a 100,000-SIM catalogue is
     ~40 MB a revision; servers load the files shared through Redis, see
-    ``ocs.charging.catalog.share_files``, and the state itself lives in Redis)."""
+    ``ocs.provisioning.catalog.share_files``, and the state itself lives in Redis)."""
     for old in parent.glob("rev-*"):
         number = old.name.removeprefix("rev-")
         if number.isdigit() and int(number) < below:

@@ -1,0 +1,33 @@
+"""Redis keys of each tenant's provisioning state (catalogue, accounts, payers, SIMs).
+
+They keep the ``ocs:api:{api:T}`` prefix they had when only the API wrote them, so existing
+deployments keep their state; every key of one tenant shares the hash tag ``{api:T}``.
+The identity owners are in :mod:`ocs.provisioning.identity`."""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFIX: Final = "ocs:api"
+
+
+def tenant_prefix(tenant: str) -> str:
+    return f"{PREFIX}:{{api:{tenant}}}"
+
+
+def state_key(tenant: str) -> str:
+    """STRING: the tenant's catalogue state as JSON ({section: {id: item}})."""
+    return f"{tenant_prefix(tenant)}:state"
+
+
+def revision_key(tenant: str) -> str:
+    return f"{tenant_prefix(tenant)}:rev"
+
+
+def versions_key(tenant: str) -> str:
+    """LIST of applied revisions (JSON), newest first."""
+    return f"{tenant_prefix(tenant)}:versions"
+
+
+def lock_key(tenant: str) -> str:
+    return f"{tenant_prefix(tenant)}:lock"
