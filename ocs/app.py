@@ -10,12 +10,10 @@ disables it).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -27,14 +25,13 @@ from .charging import (
     create_charging,
     show_balance,
 )
-from .charging.catalog import folder_files
 from .config import Settings
 from .diameter.constants import Application, Command
 from .diameter.node import Node
 from .observability.endpoint import start_ops_server
 from .observability.health import catalogue_check, default_health, redis_check
-from .rating.errors import CatalogueError, Issue
-from .rating.loader import parse_document
+from .provisioning.folder import apply_folder
+from .rating.errors import CatalogueError
 from .server import Closer, serve
 from .store import open_redis
 
@@ -54,43 +51,13 @@ def _metrics_server(settings: Settings, *, announce: bool) -> Closer | None:
     return ops.close
 
 
-def _read_folder(path: str | Path) -> tuple[Path, dict[str, Any], str]:
-    """The folder (absolute), its documents by file name, and the tenant they name."""
-    folder = Path(path).resolve()
-    documents = {name: parse_document(text) for name, text in folder_files(folder).items()}
-    tenants = [
-        str(doc["tenant"].get("id", ""))
-        for doc in documents.values()
-        if isinstance(doc, dict) and isinstance(doc.get("tenant"), dict)
-    ]
-    if not tenants or not tenants[0]:
-        raise CatalogueError([Issue(str(folder), "tenant", "no tenant document")])
-    return folder, documents, tenants[0]
-
-
 async def put_demo_in_force(store: BalanceStore, data_dir: Path, path: str | Path) -> str:
-    """``ocs demo``: put the catalogue folder ``path`` in force the way the HTTP API does
-    (``POST /v1/catalogue``: the tenant's catalogue state, a revision folder under
-    ``data_dir``, payers provisioned, ``ocs:catalog`` pointing at it), so that the demo
-    tenant's ``/v1`` routes work at once and the Diameter side serves the same revision.
-    Product sections replace the state's, accounts, payers and SIMs are merged by id: a SIM
-    created over the API survives a restart of the demo, an item of the folder is reset to
-    the folder's. Returns the tenant. Raises ``CatalogueError`` when the folder is refused."""
-    from .api.problems import Problem  # noqa: PLC0415
-    from .api.tenants import State, TenantCatalogues, merge_documents  # noqa: PLC0415
-
-    folder, documents, tenant = await asyncio.to_thread(_read_folder, path)
-
-    def mutate(state: State) -> None:
-        merged = merge_documents(state, documents, tenant)
-        state.clear()
-        state.update(merged)
-
-    try:
-        await TenantCatalogues(store, data_dir).change(tenant, mutate, source=f"ocs demo {folder}")
-    except Problem as exc:
-        raise CatalogueError([Issue(str(folder), "", exc.detail or exc.title)]) from None
-    return tenant
+    """``ocs demo``: put the catalogue folder ``path`` in force the way ``ocs catalog apply``
+    does (:func:`ocs.provisioning.folder.apply_folder`: merged into the tenant's state, so
+    the HTTP API and the Diameter side serve the same revision and SIMs created over the API
+    survive a restart of the demo). Returns the tenant. Raises ``CatalogueError``."""
+    _, catalogue, _ = await apply_folder(store, path, data_dir, source="ocs demo")
+    return catalogue.tenant.id
 
 
 async def apply_demo(settings: Settings, path: str | Path) -> str:
@@ -119,18 +86,10 @@ class ChargingAttacher:
         from .network import attach_network  # noqa: PLC0415
 
         closers: list[Closer] = []
+        # with catalog_path (ocs demo), create_charging puts the folder in force first
         runtime = await create_charging(settings, catalog_path=self.catalog_path)
         closers.append(runtime.close)
-        tenant = None
-        if self.catalog_path is not None:
-            try:
-                tenant = await put_demo_in_force(
-                    runtime.store, settings.data_dir, self.catalog_path
-                )
-                await runtime.reload_if_applied()  # the API's revision (same content)
-            except BaseException:
-                await runtime.close()
-                raise
+        tenant = None if self.catalog_path is None else runtime.catalogue.current.tenant.id
         health = default_health()
         closers.append(health.add("redis", redis_check(runtime.redis.client)))
         closers.append(health.add("catalogue", catalogue_check(runtime.catalogue)))

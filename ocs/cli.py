@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--scope", required=True, choices=["read", "top-up", "admin"])
     _store_flags(create)
     _import_parsers(sub)
+    from .provisioning.cli import add_parsers as identity_parsers  # noqa: PLC0415
+
+    identity_parsers(sub, _store_flags)
     return parser
 
 
@@ -328,6 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .lifecycle.cli import main_lifecycle_run  # noqa: PLC0415
 
             return int(_run(main_lifecycle_run(settings, args.now, as_json=args.json)))
+        if args.command == "identity" and args.identity_command is not None:
+            from .provisioning.cli import main_identity  # noqa: PLC0415
+
+            return int(_run(main_identity(settings, args)))
         if args.command == "balance" and args.balance_command == "show":
             from .app import show_balance_cli  # noqa: PLC0415
 

@@ -193,7 +193,7 @@ async def create_charging(
     try:
         store = BalanceStore(handle.client, result_ttl_ms=config.answer_ttl * 1000)
         if catalog_path is not None:
-            await apply_folder(store, catalog_path, settings.data_dir)
+            await apply_folder(store, catalog_path, settings.data_dir, source="ocs demo")
         raw = await handle.client.hgetall(CATALOG)
         info = {_s(k): _s(v) for k, v in raw.items()}
         path = await catalogue_folder(handle.client, info, settings.data_dir) if info else None

@@ -105,7 +105,7 @@ def _load(path: str | Path) -> tuple[Path, Catalogue, dict[str, Any]]:
 
 
 async def apply_folder(
-    store: BalanceStore, path: str | Path, data_dir: Path
+    store: BalanceStore, path: str | Path, data_dir: Path, *, source: str = "catalog apply"
 ) -> tuple[Path, Catalogue, Applied]:
     """Validate the folder (issues name its files), merge it into its tenant's state and put
     that in force for the API and the Diameter side. Raises ``CatalogueError``."""
@@ -119,9 +119,7 @@ async def apply_folder(
 
     catalogues = TenantCatalogues(store, data_dir)
     try:
-        applied = await catalogues.change(
-            tenant, mutate, source=f"catalog apply {folder}", serve=True
-        )
+        applied = await catalogues.change(tenant, mutate, source=f"{source} {folder}", serve=True)
     except IdentityTaken as exc:
         raise CatalogueError([_where(documents, folder, exc)]) from None
     except Refused as exc:
