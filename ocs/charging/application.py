@@ -32,7 +32,6 @@ from ocs.charging.usage import (
     requested_units,
     reservation_rate,
     service_of,
-    usage_context,
     used_units,
 )
 from ocs.diameter import avp_codes as A
@@ -63,7 +62,7 @@ from ocs.rating.catalogue import Catalogue
 from ocs.rating.context import ServiceKind
 from ocs.rating.engine import Resolution, find_sim, resolve
 from ocs.rating.errors import RatingError
-from ocs.rating.loader import CatalogueHolder
+from ocs.rating.loader import Catalogues
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +134,7 @@ class ChargingApplication:
     def __init__(
         self,
         store: BalanceStore,
-        catalogue: CatalogueHolder,
+        catalogue: Catalogues,
         config: ChargingConfig,
         identity: Identity,
         metrics: ChargingMetrics,
@@ -283,10 +282,10 @@ class ChargingApplication:
 
     # -- one MSCC --------------------------------------------------------------------------
     def _check_subscriber(self, view: CreditControlRequest, out: Outcome) -> None:
-        catalogue = self.catalogue.current
+        inputs = rating_inputs(view, None)
+        catalogue = self.catalogue.of(inputs.imsi, inputs.msisdn)  # the SIM's tenant's
         try:
-            ctx = usage_context(catalogue.tenant.id, view, None, service_of(view), 0)
-            find_sim(catalogue, ctx)
+            find_sim(catalogue, context_of(catalogue.tenant.id, inputs, service_of(view), 0))
         except RatingError as exc:
             out.result_code = result_code_for(exc)
 
@@ -296,9 +295,11 @@ class ChargingApplication:
         mscc: MultipleServicesCreditControl | None,
         quantity: int,
     ) -> Resolution:
-        catalogue = self.catalogue.current
-        ctx = usage_context(catalogue.tenant.id, view, mscc, service_of(view), quantity)
-        return resolve(catalogue, ctx)
+        inputs = rating_inputs(view, mscc)
+        catalogue = self.catalogue.of(inputs.imsi, inputs.msisdn)
+        return resolve(
+            catalogue, context_of(catalogue.tenant.id, inputs, service_of(view), quantity)
+        )
 
     def _rate_session(
         self, view: CreditControlRequest, mscc: MultipleServicesCreditControl, rg: int, used: int
@@ -306,8 +307,8 @@ class ChargingApplication:
         """The rating of a session's MSCC, from the per-session cache when the CCR carries the
         same rating inputs (Event-Timestamp included) on the same catalogue as the last one.
         Raises a ``RatingError`` (never cached)."""
-        catalogue = self.catalogue.current
         inputs = rating_inputs(view, mscc)
+        catalogue = self.catalogue.of(inputs.imsi, inputs.msisdn)  # one dict lookup
         key = (view.session_id, rg)
         rated = self._rated.get(key)
         if (

@@ -91,7 +91,8 @@ class EventCharging:
             out.add(mscc_answer(code, rating_group=rg), code)
             return
         quote = resolution.quotes[0]
-        payer = payer_key(app.catalogue.current.tenant.id, resolution.payer)
+        tenant = app.catalogue.of(view.imsi, view.msisdn).tenant.id  # the SIM's tenant
+        payer = payer_key(tenant, resolution.payer)
         request_id = f"{view.session_id}:{view.request_number}:{rg or 0}"
         now_ms = int(app.clock() * 1000)
         rate = reservation_rate(quote)

@@ -20,6 +20,7 @@ from ocs.balance.keys import CATALOG, CATALOG_FILES
 from ocs.charging.application import ChargingApplication
 from ocs.charging.config import ChargingConfig
 from ocs.charging.errors import is_store_outage
+from ocs.charging.inforce import InForce
 from ocs.config import Settings
 from ocs.diameter.answers import Identity
 from ocs.lifecycle import Lifecycle, PassReport, PoolRules, lifecycle_metrics
@@ -27,9 +28,12 @@ from ocs.observability.metrics import ChargingMetrics, default_metrics
 from ocs.observability.outage import outage_log
 from ocs.observability.probes import outstanding_reservations
 from ocs.provisioning.catalog import fetch_files, lifecycle_rules
+from ocs.provisioning.catalogues import compile_state
+from ocs.provisioning.errors import Refused
 from ocs.provisioning.folder import apply_folder
+from ocs.provisioning.keys import IN_FORCE, state_key
 from ocs.rating.catalogue import Catalogue
-from ocs.rating.loader import CatalogueHolder, check_documents
+from ocs.rating.loader import check_catalog, check_documents, load_catalogue
 from ocs.store import RedisHandle, open_redis
 
 log = logging.getLogger(__name__)
@@ -47,11 +51,11 @@ class ChargingRuntime:
     store: BalanceStore
     redis: RedisHandle
     config: ChargingConfig
-    catalogue: CatalogueHolder
-    applied_at: str = ""
+    catalogue: InForce
+    applied_at: str = ""  # of the legacy single pointer ``ocs:catalog``
     data_dir: Path = field(default_factory=Path)  # where shared catalogue files are written
     _task: asyncio.Task[None] | None = field(default=None)
-    _rules: tuple[Catalogue, list[PoolRules]] | None = field(default=None)
+    _rules: tuple[tuple[int, ...], list[PoolRules]] | None = field(default=None)
 
     def start(self) -> None:
         if self._task is None:
@@ -73,36 +77,47 @@ class ChargingRuntime:
             self.application.metrics.failover_pending.set(failover.pending())
         else:
             self.application.metrics.failover_pending.set(0)
+
     def tenant_of(self, imsi: str | None, msisdn: str | None) -> str | None:
         """The tenant whose catalogue in force holds this IMSI (else MSISDN); None if none."""
-        catalogue = self.catalogue.current
-        if (imsi is not None and imsi in catalogue.sims_by_imsi) or (
-            msisdn is not None and msisdn in catalogue.sims_by_msisdn
-        ):
-            return catalogue.tenant.id
-        return None
+        return self.catalogue.tenant_of(imsi, msisdn)
 
     async def reload_if_applied(self) -> bool:
-        """Swap in the catalogue `ocs catalog apply` recorded, when it changed."""
+        """Load each tenant whose state in force changed (``ocs catalog apply``, the API,
+        an import), alone: the others keep charging meanwhile. True if any changed."""
+        changed = await load_tenants(self.store.redis, self.catalogue)
+        return await self._reload_pointer() or changed
+
+    async def _reload_pointer(self) -> bool:
+        """The legacy single pointer ``ocs:catalog``: its catalogue answers the SIMs of no
+        tenant in force per tenant (a folder recorded by ``provision_catalogue``)."""
         raw = await self.store.redis.hgetall(CATALOG)
         info = {_s(k): _s(v) for k, v in raw.items()}
         if "path" not in info or info.get("applied_at") == self.applied_at:
             return False
+        if info.get("tenant") in self.catalogue.stamps:  # that tenant is loaded per tenant
+            self.applied_at = info.get("applied_at", "")
+            if self.catalogue.fallback.tenant.id == info.get("tenant"):
+                self.catalogue.fallback = _unprovisioned_catalogue()
+            return False
         path = await catalogue_folder(self.store.redis, info, self.data_dir)
         if path is None:
             return False  # the files of this apply are not in Redis yet: next pass
-        report = await asyncio.to_thread(self.catalogue.reload, path)
+        report = await asyncio.to_thread(check_catalog, path)
         self.applied_at = info.get("applied_at", "")
-        if not report.ok:
+        if not report.ok or report.catalogue is None:
             log.error("catalogue %s not reloaded: %d error(s)", info["path"], len(report.errors))
-        return report.ok
+            return False
+        self.catalogue.fallback = report.catalogue
+        return True
 
     async def lifecycle_once(self, now_ms: int | None = None) -> PassReport:
         """One lifecycle pass (renewals, period rolls) over the current catalogue's pools;
         every worker runs it, each period is acted on once (docs/lifecycle.md)."""
-        catalogue = self.catalogue.current
-        if self._rules is None or self._rules[0] is not catalogue:
-            self._rules = (catalogue, lifecycle_rules(catalogue))
+        catalogues = self.catalogue.catalogues()
+        ids = tuple(map(id, catalogues))
+        if self._rules is None or self._rules[0] != ids:
+            self._rules = (ids, [r for c in catalogues for r in lifecycle_rules(c)])
         lifecycle = Lifecycle(
             self.store.redis, lifecycle_metrics(self.application.metrics.registry)
         )
@@ -163,6 +178,32 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+async def load_tenants(redis: Any, catalogues: InForce) -> bool:
+    """Compile (off the event loop) the state of every tenant whose in-force stamp changed
+    and swap it in; drop tenants no longer in force. True if anything changed."""
+    raw = await redis.hgetall(IN_FORCE)
+    stamps = {_s(k): _s(v) for k, v in raw.items()}
+    changed = False
+    for tenant in set(catalogues.stamps) - set(stamps):
+        catalogues.put(tenant, None)
+        changed = True
+    for tenant, stamp in sorted(stamps.items()):
+        if catalogues.stamps.get(tenant) == stamp:
+            continue
+        state = await redis.get(state_key(tenant))
+        if state is None:
+            continue
+        try:
+            catalogue = await asyncio.to_thread(compile_state, state)
+        except Refused as exc:  # only compiled states are stored: a bug or a hand edit
+            log.error("tenant %s not loaded: %s", tenant, exc.detail or exc.title)
+            catalogues.stamps[tenant] = stamp  # not again until it changes
+            continue
+        catalogues.put(tenant, catalogue, stamp)
+        changed = True
+    return changed
+
+
 async def catalogue_folder(redis: Any, info: dict[str, str], data_dir: Path) -> str | None:
     """The local folder of the applied catalogue ``info`` (the ``ocs:catalog`` pointer): the
     files shared through Redis written under ``data_dir``, else (applied before files were
@@ -194,18 +235,22 @@ async def create_charging(
         store = BalanceStore(handle.client, result_ttl_ms=config.answer_ttl * 1000)
         if catalog_path is not None:
             await apply_folder(store, catalog_path, settings.data_dir, source="ocs demo")
+        # every tenant in force; then the legacy single pointer for a tenant that is not
+        holder = InForce(_unprovisioned_catalogue())
+        await load_tenants(handle.client, holder)
         raw = await handle.client.hgetall(CATALOG)
         info = {_s(k): _s(v) for k, v in raw.items()}
-        path = await catalogue_folder(handle.client, info, settings.data_dir) if info else None
-        if path is not None:
-            holder = await asyncio.to_thread(CatalogueHolder.from_path, path)
-        else:
+        path = None
+        if info and info.get("tenant") not in holder.stamps:
+            path = await catalogue_folder(handle.client, info, settings.data_dir)
+            if path is not None:
+                holder.fallback = await asyncio.to_thread(load_catalogue, path)
+        if not holder.stamps and path is None:
             # A fresh node before provisioning: serve Diameter, answer every subscriber 5030,
-            # and pick up the catalogue as soon as `ocs catalog apply` records one.
+            # and pick up the catalogues as soon as `ocs catalog apply` records one.
             log.warning(
                 "no catalogue applied: every subscriber is unknown until `ocs catalog apply`"
             )
-            holder = CatalogueHolder(_unprovisioned_catalogue())
     except BaseException:
         await handle.close()
         raise
@@ -218,7 +263,9 @@ async def create_charging(
         handle,
         config,
         holder,
-        info.get("applied_at", "") if path is not None else "",  # else: load it next pass
+        info.get("applied_at", "")
+        if path is not None or info.get("tenant") in holder.stamps
+        else "",
         settings.data_dir,
     )
     if start:

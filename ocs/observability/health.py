@@ -16,13 +16,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
     from asyncpg import Pool
 
     from ocs.diameter.transport import DiameterServer
-    from ocs.rating.loader import CatalogueHolder
     from ocs.store import RedisClient
 
 CHECK_TIMEOUT: Final = 2.0  # seconds per readiness check
@@ -108,7 +107,14 @@ def postgres_check(pool: Pool[Any]) -> Check:
     return check
 
 
-def catalogue_check(holder: CatalogueHolder) -> Check:
+class _InForce(Protocol):
+    """What the check reads: a catalogue in force (``ocs.charging.inforce.InForce``)."""
+
+    @property
+    def current(self) -> Any: ...
+
+
+def catalogue_check(holder: _InForce) -> Check:
     async def check() -> str | None:
         if holder.current.tenant.id == UNPROVISIONED_TENANT:
             return "no catalogue applied (ocs catalog apply PATH)"

@@ -22,6 +22,8 @@ from ocs.balance.keys import (
 )
 from ocs.config import Settings
 from ocs.lifecycle import Lifecycle, PoolRules, pool_rules
+from ocs.provisioning.identity import owner_of
+from ocs.provisioning.keys import msisdn_key
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import load_catalogue
 from ocs.rating.models import PayerKind
@@ -199,7 +201,12 @@ def _text(value: bytes | str) -> str:
 
 
 async def balance_of(store: BalanceStore, msisdn: str) -> dict[str, Any] | None:
-    raw = await store.redis.hget(MSISDN_INDEX, msisdn)
+    """The payers of the SIM with ``msisdn``, in the index of the tenant holding it (else
+    the single index of a catalogue recorded by ``provision_catalogue``)."""
+    owner = await owner_of(store.redis, "msisdn", msisdn)
+    raw = None if owner is None else await store.redis.hget(msisdn_key(owner), msisdn)
+    if raw is None:
+        raw = await store.redis.hget(MSISDN_INDEX, msisdn)
     if raw is None:
         return None
     entry = json.loads(raw)

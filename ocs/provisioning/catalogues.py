@@ -35,7 +35,14 @@ from ocs.provisioning.catalog import (
 )
 from ocs.provisioning.errors import Refused
 from ocs.provisioning.identity import claim, identities_of
-from ocs.provisioning.keys import lock_key, revision_key, state_key, versions_key
+from ocs.provisioning.keys import (
+    IN_FORCE,
+    lock_key,
+    msisdn_key,
+    revision_key,
+    state_key,
+    versions_key,
+)
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.compiler import Sourced
 from ocs.rating.errors import Issue, Severity
@@ -267,14 +274,21 @@ class TenantCatalogues:
         serving = serve or pointer is None or _s(pointer) == tenant
         summary = dict(catalogue.summary())
         entry = {"revision": rev, "applied_at": now_ms, "source": source, "summary": summary}
+        index = msisdn_index(catalogue)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(state_key(tenant), json.dumps(state, separators=(",", ":")))
             pipe.set(revision_key(tenant), rev)
             pipe.lpush(versions_key(tenant), json.dumps(entry))
             pipe.ltrim(versions_key(tenant), 0, VERSIONS_KEPT - 1)
+            pipe.delete(msisdn_key(tenant))
+            if index:
+                pipe.hset(msisdn_key(tenant), mapping=index)
+            # after the state: a node that sees the stamp reads this state (or a newer one)
+            pipe.hset(IN_FORCE, tenant, f"{now_ms}.{rev}")
             await pipe.execute()
         if serving:
-            index = msisdn_index(catalogue)
+            # the single pointer of before per-tenant loading (`ocs import`'s default tenant,
+            # `ocs lifecycle run`, nodes of an older version)
             files = await asyncio.to_thread(folder_files, folder)
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.delete(MSISDN_INDEX)
@@ -290,11 +304,18 @@ class TenantCatalogues:
                     },
                 )
                 await pipe.execute()
-        return Applied(rev, str(folder), serving, summary)
+        return Applied(rev, str(folder), True, summary)
 
     async def versions(self, tenant: str, limit: int) -> list[dict[str, Any]]:
         raw = await self.redis.lrange(versions_key(tenant), 0, limit - 1)
         return [json.loads(r) for r in raw]
+
+
+def compile_state(raw: str | bytes) -> Catalogue:
+    """The catalogue of a stored state (:func:`ocs.provisioning.keys.state_key`); raises
+    :class:`Refused` if it does not compile (never expected: only compiled states are
+    stored). CPU-heavy: call it off the event loop."""
+    return _compile(json.loads(raw))
 
 
 def _compile(state: State) -> Catalogue:

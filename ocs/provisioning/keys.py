@@ -31,3 +31,13 @@ def versions_key(tenant: str) -> str:
 
 def lock_key(tenant: str) -> str:
     return f"{tenant_prefix(tenant)}:lock"
+
+
+IN_FORCE: Final = "ocs:catalog:tenants"
+"""HASH tenant -> stamp (``<ms>.<revision>``) of the state in force: every charging node
+loads each tenant's state (:func:`state_key`) when its stamp changes."""
+
+
+def msisdn_key(tenant: str) -> str:
+    """HASH MSISDN -> JSON {imsi, payers} of the tenant's SIMs (``ocs balance show``)."""
+    return f"ocs:msisdn:{tenant}"

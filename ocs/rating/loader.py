@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
@@ -226,6 +226,14 @@ def main_check(path: str) -> int:
     return 0
 
 
+class Catalogues(Protocol):
+    """Where the charging side finds the catalogue a usage is rated by: the tenant's of the
+    SIM (``ocs.charging.inforce.InForce``, many tenants), or one catalogue for every SIM
+    (:class:`CatalogueHolder`)."""
+
+    def of(self, imsi: str | None, msisdn: str | None) -> Catalogue: ...
+
+
 class CatalogueHolder:
     """The catalogue in force. `current` is swapped in one reference assignment, so readers
     never see a half-built catalogue; a folder with errors leaves the old one in place."""
@@ -241,6 +249,10 @@ class CatalogueHolder:
 
     @property
     def current(self) -> Catalogue:
+        return self._current
+
+    def of(self, imsi: str | None, msisdn: str | None) -> Catalogue:
+        """The one catalogue, whatever the SIM (:class:`Catalogues`)."""
         return self._current
 
     def replace(self, catalogue: Catalogue) -> None:

@@ -67,8 +67,16 @@ async def test_api_and_imported_sims_keep_charging_after_catalog_apply_and_resta
     assert r.json()["created"] == 1, r.text
     for imsi in (API_IMSI, IMPORTED_IMSI):
         assert await _code(settings, f"before;{imsi}", imsi) == 2001
-    # the folder again (an operator's routine re-apply), then a restart
-    assert await apply_catalog_cli(settings, str(DEMO)) == 0
+    # the folder again (an operator's routine re-apply) under a running node, then restarts
+    running = await create_charging(settings, registry=CollectorRegistry(), start=False)
+    try:
+        assert await apply_catalog_cli(settings, str(DEMO)) == 0
+        assert await running.reload_if_applied() is True
+        for imsi in (API_IMSI, IMPORTED_IMSI):
+            answer = await running.application.handle_ccr(data_ccr(f"run;{imsi}", imsi), None)
+            assert answer.get(A.AVP_RESULT_CODE) == 2001
+    finally:
+        await running.close()
     summary = json.loads(capsys.readouterr().out.split("\n}\n")[-2] + "\n}")
     assert summary["sims"] == summary["from_folder"]["sims"] + 2
     for imsi in (API_IMSI, IMPORTED_IMSI, "262019999999999"):
@@ -182,6 +190,7 @@ async def test_a_sim_changes_tenant_only_by_transfer(
         "/v1/subscriptions", json=other_sim, headers={"Authorization": f"Bearer {token}"}
     )
     assert r.status_code == 201, r.text
+    assert await _code(settings, "moved", API_IMSI) == 2001  # charged as globex's SIM now
 
 
 async def _token(redis: RedisClient, tenant: str) -> str:

@@ -305,7 +305,9 @@ async def snapshot(redis: RedisClient) -> dict[str, Any]:
             out[key] = await redis.get(key)
         elif kind == "hash":
             items = await redis.hgetall(key)
-            out[key] = {k: v for k, v in items.items() if v not in (b"other", "other")}
+            out[key] = {
+                k: v for k, v in items.items() if b"other" not in (k, v) and "other" not in (k, v)
+            }
         elif kind == "set":
             out[key] = sorted(await redis.smembers(key))
         elif kind == "zset":

@@ -1,5 +1,6 @@
-"""A catalogue applied on one node is served by a node that never saw its folder: the
-folder's files travel through Redis with the ``ocs:catalog`` pointer (single Redis and
+"""Every tenant in force is charged by one node, also by a node that never saw the folders:
+each tenant's state travels through Redis (``ocs:catalog:tenants`` names the stamp of each
+tenant's state), and a node loads the tenants whose stamp changed, alone (single Redis and
 cluster)."""
 
 from __future__ import annotations
@@ -10,66 +11,57 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from ocs.balance.keys import CATALOG_FILES
-from ocs.charging import apply_catalog, create_charging
+from ocs.balance.keys import PayerKeys
+from ocs.charging import apply_catalog, create_charging, show_balance
 from ocs.config import Settings
 from ocs.diameter import avp_codes as A
-from ocs.rating.loader import load_catalogue
 from tests.charging.helpers import ACME_IMSI
 from tests.charging.test_outcomes import data_ccr
 
+GLOBEX = Path(__file__).resolve().parents[2] / "policies" / "globex"
+GLOBEX_IMSI = "262020000000001"
 
-async def test_node_without_the_folder_loads_and_reloads_the_shared_catalogue(
+
+async def test_one_node_charges_every_tenant_and_reloads_one_alone(
     redis: Redis, redis_url: str, catalogue_dir: Path, tmp_path: Path
 ) -> None:
+    node_a = Settings(redis_url=redis_url, data_dir=tmp_path / "node-a")
     source = tmp_path / "applied-on-node-a"
     shutil.copytree(catalogue_dir, source)
-    await apply_catalog(source, Settings(redis_url=redis_url, data_dir=tmp_path / "node-a"))
+    await apply_catalog(source, node_a)
+    await apply_catalog(GLOBEX, node_a)
     shutil.rmtree(source)  # node B is another machine: no such folder there
 
     node_b = Settings(redis_url=redis_url, data_dir=tmp_path / "node-b")
     runtime = await create_charging(node_b, registry=CollectorRegistry(), start=False)
     try:
-        assert runtime.catalogue.current.tenant.name == "Demo IoT Operator"
-        answer = await runtime.application.handle_ccr(data_ccr("shared", ACME_IMSI), None)
-        assert answer.get(A.AVP_RESULT_CODE) == 2001
-        [fetched] = (tmp_path / "node-b" / "catalogues" / "shared").iterdir()
-        # the tenant's state in force (the folder merged with what the API created), as
-        # the one JSON document the provisioning layer writes
-        assert [p.name for p in fetched.iterdir()] == ["catalogue.yaml"]
-        shared = load_catalogue(fetched)
-        assert shared.plans.keys() == load_catalogue(catalogue_dir).plans.keys()
+        assert set(runtime.catalogue.tenants()) == {"demo", "globex"}
+        for sid, imsi in (("demo-1", ACME_IMSI), ("globex-1", GLOBEX_IMSI)):
+            answer = await runtime.application.handle_ccr(data_ccr(sid, imsi), None)
+            assert answer.get(A.AVP_RESULT_CODE) == 2001, imsi
+        # each charged to its own tenant's payer
+        demo_pool = PayerKeys("demo:prepaid_pool:acme-pool").reservations
+        globex_pool = PayerKeys("globex:prepaid_pool:globex-pool").reservations
+        assert await redis.hkeys(demo_pool) == [b"demo-1|10"]
+        assert await redis.hkeys(globex_pool) == [b"globex-1|10"]
+        assert runtime.tenant_of(GLOBEX_IMSI, None) == "globex"
+        shown = await show_balance("491500000001", node_a)  # ocs balance show, any tenant
+        assert [p["payer"] for p in shown["payers"]] == ["globex:prepaid_pool:globex-pool"]
+        assert [b["reserved"] for b in shown["payers"][0]["buckets"]] == [1_000_000]
+        assert runtime.tenant_of("001019999999999", None) is None
 
-        # A new apply elsewhere (renamed operator) reaches node B on its next pass.
+        # A new apply of demo elsewhere (renamed operator) reaches node B on its next pass;
+        # globex's catalogue is not touched (the same object: not even recompiled).
+        globex = runtime.catalogue.tenants()["globex"]
         shutil.copytree(catalogue_dir, source)
         tenant = source / "tenant.yaml"
         tenant.write_text(tenant.read_text().replace("Demo IoT Operator", "Renamed Operator"))
-        await apply_catalog(source, Settings(redis_url=redis_url, data_dir=tmp_path / "node-a"))
-        shutil.rmtree(source)
+        await apply_catalog(source, node_a)
         assert await runtime.reload_if_applied() is True
-        assert runtime.catalogue.current.tenant.name == "Renamed Operator"
+        assert runtime.catalogue.tenants()["demo"].tenant.name == "Renamed Operator"
+        assert runtime.catalogue.tenants()["globex"] is globex
         assert await runtime.reload_if_applied() is False  # nothing new
-        assert len(list((tmp_path / "node-b" / "catalogues" / "shared").iterdir())) <= 2
-    finally:
-        await runtime.close()
-
-
-async def test_half_recorded_apply_is_picked_up_on_the_next_pass(
-    redis: Redis, redis_url: str, catalogue_dir: Path, tmp_path: Path
-) -> None:
-    """The pointer names an apply whose files are not (yet) the ones in Redis: the node keeps
-    its catalogue and does not mark the apply as seen."""
-    settings = Settings(redis_url=redis_url, data_dir=tmp_path / "node")
-    await apply_catalog(catalogue_dir, settings)
-    runtime = await create_charging(settings, registry=CollectorRegistry(), start=False)
-    try:
-        files = await redis.hgetall(CATALOG_FILES)
-        await redis.hset(CATALOG_FILES, "\x00applied_at", "older")
-        await redis.hset("ocs:catalog", "applied_at", "newer")
-        assert await runtime.reload_if_applied() is False
-        assert runtime.applied_at != "newer"
-        await redis.hset(CATALOG_FILES, mapping={**files, "\x00applied_at": "newer"})
-        assert await runtime.reload_if_applied() is True
-        assert runtime.applied_at == "newer"
+        answer = await runtime.application.handle_ccr(data_ccr("globex-2", GLOBEX_IMSI), None)
+        assert answer.get(A.AVP_RESULT_CODE) == 2001
     finally:
         await runtime.close()
