@@ -16,6 +16,8 @@ from ocs.balance.keys import CATALOG
 from ocs.config import Settings
 from ocs.lifecycle.runner import Lifecycle
 from ocs.provisioning.catalog import lifecycle_rules
+from ocs.provisioning.catalogues import compile_state
+from ocs.provisioning.keys import IN_FORCE, state_key
 from ocs.rating.errors import CatalogueError
 from ocs.rating.loader import load_catalogue
 from ocs.store import open_redis
@@ -38,11 +40,20 @@ async def run_pass(settings: Settings, now_ms: int) -> dict[str, Any]:
     """One pass at ``now_ms`` over the pools of the catalogue last applied."""
     handle = await open_redis(settings, timeout=10.0)
     try:
-        raw = await handle.client.hget(CATALOG, "path")
-        if raw is None:
-            raise LookupError("no catalogue applied: run `ocs catalog apply PATH` first")
-        path = raw.decode() if isinstance(raw, bytes) else str(raw)
-        rules = lifecycle_rules(load_catalogue(path))
+        # every tenant in force (as `ocs serve` does), else the single pointer's folder
+        tenants = await handle.client.hgetall(IN_FORCE)
+        rules = []
+        path = ", ".join(sorted(_s(t) for t in tenants))
+        for tenant in sorted(_s(t) for t in tenants):
+            state = await handle.client.get(state_key(tenant))
+            if state is not None:
+                rules += lifecycle_rules(compile_state(state))
+        if not tenants:
+            raw = await handle.client.hget(CATALOG, "path")
+            if raw is None:
+                raise LookupError("no catalogue applied: run `ocs catalog apply PATH` first")
+            path = _s(raw)
+            rules = lifecycle_rules(load_catalogue(path))
         lifecycle = Lifecycle(handle.client)
         report = await lifecycle.run_once(rules, now_ms)
     finally:
@@ -70,3 +81,7 @@ async def main_lifecycle_run(settings: Settings, now: str | None, *, as_json: bo
     for op, n in summary["signals"].items():
         print(f"  {op.upper()} sent to {n} live session(s)")
     return 0
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
