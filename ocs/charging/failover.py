@@ -231,7 +231,7 @@ class FailureHandling:
             # client may buffer it, RFC 4006 Direct-Debiting-Failure-Handling)
             return credit_control_answer(request, app.identity, UNABLE_TO_COMPLY, extra=[self.ccfh])
         sid = view.session_id
-        tenant = app.catalogue.current.tenant.id
+        tenant = app.catalogue.of(view.imsi, view.msisdn).tenant.id  # the SIM's tenant
         unit = UNIT_OF[service_of(view)]
         msccs: list[Avp] = []
         codes: list[int] = []
