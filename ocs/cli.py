@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from .config import ConfigError, Settings
+from .config import ConfigError, Settings, parse_peer_flag
 from .observability.logs import configure_logging
 
 
@@ -51,6 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
             "--workers",
             type=int,
             help="worker processes sharing the ports (OCS_WORKERS, default 1; see docs/scaling.md)",
+        )
+        p.add_argument(
+            "--peer",
+            action="append",
+            metavar="ORIGIN-HOST=ADDRESS",
+            help="a Diameter peer allowed to connect from ADDRESS (IP or CIDR, comma separated); "
+            "repeatable, added to the peers of the config file (docs/operations.md)",
+        )
+        p.add_argument(
+            "--accept-unknown-peers",
+            action="store_true",
+            default=None,
+            help="admit any Diameter peer, logging each (OCS_ACCEPT_UNKNOWN_PEERS=1; "
+            "on in ocs demo)",
         )
     demo.add_argument("--catalog", default="policies/demo", help="catalogue folder to load")
 
@@ -245,8 +259,13 @@ def _offline(args: argparse.Namespace, settings: Settings) -> int | None:
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
+    accept_unknown = getattr(args, "accept_unknown_peers", None)
+    if args.command == "demo":
+        accept_unknown = True  # the demo serves whoever connects, and says so
     return Settings.load(
         getattr(args, "config", None),
+        add_peers=[parse_peer_flag(p) for p in getattr(args, "peer", None) or ()],
+        accept_unknown_peers=accept_unknown,
         host=getattr(args, "host", None),
         port=getattr(args, "port", None),
         origin_host=getattr(args, "origin_host", None),

@@ -6,12 +6,14 @@ Sources, lowest to highest precedence: defaults, a TOML config file (``--config`
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,6 +27,44 @@ REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 
 class ConfigError(Exception):
     """A configuration problem, reported with the file and field at fault."""
+
+
+class PeerSettings(BaseModel):
+    """A Diameter peer allowed to connect (docs/operations.md, "Diameter peers")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    origin_host: str = Field(min_length=1)
+    realm: str | None = None  # None: the realm its CER names is not checked
+    addresses: list[str] = Field(default_factory=list)  # source IPs or networks (CIDR)
+    tls_names: list[str] = Field(default_factory=list)  # certificate CN/SAN (origin_host)
+    applications: list[int] = Field(default_factory=list)  # empty: every application we serve
+    tenants: list[str] = Field(default_factory=list)  # tenants it may charge for; empty: any
+    relays_for: list[str] = Field(default_factory=list)  # Origin-Hosts it relays (a DRA)
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            try:
+                ipaddress.ip_network(address, strict=False)
+            except ValueError:
+                raise ValueError(f"{address!r} is not an IP address or network") from None
+        return value
+
+
+def parse_peer_flag(value: str) -> PeerSettings:
+    """``ORIGIN-HOST=ADDRESS[,ADDRESS...]`` of ``--peer``; raises ConfigError."""
+    host, sep, addresses = value.partition("=")
+    if not sep or not host.strip() or not addresses.strip():
+        raise ConfigError(f"--peer {value!r}: expected ORIGIN-HOST=ADDRESS")
+    try:
+        return PeerSettings(
+            origin_host=host.strip(), addresses=[a.strip() for a in addresses.split(",")]
+        )
+    except ValidationError as exc:
+        reasons = "; ".join(str(err["msg"]) for err in exc.errors())
+        raise ConfigError(f"--peer {value!r}: {reasons}") from None
 
 
 class Settings(BaseSettings):
@@ -47,6 +87,13 @@ class Settings(BaseSettings):
     write_buffer_high: int = Field(4 << 20, ge=65536)  # pause reading above this
     duplicate_cache_size: int = Field(65536, ge=0)
     shutdown_timeout: float = Field(5.0, ge=0)
+    # Who may connect, and what a connection may cost (docs/operations.md, "Diameter peers")
+    peers: list[PeerSettings] = Field(default_factory=list)
+    accept_unknown_peers: bool = False  # any Origin-Host is admitted (and logged); `ocs demo`
+    max_cer_size: int = Field(4096, ge=256, le=65536)  # bytes a connection may send before CER
+    message_timeout: float = Field(10.0, gt=0)  # seconds from a message's first byte to its last
+    max_connections: int = Field(1024, ge=1)  # Diameter connections in all (per process)
+    max_connections_per_address: int = Field(64, ge=1)  # from one source address
     # Process model: worker processes sharing the Diameter and HTTP ports (SO_REUSEPORT)
     workers: int = Field(1, ge=1, le=64)
     # Storage
@@ -96,9 +143,29 @@ class Settings(BaseSettings):
             )
         return value
 
+    @model_validator(mode="after")
+    def _peers_identifiable(self) -> Settings:
+        """A peer is known by where it connects from or by its certificate, never by the
+        Origin-Host it claims alone."""
+        for peer in self.peers:
+            if not peer.addresses and not (self.tls_ca and self.tls_cert):
+                raise ValueError(
+                    f"peer {peer.origin_host!r}: no addresses, so anyone could claim it; give "
+                    "its addresses, or serve TLS with client certificates (tls_ca)"
+                )
+        return self
+
     @classmethod
-    def load(cls, config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
-        """Merge file, environment and explicit overrides (None values are ignored)."""
+    def load(
+        cls,
+        config_file: str | os.PathLike[str] | None = None,
+        *,
+        add_peers: Sequence[PeerSettings] = (),
+        **overrides: Any,
+    ) -> Settings:
+        """Merge file, environment and explicit overrides (None values are ignored).
+        ``add_peers`` (``--peer``) join the peers of the file or environment; one with the
+        Origin-Host of a peer there replaces it."""
         file_values: dict[str, Any] = {}
         path = config_file or os.environ.get("OCS_CONFIG")
         if path:
@@ -114,7 +181,11 @@ class Settings(BaseSettings):
         env_names = {name for name in cls.model_fields if f"OCS_{name.upper()}" in os.environ}
         merged = {k: v for k, v in file_values.items() if k not in env_names} | explicit
         try:
-            return cls(**merged)
+            settings = cls(**merged)
+            if add_peers:
+                peers = {p.origin_host.lower(): p for p in (*settings.peers, *add_peers)}
+                settings = cls(**(merged | {"peers": list(peers.values())}))
+            return settings
         except ValidationError as exc:
             where = f"{path}" if path else "settings"
             reasons = "; ".join(

@@ -17,8 +17,10 @@ from .config import Settings
 from .diameter.answers import Identity
 from .diameter.node import Node
 from .diameter.peer import LocalConfig
-from .diameter.transport import DiameterServer, server_ssl_context
+from .diameter.peers import PeerSpec, PeerTable
+from .diameter.transport import ConnectionLimits, DiameterServer, server_ssl_context
 from .observability.health import default_health, listening_check
+from .observability.metrics import DiameterMetrics
 
 log = logging.getLogger("ocs.server")
 
@@ -41,7 +43,27 @@ def local_config(settings: Settings) -> LocalConfig:
         watchdog_interval=settings.watchdog_interval,
         cer_timeout=settings.cer_timeout,
         max_message_size=settings.max_message_size,
+        max_cer_size=settings.max_cer_size,
+        message_timeout=settings.message_timeout,
+        peers=peer_table(settings),
     )
+
+
+def peer_table(settings: Settings) -> PeerTable:
+    """The configured peers (docs/operations.md, "Diameter peers")."""
+    specs = [
+        PeerSpec.of(
+            p.origin_host,
+            realm=p.realm,
+            addresses=p.addresses,
+            tls_names=p.tls_names,
+            applications=p.applications,
+            tenants=p.tenants,
+            relays_for=p.relays_for,
+        )
+        for p in settings.peers
+    ]
+    return PeerTable.of(*specs, accept_unknown=settings.accept_unknown_peers)
 
 
 @dataclass
@@ -85,6 +107,8 @@ async def start(
         port=settings.port,
         ssl_context=ssl_context,
         write_buffer_high=settings.write_buffer_high,
+        limits=ConnectionLimits(settings.max_connections, settings.max_connections_per_address),
+        on_refusal=DiameterMetrics.default().count_refusal,
     )
     try:
         await server.start(reuse_port=reuse_port)
@@ -107,6 +131,8 @@ async def serve(settings: Settings, attach: Attach | None = None) -> None:
         f"{settings.host}:{runtime.server.port}",
         flush=True,
     )
+    if settings.accept_unknown_peers:
+        print("ocs: accepting any Diameter peer (accept_unknown_peers is on)", flush=True)
     try:
         await stop.wait()
     finally:

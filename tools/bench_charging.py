@@ -380,7 +380,12 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:
     )
     port = free_port()
     server = start_server(
-        [*taskset(server_cpu), *ocs, "serve", "--port", str(port), "--log-level", "WARNING"], env
+        [
+            *taskset(server_cpu),
+            *(*ocs, "serve", "--port", str(port), "--log-level", "WARNING"),
+            "--accept-unknown-peers",  # loadgen connects as loadgen-<run>.local
+        ],
+        env,
     )
     try:
         ours = measure(port, server.pid, args, gen_cpu, args.redis_url)

@@ -97,6 +97,7 @@ def run_ours(port: int) -> None:
 
     from ocs.diameter.node import Node, PeerInfo
     from ocs.diameter.peer import LocalConfig
+    from ocs.diameter.peers import PeerSpec, PeerTable
     from ocs.diameter.transport import DiameterServer
 
     mscc = grouped(
@@ -121,7 +122,10 @@ def run_ours(port: int) -> None:
     async def main() -> None:
         node = Node(SERVER)
         node.register(Application.CREDIT_CONTROL, Command.CREDIT_CONTROL, static_cca)
-        server = DiameterServer(node, LocalConfig(identity=SERVER), host="127.0.0.1", port=port)
+        peers = PeerTable.of(PeerSpec.of(CLIENT.origin_host, addresses=["127.0.0.1"]))
+        server = DiameterServer(
+            node, LocalConfig(identity=SERVER, peers=peers), host="127.0.0.1", port=port
+        )
         await server.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

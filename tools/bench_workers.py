@@ -239,6 +239,7 @@ def measure(workers: int, args: argparse.Namespace) -> dict[str, Any]:
         [
             *(ocs, "serve", "--workers", str(workers), "--port", str(port)),
             *("--http-port", "0", "--metrics-port", "0", "--log-level", "WARNING"),
+            "--accept-unknown-peers",  # loadgen connects as loadgen-<run>.local
         ],
         env,
     )

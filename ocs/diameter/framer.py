@@ -15,6 +15,9 @@ from .errors import FramingError
 
 _U32: Final = struct.Struct(">I")
 DEFAULT_MAX_MESSAGE: Final = 1 << 20  # 1 MiB: far above any CCR, far below memory trouble
+# Before its CER a connection is nobody: a CER is a few hundred bytes (freeDiameter's ~300,
+# with every Host-IP-Address and application of a large gateway well under 4 KiB).
+DEFAULT_MAX_CER: Final = 4096
 
 
 class Framer:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 from . import avp_codes as A
 from .answers import Identity, answer_for_error, make_error_answer
@@ -25,59 +27,128 @@ log = logging.getLogger("ocs.diameter")
 
 @dataclass(slots=True, eq=False)
 class PeerInfo:
-    """The peer a request came from, and how to send it requests of our own."""
+    """The peer a request came from, and how to send it requests of our own. ``tenants`` are
+    the tenants it may charge for (empty: any, see :class:`~ocs.diameter.peers.PeerSpec`)."""
 
     origin_host: str
     origin_realm: str
     send_request: Callable[[Message], Awaitable[Message]] = field(repr=False)
+    tenants: frozenset[str] = frozenset()
 
 
 Handler = Callable[[Message, PeerInfo], Awaitable[Message]]
 
+# RFC 6733 3: an End-to-End Identifier "MUST remain locally unique for a period of at least 4
+# minutes, even across reboots", and with Origin-Host it is what detects duplicates. A
+# retransmission comes within that window (Tx, failover); after it the same identifier may
+# legitimately name a new request, so an answer is replayed for at most this long.
+DUPLICATE_WINDOW: Final = 240.0
+
+_Entry = tuple[float, "bytes | asyncio.Future[bytes]"]  # (expires at, answer)
+DuplicateKey = tuple[str, str, int]  # (peer, request Origin-Host, End-to-End id), lower case
+
 
 class DuplicateCache:
-    """Answers by (Origin-Host, End-to-End id), bounded LRU (RFC 6733 6.2, duplicate detection).
+    """Answers for retransmissions (RFC 6733 6.2, the T flag), per peer: keyed by the peer
+    the request came over, its Origin-Host and End-to-End id, so one peer can neither read
+    nor poison another's answers. Bounded in time (:data:`DUPLICATE_WINDOW`) and in size
+    (``size`` answers in all; when full, the peer holding most gives up its oldest, so a
+    peer that floods evicts its own answers first).
 
     A request that arrives while its original is still being answered waits for that answer.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(
+        self,
+        size: int,
+        window: float = DUPLICATE_WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.size = size
-        self._entries: OrderedDict[tuple[str, int], bytes | asyncio.Future[bytes]] = OrderedDict()
+        self.window = window
+        self._clock = clock
+        self._peers: dict[str, OrderedDict[tuple[str, int], _Entry]] = {}
+        self._count = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._count
 
-    def lookup(self, key: tuple[str, int]) -> bytes | asyncio.Future[bytes] | None:
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._entries.move_to_end(key)
-        return entry
+    def lookup(self, key: DuplicateKey) -> bytes | asyncio.Future[bytes] | None:
+        entries = self._peers.get(key[0])
+        if entries is None:
+            return None
+        entry = entries.get(key[1:])
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            self._expire(key[0], entries)
+            return None
+        return entry[1]
 
-    def start(self, key: tuple[str, int]) -> asyncio.Future[bytes]:
+    def start(self, key: DuplicateKey) -> asyncio.Future[bytes]:
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._put(key, fut)
         return fut
 
-    def finish(self, key: tuple[str, int], fut: asyncio.Future[bytes], answer: bytes) -> None:
+    def finish(self, key: DuplicateKey, fut: asyncio.Future[bytes], answer: bytes) -> None:
         if not fut.done():
             fut.set_result(answer)
-        if self._entries.get(key) is fut:
-            self._entries[key] = answer
+        entries = self._peers.get(key[0])
+        if entries is None:
+            return
+        entry = entries.get(key[1:])
+        if entry is not None and entry[1] is fut:
+            entries[key[1:]] = (entry[0], answer)
 
-    def _put(self, key: tuple[str, int], value: bytes | asyncio.Future[bytes]) -> None:
-        entries = self._entries
-        entries[key] = value
-        while len(entries) > self.size:
+    def _put(self, key: DuplicateKey, value: bytes | asyncio.Future[bytes]) -> None:
+        if self.size <= 0:
+            return
+        now = self._clock()
+        entries = self._peers.get(key[0])
+        if entries is not None:
+            self._expire(key[0], entries, now)
+        entries = self._peers.setdefault(key[0], OrderedDict())
+        sub = key[1:]
+        if sub in entries:  # an identifier reused after its answer expired from view
+            del entries[sub]
+            self._count -= 1
+        entries[sub] = (now + self.window, value)
+        self._count += 1
+        while self._count > self.size:
+            peer = max(self._peers, key=lambda p: len(self._peers[p]))
+            biggest = self._peers[peer]
+            biggest.popitem(last=False)
+            self._count -= 1
+            if not biggest:
+                del self._peers[peer]
+
+    def _expire(
+        self, peer: str, entries: OrderedDict[tuple[str, int], _Entry], now: float | None = None
+    ) -> None:
+        """Drop the expired answers at the head of ``peer``'s entries (oldest first)."""
+        now = self._clock() if now is None else now
+        while entries:
+            first = next(iter(entries.values()))
+            if first[0] > now:
+                break
             entries.popitem(last=False)
+            self._count -= 1
+        if not entries and self._peers.get(peer) is entries:
+            del self._peers[peer]
 
 
 class Node:
-    def __init__(self, identity: Identity, *, duplicate_cache_size: int = 65536) -> None:
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        duplicate_cache_size: int = 65536,
+        duplicate_window: float = DUPLICATE_WINDOW,
+    ) -> None:
         self.identity = identity
         self._handlers: dict[tuple[int, int], Handler] = {}
         self._applications: set[int] = set()
-        self.duplicates = DuplicateCache(duplicate_cache_size)
+        self.duplicates = DuplicateCache(duplicate_cache_size, duplicate_window)
         self.peers: dict[str, list[PeerInfo]] = {}
         self.requests_handled = 0
         self.duplicates_answered = 0
@@ -109,7 +180,8 @@ class Node:
         """Answer one application request; returns the encoded answer. Never raises."""
         origin = request.find(A.AVP_ORIGIN_HOST)
         key = (
-            origin.data.decode("utf-8", "replace") if origin and origin.data else "",
+            peer.origin_host.lower(),
+            origin.data.decode("utf-8", "replace").lower() if origin and origin.data else "",
             request.e2e_id,
         )
         cached = self.duplicates.lookup(key)

@@ -11,6 +11,13 @@ Deliberate simplifications (documented for operators):
   alongside the first; the routing agent in front of us chooses which one to use.
 * TLS is negotiated at connection set-up (RFC 6733 "TLS/TCP" on a dedicated port), not in band;
   CER Inband-Security-Id other than NO_INBAND_SECURITY is ignored.
+
+Who may connect (responder side): :mod:`ocs.diameter.peers`. Before its CER a connection may
+buffer at most ``max_cer_size`` bytes and must send the CER within ``cer_timeout``; after it,
+messages are up to ``max_message_size`` and a message that has started must be complete within
+``message_timeout`` (a peer trickling a byte a second is closed; only whole messages count as
+traffic for the watchdog). Every refusal is reported as a :class:`Refused` action, which the
+transport counts.
 """
 
 from __future__ import annotations
@@ -34,7 +41,19 @@ from .constants import (
     ResultCode,
 )
 from .errors import DiameterError, FramingError, MissingAvp
-from .framer import DEFAULT_MAX_MESSAGE, Framer
+from .framer import DEFAULT_MAX_CER, DEFAULT_MAX_MESSAGE, Framer
+from .peers import (
+    REFUSED_APPLICATION,
+    REFUSED_CER_SIZE,
+    REFUSED_CER_TIMEOUT,
+    REFUSED_FORGED_ORIGIN_HOST,
+    REFUSED_MESSAGE_SIZE,
+    REFUSED_SLOW_MESSAGE,
+    ConnectionOrigin,
+    PeerRefused,
+    PeerSpec,
+    PeerTable,
+)
 
 BASE_COMMANDS = frozenset(
     {Command.CAPABILITIES_EXCHANGE, Command.DEVICE_WATCHDOG, Command.DISCONNECT_PEER}
@@ -67,16 +86,21 @@ class LocalConfig:
     cer_timeout: float = 10.0
     dpa_timeout: float = 5.0
     max_message_size: int = DEFAULT_MAX_MESSAGE
+    max_cer_size: int = DEFAULT_MAX_CER  # what a connection may send before its CER is whole
+    message_timeout: float = 10.0  # seconds from a message's first byte to its last
+    peers: PeerTable = field(default_factory=PeerTable)  # who may connect to us
 
 
 @dataclass(frozen=True, slots=True)
 class RemotePeer:
-    """What the other side told us in its CER/CEA."""
+    """What the other side told us in its CER/CEA; ``spec`` is the configured peer it was
+    admitted as (None when we initiated the connection)."""
 
     origin_host: str
     origin_realm: str
     product_name: str = ""
     applications: frozenset[int] = frozenset()
+    spec: PeerSpec | None = None
 
 
 # -- actions returned to the transport ------------------------------------------------------
@@ -112,21 +136,41 @@ class Close:
     reason: str
 
 
-Action = Send | Dispatch | Deliver | Opened | Close
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A connection or a request refused, for the metrics: ``reason`` is a label of
+    :mod:`ocs.diameter.peers` (``unknown_peer``, ``forged_origin_host``, ...)."""
+
+    reason: str
+    detail: str = ""
+
+
+Action = Send | Dispatch | Deliver | Opened | Close | Refused
 
 
 class PeerConnection:
     """The state of one Diameter connection. All methods return a list of actions."""
 
-    def __init__(self, config: LocalConfig, *, initiator: bool, now: float) -> None:
+    def __init__(
+        self,
+        config: LocalConfig,
+        *,
+        initiator: bool,
+        now: float,
+        origin: ConnectionOrigin | None = None,
+    ) -> None:
         self.config = config
         self.initiator = initiator
+        self.origin = origin if origin is not None else ConnectionOrigin()
         self.state = PeerState.WAIT_CEA if initiator else PeerState.WAIT_CER
         self.remote: RemotePeer | None = None
         self.common_applications: frozenset[int] = frozenset()
-        self._framer = Framer(config.max_message_size)
+        # Origin-Hosts (lower-case bytes) a request on this connection may carry, once open
+        self._origin_hosts: frozenset[bytes] = frozenset()
+        self._framer = Framer(config.max_message_size if initiator else config.max_cer_size)
         self._next_id = random.getrandbits(32)
-        self._last_rx = now
+        self._last_rx = now  # the last whole message (or the connection's start)
+        self._partial_since: float | None = None  # first byte of an unfinished message
         self._opened_at = now
         self._dwr_sent_at: float | None = None
         self._dwr_hbh: int | None = None
@@ -165,11 +209,20 @@ class PeerConnection:
     def receive_data(self, data: bytes, now: float) -> list[Action]:
         if self.state is PeerState.CLOSED:
             return []
-        self._last_rx = now
+        framer = self._framer
         try:
-            raws = self._framer.feed(data)
+            raws = framer.feed(data)
         except FramingError as exc:
-            return [*self._answer_framing_error(exc), Close(f"framing error: {exc.message}")]
+            return [
+                *self._refused_size(exc),
+                *self._answer_framing_error(exc),
+                Close(f"framing error: {exc.message}"),
+            ]
+        if raws:
+            self._last_rx = now
+            self._partial_since = now if framer.buffered else None
+        elif self._partial_since is None:
+            self._partial_since = now
         actions: list[Action] = []
         for raw in raws:
             actions.extend(self._receive_message(raw, now))
@@ -184,7 +237,7 @@ class PeerConnection:
         cfg = self.config
         if self.state is PeerState.WAIT_CER and now >= self._opened_at + cfg.cer_timeout:
             self.state = PeerState.CLOSED
-            return [Close("no CER received in time")]
+            return [Refused(REFUSED_CER_TIMEOUT), Close("no CER received in time")]
         if self.state is PeerState.WAIT_CEA and now >= self._opened_at + cfg.cer_timeout:
             self.state = PeerState.CLOSED
             return [Close("no CEA received in time")]
@@ -195,6 +248,11 @@ class PeerConnection:
             return []
         if self.state is not PeerState.OPEN:
             return []
+        partial = self._partial_since
+        if partial is not None and now >= partial + cfg.message_timeout:
+            self.state = PeerState.CLOSED
+            detail = f"a message still incomplete after {cfg.message_timeout:g} s"
+            return [Refused(REFUSED_SLOW_MESSAGE, detail), Close(detail)]
         if self._dwr_sent_at is not None:
             if now >= self._dwr_sent_at + self._tw:
                 if not self.suspect:
@@ -220,9 +278,12 @@ class PeerConnection:
             return self._opened_at + cfg.cer_timeout
         if self.state is PeerState.CLOSING and self._closing_since is not None:
             return self._closing_since + cfg.dpa_timeout
-        if self._dwr_sent_at is not None:
-            return self._dwr_sent_at + self._tw
-        return self._last_rx + self._tw
+        deadline = self._dwr_sent_at + self._tw if self._dwr_sent_at is not None else None
+        if deadline is None:
+            deadline = self._last_rx + self._tw
+        if self._partial_since is not None:
+            deadline = min(deadline, self._partial_since + cfg.message_timeout)
+        return deadline
 
     def disconnect(self, now: float, cause: int = DisconnectCause.REBOOTING) -> list[Action]:
         """Send DPR (graceful shutdown); the connection closes on DPA or after a timeout."""
@@ -273,6 +334,18 @@ class PeerConnection:
                 error_message="capabilities exchange (CER) must come first",
             )
             return [Send(error.encode()), Close("request before CER")]
+        if self._origin_hosts:
+            origin = msg.find(A.AVP_ORIGIN_HOST)
+            if origin is None or origin.data is None:
+                missing = MissingAvp("request without Origin-Host", text(A.AVP_ORIGIN_HOST, ""))
+                return [Send(answer_for_error(msg, identity, missing).encode())]
+            if origin.data.lower() not in self._origin_hosts:
+                claimed = origin.data.decode("utf-8", "replace")
+                detail = f"request Origin-Host {claimed!r} is not the peer's"
+                error = make_error_answer(
+                    msg, identity, ResultCode.DIAMETER_UNKNOWN_PEER, error_message=detail
+                )
+                return [Send(error.encode()), Refused(REFUSED_FORGED_ORIGIN_HOST, detail)]
         if command == Command.DEVICE_WATCHDOG:
             return [
                 Send(
@@ -336,16 +409,39 @@ class PeerConnection:
                 identity,
                 ResultCode.DIAMETER_UNABLE_TO_COMPLY,
                 error_message="capabilities already exchanged",
-                avps=self._capabilities(),
+                avps=self._capabilities(with_origin=False),
             )
             return [Send(error.encode())]
         try:
             remote = _remote_from_capabilities(msg)
         except DiameterError as exc:
             self.state = PeerState.CLOSED
-            error = answer_for_error(msg, identity, exc, self._capabilities())
+            error = answer_for_error(msg, identity, exc, self._capabilities(with_origin=False))
             return [Send(error.encode()), Close(f"invalid CER: {exc.message}")]
+        try:
+            spec = self.config.peers.admit(
+                remote.origin_host,
+                remote.origin_realm,
+                self.origin,
+                own_host=identity.origin_host,
+            )
+        except PeerRefused as refused:
+            self.state = PeerState.CLOSED
+            error = make_error_answer(
+                msg,
+                identity,
+                ResultCode.DIAMETER_UNKNOWN_PEER,
+                error_message="unknown peer",
+                avps=self._capabilities(with_origin=False),
+            )
+            return [
+                Send(error.encode()),
+                Refused(refused.reason, refused.detail),
+                Close(refused.detail),
+            ]
         common = self._common(remote.applications)
+        if spec.applications:
+            common &= spec.applications
         if not common:
             self.state = PeerState.CLOSED
             error = make_error_answer(
@@ -353,11 +449,22 @@ class PeerConnection:
                 identity,
                 ResultCode.DIAMETER_NO_COMMON_APPLICATION,
                 error_message="no common application (we serve Diameter Credit-Control, 4)",
-                avps=self._capabilities(),
+                avps=self._capabilities(with_origin=False),
             )
-            return [Send(error.encode()), Close("no common application")]
+            actions: list[Action] = [Send(error.encode())]
+            if spec.applications:
+                detail = f"CER {remote.origin_host!r}: no application it is allowed"
+                actions.append(Refused(REFUSED_APPLICATION, detail))
+            return [*actions, Close("no common application")]
+        remote = RemotePeer(
+            remote.origin_host, remote.origin_realm, remote.product_name, remote.applications, spec
+        )
         self.remote = remote
         self.common_applications = common
+        self._origin_hosts = frozenset(
+            h.lower().encode() for h in (spec.origin_host, remote.origin_host, *spec.relays_for)
+        )
+        self._framer.max_length = self.config.max_message_size
         self.state = PeerState.OPEN
         cea = make_answer(
             msg, identity, ResultCode.DIAMETER_SUCCESS, self._capabilities(with_origin=False)
@@ -426,6 +533,17 @@ class PeerConnection:
         return Send(msg.encode())
 
     # -- errors ----------------------------------------------------------------------------
+    def _refused_size(self, exc: FramingError) -> list[Action]:
+        """A message longer than this connection may send (before or after its CER)."""
+        header = exc.header
+        if len(header) < 4 or int.from_bytes(header[1:4], "big") <= self._framer.max_length:
+            return []
+        if self.state is PeerState.WAIT_CER:
+            return [
+                Refused(REFUSED_CER_SIZE, f"more than {self._framer.max_length} bytes before CER")
+            ]
+        return [Refused(REFUSED_MESSAGE_SIZE, f"a message over {self._framer.max_length} bytes")]
+
     def _answer_framing_error(self, exc: FramingError) -> list[Action]:
         """Best effort: answer a request whose header we could read, then close."""
         self.state = PeerState.CLOSED

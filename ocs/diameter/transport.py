@@ -7,6 +7,13 @@ high-water mark we stop reading from that peer (no new requests are accepted fro
 buffer drains. The number of requests in flight per connection is capped the same way, so one
 peer can never make the server buffer without bound. Errors in one connection never reach
 another: every callback catches and closes only its own connection.
+
+Limits (:class:`ConnectionLimits`): at most ``max_connections`` connections in all and
+``max_per_address`` from one source address; a connection over either is aborted as soon as
+it is accepted. When the total is reached, the oldest connection still waiting for its CER
+gives its place to the new one (a flood of silent connections cannot lock a configured peer
+out; a configured peer completes its CER in one round trip). A TLS handshake must end within
+the CER timeout. Every refusal is counted through ``on_refusal(reason)``.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from .codec import Message
@@ -29,12 +37,44 @@ from .peer import (
     LocalConfig,
     Opened,
     PeerConnection,
+    PeerState,
+    Refused,
     Send,
+)
+from .peers import (
+    REFUSED_EVICTED,
+    REFUSED_MAX_CONNECTIONS,
+    REFUSED_MAX_PER_ADDRESS,
+    ConnectionOrigin,
+    certificate_names,
 )
 
 log = logging.getLogger("ocs.diameter")
 
 MAX_IN_FLIGHT = 1024  # requests being answered per connection before we stop reading
+
+RefusalCounter = Callable[[str], None]
+
+
+def _no_count(_reason: str) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    max_connections: int = 1024
+    max_per_address: int = 64
+
+
+def connection_origin(transport: asyncio.BaseTransport) -> ConnectionOrigin:
+    """The remote address and, over TLS, the names of the client certificate."""
+    peername = transport.get_extra_info("peername")
+    address = str(peername[0]) if isinstance(peername, tuple) and peername else None
+    ssl_object = transport.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return ConnectionOrigin(address)
+    cert = ssl_object.getpeercert()
+    return ConnectionOrigin(address, tls=True, cert_names=certificate_names(cert))
 
 
 class DiameterProtocol(asyncio.Protocol):
@@ -46,12 +86,17 @@ class DiameterProtocol(asyncio.Protocol):
         initiator: bool = False,
         write_buffer_high: int = 4 << 20,
         on_close: Callable[[DiameterProtocol], None] | None = None,
+        on_open: Callable[[DiameterProtocol], bool] | None = None,
+        on_refusal: RefusalCounter = _no_count,
     ) -> None:
         self.node = node
         self.config = config
         self.initiator = initiator
         self.write_buffer_high = write_buffer_high
         self._on_close = on_close
+        self._on_open = on_open  # the server's admission: False aborts the connection
+        self._on_refusal = on_refusal
+        self.address: str | None = None
         self.loop = asyncio.get_running_loop()
         self.peer = PeerConnection(config, initiator=initiator, now=self.loop.time())
         self.transport: asyncio.Transport | None = None
@@ -69,6 +114,12 @@ class DiameterProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCPTransport does not subclass asyncio.Transport: no isinstance check here.
         self.transport = cast(asyncio.Transport, transport)
+        origin = connection_origin(transport)
+        self.address = origin.address
+        if self._on_open is not None and not self._on_open(self):
+            self.transport.abort()
+            return
+        self.peer.origin = origin
         self.transport.set_write_buffer_limits(high=self.write_buffer_high)
         self._run(self.peer.start(self.loop.time()))
         self._arm_timer()
@@ -122,12 +173,27 @@ class DiameterProtocol(asyncio.Protocol):
                 if fut is not None and not fut.done():
                     fut.set_result(action.answer)
             elif isinstance(action, Opened):
+                remote = action.peer
+                spec = remote.spec
                 self.info = PeerInfo(
-                    action.peer.origin_host, action.peer.origin_realm, self.send_request
+                    remote.origin_host,
+                    remote.origin_realm,
+                    self.send_request,
+                    spec.tenants if spec is not None else frozenset(),
                 )
+                if spec is not None and not spec.configured:
+                    log.warning(
+                        "admitted unknown peer %r (realm %r) from %s: accept_unknown_peers is on",
+                        remote.origin_host,
+                        remote.origin_realm,
+                        self.peer.origin.describe(),
+                    )
                 self.node.peer_opened(self.info)
                 if not self.opened.done():
                     self.opened.set_result(None)
+            elif isinstance(action, Refused):
+                log.info("refused (%s): %s", action.reason, action.detail)
+                self._on_refusal(action.reason)
             elif isinstance(action, Close):
                 log.info("closing connection: %s", action.reason)
                 self._close(action.reason)
@@ -231,7 +297,7 @@ class DiameterProtocol(asyncio.Protocol):
 
 
 class DiameterServer:
-    """Listens, accepts peers, and shuts down gracefully."""
+    """Listens, accepts peers within :class:`ConnectionLimits`, and shuts down gracefully."""
 
     def __init__(
         self,
@@ -242,6 +308,8 @@ class DiameterServer:
         port: int,
         ssl_context: ssl.SSLContext | None = None,
         write_buffer_high: int = 4 << 20,
+        limits: ConnectionLimits | None = None,
+        on_refusal: RefusalCounter = _no_count,
     ) -> None:
         self.node = node
         self.config = config
@@ -249,7 +317,11 @@ class DiameterServer:
         self.port = port
         self.ssl_context = ssl_context
         self.write_buffer_high = write_buffer_high
+        self.limits = limits if limits is not None else ConnectionLimits()
+        self.on_refusal = on_refusal
         self.connections: set[DiameterProtocol] = set()
+        self._admitted: dict[DiameterProtocol, None] = {}  # in order of arrival
+        self._per_address: dict[str | None, int] = {}
         self._server: asyncio.Server | None = None
 
     def _factory(self) -> DiameterProtocol:
@@ -257,10 +329,50 @@ class DiameterServer:
             self.node,
             self.config,
             write_buffer_high=self.write_buffer_high,
-            on_close=self.connections.discard,
+            on_close=self._closed,
+            on_open=self._admit,
+            on_refusal=self.on_refusal,
         )
         self.connections.add(proto)
         return proto
+
+    def _admit(self, proto: DiameterProtocol) -> bool:
+        """Within the limits? Called once the connection is accepted (and TLS set up)."""
+        limits = self.limits
+        address = proto.address
+        if self._per_address.get(address, 0) >= limits.max_per_address:
+            self._refuse(proto, REFUSED_MAX_PER_ADDRESS)
+            return False
+        if len(self._admitted) >= limits.max_connections:
+            waiting = next((c for c in self._admitted if c.peer.state is PeerState.WAIT_CER), None)
+            if waiting is None:
+                self._refuse(proto, REFUSED_MAX_CONNECTIONS)
+                return False
+            self.on_refusal(REFUSED_EVICTED)
+            self._forget(waiting)
+            waiting._close("evicted: connection limit reached before its CER")
+        self._admitted[proto] = None
+        self._per_address[address] = self._per_address.get(address, 0) + 1
+        return True
+
+    def _refuse(self, proto: DiameterProtocol, reason: str) -> None:
+        self.connections.discard(proto)
+        self.on_refusal(reason)
+        log.info("refused connection from %s: %s", proto.address, reason)
+
+    def _forget(self, proto: DiameterProtocol) -> None:
+        if proto in self._admitted:
+            del self._admitted[proto]
+            address = proto.address
+            left = self._per_address.get(address, 1) - 1
+            if left > 0:
+                self._per_address[address] = left
+            else:
+                self._per_address.pop(address, None)
+
+    def _closed(self, proto: DiameterProtocol) -> None:
+        self.connections.discard(proto)
+        self._forget(proto)
 
     async def start(self, *, reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()
@@ -272,10 +384,19 @@ class DiameterServer:
             reuse_address=True,
             reuse_port=reuse_port or None,
             backlog=1024,
+            ssl_handshake_timeout=self.config.cer_timeout if self.ssl_context else None,
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         log.info("Diameter server listening on %s:%s", self.host, self.port)
+        peers = self.config.peers
+        if peers.accept_unknown:
+            log.warning(
+                "accept_unknown_peers is on: any Diameter peer is admitted (%d configured)",
+                len(peers.peers),
+            )
+        else:
+            log.info("Diameter peers configured: %s", ", ".join(sorted(peers.peers)) or "none")
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, answer what is in flight, DPR every open peer, close the rest."""

@@ -234,6 +234,40 @@ class ApiMetrics:
         self.topup_amount.labels(currency).inc(amount)
 
 
+class DiameterMetrics:
+    """What the Diameter edge refuses: ``ocs_diameter_refused_total{reason}``, one reason per
+    check (``unknown_peer``, ``forged_origin_host``, ``max_connections``, ``cer_timeout``,
+    ``slow_message``, ...; docs/operations.md lists them)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        reg = registry if registry is not None else DEFAULT_REGISTRY
+        self.refused = Counter(
+            "ocs_diameter_refused",
+            "Diameter connections closed or requests answered 3010 by the peer checks and "
+            "resource limits, by reason",
+            ["reason"],
+            registry=reg,
+        )
+        self._children: dict[str, Counter] = {}
+
+    def count_refusal(self, reason: str) -> None:
+        counter = self._children.get(reason)
+        if counter is None:
+            counter = self._children[reason] = self.refused.labels(reason)
+        counter.inc()
+
+    @classmethod
+    def default(cls) -> DiameterMetrics:
+        """The process-wide instance on the default registry (created once)."""
+        global _diameter  # noqa: PLW0603 - one set of collectors per process registry
+        if _diameter is None:
+            _diameter = cls()
+        return _diameter
+
+
+_diameter: DiameterMetrics | None = None
+
+
 class OfflineMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         reg = registry if registry is not None else DEFAULT_REGISTRY
@@ -362,6 +396,7 @@ def readiness_collector(registry: CollectorRegistry) -> ReadinessCollector:
 def register_all(registry: CollectorRegistry) -> tuple[ChargingMetrics, ApiMetrics, OfflineMetrics]:
     """Every metric of ocs on ``registry`` (tests list the names the dashboards may use)."""
     readiness_collector(registry)
+    DiameterMetrics(registry)
     return ChargingMetrics(registry), ApiMetrics(registry), OfflineMetrics(registry)
 
 

@@ -26,6 +26,7 @@ from ocs.diameter.peer import LocalConfig
 from ocs.diameter.transport import DiameterProtocol, DiameterServer, connect
 from ocs.network import attach_network
 from ocs.rating.loader import _StrictLoader
+from ocs.server import local_config
 from ocs.store import RedisClient
 from tests.balance.fixtures import db_url, flushed_client, redis_base_url
 
@@ -81,6 +82,7 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
         origin_host="ocs.test",
         origin_realm="test",
         log_level="WARNING",
+        peers=[{"origin_host": "pgw.test", "addresses": ["127.0.0.1"]}],
     )
 
 
@@ -149,7 +151,7 @@ async def gateway(settings: Settings, demo: Api) -> AsyncIterator[Gateway]:
         Command.CREDIT_CONTROL,
         net.track(runtime.application.handle_ccr, runtime.tenant_of),
     )
-    server = DiameterServer(node, LocalConfig(identity=node.identity), host="127.0.0.1", port=0)
+    server = DiameterServer(node, local_config(settings), host="127.0.0.1", port=0)
     await server.start()
     gw_identity = Identity("pgw.test", "test")
     gw_node = Node(gw_identity)

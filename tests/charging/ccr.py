@@ -47,10 +47,11 @@ def build_ccr(
     retransmit: bool = False,
     when: datetime | None = None,
     sms_recipient: str | None = None,
+    origin_host: str = "pgw.test",
 ) -> Message:
     avps: list[Avp] = [
         text(A.AVP_SESSION_ID, session_id),
-        text(A.AVP_ORIGIN_HOST, "pgw.test"),
+        text(A.AVP_ORIGIN_HOST, origin_host),
         text(A.AVP_ORIGIN_REALM, "test"),
         text(A.AVP_DESTINATION_REALM, "local"),
         u32(A.AVP_AUTH_APPLICATION_ID, Application.CREDIT_CONTROL),

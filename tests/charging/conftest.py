@@ -119,6 +119,7 @@ def settings_for(redis_url: str, config: ChargingConfig, **overrides: Any) -> Se
         "fui_redirect_url": config.fui_redirect_url,
         "free_rating_groups": sorted(config.free_rating_groups),
         "shutdown_timeout": 2.0,
+        "peers": [{"origin_host": CLIENT.origin_host, "addresses": ["127.0.0.1"]}],
     }
     return Settings(**(values | overrides))
 

@@ -35,7 +35,11 @@ POOL_SIZE: Final = 60 * MB  # small enough that the sessions contend for it
 SESSIONS: Final = 80
 KILL_AFTER: Final = 150  # answers received before the SIGKILL
 RECLAIM_WAIT: Final = 60.0  # seconds at most for the restarted server to reclaim orphans
-SERVER_ENV: Final = {"OCS_VALIDITY_TIME": "2", "OCS_RECLAIM_GRACE": "1"}
+SERVER_ENV: Final = {
+    "OCS_VALIDITY_TIME": "2",
+    "OCS_RECLAIM_GRACE": "1",
+    "OCS_PEERS": f'[{{"origin_host": "{CLIENT.origin_host}", "addresses": ["127.0.0.1"]}}]',
+}
 
 
 @dataclass

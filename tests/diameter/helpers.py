@@ -29,8 +29,8 @@ def cer(
     )
 
 
-def dwr(hbh: int = 2) -> Message:
-    avps = [text(A.AVP_ORIGIN_HOST, CLIENT_HOST), text(A.AVP_ORIGIN_REALM, CLIENT_REALM)]
+def dwr(hbh: int = 2, origin_host: str = CLIENT_HOST) -> Message:
+    avps = [text(A.AVP_ORIGIN_HOST, origin_host), text(A.AVP_ORIGIN_REALM, CLIENT_REALM)]
     return build_message(Command.DEVICE_WATCHDOG, 0, avps, proxiable=False, hbh_id=hbh, e2e_id=hbh)
 
 

@@ -163,6 +163,7 @@ async def test_serve_answers_cer_dwr_ccr_and_sends_dpr_on_sigterm(tmp_path: Path
         tmp_path,
         *("--host", "127.0.0.1", "--port", str(port)),
         *("--origin-host", "ocs.test", "--origin-realm", "test"),
+        *("--peer", f"{CLIENT_HOST}=127.0.0.1"),
     )
     assert server.port == port
     peer = await Peer.open(port)
@@ -216,6 +217,7 @@ async def test_serve_exposes_metrics_and_the_http_api(tmp_path: Path) -> None:
     server = await OcsServe.start(
         tmp_path,
         *("--port", str(port), "--origin-host", "ocs.test", "--origin-realm", "test"),
+        *("--peer", f"{CLIENT_HOST}=127.0.0.1"),
         *("--http-port", str(http_port), "--metrics-port", str(metrics_port)),
     )
     peer = await Peer.open(port)
@@ -250,7 +252,12 @@ async def http_get(port: int, path: str) -> bytes:
 
 async def test_port_and_origin_host_from_environment(tmp_path: Path) -> None:
     port = free_port()
-    env = clean_env(tmp_path, OCS_PORT=str(port), OCS_ORIGIN_HOST="env.ocs.test")
+    env = clean_env(
+        tmp_path,
+        OCS_PORT=str(port),
+        OCS_ORIGIN_HOST="env.ocs.test",
+        OCS_PEERS=f'[{{"origin_host": "{CLIENT_HOST}", "addresses": ["127.0.0.1/8"]}}]',
+    )
     server = await OcsServe.start(tmp_path, env=env)
     try:
         assert server.port == port

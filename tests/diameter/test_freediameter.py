@@ -31,6 +31,7 @@ from ocs.diameter.constants import FLAG_REQUEST, Application, Command, ResultCod
 from ocs.diameter.framer import Framer
 from ocs.diameter.node import Node, PeerInfo
 from ocs.diameter.peer import LocalConfig
+from ocs.diameter.peers import PeerSpec, PeerTable
 from ocs.diameter.transport import DiameterProtocol, DiameterServer
 
 from .helpers import CLIENT_HOST, CLIENT_REALM, ccr
@@ -167,9 +168,22 @@ async def relay(tmp_path: Path) -> AsyncIterator[Setup]:
     handler = Ocs()
     ocs_node, pgw_node = Node(OCS), Node(PGW)
     ocs_node.register(Application.CREDIT_CONTROL, Command.CREDIT_CONTROL, handler)
-    ocs = DiameterServer(ocs_node, LocalConfig(identity=OCS), host="127.0.0.1", port=0)
+    # freeDiameter is the routing agent both connect to: configured as a peer relaying the
+    # gateway's requests to us (and ours to the gateway)
+    relay_for = lambda host: PeerTable.of(  # noqa: E731
+        PeerSpec.of(FD_HOST, realm=FD_REALM, addresses=["127.0.0.1"], relays_for=[host])
+    )
+    ocs = DiameterServer(
+        ocs_node,
+        LocalConfig(identity=OCS, peers=relay_for(PGW.origin_host)),
+        host="127.0.0.1",
+        port=0,
+    )
     pgw = DiameterServer(
-        pgw_node, LocalConfig(identity=PGW, watchdog_interval=1.0), host="127.0.0.1", port=0
+        pgw_node,
+        LocalConfig(identity=PGW, watchdog_interval=1.0, peers=relay_for(OCS.origin_host)),
+        host="127.0.0.1",
+        port=0,
     )
     ocs_tap, pgw_tap = Tap(), Tap()
     ocs_tap.install(ocs)

@@ -15,10 +15,22 @@ from ocs.diameter.peer import (
     PeerState,
     Send,
 )
+from ocs.diameter.peers import ConnectionOrigin, PeerSpec, PeerTable
 
-from .helpers import ccr, cer, dpr, dwr
+from .helpers import CLIENT_HOST, ccr, cer, dpr, dwr
 
-CONFIG = LocalConfig(identity=Identity("ocs.test", "test"), watchdog_interval=30.0)
+GATEWAY = PeerSpec.of(CLIENT_HOST, addresses=["192.0.2.10"])  # the configured peer
+FROM_GATEWAY = ConnectionOrigin("192.0.2.10")
+CONFIG = LocalConfig(
+    identity=Identity("ocs.test", "test"), watchdog_interval=30.0, peers=PeerTable.of(GATEWAY)
+)
+
+
+def responder(
+    config: LocalConfig = CONFIG, origin: ConnectionOrigin = FROM_GATEWAY
+) -> PeerConnection:
+    """The server side of a connection from ``origin``."""
+    return PeerConnection(config, initiator=False, now=0.0, origin=origin)
 
 
 def sent(actions: list[object]) -> list[Message]:
@@ -26,14 +38,14 @@ def sent(actions: list[object]) -> list[Message]:
 
 
 def opened_peer() -> PeerConnection:
-    peer = PeerConnection(CONFIG, initiator=False, now=0.0)
+    peer = responder()
     actions = peer.receive_data(cer().encode(), 0.0)
     assert any(isinstance(a, Opened) for a in actions)
     return peer
 
 
 def test_cer_success_answers_cea_with_capabilities() -> None:
-    peer = PeerConnection(CONFIG, initiator=False, now=0.0)
+    peer = responder()
     request = cer()
     actions = peer.receive_data(request.encode(), 0.0)
     [cea] = sent(actions)
@@ -51,7 +63,7 @@ def test_cer_success_answers_cea_with_capabilities() -> None:
 
 
 def test_cer_without_common_application_gets_5010_and_close() -> None:
-    peer = PeerConnection(CONFIG, initiator=False, now=0.0)
+    peer = responder()
     actions = peer.receive_data(cer(apps=(16777238,)).encode(), 0.0)
     [cea] = sent(actions)
     assert cea.get(A.AVP_RESULT_CODE) == ResultCode.DIAMETER_NO_COMMON_APPLICATION
@@ -60,13 +72,13 @@ def test_cer_without_common_application_gets_5010_and_close() -> None:
 
 
 def test_cer_relay_application_matches() -> None:
-    peer = PeerConnection(CONFIG, initiator=False, now=0.0)
+    peer = responder()
     actions = peer.receive_data(cer(apps=(Application.RELAY,)).encode(), 0.0)
     assert sent(actions)[0].get(A.AVP_RESULT_CODE) == ResultCode.DIAMETER_SUCCESS
 
 
 def test_cer_missing_origin_host_gets_5005_with_failed_avp() -> None:
-    peer = PeerConnection(CONFIG, initiator=False, now=0.0)
+    peer = responder()
     msg = cer()
     msg.avps = [a for a in msg.avps if a.key != A.AVP_ORIGIN_HOST]
     [cea] = sent(peer.receive_data(msg.encode(), 0.0))
@@ -76,7 +88,7 @@ def test_cer_missing_origin_host_gets_5005_with_failed_avp() -> None:
 
 
 def test_request_before_cer_is_refused_and_closed() -> None:
-    peer = PeerConnection(CONFIG, initiator=False, now=0.0)
+    peer = responder()
     request = ccr()
     actions = peer.receive_data(request.encode(), 0.0)
     [answer] = sent(actions)
@@ -187,9 +199,8 @@ def test_watchdog_dwa_resets() -> None:
 
 def test_initiator_sends_cer_and_opens_on_cea() -> None:
     client = PeerConnection(CONFIG, initiator=True, now=0.0)
-    server = PeerConnection(
-        LocalConfig(identity=Identity("srv.test", "test")), initiator=False, now=0.0
-    )
+    ours = PeerTable.of(PeerSpec.of("ocs.test", addresses=["192.0.2.10"]))  # the client
+    server = responder(LocalConfig(identity=Identity("srv.test", "test"), peers=ours))
     [cer_bytes] = [a.data for a in client.start(0.0) if isinstance(a, Send)]
     [cea_bytes] = [a.data for a in server.receive_data(cer_bytes, 0.0) if isinstance(a, Send)]
     actions = client.receive_data(cea_bytes, 0.0)
@@ -198,12 +209,12 @@ def test_initiator_sends_cer_and_opens_on_cea() -> None:
 
 
 def test_cer_timeout_closes() -> None:
-    peer = PeerConnection(CONFIG, initiator=False, now=0.0)
+    peer = responder()
     assert any(isinstance(a, Close) for a in peer.on_timer(CONFIG.cer_timeout))
 
 
 def test_messages_split_across_reads() -> None:
-    peer = PeerConnection(CONFIG, initiator=False, now=0.0)
+    peer = responder()
     data = cer().encode() + ccr().encode()
     actions: list[object] = []
     for i in range(0, len(data), 7):

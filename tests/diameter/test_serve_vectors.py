@@ -4,11 +4,13 @@ our own CER, gets a well-formed answer.
 The captured requests keep their own Origin-Host and end-to-end ids, so a request the capture
 retransmitted (same Origin-Host and end-to-end id) gets our stored answer, as RFC 6733 6.2 wants.
 Requests of applications we do not serve (Gx, S6a in the Magma captures) must still be answered,
-with DIAMETER_APPLICATION_UNSUPPORTED. The answers in the captures are not sent.
+with DIAMETER_APPLICATION_UNSUPPORTED. The answers in the captures are not sent. Our test peer
+is configured as a routing agent relaying for the captures' gateways.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ocs.diameter import avp_codes as A
@@ -16,7 +18,8 @@ from ocs.diameter.codec import decode
 from ocs.diameter.constants import FLAG_REQUEST, Application, ResultCode
 
 from .conftest import load_vector_file, vector_files
-from .test_cli_serve import OcsServe, open_peer
+from .helpers import CLIENT_HOST
+from .test_cli_serve import OcsServe, clean_env, open_peer
 
 ORIGIN_HOST, ORIGIN_REALM = "ocs.test", "test"
 
@@ -59,6 +62,15 @@ async def check_capture(path: Path, port: int) -> dict[int, int]:
     return codes
 
 
+def relay_of(paths: list[Path]) -> dict[str, object]:
+    """Our test peer as a routing agent relaying for every gateway of the captures (their
+    requests carry the capturing gateway's Origin-Host, not our test peer's)."""
+    hosts = {
+        str(decode(raw).get(A.AVP_ORIGIN_HOST, "")) for path in paths for raw in requests_of(path)
+    }
+    return {"origin_host": CLIENT_HOST, "addresses": ["127.0.0.1"], "relays_for": sorted(hosts)}
+
+
 async def test_every_captured_request_gets_a_well_formed_answer(tmp_path: Path) -> None:
     """One `ocs serve` for all captures (it starts embedded services: seconds, not ms)."""
     paths = vector_files()
@@ -67,6 +79,7 @@ async def test_every_captured_request_gets_a_well_formed_answer(tmp_path: Path) 
         tmp_path,
         *("--host", "127.0.0.1", "--port", "0"),
         *("--origin-host", ORIGIN_HOST, "--origin-realm", ORIGIN_REALM),
+        env=clean_env(tmp_path, OCS_PEERS=json.dumps([relay_of(paths)])),
     )
     try:
         answered = {path.stem: await check_capture(path, server.port) for path in paths}

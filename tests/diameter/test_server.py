@@ -16,11 +16,13 @@ from ocs.diameter.constants import FLAG_RETRANSMIT, Application, Command, Result
 from ocs.diameter.framer import Framer
 from ocs.diameter.node import Node, PeerInfo
 from ocs.diameter.peer import LocalConfig
+from ocs.diameter.peers import PeerSpec, PeerTable
 from ocs.diameter.transport import MAX_IN_FLIGHT, DiameterServer, connect
 
 from .helpers import ccr, cer, dwr
 
 IDENTITY = Identity("ocs.test", "test")
+GATEWAYS = PeerTable.of(PeerSpec.of("pgw.test", addresses=["127.0.0.1"]))
 
 
 class Counter:
@@ -105,7 +107,9 @@ async def handler() -> Counter:
 async def server(handler: Counter) -> AsyncIterator[DiameterServer]:
     node = Node(IDENTITY)
     node.register(Application.CREDIT_CONTROL, Command.CREDIT_CONTROL, handler)
-    srv = DiameterServer(node, LocalConfig(identity=IDENTITY), host="127.0.0.1", port=0)
+    srv = DiameterServer(
+        node, LocalConfig(identity=IDENTITY, peers=GATEWAYS), host="127.0.0.1", port=0
+    )
     await srv.start()
     yield srv
     await srv.stop(1.0)
@@ -211,7 +215,11 @@ async def test_peer_that_never_reads_does_not_grow_server_memory(handler: Counte
     node = Node(IDENTITY)
     node.register(Application.CREDIT_CONTROL, Command.CREDIT_CONTROL, handler)
     server = DiameterServer(
-        node, LocalConfig(identity=IDENTITY), host="127.0.0.1", port=0, write_buffer_high=65536
+        node,
+        LocalConfig(identity=IDENTITY, peers=GATEWAYS),
+        host="127.0.0.1",
+        port=0,
+        write_buffer_high=65536,
     )
     await server.start()
     client = await opened(server.port, rcvbuf=4096)
@@ -238,7 +246,9 @@ async def test_peer_that_never_reads_does_not_grow_server_memory(handler: Counte
 async def test_client_connect_and_graceful_stop_sends_dpr(handler: Counter) -> None:
     node = Node(IDENTITY)
     node.register(Application.CREDIT_CONTROL, Command.CREDIT_CONTROL, handler)
-    srv = DiameterServer(node, LocalConfig(identity=IDENTITY), host="127.0.0.1", port=0)
+    srv = DiameterServer(
+        node, LocalConfig(identity=IDENTITY, peers=GATEWAYS), host="127.0.0.1", port=0
+    )
     await srv.start()
     client_identity = Identity("pgw.test", "test")
     proto = await connect(

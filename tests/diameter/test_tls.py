@@ -60,6 +60,7 @@ async def test_cer_and_ccr_over_tls(certificate: tuple[Path, Path]) -> None:
         origin_realm="test",
         tls_cert=cert,
         tls_key=key,
+        peers=[{"origin_host": "pgw.test", "addresses": ["127.0.0.1"]}],
     )
     runtime = await start(settings)
     try:

@@ -108,6 +108,7 @@ def serve_settings(redis_url: str, data_dir: Path, **more: Any) -> Settings:
         "origin_realm": "test",
         "log_level": "WARNING",
         "shutdown_timeout": 2.0,
+        "peers": [{"origin_host": "pgw.test", "addresses": ["127.0.0.1"]}],
     }
     return Settings(**(values | more))
 

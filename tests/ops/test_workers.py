@@ -92,6 +92,9 @@ def server_env(tmp_path: Path, redis_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OCS_")}
     env.update(OCS_REDIS_URL=redis_url, OCS_DATA_DIR=str(tmp_path / "data"))
     env.update(OCS_LOG_LEVEL="WARNING", OCS_SHUTDOWN_TIMEOUT="3")
+    gateways = [*(f"pgw-{i}.test" for i in range(64)), "pgw-survivor.test"]
+    peers = [{"origin_host": name, "addresses": ["127.0.0.1"]} for name in gateways]
+    env.update(OCS_PEERS=json.dumps(peers))
     return env
 
 
@@ -229,6 +232,7 @@ async def charge(
             msccs=[(10, want, used)],
             sgsn_mcc_mnc="26201",
             retransmit=retransmit,
+            origin_host=gw.name,  # the peer's own: another one is answered 3010
         )
         try:
             return await gw.proto.send_request(request, timeout=10)
@@ -403,6 +407,7 @@ async def test_two_workers_share_rar_metrics_and_balances(
                         imsi=imsi(20 + i),
                         msccs=[(10, GRANT, 0)],
                         sgsn_mcc_mnc="26201",
+                        origin_host=gw.name,
                     ),
                     timeout=20,
                 )
@@ -411,7 +416,7 @@ async def test_two_workers_share_rar_metrics_and_balances(
             for i in range(3)
         ]
         for gw in gateways:
-            dwa = await gw.proto.send_request(dwr(), timeout=10)
+            dwa = await gw.proto.send_request(dwr(origin_host=gw.name), timeout=10)
             assert dwa.get(A.AVP_RESULT_CODE) == ResultCode.DIAMETER_SUCCESS
         served.proc.send_signal(signal.SIGTERM)
         for answer in await asyncio.gather(*in_flight):
