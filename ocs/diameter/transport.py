@@ -132,6 +132,12 @@ class DiameterProtocol(asyncio.Protocol):
             self._close("internal error")
             return
         self._run(actions)
+        timer = self._timer
+        if timer is not None and self.peer.next_deadline() < timer.when():
+            # the deadline moved earlier (the CER opened the connection: Tw instead of the
+            # CER timeout; a message started: its message_timeout)
+            timer.cancel()
+            self._arm_timer()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too

@@ -168,6 +168,29 @@ async def test_closed_connections_give_their_place_back(served: Served) -> None:
     assert len(served.server._admitted) == 0
 
 
+async def test_a_peer_that_stops_mid_message_is_closed() -> None:
+    """After its CER the peer starts a CCR and never finishes it: closed after
+    ``message_timeout``, long before the CER timeout the connection's timer was first set to."""
+    refused: Tally[str] = Tally()
+    node = Node(IDENTITY)
+    config = LocalConfig(
+        identity=IDENTITY, peers=PeerTable.of(GATEWAY), cer_timeout=30.0, message_timeout=0.2
+    )
+    server = DiameterServer(
+        node, config, host="127.0.0.1", port=0, on_refusal=lambda r: refused.update([r])
+    )
+    await server.start()
+    try:
+        client = await client_from("127.0.0.1", server.port)
+        assert (await client.request(cer())).get(A.AVP_RESULT_CODE) == ResultCode.DIAMETER_SUCCESS
+        await client.send(ccr().encode()[:30])
+        assert await client.closed(10.0)
+        await client.close()
+        assert refused["slow_message"] == 1
+    finally:
+        await server.stop(1.0)
+
+
 # -- the probe of issue 14: a flood of connections that never send their CER ----------------
 FLOOD = 1000
 FLOOD_SOURCES = 16  # 63 connections a source address: under the default 64 of each
