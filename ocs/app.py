@@ -93,6 +93,15 @@ class ChargingAttacher:
         health = default_health()
         closers.append(health.add("redis", redis_check(runtime.redis.client)))
         closers.append(health.add("catalogue", catalogue_check(runtime.catalogue)))
+        if settings.audit_interval > 0:
+            from .audit.service import AuditService  # noqa: PLC0415
+            from .observability.metrics import audit_metrics  # noqa: PLC0415
+
+            audit = AuditService(
+                settings, runtime.redis.client, audit_metrics(), settings.audit_interval
+            )
+            audit.start()
+            closers.append(audit.close)
         try:
             net = await attach_network(
                 settings, node, redis_url=runtime.redis.url, refresh=runtime.reload_if_applied

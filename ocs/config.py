@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     # per session, and in total per payer (per process: a node with N workers grants N x)
     failover_session_bytes: int = Field(10_000_000, ge=0)
     failover_payer_bytes: int = Field(100_000_000, ge=0)
+    audit_interval: float = Field(300.0, ge=0)  # seconds between audits in `ocs serve`; 0: none
     # Credit-Control-Failure-Handling (RFC 4006 8.14) sent in every CCA: what the gateway
     # does when it cannot reach us (continue the service, or try another server, or end it)
     credit_control_failure_handling: Literal["terminate", "continue", "retry_and_terminate"] = (

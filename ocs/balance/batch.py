@@ -39,8 +39,18 @@ from redis.asyncio.connection import (
     Connection,
     UnixDomainSocketConnection,
 )
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    MasterDownError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.typing import EncodableT
 
 from ocs.store import RedisClient
@@ -63,9 +73,25 @@ class _Group:
         self.sent = sent
 
 
-def _reply_error(message: str) -> ResponseError:
-    if message.startswith("NOSCRIPT"):
-        return NoScriptError(message)
+# Error replies whose class tells the caller more than "the command failed": the ones a
+# restarting or failing-over Redis sends (loading, read-only replica, cluster down) are
+# outages (``ocs.charging.errors.STORE_OUTAGES``), not command errors. redis-py maps them
+# the same way when it parses a reply itself.
+_ERROR_CLASSES: Final[tuple[tuple[str, type[RedisError]], ...]] = (
+    ("NOSCRIPT", NoScriptError),
+    ("LOADING", BusyLoadingError),
+    ("READONLY", ReadOnlyError),
+    ("MASTERDOWN", MasterDownError),
+    ("CLUSTERDOWN", ClusterDownError),
+    ("TRYAGAIN", TryAgainError),
+    ("OOM", OutOfMemoryError),
+)
+
+
+def _reply_error(message: str) -> RedisError:
+    for prefix, cls in _ERROR_CLASSES:
+        if message.startswith(prefix):
+            return cls(message)
     return ResponseError(message)
 
 

@@ -214,6 +214,26 @@ class ChargingMetrics:
         self.exhausted.labels(_payer_kind(payer)).inc()
 
 
+class AuditMetrics:
+    """What `ocs serve`'s periodic audit found (``ocs.audit.service``)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        reg = registry if registry is not None else DEFAULT_REGISTRY
+        self.discrepancies = Gauge(
+            "ocs_audit_discrepancies",
+            "Discrepancies the last audit found (balances in Redis, reservations, used vs "
+            "usage records); 0 when consistent",
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.last_run = Gauge(
+            "ocs_audit_last_run_timestamp_seconds",
+            "Unix time the last complete audit finished",
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+
+
 class ApiMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         reg = registry if registry is not None else DEFAULT_REGISTRY
@@ -397,12 +417,14 @@ def register_all(registry: CollectorRegistry) -> tuple[ChargingMetrics, ApiMetri
     """Every metric of ocs on ``registry`` (tests list the names the dashboards may use)."""
     readiness_collector(registry)
     DiameterMetrics(registry)
+    AuditMetrics(registry)
     return ChargingMetrics(registry), ApiMetrics(registry), OfflineMetrics(registry)
 
 
 _charging: ChargingMetrics | None = None
 _api: ApiMetrics | None = None
 _offline: OfflineMetrics | None = None
+_audit: AuditMetrics | None = None
 
 
 def default_metrics() -> ChargingMetrics:
@@ -419,6 +441,14 @@ def api_metrics() -> ApiMetrics:
     if _api is None:
         _api = ApiMetrics()
     return _api
+
+
+def audit_metrics() -> AuditMetrics:
+    """The process-wide audit metrics on the default registry (created once)."""
+    global _audit  # noqa: PLW0603 - one set of collectors per process registry
+    if _audit is None:
+        _audit = AuditMetrics()
+    return _audit
 
 
 def offline_metrics() -> OfflineMetrics:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from ocs.audit import run_audit
 from ocs.balance import BalanceStore
 from ocs.diameter.codec import Message
 from ocs.diameter.constants import FLAG_RETRANSMIT
@@ -169,6 +170,9 @@ async def test_sigkill_mid_load_keeps_the_pool_consistent_and_reclaims_orphans(
     assert (await store.live_reservations(ACME_POOL), reserved) == (0, 0)
     assert available + committed == POOL_SIZE
     await assert_conserved(store, ACME_POOL)
+    # `ocs audit` (its Redis checks) finds nothing to report on any payer of the tenant
+    audit = await run_audit(redis, None, tenant="demo")
+    assert audit.payers > 0 and audit.discrepancies == []
 
     await gw.proto.disconnect(2.0)
     assert await server.stop() == 0

@@ -7,8 +7,14 @@ from __future__ import annotations
 import logging
 
 import pytest
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ocs.balance import BalanceStore
@@ -53,6 +59,10 @@ async def _raw(redis: RedisClient, payer: str) -> dict[bytes, bytes]:
         (TimeoutError("request deadline passed"), True),
         (ConnectionResetError(104, "reset"), True),
         (StoreUnavailable(), True),
+        (BusyLoadingError("Redis is loading the dataset in memory"), True),  # a restart
+        (ReadOnlyError("You can't write against a read only replica."), True),  # failover
+        (ClusterDownError("The cluster is down"), True),
+        (OutOfMemoryError("command not allowed when used memory > 'maxmemory'"), False),
         (ResponseError("ERR user_script:105: value is not an integer or out of range"), False),
         (ValueError("a bug"), False),
         (KeyError("a bug"), False),
