@@ -16,7 +16,6 @@ from ocs.audit.cli import audit_cli
 from ocs.balance import BalanceStore
 from ocs.balance.keys import PayerKeys
 from ocs.charging.application import ChargingApplication
-from ocs.charging.catalog import provision_catalogue
 from ocs.charging.config import ChargingConfig
 from ocs.config import Settings
 from ocs.diameter import avp_codes as A
@@ -24,6 +23,7 @@ from ocs.diameter.answers import Identity
 from ocs.observability.metrics import ChargingMetrics
 from ocs.offline.db import Database
 from ocs.offline.drain import Drainer
+from ocs.provisioning.catalog import provision_catalogue
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import CatalogueHolder
 from tests.charging.ccr import build_ccr
