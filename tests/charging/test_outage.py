@@ -37,7 +37,7 @@ from tests.balance.helpers import assert_conserved
 from tests.charging.ccr import build_ccr
 from tests.charging.conftest import ANSWER_TIMEOUT, CLIENT
 from tests.charging.helpers import granted, msccs
-from tests.charging.test_crash import _run
+from tests.charging.test_crash import SERVER_ENV, _run
 from tests.diameter.test_cli_serve import OcsServe, clean_env
 from tests.offline.conftest import MASTER, catalogue_folder, db, pg_admin_url, pg_url, synced
 
@@ -174,6 +174,7 @@ async def test_a_redis_outage_mid_load_is_billed_once_and_logged_per_state_chang
         OCS_RECLAIM_INTERVAL="0.5",
         OCS_CHARGING_TIMEOUT="0.5",
         OCS_FAILURE_GRANT_BYTES=str(MB),
+        OCS_PEERS=SERVER_ENV["OCS_PEERS"],  # the gateway is a configured peer
     )
     await _run(tmp_path, "catalog", "apply", str(folder), env=env)
     server = await OcsServe.start(tmp_path, "--port", "0", env=env)
