@@ -1,6 +1,7 @@
 """A real Redis outage under load: `ocs serve` keeps answering (failover grants, bounded),
 logs one line per state change and no traceback; when Redis is back the failover journal
-is replayed, so every unit the gateway reported is in a usage record exactly once.
+is replayed, so every unit the gateway reported is in a usage record exactly once, drained
+to PostgreSQL once (the audit agrees), and on the invoice once.
 
 The test starts its own redis-server (append-only file, so a restart keeps the balances),
 stops it by its pid in the middle of the load and starts it again on the same port."""
@@ -17,8 +18,10 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import Final
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -29,6 +32,7 @@ from ocs.diameter.codec import Message
 from ocs.diameter.node import Node
 from ocs.diameter.peer import LocalConfig
 from ocs.diameter.transport import connect
+from ocs.offline.billrun import bill_run
 from ocs.offline.db import Database
 from ocs.offline.drain import Drainer
 from ocs.rating.loader import load_catalogue
@@ -47,6 +51,7 @@ MB = 1_000_000
 SESSIONS: Final = 24
 OUTAGE_AFTER: Final = 150  # answers before Redis is stopped
 OUTAGE_ANSWERS: Final = 150  # answers (by failure handling) while it is down
+ROAMING: Final = "20801"  # the SIMs roam in the EU: usage is an invoice line ("Data eu")
 OUTAGE_SECONDS: Final = 3.0  # at least this long without Redis
 WAIT: Final = 60.0
 
@@ -136,7 +141,9 @@ async def _session(proto: object, load: Load, i: int, rng: random.Random) -> Non
     imsi = f"26201000000{i + 100:04d}"
     n = 0
     answer = await proto.send_request(  # type: ignore[attr-defined]
-        build_ccr(sid, request_type=1, number=n, imsi=imsi, msccs=[(10, MB, 0)]),
+        build_ccr(
+            sid, sgsn_mcc_mnc=ROAMING, request_type=1, number=n, imsi=imsi, msccs=[(10, MB, 0)]
+        ),
         timeout=ANSWER_TIMEOUT,
     )
     load.count(int(answer.get(A.AVP_RESULT_CODE)))
@@ -145,7 +152,14 @@ async def _session(proto: object, load: Load, i: int, rng: random.Random) -> Non
         n += 1
         used = rng.randint(0, grant)
         answer = await proto.send_request(  # type: ignore[attr-defined]
-            build_ccr(sid, request_type=2, number=n, imsi=imsi, msccs=[(10, MB, used)]),
+            build_ccr(
+                sid,
+                sgsn_mcc_mnc=ROAMING,
+                request_type=2,
+                number=n,
+                imsi=imsi,
+                msccs=[(10, MB, used)],
+            ),
             timeout=ANSWER_TIMEOUT,
         )
         load.reported += used
@@ -154,7 +168,14 @@ async def _session(proto: object, load: Load, i: int, rng: random.Random) -> Non
         await asyncio.sleep(0.01)
     used = rng.randint(0, grant)
     answer = await proto.send_request(  # type: ignore[attr-defined]
-        build_ccr(sid, request_type=3, number=n + 1, imsi=imsi, msccs=[(10, -1, used)]),
+        build_ccr(
+            sid,
+            sgsn_mcc_mnc=ROAMING,
+            request_type=3,
+            number=n + 1,
+            imsi=imsi,
+            msccs=[(10, -1, used)],
+        ),
         timeout=ANSWER_TIMEOUT,
     )
     load.reported += used
@@ -230,7 +251,8 @@ async def test_a_redis_outage_mid_load_is_billed_once_and_logged_per_state_chang
 
         # drained to PostgreSQL: each record once, and the audit finds Redis and the
         # records in agreement (no discrepancy on any payer of the tenant)
-        await synced(db, load_catalogue(folder))
+        catalogue = load_catalogue(folder)
+        cipher = await synced(db, catalogue)
         await Drainer(client, db, MASTER).run()
         async with db.tenant(tenant) as conn:
             stored = await conn.fetch(
@@ -243,6 +265,18 @@ async def test_a_redis_outage_mid_load_is_billed_once_and_logged_per_state_chang
         assert sum(1 for r in stored if r["failover"] == "true") == len(replayed)
         audit = await run_audit(client, db, tenant=tenant)
         assert audit.records_checked and audit.discrepancies == []
+
+        # and on the invoice: the EU usage line holds every reported unit, once
+        now = datetime.now(ZoneInfo(catalogue.tenant.time_zone))
+        next_month = date(now.year + now.month // 12, now.month % 12 + 1, 1)
+        run = await bill_run(db, catalogue, cipher, account="acme-iot", on=next_month)
+        [number] = run.numbers
+        async with db.tenant(tenant) as conn:
+            lines = await conn.fetch(
+                "SELECT description, quantity FROM invoice_lines WHERE number = $1", number
+            )
+        data = [r for r in lines if r["description"] == "Data eu (iot-pool)"]
+        assert [int(r["quantity"]) for r in data] == [load.reported]
     finally:
         await client.aclose()
 
