@@ -353,9 +353,7 @@ class FailureHandling:
                 path.unlink()
                 report.files.append(path.name)
         if report.files:
-            self.by_session.clear()
-            self.by_payer.clear()
-            self._journal_failed = False
+            self.store_back()
             log.info(
                 "failover journal replayed: %d entries, %d usages (%d units) charged, %d "
                 "kept unrated in %s",
@@ -433,6 +431,13 @@ class FailureHandling:
             report.charged += 1
             report.units += used
             app.metrics.failover_replayed.labels("charged").inc()
+
+    def store_back(self) -> None:
+        """The store answers and the journal is replayed: the bounds start again."""
+        if self.by_session or self.by_payer or self._journal_failed:
+            self.by_session.clear()
+            self.by_payer.clear()
+            self._journal_failed = False
 
     def pending(self) -> int:
         """Journal entries waiting for a replay (``ocs_failover_journal_entries``)."""

@@ -76,6 +76,7 @@ class ChargingRuntime:
             await failover.replay()
             self.application.metrics.failover_pending.set(failover.pending())
         else:
+            failover.store_back()  # nothing journaled (or nothing could be): bounds anew
             self.application.metrics.failover_pending.set(0)
 
     def tenant_of(self, imsi: str | None, msisdn: str | None) -> str | None:
