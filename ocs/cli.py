@@ -99,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--tenant", required=True)
     create.add_argument("--scope", required=True, choices=["read", "top-up", "admin"])
     _store_flags(create)
+    revoke = tsub.add_parser("revoke", help="revoke a token by its id (ocs token list)")
+    revoke.add_argument("id", help="the token id (16 hex digits, printed by ocs token create)")
+    revoke.add_argument("--tenant", required=True)
+    _store_flags(revoke)
+    tlist = tsub.add_parser("list", help="token ids, tenants, scopes, creation times (no secrets)")
+    tlist.add_argument("--tenant", help="one tenant (default: every tenant)")
+    tlist.add_argument("--json", action="store_true", help="print JSON")
+    _store_flags(tlist)
     _import_parsers(sub)
     from .provisioning.cli import add_parsers as identity_parsers  # noqa: PLC0415
 
@@ -329,6 +337,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .api import main_token_create  # noqa: PLC0415
 
             return main_token_create(settings, args.tenant, args.scope)
+        if args.command == "token" and args.token_command == "revoke":
+            from .api.cli import main_token_revoke  # noqa: PLC0415
+
+            return main_token_revoke(settings, args.id, args.tenant)
+        if args.command == "token" and args.token_command == "list":
+            from .api.cli import main_token_list  # noqa: PLC0415
+
+            return main_token_list(settings, args.tenant, as_json=args.json)
         if args.command == "import" and args.import_kind is not None:
             from .crm.cli import main_import  # noqa: PLC0415
 

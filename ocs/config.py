@@ -125,8 +125,14 @@ class Settings(BaseSettings):
     fui_action: Literal["terminate", "redirect", "restrict_access"] = "terminate"
     fui_redirect_url: str = "http://topup.invalid/"
     free_rating_groups: list[int] = Field(default_factory=list)  # answered 4011
+    # the CDR drain deletes the stream entries it stored in PostgreSQL (data minimisation:
+    # no IMSI/MSISDN of drained usage stays in Redis); false keeps them, acknowledged
+    drain_trim: bool = True
     # HTTP / metrics
     http_port: int = Field(8080, ge=0, le=65535)
+    # seconds a verified API token is trusted without asking Redis: a token revoked by
+    # another process (`ocs token revoke`, another worker) is refused after at most this
+    token_cache_ttl: float = Field(5.0, ge=0)
     metrics_port: int = Field(9464, ge=0, le=65535)
     # seconds `ocs billrun --metrics-port` keeps serving after the run ended, so that a scrape
     # sees its outcome (a failed run, docs/operations.md) before the process exits

@@ -21,8 +21,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 
-from ocs.api import catalogue, events, imports, pools, sessions, subscriptions, wallets
-from ocs.api.auth import TokenCache
+from ocs.api import catalogue, events, imports, pools, sessions, subscriptions, tokens, wallets
+from ocs.api.auth import Authenticate, TokenCache
 from ocs.api.health import router as health_router
 from ocs.api.hot_routes import HotRoutes
 from ocs.api.problems import PROBLEM_JSON, ProblemDocument, install
@@ -66,7 +66,8 @@ def build_state(settings: Settings, redis: RedisClient) -> ApiState:
     catalogues = TenantCatalogues(
         store, Path(settings.data_dir), on_change=network.broadcast_refresh
     )
-    return ApiState(settings, redis, store, catalogues, network, TokenCache(redis))
+    token_cache = TokenCache(redis, settings.token_cache_ttl)
+    return ApiState(settings, redis, store, catalogues, network, token_cache)
 
 
 def create_app(
@@ -117,7 +118,7 @@ def create_app(
     )
     install(app)
     api_metrics()  # its series (top-ups, Redis errors) exported from the start, at 0
-    for module in (wallets, pools, subscriptions, sessions, catalogue, events, imports):
+    for module in (wallets, pools, subscriptions, sessions, catalogue, events, imports, tokens):
         app.include_router(module.router)
     app.include_router(health_router)  # /healthz, /readyz (no token)
 
@@ -128,6 +129,7 @@ def create_app(
     if hot_routes:
         app.add_middleware(HotRoutes)  # added first: innermost, behind every other middleware
     app.add_middleware(imports.ImportBodyLimit)  # BodyLimit, larger for /v1/imports
+    app.add_middleware(Authenticate)  # outermost: the token before a byte of the body
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -32,7 +32,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ocs.api.auth import Principal
+from ocs.api.auth import PRINCIPAL, Principal
 from ocs.api.auth import Scope as TokenScope
 from ocs.api.idempotency import KEY_PATTERN
 from ocs.api.models import MoneyMove
@@ -95,7 +95,7 @@ class HotRoutes:
         try:
             key_text = key.decode("ascii")
             move = MoneyMove.model_validate(json.loads(body))
-        except (ValueError, ValidationError):  # bad JSON, non-ASCII key, invalid body
+        except (ValueError, ValidationError, RecursionError):  # bad or too deep JSON, ...
             return False
         if not KEY_RE.fullmatch(key_text):
             return False
@@ -130,9 +130,12 @@ def _headers(scope: Scope) -> dict[bytes, bytes | None]:
 async def _principal(
     scope: Scope, headers: dict[bytes, bytes | None], needed: TokenScope
 ) -> Principal | None:
-    """The caller as the route's dependency finds it (``HTTPBearer`` then the token
-    cache); None when the route would refuse it (401, 403) or cannot tell (Redis down):
-    then FastAPI answers."""
+    """The caller as the route's dependency finds it (:class:`~ocs.api.auth.Authenticate`
+    left it in the scope, else ``HTTPBearer`` then the token cache); None when the route
+    would refuse it (401, 403) or cannot tell (Redis down): then FastAPI answers."""
+    found: Principal | None = scope.get(PRINCIPAL)
+    if found is not None:
+        return found if needed in found.scopes else None
     raw = headers.get(b"authorization")
     if raw is None:
         return None

@@ -35,6 +35,12 @@ def token_key(digest: str) -> str:
     return f"{PREFIX}:token:{digest}"
 
 
+def tokens_key(tenant: str) -> str:
+    """HASH token id -> JSON {digest, scopes, created_at}: the tenant's tokens, for listing
+    and revoking them by id (the token itself is never stored)."""
+    return f"{_t(tenant)}:tokens"
+
+
 def _t(tenant: str) -> str:
     return tenant_prefix(tenant)
 

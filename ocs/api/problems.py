@@ -121,6 +121,17 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+        # FastAPI could not parse the body: not UTF-8, or JSON nested deeper than the
+        # decoder's recursion limit (json.JSONDecodeError itself is a validation error)
+        deep = isinstance(exc.__cause__, RecursionError)
+        return problem_response(
+            400,
+            "malformed-json",
+            "Malformed JSON",
+            "the body is nested too deeply" if deep else "the body is not valid JSON",
+            request.url.path,
+        )
     kind = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized"}.get(
         exc.status_code, "http"
     )

@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.exceptions import RedisError
 
-from ocs.api.auth import Principal, Scope, TokenCache
+from ocs.api.auth import PRINCIPAL, Principal, Scope, TokenCache
 from ocs.balance import BalanceStore
 from ocs.config import Settings
 from ocs.network import NetworkCommands
@@ -100,9 +100,11 @@ def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
-        api: ApiState = request.app.state.api
-        header = f"Bearer {credentials.credentials}" if credentials is not None else None
-        principal = await api.tokens.principal(header)
+        principal: Principal | None = request.scope.get(PRINCIPAL)  # set by Authenticate
+        if principal is None:
+            api: ApiState = request.app.state.api
+            header = f"Bearer {credentials.credentials}" if credentials is not None else None
+            principal = await api.tokens.principal(header)
         principal.require(scope)
         return principal
 

@@ -138,7 +138,12 @@ def main_drain(
         handle = await open_redis(settings, timeout=30.0)
         try:
             drainer = Drainer(
-                handle.client, db, master_key(settings), batch=batch, claim_idle_ms=claim_idle_ms
+                handle.client,
+                db,
+                master_key(settings),
+                batch=batch,
+                claim_idle_ms=claim_idle_ms,
+                trim=settings.drain_trim,
             )
             if follow > 0:
                 checks = {

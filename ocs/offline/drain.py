@@ -10,7 +10,9 @@ streams at once (up to ``batch`` records in all):
    savepoint (no sort, no conflict arbitration), entries delivered before (own pending,
    claimed) and fresh rows whose plain insert met a stored record (``unique_violation``)
    with ``INSERT ... SELECT ... ORDER BY record_key ON CONFLICT DO NOTHING``; commit;
-2. then ``XACK`` the entries (one pipelined round trip for all streams of the batch).
+2. then ``XACK`` and ``XDEL`` the entries (one pipelined round trip for all streams of the
+   batch): a drained record lives in PostgreSQL only, so no IMSI or MSISDN of drained usage
+   stays in Redis (``trim=False`` keeps them, acknowledged, as before).
 
 While batch *k* is in its transaction, batch *k + 1* is read and converted (double
 buffering): it is pending in the group but neither inserted nor acknowledged yet. An entry is
@@ -22,6 +24,18 @@ consumers' stale ones (``XAUTOCLAIM``); inserting them again does nothing (same
 ``record_key``). A crash before the commit inserts nothing. So no record is lost or counted
 twice. ``record_key`` is ``<kind>:<id>`` (the request id is unique per usage); reclaim
 records reuse the reservation member as id, so theirs also carries the time stamp.
+
+Trimming deletes exactly the entries whose transaction committed, by id (``XDEL``), never
+by position (``XTRIM MINID`` would also drop entries of the same stream another consumer
+has read and not yet committed: lost if that consumer then dies). A redelivered entry (our
+own pending after a crash, or claimed from a dead consumer) that another consumer already
+committed and deleted comes back without fields (``XAUTOCLAIM`` drops it from the pending
+list itself; our own pending read skips and acknowledges it); its row is in PostgreSQL.
+Deleting an id twice is a no-op. A crash between the commit and the ``XACK``/``XDEL``
+round trip leaves the entries pending: the next drain inserts nothing new for them and then
+acknowledges and deletes them. The stream key stays (with its consumer group), empty.
+Other readers of the streams see only what is not drained yet:
+``GET /v1/wallets/{id}/transactions`` lists a wallet's records until the drain took them.
 
 IMSI, MSISDN and subscription are removed from the context in Python before anything goes
 to the server (plain IMSIs never travel to PostgreSQL); the IMSI is kept as its blind index.
@@ -292,6 +306,7 @@ class Drainer:
         claim_idle_ms: int = CLAIM_IDLE_MS,
         hook: Hook | None = None,
         writers: int = WRITERS,
+        trim: bool = True,
     ) -> None:
         self.redis = redis
         self.db = db
@@ -301,6 +316,7 @@ class Drainer:
         self.claim_idle_ms = claim_idle_ms
         self.hook = hook
         self.writers = max(1, writers)
+        self.trim = trim  # XDEL what was committed and acknowledged
         self.ciphers: dict[str, TenantCipher] = {}
         self.bidx_cache: dict[tuple[str, str], bytes] = {}
         self.layouts: dict[tuple[bytes, ...], tuple[Getter, bool]] = {}
@@ -517,25 +533,34 @@ class Drainer:
         raise AssertionError("unreachable")
 
     async def _ack(self, acks: dict[str, list[bytes]]) -> int:
-        """XACK every stream's entries in one round trip; returns how many were pending.
-        On a single Redis the commands are packed by hiredis (redis-py packs each of the
-        20,000 ids in Python) and sent on a connection of the pool."""
+        """XACK (and with ``trim`` XDEL) every stream's entries in one round trip; returns
+        how many were pending. On a single Redis the commands are packed by hiredis
+        (redis-py packs each of the 20,000 ids in Python) and sent on a connection of the
+        pool."""
+        per_stream = 2 if self.trim else 1
         if self.reader is None:
             pipe = self.redis.pipeline(transaction=False)
             for stream, ids in acks.items():
                 pipe.xack(stream, GROUP, *ids)
-            return sum(int(n) for n in await pipe.execute())
+                if self.trim:
+                    pipe.xdel(stream, *ids)
+            replies = await pipe.execute()
+            return sum(int(n) for n in replies[::per_stream])
         group = GROUP.encode()
         # the stub types the argument as a 1-tuple; pack_command takes any tuple of args
-        blob = b"".join(
-            pack_command((b"XACK", stream.encode(), group, *ids))  # type: ignore[arg-type]
-            for stream, ids in acks.items()
-        )
+        commands: list[bytes] = []
+        for stream, ids in acks.items():
+            key = stream.encode()
+            commands.append(pack_command((b"XACK", key, group, *ids)))  # type: ignore[arg-type]
+            if self.trim:
+                commands.append(pack_command((b"XDEL", key, *ids)))  # type: ignore[arg-type]
+        blob = b"".join(commands)
         pool = self.reader.connection_pool
         conn = await pool.get_connection()
         try:
             await conn.send_packed_command(blob)
-            return sum([int(await conn.read_response()) for _ in acks])
+            replies = [int(await conn.read_response()) for _ in commands]
+            return sum(replies[::per_stream])
         except BaseException:
             await conn.disconnect()  # replies may be left unread
             raise

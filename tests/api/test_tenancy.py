@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from ocs.api.app import create_app
+from ocs.api.auth import digest, token_id
 from ocs.config import Settings
 from ocs.diameter import avp_codes as A
 from ocs.diameter.constants import CcRequestType, ResultCode
@@ -105,8 +106,9 @@ def _key(n: str) -> dict[str, str]:
     return {"Idempotency-Key": f"attack-{n}"}
 
 
-def cases() -> dict[tuple[str, str], list[Case]]:
-    """Per (METHOD, path template) of the OpenAPI document, the attacker's requests."""
+def cases(demo_token: str = "0" * 16) -> dict[tuple[str, str], list[Case]]:
+    """Per (METHOD, path template) of the OpenAPI document, the attacker's requests
+    (``demo_token``: the id of one of demo's tokens)."""
     w, p, imsi = SECRET["wallet"], SECRET["pool"], DEMO_IMSI
     move = {"amount": 5, "currency": "EUR"}
     twin = {"id": "main", "payer": {"kind": "wallet", "id": "bob-wallet"}, "plan": "consumer-data"}
@@ -253,6 +255,10 @@ def cases() -> dict[tuple[str, str], list[Case]]:
                 check=_no_rows_created,
             ),
         ],
+        ("GET", "/v1/tokens"): [
+            Case("GET", "/v1/tokens", own=True, check=lambda r: _absent(r, demo_token))
+        ],
+        ("DELETE", "/v1/tokens/{token_id}"): [Case("DELETE", f"/v1/tokens/{demo_token}")],
         ("GET", "/healthz"): [Case("GET", "/healthz", own=True)],
         ("GET", "/readyz"): [Case("GET", "/readyz", own=True)],
         ("GET", "/health"): [Case("GET", "/health", own=True)],
@@ -368,7 +374,7 @@ async def test_every_route_refuses_the_other_tenants_identifiers(
     two_tenants: Api, gateway: Gateway, redis: RedisClient, settings: Settings
 ) -> None:
     api = two_tenants
-    table = cases()
+    table = cases(token_id(digest(api.tokens["admin"])))
     operations = {
         (method.upper(), path)
         for path, ops in create_app(settings).openapi()["paths"].items()
