@@ -30,6 +30,7 @@ from .diameter.constants import Application, Command
 from .diameter.node import Node
 from .observability.endpoint import start_ops_server
 from .observability.health import catalogue_check, default_health, redis_check
+from .observability.metrics import DiameterMetrics
 from .provisioning.folder import apply_folder
 from .rating.errors import CatalogueError
 from .server import Closer, serve
@@ -84,6 +85,7 @@ class ChargingAttacher:
 
     async def __call__(self, settings: Settings, node: Node) -> list[Closer]:
         from .network import attach_network  # noqa: PLC0415
+        from .network.tenancy import peer_tenants  # noqa: PLC0415
 
         closers: list[Closer] = []
         # with catalog_path (ocs demo), create_charging puts the folder in force first
@@ -107,10 +109,16 @@ class ChargingAttacher:
                 settings, node, redis_url=runtime.redis.url, refresh=runtime.reload_if_applied
             )
             closers.append(net.close)
+            charge = peer_tenants(  # a peer configured with tenants charges only theirs
+                runtime.application.handle_ccr,
+                runtime.tenant_of,
+                node.identity,
+                DiameterMetrics.default().count_refusal,
+            )
             node.register(
                 Application.CREDIT_CONTROL,
                 Command.CREDIT_CONTROL,
-                net.track(runtime.application.handle_ccr, runtime.tenant_of),
+                net.track(charge, runtime.tenant_of),
             )
             # `ocs demo` prints where its HTTP API and metrics are before the listening line;
             # `ocs serve` prints that one line only (scripts wait for it) and logs the rest.

@@ -262,3 +262,20 @@ async def test_redis_going_away_is_answered_by_failure_handling_then_recovers(
     pool = await bucket(store, ACME_POOL, "acme-pool")
     assert pool.reserved == 2 * MB  # "up" and "back"; the failover grant is only journaled
     await assert_conserved(store, ACME_POOL)
+
+
+@pytest.mark.parametrize(("tenants", "expected"), [(["demo"], 2001), (["other"], 5030)])
+async def test_a_peer_charges_only_the_tenants_it_is_configured_for(
+    store: BalanceStore, config: ChargingConfig, redis_url: str, tenants: list[str], expected: int
+) -> None:
+    """The gateway's peer entry names the tenants it may charge for: a CCR for a SIM of
+    another tenant is answered as for a SIM we do not know (5030), and charges nothing."""
+    peer = {"origin_host": "pgw.test", "addresses": ["127.0.0.1"], "tenants": tenants}
+    before = await bucket(store, ACME_POOL, "acme-pool")
+    async with served(settings_for(redis_url, config, peers=[peer])) as gw:
+        cca = await asyncio.wait_for(
+            gw.handle_ccr(ccr(f"tenant-{tenants[0]}", 1, 0, [(10, MB, 0)])), HANG_GUARD
+        )
+    assert cca.get(A.AVP_RESULT_CODE) == expected
+    after = await bucket(store, ACME_POOL, "acme-pool")
+    assert (after.reserved - before.reserved) == (MB if expected == 2001 else 0)
