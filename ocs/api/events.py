@@ -1,9 +1,11 @@
 """Batch ingestion of IoT events (sensor measurements) for event-based billing.
 
 Each event is rated like a CCR-Event (service ``event``, its units as service-specific
-units) and debited all or nothing from its twin's payer by the same balance script, with
-the request id ``api-event:<event id>``; the outcome is kept for a week under the event
-id, so a replayed event is reported ``duplicate`` and never charged twice."""
+units) and debited all or nothing from its twin's payer through the CCR-Event's own code
+path (``ocs.charging.events.debit_event``: the same record, every level priced, a wallet
+debited exactly the price), with the request id ``api-event:<event id>``, session
+``api-event:<event id>`` and request number 0; the outcome is kept for a week under the
+event id, so a replayed event is reported ``duplicate`` and never charged twice."""
 
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from fastapi import APIRouter
 from ocs.api.keys import event_key
 from ocs.api.models import Event, EventBatch, EventBatchResult, EventOutcome
 from ocs.api.state import Api, ApiState, TopUp
-from ocs.balance import BucketUnit, ChargeRequest
-from ocs.charging.usage import payer_key, reservation_rate
+from ocs.balance import BucketUnit
+from ocs.charging.events import debit_event
+from ocs.charging.usage import payer_key
 from ocs.provisioning.catalogues import Compiled
 from ocs.rating.context import ServiceKind, UsageContext
 from ocs.rating.engine import resolve
@@ -71,39 +74,29 @@ async def _ingest_one(api: ApiState, tenant: str, compiled: Compiled, event: Eve
         resolution = resolve(catalogue, ctx)
     except RatingError as exc:
         return EventOutcome(id=event.id, status="rejected", reason=str(exc)[:200])
-    quote = resolution.quotes[0]
     payer = payer_key(tenant, resolution.payer)
-    context = {
-        "api": "event",
-        "event": event.id,
-        "imsi": resolution.imsi,
-        "msisdn": event.msisdn,
-        "twin": resolution.twin,
-        "subscription": resolution.subscription,
-        "account": resolution.account,
-        "service": "event",
-        "plan": quote.plan_id,
-        "zone": quote.zone,
-        "amount": quote.price(event.units).amount,
-    }
-    result = await api.store.charge(
-        payer,
-        ChargeRequest(
-            request_id=f"api-event:{event.id}",
-            member=f"api-event|{event.id}",
-            unit=BucketUnit.EVENTS,
-            now_ms=int(time.time() * 1000),
-            used=event.units,
-            rate=reservation_rate(quote),
-            mode="debit",
-            context=context,
-        ),
+    session = f"api-event:{event.id}"
+    result, _ = await debit_event(
+        api.store,
+        catalogue,
+        api.counters,
+        resolution,
+        payer=payer,
+        unit=BucketUnit.EVENTS,
+        units=event.units,
+        request_id=session,
+        now_ms=int(time.time() * 1000),
+        session=session,
+        n=0,
+        rg=event.rating_group or 0,
+        msisdn=event.msisdn or (sim.msisdn if (sim := catalogue.sims_by_imsi.get(imsi)) else None),
+        extra={"event": event.id},
     )
     if result.status == "insufficient":
         outcome = EventOutcome(id=event.id, status="insufficient", payer=payer)
     else:
         outcome = EventOutcome(
-            id=event.id, status="charged", payer=payer, units=result.units, amount=result.money
+            id=event.id, status="charged", payer=payer, units=result.units, amount=result.cost
         )
     await api.redis.set(key, outcome.model_dump_json(), ex=EVENT_TTL)
     return outcome

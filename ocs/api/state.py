@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from ocs.api.auth import PRINCIPAL, Principal, Scope, TokenCache
 from ocs.balance import BalanceStore
+from ocs.charging.pricing import CounterCache
 from ocs.config import Settings
 from ocs.network import NetworkCommands
 from ocs.observability.metrics import api_metrics
@@ -34,6 +35,7 @@ class ApiState:
     tokens: TokenCache
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     hot_answers: int = 0  # requests answered by ocs.api.hot_routes (tests, benchmarks)
+    counters: CounterCache = field(default_factory=CounterCache)  # wallet counters (events)
     _signals: dict[tuple[str, str], list[tuple[str, str | None]]] = field(default_factory=dict)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:

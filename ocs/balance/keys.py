@@ -59,6 +59,12 @@ class PayerKeys:
         auto top-off rule and per-period counters, renewal markers."""
         return f"{PREFIX}:{{{self.tag}}}:life"
 
+    @property
+    def counters(self) -> str:
+        """HASH of the period counters (tiers, allowances) of the usage this payer pays with
+        a price (``charge.lua`` KEYS[8]): ``<period>|<counter key>`` -> units."""
+        return f"{PREFIX}:{{{self.tag}}}:ctr"
+
     def done(self, request_id: str) -> str:
         """Idempotency record of one request on this payer."""
         return f"{PREFIX}:{{{self.tag}}}:done:{request_id}"

@@ -79,12 +79,17 @@ class ChargeRequest:
     context: dict[str, Any] = field(default_factory=dict)
     context_json: str = ""  # the context already serialised (takes precedence when set)
     price: int | None = None
+    counters: tuple[tuple[str, int, int], ...] = ()
+    """(field, expected, delta) of the period counters ``price`` was computed from: the
+    script moves them with the commit, or answers ``stale`` (nothing written) when one is
+    not at its expected value."""
 
 
 @dataclass(frozen=True, slots=True)
 class ChargeResult:
     """``status``: ok, exhausted (nothing could be granted), insufficient (a debit was
-    refused), no_reservation (usage reported without a reservation; charged from available).
+    refused), no_reservation (usage reported without a reservation; charged from available),
+    stale (a counter of the price moved: nothing done, ``counters`` has the current values).
     ``left`` is what the payer still has in this unit (-1: unlimited); ``live`` the number of
     reservations on the payer. ``cost`` is the money debited; ``short`` what of the price
     the money could not cover (a wallet that ran dry; the record says so too)."""
@@ -98,10 +103,14 @@ class ChargeResult:
     left: int
     live: int
     short: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> ChargeResult:
         data = json.loads(raw)
+        counters = {str(k): int(v) for k, v in (data.get("ctr") or {}).items()}
+        if data["status"] == "stale":
+            return cls("stale", 0, 0, 0, 0, 0, 0, 0, 0, counters)
         return cls(
             status=str(data["status"]),
             granted=int(data["granted"]),
@@ -112,6 +121,7 @@ class ChargeResult:
             left=int(data["left"]),
             live=int(data["live"]),
             short=int(data.get("short", 0)),
+            counters=counters,
         )
 
 

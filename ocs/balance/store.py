@@ -73,6 +73,7 @@ class BalanceStore:
             k.done(req.request_id),
             k.stream,
             k.lifecycle,
+            k.counters,
         )
         args = (
             req.request_id,
@@ -90,6 +91,7 @@ class BalanceStore:
             req.context_json or json.dumps(req.context, separators=(",", ":"), default=str),
             payer,
             "" if req.price is None else req.price,
+            json.dumps(req.counters, separators=(",", ":")) if req.counters else "",
         )
         try:
             raw = await self.batch.execute("EVALSHA", self._charge.sha, len(keys), *keys, *args)

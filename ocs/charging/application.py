@@ -23,6 +23,7 @@ from ocs.charging.deadlines import Deadlines
 from ocs.charging.errors import is_store_outage, result_code_for
 from ocs.charging.events import EventCharging
 from ocs.charging.failover import FailureHandling
+from ocs.charging.pricing import CounterCache, charge_at_price, reservation_rate
 from ocs.charging.sessions import SessionStore
 from ocs.charging.usage import (
     RatingInputs,
@@ -30,8 +31,8 @@ from ocs.charging.usage import (
     payer_key,
     rating_inputs,
     requested_units,
-    reservation_rate,
     service_of,
+    usage_record,
     used_units,
 )
 from ocs.diameter import avp_codes as A
@@ -95,12 +96,12 @@ class _Rated:
     rate: Rate
     template: list[str] | None  # None: a field held a placeholder, the JSON is built per CCR
 
-    def context_json(self, number: int, used: int) -> str:
+    def context_json(self, number: int, amounts: tuple[int, ...]) -> str:
         parts = self.template
         assert parts is not None
         out = [parts[0], str(number)]
-        for i, quote in enumerate(self.resolution.quotes, start=1):
-            out += (parts[i], str(quote.price(used).amount if used else 0))
+        for i, amount in enumerate(amounts, start=1):
+            out += (parts[i], str(amount))
         out.append(parts[-1])
         return "".join(out)
 
@@ -166,6 +167,7 @@ class ChargingApplication:
         # another process) is not subtracted, so the gauge never goes below 0; a session not
         # heard of for session_ttl (its state expired) stops counting
         self._open: dict[str, float] = {}
+        self.counters = CounterCache()  # wallet period counters last seen (pricing)
         self._mscc_cache: dict[tuple[object, ...], Avp] = {}
         self._handlers: dict[int, Callable[[CreditControlRequest, Outcome], Awaitable[None]]] = {
             int(t): getattr(self, name) for t, name in HANDLER_NAMES.items()
@@ -344,36 +346,21 @@ class ChargingApplication:
         return rated
 
     def record_context(
-        self, view: CreditControlRequest, rg: int, resolution: Resolution, used: int
+        self,
+        view: CreditControlRequest,
+        rg: int,
+        resolution: Resolution,
+        used: int,
+        amounts: tuple[int, ...] | None = None,
     ) -> dict[str, Any]:
-        """What the rated usage record says besides the balance movement."""
-        levels = []
-        for quote in resolution.quotes:
-            levels.append(
-                {
-                    "level": quote.level,
-                    "buyer": quote.buyer,
-                    "seller": quote.seller,
-                    "payer": f"{quote.payer.kind}:{quote.payer.id}",
-                    "plan": quote.plan_id,
-                    "zone": quote.zone,
-                    "band": quote.band,
-                    "currency": quote.currency,
-                    "amount": quote.price(used).amount if used else 0,
-                }
-            )
-        return {
-            "session": view.session_id,
-            "n": view.request_number,
-            "rg": rg,
-            "imsi": resolution.imsi,
-            "msisdn": view.msisdn,
-            "twin": resolution.twin,
-            "subscription": resolution.subscription,
-            "account": resolution.account,
-            "service": str(resolution.quotes[0].service) if resolution.quotes else None,
-            "levels": levels,
-        }
+        """What the rated usage record says besides the balance movement; ``amounts``: each
+        level's price (``ocs.charging.pricing.prices``), else priced here without counters."""
+        if amounts is None:
+            amounts = tuple(q.price(used).amount if used else 0 for q in resolution.quotes)
+        return usage_record(
+            resolution, amounts, session=view.session_id, n=view.request_number, rg=rg,
+            msisdn=view.msisdn,
+        )  # fmt: skip
 
     def _quota(self, unit: BucketUnit, requested: int | None) -> int:
         want = self.config.default_quota[unit] if requested is None else requested
@@ -416,11 +403,13 @@ class ChargingApplication:
         payer = rated.payer
         previous = out.payers.get(rg)
         sid, number = view.session_id, view.request_number
-        if rated.template is not None:
-            context = rated.context_json(number, used)
-        else:
-            record = self.record_context(view, rg, rated.resolution, used)
-            context = json.dumps(record, separators=(",", ":"), default=str)
+
+        def context(amounts: tuple[int, ...]) -> str:
+            if rated.template is not None:
+                return rated.context_json(number, amounts)
+            record = self.record_context(view, rg, rated.resolution, used, amounts)
+            return json.dumps(record, separators=(",", ":"), default=str)
+
         base = f"{sid}:{number}:{rg}"
         now_ms = int(self.clock() * 1000)
         deadline = now_ms + (self.config.validity_time + self.config.reclaim_grace) * 1000
@@ -428,14 +417,22 @@ class ChargingApplication:
         rate = rated.rate
         if previous is not None and previous != payer:
             # the twin or payer changed mid-session: settle on the old payer first
+            amounts = tuple(q.price(used).amount for q in rated.resolution.quotes)
             await self.store.charge(
                 previous,
                 ChargeRequest(
-                    f"{base}:settle", member, unit, now_ms, used=used, context_json=context
+                    f"{base}:settle",
+                    member,
+                    unit,
+                    now_ms,
+                    used=used,
+                    context_json=context(amounts),
                 ),
             )
             used = 0
-        result = await self.store.charge(
+        # the price of the usage, and a wallet debited exactly it (ocs.charging.pricing)
+        result, _ = await charge_at_price(
+            self.store,
             payer,
             ChargeRequest(
                 request_id=base,
@@ -447,8 +444,11 @@ class ChargingApplication:
                 min_grant=min(want, self.config.min_grant[unit]),
                 rate=rate,
                 deadline_ms=deadline,
-                context_json=context,
             ),
+            rated.catalogue,
+            rated.resolution,
+            self.counters,
+            context,
         )
         if final or result.granted == 0:
             out.payers.pop(rg, None)

@@ -1,14 +1,20 @@
 """CCR-Event (RFC 4006 6.3, 5.4): DIRECT_DEBITING (SMS, IoT sensor events), REFUND_ACCOUNT,
 CHECK_BALANCE and PRICE_ENQUIRY. Events have no session state and no reservation: a debit is
-one all-or-nothing script call that also writes the rated record."""
+one all-or-nothing script call that also writes the rated record.
+
+``debit_event`` is the one code path of an event debit: CCR-Event here and events posted over
+HTTP (``ocs.api.events``) both call it, so both write the same record (``usage_record``,
+every level priced) and a wallet is debited exactly the level-0 price."""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Final
 
-from ocs.balance import BucketUnit, ChargeRequest
+from ocs.balance import BalanceStore, BucketUnit, ChargeRequest, ChargeResult
 from ocs.charging.errors import result_code_for
-from ocs.charging.usage import UNIT_OF, payer_key, reservation_rate, service_of, used_units
+from ocs.charging.pricing import CounterCache, Prices, charge_at_price, reservation_rate
+from ocs.charging.usage import UNIT_OF, payer_key, service_of, usage_record, used_units
 from ocs.diameter import avp_codes as A
 from ocs.diameter.codec import grouped, i32
 from ocs.diameter.constants import CheckBalanceResult, RequestedAction, ResultCode
@@ -19,6 +25,8 @@ from ocs.diameter.dcca import (
     granted_service_unit,
     mscc_answer,
 )
+from ocs.rating.catalogue import Catalogue
+from ocs.rating.engine import Resolution
 from ocs.rating.errors import RatingError
 from ocs.rating.models import PayerKind
 from ocs.rating.quote import Quote
@@ -60,6 +68,51 @@ def _units(mscc: MultipleServicesCreditControl, unit: BucketUnit) -> int:
     return used_units(mscc, unit) or 1
 
 
+async def debit_event(
+    store: BalanceStore,
+    catalogue: Catalogue,
+    cache: CounterCache,
+    resolution: Resolution,
+    *,
+    payer: str,
+    unit: BucketUnit,
+    units: int,
+    request_id: str,
+    now_ms: int,
+    session: str,
+    n: int,
+    rg: int,
+    msisdn: str | None,
+    extra: dict[str, object] | None = None,
+) -> tuple[ChargeResult, Prices]:
+    """Debit ``units`` of an event all or nothing from its payer, with its rated record
+    (every level priced; a wallet pays exactly the level-0 price)."""
+
+    def context(amounts: tuple[int, ...]) -> str:
+        record = usage_record(resolution, amounts, session=session, n=n, rg=rg, msisdn=msisdn)
+        if extra:
+            record.update(extra)
+        return json.dumps(record, separators=(",", ":"), default=str)
+
+    return await charge_at_price(
+        store,
+        payer,
+        ChargeRequest(
+            request_id=request_id,
+            member=f"{session}|{rg}",
+            unit=unit,
+            now_ms=now_ms,
+            used=units,
+            rate=reservation_rate(resolution.quotes[0]),
+            mode="debit",
+        ),
+        catalogue,
+        resolution,
+        cache,
+        context,
+    )
+
+
 class EventCharging:
     __slots__ = ("app",)
 
@@ -91,7 +144,8 @@ class EventCharging:
             out.add(mscc_answer(code, rating_group=rg), code)
             return
         quote = resolution.quotes[0]
-        tenant = app.catalogue.of(view.imsi, view.msisdn).tenant.id  # the SIM's tenant
+        catalogue = app.catalogue.of(view.imsi, view.msisdn)  # the SIM's tenant's
+        tenant = catalogue.tenant.id
         payer = payer_key(tenant, resolution.payer)
         request_id = f"{view.session_id}:{view.request_number}:{rg or 0}"
         now_ms = int(app.clock() * 1000)
@@ -114,8 +168,8 @@ class EventCharging:
                 out.extra.append(i32(A.AVP_CHECK_BALANCE_RESULT, verdict))
             out.add(mscc_answer(SUCCESS, rating_group=rg), SUCCESS)
             return
-        context = app.record_context(view, rg or 0, resolution, units)
         if action is RequestedAction.REFUND_ACCOUNT:
+            context = app.record_context(view, rg or 0, resolution, units)
             money = resolution.payer.kind is PayerKind.WALLET
             amount = quote.price(units).amount if money else units
             op = {"op": "refund", "unit": "money" if money else str(unit), "amount": amount}
@@ -123,18 +177,20 @@ class EventCharging:
             code = SUCCESS if status == "ok" else int(ResultCode.DIAMETER_RATING_FAILED)
             out.add(mscc_answer(code, rating_group=rg), code)
             return
-        result = await app.store.charge(
-            payer,
-            ChargeRequest(
-                request_id=request_id,
-                member=f"{view.session_id}|{rg or 0}",
-                unit=unit,
-                now_ms=now_ms,
-                used=units,
-                rate=rate,
-                mode="debit",
-                context=context,
-            ),
+        result, _ = await debit_event(
+            app.store,
+            catalogue,
+            app.counters,
+            resolution,
+            payer=payer,
+            unit=unit,
+            units=units,
+            request_id=request_id,
+            now_ms=now_ms,
+            session=view.session_id,
+            n=view.request_number,
+            rg=rg or 0,
+            msisdn=view.msisdn,
         )
         if result.status == "insufficient":
             app.metrics.count_exhausted(payer)

@@ -47,11 +47,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ocs.balance import BucketUnit, ChargeRequest
 from ocs.charging.errors import is_store_outage, result_code_for
+from ocs.charging.pricing import reservation_rate
 from ocs.charging.usage import (
     UNIT_OF,
     payer_key,
     requested_units,
-    reservation_rate,
     service_of,
     used_units,
 )

@@ -6,14 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv6Address
+from typing import Any
 
 from ocs.balance.keys import payer_tag
-from ocs.balance.models import FREE, NOT_PRICED, BucketUnit, Rate
+from ocs.balance.models import BucketUnit
 from ocs.diameter.constants import CcRequestType, SubscriptionIdType
 from ocs.diameter.dcca import CreditControlRequest, MultipleServicesCreditControl
 from ocs.rating.context import RatType, ServiceKind, UsageContext
-from ocs.rating.models import Payer, PayerKind
-from ocs.rating.quote import Quote
+from ocs.rating.engine import Resolution
+from ocs.rating.models import Payer
 
 SMS_SERVICE_CONTEXT = "32274@3gpp.org"
 
@@ -149,13 +150,41 @@ def payer_key(tenant: str, payer: Payer) -> str:
     return payer_tag(tenant, str(payer.kind), payer.id)
 
 
-def reservation_rate(quote: Quote) -> Rate:
-    """Money per unit for the payer's money buckets: wallets pay the tariff, postpaid pools
-    pay overage at it; prepaid pools and contracts hold units only. Tiers and charging
-    increments are applied by the offline re-rating; the real-time reservation uses the
-    rate of the tier in force at the start of the period."""
-    if quote.payer.kind in (PayerKind.PREPAID_POOL, PayerKind.EXTERNAL_CONTRACT):
-        return NOT_PRICED
-    rate = quote.rate
-    numerator = rate.numerators[rate.tier_at(0)]
-    return FREE if numerator == 0 else Rate(numerator, rate.denominator)
+def usage_record(
+    resolution: Resolution,
+    amounts: tuple[int, ...],
+    *,
+    session: str,
+    n: int,
+    rg: int,
+    msisdn: str | None,
+) -> dict[str, Any]:
+    """The context of a rated usage record (``ctx`` of the stream entry): who used what, and
+    one priced line per level (``amounts``, level 0 first). CCRs (sessions and events) and
+    events posted over HTTP all write this one shape, which drain, bill run and reports read."""
+    levels = [
+        {
+            "level": q.level,
+            "buyer": q.buyer,
+            "seller": q.seller,
+            "payer": f"{q.payer.kind}:{q.payer.id}",
+            "plan": q.plan_id,
+            "zone": q.zone,
+            "band": q.band,
+            "currency": q.currency,
+            "amount": amount,
+        }
+        for q, amount in zip(resolution.quotes, amounts, strict=True)
+    ]
+    return {
+        "session": session,
+        "n": n,
+        "rg": rg,
+        "imsi": resolution.imsi,
+        "msisdn": msisdn,
+        "twin": resolution.twin,
+        "subscription": resolution.subscription,
+        "account": resolution.account,
+        "service": str(resolution.quotes[0].service) if resolution.quotes else None,
+        "levels": levels,
+    }

@@ -41,6 +41,11 @@ class Quote(NamedTuple):
     rate: RateTable
 
     @property
+    def counted(self) -> bool:
+        """Its price reads the period counters (graduated tiers or an allowance)."""
+        return self.allowance_counter is not None or len(self.rate.starts) > 1
+
+    @property
     def prepaid(self) -> bool:
         """This level's payer must be reserved before units are granted."""
         return self.payer.kind.prepaid

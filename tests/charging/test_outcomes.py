@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import asyncio
 from dataclasses import replace
 from pathlib import Path
@@ -114,7 +116,11 @@ async def test_wallet_session_is_priced_in_money(
     assert (await app.handle_ccr(final, None)).get(A.AVP_RESULT_CODE) == 2001
     wallet = await bucket(store, BOB_WALLET, "bob-wallet")
     assert wallet.reserved == 0
-    assert wallet.used == 1_000 - wallet.available > 0
+    # the MB is home usage inside consumer-data's 50 MB allowance: rated 0, so the wallet is
+    # debited 0 (it paid the first tier's rate before, whatever the allowance; issue 12)
+    assert (wallet.used, wallet.available) == (0, 1_000)
+    usage = [r for r in await store.records(BOB_WALLET) if r.fields["kind"] == "usage"]
+    assert [json.loads(r.fields["ctx"])["levels"][0]["amount"] for r in usage] == [0]
     await assert_conserved(store, BOB_WALLET)
 
 

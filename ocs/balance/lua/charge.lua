@@ -22,6 +22,8 @@
 --                        payer cannot cover a request, or when a bucket carries an auto
 --                        top-off threshold ("thr", units) and this call leaves the payer
 --                        below it (never on the common path)
+-- KEYS[8] counters HASH  "<period>|<counter key>" -> units: the period counters (tiers,
+--                        allowances) of the usage this payer pays with a price
 --
 -- ARGV[1]  request id          ARGV[2]  now (ms)          ARGV[3]  unit
 -- ARGV[4]  used units          ARGV[5]  wanted units      ARGV[6]  minimum grant
@@ -36,8 +38,14 @@
 --          cannot cover is the result's `short`; the rate (ARGV[7]/ARGV[8]) then only sizes
 --          reservations (conservatively: the caller passes the highest tier's rate). Without
 --          one, money buckets pay `ceil(units * rate)` (a postpaid pool's credit limit).
+-- ARGV[16] counters the price was computed from: JSON [[field, expected, delta], ...] or "".
+--          When a counter of KEYS[8] is not at `expected` (another usage moved it since the
+--          caller read it) the script writes nothing and returns {status="stale", ctr}
+--          with the current values: the caller prices again. Otherwise each counter moves
+--          by `delta` with the commit, in the same step as the debit it priced.
 --
--- Returns the JSON result: {status, granted, money, units, cost, overrun, short, left, live}.
+-- Returns the JSON result: {status, granted, money, units, cost, overrun, short, left, live,
+-- ctr} (ctr: the counters of ARGV[16] after this call).
 -- Lua numbers are doubles: amounts are exact up to 2^53 (checked).
 SCRIPT = 'charge.lua'
 
@@ -65,6 +73,24 @@ if member == nil or member == '' then fail('reservation member is empty') end
 if mode ~= 'session' and mode ~= 'debit' then fail('mode must be session or debit') end
 if exact and den == 0 then fail('a price needs money buckets (rate denominator > 0)') end
 if ARGV[13] == nil or ARGV[14] == nil then fail('record context and payer tag are required') end
+
+-- The counters the price was computed from: all as expected, or nothing is written.
+local counters, ctr = {}, nil
+if ARGV[16] ~= nil and ARGV[16] ~= '' then
+  if not exact then fail('counters come with a price') end
+  ctr = {}
+  local stale = false
+  for i, c in ipairs(decode(ARGV[16], 'counters')) do
+    if type(c) ~= 'table' or type(c[1]) ~= 'string' then fail('counter ' .. i .. ' is not [field, expected, delta]') end
+    local expected = int(c[2], 'counter ' .. c[1] .. ' expected')
+    local delta = int(c[3], 'counter ' .. c[1] .. ' delta')
+    local current = hnum(KEYS[8], c[1])
+    counters[#counters + 1] = {c[1], delta}
+    ctr[c[1]] = I(current)
+    if current ~= expected then stale = true end
+  end
+  if stale then return cjson.encode({status = 'stale', ctr = ctr}) end
+end
 
 -- Usable buckets in consumption order: priority, then earliest expiry, then id. A bucket
 -- on hold (a pool suspended for an unpaid renewal) is not usable. `thr`: the auto top-off
@@ -310,6 +336,10 @@ if raw then
 end
 
 local overrun = 0
+for _, c in ipairs(counters) do
+  hincr(KEYS[8], c[1], c[2])
+  ctr[c[1]] = I(hnum(KEYS[8], c[1]))
+end
 if exact then
   -- the price of the usage, exactly, from the money buckets (released reservation included)
   committed = used
@@ -408,7 +438,7 @@ if mode == 'session' and want > 0 and granted == 0 then status = 'exhausted' end
 if mode == 'session' and had_rsv == 0 and used > 0 then status = 'no_reservation' end
 local res = cjson.encode({status = status, granted = I(granted), money = I(money),
                           units = I(committed), cost = I(charged), overrun = I(overrun),
-                          short = I(short), left = I(left), live = live})
+                          short = I(short), left = I(left), live = live, ctr = ctr})
 op('string', 'SET', KEYS[5], res, 'PX', I(ttl))
 flush()
 return res

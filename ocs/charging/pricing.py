@@ -1,0 +1,131 @@
+"""One price online and offline (docs/rating.md, "One price"): the money a usage costs a level
+is what ``ocs.rating`` prices it at (rule 8: increments, minimum quantity, allowance,
+graduated tiers from the period counters, rounding once, minimum charge), and nothing else.
+
+The record of a usage carries that amount per level, and a level paid online in money (a
+wallet) is debited exactly it: ``charge.lua`` gets the price (``ChargeRequest.price``), not a
+rate. When the price reads period counters (tiers or an allowance) they are kept with the
+wallet (``ocs:{P}:ctr``, per bill period of the buyer) and the script moves them in the same
+step as the debit, after checking they are still where the price was computed from; when
+another usage moved them first, nothing is written and the usage is priced again
+(``MAX_REPRICES`` times at most). The bill run re-rates the same records with
+``ocs.offline.rerate``: same quotes, same counters, same order, same amounts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Final, NamedTuple
+
+from ocs.balance import BalanceStore, ChargeRequest, ChargeResult
+from ocs.balance.models import FREE, NOT_PRICED, Rate
+from ocs.rating.catalogue import Catalogue
+from ocs.rating.engine import Resolution
+from ocs.rating.models import PayerKind
+from ocs.rating.periods import counter_period
+from ocs.rating.quote import Quote
+
+MAX_REPRICES: Final = 16
+COUNTER_CACHE: Final = 100_000
+
+
+class StaleCounters(RuntimeError):
+    """The counters of a price kept moving under it (never expected: a bug, answered 5012)."""
+
+
+class Prices(NamedTuple):
+    """The amount of every level for one usage, and what the level-0 payer is debited.
+    ``price`` None: the payer is not debited in money by the price (pools, contracts)."""
+
+    amounts: tuple[int, ...]
+    price: int | None
+    counters: tuple[tuple[str, int, int], ...]
+
+
+def paid_in_money(quote: Quote) -> bool:
+    """The level's payer is debited the price online: a wallet."""
+    return quote.payer.kind is PayerKind.WALLET
+
+
+def reservation_rate(quote: Quote) -> Rate:
+    """Money per unit that sizes reservations on the payer's money buckets. A wallet reserves
+    at its highest tier's rate (never less than any unit can cost; the commit debits the
+    exact price); a postpaid pool pays overage into its credit bucket at the rate of the
+    first tier; prepaid pools and contracts hold units only."""
+    kind = quote.payer.kind
+    if kind in (PayerKind.PREPAID_POOL, PayerKind.EXTERNAL_CONTRACT):
+        return NOT_PRICED
+    rate = quote.rate
+    numerator = max(rate.numerators) if kind is PayerKind.WALLET else rate.numerators[0]
+    return FREE if numerator == 0 else Rate(numerator, rate.denominator)
+
+
+class CounterCache:
+    """The last known value of the wallet counters this process priced with (field ->
+    units); a miss costs one ``stale`` round trip, never a wrong price."""
+
+    __slots__ = ("values",)
+
+    def __init__(self) -> None:
+        self.values: dict[str, int] = {}
+
+    def update(self, values: dict[str, int]) -> None:
+        if len(self.values) + len(values) > COUNTER_CACHE:
+            self.values.clear()
+        self.values.update(values)
+
+
+def prices(
+    catalogue: Catalogue,
+    resolution: Resolution,
+    used: int,
+    at_ms: int,
+    known: dict[str, int],
+) -> Prices:
+    """Every level's amount for ``used`` units committed at ``at_ms`` (the record's time)."""
+    quotes = resolution.quotes
+    first = quotes[0]
+    money = paid_in_money(first)
+    if used <= 0:
+        return Prices((0,) * len(quotes), 0 if money else None, ())
+    if not money or not first.counted:
+        amounts = tuple(q.price(used).amount for q in quotes)
+        return Prices(amounts, amounts[0] if money else None, ())
+    at = datetime.fromtimestamp(at_ms / 1000, UTC)
+    period = counter_period(catalogue, first.buyer, at)
+    keys = [first.tier_counter]
+    if first.allowance_counter is not None:
+        keys.append(first.allowance_counter)
+    fields = {key: f"{period}|{key}" for key in keys}
+    counters = {key: known.get(fields[key], 0) for key in keys}
+    priced = first.price(used, counters)
+    deltas = dict(first.deltas(priced))
+    checks = tuple((fields[k], counters[k], deltas.get(k, 0)) for k in keys)
+    amounts = (priced.amount, *(q.price(used).amount for q in quotes[1:]))
+    return Prices(amounts, priced.amount, checks)
+
+
+async def charge_at_price(
+    store: BalanceStore,
+    payer: str,
+    request: ChargeRequest,
+    catalogue: Catalogue,
+    resolution: Resolution,
+    cache: CounterCache,
+    context: Callable[[tuple[int, ...]], str],
+) -> tuple[ChargeResult, Prices]:
+    """One charge of ``request.used`` units at their price: the record context is
+    ``context(amounts)``; a wallet is debited exactly the level-0 amount."""
+    for _ in range(MAX_REPRICES):
+        p = prices(catalogue, resolution, request.used, request.now_ms, cache.values)
+        result = await store.charge(
+            payer,
+            replace(request, price=p.price, counters=p.counters, context_json=context(p.amounts)),
+        )
+        if result.counters:
+            cache.update(result.counters)
+        if result.status != "stale":
+            return result, p
+    raise StaleCounters(f"the counters of {payer} moved {MAX_REPRICES} times under one price")
