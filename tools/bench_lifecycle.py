@@ -37,6 +37,7 @@ from redis.asyncio import Redis
 from ocs.balance import BalanceStore
 from ocs.balance.keys import PayerKeys
 from ocs.balance.models import BucketSpec, BucketUnit
+from ocs.balance.store import script_text
 from ocs.lifecycle import Lifecycle, pool_rules
 from ocs.rating.loader import check_documents
 
@@ -75,16 +76,29 @@ def _keys(tag: str, with_life: bool) -> list[str]:
     return [*keys, k.lifecycle] if with_life else keys
 
 
+def script_at(ref: str, name: str = "charge.lua") -> str:
+    """``name`` as Redis ran it at git ``ref``: with the ``_shadow.lua`` prelude once the
+    scripts have one (``ocs.balance.store.script_text``)."""
+
+    def show(path: str) -> str | None:
+        done = subprocess.run(
+            ["git", "show", f"{ref}:ocs/balance/lua/{path}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return done.stdout if done.returncode == 0 else None
+
+    text = show(name)
+    if text is None:
+        raise SystemExit(f"no ocs/balance/lua/{name} at {ref}")
+    return (show("_shadow.lua") or "") + text
+
+
 def scripts(before: str = BEFORE) -> tuple[str, str]:
     """charge.lua at git ``before`` and now."""
-    old_text = subprocess.run(
-        ["git", "show", f"{before}:ocs/balance/lua/charge.lua"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return old_text, (ROOT / "ocs/balance/lua/charge.lua").read_text()
+    return script_at(before), script_text("charge.lua")
 
 
 THRESHOLD_RULE = {"addon": "a", "account": "x", "u": "bytes", "units": 1000, "prio": 50,

@@ -77,6 +77,15 @@ class CounterCache:
         self.values.update(values)
 
 
+def counted(catalogue: Catalogue, quote: Quote) -> bool:
+    """The quote's price reads the period counters, or moves a counter some graduated rate
+    reads (a flat night rate on the counter of a tiered day rate)."""
+    if quote.counted:
+        return True
+    counter = quote.tier_counter
+    return counter[counter.rfind("|") :] in catalogue.tiered_counters
+
+
 def prices(
     catalogue: Catalogue,
     resolution: Resolution,
@@ -90,7 +99,7 @@ def prices(
     money = paid_in_money(first)
     if used <= 0:
         return Prices((0,) * len(quotes), 0 if money else None, ())
-    if not money or not first.counted:
+    if not money or not counted(catalogue, first):
         amounts = tuple(q.price(used).amount for q in quotes)
         return Prices(amounts, amounts[0] if money else None, ())
     at = datetime.fromtimestamp(at_ms / 1000, UTC)

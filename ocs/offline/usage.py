@@ -92,19 +92,6 @@ class FlatRates:
         )  # fmt: skip
 
 
-def _tiered_counters(catalogue: Catalogue) -> set[str]:
-    out = set()
-    for plan in catalogue.plans.values():
-        for version in plan.versions:
-            for tariff in version.tariffs.values():
-                rates = [*tariff.by_band.values()]
-                if tariff.fallback is not None:
-                    rates.append(tariff.fallback)
-                if any(len(r.starts) > 1 for r in rates):
-                    out.add(tariff.counter_suffix)
-    return out
-
-
 def _bands(version: CompiledVersion) -> set[str]:
     bands = {"any"}
     if version.bands is not None:
@@ -116,7 +103,7 @@ def _bands(version: CompiledVersion) -> set[str]:
 
 def flat_rates(catalogue: Catalogue) -> FlatRates:
     """Every key whose price per record does not depend on the period counters."""
-    tiered = _tiered_counters(catalogue)
+    tiered = catalogue.tiered_counters
     groups = sorted(
         {
             rg

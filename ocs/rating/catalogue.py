@@ -254,6 +254,9 @@ class Catalogue:
     tax_profiles: Mapping[str, TaxProfile]
     sim_entries: tuple[Sim | SimRange, ...]
     warnings: tuple[Issue, ...] = field(default=())
+    tiered_counters: frozenset[str] = frozenset()
+    """Counter suffixes (``"|<counter>"``) that some graduated rate reads
+    (``compiler.tiered_counters``)."""
     memo: dict[tuple[object, ...], Resolution] = field(
         default_factory=dict, compare=False, repr=False
     )

@@ -7,7 +7,7 @@ Input items carry where they came from (file, path), so every problem is reporte
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, TypeVar
@@ -553,8 +553,24 @@ def compile_catalogue(sections: dict[str, list[Sourced]]) -> tuple[Catalogue | N
         tax_profiles=taxes,
         sim_entries=tuple(entries),
         warnings=warnings,
+        tiered_counters=tiered_counters(plans.values()),
     )
     return catalogue, c.issues
+
+
+def tiered_counters(plans: Iterable[CompiledPlan]) -> frozenset[str]:
+    """The counter suffixes (``"|<counter>"``) some rate with graduated tiers reads: usage on
+    such a counter moves a later usage's tier even where its own rate is flat."""
+    out: set[str] = set()
+    for plan in plans:
+        for version in plan.versions:
+            for tariff in version.tariffs.values():
+                rates = [*tariff.by_band.values()]
+                if tariff.fallback is not None:
+                    rates.append(tariff.fallback)
+                if any(len(r.starts) > 1 for r in rates):
+                    out.add(tariff.counter_suffix)
+    return frozenset(out)
 
 
 def _check_lifecycle(

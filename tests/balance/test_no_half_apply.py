@@ -238,15 +238,16 @@ async def test_charge_with_a_corrupt_reservation_entry_is_untouched(
 async def test_charge_with_a_stream_of_the_wrong_type_is_untouched(
     store: BalanceStore, redis: RedisClient
 ) -> None:
-    """The record is the last write: a stream key holding a string failed XADD after the
-    balance writes. Now the type is checked before anything is written."""
+    """The record was the last write: a stream key holding a string failed XADD after the
+    balance writes. Now the stream (the one key the script writes without reading it) is
+    written first, so its error comes before any other write."""
     await postpaid_pool(store)
     await charge(store, POOL, "s:0:1", want=500, rate=Rate(1, 10))
     k = PayerKeys(POOL)
     await redis.delete(k.stream)
     await redis.set(k.stream, "not a stream")
     keys, args = charge_call(POOL, "s:1:1", used=400, want=100, num=1, den=10)
-    await assert_untouched(redis, POOL, "charge.lua", keys, args, "holds a string")
+    await assert_untouched(redis, POOL, "charge.lua", keys, args, "WRONGTYPE")
 
 
 async def test_charge_with_a_bad_balance_field_is_untouched(
@@ -303,6 +304,10 @@ async def test_reclaim_with_a_corrupt_second_reservation_is_untouched(
     k = PayerKeys(payer)
     keys = [k.balances, k.reservations, k.reservation_index, k.stream]
     await assert_untouched(redis, payer, "reclaim.lua", keys, [NOW + 10, 10, payer], "b|1")
+    await redis.delete(k.stream)
+    await redis.set(k.stream, "not a stream")
+    await redis.hset(k.reservations, "b|1", '{"a": [["pool", "100", "100"]]}')
+    await assert_untouched(redis, payer, "reclaim.lua", keys, [NOW + 10, 10, payer], "WRONGTYPE")
     for bad in ([NOW + 10, 0, payer], ["soon", 10, payer], [NOW + 10, 10, ""]):
         await assert_untouched(redis, payer, "reclaim.lua", keys, bad, "reclaim.lua")
 

@@ -9,7 +9,8 @@
 -- made so far (H: hash fields, Z: sorted-set cardinality changes), every write is recorded
 -- (hset, hdel, hincr, op) instead of sent, and `flush()` sends them all at the very end,
 -- once the result is known. Before flushing it checks the type of every key it is about
--- to write that no read has proved, so the flush itself cannot meet WRONGTYPE.
+-- to write that no read has proved (but one, written first), so the flush itself cannot
+-- meet WRONGTYPE after a write.
 -- Numbers written are formatted as integers (`I`), never as Lua doubles ("-0", "1e+15").
 
 local function I(n) return string.format('%d', n) end
@@ -106,11 +107,24 @@ local function op(kind, ...)
 end
 
 local function flush()
+  -- Keys written but never read (typically the stream): every one but the first is checked
+  -- with TYPE; the first one's writes go out before any other write, so if its type is
+  -- wrong the error still comes before the first write.
+  local first = nil
   for key, kind in pairs(WANT) do
     if not TYPED[key] then
-      local t = redis.call('TYPE', key)
-      t = type(t) == 'table' and t.ok or t
-      if t ~= 'none' and t ~= kind then fail(key .. ' holds a ' .. t .. ', not a ' .. kind) end
+      if first == nil and kind ~= 'hash' then
+        first = key
+      else
+        local t = redis.call('TYPE', key)
+        t = type(t) == 'table' and t.ok or t
+        if t ~= 'none' and t ~= kind then fail(key .. ' holds a ' .. t .. ', not a ' .. kind) end
+      end
+    end
+  end
+  if first ~= nil then
+    for _, args in ipairs(OPS) do
+      if args[2] == first then redis.call(unpack(args)) end
     end
   end
   -- nothing below can fail: every key has its type and every value is an integer string
@@ -135,7 +149,9 @@ local function flush()
     if #sets > 0 then redis.call('HSET', key, unpack(sets)) end
     if #dels > 0 then redis.call('HDEL', key, unpack(dels)) end
   end
-  for _, args in ipairs(OPS) do redis.call(unpack(args)) end
+  for _, args in ipairs(OPS) do
+    if args[2] ~= first then redis.call(unpack(args)) end
+  end
 end
 
 local function decode(text, what)

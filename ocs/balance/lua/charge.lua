@@ -329,8 +329,8 @@ if raw then
     committed = committed + u
   end
   hdel(KEYS[3], member)
-  if redis.call('ZSCORE', KEYS[4], member) then live = live - 1 end
   op('zset', 'ZREM', KEYS[4], member)
+  live = math.max(live - 1, 0)  -- the member is in the index with its reservation
   -- units released back count again as available for the grant below
   count_units()
 end

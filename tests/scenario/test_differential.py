@@ -1,0 +1,341 @@
+"""One price online and offline, checked differentially (issue 12): for random catalogues
+(zones, a day/night band, graduated tiers, increments, minimum quantities and charges,
+rounding modes, allowances, a wholesale level above the SIM's account) and random usage
+(sizes, times, zones), the same usage priced four ways must agree to the minor unit:
+
+1. the **online debit**: CCR-I/CCR-T through ``ChargingApplication`` and ``charge.lua`` on a
+   real Redis; the money the script took from the wallet for each usage;
+2. the **record**: the amount the usage record carries for each level;
+3. the **definition**: ``ocs.rating.rate_uncached`` over the usages in order, with the
+   period counters advanced by each usage's deltas;
+4. **offline**: the records drained into a real PostgreSQL, re-rated per level in event
+   order by ``ocs.offline.rerate`` (what the bill run does), and the bill run's usage lines
+   of the wholesale buyer (``ocs.offline.usage.usage_lines``, SQL or record path).
+
+``./check`` runs ``OCS_DIFFERENTIAL_EXAMPLES`` examples (default 20); set it higher for the
+long mode (docs/rating.md records a run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from ocs.balance import BalanceStore
+from ocs.charging.application import ChargingApplication
+from ocs.charging.catalog import provision_catalogue
+from ocs.charging.config import ChargingConfig
+from ocs.diameter import avp_codes as A
+from ocs.diameter.answers import Identity
+from ocs.observability.metrics import ChargingMetrics
+from ocs.offline.db import Database, enter_tenant
+from ocs.offline.drain import Drainer
+from ocs.offline.late import period_holding
+from ocs.offline.rerate import rerate_levels
+from ocs.offline.usage import FlatRates, usage_lines
+from ocs.rating import ServiceKind, UsageContext
+from ocs.rating.engine import rate_uncached
+from ocs.rating.loader import CatalogueHolder, load_catalogue
+from tests.charging.ccr import build_ccr
+from tests.charging.helpers import wire
+from tests.offline.conftest import MASTER, synced
+
+EXAMPLES = int(os.environ.get("OCS_DIFFERENTIAL_EXAMPLES", "20"))
+TZ = "Europe/Berlin"
+START = datetime(2026, 11, 2, tzinfo=UTC)  # usage in 2026-11-02 .. 2026-11-28: one period
+IMSI = "262017700000001"
+ZONES = {"home": "26201", "eu": "20801", "world": "31026"}
+PRICES = ["0", "0.001", "0.25", "0.5", "1", "1.25", "3", "7"]
+ROUNDING = ["up", "down", "half_up", "half_even"]
+MB = 1_000_000
+
+
+def tiers_of(draw: st.DrawFn) -> list[dict[str, Any]]:
+    count = draw(st.integers(1, 3))
+    starts = [0, *sorted(draw(st.sets(st.sampled_from([MB, 5 * MB, 20 * MB]), min_size=2)))]
+    return [{"from": starts[i], "price": draw(st.sampled_from(PRICES))} for i in range(count)]
+
+
+@st.composite
+def tariff(draw: st.DrawFn, zone: str, banded: bool, counter: str) -> dict[str, Any]:
+    rates = (
+        {"day": {"tiers": tiers_of(draw)}, "night": {"tiers": tiers_of(draw)}}
+        if banded
+        else {"any": {"tiers": tiers_of(draw)}}
+    )
+    return {
+        "service": "data",
+        "zone": zone,
+        "per": draw(st.sampled_from([1000, MB])),
+        "increment": draw(st.sampled_from([1, 1000, 10_000, 100_000])),
+        "minimum_quantity": draw(st.sampled_from([0, 0, 50_000, MB])),
+        "minimum_charge": draw(st.sampled_from([0, 0, 1, 5])),
+        "counter": counter,
+        "rates": rates,
+    }
+
+
+@st.composite
+def plan(draw: st.DrawFn, pid: str, counter: str) -> dict[str, Any]:
+    banded = draw(st.booleans())
+    zones = draw(st.sampled_from([["home", "eu", "*"], ["*"], ["home", "*"]]))
+    version: dict[str, Any] = {
+        "effective_from": "2026-01-01T00:00:00+01:00",
+        "zone_set": "zs",
+        "rounding": draw(st.sampled_from(ROUNDING)),
+        "tariffs": [draw(tariff(z, banded, counter)) for z in zones],
+    }
+    if banded:
+        version["time_bands"] = "daynight"
+    if draw(st.booleans()):
+        version["allowances"] = [
+            {
+                "id": f"{pid}-free",
+                "service": "data",
+                "zones": draw(st.sampled_from([["home"], ["home", "eu"]])),
+                "units": draw(st.sampled_from([1, 500_000, 3 * MB, 20 * MB])),
+            }
+        ]
+    return {"id": pid, "name": pid, "currency": "EUR", "versions": [version]}
+
+
+@dataclass(frozen=True)
+class Usage:
+    zone: str
+    octets: int
+    at: datetime
+
+
+@st.composite
+def usages(draw: st.DrawFn) -> list[Usage]:
+    count = draw(st.integers(1, 7))
+    out = []
+    for i in range(count):
+        size = draw(
+            st.one_of(
+                st.integers(0, 30 * MB),
+                st.sampled_from([1, 999, 1000, 1001, 9_999, 10_000, 331_667, MB - 1, MB]),
+            )
+        )
+        minute = draw(st.integers(0, 26 * 24 * 60 - 1))
+        out.append((minute, i, draw(st.sampled_from(sorted(ZONES))), size))
+    out.sort()
+    return [Usage(z, n, START + timedelta(minutes=m, milliseconds=i)) for m, i, z, n in out]
+
+
+def catalogue_text(tenant: str, retail: dict[str, Any], wholesale: dict[str, Any]) -> str:
+    doc = {
+        "tenant": {"id": tenant, "home_network": "26201", "time_zone": TZ, "currency": "EUR"},
+        "countries": [{"code": "DE", "mcc": ["262"]}, {"code": "FR", "mcc": ["208"]}],
+        "zone_sets": [
+            {
+                "id": "zs",
+                "default": "world",
+                "zones": [
+                    {"id": "home", "name": "Home", "networks": ["26201"]},
+                    {"id": "eu", "name": "EU", "countries": ["FR"]},
+                    {"id": "world", "name": "World"},
+                ],
+            }
+        ],
+        "time_bands": [
+            {
+                "id": "daynight",
+                "default": "night",
+                "bands": [
+                    {
+                        "id": "day",
+                        "windows": [
+                            {
+                                "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                                "start": "07:00",
+                                "end": "22:00",
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+        "plans": [retail, wholesale],
+        "accounts": [
+            {
+                "id": "res",
+                "name": "Reseller",
+                "kind": "reseller",
+                "currency": "EUR",
+                "bill_day": 1,
+                "time_zone": TZ,
+                "plans": [{"plan": "wholesale", "from": "2026-01-01T00:00:00+01:00"}],
+                "payer": {"kind": "postpaid_pool", "id": "res-usage"},
+            },
+            {
+                "id": "end",
+                "name": "End customer",
+                "parent": "res",
+                "currency": "EUR",
+                "payment": "prepaid",
+                "bill_day": 1,
+                "time_zone": TZ,
+            },
+        ],
+        "pools": [
+            {
+                "id": "res-usage",
+                "account": "res",
+                "kind": "static",
+                "payment": "postpaid",
+                "service": "data",
+                "unit": "bytes",
+                "size": 0,
+            },
+        ],
+        "wallets": [{"id": "w", "account": "end", "currency": "EUR", "balance": 10**12}],
+        "sims": [
+            {
+                "imsi": IMSI,
+                "msisdn": "4917770000001",
+                "account": "end",
+                "twins": [
+                    {
+                        "id": "main",
+                        "payer": {"kind": "wallet", "id": "w"},
+                        "plans": [{"plan": "retail", "from": "2026-01-01T00:00:00+01:00"}],
+                    }
+                ],
+            },
+        ],
+    }
+    return json.dumps(doc)
+
+
+def write_catalogue(folder: Path, text: str) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "catalogue.yaml").write_text(text)  # JSON is YAML
+    return folder
+
+
+async def run_example(
+    redis: Redis, db: Database, folder: Path, catalogue_doc: str, items: list[Usage]
+) -> None:
+    tenant = json.loads(catalogue_doc)["tenant"]["id"]
+    catalogue = load_catalogue(write_catalogue(folder, catalogue_doc))
+    store = BalanceStore(redis)
+    now = [items[0].at.timestamp()]
+    try:
+        await provision_catalogue(store, catalogue, str(folder), now_ms=int(now[0] * 1000))
+        app = ChargingApplication(
+            store,
+            CatalogueHolder(catalogue),
+            ChargingConfig(data_dir=folder),
+            Identity("ocs.test", "test"),
+            ChargingMetrics(CollectorRegistry()),
+            clock=lambda: now[0],
+        )
+        for i, u in enumerate(items):
+            now[0] = u.at.timestamp()
+            sid = f"{tenant};{i}"
+            plmn = ZONES[u.zone]
+            for number, spec in ((0, (10, 2 * MB, 0)), (1, (10, -1, u.octets))):
+                ccr = build_ccr(
+                    sid, request_type=1 + 2 * number, number=number, imsi=IMSI,
+                    msccs=[spec], sgsn_mcc_mnc=plmn, when=u.at,
+                )  # fmt: skip
+                answer = await app.handle_ccr(wire(ccr), None)
+                assert answer.get(A.AVP_RESULT_CODE) == 2001, (i, number)
+        wallet_tag = f"{tenant}:wallet:w"
+        records = [r for r in await store.records(wallet_tag) if r.fields["kind"] == "usage"]
+        assert await store.live_reservations(wallet_tag) == 0
+    finally:
+        await store.batch.close()
+
+    # 1 + 2: the online debit of each usage is the record's level-0 amount
+    online = [sum(a for _, a in r.alloc) for r in records]
+    recorded = [[lv["amount"] for lv in json.loads(r.fields["ctx"])["levels"]] for r in records]
+    assert online == [levels[0] for levels in recorded]
+    assert all("short" not in r.fields for r in records)
+
+    # 3: the definition, usage after usage with the period counters
+    counters: dict[str, int] = {}
+    definition: list[list[int]] = []
+    for u in items:
+        if u.octets == 0:
+            continue
+        mcc, mnc = ZONES[u.zone][:3], ZONES[u.zone][3:]
+        ctx = UsageContext(
+            tenant=tenant, imsi=IMSI, event_time=u.at, service=ServiceKind.DATA,
+            quantity=u.octets, apn="iot.demo", rating_group=10, mcc=mcc, mnc=mnc,
+        )  # fmt: skip
+        rated = rate_uncached(catalogue, ctx, counters)
+        definition.append([line.amount for line in rated.lines])
+        for line in rated.lines:
+            for key, delta in line.deltas:
+                counters[key] = counters.get(key, 0) + delta
+    assert [r[0] for r in recorded] == [d[0] for d in definition]
+    assert all(len(d) == 2 for d in definition)  # the wallet's level and the wholesale one
+    wholesale_plan = catalogue.plans["wholesale"].versions[0]
+    flat_level_1 = not wholesale_plan.allowances and all(
+        len(r.starts) == 1
+        for t in wholesale_plan.tariffs.values()
+        for r in (*t.by_band.values(), *([t.fallback] if t.fallback else []))
+    )
+
+    # 4: offline, on PostgreSQL: re-rating in event order and the wholesale bill run line
+    await synced(db, catalogue)
+    await Drainer(redis, db, MASTER).run()
+    period = period_holding(1, items[0].at, TZ)
+    async with db.pool.acquire() as conn, conn.transaction():
+        await enter_tenant(conn, tenant)
+        rows = await conn.fetch(
+            "SELECT ts, units, rating_group, ctx FROM usage_records WHERE kind = 'usage'"
+            " ORDER BY ts, record_key"
+        )
+        offline_counters: dict[str, int] = {}
+        rerated: list[list[int]] = []
+        for row in rows:
+            ctx_doc = row["ctx"] if isinstance(row["ctx"], dict) else json.loads(row["ctx"])
+            charges = rerate_levels(
+                catalogue, ctx_doc["levels"], "data", row["rating_group"], row["ts"],
+                int(row["units"]), "sub", offline_counters,
+            )  # fmt: skip
+            rerated.append([c.amount for c in charges])
+        lines = await usage_lines(conn, catalogue, ["res"], period)
+        by_record = await usage_lines(conn, catalogue, ["res"], period, rates=FlatRates())
+    assert rerated == definition
+    billed = sum(line.net for line in lines["res"])
+    assert billed == sum(line.net for line in by_record["res"])
+    assert billed == sum(d[1] for d in definition)
+    if flat_level_1:
+        assert billed == sum(r[1] for r in recorded)
+
+
+@pytest.mark.timeout(60 + 3 * EXAMPLES)
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    derandomize=EXAMPLES <= 50,
+)
+@given(
+    retail=plan("retail", "data"),
+    wholesale=plan("wholesale", "wdata"),
+    items=usages(),
+)
+async def test_online_debit_record_and_bill_run_agree(
+    redis: Redis, db: Database, tmp_path: Path, retail: Any, wholesale: Any, items: list[Usage]
+) -> None:
+    tenant = f"d{uuid.uuid4().hex[:10]}"
+    doc = catalogue_text(tenant, retail, wholesale)
+    note(json.dumps({"retail": retail, "wholesale": wholesale}))
+    note(repr(items))
+    await run_example(redis, db, tmp_path / tenant, doc, items)
