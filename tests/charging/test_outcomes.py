@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 import asyncio
+import json
 from dataclasses import replace
 from pathlib import Path
 

@@ -29,12 +29,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
+from ocs.charging.catalog import provision_catalogue
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from ocs.balance import BalanceStore
 from ocs.charging.application import ChargingApplication
-from ocs.charging.catalog import provision_catalogue
 from ocs.charging.config import ChargingConfig
 from ocs.diameter import avp_codes as A
 from ocs.diameter.answers import Identity
