@@ -29,7 +29,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
-from ocs.charging.catalog import provision_catalogue
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
@@ -44,6 +43,7 @@ from ocs.offline.drain import Drainer
 from ocs.offline.late import period_holding
 from ocs.offline.rerate import rerate_levels
 from ocs.offline.usage import FlatRates, usage_lines
+from ocs.provisioning.catalog import provision_catalogue
 from ocs.rating import ServiceKind, UsageContext
 from ocs.rating.engine import rate_uncached
 from ocs.rating.loader import CatalogueHolder, load_catalogue
