@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from fractions import Fraction
 from typing import Any
 
 from ocs.rating import Counters, Quote, ServiceKind
 from ocs.rating.catalogue import Catalogue
-from ocs.rating.models import Payer, PayerKind
+from ocs.rating.models import Payer, PayerKind, Rounding
+from ocs.rating.tariffs import exact_amount
 
 
 class RerateError(Exception):
@@ -34,6 +36,8 @@ class LevelCharge:
     service: str
     quantity: int
     amount: int
+    exact: Fraction  # the amount before rounding (wholesale lines round per line)
+    rounding: Rounding
 
 
 def _payer(text: str) -> Payer:
@@ -142,6 +146,8 @@ def rerate_levels(
                 service,
                 quantity,
                 priced.amount,
+                exact_amount(quote.rate, priced),
+                quote.rate.rounding,
             )
         )
     return out

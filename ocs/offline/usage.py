@@ -40,6 +40,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -50,10 +51,12 @@ from ocs.offline.rerate import rerate_levels
 from ocs.rating import Quote
 from ocs.rating.catalogue import Catalogue, CompiledVersion
 from ocs.rating.models import Rounding
+from ocs.rating.tariffs import div_round
 
 EXCLUDED_PAYERS: Final = ("wallet", "external_contract")  # paid online / billed elsewhere
 OTHER_RG: Final = -1  # a rating group no tariff names
 MODE_CODE: Final = {Rounding.DOWN: 0, Rounding.UP: 1, Rounding.HALF_UP: 2, Rounding.HALF_EVEN: 3}
+MODES: Final = {code: mode for mode, code in MODE_CODE.items()}
 MAX_NUMERATOR: Final = 10**6  # rated units x numerator must stay in bigint
 RECORD_PREFETCH: Final = 2000  # rows per round trip of the record path's cursor
 SMALL_RUN: Final = 20  # up to this many buyers: find records by the account index
@@ -199,6 +202,8 @@ _AMOUNT: Final = (
     " ELSE CASE WHEN 2 * (x.raw % rk.d) = rk.d THEN x.raw / rk.d + (x.raw / rk.d) % 2"
     " ELSE (2 * x.raw + rk.d) / (2 * rk.d) END END, rk.minc) END"
 )
+# the record's amount before rounding, times d: what a wholesale line sums exactly
+_EXACT: Final = "CASE WHEN lv.units <= 0 THEN 0 ELSE greatest(x.raw, rk.minc * rk.d) END"
 _RAW: Final = (
     "LEFT JOIN LATERAL (SELECT greatest((lv.units + rk.inc - 1) / rk.inc * rk.inc, rk.minq)"
     " * rk.n AS raw) x ON rk.plan IS NOT NULL"
@@ -222,12 +227,13 @@ def _sum_sql(small: bool, *, late_days: bool = False) -> str:
     return (
         f"WITH {_PAIRS}, {_RK}, lv AS ({lv}{_scope(small)})"
         " SELECT lv.buyer, lv.seller, lv.payer_kind, lv.plan, lv.zone, lv.service,"
-        " rk.currency, lv.late, count(*) AS records, sum(lv.units) AS qty,"
-        f" sum({_AMOUNT}) AS amount"
+        " rk.currency, lv.late, lv.ord > 1 AS wholesale, rk.d, rk.mode,"
+        f" count(*) AS records, sum(lv.units) AS qty, sum({_AMOUNT}) AS amount,"
+        f" sum({_EXACT}) AS xraw"
         " FROM lv JOIN p ON p.buyer = lv.buyer AND p.acc = lv.account_id"
         + (" AND lv.seq > p.lo" if late_days else " AND (NOT lv.late OR lv.seq > p.lo)")
         + f" LEFT JOIN rk ON {_MATCH} {_RAW}"
-        " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"
+        " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11"
     )
 
 
@@ -255,15 +261,48 @@ async def descendants(conn: Connection, roots: Sequence[str]) -> list[tuple[str,
 
 
 @dataclass(slots=True)
+class _Cell:
+    """One line: its quantity, the sum of per-record amounts (retail levels), and the exact
+    sums of wholesale levels per rounding mode, rounded once for the line (``less``: what an
+    earlier invoice already charged of a replayed period, rounded the same way)."""
+
+    quantity: int = 0
+    amount: int = 0
+    exact: dict[Rounding, Fraction] = field(default_factory=dict)
+    less: dict[Rounding, Fraction] = field(default_factory=dict)
+
+    @property
+    def net(self) -> int:
+        net = self.amount
+        for mode, value in self.exact.items():
+            net += div_round(value.numerator, value.denominator, mode)
+        for mode, value in self.less.items():
+            net -= div_round(value.numerator, value.denominator, mode)
+        return net
+
+
+@dataclass(slots=True)
 class _Groups:
-    by_buyer: dict[str, dict[GroupKey, list[int]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    by_buyer: dict[str, dict[GroupKey, _Cell]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(_Cell))
     )
 
     def add(self, buyer: str, key: GroupKey, quantity: int, amount: int) -> None:
         cell = self.by_buyer[buyer][key]
-        cell[0] += quantity
-        cell[1] += amount
+        cell.quantity += quantity
+        cell.amount += amount
+
+    def add_exact(
+        self, buyer: str, key: GroupKey, quantity: int, exact: Fraction, mode: Rounding
+    ) -> None:
+        """A wholesale level's usage: summed exactly, rounded once per line."""
+        cell = self.by_buyer[buyer][key]
+        cell.quantity += quantity
+        cell.exact[mode] = cell.exact.get(mode, Fraction(0)) + exact
+
+    def subtract_exact(self, buyer: str, key: GroupKey, exact: Fraction, mode: Rounding) -> None:
+        cell = self.by_buyer[buyer][key]
+        cell.less[mode] = cell.less.get(mode, Fraction(0)) + exact
 
     def lines(self, buyer: str) -> list[Line]:
         return [
@@ -279,7 +318,8 @@ class _Groups:
                 net,
             )
             for (issuer, cur, plan, service, zone, late), (qty, net) in sorted(
-                self.by_buyer.get(buyer, {}).items()
+                (key, (cell.quantity, cell.net))
+                for key, cell in self.by_buyer.get(buyer, {}).items()
             )
         ]
 
@@ -326,7 +366,11 @@ async def usage_lines(
             continue
         label = "" if late is None else window.label(late)
         key = (issuer_of(r["seller"], tenant), r["currency"], r["plan"], r["service"], r["zone"])
-        groups.add(r["buyer"], (*key, label), int(r["qty"]), int(r["amount"]))
+        if r["wholesale"]:
+            exact = Fraction(int(r["xraw"]), int(r["d"]))
+            groups.add_exact(r["buyer"], (*key, label), int(r["qty"]), exact, MODES[r["mode"]])
+        else:
+            groups.add(r["buyer"], (*key, label), int(r["qty"]), int(r["amount"]))
     for buyer in sorted(needs_records):
         accounts = [a for b, a in pairs if b == buyer]
         await _record_path(conn, catalogue, buyer, accounts, period, rates, groups, window)
@@ -388,7 +432,12 @@ async def _record_path(
             if ch.payer_kind in EXCLUDED_PAYERS:
                 continue
             key = (issuer_of(ch.seller, tenant), ch.currency, ch.plan, ch.service, ch.zone)
-            if old:  # invoiced already: only a changed amount is late
+            if ch.level > 0:  # wholesale: exact, rounded once per line
+                groups.add_exact(buyer, (*key, label), 0 if old else ch.quantity, ch.exact,
+                                 ch.rounding)  # fmt: skip
+                if old:  # invoiced already: the earlier line's part comes off
+                    groups.subtract_exact(buyer, (*key, label), before[i].exact, ch.rounding)
+            elif old:  # invoiced already: only a changed amount is late
                 groups.add(buyer, (*key, label), 0, ch.amount - before[i].amount)
             else:
                 groups.add(buyer, (*key, label), ch.quantity, ch.amount)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from typing import NamedTuple
 
 from ocs.rating.models import BandRate, Rounding
@@ -137,6 +138,16 @@ class Priced(NamedTuple):
 
 
 ZERO_PRICE = Priced(0, 0, 0, 0, 0, ())
+
+
+def exact_amount(rate: RateTable, priced: Priced) -> Fraction:
+    """``priced``'s amount before rounding: the exact tier sum in minor units, raised to the
+    minimum charge when anything is billable (what rounding per invoice line sums)."""
+    if priced.billable == 0:
+        return Fraction(0)
+    numerators = rate.numerators
+    raw = sum(units * numerators[index] for index, units in priced.tiers)
+    return max(Fraction(raw, rate.denominator), Fraction(rate.minimum_charge))
 
 
 def price(rate: RateTable, quantity: int, position: int, allowance_left: int) -> Priced:

@@ -23,6 +23,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,8 @@ from ocs.provisioning.catalog import provision_catalogue
 from ocs.rating import ServiceKind, UsageContext
 from ocs.rating.engine import rate_uncached
 from ocs.rating.loader import CatalogueHolder, load_catalogue
+from ocs.rating.models import Rounding
+from ocs.rating.tariffs import div_round, exact_amount
 from tests.charging.ccr import build_ccr
 from tests.charging.helpers import wire
 from tests.offline.conftest import MASTER, synced
@@ -268,6 +271,8 @@ async def run_example(
     # 3: the definition, usage after usage with the period counters
     counters: dict[str, int] = {}
     definition: list[list[int]] = []
+    wholesale: dict[str, Fraction] = {}  # zone -> exact level-1 sum: one invoice line each
+    mode = Rounding.UP
     for u in items:
         if u.octets == 0:
             continue
@@ -278,17 +283,20 @@ async def run_example(
         )  # fmt: skip
         rated = rate_uncached(catalogue, ctx, counters)
         definition.append([line.amount for line in rated.lines])
+        top = rated.lines[1]
+        exact = exact_amount(top.quote.rate, top.priced)
+        wholesale[top.quote.zone] = wholesale.get(top.quote.zone, Fraction(0)) + exact
+        mode = top.quote.rate.rounding  # one version: one rounding mode
         for line in rated.lines:
             for key, delta in line.deltas:
                 counters[key] = counters.get(key, 0) + delta
     assert [r[0] for r in recorded] == [d[0] for d in definition]
     assert all(len(d) == 2 for d in definition)  # the wallet's level and the wholesale one
-    wholesale_plan = catalogue.plans["wholesale"].versions[0]
-    flat_level_1 = not wholesale_plan.allowances and all(
-        len(r.starts) == 1
-        for t in wholesale_plan.tariffs.values()
-        for r in (*t.by_band.values(), *([t.fallback] if t.fallback else []))
-    )
+    # wholesale lines are rounded once per invoice line (docs/rating.md), not per record
+    by_line = {
+        zone: div_round(total.numerator, total.denominator, mode)
+        for zone, total in wholesale.items()
+    }
 
     # 4: offline, on PostgreSQL: re-rating in event order and the wholesale bill run line
     await synced(db, catalogue)
@@ -312,11 +320,10 @@ async def run_example(
         lines = await usage_lines(conn, catalogue, ["res"], period)
         by_record = await usage_lines(conn, catalogue, ["res"], period, rates=FlatRates())
     assert rerated == definition
-    billed = sum(line.net for line in lines["res"])
-    assert billed == sum(line.net for line in by_record["res"])
-    assert billed == sum(d[1] for d in definition)
-    if flat_level_1:
-        assert billed == sum(r[1] for r in recorded)
+    billed = {line.description: line.net for line in lines["res"]}
+    assert billed == {line.description: line.net for line in by_record["res"]}
+    expected = {f"Data {zone} (wholesale)": net for zone, net in by_line.items()}
+    assert {k: v for k, v in billed.items() if v} == {k: v for k, v in expected.items() if v}
 
 
 @pytest.mark.timeout(60 + 3 * EXAMPLES)

@@ -11,7 +11,9 @@ out by hand from docs/rating.md rule 8 and written as a literal:
 * **beta** (postpaid account) pays with a prepaid pool of 3 MB, run to its end and refused
   after it (4012), on a plan with a day/night band;
 * **carol** (consumer) pays with a wallet, on a plan with a charging increment and a
-  minimum charge: the wallet must end at its hand-rated balance.
+  minimum charge: the wallet must end at its hand-rated balance;
+* **delta** is a customer of the reseller **resell**, which buys delta's usage wholesale at
+  a price where each usage is worth a fraction of a cent (rounded per invoice line).
 
 Then: no CCR is answered by failure handling, nothing stays reserved, the invoices equal the
 hand totals to the cent, and every record's amount is what the wallet was debited.
@@ -100,7 +102,22 @@ plans:
              rates: {any: {tiers: [{from: 0, price: "3"}]}}}
           - {service: data, zone: "*", per: 1000000, minimum_charge: 5,
              rates: {any: {tiers: [{from: 0, price: "5"}]}}}
+  - id: wholesale
+    name: Wholesale
+    currency: EUR
+    versions:
+      - effective_from: "2026-01-01T00:00:00+01:00"
+        zone_set: zs
+        rounding: down
+        tariffs:
+          - {service: data, zone: "*", per: 1000000, rates: {any: {tiers: [{from: 0,
+             price: "0.25"}]}}}
 accounts:
+  - {id: resell, name: Resell, kind: reseller, payment: postpaid, currency: EUR, bill_day: 1,
+     plans: [{plan: wholesale, from: "2026-01-01T00:00:00+01:00"}],
+     payer: {kind: postpaid_pool, id: resell-usage}}
+  - {id: delta, name: Delta, parent: resell, kind: enterprise, payment: postpaid,
+     currency: EUR, bill_day: 1}
   - {id: alpha, name: Alpha, kind: enterprise, payment: postpaid, currency: EUR, bill_day: 1}
   - {id: beta, name: Beta, kind: enterprise, payment: postpaid, currency: EUR, bill_day: 1}
   - {id: carol, name: Carol, kind: consumer, payment: prepaid, currency: EUR, bill_day: 1}
@@ -109,6 +126,10 @@ pools:
      unit: bytes, size: 5000000}
   - {id: beta-pool, account: beta, kind: static, payment: prepaid, service: data,
      unit: bytes, size: 3000000}
+  - {id: resell-usage, account: resell, kind: static, payment: postpaid, service: data,
+     unit: bytes, size: 0}
+  - {id: delta-pool, account: delta, kind: static, payment: postpaid, service: data,
+     unit: bytes, size: 0}
 wallets:
   - {id: carol-wallet, account: carol, currency: EUR, balance: 1000}
 sims:
@@ -121,8 +142,12 @@ sims:
   - {imsi: "262017800000003", msisdn: "4917780000003", account: carol, twins: [{id: data,
      payer: {kind: wallet, id: carol-wallet},
      plans: [{plan: consumer, from: "2026-01-01T00:00:00+01:00"}]}]}
+  - {imsi: "262017800000004", msisdn: "4917780000004", account: delta, twins: [{id: data,
+     payer: {kind: postpaid_pool, id: delta-pool},
+     plans: [{plan: iot-post, from: "2026-01-01T00:00:00+01:00"}]}]}
 """
 ALPHA, BETA, CAROL = "262017800000001", "262017800000002", "262017800000003"
+DELTA = "262017800000004"
 HOME, EU, WORLD = "26201", "20801", "31026"
 
 
@@ -214,8 +239,16 @@ async def test_a_month_of_billing_equals_the_hand_totals(
         assert (await pgw.session(CAROL, HOME, 2 * MB, 2_000_000, night))[0] == 2001
         # carol's wallet: 1,000 - (5 + 5 + 6) = 984 ct
 
+        # delta, a customer of the reseller resell: home usage is free at retail (iot-post);
+        # resell buys it wholesale at 0.25 ct/MB, rounding down: 10 usages of 700,000 B are
+        # 0.175 ct each, 0 ct when rounded per usage (the wholesale invoice that never came),
+        # 10 x 0.175 = 1.75 -> 1 ct rounded once for the line
+        for _ in range(10):
+            assert (await pgw.session(DELTA, HOME, MB, 700_000, day))[0] == 2001
+
         failover = server.metrics.failover_grants
-        assert sum(s.value for m in failover.collect() for s in m.samples) == 0
+        grants = [s.value for m in failover.collect() for s in m.samples]
+        assert sum(v for m in failover.collect() for v in _totals(m)) == 0, grants
         assert set(pgw.codes) == {2001, 4012} and pgw.codes.count(4012) == 1
 
     store = BalanceStore(redis)
@@ -252,6 +285,7 @@ async def test_a_month_of_billing_equals_the_hand_totals(
         ("alpha", 4, 8_123_957),
         ("beta", 2, 3_000_000),
         ("carol", 3, 3_581_667),
+        ("delta", 10, 7_000_000),
     ]
     on = _period_end()
     invoices = {}
@@ -272,6 +306,12 @@ async def test_a_month_of_billing_equals_the_hand_totals(
     }
     assert beta_lines == {"Data home (iot-pre)": (3_000_000, 9)}  # 8 (day) + 1 (night)
     assert (invoices["beta"].net, invoices["beta"].gross) == (9, 9)
+    run = await bill_run(db, catalogue, cipher, account="resell", on=on)
+    (wholesale,) = run.invoices
+    assert [(ln.description, int(ln.quantity), ln.net) for ln in wholesale.lines] == [
+        ("Data home (wholesale)", 7_000_000, 1)
+    ]
+    assert (wholesale.issuer, wholesale.net) == (f"tenant:{tenant}", 1)
     # carol paid online: her wallet usage is on no invoice
     carol = await bill_run(db, catalogue, cipher, account="carol", on=on)
     assert all(line.kind != "usage" for inv in carol.invoices for line in inv.lines)
@@ -281,3 +321,9 @@ def _period_end() -> date:
     """The first day of next month (Berlin): the bill day that closes this month's period."""
     now = datetime.now(BERLIN)
     return date(now.year + (now.month == 12), now.month % 12 + 1, 1)
+
+
+def _totals(metric: object) -> list[float]:
+    """The counted values of a Prometheus counter family (not its ``_created`` stamps)."""
+    samples = getattr(metric, "samples", [])
+    return [s.value for s in samples if s.name.endswith("_total")]
