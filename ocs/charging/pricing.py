@@ -14,7 +14,9 @@ another usage moved them first, nothing is written and the usage is priced again
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Final, NamedTuple
@@ -64,12 +66,33 @@ def reservation_rate(quote: Quote) -> Rate:
 
 class CounterCache:
     """The last known value of the wallet counters this process priced with (field ->
-    units); a miss costs one ``stale`` round trip, never a wrong price."""
+    units); a miss costs one ``stale`` round trip, never a wrong price. Usage on one
+    counter is priced and committed one at a time in this process (``hold``): without it,
+    40 concurrent sessions of one SIM re-priced each other out (each round trip let one
+    commit through), so only another process can make a price stale."""
 
-    __slots__ = ("values",)
+    __slots__ = ("_locks", "values")
 
     def __init__(self) -> None:
         self.values: dict[str, int] = {}
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, counter: str) -> AsyncIterator[None]:
+        """Commits on ``counter`` one at a time (the lock lives while someone holds or
+        waits for it)."""
+        entry = self._locks.get(counter)
+        if entry is None:
+            entry = self._locks[counter] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._locks[counter]
 
     def update(self, values: dict[str, int]) -> None:
         if len(self.values) + len(values) > COUNTER_CACHE:
@@ -127,6 +150,22 @@ async def charge_at_price(
 ) -> tuple[ChargeResult, Prices]:
     """One charge of ``request.used`` units at their price: the record context is
     ``context(amounts)``; a wallet is debited exactly the level-0 amount."""
+    first = resolution.quotes[0]
+    if request.used > 0 and paid_in_money(first) and counted(catalogue, first):
+        async with cache.hold(first.tier_counter):
+            return await _charge(store, payer, request, catalogue, resolution, cache, context)
+    return await _charge(store, payer, request, catalogue, resolution, cache, context)
+
+
+async def _charge(
+    store: BalanceStore,
+    payer: str,
+    request: ChargeRequest,
+    catalogue: Catalogue,
+    resolution: Resolution,
+    cache: CounterCache,
+    context: Callable[[tuple[int, ...]], str],
+) -> tuple[ChargeResult, Prices]:
     for _ in range(MAX_REPRICES):
         p = prices(catalogue, resolution, request.used, request.now_ms, cache.values)
         result = await store.charge(

@@ -34,7 +34,7 @@ async def snapshot(redis: RedisClient, payer: str, *extra: str) -> dict[str, Any
     """DUMP (and TTL) of every key of the payer: the byte-exact state."""
     k = PayerKeys(payer)
     keys = [k.buckets, k.balances, k.reservations, k.reservation_index, k.stream, k.lifecycle]
-    keys += [k.done(rid) for rid in extra]
+    keys += [k.counters, *[k.done(rid) for rid in extra]]
     out: dict[str, Any] = {}
     for key in keys:
         out[key] = (await redis.dump(key), await redis.pttl(key) > 0)
@@ -62,7 +62,7 @@ def charge_call(payer: str, rid: str, **kw: Any) -> tuple[list[str], list[Any]]:
     argv = {
         "rid": rid, "now": NOW, "unit": "bytes", "used": 0, "want": 0, "min_grant": 0,
         "num": 0, "den": 0, "deadline": NOW + 60_000, "ttl": TTL, "member": "s1|1",
-        "mode": "session", "ctx": "{}", "payer": payer, "price": "",
+        "mode": "session", "ctx": "{}", "payer": payer, "price": "", "counters": "",
     }  # fmt: skip
     argv.update(kw)
     return keys, list(argv.values())
@@ -431,3 +431,36 @@ async def test_lifecycle_pay_zero_and_exact_fee(store: BalanceStore, redis: Redi
         assert out["status"] == status, ref
     b = by_id(await store.buckets(WALLET))["eur"]
     assert (b.credited, b.available) == (0, 0)
+
+
+async def test_priced_counters_move_with_the_debit_or_nothing_moves(
+    store: BalanceStore, redis: RedisClient
+) -> None:
+    """ARGV[16]: the counters a price was computed from. At their expected values they move
+    by the deltas in the same step as the debit; otherwise the script writes nothing (not
+    even its stored result) and answers stale with the current values."""
+    await store.provision(WALLET, [BucketSpec("eur", BucketUnit.MONEY, 100)], NOW, resize=False)
+    rate = Rate(1, 100_000)
+    tier, free = "2023-11-01|sub|data", "2023-11-01|sub|allowance:free"
+    ok = await store.charge(
+        WALLET, _req("c:1", used=500, rate=rate, price=3, counters=((tier, 0, 400), (free, 0, 100)))
+    )
+    assert (ok.status, ok.cost, ok.counters) == ("no_reservation", 3, {tier: 400, free: 100})
+    k = PayerKeys(WALLET)
+    assert await redis.hgetall(k.counters) == {tier.encode(): b"400", free.encode(): b"100"}
+    before = await snapshot(redis, WALLET, "c:2")
+    stale = await store.charge(WALLET, _req("c:2", used=10, rate=rate, price=1,
+                                            counters=((tier, 0, 10),)))  # fmt: skip
+    assert (stale.status, stale.counters) == ("stale", {tier: 400})
+    assert await snapshot(redis, WALLET, "c:2") == before
+    assert await redis.hgetall(k.counters) == {tier.encode(): b"400", free.encode(): b"100"}
+    again = await store.charge(WALLET, _req("c:2", used=10, rate=rate, price=1,
+                                            counters=((tier, 400, 10),)))  # fmt: skip
+    assert (again.status, again.cost, again.counters) == ("no_reservation", 1, {tier: 410})
+    b = by_id(await store.buckets(WALLET))["eur"]
+    assert (b.available, b.used) == (96, 4)
+    # a zero delta is checked and not written; counters without a price are refused
+    keys, args = charge_call(WALLET, "c:3", used=1, num=1, den=1, price="",
+                             counters=json.dumps([[tier, 410, 1]]))  # fmt: skip
+    keys.append(k.counters)
+    await assert_untouched(redis, WALLET, "charge.lua", keys, args, "counters come with a price")
