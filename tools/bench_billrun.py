@@ -7,7 +7,10 @@ Prints one JSON line. Targets (issue 6): bill run <= 120 s, drain >= 50,000 reco
     .venv/bin/python tools/gen_cdrs.py
     .venv/bin/python tools/bench_billrun.py            # drain, then bill run
     .venv/bin/python tools/bench_billrun.py --skip-drain --preview
-    .venv/bin/python tools/bench_billrun.py --skip-billrun --rewind-drain   # drain only, again
+    .venv/bin/python tools/bench_billrun.py --skip-billrun --rewind-drain --keep-streams
+
+The drain deletes what it stored (``drain_trim``); ``--keep-streams`` drains without
+deleting, so that ``--rewind-drain`` has the same entries to drain again next time.
 
 Before the bill run the previous benchmark run of the period (invoices, lines, run rows,
 counter) is deleted with the immutability triggers bypassed (``session_replication_role``):
@@ -131,7 +134,9 @@ async def bench_drain(args: argparse.Namespace) -> dict[str, Any]:
     try:
         if args.rewind_drain:
             await rewind_drain(args.url, redis)
-        drainer = Drainer(redis, db, MASTER, batch=args.batch, writers=args.writers)
+        drainer = Drainer(
+            redis, db, MASTER, batch=args.batch, writers=args.writers, trim=not args.keep_streams
+        )
         load0 = os.getloadavg()[0]
         before, cpu0 = await server_cpu(args.url, redis), self_cpu()
         stats = await drainer.run()
@@ -143,6 +148,7 @@ async def bench_drain(args: argparse.Namespace) -> dict[str, Any]:
             "drain_streams": stats.streams,
             "drain_batch": args.batch,
             "drain_writers": args.writers,
+            "drain_trim": not args.keep_streams,
             "drain_seconds": round(stats.seconds, 2),
             "drain_db_seconds": round(stats.db_seconds, 2),
             "drain_records_per_s": round(stats.rate),
@@ -209,6 +215,11 @@ def main() -> None:
         "--rewind-drain",
         action="store_true",
         help="drain the streams again from their start (deletes the previously drained rows)",
+    )
+    ap.add_argument(
+        "--keep-streams",
+        action="store_true",
+        help="drain without deleting the entries (drain_trim off): they can be drained again",
     )
     ap.add_argument("--skip-billrun", action="store_true")
     ap.add_argument("--preview", action="store_true", help="compute without issuing")
