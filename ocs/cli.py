@@ -167,6 +167,11 @@ def _offline_parsers(sub: Any) -> None:
     run.add_argument("--terms", help="billing terms YAML (taxes, pool fees)")
     run.add_argument("--out-dir", help="where rendered invoices are written")
     run.add_argument(
+        "--einvoice",
+        action="store_true",
+        help="also write each invoice as UBL, CII and Factur-X PDF (EN 16931)",
+    )
+    run.add_argument(
         "--metrics-port", type=int, default=0, help="serve progress on /metrics there (0: no)"
     )
     _store_flags(run)
@@ -179,7 +184,14 @@ def _offline_parsers(sub: Any) -> None:
     adj.add_argument("--amount", type=int, required=True, help="minor units, e.g. cents")
     adj.add_argument("--reason", required=True)
     adj.add_argument("--catalog")
+    adj.add_argument("--out-dir", help="where the note's documents are written")
     _store_flags(adj)
+    iexp = isub.add_parser("export", help="one document as HTML, PDF or EN 16931 e-invoice")
+    iexp.add_argument("--number", type=int, required=True, help="invoice or note number")
+    iexp.add_argument("--format", choices=["html", "pdf", "ubl", "cii", "facturx"], required=True)
+    iexp.add_argument("--out", help="output file (default <tenant>-<number><suffix>)")
+    iexp.add_argument("--catalog")
+    _store_flags(iexp)
 
     export = sub.add_parser("export", help="accounting export (journal lines)")
     export.add_argument("--format", choices=["csv", "json"], default="csv")
@@ -239,6 +251,7 @@ def _offline(args: argparse.Namespace, settings: Settings) -> int | None:
             terms=args.terms,
             out_dir=args.out_dir,
             metrics_port=args.metrics_port,
+            einvoice=args.einvoice,
         )
     if command == "invoice" and args.invoice_command == "adjust":
         return off.main_invoice_adjust(
@@ -248,6 +261,11 @@ def _offline(args: argparse.Namespace, settings: Settings) -> int | None:
             amount=args.amount,
             reason=args.reason,
             catalog=args.catalog,
+            out_dir=args.out_dir,
+        )
+    if command == "invoice" and args.invoice_command == "export":
+        return off.main_invoice_export(
+            settings, number=args.number, fmt=args.format, out=args.out, catalog=args.catalog
         )
     if command == "export":
         return off.main_export(settings, fmt=args.format, out=args.out, catalog=args.catalog)

@@ -1,6 +1,6 @@
 """Credit and debit notes against one issued invoice. Issued invoices never change: a note
 is a new document with its own gapless number, referring to the invoice. A credit note of
-``net`` minor units is taxed like the invoice (its tax in proportion to the invoice's), and
+``net`` minor units is taxed like the invoice, and
 the credits against one invoice never exceed its net amount."""
 
 from __future__ import annotations
@@ -51,24 +51,45 @@ async def adjust_invoice(
                 f"amount: {net} exceeds what is left to credit on invoice {number}"
                 f" ({inv['net'] + credited})"
             )
-        tax = round_half_up(Fraction(inv["tax"] * net, inv["net"])) if inv["net"] else 0
-        line = Line(
-            inv["issuer"],
-            inv["currency"],
-            f"{kind}_note",
-            f"{kind.capitalize()} note for invoice {number}: {reason}",
-            "adjustment",
-            Decimal(1),
-            "each",
-            sign * net,
-            tax=sign * tax,
+        parts = await conn.fetch(
+            "SELECT tax_treatment, tax_rate, tax_note, min(accounting_group) AS accounting_group,"
+            " sum(net) AS net FROM invoice_lines WHERE number = $1"
+            " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+            number,
         )
-        lines = await conn.fetch(
-            "SELECT accounting_group FROM invoice_lines WHERE number = $1 LIMIT 1", number
-        )
-        line.accounting_group = lines[0]["accounting_group"] if lines else ""
+        lines = []
+        left = net
+        for i, part in enumerate(parts):
+            share = (
+                left
+                if i == len(parts) - 1
+                else round_half_up(Fraction(net * int(part["net"]), inv["net"]))
+                if inv["net"]
+                else 0
+            )
+            left -= share
+            if share == 0:
+                continue
+            rate = Decimal(part["tax_rate"])
+            line = Line(
+                inv["issuer"],
+                inv["currency"],
+                f"{kind}_note",
+                f"{kind.capitalize()} note for invoice {number}: {reason}",
+                "adjustment",
+                Decimal(1),
+                "each",
+                sign * share,
+                accounting_group=part["accounting_group"],
+                tax_rate=rate,
+                tax_treatment=part["tax_treatment"],
+                tax=sign * round_half_up(Decimal(share) * rate / 100),
+                unit_price=share,
+                tax_note=part["tax_note"],
+            )
+            lines.append(line)
         draft = DraftInvoice(
-            inv["account_id"], inv["issuer"], inv["currency"], inv["level"], inv["template"], [line]
+            inv["account_id"], inv["issuer"], inv["currency"], inv["level"], inv["template"], lines
         )
         note = await insert_invoice(
             conn, tenant, draft, kind=f"{kind}_note", refers_to=number, reason=reason

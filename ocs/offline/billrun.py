@@ -116,10 +116,12 @@ async def _account_rows(
 
 async def _tax_rules(conn: Connection) -> dict[tuple[str, str, str], TaxRule]:
     rows = await conn.fetch(
-        "SELECT profile, country, product_class, rate_percent, treatment FROM tax_rules"
+        "SELECT profile, country, product_class, rate_percent, treatment, note FROM tax_rules"
     )
     return {
-        (r["profile"], r["country"], r["product_class"]): TaxRule(r["rate_percent"], r["treatment"])
+        (r["profile"], r["country"], r["product_class"]): TaxRule(
+            r["rate_percent"], r["treatment"], r["note"]
+        )
         for r in rows
     }
 
@@ -268,6 +270,20 @@ async def next_number(conn: Connection, tenant: str) -> int:
     return int(number)
 
 
+# Snapshots of the seller ($7, the issuer: an account or "tenant:<id>") and the buyer ($6)
+# as they are at issue (migration 0009): the document keeps them when the account changes.
+SELLER_SQL = (
+    "CASE WHEN $7 LIKE 'tenant:%' THEN (SELECT party || jsonb_build_object('name', name,"
+    " 'country', country, 'account_id', tenant_id) FROM tenants WHERE tenant_id = substr($7, 8))"
+    " ELSE (SELECT party || jsonb_build_object('name', name, 'country', country, 'account_id',"
+    " account_id) FROM accounts WHERE account_id = $7) END"
+)
+BUYER_SQL = (
+    "(SELECT party || jsonb_build_object('name', name, 'country', country, 'account_id',"
+    " account_id, 'language', language) FROM accounts WHERE account_id = $6)"
+)
+
+
 async def insert_invoice(
     conn: Connection,
     tenant: str,
@@ -282,8 +298,9 @@ async def insert_invoice(
     number = await next_number(conn, tenant)
     await conn.execute(
         "INSERT INTO invoices (tenant_id, number, kind, refers_to, run_id, account_id, issuer,"
-        " level, currency, period_start, period_end, net, tax, gross, template, reason)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
+        " level, currency, period_start, period_end, net, tax, gross, template, reason, seller,"
+        f" buyer) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16, {SELLER_SQL},"
+        f" {BUYER_SQL})",
         tenant,
         number,
         kind,
@@ -303,8 +320,8 @@ async def insert_invoice(
     )
     await conn.executemany(
         "INSERT INTO invoice_lines (tenant_id, number, line_no, kind, description,"
-        " accounting_group, product_class, quantity, unit, net, tax_rate, tax_treatment, tax)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+        " accounting_group, product_class, quantity, unit, net, tax_rate, tax_treatment, tax,"
+        " unit_price, tax_note) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
         [
             (
                 tenant,
@@ -320,6 +337,8 @@ async def insert_invoice(
                 ln.tax_rate,
                 ln.tax_treatment,
                 ln.tax,
+                ln.unit_price,
+                ln.tax_note,
             )
             for i, ln in enumerate(draft.lines, start=1)
         ],

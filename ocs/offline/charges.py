@@ -23,6 +23,9 @@ from ocs.rating.errors import RatingError
 
 FEE_PERIOD_FACTOR: Final = {"month": Fraction(1), "year": Fraction(1, 12)}
 TENANT_ISSUER_PREFIX: Final = "tenant:"
+# Fees are charged per SIM twin: the invoice says so on the line (a SIM with two twins on
+# fee-carrying plans pays twice) and explains it in a note.
+PER_TWIN: Final = "per SIM twin"
 
 
 def round_half_up(value: Fraction | Decimal | int) -> int:
@@ -74,6 +77,7 @@ class SubRow:
 class TaxRule:
     rate_percent: Decimal
     treatment: str
+    note: str = ""  # the legal note (exemption reason, reverse charge), printed per category
 
 
 @dataclass(slots=True)
@@ -90,6 +94,8 @@ class Line:
     tax_rate: Decimal = Decimal(0)
     tax_treatment: str = "standard"
     tax: int = 0
+    unit_price: int | None = None  # minor units per unit, when the line has one price
+    tax_note: str = ""
 
 
 @dataclass(slots=True)
@@ -188,11 +194,12 @@ def fee_lines(
                 issuer,
                 currency,
                 "recurring",
-                f"{fee_id} ({plan_id})",
+                f"Monthly fee {fee_id}, plan {plan_id}, {PER_TWIN}",
                 "subscription",
                 Decimal(net) / Decimal(unit_amount),
                 "period",
                 net,
+                unit_price=unit_amount,
             )
         )
     for (plan_id, currency, fee_id, unit_amount), count in sorted(one_time.items()):
@@ -201,11 +208,12 @@ def fee_lines(
                 issuer,
                 currency,
                 "one_time",
-                f"{fee_id} ({plan_id})",
+                f"One-time fee {fee_id} on activation, plan {plan_id}, per SIM twin",
                 "service",
                 Decimal(count),
                 "each",
                 count * unit_amount,
+                unit_price=unit_amount,
             )
         )
     return out
@@ -246,7 +254,19 @@ def pool_lines(
         size, fee = pool.size, pool.fee
         desc = f"Static pool {pool.pool_id} ({size} units)"
     if fee:
-        out.append(Line(issuer, pool.currency, "pool", desc, "telecom", Decimal(1), "period", fee))
+        out.append(
+            Line(
+                issuer,
+                pool.currency,
+                "pool",
+                desc,
+                "telecom",
+                Decimal(1),
+                "period",
+                fee,
+                unit_price=fee,
+            )
+        )
     over = max(0, used - size)
     if over and pool.overage_price:
         blocks = -(-over // pool.overage_per)
@@ -288,6 +308,7 @@ def apply_tax(
     for line in lines:
         rule = lookup_tax(rules, account.tax_profile, account.country, line.product_class)
         line.tax_treatment = rule.treatment
+        line.tax_note = rule.note
         line.tax_rate = rule.rate_percent if rule.treatment == "standard" else Decimal(0)
         line.tax = round_half_up(Decimal(line.net) * line.tax_rate / 100)
         line.accounting_group = account.accounting_group

@@ -5,12 +5,14 @@ prints errors as one line naming the file or field and the reason.
     ocs cdr drain                 -> main_drain(settings, batch=..., claim_idle_ms=...)
     ocs cdr import FILE           -> main_import(settings, path, catalog=...) (CSV or BER)
     ocs cdr reconcile             -> main_reconcile(settings, catalog=..., tolerance_percent=...)
-    ocs billrun --cycle D [--preview] [--account ID] [--date YYYY-MM-DD]
+    ocs billrun --cycle D [--preview] [--account ID] [--date YYYY-MM-DD] [--einvoice]
                                   -> main_billrun(settings, cycle=..., account=..., ...)
     ocs invoice adjust N --credit|--debit AMOUNT --reason TEXT
                                   -> main_invoice_adjust(settings, number=..., kind=..., ...)
     ocs invoice export --format csv|json [--out FILE]
                                   -> main_export(settings, fmt=..., out=...)
+    ocs invoice export --number N --format html|pdf|ubl|cii|facturx [--out FILE]
+                                  -> main_invoice_export(settings, number=..., fmt=..., ...)
     ocs report usage|revenue [--by DIMS] [--from D] [--to D] [--period day|month]
            [--format table|csv|json] [--out FILE]
                                   -> main_report(settings, kind, by=..., ...)
@@ -43,15 +45,9 @@ from ocs.offline.charges import DraftInvoice
 from ocs.offline.crypto import TenantCipher, master_key, tenant_cipher
 from ocs.offline.db import Database, DatabaseError, connect, migrate
 from ocs.offline.drain import BATCH, CLAIM_IDLE_MS, Drainer
-from ocs.offline.render import (
-    RenderError,
-    invoice_document,
-    journal,
-    journal_csv,
-    journal_json,
-    render_html,
-    render_pdf,
-)
+from ocs.offline.einvoice.facturx import FacturXError
+from ocs.offline.einvoice.forms import FORMATS, SUFFIX, document_forms, write_forms
+from ocs.offline.render import RenderError, journal, journal_csv, journal_json, money
 from ocs.offline.reports import MONEY, Report, ReportError, make_report, report_csv, report_json
 from ocs.offline.sync import sync_catalogue
 from ocs.offline.terms import DEMO_TERMS, TermsError, load_terms
@@ -81,6 +77,7 @@ def _run(main: Callable[[], Awaitable[int]]) -> int:
         BillRunError,
         AdjustmentError,
         RenderError,
+        FacturXError,
         ReportError,
     ) as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -240,9 +237,11 @@ def main_billrun(
     terms: Path | str | None = None,
     out_dir: Path | str | None = None,
     metrics_port: int = 0,
+    einvoice: bool = False,
 ) -> int:
     """Sync the catalogue and terms, run the cycle (or one account), render the invoices
-    (HTML and PDF under ``out_dir``, default ``<data_dir>/invoices``) and print a summary.
+    (HTML and PDF under ``out_dir``, default ``<data_dir>/invoices``; with ``einvoice`` also
+    UBL, CII and Factur-X) and print a summary.
     With ``metrics_port`` its progress is on /metrics there while it runs."""
     if cycle is None and account is None:
         return _fail("billrun: --cycle: give a bill day (1-28) or --account")
@@ -280,10 +279,11 @@ def main_billrun(
                     raise
             if not preview and summary.numbers:
                 folder = Path(out_dir or Path(settings.data_dir) / "invoices")
+                formats = FORMATS if einvoice else ("html", "pdf")
                 async with db.tenant(tid) as conn:
                     for number in summary.numbers:
-                        html = render_html(await invoice_document(conn, number))
-                        await asyncio.to_thread(_write_invoice, folder, f"{tid}-{number}", html)
+                        forms = await document_forms(conn, number, formats)
+                        await asyncio.to_thread(write_forms, folder, f"{tid}-{number}", forms)
             _print_summary(summary.invoices, summary.numbers, preview)
             _out.print(
                 f"run {summary.run_key}: {summary.accounts} accounts invoiced,"
@@ -297,12 +297,6 @@ def main_billrun(
         return 0
 
     return _run(go)
-
-
-def _write_invoice(folder: Path, stem: str, html: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{stem}.html").write_text(html, encoding="utf-8")
-    (folder / f"{stem}.pdf").write_bytes(render_pdf(html))
 
 
 def _print_summary(invoices: list[DraftInvoice], numbers: list[int], preview: bool) -> None:
@@ -330,22 +324,62 @@ def main_invoice_adjust(
     amount: int,
     reason: str,
     catalog: Path | str | None = None,
+    out_dir: Path | str | None = None,
 ) -> int:
-    """``kind`` is ``credit`` or ``debit``; ``amount`` is net minor units."""
+    """``kind`` is ``credit`` or ``debit``; ``amount`` is net minor units. The note is
+    written in every form (HTML, PDF, UBL, CII, Factur-X) beside the invoices."""
 
     async def go() -> int:
         catalogue = _catalogue(catalog)
+        tid = catalogue.tenant.id
         db, _ = await _open(settings, catalogue)
         try:
-            note = await adjust_invoice(
-                db, catalogue.tenant.id, number, kind=kind, net=amount, reason=reason
-            )
+            note = await adjust_invoice(db, tid, number, kind=kind, net=amount, reason=reason)
+            async with db.tenant(tid) as conn:
+                forms = await document_forms(conn, note.number, FORMATS)
+                currency = await conn.fetchval(
+                    "SELECT currency FROM invoices WHERE number = $1", note.number
+                )
         finally:
             await db.close()
+        folder = Path(out_dir or Path(settings.data_dir) / "invoices")
+        paths = await asyncio.to_thread(write_forms, folder, f"{tid}-{note.number}", forms)
         _out.print(
-            f"{note.kind} {note.number} against invoice {number}: net {note.net},"
-            f" tax {note.tax}, gross {note.gross}"
+            f"{note.kind.replace('_', ' ')} {note.number} against invoice {number}:"
+            f" net {money(note.net)} {currency}, tax {money(note.tax)} {currency},"
+            f" gross {money(note.gross)} {currency}"
         )
+        _out.print(f"written: {', '.join(str(p) for p in paths)}")
+        return 0
+
+    return _run(go)
+
+
+def main_invoice_export(
+    settings: Any,
+    *,
+    number: int,
+    fmt: str,
+    out: Path | str | None = None,
+    catalog: Path | str | None = None,
+) -> int:
+    """One form (``html``, ``pdf``, ``ubl``, ``cii``, ``facturx``) of document ``number``
+    to ``out`` (default ``<tenant>-<number><suffix>`` in the current folder)."""
+    if fmt not in FORMATS:
+        return _fail(f"invoice export: --format: {fmt!r} is not one of {', '.join(FORMATS)}")
+
+    async def go() -> int:
+        catalogue = _catalogue(catalog)
+        tid = catalogue.tenant.id
+        db, _ = await _open(settings, catalogue)
+        try:
+            async with db.tenant(tid) as conn:
+                forms = await document_forms(conn, number, (fmt,))
+        finally:
+            await db.close()
+        path = Path(out) if out else Path(f"{tid}-{number}{SUFFIX[fmt]}")
+        await asyncio.to_thread(path.write_bytes, forms[fmt])
+        _out.print(f"invoice {number}: {fmt} written to {path}")
         return 0
 
     return _run(go)

@@ -8,19 +8,20 @@ import csv
 import io
 import json
 from collections import defaultdict
-from datetime import datetime, time, timedelta
+from datetime import datetime
 from decimal import Decimal
-from itertools import groupby
+from itertools import groupby, zip_longest
 from typing import Any, Final
-from zoneinfo import ZoneInfo
 
 from fpdf import FPDF
 from jinja2 import Environment, PackageLoader, TemplateNotFound, select_autoescape
 
+from ocs.offline.charges import PER_TWIN
 from ocs.offline.db import Connection
+from ocs.offline.einvoice.document import DocumentError, Party, decimal_text, load_document
+from ocs.offline.einvoice.labels import LABELS
 
 TEMPLATES: Final = ("standard", "detailed", "compact")
-TITLES: Final = {"invoice": "Invoice", "credit_note": "Credit note", "debit_note": "Debit note"}
 _ENV = Environment(
     loader=PackageLoader("ocs.offline", "templates"), autoescape=select_autoescape(["html"])
 )
@@ -35,76 +36,63 @@ def money(minor: int) -> str:
     return f"{sign}{abs(minor) // 100:,}.{abs(minor) % 100:02d}"
 
 
+def quantity(value: Decimal) -> str:
+    return f"{value.normalize():,f}"
+
+
+def unit_price(minor: Decimal) -> str:
+    """A unit price in major units with at least two decimals (0.005 EUR per MB stays)."""
+    major = (minor / 100).normalize()
+    places = max(2, -int(major.as_tuple().exponent))
+    return f"{major:,.{places}f}"
+
+
 async def invoice_document(conn: Connection, number: int) -> dict[str, Any]:
-    inv = await conn.fetchrow("SELECT * FROM invoices WHERE number = $1", number)
-    if inv is None:
-        raise RenderError(f"invoice {number}: not found")
-    lines = await conn.fetch(
-        "SELECT * FROM invoice_lines WHERE number = $1 ORDER BY line_no", number
-    )
-    account = await conn.fetchrow("SELECT * FROM accounts WHERE account_id = $1", inv["account_id"])
-    issuer = inv["issuer"]
-    if not issuer.startswith("tenant:"):
-        row = await conn.fetchrow("SELECT name FROM accounts WHERE account_id = $1", issuer)
-        issuer_name = row["name"] if row else issuer
-    else:
-        row = await conn.fetchrow("SELECT name FROM tenants WHERE tenant_id = $1", issuer[7:])
-        issuer_name = (row["name"] if row else "") or issuer[7:]
-    tz = await conn.fetchval("SELECT time_zone FROM tenants WHERE tenant_id = $1", inv["tenant_id"])
-    zone = ZoneInfo(tz or "UTC")  # dates print in the tenant's local time, not UTC
-    treatments = {ln["tax_treatment"] for ln in lines}
-    notes = []
-    if "reverse_charge" in treatments:
-        notes.append("Reverse charge: VAT to be accounted for by the recipient.")
-    if "exempt" in treatments:
-        notes.append("Exempt from VAT.")
-    ls = [dict(ln) for ln in lines]
+    """What the templates print: the EN 16931 document (``doc``, the same the e-invoices
+    are made of), its lines per accounting group and the labels of the buyer's language."""
+    try:
+        doc = await load_document(conn, number)
+    except DocumentError as exc:
+        raise RenderError(str(exc)) from None
     groups = [
         (g, list(it))
         for g, it in groupby(
-            sorted(ls, key=lambda x: x["accounting_group"]), key=lambda x: x["accounting_group"]
+            sorted(doc.lines, key=lambda x: x.accounting_group), key=lambda x: x.accounting_group
         )
     ]
+    lang = doc.buyer.language if doc.buyer.language in LABELS else "en"
+    words = LABELS[lang]
     return {
-        "inv": dict(inv)
-        | {
-            "period_start": _day(inv["period_start"], zone),
-            "period_end": _last_day(inv["period_end"], zone),
-            "issued_at": _day(inv["issued_at"], zone),
-        },
-        "lines": ls,
+        "doc": doc,
         "groups": groups,
-        "account": dict(account)
-        if account
-        else {"name": inv["account_id"], "account_id": inv["account_id"]},
-        "issuer_name": issuer_name,
-        "notes": notes,
-        "title": TITLES[inv["kind"]],
+        "t": words,
+        "lang": lang,
+        "title": words[doc.kind],
+        "per_twin": any(PER_TWIN in ln.description for ln in doc.lines),
+        "parties": list(
+            zip_longest(
+                _party_lines(doc.seller, words),
+                [*_party_lines(doc.buyer, words), f"{words['account']}: {doc.buyer.account_id}"],
+                fillvalue="",
+            )
+        ),
     }
 
 
-def _day(at: datetime | None, zone: ZoneInfo) -> str:
-    return at.astimezone(zone).date().isoformat() if at else ""
-
-
-def _last_day(end: datetime | None, zone: ZoneInfo) -> str:
-    """The last day of a period that ends (exclusive) at ``end``: a period ending at local
-    midnight of April 1 prints as ending March 31."""
-    if end is None:
-        return ""
-    local = end.astimezone(zone)
-    return (
-        local.date() - timedelta(days=1) if local.time() == time(0) else local.date()
-    ).isoformat()
+def _party_lines(party: Party, words: dict[str, str]) -> list[str]:
+    """Name, street, postcode and city, country, VAT ID, e-mail: the lines that are set."""
+    lines = [party.name, party.street, f"{party.postcode} {party.city}".strip(), party.country]
+    lines += [f"{words['vat_id']}: {party.vat_id}" if party.vat_id else "", party.email]
+    return [line for line in lines if line]
 
 
 def render_html(doc: dict[str, Any], template: str | None = None) -> str:
-    name = template or doc["inv"]["template"] or "standard"
+    name = template or doc["doc"].template or "standard"
     try:
         tpl = _ENV.get_template(f"{name}.html")
     except TemplateNotFound:
         raise RenderError(f"template {name!r}: not found (have {', '.join(TEMPLATES)})") from None
-    return tpl.render(**doc, money=money)
+    return tpl.render(**doc, money=money, qty=quantity, price=unit_price, pct=decimal_text)
 
 
 def render_pdf(html: str) -> bytes:

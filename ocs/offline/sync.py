@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from ocs.balance.keys import payer_tag
 from ocs.offline.crypto import TenantCipher
 from ocs.offline.db import Connection
-from ocs.offline.terms import BillingTerms
+from ocs.offline.terms import PARTY_FIELDS, BillingTerms, Party
 from ocs.rating.catalogue import Catalogue
 
 
@@ -46,12 +46,22 @@ async def sync_catalogue(
     tid = tenant.id
     now = now or datetime.now(UTC)
     home_country = catalogue.mcc_country.get(tenant.home_network[:3], "")
-    await upsert_tenant(conn, tid, tenant.name, home_country, tenant.time_zone, tenant.currency)
+    seller = terms.seller
+    await upsert_tenant(
+        conn,
+        tid,
+        tenant.name,
+        seller.country or home_country,
+        tenant.time_zone,
+        tenant.currency,
+        party=_party(seller),
+    )
     acc_rows = []
     for acc in catalogue.accounts.values():
         extra = terms.accounts.get(acc.id)
         country = extra.country if extra and extra.country else home_country
         template = extra.template if extra else "standard"
+        language = extra.language if extra else "en"
         acc_rows.append(
             (
                 tid,
@@ -66,35 +76,39 @@ async def sync_catalogue(
                 acc.accounting_group,
                 acc.bill_day,
                 template,
+                language,
+                _json(_party(extra) if extra else {}),
             )
         )
     await conn.executemany(
         "INSERT INTO accounts (tenant_id, account_id, name, parent_id, kind, payment, currency,"
-        " tax_profile, country, accounting_group, bill_day, template)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
+        " tax_profile, country, accounting_group, bill_day, template, language, party)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14::text::jsonb)"
         " ON CONFLICT (tenant_id, account_id) DO UPDATE SET name = EXCLUDED.name,"
         " parent_id = EXCLUDED.parent_id, kind = EXCLUDED.kind, payment = EXCLUDED.payment,"
         " currency = EXCLUDED.currency, tax_profile = EXCLUDED.tax_profile,"
         " country = EXCLUDED.country, accounting_group = EXCLUDED.accounting_group,"
-        " bill_day = EXCLUDED.bill_day, template = EXCLUDED.template",
+        " bill_day = EXCLUDED.bill_day, template = EXCLUDED.template,"
+        " language = EXCLUDED.language, party = EXCLUDED.party",
         acc_rows,
     )
     subs = await _sync_subscriptions(conn, catalogue, cipher, now)
     rules = {
-        (p.id, "*", "*"): (p.rate_percent, _treatment(p.id))
+        (p.id, "*", "*"): (p.rate_percent, _treatment(p.id), "")
         for p in catalogue.tax_profiles.values()
     }
     for rule in terms.tax_rules:
         rules[(rule.profile, rule.country, rule.product_class)] = (
             rule.rate_percent,
             rule.treatment,
+            rule.note,
         )
     await conn.executemany(
         "INSERT INTO tax_rules (tenant_id, profile, country, product_class, rate_percent,"
-        " treatment) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (tenant_id, profile, country,"
-        " product_class) DO UPDATE SET rate_percent = EXCLUDED.rate_percent,"
-        " treatment = EXCLUDED.treatment",
-        [(tid, p, c, k, r, t) for (p, c, k), (r, t) in rules.items()],
+        " treatment, note) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (tenant_id, profile,"
+        " country, product_class) DO UPDATE SET rate_percent = EXCLUDED.rate_percent,"
+        " treatment = EXCLUDED.treatment, note = EXCLUDED.note",
+        [(tid, p, c, k, r, t, n) for (p, c, k), (r, t, n) in rules.items()],
     )
     pool_rows = []
     for pt in terms.pools:
@@ -125,18 +139,26 @@ async def sync_catalogue(
 
 
 async def upsert_tenant(
-    conn: Connection, tid: str, name: str, country: str, tz: str, currency: str
+    conn: Connection,
+    tid: str,
+    name: str,
+    country: str,
+    tz: str,
+    currency: str,
+    *,
+    party: dict[str, object] | None = None,
 ) -> None:
     await conn.execute(
-        "INSERT INTO tenants (tenant_id, name, country, time_zone, currency)"
-        " VALUES ($1,$2,$3,$4,$5) ON CONFLICT (tenant_id) DO UPDATE SET name = EXCLUDED.name,"
-        " country = EXCLUDED.country, time_zone = EXCLUDED.time_zone,"
-        " currency = EXCLUDED.currency",
+        "INSERT INTO tenants (tenant_id, name, country, time_zone, currency, party)"
+        " VALUES ($1,$2,$3,$4,$5,$6::text::jsonb) ON CONFLICT (tenant_id) DO UPDATE SET"
+        " name = EXCLUDED.name, country = EXCLUDED.country, time_zone = EXCLUDED.time_zone,"
+        " currency = EXCLUDED.currency, party = EXCLUDED.party",
         tid,
         name,
         country,
         tz,
         currency,
+        _json(party or {}),
     )
     await conn.execute(
         "INSERT INTO invoice_counters (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", tid
@@ -154,6 +176,13 @@ async def upsert_pool_terms(conn: Connection, rows: Sequence[tuple[object, ...]]
         " ladder = EXCLUDED.ladder, payer = EXCLUDED.payer",
         [(*r[:11], _json(r[11])) for r in rows],
     )
+
+
+def _party(terms: Party) -> dict[str, object]:
+    """The invoice party data of an account or the tenant (``Party`` fields, set ones only)."""
+    return {
+        k: v for k, v in terms.model_dump().items() if k in PARTY_FIELDS and v not in ("", None)
+    }
 
 
 def _json(value: object) -> str:

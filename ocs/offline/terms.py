@@ -29,6 +29,7 @@ class TaxRule(_Base):
     product_class: str = "*"
     rate_percent: Decimal = Decimal(0)
     treatment: Literal["standard", "reverse_charge", "exempt"] = "standard"
+    note: str = ""  # exempt / reverse charge: the legal note printed on the invoice
 
 
 class LadderStep(_Base):
@@ -47,13 +48,38 @@ class PoolTerms(_Base):
     ladder: list[LadderStep] = Field(default_factory=list)
 
 
-class AccountTerms(_Base):
+class Party(_Base):
+    """What an invoice must say about a seller or buyer (EN 16931 BG-4/BG-7): legal name,
+    postal address, VAT identification number; a seller also its payment account."""
+
+    legal_name: str = ""
+    street: str = ""
+    postcode: str = ""
+    city: str = ""
+    vat_id: str = ""  # with its country prefix, e.g. DE123456789
+    email: str = ""
+    iban: str = ""  # sellers: where to pay (credit transfer)
+    bic: str = ""
+    payment_days: Annotated[int, Field(ge=0, le=365)] = 14  # sellers: due date after issue
+
+
+PARTY_FIELDS: Final = (*Party.model_fields, "buyer_reference")
+
+
+class SellerTerms(Party):
+    country: str = ""  # default: the tenant's home country
+
+
+class AccountTerms(Party):
     country: str = ""
     template: str = "standard"
+    language: Literal["en", "de"] = "en"
+    buyer_reference: str = ""  # the buyer's reference or purchase order (BT-10/BT-13)
 
 
 class BillingTerms(_Base):
     tax_rules: list[TaxRule] = Field(default_factory=list)
+    seller: SellerTerms = SellerTerms()  # the tenant as the seller of its invoices
     pools: list[PoolTerms] = Field(default_factory=list)
     accounts: dict[str, AccountTerms] = Field(default_factory=dict)
 

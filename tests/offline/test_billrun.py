@@ -56,8 +56,11 @@ async def test_every_charge_type_hand_checked(
     assert lines == {
         # SIM 1 full month 1000; SIM 2 from 03-20: 1000*21/31 = 677.4 -> 677;
         # SIM 3 suspended 03-25: 1000*15/31 = 483.9 -> 484; 2161, VAT 19% 410.59 -> 411
-        "sim-fee (biz)": (2161, 411),
-        "activation (biz)": (500, 95),  # SIM 2 activated in the period
+        "Monthly fee sim-fee, plan biz, per SIM twin": (2161, 411),
+        "One-time fee activation on activation, plan biz, per SIM twin": (
+            500,
+            95,
+        ),  # SIM 2 activated in the period
         "Static pool cust-pool (100000000 units)": (2000, 380),
         # pool used 5+20+100 MB = 125 MB; 25 MB over = 3 started 10 MB blocks x 1.00
         "Pool cust-pool overage": (300, 57),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -57,6 +57,7 @@ async def test_demo_customer_pdf_invoice(
     async with db.tenant(t) as conn:
         doc = await invoice_document(conn, 1)
         issued = await conn.fetchval("SELECT issued_at FROM invoices WHERE number = 1")
+    local_issue = issued.astimezone(ZoneInfo("Europe/Berlin")).date()
     html = render_html(doc)  # acme-iot uses the "detailed" template (demo terms)
     assert "Accounting group: iot-enterprise" in html
     pdf_path = tmp_path / "invoice-1.pdf"
@@ -65,24 +66,36 @@ async def test_demo_customer_pdf_invoice(
     text = " ".join(text.split())
     for expected in (
         "Invoice 1",
-        "ACME IoT GmbH (acme-iot)",
+        "Demo IoT Operator GmbH",  # seller: legal name, address, VAT ID (demo terms)
+        "Friedrichstrasse 100",
+        "10117 Berlin",
+        "VAT ID: DE123456789",
+        "ACME IoT GmbH",  # buyer
+        "70565 Stuttgart",
+        "VAT ID: DE987654321",
+        "Customer account: acme-iot",
+        "Your reference / PO: PO-2025-0042",
         "Period: 2025-03-01 to 2025-03-31",  # local dates (Europe/Berlin), not UTC
-        f"Issued: {issued.astimezone(ZoneInfo('Europe/Berlin')).date()}",
-        "sim-fee (iot-pool)",
-        "2,001.00",
-        "sensor-fee (iot-pool)",
+        f"Issue date: {local_issue}",
+        f"Due date: {local_issue + timedelta(days=14)}",
+        "Monthly fee sim-fee, plan iot-pool, per SIM twin",
+        "2,001 month 1.00 2,001.00 S 19",  # quantity, unit, unit price, net, category, rate
+        "Monthly fee sensor-fee, plan iot-pool, per SIM twin",
         "1,000.00",
         "Static pool acme-pool",
         "49.00",
         "Data eu (iot-pool)",
-        "0.10",
+        "20 MB 0.005 0.10 S 19",  # 20,000,000 bytes at 0.5 ct per MB
+        "S (standard rate) 19 3,050.10 EUR 579.52 EUR",  # the VAT breakdown
         "Net total: 3,050.10 EUR",
-        "Tax total: 579.52 EUR",
+        "VAT total: 579.52 EUR",
         "Total due: 3,629.62 EUR",
+        "IBAN DE02120300000000202051",
+        "charged once for each twin",
     ):
         assert expected in text, expected
     compact = render_html(doc, "compact")
-    assert "sim-fee (iot-pool): 2,001.00 EUR" in compact
+    assert "plan iot-pool, per SIM twin: 2,001 month x 1.00 = 2,001.00 EUR" in compact
 
 
 async def test_accounting_export_csv_and_json(

@@ -1,0 +1,284 @@
+"""One issued document (invoice, credit or debit note) as the EN 16931 semantic model needs
+it: parties, dates in the tenant's time zone, lines with quantity, unit and unit price, tax
+category per line and the breakdown per category. Loaded once from PostgreSQL and shared by
+the HTML/PDF templates and the UBL and CII writers, so all forms carry the same figures.
+
+Money stays integer minor units here; ``amount()`` prints it with two decimals (ISO 4217
+currencies of two minor digits, as the rest of ``ocs.offline``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+from ocs.offline.db import Connection
+
+# EN 16931 VAT category codes (UNCL 5305) per tax treatment; a standard rule at 0 % is Z.
+CATEGORY: Final = {"standard": "S", "reverse_charge": "AE", "exempt": "E", "zero": "Z"}
+# Default legal notes, when the tax rule carries none (BT-120 is mandatory for AE and E).
+DEFAULT_NOTE: Final = {
+    "AE": "Reverse charge: VAT to be accounted for by the recipient"
+    " (Article 196, Council Directive 2006/112/EC).",
+    "E": "Exempt from VAT.",
+}
+# UN/ECE Recommendation 20 unit codes; (code, divisor of the stored quantity).
+UNIT_CODES: Final = {
+    "bytes": ("4L", Decimal(1_000_000)),  # megabyte
+    "seconds": ("SEC", Decimal(1)),
+    "period": ("MON", Decimal(1)),  # recurring fees: per month of the bill period
+    "each": ("C62", Decimal(1)),
+    "events": ("C62", Decimal(1)),
+    "units": ("C62", Decimal(1)),
+}
+UNIT_NAMES: Final = {"4L": "MB", "SEC": "s", "MON": "month", "C62": "pcs"}
+TYPE_CODES: Final = {"invoice": "380", "credit_note": "381", "debit_note": "383"}
+QUANTITY_PLACES: Final = Decimal("0.0001")
+
+
+class DocumentError(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    name: str
+    country: str
+    street: str = ""
+    postcode: str = ""
+    city: str = ""
+    vat_id: str = ""
+    email: str = ""
+    iban: str = ""
+    bic: str = ""
+    account_id: str = ""
+    payment_days: int = 14
+    language: str = "en"
+    buyer_reference: str = ""
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Party:
+        data = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and v is not None}
+        known.setdefault("name", "")
+        known.setdefault("country", "")
+        if data.get("legal_name"):
+            known["name"] = data["legal_name"]
+        return cls(**known)
+
+
+@dataclass(frozen=True, slots=True)
+class DocLine:
+    line_no: int
+    description: str
+    quantity: Decimal  # in unit_code, signed like the net amount
+    unit_code: str
+    unit_price: Decimal  # minor units per unit_code, never negative
+    net: int  # minor units
+    tax: int
+    category: str
+    rate: Decimal
+    tax_note: str
+    accounting_group: str
+
+    @property
+    def unit_name(self) -> str:
+        return UNIT_NAMES.get(self.unit_code, self.unit_code)
+
+
+@dataclass(frozen=True, slots=True)
+class TaxBreakdown:
+    category: str
+    rate: Decimal
+    basis: int
+    tax: int
+    note: str
+
+
+@dataclass(slots=True)
+class Document:
+    number: int
+    kind: str  # invoice | credit_note | debit_note
+    currency: str
+    issue_date: date
+    due_date: date
+    period_start: date | None
+    period_end: date | None  # last day, inclusive
+    seller: Party
+    buyer: Party
+    lines: list[DocLine]
+    net: int
+    tax: int
+    gross: int
+    refers_to: int | None = None
+    refers_to_date: date | None = None
+    reason: str = ""
+    template: str = "standard"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def type_code(self) -> str:
+        return TYPE_CODES[self.kind]
+
+    @property
+    def sign(self) -> int:
+        """Credit notes are stored negative; their e-invoice amounts are positive."""
+        return -1 if self.kind == "credit_note" else 1
+
+    @property
+    def breakdown(self) -> list[TaxBreakdown]:
+        sums: dict[tuple[str, Decimal], list[int]] = {}
+        notes: dict[tuple[str, Decimal], str] = {}
+        for ln in self.lines:
+            key = (ln.category, ln.rate)
+            acc = sums.setdefault(key, [0, 0])
+            acc[0] += ln.net
+            acc[1] += ln.tax
+            if ln.tax_note and ln.category in ("AE", "E"):  # BR-Z-10, BR-S-10: no reason
+                notes.setdefault(key, ln.tax_note)
+        return [
+            TaxBreakdown(c, r, b, t, notes.get((c, r), DEFAULT_NOTE.get(c, "")))
+            for (c, r), (b, t) in sorted(sums.items())
+        ]
+
+
+def amount(minor: int) -> str:
+    """Minor units as a decimal with two places: ``-1234`` -> ``-12.34``."""
+    sign = "-" if minor < 0 else ""
+    return f"{sign}{abs(minor) // 100}.{abs(minor) % 100:02d}"
+
+
+def decimal_text(value: Decimal) -> str:
+    text = format(value.normalize(), "f")
+    return text if text not in ("-0", "") else "0"
+
+
+def category_of(treatment: str, rate: Decimal) -> str:
+    if treatment == "standard" and rate == 0:
+        return "Z"
+    return CATEGORY.get(treatment, "S")
+
+
+def doc_line(row: Any) -> DocLine:
+    """One stored line in EN 16931 terms: unit code and quantity converted (bytes -> MB),
+    the unit price as the stored one or net / quantity; a line without a quantity (a late
+    difference) is one lump sum."""
+    code, div = UNIT_CODES.get(row["unit"], ("C62", Decimal(1)))
+    net = int(row["net"])
+    qty = abs(Decimal(row["quantity"])) / div
+    stored_price = row.get("unit_price") if hasattr(row, "get") else None
+    if qty == 0:
+        code, qty, price = "C62", Decimal(1), Decimal(abs(net))
+    elif stored_price is not None:
+        price = Decimal(stored_price) / div
+        qty = (Decimal(abs(net)) / price).quantize(QUANTITY_PLACES) if price else qty
+    else:
+        price = Decimal(abs(net)) / qty
+        qty = qty.quantize(QUANTITY_PLACES) if qty.as_tuple().exponent < -4 else qty  # type: ignore[operator]
+    rate = Decimal(row["tax_rate"])
+    category = category_of(row["tax_treatment"], rate)
+    return DocLine(
+        int(row["line_no"]),
+        row["description"],
+        qty if net >= 0 else -qty,
+        code,
+        price,
+        net,
+        int(row["tax"]),
+        category,
+        rate if category == "S" else Decimal(0),
+        row.get("tax_note") or "" if hasattr(row, "get") else "",
+        row["accounting_group"],
+    )
+
+
+async def load_document(conn: Connection, number: int) -> Document:
+    """The issued document ``number`` of the connection's tenant."""
+    inv = await conn.fetchrow("SELECT * FROM invoices WHERE number = $1", number)
+    if inv is None:
+        raise DocumentError(f"invoice {number}: not found")
+    rows = await conn.fetch(
+        "SELECT * FROM invoice_lines WHERE number = $1 ORDER BY line_no", number
+    )
+    tz = await conn.fetchval("SELECT time_zone FROM tenants WHERE tenant_id = $1", inv["tenant_id"])
+    zone = ZoneInfo(tz or "UTC")
+    seller = Party.from_json(inv["seller"]) if inv["seller"] else await _issuer(conn, inv)
+    buyer = Party.from_json(inv["buyer"]) if inv["buyer"] else await _buyer(conn, inv)
+    issued = inv["issued_at"].astimezone(zone).date()
+    refers_date = None
+    if inv["refers_to"] is not None:
+        at = await conn.fetchval(
+            "SELECT issued_at FROM invoices WHERE number = $1", inv["refers_to"]
+        )
+        refers_date = at.astimezone(zone).date() if at else None
+    lines = [doc_line(dict(r)) for r in rows]
+    doc = Document(
+        number=number,
+        kind=inv["kind"],
+        currency=inv["currency"],
+        issue_date=issued,
+        due_date=issued + timedelta(days=seller.payment_days),
+        period_start=_day(inv["period_start"], zone),
+        period_end=_last_day(inv["period_end"], zone),
+        seller=seller,
+        buyer=buyer,
+        lines=lines,
+        net=int(inv["net"]),
+        tax=int(inv["tax"]),
+        gross=int(inv["gross"]),
+        refers_to=inv["refers_to"],
+        refers_to_date=refers_date,
+        reason=inv["reason"] or "",
+        template=inv["template"] or "standard",
+    )
+    doc.notes = [b.note for b in doc.breakdown if b.note]
+    return doc
+
+
+async def _issuer(conn: Connection, inv: Any) -> Party:
+    """Documents issued before party snapshots (migration 0009): the issuer as it is now."""
+    issuer = inv["issuer"]
+    if issuer.startswith("tenant:"):
+        row = await conn.fetchrow(
+            "SELECT tenant_id AS account_id, name, country, party FROM tenants"
+            " WHERE tenant_id = $1",
+            issuer[7:],
+        )
+    else:
+        row = await conn.fetchrow(
+            "SELECT account_id, name, country, party FROM accounts WHERE account_id = $1", issuer
+        )
+    return _party_row(row, issuer)
+
+
+async def _buyer(conn: Connection, inv: Any) -> Party:
+    row = await conn.fetchrow(
+        "SELECT account_id, name, country, language, party FROM accounts WHERE account_id = $1",
+        inv["account_id"],
+    )
+    return _party_row(row, inv["account_id"])
+
+
+def _party_row(row: Any, fallback: str) -> Party:
+    if row is None:
+        return Party(name=fallback, country="", account_id=fallback)
+    data = json.loads(row["party"]) if isinstance(row["party"], str) else dict(row["party"] or {})
+    data |= {k: row[k] for k in row if k != "party"}
+    if not data.get("name"):
+        data["name"] = fallback
+    return Party.from_json(data)
+
+
+def _day(at: datetime | None, zone: ZoneInfo) -> date | None:
+    return at.astimezone(zone).date() if at else None
+
+
+def _last_day(end: datetime | None, zone: ZoneInfo) -> date | None:
+    """A period ending (exclusive) at local midnight of April 1 ends on March 31."""
+    if end is None:
+        return None
+    local = end.astimezone(zone)
+    return local.date() - timedelta(days=1) if local.time() == time(0) else local.date()

@@ -1,0 +1,142 @@
+"""Every document of a bill run over the demo data as an EN 16931 e-invoice: UBL 2.1 and
+CII pass the official XSD and the EN 16931 Schematron with no fatal assertion, the Factur-X
+PDF carries exactly the CII, and all forms state the same totals (to the cent)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+
+from lxml import etree
+from redis.asyncio import Redis
+
+from ocs.offline.adjust import adjust_invoice
+from ocs.offline.billrun import bill_run
+from ocs.offline.db import Database
+from ocs.offline.drain import Drainer
+from ocs.offline.einvoice.cii import RAM, to_cii
+from ocs.offline.einvoice.document import Document, load_document
+from ocs.offline.einvoice.facturx import embedded_cii, to_facturx
+from ocs.offline.einvoice.ubl import CAC, CBC, to_ubl
+from ocs.offline.render import invoice_document, render_html, render_pdf
+from ocs.rating import ServiceKind, UsageContext
+from ocs.rating.catalogue import Catalogue
+from tests.offline.billing_fixture import record
+from tests.offline.conftest import MASTER, synced
+from tests.offline.einvoice_check import (
+    fired_rules,
+    need_specs,
+    schematron_failures,
+    xsd_errors,
+)
+
+
+def _usage(imsi: str, at: str, apn: str, mcc: str = "262") -> UsageContext:
+    return UsageContext(
+        tenant="",
+        imsi=imsi,
+        event_time=datetime.fromisoformat(at),
+        service=ServiceKind.DATA,
+        quantity=20_000_000,
+        apn=apn,
+        rating_group=10,
+        mcc=mcc,
+        mnc="01",
+    )
+
+
+async def _demo_documents(redis: Redis, db: Database, catalogue: Catalogue) -> list[Document]:
+    """acme-iot (DE, 19 %), connect-reseller (AT, reverse charge) and farm-co (AT retail
+    from the reseller) billed, and a credit note against acme-iot's invoice."""
+    t = catalogue.tenant.id
+    cipher = await synced(db, catalogue)
+    acme = _usage("262010000000007", "2025-03-12T09:00:00+01:00", "iot.demo", "208")
+    farm = _usage("262010000100000", "2025-03-20T10:00:00+01:00", "internet.demo")
+    acme = acme.model_copy(update={"tenant": t}) if hasattr(acme, "model_copy") else acme
+    await record(
+        redis,
+        catalogue,
+        [(_with_tenant(acme, t), "acme;1:1:10"), (_with_tenant(farm, t), "farm;1:1:10")],
+    )
+    await Drainer(redis, db, MASTER).run()
+    numbers = (
+        await bill_run(db, catalogue, cipher, account="acme-iot", on=date(2025, 4, 1))
+    ).numbers
+    numbers += (await bill_run(db, catalogue, cipher, bill_day=5, on=date(2025, 4, 5))).numbers
+    note = await adjust_invoice(db, t, numbers[0], kind="credit", net=10_000, reason="goodwill")
+    numbers.append(note.number)
+    async with db.tenant(t) as conn:
+        return [await load_document(conn, n) for n in numbers]
+
+
+def _with_tenant(ctx: UsageContext, tenant: str) -> UsageContext:
+    from dataclasses import replace
+
+    return replace(ctx, tenant=tenant)
+
+
+def _amount(root: etree._Element, path: str, ns: dict[str, str]) -> int:
+    (text,) = root.xpath(f"{path}/text()", namespaces=ns)
+    return int(Decimal(text) * 100)
+
+
+async def test_demo_documents_validate_and_agree(
+    redis: Redis, db: Database, catalogue: Catalogue
+) -> None:
+    need_specs()
+    docs = await _demo_documents(redis, db, catalogue)
+    kinds = {(d.buyer.account_id, d.kind) for d in docs}
+    assert kinds == {
+        ("acme-iot", "invoice"),
+        ("connect-reseller", "invoice"),
+        ("farm-co", "invoice"),
+        ("acme-iot", "credit_note"),
+    }
+    categories = {b.category for d in docs for b in d.breakdown}
+    assert {"S", "AE"} <= categories
+    for doc in docs:
+        ubl, cii = to_ubl(doc), to_cii(doc)
+        where = f"document {doc.number} ({doc.kind}, {doc.buyer.account_id})"
+        assert xsd_errors(ubl, "ubl") == [], where
+        assert xsd_errors(cii, "cii") == [], where
+        assert schematron_failures(ubl, "ubl") == [], where
+        assert schematron_failures(cii, "cii") == [], where
+        assert fired_rules(ubl, "ubl") > 10 and fired_rules(cii, "cii") > 10
+        # the four forms agree to the cent: stored totals, UBL, CII, and the PDF's CII
+        sign = doc.sign
+        u = etree.fromstring(ubl)
+        uns = {"cac": CAC, "cbc": CBC}
+        assert _amount(u, "//cac:LegalMonetaryTotal/cbc:TaxExclusiveAmount", uns) == sign * doc.net
+        assert _amount(u, "//cac:TaxTotal/cbc:TaxAmount", uns) == sign * doc.tax
+        assert _amount(u, "//cac:LegalMonetaryTotal/cbc:PayableAmount", uns) == sign * doc.gross
+        c = etree.fromstring(cii)
+        cns = {"ram": RAM}
+        total = "//ram:SpecifiedTradeSettlementHeaderMonetarySummation"
+        assert _amount(c, f"{total}/ram:TaxBasisTotalAmount", cns) == sign * doc.net
+        assert _amount(c, f"{total}/ram:TaxTotalAmount", cns) == sign * doc.tax
+        assert _amount(c, f"{total}/ram:DuePayableAmount", cns) == sign * doc.gross
+        async with db.tenant(catalogue.tenant.id) as conn:
+            html = render_html(await invoice_document(conn, doc.number))
+        assert f"{doc.gross // 100:,}.{doc.gross % 100:02d}".replace("-", "") in html
+        pdf = to_facturx(render_pdf(html), cii, title=f"{doc.kind} {doc.number}", author="demo")
+        assert embedded_cii(pdf) == cii
+
+
+async def test_reverse_charge_invoice_carries_category_vat_ids_and_note(
+    redis: Redis, db: Database, catalogue: Catalogue
+) -> None:
+    docs = await _demo_documents(redis, db, catalogue)
+    (rc,) = [d for d in docs if d.buyer.account_id == "connect-reseller"]
+    assert [b.category for b in rc.breakdown] == ["AE"]
+    assert rc.tax == 0 and rc.buyer.vat_id == "ATU12345678"
+    assert rc.seller.vat_id == "DE123456789"
+    ubl = etree.fromstring(to_ubl(rc))
+    ns = {"cac": CAC, "cbc": CBC}
+    assert ubl.xpath("//cac:AccountingCustomerParty//cbc:CompanyID/text()", namespaces=ns) == [
+        "ATU12345678"
+    ]
+    (reason,) = ubl.xpath("//cac:TaxSubtotal//cbc:TaxExemptionReason/text()", namespaces=ns)
+    assert "Reverse charge" in reason and "Article 196" in reason
+    async with db.tenant(catalogue.tenant.id) as conn:
+        html = render_html(await invoice_document(conn, rc.number))
+    assert "Article 196" in html and "ATU12345678" in html
