@@ -86,7 +86,7 @@ async def test_the_demo_tenant_api_works_at_once_and_keeps_api_changes(
             versions = (await http.get("/v1/catalogue/versions")).json()
             assert [v["revision"] for v in versions] == [1]
             assert versions[0]["source"] == f"ocs demo {DEMO}"
-            assert versions[0]["summary"]["sims"] == 1003
+            assert versions[0]["summary"]["sims"] == 1004
 
             # The Diameter side serves the revision the API put in force.
             pointer = {_s(k): _s(v) for k, v in (await redis.hgetall(CATALOG)).items()}

@@ -85,13 +85,13 @@ async def test_b2b2b_wholesale_and_retail_from_same_usage(
 ) -> None:
     run = await bill_run(db, cat, cipher, bill_day=5, on=APRIL_5)
     by = {i.account_id: i for i in run.invoices}
-    # retail: connect-reseller charges farm-co 10 MB x 4 ct (agri-retail), no tax profile
+    # retail: connect-reseller charges farm-co 10 MB x 4 ct (agri-retail), Austrian VAT 20 %
     retail = by["farm-co"]
     assert (retail.issuer, retail.level, retail.net, retail.tax) == (
         "connect-reseller",
         "retail",
         40,
-        0,
+        8,
     )
     # wholesale: the tenant charges connect-reseller 10 MB x 0.8 ct, reverse charge
     whole = by["connect-reseller"]

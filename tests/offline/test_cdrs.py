@@ -113,7 +113,10 @@ def test_cli_end_to_end(
         )
         == 0
     )
-    assert "credit_note 3 against invoice 1" in capsys.readouterr().out
+    said = " ".join(capsys.readouterr().out.split())
+    assert "credit note 3 against invoice 1: net -1.00 EUR, tax -0.19 EUR, gross -1.19 EUR" in said
+    for suffix in (".html", ".pdf", "-ubl.xml", "-cii.xml", "-facturx.pdf"):
+        assert (settings.data_dir / "invoices" / f"{tenant}-3{suffix}").is_file(), suffix
     assert (
         main_invoice_adjust(
             settings, number=7, kind="credit", amount=100, reason="x", catalog=folder

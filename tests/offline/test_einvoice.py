@@ -46,22 +46,20 @@ def _usage(imsi: str, at: str, apn: str, mcc: str = "262") -> UsageContext:
 
 
 async def _demo_documents(redis: Redis, db: Database, catalogue: Catalogue) -> list[Document]:
-    """acme-iot (DE, 19 %), connect-reseller (AT, reverse charge) and farm-co (AT retail
-    from the reseller) billed, and a credit note against acme-iot's invoice."""
+    """acme-iot (DE, 19 %), intl-org (DE, exempt), connect-reseller (AT, reverse charge)
+    and farm-co (AT, 20 %, retail from the reseller) billed, and a credit note against
+    acme-iot's invoice."""
     t = catalogue.tenant.id
     cipher = await synced(db, catalogue)
     acme = _usage("262010000000007", "2025-03-12T09:00:00+01:00", "iot.demo", "208")
     farm = _usage("262010000100000", "2025-03-20T10:00:00+01:00", "internet.demo")
-    acme = acme.model_copy(update={"tenant": t}) if hasattr(acme, "model_copy") else acme
     await record(
         redis,
         catalogue,
         [(_with_tenant(acme, t), "acme;1:1:10"), (_with_tenant(farm, t), "farm;1:1:10")],
     )
     await Drainer(redis, db, MASTER).run()
-    numbers = (
-        await bill_run(db, catalogue, cipher, account="acme-iot", on=date(2025, 4, 1))
-    ).numbers
+    numbers = (await bill_run(db, catalogue, cipher, bill_day=1, on=date(2025, 4, 1))).numbers
     numbers += (await bill_run(db, catalogue, cipher, bill_day=5, on=date(2025, 4, 5))).numbers
     note = await adjust_invoice(db, t, numbers[0], kind="credit", net=10_000, reason="goodwill")
     numbers.append(note.number)
@@ -88,12 +86,13 @@ async def test_demo_documents_validate_and_agree(
     kinds = {(d.buyer.account_id, d.kind) for d in docs}
     assert kinds == {
         ("acme-iot", "invoice"),
+        ("intl-org", "invoice"),
         ("connect-reseller", "invoice"),
         ("farm-co", "invoice"),
         ("acme-iot", "credit_note"),
     }
     categories = {b.category for d in docs for b in d.breakdown}
-    assert {"S", "AE"} <= categories
+    assert categories == {"S", "AE", "E"}
     for doc in docs:
         ubl, cii = to_ubl(doc), to_cii(doc)
         where = f"document {doc.number} ({doc.kind}, {doc.buyer.account_id})"
@@ -140,3 +139,28 @@ async def test_reverse_charge_invoice_carries_category_vat_ids_and_note(
     async with db.tenant(catalogue.tenant.id) as conn:
         html = render_html(await invoice_document(conn, rc.number))
     assert "Article 196" in html and "ATU12345678" in html
+
+
+async def test_exempt_invoice_and_credit_note_documents(
+    redis: Redis, db: Database, catalogue: Catalogue
+) -> None:
+    docs = await _demo_documents(redis, db, catalogue)
+    (ex,) = [d for d in docs if d.buyer.account_id == "intl-org"]
+    assert [(b.category, b.tax) for b in ex.breakdown] == [("E", 0)]
+    assert "Article 151" in ex.breakdown[0].note
+    (farm,) = [d for d in docs if d.buyer.account_id == "farm-co"]
+    assert [(b.category, b.rate) for b in farm.breakdown] == [("S", Decimal(20))]
+    assert farm.seller.name == "Connect Reseller AG" and farm.seller.iban.startswith("AT")
+    (note,) = [d for d in docs if d.kind == "credit_note"]
+    (inv,) = [d for d in docs if d.number == note.refers_to]
+    assert note.net == -10_000 and note.tax == -1_900 and note.currency == "EUR"
+    assert note.refers_to_date == inv.issue_date
+    ubl = etree.fromstring(to_ubl(note))
+    ns = {"cac": CAC, "cbc": CBC}
+    assert etree.QName(ubl).localname == "CreditNote"
+    assert ubl.xpath("//cac:BillingReference//cbc:ID/text()", namespaces=ns) == [str(inv.number)]
+    async with db.tenant(catalogue.tenant.id) as conn:
+        german = render_html(await invoice_document(conn, farm.number))
+        credit = render_html(await invoice_document(conn, note.number))
+    assert "Rechnung" in german and "Leistungszeitraum" in german and "USt-IdNr." in german
+    assert f"Corrects invoice {inv.number}" in credit and "Total credited: -119.00 EUR" in credit

@@ -29,7 +29,7 @@ def test_demo_loads_without_errors_or_warnings(demo: Catalogue) -> None:
     assert report.ok
     assert report.issues == ()
     summary = demo.summary()
-    assert summary["plans"] == 6 and summary["sims"] == 1003 and summary["warnings"] == 0
+    assert summary["plans"] == 6 and summary["sims"] == 1004 and summary["warnings"] == 0
     assert demo.tenant.id == "demo" and demo.home_plmn == "26201"
 
 
@@ -47,7 +47,7 @@ def test_demo_sim_range_is_expanded(demo: Catalogue) -> None:
 def test_main_check_prints_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert main_check(str(DEMO)) == 0
     out = capsys.readouterr().out
-    assert "tenant 'demo' OK" in out and "6 plans" in out and "1003 sims" in out
+    assert "tenant 'demo' OK" in out and "6 plans" in out and "1004 sims" in out
 
 
 def write(folder: Path, name: str, data: Any) -> None:
