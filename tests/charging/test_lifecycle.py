@@ -191,7 +191,7 @@ async def test_cli_lifecycle_run_renews_once_across_the_boundary(
     after = _iso(state["period_end"] + 1000)
     assert await _main(["lifecycle", "run", "--now", before, "--json", *flags]) == 0
     first = json.loads(capsys.readouterr().out)
-    assert first["outcomes"] == {} and first["pools"] == 6
+    assert first["outcomes"] == {} and first["pools"] == 7  # the demo's 5 pools + 2 of the test
     assert await _main(["lifecycle", "run", "--now", after, "--json", *flags]) == 0
     second = json.loads(capsys.readouterr().out)
     assert second["outcomes"]["renewed"] == 1
