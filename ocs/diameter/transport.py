@@ -4,8 +4,10 @@ the actions of its sans-I/O :class:`~ocs.diameter.peer.PeerConnection`, and
 
 Backpressure: a peer that stops reading makes our transport's write buffer grow; above the
 high-water mark we stop reading from that peer (no new requests are accepted from it) until the
-buffer drains. The number of requests in flight per connection is capped the same way, so one
-peer can never make the server buffer without bound. Errors in one connection never reach
+buffer drains, and if it has not drained below the mark within ``message_timeout`` the
+connection is aborted (a peer that reads a byte a second is not a peer either). The number of
+requests in flight per connection is capped the same way, so one peer can never make the
+server buffer without bound. Errors in one connection never reach
 another: every callback catches and closes only its own connection.
 
 Limits (:class:`ConnectionLimits`): at most ``max_connections`` connections in all and
@@ -45,6 +47,7 @@ from .peers import (
     REFUSED_EVICTED,
     REFUSED_MAX_CONNECTIONS,
     REFUSED_MAX_PER_ADDRESS,
+    REFUSED_SLOW_READER,
     ConnectionOrigin,
     certificate_names,
 )
@@ -107,6 +110,7 @@ class DiameterProtocol(asyncio.Protocol):
         self._pending: dict[int, asyncio.Future[Message]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._write_paused = False
+        self._write_stall: asyncio.TimerHandle | None = None  # aborts a peer that stopped reading
         self._read_paused = False
         self._out: list[bytes] = []  # written in this loop iteration, flushed as one write
 
@@ -145,6 +149,8 @@ class DiameterProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._write_stall is not None:
+            self._write_stall.cancel()
         if self.info is not None:
             self.node.peer_closed(self.info)
         for fut in self._pending.values():
@@ -162,10 +168,29 @@ class DiameterProtocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         self._write_paused = True
         self._update_reading()
+        if self._write_stall is None:
+            self._write_stall = self.loop.call_later(
+                self.config.message_timeout, self._write_stalled
+            )
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self._write_stall is not None:
+            self._write_stall.cancel()
+            self._write_stall = None
         self._update_reading()
+
+    def _write_stalled(self) -> None:
+        self._write_stall = None
+        transport = self.transport
+        if self._write_paused and transport is not None and not transport.is_closing():
+            self._on_refusal(REFUSED_SLOW_READER)
+            log.info(
+                "aborting connection from %s: it read none of our answers for %g s",
+                self.address,
+                self.config.message_timeout,
+            )
+            transport.abort()  # the unsent answers are dropped, not flushed
 
     # -- actions ---------------------------------------------------------------------------
     def _run(self, actions: list[Action]) -> None:

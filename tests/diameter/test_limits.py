@@ -24,7 +24,7 @@ from ocs.diameter.transport import ConnectionLimits, DiameterServer
 
 from .helpers import ccr, cer
 from .test_cli_serve import OcsServe
-from .test_server import IDENTITY, Counter, RawClient
+from .test_server import IDENTITY, Counter, RawClient, opened
 
 GATEWAY = PeerSpec.of("pgw.test", addresses=["127.0.0.1"])
 OTHER = PeerSpec.of("pgw-b.test", addresses=["127.0.0.5"])
@@ -242,3 +242,37 @@ async def test_a_thousand_silent_connections_stay_small_and_a_peer_is_still_answ
         for c in flood:
             c.writer.close()
         assert await server.stop() == 0
+
+
+async def test_a_peer_that_stops_reading_our_answers_is_aborted() -> None:
+    """Its answers pile up above the write buffer's high-water mark and do not drain within
+    ``message_timeout``: the connection is aborted, its unsent answers dropped."""
+    refused: Tally[str] = Tally()
+    handler = Counter()
+    node = Node(IDENTITY)
+    node.register(Application.CREDIT_CONTROL, Command.CREDIT_CONTROL, handler)
+    config = LocalConfig(identity=IDENTITY, peers=PeerTable.of(GATEWAY), message_timeout=0.3)
+    server = DiameterServer(
+        node,
+        config,
+        host="127.0.0.1",
+        port=0,
+        write_buffer_high=65536,
+        on_refusal=lambda r: refused.update([r]),
+    )
+    await server.start()
+    try:
+        client = await opened(server.port, rcvbuf=4096)
+        handler.padding = bytes(16 * 1024)
+        for i in range(500):  # 8 MB of answers; the client never reads
+            client.writer.write(ccr(hbh=i + 100, e2e=i + 100).encode())
+        for _ in range(100):
+            if refused["slow_reader"]:
+                break
+            await asyncio.sleep(0.05)
+        assert refused["slow_reader"] == 1
+        assert [c for c in server.connections if c.info is not None] == []
+        client.writer.transport.abort()
+        await client.close()
+    finally:
+        await server.stop(1.0)
