@@ -12,6 +12,7 @@ from fractions import Fraction
 from ocs.offline.billrun import insert_invoice
 from ocs.offline.charges import DraftInvoice, Line, round_half_up
 from ocs.offline.db import Database
+from ocs.offline.einvoice.document import NOTE_PREFIX
 
 
 class AdjustmentError(Exception):
@@ -23,9 +24,14 @@ class Note:
     number: int
     kind: str
     refers_to: int
+    series_number: int
     net: int
     tax: int
     gross: int
+
+    @property
+    def doc_id(self) -> str:
+        return f"{NOTE_PREFIX[self.kind]}{self.series_number}"
 
 
 async def adjust_invoice(
@@ -94,4 +100,5 @@ async def adjust_invoice(
         note = await insert_invoice(
             conn, tenant, draft, kind=f"{kind}_note", refers_to=number, reason=reason
         )
-    return Note(note, f"{kind}_note", number, draft.net, draft.tax, draft.gross)
+        series = await conn.fetchval("SELECT series_number FROM invoices WHERE number = $1", note)
+    return Note(note, f"{kind}_note", number, int(series), draft.net, draft.tax, draft.gross)

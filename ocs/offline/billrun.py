@@ -270,6 +270,21 @@ async def next_number(conn: Connection, tenant: str) -> int:
     return int(number)
 
 
+# Credit and debit notes: their own gapless series per tenant (the counters row, locked
+# until commit like the document number).
+NOTE_SERIES = {"credit_note": "last_credit_note", "debit_note": "last_debit_note"}
+
+
+async def next_note_number(conn: Connection, tenant: str, kind: str) -> int:
+    column = NOTE_SERIES[kind]
+    number = await conn.fetchval(
+        f"UPDATE invoice_counters SET {column} = {column} + 1 WHERE tenant_id = $1"
+        f" RETURNING {column}",
+        tenant,
+    )
+    return int(number)
+
+
 # Snapshots of the seller ($7, the issuer: an account or "tenant:<id>") and the buyer ($6)
 # as they are at issue (migration 0009): the document keeps them when the account changes.
 SELLER_SQL = (
@@ -296,11 +311,12 @@ async def insert_invoice(
     reason: str | None = None,
 ) -> int:
     number = await next_number(conn, tenant)
+    series = await next_note_number(conn, tenant, kind) if kind in NOTE_SERIES else None
     await conn.execute(
         "INSERT INTO invoices (tenant_id, number, kind, refers_to, run_id, account_id, issuer,"
         " level, currency, period_start, period_end, net, tax, gross, template, reason, seller,"
-        f" buyer) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16, {SELLER_SQL},"
-        f" {BUYER_SQL})",
+        f" buyer, series_number) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,"
+        f" {SELLER_SQL}, {BUYER_SQL}, $17)",
         tenant,
         number,
         kind,
@@ -317,6 +333,7 @@ async def insert_invoice(
         draft.gross,
         draft.template,
         reason,
+        series,
     )
     await conn.executemany(
         "INSERT INTO invoice_lines (tenant_id, number, line_no, kind, description,"

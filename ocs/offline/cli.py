@@ -345,7 +345,8 @@ def main_invoice_adjust(
         folder = Path(out_dir or Path(settings.data_dir) / "invoices")
         paths = await asyncio.to_thread(write_forms, folder, f"{tid}-{note.number}", forms)
         _out.print(
-            f"{note.kind.replace('_', ' ')} {note.number} against invoice {number}:"
+            f"{note.kind.replace('_', ' ')} {note.doc_id} (document {note.number})"
+            f" against invoice {number}:"
             f" net {money(note.net)} {currency}, tax {money(note.tax)} {currency},"
             f" gross {money(note.gross)} {currency}"
         )

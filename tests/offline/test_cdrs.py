@@ -114,7 +114,10 @@ def test_cli_end_to_end(
         == 0
     )
     said = " ".join(capsys.readouterr().out.split())
-    assert "credit note 3 against invoice 1: net -1.00 EUR, tax -0.19 EUR, gross -1.19 EUR" in said
+    assert (
+        "credit note CN-1 (document 3) against invoice 1: net -1.00 EUR, tax -0.19 EUR,"
+        " gross -1.19 EUR" in said
+    )
     for suffix in (".html", ".pdf", "-ubl.xml", "-cii.xml", "-facturx.pdf"):
         assert (settings.data_dir / "invoices" / f"{tenant}-3{suffix}").is_file(), suffix
     assert (

@@ -47,8 +47,8 @@ def _usage(imsi: str, at: str, apn: str, mcc: str = "262") -> UsageContext:
 
 async def _demo_documents(redis: Redis, db: Database, catalogue: Catalogue) -> list[Document]:
     """acme-iot (DE, 19 %), intl-org (DE, exempt), connect-reseller (AT, reverse charge)
-    and farm-co (AT, 20 %, retail from the reseller) billed, and a credit note against
-    acme-iot's invoice."""
+    and farm-co (AT, 20 %, retail from the reseller) billed; a credit note against
+    acme-iot's invoice, a debit note against connect-reseller's (reverse charge)."""
     t = catalogue.tenant.id
     cipher = await synced(db, catalogue)
     acme = _usage("262010000000007", "2025-03-12T09:00:00+01:00", "iot.demo", "208")
@@ -63,6 +63,12 @@ async def _demo_documents(redis: Redis, db: Database, catalogue: Catalogue) -> l
     numbers += (await bill_run(db, catalogue, cipher, bill_day=5, on=date(2025, 4, 5))).numbers
     note = await adjust_invoice(db, t, numbers[0], kind="credit", net=10_000, reason="goodwill")
     numbers.append(note.number)
+    async with db.tenant(t) as conn:
+        reseller = await conn.fetchval(
+            "SELECT number FROM invoices WHERE account_id = 'connect-reseller'"
+        )
+    debit = await adjust_invoice(db, t, reseller, kind="debit", net=7, reason="late fee")
+    numbers.append(debit.number)
     async with db.tenant(t) as conn:
         return [await load_document(conn, n) for n in numbers]
 
@@ -90,12 +96,13 @@ async def test_demo_documents_validate_and_agree(
         ("connect-reseller", "invoice"),
         ("farm-co", "invoice"),
         ("acme-iot", "credit_note"),
+        ("connect-reseller", "debit_note"),
     }
     categories = {b.category for d in docs for b in d.breakdown}
     assert categories == {"S", "AE", "E"}
     for doc in docs:
         ubl, cii = to_ubl(doc), to_cii(doc)
-        where = f"document {doc.number} ({doc.kind}, {doc.buyer.account_id})"
+        where = f"document {doc.doc_id} ({doc.kind}, {doc.buyer.account_id})"
         assert xsd_errors(ubl, "ubl") == [], where
         assert xsd_errors(cii, "cii") == [], where
         assert schematron_failures(ubl, "ubl") == [], where
@@ -125,7 +132,7 @@ async def test_reverse_charge_invoice_carries_category_vat_ids_and_note(
     redis: Redis, db: Database, catalogue: Catalogue
 ) -> None:
     docs = await _demo_documents(redis, db, catalogue)
-    (rc,) = [d for d in docs if d.buyer.account_id == "connect-reseller"]
+    (rc,) = [d for d in docs if d.buyer.account_id == "connect-reseller" and d.kind == "invoice"]
     assert [b.category for b in rc.breakdown] == ["AE"]
     assert rc.tax == 0 and rc.buyer.vat_id == "ATU12345678"
     assert rc.seller.vat_id == "DE123456789"
@@ -164,3 +171,29 @@ async def test_exempt_invoice_and_credit_note_documents(
         credit = render_html(await invoice_document(conn, note.number))
     assert "Rechnung" in german and "Leistungszeitraum" in german and "USt-IdNr." in german
     assert f"Corrects invoice {inv.number}" in credit and "Total credited: -119.00 EUR" in credit
+
+
+async def test_notes_are_numbered_in_series_of_their_own(
+    redis: Redis, db: Database, catalogue: Catalogue
+) -> None:
+    docs = await _demo_documents(redis, db, catalogue)
+    t = catalogue.tenant.id
+    (credit,) = [d for d in docs if d.kind == "credit_note"]
+    (debit,) = [d for d in docs if d.kind == "debit_note"]
+    assert (credit.doc_id, debit.doc_id) == ("CN-1", "DN-1")
+    invoice = credit.refers_to
+    assert invoice is not None
+    more = [
+        await adjust_invoice(db, t, invoice, kind="credit", net=1, reason=f"r{i}") for i in range(3)
+    ]
+    assert [n.doc_id for n in more] == ["CN-2", "CN-3", "CN-4"]  # gapless, per tenant
+    async with db.tenant(t) as conn:
+        doc = await load_document(conn, more[-1].number)
+        html = render_html(await invoice_document(conn, more[-1].number))
+    ns = {"cac": CAC, "cbc": CBC}
+    assert etree.fromstring(to_ubl(doc)).xpath("/*/cbc:ID/text()", namespaces=ns) == ["CN-4"]
+    c = etree.fromstring(to_cii(doc))
+    assert c.xpath(
+        "//*[local-name()='ExchangedDocument']/ram:ID/text()", namespaces={"ram": RAM}
+    ) == ["CN-4"]
+    assert "Credit note CN-4" in html and f"(document {more[-1].number})" in html

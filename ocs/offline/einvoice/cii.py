@@ -45,7 +45,7 @@ def to_cii(doc: Document) -> bytes:
     context = _el(root, RSM, "ExchangedDocumentContext")
     _ram(_ram(context, "GuidelineSpecifiedDocumentContextParameter"), "ID", CUSTOMIZATION)
     header = _el(root, RSM, "ExchangedDocument")
-    _ram(header, "ID", str(doc.number))
+    _ram(header, "ID", doc.doc_id)
     _ram(header, "TypeCode", doc.type_code)
     _date(header, "IssueDateTime", doc.issue_date)
     for note in _notes(doc):

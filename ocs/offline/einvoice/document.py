@@ -35,6 +35,7 @@ UNIT_CODES: Final = {
     "units": ("C62", Decimal(1)),
 }
 UNIT_NAMES: Final = {"4L": "MB", "SEC": "s", "MON": "month", "C62": "pcs"}
+NOTE_PREFIX: Final = {"credit_note": "CN-", "debit_note": "DN-"}
 TYPE_CODES: Final = {"invoice": "380", "credit_note": "381", "debit_note": "383"}
 QUANTITY_PLACES: Final = Decimal("0.0001")
 
@@ -113,11 +114,21 @@ class Document:
     net: int
     tax: int
     gross: int
+    series_number: int | None = None  # notes: the number in their own series
     refers_to: int | None = None
     refers_to_date: date | None = None
     reason: str = ""
     template: str = "standard"
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def doc_id(self) -> str:
+        """The document's number as printed and sent (BT-1): invoices their number, notes
+        ``CN-<n>`` / ``DN-<n>`` of their own series (the document number before 0009)."""
+        prefix = NOTE_PREFIX.get(self.kind)
+        if prefix is None or self.series_number is None:
+            return str(self.number)
+        return f"{prefix}{self.series_number}"
 
     @property
     def type_code(self) -> str:
@@ -229,6 +240,7 @@ async def load_document(conn: Connection, number: int) -> Document:
         net=int(inv["net"]),
         tax=int(inv["tax"]),
         gross=int(inv["gross"]),
+        series_number=inv["series_number"],
         refers_to=inv["refers_to"],
         refers_to_date=refers_date,
         reason=inv["reason"] or "",

@@ -47,7 +47,7 @@ async def document_forms(
             out[fmt] = to_facturx(
                 pdf,
                 cii,
-                title=f"{view['title']} {doc.number}",
+                title=f"{view['title']} {doc.doc_id}",
                 author=doc.seller.name,
                 lang=view["lang"],
             )

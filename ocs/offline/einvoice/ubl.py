@@ -37,7 +37,7 @@ def to_ubl(doc: Document) -> bytes:
     cur = {"currencyID": doc.currency}
     sign = doc.sign
     _cbc(root, "CustomizationID", CUSTOMIZATION)
-    _cbc(root, "ID", str(doc.number))
+    _cbc(root, "ID", doc.doc_id)
     _cbc(root, "IssueDate", doc.issue_date.isoformat())
     if root_name == "Invoice":
         _cbc(root, "DueDate", doc.due_date.isoformat())
@@ -64,7 +64,7 @@ def to_ubl(doc: Document) -> bytes:
         _cbc(means, "PaymentMeansCode", SEPA_CREDIT_TRANSFER)
         if root_name == "CreditNote":
             _cbc(means, "PaymentDueDate", doc.due_date.isoformat())
-        _cbc(means, "PaymentID", f"{doc.number}")
+        _cbc(means, "PaymentID", doc.doc_id)
         account = _cac(means, "PayeeFinancialAccount")
         _cbc(account, "ID", doc.seller.iban)
         if doc.seller.bic:
@@ -126,7 +126,7 @@ def payment_terms(doc: Document) -> str:
     iban = f" to IBAN {doc.seller.iban}" if doc.seller.iban else ""
     return (
         f"Payable within {doc.seller.payment_days} days, by {doc.due_date.isoformat()},"
-        f" by credit transfer{iban}, reference {doc.number}."
+        f" by credit transfer{iban}, reference {doc.doc_id}."
     )
 
 
