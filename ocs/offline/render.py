@@ -10,7 +10,9 @@ import json
 from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
+from functools import cache
 from itertools import groupby, zip_longest
+from pathlib import Path
 from typing import Any, Final
 
 from fpdf import FPDF
@@ -95,11 +97,47 @@ def render_html(doc: dict[str, Any], template: str | None = None) -> str:
     return tpl.render(**doc, money=money, qty=quantity, price=unit_price, pct=decimal_text)
 
 
-def render_pdf(html: str) -> bytes:
-    pdf = FPDF()
+# DejaVu Sans (Debian/Ubuntu fonts-dejavu-core, Fedora, Arch): embedded in the PDF, which
+# PDF/A (and so Factur-X) requires; the PDF core fonts are never embedded.
+FONT_DIRS: Final = (
+    Path("/usr/share/fonts/truetype/dejavu"),
+    Path("/usr/share/fonts/dejavu-sans-fonts"),
+    Path("/usr/share/fonts/TTF"),
+)
+FONT_FILES: Final = {
+    "": "DejaVuSans.ttf",
+    "B": "DejaVuSans-Bold.ttf",
+    "I": "DejaVuSans-Oblique.ttf",
+    "BI": "DejaVuSans-BoldOblique.ttf",
+}
+
+
+@cache
+def pdf_font_dir() -> Path | None:
+    """The folder holding the four DejaVu Sans faces, or None (core fonts, not PDF/A)."""
+    for folder in FONT_DIRS:
+        if all((folder / name).is_file() for name in FONT_FILES.values()):
+            return folder
+    return None
+
+
+def render_pdf(html: str, lang: str = "en") -> bytes:
+    """The HTML as PDF/A-3B with embedded DejaVu Sans when the font is installed (what
+    Factur-X needs); otherwise a plain PDF in the core Helvetica (Latin-1 only)."""
+    folder = pdf_font_dir()
+    if folder is None:
+        pdf = FPDF()
+        pdf.add_page()
+        pdf.set_font("helvetica", size=10)
+        pdf.write_html(html.encode("latin-1", "replace").decode("latin-1"))
+        return bytes(pdf.output())
+    pdf = FPDF(enforce_compliance="PDF/A-3B")  # adds the sRGB output intent and XMP
+    for style, name in FONT_FILES.items():
+        pdf.add_font("dejavu", style, str(folder / name))
+    pdf.set_lang(lang)
     pdf.add_page()
-    pdf.set_font("helvetica", size=10)
-    pdf.write_html(html.encode("latin-1", "replace").decode("latin-1"))
+    pdf.set_font("dejavu", size=9)
+    pdf.write_html(html, font_family="dejavu")
     return bytes(pdf.output())
 
 

@@ -86,3 +86,37 @@ def fired_rules(xml: bytes, syntax: str) -> int:
     svrl = executable.transform_to_string(xdm_node=node)
     report = etree.fromstring(svrl.encode("utf-8"))
     return sum(1 for _ in report.iter(f"{{{SVRL}}}fired-rule"))
+
+
+def pdfa_problems(pdf: bytes) -> list[str]:
+    """What a Factur-X PDF lacks of the PDF/A-3 structure (not a full PDF/A validation, which
+    needs veraPDF): an sRGB PDF/A output intent, XMP naming PDF/A-3 and the Factur-X
+    profile, every font embedded, the XML as an associated file of the document."""
+    import io
+
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(pdf))
+    root = reader.trailer["/Root"]
+    out = []
+    intents = root.get("/OutputIntents") or []
+    if not any(i.get_object().get("/S") == "/GTS_PDFA1" for i in intents):
+        out.append("no PDF/A output intent")
+    xmp = root["/Metadata"].get_object().get_data().decode("utf-8")
+    if "<pdfaid:part>3</pdfaid:part>" not in xmp and 'pdfaid:part="3"' not in xmp:
+        out.append("XMP does not say PDF/A-3")
+    if "EN 16931" not in xmp:
+        out.append("XMP does not name the Factur-X EN 16931 profile")
+    for page in reader.pages:
+        for name, ref in page["/Resources"].get("/Font", {}).items():
+            font = ref.get_object()
+            desc = font.get("/FontDescriptor")
+            if desc is None and "/DescendantFonts" in font:
+                desc = font["/DescendantFonts"][0].get_object().get("/FontDescriptor")
+            desc = desc.get_object() if desc is not None else {}
+            if not any(k in desc for k in ("/FontFile", "/FontFile2", "/FontFile3")):
+                out.append(f"font {name} ({font.get('/BaseFont')}) not embedded")
+    files = [f.get_object() for f in root.get("/AF", [])]
+    if not any(f.get("/F") == "factur-x.xml" and f.get("/AFRelationship") for f in files):
+        out.append("factur-x.xml is not an associated file with a relationship")
+    return out

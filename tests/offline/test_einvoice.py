@@ -4,10 +4,13 @@ PDF carries exactly the CII, and all forms state the same totals (to the cent)."
 
 from __future__ import annotations
 
+import io
 from datetime import date, datetime
 from decimal import Decimal
 
+import pytest
 from lxml import etree
+from pypdf import PdfReader
 from redis.asyncio import Redis
 
 from ocs.offline.adjust import adjust_invoice
@@ -18,7 +21,7 @@ from ocs.offline.einvoice.cii import RAM, to_cii
 from ocs.offline.einvoice.document import Document, load_document
 from ocs.offline.einvoice.facturx import embedded_cii, to_facturx
 from ocs.offline.einvoice.ubl import CAC, CBC, to_ubl
-from ocs.offline.render import invoice_document, render_html, render_pdf
+from ocs.offline.render import invoice_document, pdf_font_dir, render_html, render_pdf
 from ocs.rating import ServiceKind, UsageContext
 from ocs.rating.catalogue import Catalogue
 from tests.offline.billing_fixture import record
@@ -26,6 +29,7 @@ from tests.offline.conftest import MASTER, synced
 from tests.offline.einvoice_check import (
     fired_rules,
     need_specs,
+    pdfa_problems,
     schematron_failures,
     xsd_errors,
 )
@@ -197,3 +201,22 @@ async def test_notes_are_numbered_in_series_of_their_own(
         "//*[local-name()='ExchangedDocument']/ram:ID/text()", namespaces={"ram": RAM}
     ) == ["CN-4"]
     assert "Credit note CN-4" in html and f"(document {more[-1].number})" in html
+
+
+async def test_facturx_pdf_is_pdfa3_with_embedded_fonts(
+    redis: Redis, db: Database, catalogue: Catalogue
+) -> None:
+    if pdf_font_dir() is None:
+        pytest.skip("DejaVu Sans not installed (fonts-dejavu-core): PDFs use core fonts")
+    docs = await _demo_documents(redis, db, catalogue)
+    from ocs.offline.einvoice.forms import document_forms
+
+    async with db.tenant(catalogue.tenant.id) as conn:
+        for doc in docs:
+            forms = await document_forms(conn, doc.number, ("pdf", "cii", "facturx"))
+            assert pdfa_problems(forms["facturx"]) == [], doc.doc_id
+            assert embedded_cii(forms["facturx"]) == forms["cii"]
+        (farm,) = [d for d in docs if d.buyer.account_id == "farm-co"]
+        pdf = (await document_forms(conn, farm.number, ("pdf",)))["pdf"]
+    text = " ".join(PdfReader(io.BytesIO(pdf)).pages[0].extract_text().split())
+    assert "Rechnung" in text and "Verkäufer" in text and "Fällig am" in text  # German, UTF-8

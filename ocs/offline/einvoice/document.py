@@ -124,7 +124,7 @@ class Document:
     @property
     def doc_id(self) -> str:
         """The document's number as printed and sent (BT-1): invoices their number, notes
-        ``CN-<n>`` / ``DN-<n>`` of their own series (the document number before 0009)."""
+        ``CN-<n>`` / ``DN-<n>`` of their own series (the document number before 0010)."""
         prefix = NOTE_PREFIX.get(self.kind)
         if prefix is None or self.series_number is None:
             return str(self.number)

@@ -35,6 +35,9 @@ def to_facturx(pdf: bytes, cii: bytes, *, title: str, author: str, lang: str = "
             check_xsd=True,
             pdf_metadata={"author": author, "title": title, "subject": title, "keywords": ""},
             lang=lang,
+            # compressed XMP broke the cross-reference table of fpdf2's PDF/A-3 output
+            # (pypdf could not find the catalogue again); uncompressed it is read back
+            xmp_compression=False,
         )
     except Exception as exc:  # the library raises plain Exception for a schema failure
         raise FacturXError(f"factur-x: {exc}") from None

@@ -32,7 +32,7 @@ async def document_forms(
     doc = view["doc"]
     out: dict[str, bytes] = {}
     html = render_html(view)
-    pdf = render_pdf(html) if {"pdf", "facturx"} & set(formats) else b""
+    pdf = render_pdf(html, view["lang"]) if {"pdf", "facturx"} & set(formats) else b""
     cii = to_cii(doc) if {"cii", "facturx"} & set(formats) else b""
     for fmt in formats:
         if fmt == "html":

@@ -13,10 +13,3 @@ ALTER TABLE invoices ADD COLUMN IF NOT EXISTS seller jsonb;
 ALTER TABLE invoices ADD COLUMN IF NOT EXISTS buyer jsonb;
 ALTER TABLE invoice_lines ADD COLUMN IF NOT EXISTS unit_price numeric;
 ALTER TABLE invoice_lines ADD COLUMN IF NOT EXISTS tax_note text NOT NULL DEFAULT '';
--- Credit and debit notes are numbered in series of their own per tenant (CN-1, CN-2, ...;
--- DN-1, ...), gapless like invoices: the tenant's counters row is locked until the note's
--- transaction commits. Notes issued before 0009 have none (they print their document number).
-ALTER TABLE invoice_counters ADD COLUMN IF NOT EXISTS last_credit_note bigint NOT NULL DEFAULT 0;
-ALTER TABLE invoice_counters ADD COLUMN IF NOT EXISTS last_debit_note bigint NOT NULL DEFAULT 0;
-ALTER TABLE invoices ADD COLUMN IF NOT EXISTS series_number bigint;
-CREATE UNIQUE INDEX IF NOT EXISTS invoices_series ON invoices (tenant_id, kind, series_number);
