@@ -19,6 +19,7 @@ from ocs.offline.cli import (
     main_export,
     main_import,
     main_invoice_adjust,
+    main_invoice_export,
     main_reconcile,
 )
 from ocs.offline.db import Database
@@ -127,6 +128,14 @@ def test_cli_end_to_end(
         == 1
     )
     assert capsys.readouterr().err.strip() == "error: invoice 7: no such issued invoice"
+    ubl = tmp_path / "cn.xml"
+    assert main_invoice_export(settings, number=3, fmt="ubl", out=ubl, catalog=folder) == 0
+    assert b"<cbc:ID>CN-1</cbc:ID>" in ubl.read_bytes()
+    assert f"invoice 3: ubl written to {ubl}" in " ".join(capsys.readouterr().out.split())
+    assert main_invoice_export(settings, number=99, fmt="cii", out=ubl, catalog=folder) == 1
+    assert capsys.readouterr().err.strip() == "error: invoice 99: not found"
+    assert main_invoice_export(settings, number=1, fmt="docx", catalog=folder) == 1
+    assert "--format: 'docx' is not one of html, pdf, ubl, cii, facturx" in capsys.readouterr().err
     assert main_export(settings, fmt="json", out=tmp_path / "j.json", catalog=folder) == 0
     totals = json.loads((tmp_path / "j.json").read_text())["totals"]
     assert set(totals) == {"b2b/EUR"}
