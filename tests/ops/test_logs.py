@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ocs.balance import BalanceStore
 from ocs.charging.application import ChargingApplication
@@ -126,15 +127,38 @@ async def test_charging_error_lines_carry_the_session_id(
     assert "failover journal" in errors[0]["msg"]
 
 
+async def _own_redis() -> tuple[asyncio.subprocess.Process, int]:
+    """A redis-server of this test's, answering PING. A free port can be taken by another
+    process before redis-server binds it (the machine runs other suites): then try another."""
+    for _ in range(5):
+        port = free_ports(1)[0]
+        redis = await asyncio.create_subprocess_exec(
+            "redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
+            stdout=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        client = client_for_url(f"redis://127.0.0.1:{port}/0", timeout=1)
+        try:
+            for _ in range(100):
+                if redis.returncode is not None:
+                    break
+                try:
+                    if await client.ping():
+                        return redis, port
+                except (OSError, RedisConnectionError):  # not up yet
+                    await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+        if redis.returncode is None:
+            redis.kill()
+        await redis.wait()
+    raise AssertionError("redis-server did not start on a free port in 5 tries")
+
+
 async def test_ocs_serve_log_format_json(tmp_path: Path) -> None:
     """The real command: every line it writes to stderr is one JSON object."""
     if not shutil.which("redis-server"):
         pytest.skip("redis-server not installed: the command needs a Redis of its own")
-    port = free_ports(1)[0]
-    redis = await asyncio.create_subprocess_exec(
-        "redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
-        stdout=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    redis, port = await _own_redis()
     env = {**os.environ, "OCS_LOG_FORMAT": "json", "OCS_LOG_LEVEL": "INFO"}
     argv = [sys.executable, "-m", "ocs.cli", "serve", "--port", "0", "--http-port", "0"]
     argv += ["--metrics-port", "0", "--redis-url", f"redis://127.0.0.1:{port}/0"]
