@@ -91,7 +91,7 @@ class ChargingAttacher:
         # with catalog_path (ocs demo), create_charging puts the folder in force first
         runtime = await create_charging(settings, catalog_path=self.catalog_path)
         closers.append(runtime.close)
-        tenant = None if self.catalog_path is None else runtime.catalogue.current.tenant.id
+        tenant = runtime.demo_tenant
         health = default_health()
         closers.append(health.add("redis", redis_check(runtime.redis.client)))
         closers.append(health.add("catalogue", catalogue_check(runtime.catalogue)))

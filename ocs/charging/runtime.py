@@ -54,6 +54,7 @@ class ChargingRuntime:
     catalogue: InForce
     applied_at: str = ""  # of the legacy single pointer ``ocs:catalog``
     data_dir: Path = field(default_factory=Path)  # where shared catalogue files are written
+    demo_tenant: str | None = None  # the tenant of the folder create_charging applied
     _task: asyncio.Task[None] | None = field(default=None)
     _rules: tuple[tuple[int, ...], list[PoolRules]] | None = field(default=None)
 
@@ -231,11 +232,15 @@ async def create_charging(
     otherwise the one last applied with `ocs catalog apply` is used (``NoCatalogue`` if
     none). ``start`` runs the reclaim/reload task; call ``close()`` on shutdown."""
     config = ChargingConfig.from_settings(settings)
+    demo_tenant = None
     handle = await open_redis(settings)
     try:
         store = BalanceStore(handle.client, result_ttl_ms=config.answer_ttl * 1000)
         if catalog_path is not None:
-            await apply_folder(store, catalog_path, settings.data_dir, source="ocs demo")
+            _, applied, _ = await apply_folder(
+                store, catalog_path, settings.data_dir, source="ocs demo"
+            )
+            demo_tenant = applied.tenant.id
         # every tenant in force; then the legacy single pointer for a tenant that is not
         holder = InForce(_unprovisioned_catalogue())
         await load_tenants(handle.client, holder)
@@ -268,6 +273,7 @@ async def create_charging(
         if path is not None or info.get("tenant") in holder.stamps
         else "",
         settings.data_dir,
+        demo_tenant=demo_tenant,
     )
     if start:
         runtime.start()
