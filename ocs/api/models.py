@@ -6,24 +6,28 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
 
 from ocs.api.currencies import ISO_4217
+from ocs.provisioning.sims import (
+    Digits,
+    Id,
+    Model,
+    PayerKindName,
+    PayerRef,
+    SubscriptionCreate,
+    TwinSpec,
+)
 
 MAX_AMOUNT: Final = 10**12  # minor units: ten billion euros is not a top-up
 MAX_BATCH: Final = 1000
 
-Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
-Digits = Annotated[str, StringConstraints(pattern=r"^[0-9]{5,15}$")]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Amount = Annotated[int, Field(gt=0, le=MAX_AMOUNT, strict=True)]
 Count = Annotated[int, Field(ge=0, le=MAX_AMOUNT, strict=True)]
 Status = Literal["active", "suspended", "terminated"]
-PayerKindName = Literal["postpaid_pool", "prepaid_pool", "wallet", "external_contract"]
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# the subscription input models are provisioning's (CRM import validates rows with them)
+__all__ = ["Digits", "Id", "Model", "PayerKindName", "PayerRef", "SubscriptionCreate", "TwinSpec"]
 
 
 def known_currency(code: str) -> bool:
@@ -137,35 +141,6 @@ class AutoRenewal(Model):
 
 
 # -- subscriptions ------------------------------------------------------------------------
-class PayerRef(Model):
-    kind: PayerKindName
-    id: Id
-
-
-class TwinSpec(Model):
-    """A SIM twin as in the catalogue (``filter`` uses the catalogue's filter format)."""
-
-    id: Id
-    priority: Annotated[int, Field(ge=0, le=1_000_000, strict=True)] = 0
-    filter: dict[str, Any] = Field(default_factory=dict)
-    payer: PayerRef
-    plan: Id
-    properties: dict[Id, Count] = Field(default_factory=dict)
-
-
-class SubscriptionCreate(Model):
-    imsi: Digits
-    msisdn: Digits | None = None
-    iccid: Annotated[str, StringConstraints(pattern=r"^[0-9]{18,22}$")] | None = None
-    account: Id
-    time_zone: Annotated[str, StringConstraints(max_length=64)] | None = None
-    plan: Id | None = None
-    payer: PayerRef | None = None
-    properties: dict[Id, Count] = Field(default_factory=dict)
-    twins: list[TwinSpec] | None = Field(default=None, min_length=1, max_length=32)
-    effective_from: AwareDatetime | None = None
-
-
 class BulkCreate(Model):
     subscriptions: list[SubscriptionCreate] = Field(min_length=1, max_length=MAX_BATCH)
 

@@ -21,50 +21,16 @@ from ocs.api.models import (
     SubscriptionCreate,
     SubscriptionPage,
     SubscriptionView,
-    TwinSpec,
     TwinsReplace,
     TwinView,
 )
 from ocs.api.problems import Problem, not_found
 from ocs.api.state import Admin, Api, ApiState, Reader
 from ocs.provisioning.catalogues import Compiled, State
+from ocs.provisioning.sims import sim_item, start_of_day, twin_item
 from ocs.rating.catalogue import CompiledSim
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
-
-
-def _twin_item(spec: TwinSpec, start: datetime) -> dict[str, Any]:
-    return {
-        "id": spec.id,
-        "priority": spec.priority,
-        "filter": spec.filter,
-        "payer": spec.payer.model_dump(),
-        "plans": [{"plan": spec.plan, "from": start.isoformat()}],
-        "properties": spec.properties,
-        "status": "active",
-    }
-
-
-def _start_of_day() -> datetime:
-    now = datetime.now(UTC)
-    return now.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def sim_item(body: SubscriptionCreate) -> dict[str, Any]:
-    start = body.effective_from or _start_of_day()
-    if body.twins:
-        twins = [_twin_item(t, start) for t in body.twins]
-    elif body.plan is not None and body.payer is not None:
-        main = TwinSpec(id="main", payer=body.payer, plan=body.plan, properties=body.properties)
-        twins = [_twin_item(main, start)]
-    else:
-        raise Problem(422, "validation", "Invalid request", "give `twins`, or `plan` and `payer`")
-    item: dict[str, Any] = {"imsi": body.imsi, "account": body.account, "twins": twins}
-    for name in ("msisdn", "iccid", "time_zone"):
-        value = getattr(body, name)
-        if value is not None:
-            item[name] = value
-    return item
 
 
 def _status(sim: CompiledSim) -> str:
@@ -298,13 +264,13 @@ async def replace_twins(imsi: str, body: TwinsReplace, who: Admin, api: Api) -> 
     ids = [t.id for t in body.twins]
     if len(set(ids)) != len(ids):
         raise Problem(422, "validation", "Invalid request", "twin ids must be unique")
-    start = _start_of_day()
+    start = start_of_day()
 
     def edit(item: dict[str, Any]) -> None:
         old = {t["id"]: t for t in item["twins"]}
         twins = []
         for spec in body.twins:
-            new = _twin_item(spec, start)
+            new = twin_item(spec, start)
             previous = old.get(spec.id)
             if previous is not None:
                 new["status"] = previous.get("status", "active")

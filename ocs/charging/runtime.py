@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from ocs.balance import BalanceStore
 from ocs.balance.keys import CATALOG, CATALOG_FILES
+from ocs.balance.probes import outstanding_reservations
 from ocs.charging.application import ChargingApplication
 from ocs.charging.config import ChargingConfig
 from ocs.charging.errors import is_store_outage
@@ -26,7 +27,6 @@ from ocs.diameter.answers import Identity
 from ocs.lifecycle import Lifecycle, PassReport, PoolRules, lifecycle_metrics
 from ocs.observability.metrics import ChargingMetrics, default_metrics
 from ocs.observability.outage import outage_log
-from ocs.observability.probes import outstanding_reservations
 from ocs.provisioning.catalog import fetch_files, lifecycle_rules
 from ocs.provisioning.catalogues import compile_state
 from ocs.provisioning.errors import Refused

@@ -9,9 +9,6 @@ The formats and semantics are in docs/import.md.
 
 from __future__ import annotations
 
-# ocs.api's routes import ocs.crm.importer: load ocs.api first, so that importing ocs.crm
-# before it does not meet a half-initialised importer on the way back.
-import ocs.api  # noqa: F401
 from ocs.crm.importer import KINDS, run_import
 from ocs.crm.readers import FileError, read_rows
 from ocs.crm.report import ImportReport, Rejection

@@ -15,8 +15,6 @@ from typing import Any, Final
 
 from pydantic import TypeAdapter, ValidationError
 
-from ocs.api.models import PayerRef, SubscriptionCreate
-from ocs.api.subscriptions import _start_of_day, _twin_item, sim_item
 from ocs.crm.fields import (
     Change,
     RowError,
@@ -28,6 +26,7 @@ from ocs.crm.fields import (
 )
 from ocs.crm.readers import Row
 from ocs.provisioning.catalogues import State
+from ocs.provisioning.sims import PayerRef, SubscriptionCreate, sim_item, start_of_day, twin_item
 from ocs.rating.models import FilterSpec
 
 COLUMNS: Final = (
@@ -128,7 +127,7 @@ class SubscriptionPlanner:
 
     def __init__(self, state: State, now: datetime) -> None:
         self.now = now
-        self.start = _start_of_day()
+        self.start = start_of_day()
         self.sims: Mapping[str, dict[str, Any]] = state.get("sims") or {}
         self.accounts = set(state.get("accounts") or {})
         self.plans = {k: str(p.get("currency")) for k, p in (state.get("plans") or {}).items()}
@@ -246,7 +245,7 @@ class SubscriptionPlanner:
             previous = {t["id"]: t for t in item["twins"]}
             twins = []
             for spec in body.twins:
-                new = _twin_item(spec, body.effective_from or self.start)
+                new = twin_item(spec, body.effective_from or self.start)
                 old = previous.get(spec.id)
                 if old is not None:
                     new["status"] = old.get("status", "active")

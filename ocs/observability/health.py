@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 if TYPE_CHECKING:
     from asyncpg import Pool
 
-    from ocs.diameter.transport import DiameterServer
     from ocs.store import RedisClient
 
 CHECK_TIMEOUT: Final = 2.0  # seconds per readiness check
@@ -123,7 +122,14 @@ def catalogue_check(holder: _InForce) -> Check:
     return check
 
 
-def listening_check(server: DiameterServer) -> Check:
+class _Listener(Protocol):
+    """What the check reads of ``ocs.diameter.transport.DiameterServer`` (observability
+    imports no feature package)."""
+
+    _server: Any  # the asyncio.Server once started
+
+
+def listening_check(server: _Listener) -> Check:
     async def check() -> str | None:
         listener = server._server  # the asyncio.Server once started, closed on stop
         if listener is None or not listener.is_serving():

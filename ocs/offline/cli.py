@@ -37,7 +37,6 @@ from rich.table import Table
 
 from ocs.observability.health import postgres_check, redis_check
 from ocs.observability.metrics import offline_metrics
-from ocs.observability.service import open_ops_server, run_service
 from ocs.offline.adjust import AdjustmentError, adjust_invoice
 from ocs.offline.billrun import BillRunError, bill_run
 from ocs.offline.cdrs import import_file, reconcile
@@ -49,6 +48,7 @@ from ocs.offline.einvoice.facturx import FacturXError
 from ocs.offline.einvoice.forms import FORMATS, SUFFIX, document_forms, write_forms
 from ocs.offline.render import RenderError, journal, journal_csv, journal_json, money
 from ocs.offline.reports import MONEY, Report, ReportError, make_report, report_csv, report_json
+from ocs.offline.service import open_ops_server, run_service
 from ocs.offline.sync import sync_catalogue
 from ocs.offline.terms import DEMO_TERMS, TermsError, load_terms
 from ocs.rating.catalogue import Catalogue
@@ -128,7 +128,7 @@ def main_drain(
     follow: float = 0.0,
 ) -> int:
     """Drain once, or (``follow`` > 0) every ``follow`` seconds until SIGTERM, serving the
-    metrics port meanwhile (``ocs.observability.service``)."""
+    metrics port meanwhile (``ocs.offline.service``)."""
 
     async def go() -> int:
         db = await connect(settings)

@@ -36,11 +36,11 @@ from ocs.diameter.peer import LocalConfig
 from ocs.diameter.transport import connect as diameter_connect
 from ocs.observability import endpoint
 from ocs.observability.health import Health, default_health, postgres_check, redis_check
-from ocs.observability.service import run_service
 from ocs.offline import late
 from ocs.offline.cli import main_billrun
 from ocs.offline.db import connect
 from ocs.offline.drain import Drainer
+from ocs.offline.service import run_service
 from ocs.server import start
 from ocs.store import client_for_url
 from tests.api.conftest import demo_documents

@@ -1,5 +1,6 @@
 """Measurements of the shared balance store for gauges, taken by the periodic charging task
-(``ocs.charging.runtime``) rather than per request."""
+(``ocs.charging.runtime``) rather than per request. Here, not in ``ocs.observability``: the
+observability package imports no feature package (it only knows metrics, health, logs)."""
 
 from __future__ import annotations
 
