@@ -57,6 +57,7 @@ class ChargingRuntime:
     demo_tenant: str | None = None  # the tenant of the folder create_charging applied
     _task: asyncio.Task[None] | None = field(default=None)
     _rules: tuple[tuple[int, ...], list[PoolRules]] | None = field(default=None)
+    _reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def start(self) -> None:
         if self._task is None:
@@ -86,9 +87,12 @@ class ChargingRuntime:
 
     async def reload_if_applied(self) -> bool:
         """Load each tenant whose state in force changed (``ocs catalog apply``, the API,
-        an import), alone: the others keep charging meanwhile. True if any changed."""
-        changed = await load_tenants(self.store.redis, self.catalogue)
-        return await self._reload_pointer() or changed
+        an import), alone: the others keep charging meanwhile. True if any changed. One
+        pass at a time (the housekeeping pass and a refresh broadcast): an older compile
+        never lands after a newer one."""
+        async with self._reloading:
+            changed = await load_tenants(self.store.redis, self.catalogue)
+            return await self._reload_pointer() or changed
 
     async def _reload_pointer(self) -> bool:
         """The legacy single pointer ``ocs:catalog``: its catalogue answers the SIMs of no
