@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from lxml import etree
@@ -24,7 +25,7 @@ from ocs.offline.einvoice.ubl import CAC, CBC, to_ubl
 from ocs.offline.render import invoice_document, pdf_font_dir, render_html, render_pdf
 from ocs.rating import ServiceKind, UsageContext
 from ocs.rating.catalogue import Catalogue
-from tests.offline.billing_fixture import record
+from tests.offline.billing_fixture import billing_catalogue, record, scenario
 from tests.offline.conftest import MASTER, synced
 from tests.offline.einvoice_check import (
     fired_rules,
@@ -220,3 +221,29 @@ async def test_facturx_pdf_is_pdfa3_with_embedded_fonts(
         pdf = (await document_forms(conn, farm.number, ("pdf",)))["pdf"]
     text = " ".join(PdfReader(io.BytesIO(pdf)).pages[0].extract_text().split())
     assert "Rechnung" in text and "Verkäufer" in text and "Fällig am" in text  # German, UTF-8
+
+
+async def test_hand_checked_scenario_documents_validate(
+    redis: Redis, db: Database, tmp_path: Path, tenant: str
+) -> None:
+    """The bill run of every charge type (test_billrun's scenario): two standard rates on
+    one invoice (19 % and goods at 7 %), an exempt buyer without a note of its own (the
+    default text), a USD invoice beside the EUR one, buyers with no address but a country,
+    late-free pro rata quantities; and a credit note over both rates."""
+    need_specs()
+    cat = billing_catalogue(tmp_path / "c", tenant)
+    cipher = await scenario(redis, db, cat)
+    run = await bill_run(db, cat, cipher, bill_day=10, on=date(2025, 4, 10))
+    note = await adjust_invoice(db, tenant, run.numbers[0], kind="credit", net=999, reason="x")
+    async with db.tenant(tenant) as conn:
+        docs = [await load_document(conn, n) for n in [*run.numbers, note.number]]
+    assert {d.currency for d in docs} == {"EUR", "USD"}
+    rates = {(b.category, b.rate) for d in docs for b in d.breakdown}
+    assert {("S", Decimal(19)), ("S", Decimal(7)), ("E", Decimal(0))} <= rates
+    (credit,) = [d for d in docs if d.kind == "credit_note"]
+    assert len(credit.breakdown) == 2  # one line per rate of the invoice, each taxed at it
+    for doc in docs:
+        for syntax, xml in (("ubl", to_ubl(doc)), ("cii", to_cii(doc))):
+            where = f"{doc.doc_id} {doc.buyer.account_id} {doc.currency} {syntax}"
+            assert xsd_errors(xml, syntax) == [], where
+            assert schematron_failures(xml, syntax) == [], where
