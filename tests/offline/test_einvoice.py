@@ -247,3 +247,36 @@ async def test_hand_checked_scenario_documents_validate(
             where = f"{doc.doc_id} {doc.buyer.account_id} {doc.currency} {syntax}"
             assert xsd_errors(xml, syntax) == [], where
             assert schematron_failures(xml, syntax) == [], where
+
+
+async def test_document_issued_before_party_snapshots_uses_current_parties(
+    db: Database, catalogue: Catalogue
+) -> None:
+    """A document issued before migration 0009 has no seller/buyer snapshot (and a note
+    before 0010 no series number): it prints and exports the parties as they are now."""
+    need_specs()
+    t = catalogue.tenant.id
+    await synced(db, catalogue)
+    async with db.tenant(t) as conn:
+        for number, kind, refers, net, tax in ((900, "invoice", None, 1000, 190),
+                                               (901, "credit_note", 900, -100, -19)):  # fmt: skip
+            await conn.execute(
+                "INSERT INTO invoices (tenant_id, number, kind, refers_to, account_id, issuer,"
+                " currency, net, tax, gross) VALUES ($1, $2, $3, $4, 'acme-iot', $5, 'EUR',"
+                " $6, $7, $8)",
+                t, number, kind, refers, f"tenant:{t}", net, tax, net + tax,
+            )  # fmt: skip
+            await conn.execute(
+                "INSERT INTO invoice_lines (tenant_id, number, line_no, kind, description,"
+                " quantity, unit, net, tax_rate, tax) VALUES ($1, $2, 1, 'one_time', 'Setup',"
+                " 1, 'each', $3, 19, $4)",
+                t, number, net, tax,
+            )  # fmt: skip
+        docs = [await load_document(conn, n) for n in (900, 901)]
+    for doc in docs:
+        assert doc.seller.name == "Demo IoT Operator GmbH" and doc.seller.vat_id == "DE123456789"
+        assert doc.buyer.name == "ACME IoT GmbH" and doc.buyer.city == "Stuttgart"
+        for syntax, xml in (("ubl", to_ubl(doc)), ("cii", to_cii(doc))):
+            assert xsd_errors(xml, syntax) == [], (doc.number, syntax)
+            assert schematron_failures(xml, syntax) == [], (doc.number, syntax)
+    assert docs[1].doc_id == "901"  # no series number: the document number

@@ -278,7 +278,7 @@ def _party_row(row: Any, fallback: str) -> Party:
     if row is None:
         return Party(name=fallback, country="", account_id=fallback)
     data = json.loads(row["party"]) if isinstance(row["party"], str) else dict(row["party"] or {})
-    data |= {k: row[k] for k in row if k != "party"}
+    data |= {k: v for k, v in dict(row).items() if k != "party"}
     if not data.get("name"):
         data["name"] = fallback
     return Party.from_json(data)
