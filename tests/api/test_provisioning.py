@@ -18,6 +18,7 @@ from ocs.app import apply_catalog_cli
 from ocs.charging import create_charging
 from ocs.config import Settings
 from ocs.diameter import avp_codes as A
+from ocs.provisioning import identity
 from ocs.provisioning.cli import main_identity
 from ocs.provisioning.identity import owner_key
 from ocs.provisioning.keys import state_key
@@ -197,3 +198,27 @@ async def _token(redis: RedisClient, tenant: str) -> str:
     from ocs.api.auth import Scope, create_token
 
     return await create_token(redis, tenant, Scope.ADMIN)
+
+
+async def test_a_claim_refused_in_a_later_chunk_releases_the_earlier_chunks(
+    redis: RedisClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(identity, "CHUNK", 2)
+    held = await identity.claim(redis, "a", ["imsi:001010000000009"])
+    await held.commit()
+    wanted = [f"imsi:00101000000000{i}" for i in range(10)]  # ...09 is a's, in the last chunk
+    with pytest.raises(identity.IdentityTaken) as refused:
+        await identity.claim(redis, "b", wanted)
+    assert (refused.value.value, refused.value.owner) == ("001010000000009", "a")
+    assert await redis.hgetall(identity.owner_key("imsi")) == {b"001010000000009": b"a"}
+    assert await redis.smembers(identity.tenant_key("b")) == set()
+    # without the conflict, b claims all; dropping some releases exactly those
+    held = await identity.claim(redis, "b", wanted[:9])
+    await held.commit()
+    held = await identity.claim(redis, "b", wanted[:3])
+    assert len(held.dropped) == 6
+    await held.commit()
+    owners = await redis.hgetall(identity.owner_key("imsi"))
+    assert sorted(k.decode() for k, v in owners.items() if v == b"b") == [
+        w.split(":")[1] for w in wanted[:3]
+    ]
