@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .provisioning.cli import add_parsers as identity_parsers  # noqa: PLC0415
 
     identity_parsers(sub, _store_flags)
+    from .audit.cli import add_parsers as audit_parsers  # noqa: PLC0415
+
+    audit_parsers(sub, _store_flags)
     return parser
 
 
@@ -384,6 +387,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .lifecycle.cli import main_lifecycle_run  # noqa: PLC0415
 
             return int(_run(main_lifecycle_run(settings, args.now, as_json=args.json)))
+        if args.command == "audit":
+            from .audit.cli import main_audit  # noqa: PLC0415
+
+            return int(_run(main_audit(settings, args)))
         if args.command == "identity" and args.identity_command is not None:
             from .provisioning.cli import main_identity  # noqa: PLC0415
 

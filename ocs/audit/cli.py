@@ -4,6 +4,7 @@ a store cannot be reached."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from typing import Any
@@ -13,6 +14,36 @@ from redis.exceptions import RedisError
 from ocs.audit import run_audit
 from ocs.offline.db import DatabaseError, connect
 from ocs.store import open_redis
+
+
+def add_parsers(sub: Any, store_flags: Any) -> None:
+    """``ocs audit`` and its flags (``store_flags``: the Redis and PostgreSQL flags)."""
+    audit = sub.add_parser(
+        "audit", help="check the balances in Redis and against the usage records"
+    )
+    audit.add_argument("--tenant", help="one tenant (default: every tenant in Redis)")
+    audit.add_argument("--json", action="store_true", help="one JSON document")
+    audit.add_argument(
+        "--redis-only", action="store_true", help="the Redis checks alone (no PostgreSQL)"
+    )
+    audit.add_argument(
+        "--stale-after",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="a reservation this long past its reclaim deadline is reported (default 60)",
+    )
+    store_flags(audit)
+
+
+async def main_audit(settings: Any, args: argparse.Namespace) -> int:
+    return await audit_cli(
+        settings,
+        tenant=args.tenant,
+        as_json=args.json,
+        redis_only=args.redis_only,
+        stale_after=args.stale_after,
+    )
 
 
 async def audit_cli(

@@ -173,6 +173,7 @@ async def test_sigkill_mid_load_keeps_the_pool_consistent_and_reclaims_orphans(
     # `ocs audit` (its Redis checks) finds nothing to report on any payer of the tenant
     audit = await run_audit(redis, None, tenant="demo")
     assert audit.payers > 0 and audit.discrepancies == []
+    await _run(tmp_path, "audit", "--redis-only", "--tenant", "demo", env=env)  # exit 0
 
     await gw.proto.disconnect(2.0)
     assert await server.stop() == 0
