@@ -72,6 +72,8 @@ def cell_json(name: str, value: str, kind: type) -> Any:
         parsed = json.loads(value)
     except ValueError as exc:
         raise RowError(name, f"not JSON: {exc}") from None
+    except RecursionError:
+        raise RowError(name, "not JSON: nested too deeply") from None
     if not isinstance(parsed, kind):
         expected = "an array" if kind is list else "an object"
         raise RowError(name, f"must be {expected} in JSON")

@@ -155,6 +155,9 @@ def _read_json_lines(file: str, text: str, columns: Collection[str]) -> list[Row
         except ValueError as exc:
             rows.append(Row(number, problem=f"not JSON: {exc}"))
             continue
+        except RecursionError:  # nested deeper than the decoder goes
+            rows.append(Row(number, problem="not JSON: nested too deeply"))
+            continue
         rows.append(_object_row(number, value, columns))
     if not rows:
         raise FileError(file, 0, "empty file: no JSON rows")
@@ -189,6 +192,8 @@ def _read_json_array(file: str, text: str, columns: Collection[str]) -> list[Row
                 value, pos = decoder.raw_decode(text, start)
             except ValueError as exc:
                 raise FileError(file, line_at(start), f"malformed JSON: {exc}") from None
+            except RecursionError:
+                raise FileError(file, line_at(start), "malformed JSON: nested too deeply") from None
             rows.append(_object_row(line_at(start), value, columns))
             pos = skip(pos)
             if pos < len(text) and text[pos] == ",":

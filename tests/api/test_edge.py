@@ -180,3 +180,30 @@ async def test_token_list_indexes_tokens_made_before_token_ids(
     assert code == 0, err
     assert f"{token_id(digest(legacy))}  legacy-t  read  2023-11-14T22:13:20+00:00" in out
     assert legacy not in out
+
+
+async def test_deep_json_in_an_import_is_a_clear_rejection(demo: Api) -> None:
+    deep = "[" * 1000 + "]" * 1000
+    lines = await demo.request(
+        "POST",
+        "/v1/imports/subscriptions",
+        content=f'{{"imsi": "262010000000001"}}\n{deep}\n',
+        headers={"Content-Type": "application/x-ndjson"},
+    )
+    assert lines.status_code < 500, lines.text
+    assert "nested too deeply" in lines.text
+    array = await demo.request(
+        "POST",
+        "/v1/imports/subscriptions",
+        content=f"[{deep}]",
+        headers={"Content-Type": "application/json"},
+    )
+    assert 400 <= array.status_code < 500, array.text
+    assert array.headers["content-type"] == PROBLEM_JSON and "nested too deeply" in array.text
+    csv = await demo.request(
+        "POST",
+        "/v1/imports/subscriptions",
+        content=f'imsi,properties\n262010000000001,"{deep}"\n',
+        headers={"Content-Type": "text/csv"},
+    )
+    assert csv.status_code < 500, csv.text
