@@ -85,6 +85,7 @@ def _party_lines(party: Party, words: dict[str, str]) -> list[str]:
     """Name, street, postcode and city, country, VAT ID, e-mail: the lines that are set."""
     lines = [party.name, party.street, f"{party.postcode} {party.city}".strip(), party.country]
     lines += [f"{words['vat_id']}: {party.vat_id}" if party.vat_id else "", party.email]
+    lines += [" ".join(x for x in (party.contact_name, party.phone) if x)]
     return [line for line in lines if line]
 
 

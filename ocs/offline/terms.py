@@ -58,6 +58,8 @@ class Party(_Base):
     city: str = ""
     vat_id: str = ""  # with its country prefix, e.g. DE123456789
     email: str = ""
+    contact_name: str = ""  # sellers: who answers questions about the invoice (BG-6)
+    phone: str = ""
     iban: str = ""  # sellers: where to pay (credit transfer)
     bic: str = ""
     payment_days: Annotated[int, Field(ge=0, le=365)] = 14  # sellers: due date after issue

@@ -70,6 +70,7 @@ async def test_demo_customer_pdf_invoice(
         "Friedrichstrasse 100",
         "10117 Berlin",
         "VAT ID: DE123456789",
+        "Billing team +49 30 1234567",  # seller contact
         "ACME IoT GmbH",  # buyer
         "70565 Stuttgart",
         "VAT ID: DE987654321",

@@ -118,6 +118,14 @@ def to_cii(doc: Document) -> bytes:
 def _party(parent: etree._Element, name: str, party: Party) -> None:
     p = _ram(parent, name)
     _ram(p, "Name", party.name)
+    if party.contact_name or party.phone:
+        contact = _ram(p, "DefinedTradeContact")
+        if party.contact_name:
+            _ram(contact, "PersonName", party.contact_name)
+        if party.phone:
+            _ram(_ram(contact, "TelephoneUniversalCommunication"), "CompleteNumber", party.phone)
+        if party.email:
+            _ram(_ram(contact, "EmailURIUniversalCommunication"), "URIID", party.email)
     address = _ram(p, "PostalTradeAddress")
     if party.postcode:
         _ram(address, "PostcodeCode", party.postcode)

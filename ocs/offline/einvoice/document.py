@@ -53,6 +53,8 @@ class Party:
     city: str = ""
     vat_id: str = ""
     email: str = ""
+    contact_name: str = ""
+    phone: str = ""
     iban: str = ""
     bic: str = ""
     account_id: str = ""

@@ -44,6 +44,10 @@ LABELS: Final[dict[str, dict[str, str]]] = {
         "currency": "All amounts in {currency}.",
         "per_twin": 'Fees marked "per SIM twin" are charged once for each twin (service'
         " profile) of a SIM: a SIM with two twins on plans with that fee pays it twice.",
+        "unit_MON": "month",
+        "unit_C62": "pcs",
+        "unit_4L": "MB",
+        "unit_SEC": "s",
         "S": "standard rate",
         "AE": "reverse charge",
         "E": "exempt",
@@ -87,6 +91,10 @@ LABELS: Final[dict[str, dict[str, str]]] = {
         "currency": "Alle Beträge in {currency}.",
         "per_twin": 'Entgelte "per SIM twin" fallen je Twin (Dienstprofil) einer SIM an:'
         " eine SIM mit zwei Twins auf Tarifen mit diesem Entgelt zahlt es zweimal.",
+        "unit_MON": "Monat",
+        "unit_C62": "Stk.",
+        "unit_4L": "MB",
+        "unit_SEC": "s",
         "S": "Regelsteuersatz",
         "AE": "Steuerschuldnerschaft des Leistungsempfängers",
         "E": "steuerfrei",

@@ -148,5 +148,11 @@ def _party(parent: etree._Element, party: Party) -> None:
         _cbc(scheme, "CompanyID", party.vat_id)
         _cbc(_cac(scheme, "TaxScheme"), "ID", "VAT")
     _cbc(_cac(p, "PartyLegalEntity"), "RegistrationName", party.name)
-    if party.email:
-        _cbc(_cac(p, "Contact"), "ElectronicMail", party.email)
+    if party.contact_name or party.phone or party.email:
+        contact = _cac(p, "Contact")
+        if party.contact_name:
+            _cbc(contact, "Name", party.contact_name)
+        if party.phone:
+            _cbc(contact, "Telephone", party.phone)
+        if party.email:
+            _cbc(contact, "ElectronicMail", party.email)
