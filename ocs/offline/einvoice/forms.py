@@ -32,7 +32,7 @@ async def document_forms(
     doc = view["doc"]
     out: dict[str, bytes] = {}
     html = render_html(view)
-    pdf = render_pdf(html, view["lang"]) if {"pdf", "facturx"} & set(formats) else b""
+    pdf = render_pdf(html, view["lang"]) if "pdf" in formats else b""
     cii = to_cii(doc) if {"cii", "facturx"} & set(formats) else b""
     for fmt in formats:
         if fmt == "html":
@@ -45,7 +45,7 @@ async def document_forms(
             out[fmt] = cii
         elif fmt == "facturx":
             out[fmt] = to_facturx(
-                pdf,
+                render_pdf(html, view["lang"], pdfa=True),
                 cii,
                 title=f"{view['title']} {doc.doc_id}",
                 author=doc.seller.name,
