@@ -1,5 +1,5 @@
 """Wiring: which applications `ocs serve` attaches to the Diameter node, and the CLI actions
-that need the stores. Kept apart from ``cli.py`` (argument parsing) and ``server.py``
+that need the stores. Kept apart from ``ocs.commands`` (argument parsing) and ``server.py``
 (lifecycle).
 
 `ocs serve` runs, in one event loop: the Diameter server with the Gy/Ro application, the
@@ -10,29 +10,22 @@ disables it).
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 from pathlib import Path
-
-from redis.exceptions import RedisError
 
 from .balance import BalanceStore
 from .charging import (
     ChargingRuntime,
-    NoCatalogue,
-    apply_catalog,
     create_charging,
-    show_balance,
 )
 from .config import Settings
 from .diameter.constants import Application, Command
 from .diameter.node import Node
+from .errors import bind, naming_port
 from .observability.endpoint import start_ops_server
 from .observability.health import catalogue_check, default_health, redis_check
 from .observability.metrics import DiameterMetrics
 from .provisioning.folder import apply_folder
-from .rating.errors import CatalogueError
 from .server import Closer, serve
 from .store import open_redis
 
@@ -45,7 +38,8 @@ DEMO_TOKEN_HINT = "ocs token create --tenant {tenant} --scope admin"
 def _metrics_server(settings: Settings, *, announce: bool) -> Closer | None:
     if not settings.metrics_port:
         return None
-    ops = start_ops_server(settings.metrics_port, settings.host)  # /metrics, /healthz, /readyz
+    with naming_port("metrics", "--metrics-port", settings.host, settings.metrics_port):
+        ops = start_ops_server(settings.metrics_port, settings.host)  # /metrics, /healthz, /readyz
     log.info("Prometheus metrics on http://%s:%s/metrics", settings.host, ops.port)
     if announce:
         print(f"ocs: metrics on http://{settings.host}:{ops.port}/metrics", flush=True)
@@ -127,11 +121,15 @@ class ChargingAttacher:
             if self.with_http and settings.http_port:
                 from .api import start_api  # noqa: PLC0415
 
-                sock = None
-                if self.reuse_port:
-                    from .workers import reuse_port_socket  # noqa: PLC0415
-
-                    sock = reuse_port_socket(settings.host, settings.http_port)
+                # bound here, so that a taken port is an error naming it (uvicorn would
+                # log and exit); a worker shares it with the others (SO_REUSEPORT)
+                sock = bind(
+                    "HTTP",
+                    "--http-port",
+                    settings.host,
+                    settings.http_port,
+                    reuse_port=self.reuse_port,
+                )
                 api = await start_api(settings, redis_url=runtime.redis.url, sock=sock)
                 closers.append(api.stop)
                 log.info("HTTP API on http://%s:%s", settings.host, api.port)
@@ -162,51 +160,7 @@ def charging_attacher(catalog_path: str | None, *, with_http: bool = True) -> Ch
 
 
 async def run_server(settings: Settings, demo_catalog: str | None = None) -> int:
-    try:
-        await serve(settings, charging_attacher(demo_catalog))
-    except (NoCatalogue, CatalogueError, OSError) as exc:
-        print(f"ocs: error: {exc}", file=sys.stderr)
-        return 2
-    except RedisError as exc:  # unreachable at start-up: say so, as the workers do
-        print(f"ocs: error: Redis: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-async def apply_catalog_cli(settings: Settings, path: str) -> int:
-    try:
-        summary = await apply_catalog(path, settings)
-    except CatalogueError as exc:
-        print(f"ocs: error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=2, default=str))
-    return 0
-
-
-async def show_balance_cli(settings: Settings, msisdn: str, *, as_json: bool) -> int:
-    try:
-        balance = await show_balance(msisdn, settings)
-    except LookupError as exc:
-        print(f"ocs: error: {exc}", file=sys.stderr)
-        return 1
-    if as_json:
-        print(json.dumps(balance, indent=2, default=str))
-        return 0
-    for payer in balance.get("payers", []):
-        print(f"{payer.get('payer', payer.get('id', '?'))}:")
-        life = payer.get("lifecycle")
-        if life:  # docs/lifecycle.md
-            tier = f" tier={life['tier']} ({life['tier_size']})" if "tier" in life else ""
-            held = " SUSPENDED" if life.get("suspended") else ""
-            print(f"  period {life['period']} top-offs={life['top_offs']}{tier}{held}")
-        for bucket in payer.get("buckets", []):
-            print(
-                "  {id}: {unit} available={available} reserved={reserved} used={used}".format(
-                    id=bucket.get("id", "?"),
-                    unit=bucket.get("unit", "?"),
-                    available=bucket.get("available"),
-                    reserved=bucket.get("reserved"),
-                    used=bucket.get("used"),
-                )
-            )
+    """``ocs serve`` / ``ocs demo`` until SIGTERM/SIGINT; errors are raised (``ocs.cli``
+    reports them: a taken port, an unreachable Redis, an invalid catalogue)."""
+    await serve(settings, charging_attacher(demo_catalog))
     return 0

@@ -23,6 +23,36 @@ def default_data_dir() -> Path:
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+DATABASE_SCHEMES = ("postgresql", "postgres")
+FLAGS = frozenset(  # the settings some `ocs` subcommand also takes as a flag
+    [
+        "host",
+        "port",
+        "origin_host",
+        "origin_realm",
+        "redis_url",
+        "database_url",
+        "data_dir",
+        "http_port",
+        "metrics_port",
+        "log_level",
+        "log_format",
+        "workers",
+        "accept_unknown_peers",
+    ]
+)
+DEMO_CATALOG_PACKAGED = "demo_catalog"  # inside the installed package (setup.py puts it there)
+
+
+def demo_catalog() -> Path:
+    """The demo catalogue shipped with ocs, wherever the command runs from: the copy inside
+    an installed package (``ocs/demo_catalog``, added by setup.py's build), else the
+    ``policies/demo`` folder of the source tree this package was imported from."""
+    package = Path(__file__).resolve().parent
+    packaged = package / DEMO_CATALOG_PACKAGED
+    if packaged.is_dir():
+        return packaged
+    return package.parent / "policies" / "demo"
 
 
 class ConfigError(Exception):
@@ -150,6 +180,18 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_scheme(cls, value: str | None) -> str | None:
+        """A PostgreSQL URL (``postgresql://user:password@host:port/database``)."""
+        if value and (
+            value.partition("://")[0] not in DATABASE_SCHEMES or not value.partition("://")[2]
+        ):
+            raise ValueError(
+                f"{value!r} is not a PostgreSQL URL (postgresql://user:password@host:port/db)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _peers_identifiable(self) -> Settings:
         """A peer is known by where it connects from or by its certificate, never by the
@@ -196,6 +238,16 @@ class Settings(BaseSettings):
         except ValidationError as exc:
             where = f"{path}" if path else "settings"
             reasons = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+                f"{_where(err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
+                for err in exc.errors()
             )
             raise ConfigError(f"{where}: {reasons}") from None
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """A setting's name as a user wrote it: ``database_url (--database-url, OCS_DATABASE_URL)``."""
+    name = ".".join(str(p) for p in loc)
+    if len(loc) != 1 or name not in Settings.model_fields:
+        return name
+    flag = f"--{name.replace('_', '-')}, " if name in FLAGS else ""
+    return f"{name} ({flag}OCS_{name.upper()})"

@@ -19,6 +19,7 @@ from .diameter.node import Node
 from .diameter.peer import LocalConfig
 from .diameter.peers import PeerSpec, PeerTable
 from .diameter.transport import ConnectionLimits, DiameterServer, server_ssl_context
+from .errors import naming_port
 from .observability.health import default_health, listening_check
 from .observability.metrics import DiameterMetrics
 
@@ -111,7 +112,8 @@ async def start(
         on_refusal=DiameterMetrics.default().count_refusal,
     )
     try:
-        await server.start(reuse_port=reuse_port)
+        with naming_port("Diameter", "--port", settings.host, settings.port):
+            await server.start(reuse_port=reuse_port)
     except BaseException:
         for close in reversed(closers):
             await close()

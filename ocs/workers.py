@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from .config import Settings
+from .errors import CommandError, bind, naming_port
 from .observability import multiproc
 from .observability.health import Health
 
@@ -63,24 +64,8 @@ SETTINGS_FILE: Final = "worker-settings.json"
 T = TypeVar("T")
 
 
-class StartError(Exception):
+class StartError(CommandError):
     """What keeps the server from starting, in one line for the operator."""
-
-
-def reuse_port_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` with SO_REUSEADDR and SO_REUSEPORT, not listening."""
-    family, kind, proto, _, addr = socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(addr)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def describe_exit(code: int) -> str:
@@ -147,10 +132,9 @@ class Supervisor:
             return 0
         try:
             starting.result()
-        except StartError as exc:
-            print(f"ocs: error: {exc}", file=sys.stderr, flush=True)
+        except Exception:  # ocs.cli reports it (a taken port, Redis, the catalogue, ...)
             await self._shutdown()
-            return 2
+            raise
         s = self.settings
         http = f"HTTP API on port {self.http_port}" if self.http_port else "no HTTP API"
         ops = f"metrics on port {self.metrics_port}" if self.metrics_port else "no metrics"
@@ -195,8 +179,10 @@ class Supervisor:
             except Exception as exc:
                 raise StartError(f"embedded Redis under {s.data_dir}: {exc}") from None
             redis_url = self._redis.url
-        port = self._hold(s.host, s.port)
-        self.http_port = self._hold(s.host, s.http_port) if s.http_port else 0
+        port = self._hold("Diameter", "--port", s.host, s.port)
+        self.http_port = (
+            self._hold("HTTP", "--http-port", s.host, s.http_port) if s.http_port else 0
+        )
         self.worker_settings = s.model_copy(
             update={
                 "redis_url": redis_url,
@@ -216,12 +202,10 @@ class Supervisor:
 
             health = Health()
             health.add("workers", self._workers_check)
-            try:
+            with naming_port("metrics", "--metrics-port", s.host, s.metrics_port):
                 ops = start_ops_server(
                     s.metrics_port, s.host, registry=self.metrics.registry, health=health
                 )
-            except OSError as exc:
-                raise StartError(f"metrics on {s.host}:{s.metrics_port}: {exc}") from None
             self.metrics_port, self._stop_metrics = ops.port, ops.close
 
     async def _workers_check(self) -> str | None:
@@ -231,27 +215,17 @@ class Supervisor:
             return None
         return f"{alive} of {len(self.workers)} workers listening"
 
-    def _hold(self, host: str, port: int) -> int:
-        try:
-            sock = reuse_port_socket(host, port)
-        except OSError as exc:
-            raise StartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    def _hold(self, what: str, flag: str, host: str, port: int) -> int:
+        sock = bind(what, flag, host, port, reuse_port=True)  # PortInUse names the port
         self._holds.append(sock)
         bound: int = sock.getsockname()[1]
         return bound
 
     async def _apply_catalogue(self, path: str) -> None:
-        from redis.exceptions import RedisError  # noqa: PLC0415
-
         from .app import apply_demo  # noqa: PLC0415
-        from .rating.errors import CatalogueError  # noqa: PLC0415
 
-        try:
-            self.demo_tenant = await apply_demo(self.worker_settings, path)  # HTTP API too
-        except CatalogueError as exc:
-            raise StartError(str(exc)) from None
-        except RedisError as exc:
-            raise StartError(f"Redis: {exc}") from None
+        # the HTTP API's tenant state too; its errors: ocs.cli reports them
+        self.demo_tenant = await apply_demo(self.worker_settings, path)
 
     async def _start_all(self) -> None:
         results = await asyncio.gather(
@@ -405,11 +379,8 @@ def run_supervisor(settings: Settings, *, demo_catalog: str | None = None) -> in
 
 # -- the worker process -------------------------------------------------------------------------
 async def _worker(settings: Settings, index: int, ready_fd: int) -> int:
-    from redis.exceptions import RedisError  # noqa: PLC0415
-
     from .app import ChargingAttacher  # noqa: PLC0415
-    from .charging import NoCatalogue  # noqa: PLC0415
-    from .rating.errors import CatalogueError  # noqa: PLC0415
+    from .cli import describe  # noqa: PLC0415
     from .server import start  # noqa: PLC0415
 
     with os.fdopen(ready_fd, "w") as ready:
@@ -417,16 +388,11 @@ async def _worker(settings: Settings, index: int, ready_fd: int) -> int:
             runtime = await start(
                 settings, ChargingAttacher(None, reuse_port=True), reuse_port=True
             )
-        except (NoCatalogue, CatalogueError, OSError) as exc:
-            ready.write(json.dumps({"error": str(exc)}) + "\n")
-            return 2
-        except RedisError as exc:
-            ready.write(json.dumps({"error": f"Redis: {exc}"}) + "\n")
-            return 2
-        except Exception as exc:  # a bug: one line from the supervisor, the trace at DEBUG
+        except Exception as exc:  # one line from the supervisor (ocs.cli's), the trace at DEBUG
             log.debug("worker %d failed to start", index, exc_info=True)
-            ready.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
-            return 2
+            code, message = describe(exc, settings)
+            ready.write(json.dumps({"error": message}) + "\n")
+            return code
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -29,6 +29,7 @@ from ocs.api.problems import PROBLEM_JSON, ProblemDocument, install
 from ocs.api.state import ApiState
 from ocs.balance import BalanceStore
 from ocs.config import Settings
+from ocs.errors import bind, naming_port
 from ocs.network import NetworkCommands
 from ocs.observability.endpoint import start_ops_server
 from ocs.observability.health import default_health, redis_check
@@ -217,14 +218,16 @@ async def serve_api(
     """``ocs api``: serve until SIGTERM or SIGINT (or ``stop`` is set), with the metrics
     port (``settings.metrics_port``, 0: none) as ``ocs serve`` has it: ``/metrics``,
     ``/healthz`` and ``/readyz``, whose check is the API's Redis connection (``api_redis``).
-    A taken metrics port is an OSError, as it is for ``ocs serve``."""
-    api = await start_api(settings, redis_url=redis_url)
+    A taken HTTP or metrics port is :class:`~ocs.errors.PortInUse` naming it."""
+    sock = bind("HTTP", "--http-port", settings.host, settings.http_port)
+    api = await start_api(settings, redis_url=redis_url, sock=sock)
     closers: list[Callable[[], Awaitable[None]]] = [api.stop]
     try:
         state: ApiState = api.app.state.api  # set by the lifespan, which has run
         closers.append(default_health().add("api_redis", redis_check(state.redis)))
         if settings.metrics_port:
-            ops = start_ops_server(settings.metrics_port, settings.host)
+            with naming_port("metrics", "--metrics-port", settings.host, settings.metrics_port):
+                ops = start_ops_server(settings.metrics_port, settings.host)
             closers.append(ops.close)
         stop = stop if stop is not None else asyncio.Event()
         loop = asyncio.get_running_loop()

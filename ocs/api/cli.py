@@ -1,4 +1,5 @@
-"""Command-line entry points of the API (wired by ``ocs.cli``)."""
+"""Command-line entry points of the API (wired by ``ocs.commands.serve``). Errors are raised
+(:mod:`ocs.errors`); ``ocs.cli`` reports them."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ import json
 import sys
 from datetime import UTC, datetime
 
-from redis.exceptions import RedisError
-
 from ocs.api.app import serve_api
 from ocs.api.auth import (
+    TENANT_RE,
     Scope,
     TokenInfo,
     index_existing_tokens,
@@ -18,13 +18,33 @@ from ocs.api.auth import (
     list_tokens,
     revoke_token_id,
 )
+from ocs.balance.keys import CATALOG
 from ocs.config import Settings
-from ocs.store import open_redis
+from ocs.errors import CommandError, UsageError
+from ocs.provisioning.keys import IN_FORCE, state_key
+from ocs.store import RedisClient, open_redis
+
+
+async def _in_force(redis: RedisClient, tenant: str) -> bool:
+    """A catalogue is in force for ``tenant``: applied over the API or by ``ocs catalog
+    apply`` / ``ocs demo`` (its state, the tenants in force, or the single pointer)."""
+    if await redis.hexists(IN_FORCE, tenant) or await redis.exists(state_key(tenant)):
+        return True
+    applied = await redis.hget(CATALOG, "tenant")
+    if applied is None:
+        return False
+    return (applied.decode() if isinstance(applied, bytes) else str(applied)) == tenant
 
 
 async def _create(settings: Settings, tenant: str, scope: Scope) -> tuple[str, str]:
     handle = await open_redis(settings, timeout=10.0)
     try:
+        if not await _in_force(handle.client, tenant):
+            where = settings.redis_url or f"the embedded Redis in {settings.data_dir}"
+            raise UsageError(
+                f"--tenant: {tenant!r} has no catalogue in force in {where} (apply one with"
+                " `ocs catalog apply FOLDER` or run `ocs demo` on the same store)"
+            )
         return await issue_token(handle.client, tenant, scope)
     finally:
         await handle.close()
@@ -36,13 +56,10 @@ def main_token_create(settings: Settings, tenant: str, scope: str) -> int:
         chosen = Scope(scope)
     except ValueError:
         names = ", ".join(s.value for s in Scope)
-        print(f"ocs: error: unknown scope {scope!r} (one of {names})", file=sys.stderr)
-        return 2
-    try:
-        token, ident = asyncio.run(_create(settings, tenant, chosen))
-    except ValueError as exc:
-        print(f"ocs: error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--scope: unknown scope {scope!r} (one of {names})") from None
+    if not TENANT_RE.match(tenant):
+        raise UsageError(f"--tenant: {tenant!r} is not a tenant id")
+    token, ident = asyncio.run(_create(settings, tenant, chosen))
     print(token)
     print(f"ocs: token id {ident} (ocs token revoke {ident} --tenant {tenant})", file=sys.stderr)
     return 0
@@ -59,14 +76,8 @@ async def _revoke(settings: Settings, tenant: str, ident: str) -> bool:
 def main_token_revoke(settings: Settings, ident: str, tenant: str) -> int:
     """``ocs token revoke ID --tenant NAME``: the token is refused from now on (by a
     running API within ``token_cache_ttl`` seconds, its token cache)."""
-    try:
-        revoked = asyncio.run(_revoke(settings, tenant, ident))
-    except (RedisError, OSError) as exc:
-        print(f"ocs: error: Redis: {exc}", file=sys.stderr)
-        return 2
-    if not revoked:
-        print(f"ocs: error: tenant {tenant!r} has no token {ident!r}", file=sys.stderr)
-        return 1
+    if not asyncio.run(_revoke(settings, tenant, ident)):
+        raise CommandError(f"tenant {tenant!r} has no token {ident!r}")
     print(f"revoked {ident} of tenant {tenant}")
     return 0
 
@@ -84,11 +95,7 @@ async def _list(settings: Settings, tenant: str | None) -> list[TokenInfo]:
 def main_token_list(settings: Settings, tenant: str | None, *, as_json: bool) -> int:
     """``ocs token list [--tenant NAME] [--json]``: ids, tenants, scopes and creation times
     of the tokens; never a token."""
-    try:
-        found = asyncio.run(_list(settings, tenant))
-    except (RedisError, OSError) as exc:
-        print(f"ocs: error: Redis: {exc}", file=sys.stderr)
-        return 2
+    found = asyncio.run(_list(settings, tenant))
     if as_json:
         rows = [
             {"id": t.id, "tenant": t.tenant, "scopes": list(t.scopes), "created_at": t.created_at}
@@ -103,12 +110,9 @@ def main_token_list(settings: Settings, tenant: str | None, *, as_json: bool) ->
 
 
 def main_api(settings: Settings) -> int:
-    """``ocs api``: the HTTP API alone (``--http-port``)."""
+    """``ocs api``: the HTTP API alone (``--http-port``) until SIGTERM/SIGINT."""
     try:
         asyncio.run(serve_api(settings))
     except KeyboardInterrupt:
         return 130
-    except OSError as exc:  # a port taken, an address not ours
-        print(f"ocs: error: {exc}", file=sys.stderr)
-        return 2
     return 0

@@ -1,6 +1,7 @@
 """`ocs audit [--tenant T] [--json] [--redis-only] [--stale-after S]`: prints each
 discrepancy (payer, field, expected, found), exits 1 when there is one, 0 when none, 2 when
-a store cannot be reached."""
+a store cannot be reached. The subcommand and its flags are registered by
+``ocs.commands.offline``."""
 
 from __future__ import annotations
 
@@ -14,26 +15,6 @@ from redis.exceptions import RedisError
 from ocs.audit import run_audit
 from ocs.offline.db import DatabaseError, connect
 from ocs.store import open_redis
-
-
-def add_parsers(sub: Any, store_flags: Any) -> None:
-    """``ocs audit`` and its flags (``store_flags``: the Redis and PostgreSQL flags)."""
-    audit = sub.add_parser(
-        "audit", help="check the balances in Redis and against the usage records"
-    )
-    audit.add_argument("--tenant", help="one tenant (default: every tenant in Redis)")
-    audit.add_argument("--json", action="store_true", help="one JSON document")
-    audit.add_argument(
-        "--redis-only", action="store_true", help="the Redis checks alone (no PostgreSQL)"
-    )
-    audit.add_argument(
-        "--stale-after",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="a reservation this long past its reclaim deadline is reported (default 60)",
-    )
-    store_flags(audit)
 
 
 async def main_audit(settings: Any, args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """``ocs import accounts|subscriptions FILE``: exit 0 when every row was imported, 1 when
-rows were rejected (the good ones are kept), 2 when the file cannot be read or the command
-cannot run (one line on stderr, never a traceback)."""
+rows were rejected (the good ones are kept) or a store failed, 2 when the file or the command
+line is wrong (one ``ocs: error:`` line from ``ocs.cli``, never a traceback)."""
 
 from __future__ import annotations
 
@@ -10,22 +10,16 @@ import sys
 import time
 from pathlib import Path
 
-from redis.exceptions import RedisError
-
 from ocs.balance.keys import CATALOG
 from ocs.config import Settings
 from ocs.crm.importer import DEFAULT_BATCH, KINDS, run_import
 from ocs.crm.readers import FileError, Format, Row, decode, format_of_name, read_rows
 from ocs.crm.report import ImportReport
+from ocs.errors import CommandError, UsageError
 from ocs.provisioning.errors import Refused
 from ocs.provisioning.identity import IdentityTaken
 
 REDIS_TIMEOUT = 60.0  # seconds per command: one batch's state is one large value
-
-
-def _fail(message: str) -> int:
-    print(f"ocs: error: {message}", file=sys.stderr)
-    return 2
 
 
 async def _run(
@@ -46,7 +40,7 @@ async def _run(
         if tenant is None:
             pointer = await handle.client.hget(CATALOG, "tenant")
             if pointer is None:
-                raise Refused(400, "usage", "No tenant", "no tenant is in force: give --tenant")
+                raise UsageError("no tenant is in force: give --tenant")
             tenant = pointer.decode() if isinstance(pointer, bytes) else str(pointer)
         report = await run_import(api, tenant, kind, file, rows, dry_run=dry_run, batch=batch)
         await api.drain()
@@ -68,33 +62,31 @@ def main_import(
 ) -> int:
     batch = DEFAULT_BATCH if batch is None else batch
     if kind not in KINDS:
-        return _fail(f"unknown import {kind!r} (one of {', '.join(KINDS)})")
+        raise UsageError(f"unknown import {kind!r} (one of {', '.join(KINDS)})")
     if batch < 1:
-        return _fail("--batch must be at least 1")
+        raise UsageError("--batch must be at least 1")
     chosen: Format | None = "csv" if fmt == "csv" else "json" if fmt == "json" else None
     if fmt is not None and chosen is None:
-        return _fail(f"unknown format {fmt!r} (csv or json)")
+        raise UsageError(f"unknown format {fmt!r} (csv or json)")
     chosen = chosen or format_of_name(file)
     if chosen is None:
-        return _fail(f"{file}: cannot tell the format from the name; give --format csv|json")
+        raise UsageError(f"{file}: cannot tell the format from the name; give --format csv|json")
     try:
         data = Path(file).read_bytes()
     except OSError as exc:
-        return _fail(f"{file}: cannot read: {exc.strerror or exc}")
+        raise UsageError(f"{file}: cannot read: {exc.strerror or exc}") from None
     cpu = time.process_time()
     try:
         rows = read_rows(file, decode(file, data), chosen, KINDS[kind])
     except FileError as exc:
-        return _fail(str(exc))
+        raise UsageError(str(exc)) from None
     read_cpu = time.process_time() - cpu
     try:
         report = asyncio.run(_run(settings, kind, file, rows, tenant, dry_run, batch))
     except Refused as exc:
-        return _fail(f"{file}: {exc.detail or exc.title}")
+        raise CommandError(f"{file}: {exc.detail or exc.title}") from None
     except IdentityTaken as exc:
-        return _fail(f"{file}: {exc}")
-    except (RedisError, OSError) as exc:
-        return _fail(f"Redis: {exc}")
+        raise CommandError(f"{file}: {exc}") from None
     report.add_cpu("read", read_cpu)
     for rejection in sorted(report.rejected, key=lambda r: r.line):
         print(rejection, file=sys.stderr)
@@ -103,5 +95,7 @@ def main_import(
         try:
             Path(report_path).write_text(json.dumps(report.as_dict(), indent=1) + "\n", "utf-8")
         except OSError as exc:
-            return _fail(f"{report_path}: cannot write the report: {exc.strerror or exc}")
+            raise CommandError(
+                f"{report_path}: cannot write the report: {exc.strerror or exc}"
+            ) from None
     return 0 if report.ok else 1

@@ -5,20 +5,17 @@ RAR/ASR to the live sessions of the pools it renews or suspends."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 from datetime import datetime
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from ocs.balance.keys import CATALOG
 from ocs.config import Settings
+from ocs.errors import CommandError, UsageError
 from ocs.lifecycle.runner import Lifecycle
 from ocs.provisioning.catalog import lifecycle_rules
 from ocs.provisioning.catalogues import compile_state
 from ocs.provisioning.keys import IN_FORCE, state_key
-from ocs.rating.errors import CatalogueError
 from ocs.rating.loader import load_catalogue
 from ocs.store import open_redis
 
@@ -62,15 +59,16 @@ async def run_pass(settings: Settings, now_ms: int) -> dict[str, Any]:
 
 
 async def main_lifecycle_run(settings: Settings, now: str | None, *, as_json: bool) -> int:
+    """Errors are raised (``ocs.cli`` reports them): a bad ``--now`` is a usage error, no
+    catalogue applied a failure."""
     try:
         now_ms = parse_now(now)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
         summary = await run_pass(settings, now_ms)
-    except (ValueError, LookupError, CatalogueError) as exc:
-        print(f"ocs: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ValueError) else 1
-    except (RedisError, OSError) as exc:
-        print(f"ocs: error: Redis: {exc}", file=sys.stderr)
-        return 1
+    except LookupError as exc:
+        raise CommandError(str(exc)) from None
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
         return 0

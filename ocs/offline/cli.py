@@ -1,15 +1,16 @@
-"""Entry points the ``ocs`` command wires: each takes the settings, returns an exit code and
-prints errors as one line naming the file or field and the reason.
+"""Entry points the ``ocs`` command wires (``ocs.commands.offline``): each takes the settings
+and returns an exit code; errors are raised, and ``ocs.cli`` reports each as one ``ocs:
+error:`` line (``ocs.offline`` errors name the file, field or setting at fault).
 
     ocs db migrate                -> main_db_migrate(settings)
     ocs cdr drain                 -> main_drain(settings, batch=..., claim_idle_ms=...)
     ocs cdr import FILE           -> main_import(settings, path, catalog=...) (CSV or BER)
     ocs cdr reconcile             -> main_reconcile(settings, catalog=..., tolerance_percent=...)
-    ocs billrun --cycle D [--preview] [--account ID] [--date YYYY-MM-DD] [--einvoice]
+    ocs billrun --cycle D [--preview] [--account ID] [--date YYYY-MM-DD [--force]] [--einvoice]
                                   -> main_billrun(settings, cycle=..., account=..., ...)
-    ocs invoice adjust N --credit|--debit AMOUNT --reason TEXT
+    ocs invoice adjust --number N --kind credit|debit --amount MINOR --reason TEXT
                                   -> main_invoice_adjust(settings, number=..., kind=..., ...)
-    ocs invoice export --format csv|json [--out FILE]
+    ocs export --format csv|json [--out FILE]
                                   -> main_export(settings, fmt=..., out=...)
     ocs invoice export --number N --format html|pdf|ubl|cii|facturx [--out FILE]
                                   -> main_invoice_export(settings, number=..., fmt=..., ...)
@@ -17,8 +18,9 @@ prints errors as one line naming the file or field and the reason.
            [--format table|csv|json] [--out FILE]
                                   -> main_report(settings, kind, by=..., ...)
 
-The catalogue defaults to ``policies/demo`` and the billing terms to the demo terms when the
-catalogue is the demo one (``--terms FILE`` otherwise).
+The catalogue defaults to the demo one shipped with ocs (:func:`ocs.config.demo_catalog`) and
+the billing terms to the demo terms when the catalogue is the demo one (``--terms FILE``
+otherwise).
 """
 
 from __future__ import annotations
@@ -26,77 +28,80 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime
+from dataclasses import replace
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
-from redis.exceptions import RedisError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ocs.config import demo_catalog
+from ocs.errors import UsageError
 from ocs.observability.health import postgres_check, redis_check
 from ocs.observability.metrics import offline_metrics
-from ocs.offline.adjust import AdjustmentError, adjust_invoice
-from ocs.offline.billrun import BillRunError, bill_run
+from ocs.offline.adjust import adjust_invoice
+from ocs.offline.billrun import bill_run
 from ocs.offline.cdrs import import_file, reconcile
 from ocs.offline.charges import DraftInvoice
 from ocs.offline.crypto import TenantCipher, master_key, tenant_cipher
-from ocs.offline.db import Database, DatabaseError, connect, migrate
+from ocs.offline.db import Database, connect, migrate
 from ocs.offline.drain import BATCH, CLAIM_IDLE_MS, Drainer
-from ocs.offline.einvoice.facturx import FacturXError
 from ocs.offline.einvoice.forms import FORMATS, SUFFIX, document_forms, write_forms
-from ocs.offline.render import RenderError, journal, journal_csv, journal_json, money
-from ocs.offline.reports import MONEY, Report, ReportError, make_report, report_csv, report_json
+from ocs.offline.render import journal, journal_csv, journal_json, money
+from ocs.offline.reports import MONEY, Report, make_report, report_csv, report_json
 from ocs.offline.service import open_ops_server, run_service
 from ocs.offline.sync import sync_catalogue
-from ocs.offline.terms import DEMO_TERMS, TermsError, load_terms
+from ocs.offline.terms import DEMO_TERMS, load_terms
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.errors import CatalogueError
 from ocs.rating.loader import load_catalogue
 from ocs.store import open_redis
 
-DEFAULT_CATALOG: Final = Path("policies/demo")
 T = TypeVar("T")
 _err = Console(stderr=True, highlight=False)
 _out = Console(highlight=False)
 
 
-def _fail(message: str) -> int:
-    _err.print(f"error: {message}", markup=False, soft_wrap=True)
-    return 1
-
-
 def _run(main: Callable[[], Awaitable[int]]) -> int:
-    try:
-        return asyncio.run(main())  # type: ignore[arg-type]
-    except (
-        DatabaseError,
-        CatalogueError,
-        TermsError,
-        BillRunError,
-        AdjustmentError,
-        RenderError,
-        FacturXError,
-        ReportError,
-    ) as exc:
-        return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    except RedisError as exc:
-        return _fail(f"redis: {exc}")
-    except OSError as exc:
-        return _fail(f"{exc.filename or 'io'}: {exc.strerror or exc}")
+    """Run ``main`` on a fresh event loop; what it raises reaches ``ocs.cli``."""
+    return asyncio.run(main())  # type: ignore[arg-type]
 
 
 def _catalogue(path: Path | str | None) -> Catalogue:
-    return load_catalogue(Path(path or DEFAULT_CATALOG))
+    """The catalogue at ``path`` (default: the demo one); its errors name the files in it."""
+    folder = Path(path) if path is not None else demo_catalog()
+    try:
+        return load_catalogue(folder)
+    except CatalogueError as exc:
+        issues = [replace(i, file=str(folder / i.file)) for i in exc.issues]
+        raise CatalogueError(issues) from None
 
 
 def _terms_for(catalog: Path | str | None, terms: Path | str | None) -> Path | None:
     if terms is not None:
         return Path(terms)
-    if catalog is None or Path(catalog).resolve() == DEFAULT_CATALOG.resolve():
+    if catalog is None or Path(catalog).resolve() == demo_catalog().resolve():
         return DEMO_TERMS
     return None
+
+
+def _run_date(catalogue: Catalogue, on: date | None, *, force: bool, preview: bool) -> date:
+    """The bill run's date: ``on``, or today in the tenant's time zone (a period ends at the
+    tenant's midnight, not UTC's). A date after today would invoice a period that has not
+    ended: refused unless ``force`` (a preview issues nothing, so it may look ahead)."""
+    zone = catalogue.tenant.time_zone
+    today = datetime.now(ZoneInfo(zone)).date()
+    if on is None:
+        return today
+    if on > today and not (force or preview):
+        raise UsageError(
+            f"billrun: --date: {on} is after today ({today} in {zone}): its period has not"
+            " ended; add --force to issue it anyway, or --preview"
+        )
+    return on
 
 
 async def _open(settings: Any, catalogue: Catalogue) -> tuple[Database, TenantCipher]:
@@ -233,6 +238,7 @@ def main_billrun(
     account: str | None = None,
     preview: bool = False,
     on: date | None = None,
+    force: bool = False,
     catalog: Path | str | None = None,
     terms: Path | str | None = None,
     out_dir: Path | str | None = None,
@@ -244,12 +250,13 @@ def main_billrun(
     UBL, CII and Factur-X) and print a summary.
     With ``metrics_port`` its progress is on /metrics there while it runs."""
     if cycle is None and account is None:
-        return _fail("billrun: --cycle: give a bill day (1-28) or --account")
+        raise UsageError("billrun: --cycle: give a bill day (1-28) or --account")
     if cycle is not None and not 1 <= cycle <= 28:
-        return _fail(f"billrun: --cycle: {cycle} is not a bill day (1-28)")
+        raise UsageError(f"billrun: --cycle: {cycle} is not a bill day (1-28)")
 
     async def go() -> int:
         catalogue = _catalogue(catalog)
+        run_date = _run_date(catalogue, on, force=force, preview=preview)
         billing_terms = load_terms(_terms_for(catalog, terms))
         db, cipher = await _open(settings, catalogue)
         tid = catalogue.tenant.id
@@ -271,7 +278,7 @@ def main_billrun(
                         bill_day=cycle,
                         account=account,
                         preview=preview,
-                        on=on or datetime.now(UTC).date(),
+                        on=run_date,
                         progress=step,
                     )
                 except BaseException:
@@ -367,7 +374,7 @@ def main_invoice_export(
     """One form (``html``, ``pdf``, ``ubl``, ``cii``, ``facturx``) of document ``number``
     to ``out`` (default ``<tenant>-<number><suffix>`` in the current folder)."""
     if fmt not in FORMATS:
-        return _fail(f"invoice export: --format: {fmt!r} is not one of {', '.join(FORMATS)}")
+        raise UsageError(f"invoice export: --format: {fmt!r} is not one of {', '.join(FORMATS)}")
 
     async def go() -> int:
         catalogue = _catalogue(catalog)
@@ -394,7 +401,7 @@ def main_export(
     catalog: Path | str | None = None,
 ) -> int:
     if fmt not in ("csv", "json"):
-        return _fail(f"export: --format: {fmt!r} is not csv or json")
+        raise UsageError(f"export: --format: {fmt!r} is not csv or json")
 
     async def go() -> int:
         catalogue = _catalogue(catalog)
@@ -426,7 +433,7 @@ def main_report(
     """``ocs report usage|revenue``: a rich table on the terminal, or CSV/JSON to ``out``
     (default stdout). The tenant is the catalogue's."""
     if fmt not in ("table", "csv", "json"):
-        return _fail(f"report: --format: {fmt!r} is not table, csv or json")
+        raise UsageError(f"report: --format: {fmt!r} is not table, csv or json")
 
     async def go() -> int:
         catalogue = _catalogue(catalog)
@@ -489,4 +496,5 @@ def _progress() -> Progress:
         TimeElapsedColumn(),
         console=_err,
         transient=True,
+        disable=not _err.is_terminal,  # a bar for a person; nothing in a pipe or a log
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
@@ -126,6 +127,7 @@ def render_pdf(html: str, lang: str = "en", *, pdfa: bool = False) -> bytes:
     """The HTML as PDF in the core Helvetica (Latin-1, ~45 ms a page); with ``pdfa`` as
     PDF/A-3B with embedded DejaVu Sans when the font is installed (what Factur-X needs;
     ~10x the time: the font is parsed, measured glyph by glyph and subset)."""
+    html = _META.sub("", html)  # <meta> has no end tag: fpdf warned of every tag after it
     folder = pdf_font_dir() if pdfa else None
     if folder is None:
         pdf = FPDF()
@@ -143,6 +145,7 @@ def render_pdf(html: str, lang: str = "en", *, pdfa: bool = False) -> bytes:
     return bytes(pdf.output())
 
 
+_META: Final = re.compile(r"<meta\b[^>]*>", re.IGNORECASE)  # for browsers only
 JOURNAL_FIELDS: Final = (
     "number",
     "kind",

@@ -1,36 +1,20 @@
 """``ocs identity show VALUE`` and ``ocs identity transfer IMSI --from A --to B``: who owns
 a SIM identity, and the explicit move of a SIM between tenants (operator commands; see
-docs/provisioning.md)."""
+docs/provisioning.md). The parsers are in :mod:`ocs.commands.serve`; errors are raised
+(``ocs.cli`` reports them)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from typing import Any
 
 from ocs.config import Settings
+from ocs.errors import CommandError
 
 KINDS = ("imsi", "msisdn", "iccid")  # ocs.provisioning.identity.KINDS (imported lazily)
 
 
-def add_parsers(sub: Any, store_flags: Any) -> None:
-    ident = sub.add_parser("identity", help="who owns an IMSI/MSISDN/ICCID; move a SIM")
-    isub = ident.add_subparsers(dest="identity_command", metavar="ACTION")
-    show = isub.add_parser("show", help="the tenant holding an identity")
-    show.add_argument("value")
-    show.add_argument("--kind", choices=KINDS, default="imsi")
-    store_flags(show)
-    move = isub.add_parser("transfer", help="move a SIM (and its MSISDN, ICCID) to a tenant")
-    move.add_argument("imsi")
-    move.add_argument("--from", dest="source", required=True, help="the tenant holding it")
-    move.add_argument("--to", dest="target", required=True, help="the tenant receiving it")
-    store_flags(move)
-
-
 async def main_identity(settings: Settings, args: argparse.Namespace) -> int:
-    from redis.exceptions import RedisError  # noqa: PLC0415
-
     from ocs.balance import BalanceStore  # noqa: PLC0415
     from ocs.provisioning.errors import Refused  # noqa: PLC0415
     from ocs.provisioning.identity import IdentityTaken, owner_of  # noqa: PLC0415
@@ -49,11 +33,7 @@ async def main_identity(settings: Settings, args: argparse.Namespace) -> int:
             )
         finally:
             await handle.close()
-    except (Refused, IdentityTaken) as exc:
-        print(f"ocs: error: {getattr(exc, 'detail', None) or exc}", file=sys.stderr)
-        return 1
-    except (RedisError, OSError) as exc:
-        print(f"ocs: error: Redis: {exc}", file=sys.stderr)
-        return 2
+    except (Refused, IdentityTaken) as exc:  # the rest: ocs.cli reports it
+        raise CommandError(str(getattr(exc, "detail", None) or exc)) from None
     print(json.dumps(summary, indent=2))
     return 0

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from ocs.cli import main
 from ocs.config import Settings
+from ocs.errors import UsageError
 from ocs.offline.cdrs import import_csv, reconcile
 from ocs.offline.cli import (
     main_billrun,
@@ -121,26 +123,26 @@ def test_cli_end_to_end(
     )
     for suffix in (".html", ".pdf", "-ubl.xml", "-cii.xml", "-facturx.pdf"):
         assert (settings.data_dir / "invoices" / f"{tenant}-3{suffix}").is_file(), suffix
-    assert (
-        main_invoice_adjust(
-            settings, number=7, kind="credit", amount=100, reason="x", catalog=folder
-        )
-        == 1
-    )
-    assert capsys.readouterr().err.strip() == "error: invoice 7: no such issued invoice"
+    flags = ["--database-url", str(settings.database_url), "--data-dir", str(tmp_path)]
+    adjust = ["invoice", "adjust", "--number", "7", "--kind", "credit", "--amount", "100"]
+    assert main([*adjust, "--reason", "x", "--catalog", str(folder), *flags]) == 1
+    assert capsys.readouterr().err == "ocs: error: invoice 7: no such issued invoice\n"
     ubl = tmp_path / "cn.xml"
     assert main_invoice_export(settings, number=3, fmt="ubl", out=ubl, catalog=folder) == 0
     assert b"<cbc:ID>CN-1</cbc:ID>" in ubl.read_bytes()
     assert f"invoice 3: ubl written to {ubl}" in " ".join(capsys.readouterr().out.split())
-    assert main_invoice_export(settings, number=99, fmt="cii", out=ubl, catalog=folder) == 1
-    assert capsys.readouterr().err.strip() == "error: invoice 99: not found"
-    assert main_invoice_export(settings, number=1, fmt="docx", catalog=folder) == 1
-    assert "--format: 'docx' is not one of html, pdf, ubl, cii, facturx" in capsys.readouterr().err
+    export = ["invoice", "export", "--number", "99", "--format", "cii", "--out", str(ubl)]
+    assert main([*export, "--catalog", str(folder), *flags]) == 1
+    assert capsys.readouterr().err == "ocs: error: invoice 99: not found\n"
+    with pytest.raises(UsageError, match="--format: 'docx' is not one of html, pdf, ubl, cii"):
+        main_invoice_export(settings, number=1, fmt="docx", catalog=folder)
     assert main_export(settings, fmt="json", out=tmp_path / "j.json", catalog=folder) == 0
     totals = json.loads((tmp_path / "j.json").read_text())["totals"]
     assert set(totals) == {"b2b/EUR"}
-    assert main_billrun(settings, cycle=31, catalog=folder) == 1
-    assert "--cycle: 31 is not a bill day" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="--cycle: 31 is not a bill day"):
+        main_billrun(settings, cycle=31, catalog=folder)
+    assert main(["billrun", "--cycle", "31", "--catalog", str(folder), *flags]) == 2
+    assert capsys.readouterr().err == "ocs: error: billrun: --cycle: 31 is not a bill day (1-28)\n"
 
 
 async def test_unreadable_csv_keeps_the_rows_before(

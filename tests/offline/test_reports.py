@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from ocs.cli import main
 from ocs.config import Settings
+from ocs.errors import UsageError
 from ocs.offline.adjust import adjust_invoice
 from ocs.offline.billrun import bill_run
 from ocs.offline.cli import main_billrun, main_report
@@ -164,10 +166,11 @@ def test_cli(
     )
     assert main_report(settings, "usage", catalog=folder) == 0  # rich table, no usage: empty
     assert "0 rows" in capsys.readouterr().out
-    assert main_report(settings, "usage", by="imsi", catalog=folder) == 1
-    assert "error: --by: 'imsi' is not one of" in capsys.readouterr().err
-    assert main_report(settings, "usage", fmt="xml", catalog=folder) == 1
-    assert "error: report: --format: 'xml' is not table, csv or json" in capsys.readouterr().err
+    flags = ["--catalog", str(folder), "--database-url", str(settings.database_url)]
+    assert main(["report", "usage", "--by", "imsi", *flags, "--data-dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.startswith("ocs: error: --by: 'imsi' is not one of")
+    with pytest.raises(UsageError, match="report: --format: 'xml' is not table, csv or json"):
+        main_report(settings, "usage", fmt="xml", catalog=folder)
 
 
 async def test_reports_see_only_their_tenant(

@@ -34,9 +34,11 @@ from ocs.diameter.constants import CcRequestType, ResultCode
 from ocs.diameter.node import Node
 from ocs.diameter.peer import LocalConfig
 from ocs.diameter.transport import connect as diameter_connect
+from ocs.errors import PortInUse
 from ocs.observability import endpoint
 from ocs.observability.health import Health, default_health, postgres_check, redis_check
 from ocs.offline import late
+from ocs.offline.billrun import BillRunError
 from ocs.offline.cli import main_billrun
 from ocs.offline.db import connect
 from ocs.offline.drain import Drainer
@@ -474,16 +476,15 @@ async def test_api_alone_has_a_metrics_port_and_counts_redis_errors(
         await http.get(f"{base}/healthz")
 
 
-def test_api_alone_with_a_taken_metrics_port_is_an_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_api_alone_with_a_taken_metrics_port_is_an_error(tmp_path: Path) -> None:
     settings = serve_settings("redis://127.0.0.1:1/0", tmp_path)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", settings.metrics_port))
         taken.listen()
-        assert main_api(settings) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("ocs: error: ") and "Traceback" not in err
+        with pytest.raises(PortInUse) as caught:
+            main_api(settings)
+    assert caught.value.what == "metrics" and caught.value.port == settings.metrics_port
+    assert f"metrics port {settings.metrics_port} (--metrics-port)" in str(caught.value)
     assert default_health().names == []
 
 
@@ -518,5 +519,6 @@ async def test_a_failed_bill_run_is_counted_while_its_port_lingers(
             await until(scraped_failed)  # seen on the port before the process would exit
     finally:
         await blocker.close()
-    assert await billrun == 1
+    with pytest.raises(BillRunError, match="did not finish within"):
+        await billrun
     assert registry_value("ocs_billrun_runs_finished_total", outcome="failed") == failed + 1

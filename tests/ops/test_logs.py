@@ -26,7 +26,7 @@ from ocs.config import ConfigError
 from ocs.diameter import avp_codes as A
 from ocs.diameter.answers import Identity
 from ocs.diameter.constants import CcRequestType, ResultCode
-from ocs.observability.logs import JsonFormatter, configure_logging
+from ocs.observability.logs import JsonFormatter, configure_logging, debug_only
 from ocs.observability.metrics import ChargingMetrics
 from ocs.rating.loader import CatalogueHolder, load_catalogue
 from ocs.store import client_for_url
@@ -183,3 +183,40 @@ async def test_ocs_serve_log_format_json(tmp_path: Path) -> None:
     warned = [r for r in records if r["level"] == "WARNING"]
     assert any("no catalogue applied" in r["msg"] for r in warned)
     assert any(r["msg"] == "shutting down" for r in records)
+
+
+def test_json_lines_carry_no_terminal_colour(captured: io.StringIO) -> None:
+    """uvicorn logs a coloured copy of its message as ``color_message``; colour codes in a
+    message or a field are removed: a collector stores text, not escape sequences."""
+    logging.getLogger("uvicorn.error").warning(
+        "\x1b[31mport\x1b[0m busy",
+        extra={"color_message": "\x1b[1m%s\x1b[0m", "peer": "\x1b[32mpgw1\x1b[0m"},
+    )
+    text = captured.getvalue()
+    assert "\x1b" not in text
+    entry = json.loads(text)
+    assert (entry["msg"], entry["peer"]) == ("port busy", "pgw1")
+    assert "color_message" not in entry
+
+
+def test_embedded_servers_narrate_at_debug_only() -> None:
+    """pgserver logs every step of a start at INFO; that goes to the log at DEBUG only, and
+    uvicorn's start-up lines and fontTools' font subsetting too (their warnings stay)."""
+    debug_only("pgserver")
+    stream = io.StringIO()
+    configure_logging("INFO", "text", stream)
+    logging.getLogger("pgserver").info("Running commandline: initdb ...")
+    logging.getLogger("pgserver").error("Failed postgres command")
+    logging.getLogger("uvicorn.error").info("Started server process [1]")
+    logging.getLogger("fontTools.subset").info("maxp pruned")  # a child of a narrator
+    logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
+    assert (
+        stream.getvalue()
+        .splitlines()[0]
+        .endswith("WARNING uvicorn.error: Invalid HTTP request received.")
+    )
+    assert len(stream.getvalue().splitlines()) == 1
+    stream = io.StringIO()
+    configure_logging("DEBUG", "text", stream)
+    logging.getLogger("pgserver").info("Running commandline: initdb ...")
+    assert stream.getvalue().endswith("DEBUG pgserver: Running commandline: initdb ...\n")

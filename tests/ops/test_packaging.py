@@ -8,10 +8,12 @@ installed (Debian package `prometheus`)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any, Final
@@ -467,3 +469,29 @@ def test_every_ocs_container_shares_the_data_volume(services: dict[str, dict[str
         assert len(shared) == 1, f"{name}: {data_dir} is not on a volume"
         mounts.add(shared[0])
     assert len(mounts) == 1
+
+
+def test_the_demo_catalogue_is_in_the_built_package(tmp_path: Path) -> None:
+    """setup.py's build copies policies/demo into the package (ocs/demo_catalog), and an
+    installed ocs finds it there, wherever it runs (`ocs demo` outside the repository)."""
+    build = tmp_path / "build"
+    subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(build)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        env={k: v for k, v in os.environ.items() if k != "OCS_PURE_PYTHON"},
+    )
+    shipped = build / "ocs" / "demo_catalog"
+    assert sorted(p.name for p in shipped.iterdir()) == sorted(
+        p.name for p in (ROOT / "policies" / "demo").iterdir()
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", "import ocs.config as c; print(c.demo_catalog())"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(build)},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert found.stdout.strip() == str(shipped)

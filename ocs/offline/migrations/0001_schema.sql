@@ -2,7 +2,10 @@
 -- (0002) restricts each row to the tenant named by the session setting app.tenant.
 -- Money is bigint minor units of the row's currency. Times are timestamptz (UTC).
 
-CREATE EXTENSION IF NOT EXISTS pgcrypto;
+-- No extension: personal data is encrypted in the application (ocs/offline/crypto.py), and
+-- the embedded PostgreSQL (pgserver) ships none. This file once created pgcrypto, unused;
+-- migrations are recorded by version only (schema_migrations, no checksum), so a database
+-- migrated before keeps the unused extension and is otherwise identical.
 
 CREATE TABLE tenants (
     tenant_id    text PRIMARY KEY,
