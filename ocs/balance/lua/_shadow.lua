@@ -22,12 +22,16 @@ end
 
 local MAX_INT = 9007199254740992  -- 2^53: Lua numbers are doubles, exact below it
 
--- An integer in [lo, 2^53) from a string or number (lo defaults to 0), else fail.
-local function int(v, what, lo)
+local floor = math.floor
+
+-- An integer in [lo, 2^53) from a string or number (lo defaults to 0), else fail. The
+-- message is `what .. a .. b`, joined only on failure (the common path builds no string).
+local function int(v, what, lo, a, b)
   local n = tonumber(v)
   lo = lo or 0
-  if n == nil or n ~= n or n ~= math.floor(n) or n < lo or n >= MAX_INT or n <= -MAX_INT then
-    fail(what .. ' is not an integer >= ' .. I(lo) .. ': ' .. tostring(v))
+  if n == nil or n ~= n or n ~= floor(n) or n < lo or n >= MAX_INT or n <= -MAX_INT then
+    fail(what .. (a or '') .. (b or '') .. ' is not an integer >= ' .. I(lo) .. ': '
+      .. tostring(v))
   end
   return n
 end
@@ -87,13 +91,13 @@ local function hdel(key, f) hset(key, f, false) end
 local function hnum(key, f)
   local v = hget(key, f)
   if not v then return 0 end
-  return int(v, key .. ' ' .. f, -MAX_INT + 1)
+  return int(v, key, -MAX_INT + 1, ' ', f)
 end
 
 local function hincr(key, f, d)
   if d == 0 then return end
   local n = hnum(key, f) + d
-  if n >= MAX_INT or n <= -MAX_INT or n ~= math.floor(n) then
+  if n >= MAX_INT or n <= -MAX_INT or n ~= floor(n) then
     fail(key .. ' ' .. f .. ' would leave the exact integer range')
   end
   hset(key, f, I(n))
@@ -154,9 +158,9 @@ local function flush()
   end
 end
 
-local function decode(text, what)
+local function decode(text, what, a)
   local ok, value = pcall(cjson.decode, text)
-  if not ok or type(value) ~= 'table' then fail(what .. ' is not valid JSON') end
+  if not ok or type(value) ~= 'table' then fail(what .. (a or '') .. ' is not valid JSON') end
   return value
 end
 

@@ -37,10 +37,10 @@ local function first_bucket(unit)
   local defs = hgetall(KEYS[1])
   local best, bprio
   for i = 1, #defs, 2 do
-    local d = decode(defs[i + 1], 'bucket ' .. defs[i])
-    local to = int(d.to or 0, 'valid_to of ' .. defs[i])
+    local d = decode(defs[i + 1], 'bucket ', defs[i])
+    local to = int(d.to or 0, 'valid_to of ', 0, defs[i])
     if d.unit == unit and (to == 0 or now < to) then
-      local p = int(d.prio or 0, 'prio of ' .. defs[i], -MAX_INT + 1)
+      local p = int(d.prio or 0, 'prio of ', -MAX_INT + 1, defs[i])
       if best == nil or p < bprio or (p == bprio and defs[i] < best) then
         best, bprio = defs[i], p
       end

@@ -82,8 +82,8 @@ if ARGV[16] ~= nil and ARGV[16] ~= '' then
   local stale = false
   for i, c in ipairs(decode(ARGV[16], 'counters')) do
     if type(c) ~= 'table' or type(c[1]) ~= 'string' then fail('counter ' .. i .. ' is not [field, expected, delta]') end
-    local expected = int(c[2], 'counter ' .. c[1] .. ' expected')
-    local delta = int(c[3], 'counter ' .. c[1] .. ' delta')
+    local expected = int(c[2], 'counter ', 0, c[1], ' expected')
+    local delta = int(c[3], 'counter ', 0, c[1], ' delta')
     local current = hnum(KEYS[8], c[1])
     counters[#counters + 1] = {c[1], delta}
     ctr[c[1]] = I(current)
@@ -101,14 +101,14 @@ local function build_order()
   local defs = hgetall(KEYS[1])
   order = {}
   for i = 1, #defs, 2 do
-    local d = decode(defs[i + 1], 'bucket ' .. defs[i])
-    if d.thr and d.unit == unit then thr = int(d.thr, 'threshold of ' .. defs[i]) end
-    local to = int(d.to or 0, 'valid_to of ' .. defs[i])
-    local from = int(d.from or 0, 'valid_from of ' .. defs[i])
+    local d = decode(defs[i + 1], 'bucket ', defs[i])
+    if d.thr and d.unit == unit then thr = int(d.thr, 'threshold of ', 0, defs[i]) end
+    local to = int(d.to or 0, 'valid_to of ', 0, defs[i])
+    local from = int(d.from or 0, 'valid_from of ', 0, defs[i])
     local money = d.unit == 'money'
     if ((d.unit == unit and not exact) or (money and den > 0)) and from <= now
         and (to == 0 or now < to) and not d.hold then
-      order[#order + 1] = {id = defs[i], prio = int(d.prio or 0, 'prio of ' .. defs[i], -MAX_INT + 1),
+      order[#order + 1] = {id = defs[i], prio = int(d.prio or 0, 'prio of ', -MAX_INT + 1, defs[i]),
                            to = to, money = money, unlimited = d.unlimited and true or false}
     end
   end
@@ -301,7 +301,7 @@ local had_rsv = 0
 local raw = hget(KEYS[3], member)
 if raw then
   had_rsv = 1
-  local r = decode(raw, 'reservation ' .. member)
+  local r = decode(raw, 'reservation ', member)
   local entries = {}
   for _, e in ipairs(r.a or {}) do
     entries[#entries + 1] = {tostring(e[1]), int(e[2], 'reserved units'), int(e[3], 'reserved amount'),

@@ -86,7 +86,7 @@ local function hold_all(on, only)
   local defs = hgetall(KEYS[1])
   for i = 1, #defs, 2 do
     if only == nil or only[defs[i]] then
-      local d = decode(defs[i + 1], 'bucket ' .. defs[i])
+      local d = decode(defs[i + 1], 'bucket ', defs[i])
       if on then d.hold = true else d.hold = nil end
       hset(KEYS[1], defs[i], cjson.encode(d))
     end
@@ -113,7 +113,7 @@ local function mark_threshold()
   end
   local defs = hgetall(KEYS[1])
   for i = 1, #defs, 2 do
-    local d = decode(defs[i + 1], 'bucket ' .. defs[i])
+    local d = decode(defs[i + 1], 'bucket ', defs[i])
     local want = nil
     if defs[i] == target and thr > 0 then want = thr end
     if tonumber(d.thr) ~= want then
@@ -133,7 +133,7 @@ if action == 'setup' then
     if type(lad) ~= 'table' or type(lad.s) ~= 'table' or #lad.s == 0 then
       fail('ladder must have sizes (s)')
     end
-    for i, v in ipairs(lad.s) do int(v, 'ladder size ' .. i) end
+    for i, v in ipairs(lad.s) do int(v, 'ladder size ', 0, i) end
   end
   for _, name in ipairs({'ladder', 'topoff'}) do
     if args[name] then
@@ -172,10 +172,10 @@ if action == 'pay' then
   local defs = hgetall(KEYS[1])
   local order, total = {}, 0
   for i = 1, #defs, 2 do
-    local d = decode(defs[i + 1], 'bucket ' .. defs[i])
-    local to = int(d.to or 0, 'valid_to of ' .. defs[i])
+    local d = decode(defs[i + 1], 'bucket ', defs[i])
+    local to = int(d.to or 0, 'valid_to of ', 0, defs[i])
     if d.unit == 'money' and not d.unlimited and not d.hold
-        and int(d.from or 0, 'valid_from of ' .. defs[i]) <= now and (to == 0 or now < to) then
+        and int(d.from or 0, 'valid_from of ', 0, defs[i]) <= now and (to == 0 or now < to) then
       local a = num(defs[i] .. ':a')
       order[#order + 1] = {id = defs[i], prio = int(d.prio or 0, 'prio', -MAX_INT + 1), a = a}
       total = total + math.max(a, 0)
@@ -215,8 +215,8 @@ local function purge_expired()
   local defs = hgetall(KEYS[1])
   local alloc, ids = {}, {}
   for i = 1, #defs, 2 do
-    local d = decode(defs[i + 1], 'bucket ' .. defs[i])
-    local to = int(d.to or 0, 'valid_to of ' .. defs[i])
+    local d = decode(defs[i + 1], 'bucket ', defs[i])
+    local to = int(d.to or 0, 'valid_to of ', 0, defs[i])
     local bid = defs[i]
     if to ~= 0 and to <= now and num(bid .. ':r') == 0 then
       local a = num(bid .. ':a')

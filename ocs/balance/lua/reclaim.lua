@@ -19,10 +19,10 @@ for _, member in ipairs(members) do
   local raw = hget(KEYS[2], member)
   local released = {}
   if raw then
-    local r = decode(raw, 'reservation ' .. member)
+    local r = decode(raw, 'reservation ', member)
     for _, e in ipairs(r.a or {}) do
       local bid = tostring(e[1])
-      local amount = int(e[3], 'reserved amount of ' .. member)
+      local amount = int(e[3], 'reserved amount of ', 0, member)
       hincr(KEYS[1], bid .. ':r', -amount)
       if not e[4] then hincr(KEYS[1], bid .. ':a', amount) end
       released[#released + 1] = {bid, I(amount)}
