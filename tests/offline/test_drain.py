@@ -8,6 +8,7 @@ import os
 import sys
 import textwrap
 
+import asyncpg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,6 +25,15 @@ async def _rows(db: Database, tenant: str) -> list[str]:
     async with db.tenant(tenant) as conn:
         rows = await conn.fetch("SELECT record_key FROM usage_records ORDER BY record_key")
     return [r["record_key"] for r in rows]
+
+
+async def _backends(conn: asyncpg.Connection[asyncpg.Record]) -> set[int]:
+    """The server processes of every other connection to this test session's database."""
+    rows = await conn.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid()"
+    )
+    return {r["pid"] for r in rows}
 
 
 async def _pending(redis: Redis, tag: str) -> int:
@@ -238,8 +248,23 @@ async def test_process_killed_between_insert_and_ack(
             await Drainer(redis, db, bytes(range(32)), batch=100, consumer="k", hook=hook).run()
         asyncio.run(main())
     """)
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, env=dict(os.environ))
-    assert await proc.wait() == 137
+    watch = await asyncpg.connect(pg_url)  # a connection of its own: the pool opens none
+    try:
+        before = await _backends(watch)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, env=dict(os.environ)
+        )
+        assert await proc.wait() == 137
+        # A COMMIT the process sent before it died is still carried out by its backend: read
+        # what is stored once the dead process's backends are gone (they raced the read)
+        for _ in range(1200):
+            if not await _backends(watch) - before:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the killed drainer's database connections never closed")
+    finally:
+        await watch.close()
     stored = set(await _rows(db, tenant))
     # two batches committed; with two writers the third may have committed (and even been
     # acknowledged) too
