@@ -210,7 +210,9 @@ class ChargingApplication:
         sid, number = view.session_id, view.request_number
         async with self.deadlines(self.config.request_timeout):
             new = rtype == CcRequestType.INITIAL_REQUEST and not request.flags & FLAG_RETRANSMIT
-            payers, stored = await self.sessions.lookup(sid, number, new=new)
+            origin = view.origin_host  # the peer's own or one it relays for (diameter.peer)
+            # a session is its opener's: another peer's CCR gets 5002 (charging.sessions)
+            payers, stored = await self.sessions.lookup(sid, number, origin, new=new)
             if stored is not None:  # a retransmission: the same answer, charged once
                 return _replay(stored, request)
             outcome = Outcome(payers=payers)
@@ -226,6 +228,7 @@ class ChargingApplication:
                 number,
                 answer.encode(),
                 outcome.payers,
+                origin,
                 closed=closed,
                 dropped=tuple(outcome.dropped),
             )

@@ -21,6 +21,17 @@ request id, so a retransmission that finds no stored answer (the process died in
 milliseconds between) is answered from those results and charged once. The session hash is
 written only when it changes, and its TTL refreshed at most every
 ``ttl / TTL_REFRESH_DIVISOR`` seconds. ``write_behind=False`` waits.
+
+A session belongs to the Diameter peer that opened it: the CCR-Initial's Origin-Host (already
+checked by ``ocs.diameter.peer`` to be the connected peer's own, or one it relays for) is kept
+in the session hash (field ``peer``, lower case, written with the rest of the state: no extra
+round trip, since every other CCR of the session reads the hash anyway). A CCR-Update,
+-Terminate or -Event, or a retransmission, whose Origin-Host is another one gets
+:class:`UnknownSession` (5002) before anything is charged, returned or written. A closed
+session leaves ``peer`` alone in its hash for ``answer_ttl``, so its stored answers stay its
+peer's. The binding is to the peer, not to a worker: any worker continues the session. A
+session stored before the binding existed (no ``peer`` field) is continued by whoever asks,
+and bound to that peer at its next write.
 """
 
 from __future__ import annotations
@@ -34,11 +45,14 @@ from typing import Any, Final
 
 from ocs.balance.batch import Command, CommandBatcher
 from ocs.balance.keys import answer_key, session_key
+from ocs.diameter.constants import ResultCode
+from ocs.diameter.errors import DiameterError
 from ocs.store import RedisClient
 
 log = logging.getLogger(__name__)
 
 _RG = "rg:"
+_PEER = "peer"  # the Origin-Host (lower case) of the peer that opened the session
 CACHE_SIZE: Final = 200_000  # sessions whose state this process keeps
 TTL_REFRESH_DIVISOR: Final = 8
 
@@ -48,6 +62,18 @@ class _Known:
     number: int  # the last CC-Request-Number answered here
     payers: dict[int, str]
     refreshed: float  # monotonic time the session key's TTL was last set
+    peer: str  # the Origin-Host the session is bound to (lower case)
+
+
+class UnknownSession(DiameterError):
+    """A request for a session another peer opened. RFC 6733 7.1.5 / RFC 4006 (5.1, 8):
+    DIAMETER_UNKNOWN_SESSION_ID (5002), "the request contained an unknown Session-Id":
+    for this peer, the session does not exist. Nothing is charged, answered or changed."""
+
+    result_code = ResultCode.DIAMETER_UNKNOWN_SESSION_ID
+
+    def __init__(self) -> None:
+        super().__init__("unknown Session-Id")
 
 
 class SessionStore:
@@ -72,18 +98,22 @@ class SessionStore:
         self._known: dict[str, _Known] = {}
 
     async def lookup(
-        self, session_id: str, number: int, *, new: bool = False
+        self, session_id: str, number: int, peer: str, *, new: bool = False
     ) -> tuple[dict[int, str], bytes | None]:
         """The session's payers by rating group (a copy) and the stored answer of request
         ``number`` if it was answered before (a retransmission). ``new``: the request opens
-        the session (a CCR-Initial without the T flag), nothing to read."""
+        the session (a CCR-Initial without the T flag), nothing to read. ``peer``: the
+        request's Origin-Host; raises :class:`UnknownSession` when the session is another
+        peer's (nothing is changed, here or in Redis)."""
         if new:
             self._known.pop(session_id, None)
             return {}, None
+        peer = peer.lower()
         known = self._known.get(session_id)
+        if known is not None and known.peer != peer:
+            raise UnknownSession()
         if known is not None and known.number == number - 1:
             return dict(known.payers), None
-        self._known.pop(session_id, None)  # Redis is the truth now; save() rewrites the state
         state, answer = await self.batch.execute_many(
             (("HGETALL", session_key(session_id)), ("GET", answer_key(session_id, number)))
         )
@@ -91,12 +121,17 @@ class SessionStore:
             state.items() if isinstance(state, dict) else zip(state[::2], state[1::2], strict=True)
         )
         payers: dict[int, str] = {}
+        owner: str | None = None  # None: stored before sessions were bound (anyone's)
         for name, value in pairs:
             field = name.decode() if isinstance(name, bytes) else str(name)
+            text = value.decode() if isinstance(value, bytes) else str(value)
             if field.startswith(_RG):
-                payers[int(field[len(_RG) :])] = (
-                    value.decode() if isinstance(value, bytes) else str(value)
-                )
+                payers[int(field[len(_RG) :])] = text
+            elif field == _PEER:
+                owner = text
+        if owner is not None and owner != peer:
+            raise UnknownSession()
+        self._known.pop(session_id, None)  # Redis is the truth now; save() rewrites the state
         return payers, answer
 
     async def save(
@@ -105,27 +140,29 @@ class SessionStore:
         number: int,
         answer: bytes,
         payers: dict[int, str],
+        peer: str,
         *,
         closed: bool,
         dropped: tuple[int, ...] = (),
     ) -> None:
+        """``peer``: the request's Origin-Host, the session's (``lookup`` checked it)."""
+        peer = peer.lower()
         key = session_key(session_id)
         known = self._known.get(session_id)
         now = time.monotonic()
         commands: list[Command] = []
         changed = known is None or known.payers != payers or bool(dropped)
         stale = known is None or now - known.refreshed > self.ttl / TTL_REFRESH_DIVISOR
-        if closed:
+        if closed:  # only the binding stays, as long as the stored answers
             commands.append(("DEL", key))
+            commands.append(("HSET", key, _PEER, peer))
+            commands.append(("EXPIRE", key, self.answer_ttl))
         else:
             if changed:
-                if payers:
-                    fields: list[Any] = []
-                    for rg, payer in payers.items():
-                        fields += (f"{_RG}{rg}", payer)
-                    commands.append(("HSET", key, *fields))
-                else:
-                    commands.append(("HSET", key, "open", "1"))
+                fields: list[Any] = [_PEER, peer]
+                for rg, payer in payers.items():
+                    fields += (f"{_RG}{rg}", payer)
+                commands.append(("HSET", key, *fields))
                 if dropped:
                     commands.append(("HDEL", key, *(f"{_RG}{rg}" for rg in dropped)))
             if changed or stale:
@@ -141,7 +178,7 @@ class SessionStore:
             known.number = number
         else:
             self._forget_oldest()
-            self._known[session_id] = _Known(number, dict(payers), now)
+            self._known[session_id] = _Known(number, dict(payers), now, peer)
 
     def _written(self, fut: asyncio.Future[list[Any]]) -> None:
         if fut.cancelled():

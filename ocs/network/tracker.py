@@ -28,7 +28,7 @@ from ocs.diameter.dcca import CreditControlRequest
 from ocs.diameter.errors import DiameterError
 from ocs.diameter.node import PeerInfo
 from ocs.network.keys import SESSION_TTL, peer_workers_key, session_key, subscriber_key
-from ocs.network.messages import result_code
+from ocs.network.messages import result_code, session_is_gone
 from ocs.observability.outage import outage_log
 
 log = logging.getLogger("ocs.network")
@@ -88,7 +88,9 @@ class SessionTracker:
                 "started": str(int(time.time() * 1000)),
             }
             self._write(self._record(sid, fields, peer.origin_host))
-        elif rtype == CcRequestType.TERMINATION_REQUEST:
+        elif rtype == CcRequestType.TERMINATION_REQUEST and not session_is_gone(
+            result_code(answer)
+        ):  # 5002: the session is another peer's (ocs.charging.sessions), it stays tracked
             sid = view.session_id
             self.connections.pop(sid, None)
             tenant = self.tenant_of(view.imsi, view.msisdn)

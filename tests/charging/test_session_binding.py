@@ -1,0 +1,193 @@
+"""A Gy session belongs to the peer that opened it (issue 14): another configured peer that
+knows (or guesses) its Session-Id gets 5002 DIAMETER_UNKNOWN_SESSION_ID, for a new request
+as for a retransmission, and changes nothing. Two real Diameter clients over TCP, real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from ocs.app import charging_attacher
+from ocs.balance import BalanceStore
+from ocs.balance.keys import session_key
+from ocs.charging.application import ChargingApplication
+from ocs.charging.config import ChargingConfig
+from ocs.diameter import avp_codes as A
+from ocs.diameter.answers import Identity
+from ocs.diameter.codec import Message
+from ocs.diameter.node import Node
+from ocs.diameter.peer import LocalConfig
+from ocs.diameter.transport import DiameterProtocol, connect
+from ocs.rating.catalogue import Catalogue
+from ocs.server import Runtime, start
+from ocs.store import RedisClient
+from tests.balance.helpers import assert_conserved
+from tests.charging.ccr import MsccSpec, build_ccr
+from tests.charging.conftest import ANSWER_TIMEOUT, CLIENT, make_app, settings_for
+from tests.charging.helpers import ACME_IMSI, ACME_POOL, BOB_IMSI, bucket, granted, msccs
+from tests.charging.test_socket import retransmission, same_answer
+
+MB = 1_000_000
+OTHER = Identity("pgw2.test", "test")
+UNKNOWN_SESSION = 5002
+
+
+def ccr(sid: str, rtype: int, n: int, specs: list[MsccSpec], host: str, **kw: object) -> Message:
+    return build_ccr(
+        sid,
+        request_type=rtype,
+        number=n,
+        imsi=str(kw.get("imsi", ACME_IMSI)),
+        msccs=specs,
+        sgsn_mcc_mnc="26201",
+        rat_type=1004,
+        origin_host=host,
+    )
+
+
+@dataclass
+class TwoPeers:
+    runtime: Runtime
+    app: ChargingApplication
+    a: DiameterProtocol
+    b: DiameterProtocol
+
+    async def send(self, client: DiameterProtocol, request: Message) -> Message:
+        return await client.send_request(request, timeout=ANSWER_TIMEOUT)
+
+    async def settled(self) -> None:
+        """Every session write queued so far (write-behind) has reached Redis: the batcher
+        keeps order, so the reply to a PING sent after them comes after theirs."""
+        await self.app.store.batch.execute("PING")
+
+
+@pytest.fixture
+async def peers(
+    store: BalanceStore, config: ChargingConfig, redis_url: str
+) -> AsyncIterator[TwoPeers]:
+    configured = [
+        {"origin_host": CLIENT.origin_host, "addresses": ["127.0.0.1"]},
+        {"origin_host": OTHER.origin_host, "addresses": ["127.0.0.1"]},
+    ]
+    attacher = charging_attacher(None, with_http=False)
+    runtime = await start(settings_for(redis_url, config, peers=configured), attacher)
+    assert attacher.runtime is not None
+    clients: list[DiameterProtocol] = []
+    try:
+        for identity in (CLIENT, OTHER):
+            clients.append(
+                await connect(
+                    Node(identity), LocalConfig(identity=identity), "127.0.0.1", runtime.server.port
+                )
+            )
+        yield TwoPeers(runtime, attacher.runtime.application, clients[0], clients[1])
+    finally:
+        for client in clients:
+            if client.peer.is_open:
+                await client.disconnect(2.0)
+        await runtime.stop()
+
+
+async def dump_all(redis: RedisClient) -> dict[bytes, bytes | None]:
+    """Every key and its DUMP, but the network tracker's peer registry (``ocs:net:peer:*``):
+    A's CCR-I registers A there on the tracker's own connection, which ``settled`` does not
+    wait for (its session record, ``ocs:net:sess:*``, is compared)."""
+    return {
+        key: await redis.dump(key)
+        async for key in redis.scan_iter(match="*")
+        if not key.startswith(b"ocs:net:peer:")
+    }
+
+
+async def test_another_peer_cannot_charge_or_read_a_session(
+    peers: TwoPeers, store: BalanceStore, redis: RedisClient
+) -> None:
+    a, b = CLIENT.origin_host, OTHER.origin_host
+    opened = await peers.send(peers.a, ccr("bind-1", 1, 0, [(10, MB, 0)], a))
+    assert opened.get(A.AVP_RESULT_CODE) == 2001
+    update = ccr("bind-1", 2, 1, [(10, MB, 300_000)], a)
+    first = await peers.send(peers.a, update)
+    assert first.get(A.AVP_RESULT_CODE) == 2001
+    await peers.settled()
+    before = await dump_all(redis)
+    assert before, "the session, its answers and the balances are in Redis"
+
+    # B charges usage to A's session with the next CC-Request-Number: refused, nothing moves
+    forged = await peers.send(peers.b, ccr("bind-1", 2, 2, [(10, MB, 900_000)], b, imsi=BOB_IMSI))
+    assert forged.get(A.AVP_RESULT_CODE) == UNKNOWN_SESSION
+    assert forged.get(A.AVP_SESSION_ID) == "bind-1"
+    assert not msccs(forged)
+    # B resends A's CCR-U (same number, T flag): 5002, not A's stored answer
+    replayed = await peers.send(peers.b, retransmission(ccr("bind-1", 2, 1, [(10, MB, 0)], b)))
+    assert replayed.get(A.AVP_RESULT_CODE) == UNKNOWN_SESSION
+    assert not same_answer(replayed, first)
+    assert not msccs(replayed)
+    # and B can neither end nor event-charge it
+    for rtype in (3, 4):
+        other = await peers.send(peers.b, ccr("bind-1", rtype, 2, [(10, -1, 1)], b))
+        assert other.get(A.AVP_RESULT_CODE) == UNKNOWN_SESSION
+    await peers.settled()
+    assert await dump_all(redis) == before
+
+    # A's session goes on: its own retransmission gets its answer, its next CCR-U is charged
+    again = await peers.send(peers.a, retransmission(update))
+    assert same_answer(again, first)
+    later = await peers.send(peers.a, ccr("bind-1", 2, 2, [(10, MB, 200_000)], a))
+    assert later.get(A.AVP_RESULT_CODE) == 2001
+    assert granted(msccs(later)[10]) == MB
+    final = await peers.send(peers.a, ccr("bind-1", 3, 3, [(10, -1, 100_000)], a))
+    assert final.get(A.AVP_RESULT_CODE) == 2001
+    # a closed session's stored answers stay A's too
+    late = await peers.send(peers.b, retransmission(ccr("bind-1", 3, 3, [(10, -1, 0)], b)))
+    assert late.get(A.AVP_RESULT_CODE) == UNKNOWN_SESSION
+    pool = await bucket(store, ACME_POOL, "acme-pool")
+    assert (pool.used, pool.reserved) == (600_000, 0)
+    await assert_conserved(store, ACME_POOL)
+
+
+async def test_another_worker_continues_the_session_for_its_peer(
+    peers: TwoPeers, store: BalanceStore, catalogue: Catalogue
+) -> None:
+    """The binding is to the peer's Origin-Host, not to our worker: another process (state
+    read from Redis) continues the session for A and refuses B."""
+    a, b = CLIENT.origin_host, OTHER.origin_host
+    opened = await peers.send(peers.a, ccr("bind-2", 1, 0, [(10, MB, 0)], a))
+    assert opened.get(A.AVP_RESULT_CODE) == 2001
+    await peers.settled()
+    other = make_app(BalanceStore(store.redis), catalogue, peers.app.config)
+    try:
+        refused = await other.handle_ccr(ccr("bind-2", 2, 1, [(10, MB, 1)], b.upper()), None)
+        assert refused.get(A.AVP_RESULT_CODE) == UNKNOWN_SESSION
+        # Origin-Host is a DiameterIdentity (an FQDN): compared case-insensitively
+        answer = await other.handle_ccr(ccr("bind-2", 2, 1, [(10, MB, 250_000)], a.upper()), None)
+        assert answer.get(A.AVP_RESULT_CODE) == 2001
+    finally:
+        await other.store.batch.close()
+    pool = await bucket(store, ACME_POOL, "acme-pool")
+    assert pool.used == 250_000
+
+
+async def test_a_session_stored_before_the_binding_keeps_working(
+    peers: TwoPeers, store: BalanceStore, redis: RedisClient, catalogue: Catalogue
+) -> None:
+    """A session hash without the ``peer`` field (written by an older version) is continued,
+    and bound to the peer that continues it."""
+    a, b = CLIENT.origin_host, OTHER.origin_host
+    opened = await peers.send(peers.a, ccr("bind-3", 1, 0, [(10, MB, 0)], a))
+    assert opened.get(A.AVP_RESULT_CODE) == 2001
+    await peers.settled()
+    key = session_key("bind-3")
+    assert await redis.hget(key, "peer") == a.encode()
+    await redis.hdel(key, "peer")  # as an older version stored it
+    other = make_app(BalanceStore(store.redis), catalogue, peers.app.config)
+    try:
+        answer = await other.handle_ccr(ccr("bind-3", 2, 1, [(10, MB, 100_000)], a), None)
+        assert answer.get(A.AVP_RESULT_CODE) == 2001
+        await other.store.batch.execute("PING")
+        assert await redis.hget(key, "peer") == a.encode()
+        refused = await other.handle_ccr(ccr("bind-3", 2, 2, [(10, MB, 1)], b), None)
+        assert refused.get(A.AVP_RESULT_CODE) == UNKNOWN_SESSION
+    finally:
+        await other.store.batch.close()
