@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
-from ocs.app import charging_attacher
+from ocs.app import ChargingAttacher
 from ocs.balance import BalanceStore
 from ocs.balance.keys import session_key
 from ocs.charging.application import ChargingApplication
@@ -20,6 +21,7 @@ from ocs.diameter.codec import Message
 from ocs.diameter.node import Node
 from ocs.diameter.peer import LocalConfig
 from ocs.diameter.transport import DiameterProtocol, connect
+from ocs.network.worker import NetworkAttachment
 from ocs.rating.catalogue import Catalogue
 from ocs.server import Runtime, start
 from ocs.store import RedisClient
@@ -47,10 +49,26 @@ def ccr(sid: str, rtype: int, n: int, specs: list[MsccSpec], host: str, **kw: ob
     )
 
 
+class KeepingAttacher(ChargingAttacher):
+    """The server's charging attacher, keeping the network attachment (its session
+    tracker writes behind on a connection of its own)."""
+
+    network: NetworkAttachment | None = None
+
+    async def __call__(self, settings: Any, node: Node) -> Any:
+        closers = await super().__call__(settings, node)
+        for close in closers:
+            owner = getattr(close, "__self__", None)
+            if isinstance(owner, NetworkAttachment):
+                self.network = owner
+        return closers
+
+
 @dataclass
 class TwoPeers:
     runtime: Runtime
     app: ChargingApplication
+    network: NetworkAttachment
     a: DiameterProtocol
     b: DiameterProtocol
 
@@ -58,9 +76,11 @@ class TwoPeers:
         return await client.send_request(request, timeout=ANSWER_TIMEOUT)
 
     async def settled(self) -> None:
-        """Every session write queued so far (write-behind) has reached Redis: the batcher
-        keeps order, so the reply to a PING sent after them comes after theirs."""
-        await self.app.store.batch.execute("PING")
+        """Every write queued so far (the session store's and the network tracker's, both
+        write-behind) has reached Redis: closing a batcher sends what is queued and waits for
+        every batch in flight (single Redis and cluster); the next command reconnects."""
+        await self.app.store.batch.close()
+        await self.network.tracker.batch.close()
 
 
 @pytest.fixture
@@ -71,9 +91,9 @@ async def peers(
         {"origin_host": CLIENT.origin_host, "addresses": ["127.0.0.1"]},
         {"origin_host": OTHER.origin_host, "addresses": ["127.0.0.1"]},
     ]
-    attacher = charging_attacher(None, with_http=False)
+    attacher = KeepingAttacher(None, with_http=False)
     runtime = await start(settings_for(redis_url, config, peers=configured), attacher)
-    assert attacher.runtime is not None
+    assert attacher.runtime is not None and attacher.network is not None
     clients: list[DiameterProtocol] = []
     try:
         for identity in (CLIENT, OTHER):
@@ -82,7 +102,9 @@ async def peers(
                     Node(identity), LocalConfig(identity=identity), "127.0.0.1", runtime.server.port
                 )
             )
-        yield TwoPeers(runtime, attacher.runtime.application, clients[0], clients[1])
+        yield TwoPeers(
+            runtime, attacher.runtime.application, attacher.network, clients[0], clients[1]
+        )
     finally:
         for client in clients:
             if client.peer.is_open:
@@ -91,14 +113,7 @@ async def peers(
 
 
 async def dump_all(redis: RedisClient) -> dict[bytes, bytes | None]:
-    """Every key and its DUMP, but the network tracker's peer registry (``ocs:net:peer:*``):
-    A's CCR-I registers A there on the tracker's own connection, which ``settled`` does not
-    wait for (its session record, ``ocs:net:sess:*``, is compared)."""
-    return {
-        key: await redis.dump(key)
-        async for key in redis.scan_iter(match="*")
-        if not key.startswith(b"ocs:net:peer:")
-    }
+    return {key: await redis.dump(key) async for key in redis.scan_iter(match="*")}
 
 
 async def test_another_peer_cannot_charge_or_read_a_session(
@@ -185,7 +200,7 @@ async def test_a_session_stored_before_the_binding_keeps_working(
     try:
         answer = await other.handle_ccr(ccr("bind-3", 2, 1, [(10, MB, 100_000)], a), None)
         assert answer.get(A.AVP_RESULT_CODE) == 2001
-        await other.store.batch.execute("PING")
+        await other.store.batch.close()  # its session write has reached Redis
         assert await redis.hget(key, "peer") == a.encode()
         refused = await other.handle_ccr(ccr("bind-3", 2, 2, [(10, MB, 1)], b), None)
         assert refused.get(A.AVP_RESULT_CODE) == UNKNOWN_SESSION
