@@ -4,7 +4,12 @@ what was created over the API survives a restart of the demo."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Final
@@ -116,3 +121,47 @@ async def test_the_demo_tenant_api_works_at_once_and_keeps_api_changes(
         assert pointer["path"] == str(tmp_path / "catalogues" / "demo" / "rev-3")
     finally:
         await runtime.stop()
+
+
+async def test_demo_with_workers_puts_the_catalogue_in_force_for_the_api(
+    redis: RedisClient, redis_url: str, tmp_path: Path
+) -> None:
+    """``ocs demo --workers 2``: the supervisor applies the catalogue the same way, before
+    the workers start, and says how to get a token."""
+    port, http_port = free_ports(2)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCS_")}
+    env.update(OCS_REDIS_URL=redis_url, OCS_DATA_DIR=str(tmp_path), OCS_LOG_LEVEL="WARNING")
+    env.update(OCS_SHUTDOWN_TIMEOUT="3", OCS_HTTP_PORT=str(http_port), OCS_METRICS_PORT="0")
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "ocs.cli", "demo", "--workers", "2", "--port", str(port)),
+        *("--catalog", str(DEMO)),
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    lines: list[str] = []
+    try:
+        while not (lines and lines[-1].startswith("ocs: demo tenant")):
+            line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+            assert line, f"exited: {''.join(lines)}{(await proc.stderr.read()).decode()}"
+            lines.append(line)
+        assert any(f"listening on 127.0.0.1:{port} with 2 workers" in line for line in lines)
+        assert "a token: ocs token create --tenant demo --scope admin" in lines[-1]
+        token = await create_token(redis, "demo", Scope.READ)
+        async with httpx.AsyncClient(timeout=30) as http:
+            wallet = await http.get(
+                f"http://127.0.0.1:{http_port}/v1/wallets/bob-wallet",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        assert wallet.status_code == 200, wallet.text
+        assert wallet.json()["available"] == 1000
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    stderr = err.decode()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr, stderr
