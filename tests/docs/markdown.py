@@ -41,7 +41,8 @@ class Block:
 
     @property
     def where(self) -> str:
-        return f"{self.path.relative_to(ROOT)}:{self.line}"
+        shown = self.path.relative_to(ROOT) if self.path.is_relative_to(ROOT) else self.path
+        return f"{shown}:{self.line}"
 
 
 def blocks(text: str, path: Path) -> Iterator[Block]:
@@ -102,8 +103,11 @@ class Command:
 
 def commands(path: Path) -> Iterator[Command]:
     """Every ``ocs`` command the document names: code spans and shell block lines."""
-    text = path.read_text(encoding="utf-8")
-    name = str(path.relative_to(ROOT))
+    return commands_in(path.read_text(encoding="utf-8"), path)
+
+
+def commands_in(text: str, path: Path) -> Iterator[Command]:
+    name = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
     for number, line in enumerate(prose(text).splitlines(), 1):
         for span in CODE_SPAN.findall(line):
             body = span.split("ocs", 1)[1].replace("\\|", "|")
