@@ -40,14 +40,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from ocs.balance import BucketUnit, ChargeRequest
 from ocs.charging.errors import is_store_outage, result_code_for
-from ocs.charging.pricing import reservation_rate
+from ocs.charging.pricing import charge_at_price, reservation_rate
 from ocs.charging.usage import (
     UNIT_OF,
     payer_key,
@@ -70,6 +70,7 @@ from ocs.rating.errors import RatingError
 
 if TYPE_CHECKING:
     from ocs.charging.application import ChargingApplication
+    from ocs.rating.engine import Resolution
 
 log = logging.getLogger(__name__)
 
@@ -413,9 +414,10 @@ class FailureHandling:
                 )
                 self.journal.keep_unrated({**entry, "rg": rg})
                 continue
-            context = app.record_context(view, rg, resolution, used)
-            context["failover"] = True
-            await app.store.charge(
+            # at its price, as online (ocs.charging.pricing): a wallet is debited exactly the
+            # amount the record says, which is what the bill run rates the record at
+            await charge_at_price(
+                app.store,
                 payer_key(tenant, resolution.payer),
                 ChargeRequest(
                     request_id=f"{sid}:{number}:{rg}",
@@ -424,8 +426,11 @@ class FailureHandling:
                     now_ms=int(entry["ts"]),
                     used=used,
                     rate=reservation_rate(resolution.quotes[0]),
-                    context_json=json.dumps(context, separators=(",", ":"), default=str),
                 ),
+                app.catalogue.of(view.imsi, view.msisdn),
+                resolution,
+                app.counters,
+                _failover_context(app, view, rg, resolution, used),
                 result_ttl_ms=REPLAY_RESULT_TTL_MS,
             )
             report.charged += 1
@@ -442,6 +447,23 @@ class FailureHandling:
     def pending(self) -> int:
         """Journal entries waiting for a replay (``ocs_failover_journal_entries``)."""
         return len(self.journal.entries())
+
+
+def _failover_context(
+    app: ChargingApplication,
+    view: CreditControlRequest,
+    rg: int,
+    resolution: Resolution,
+    used: int,
+) -> Callable[[tuple[int, ...]], str]:
+    """The record context of a replayed usage at its price's ``amounts``, marked failover."""
+
+    def context(amounts: tuple[int, ...]) -> str:
+        record = app.record_context(view, rg, resolution, used, amounts)
+        record["failover"] = True
+        return json.dumps(record, separators=(",", ":"), default=str)
+
+    return context
 
 
 def _gsu(unit: BucketUnit, amount: int) -> Avp:

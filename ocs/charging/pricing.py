@@ -147,14 +147,18 @@ async def charge_at_price(
     resolution: Resolution,
     cache: CounterCache,
     context: Callable[[tuple[int, ...]], str],
+    *,
+    result_ttl_ms: int | None = None,
 ) -> tuple[ChargeResult, Prices]:
     """One charge of ``request.used`` units at their price: the record context is
-    ``context(amounts)``; a wallet is debited exactly the level-0 amount."""
+    ``context(amounts)``; a wallet is debited exactly the level-0 amount. The script's result
+    is kept ``result_ttl_ms`` (default: the store's)."""
     first = resolution.quotes[0]
+    args = (store, payer, request, catalogue, resolution, cache, context, result_ttl_ms)
     if request.used > 0 and paid_in_money(first) and counted(catalogue, first):
         async with cache.hold(first.tier_counter):
-            return await _charge(store, payer, request, catalogue, resolution, cache, context)
-    return await _charge(store, payer, request, catalogue, resolution, cache, context)
+            return await _charge(*args)
+    return await _charge(*args)
 
 
 async def _charge(
@@ -165,12 +169,14 @@ async def _charge(
     resolution: Resolution,
     cache: CounterCache,
     context: Callable[[tuple[int, ...]], str],
+    result_ttl_ms: int | None,
 ) -> tuple[ChargeResult, Prices]:
     for _ in range(MAX_REPRICES):
         p = prices(catalogue, resolution, request.used, request.now_ms, cache.values)
         result = await store.charge(
             payer,
             replace(request, price=p.price, counters=p.counters, context_json=context(p.amounts)),
+            result_ttl_ms=result_ttl_ms,
         )
         if result.counters:
             cache.update(result.counters)

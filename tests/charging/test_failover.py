@@ -4,6 +4,7 @@ replayed, or cut by a failure and replayed again, it still counts once)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +23,15 @@ from ocs.store import client_for_url
 from tests.balance.helpers import assert_conserved
 from tests.charging.ccr import build_ccr
 from tests.charging.conftest import make_app
-from tests.charging.helpers import ACME_POOL, bucket, granted, msccs, wire
+from tests.charging.helpers import (
+    ACME_POOL,
+    BOB_IMSI,
+    BOB_WALLET,
+    bucket,
+    granted,
+    msccs,
+    wire,
+)
 
 MB = 1_000_000
 IMSI_A = "262010000000011"
@@ -168,3 +177,34 @@ async def test_a_replay_cut_by_an_outage_and_run_again_counts_once(
     ids = [u["id"] for u in await _usage(store)]
     assert len(ids) == len(set(ids)) == 4
     await assert_conserved(store, ACME_POOL)
+
+
+async def test_a_replayed_wallet_usage_is_debited_its_price(
+    store: BalanceStore, catalogue: Catalogue, config: ChargingConfig
+) -> None:
+    """Usage granted in an outage is billed as online: bob's 331,667 bytes at home fall in
+    consumer-data's 50 MB allowance, so the record is rated 0 and the wallet debited 0 (the
+    replay once debited the wallet at the reservation rate, more than the record said)."""
+    live = make_app(store, catalogue, config)
+    sid = "pgw.test;failover;wallet"
+    opened = await live.handle_ccr(ccr(sid, BOB_IMSI, 1, 0))
+    assert opened.get(A.AVP_RESULT_CODE) == 2001
+    before = await bucket(store, BOB_WALLET, "bob-wallet")
+
+    down = await unreachable(catalogue, config)
+    try:
+        t1 = await down.handle_ccr(ccr(sid, BOB_IMSI, 3, 1, used=331_667, want=-1))
+    finally:
+        await close(down)
+    assert t1.get(A.AVP_RESULT_CODE) == 2001
+
+    report = await live.failover.replay()
+    assert report is not None and (report.charged, report.units) == (1, 331_667)
+    usage = [r.fields for r in await store.records(BOB_WALLET) if r.fields["kind"] == "usage"]
+    replayed = [u for u in usage if u["id"] == f"{sid}:1:10"]
+    assert len(replayed) == 1 and '"failover":true' in replayed[0]["ctx"]
+    amount = json.loads(replayed[0]["ctx"])["levels"][0]["amount"]
+    assert amount == 0  # inside the allowance
+    after = await bucket(store, BOB_WALLET, "bob-wallet")
+    assert after.used == before.used + amount
+    await assert_conserved(store, BOB_WALLET)
