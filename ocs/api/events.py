@@ -31,6 +31,7 @@ from ocs.rating.errors import RatingError
 router = APIRouter(prefix="/v1/events", tags=["events"])
 EVENT_TTL: Final = 7 * 24 * 3600
 CONCURRENCY: Final = 32
+STORED: Final = frozenset({"charged", "insufficient"})  # outcomes kept under the event id
 
 
 @router.post("", response_model=EventBatchResult)
@@ -43,8 +44,20 @@ async def ingest(body: EventBatch, who: TopUp, api: Api) -> EventBatchResult:
         async with gate:
             return await _ingest_one(api, who.tenant, compiled, event)
 
-    results = await asyncio.gather(*(one(e) for e in body.events))
-    return EventBatchResult(results=list(results))
+    # an id twice in one batch is charged once, its repeats reported as a replayed event is
+    # (``duplicate`` of a stored outcome); run concurrently, both copies said "charged"
+    unique: dict[str, Event] = {}
+    for event in body.events:
+        unique.setdefault(event.id, event)
+    done = await asyncio.gather(*(one(e) for e in unique.values()))
+    outcomes = dict(zip(unique, done, strict=True))
+    results: list[EventOutcome] = []
+    for event in body.events:
+        outcome = outcomes[event.id]
+        if unique[event.id] is not event and outcome.status in STORED:
+            outcome = outcome.model_copy(update={"status": "duplicate"})
+        results.append(outcome)
+    return EventBatchResult(results=results)
 
 
 async def _ingest_one(api: ApiState, tenant: str, compiled: Compiled, event: Event) -> EventOutcome:

@@ -126,6 +126,13 @@ async def test_events_are_rated_debited_once(demo: Api) -> None:
     assert [o["status"] for o in r.json()["results"]] == ["duplicate", "duplicate"]
     pool = (await demo.request("GET", "/v1/pools/acme-events")).json()
     assert pool["used"] == 10
+    # one id twice in a batch: charged once, the repeat reported as a duplicate
+    twice = [{"id": "ev-2x", "imsi": "262010000000007", "units": 3}] * 2
+    r = await demo.request("POST", "/v1/events", who="topup", json={"events": twice})
+    assert [o["status"] for o in r.json()["results"]] == ["charged", "duplicate"]
+    assert [o["units"] for o in r.json()["results"]] == [3, 3]
+    pool = (await demo.request("GET", "/v1/pools/acme-events")).json()
+    assert pool["used"] == 13
 
 
 async def test_catalogue_plans_and_refusal(demo: Api) -> None:
