@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, NoReturn
 
 from ocs.commands import Subparsers, offline, serve
-from ocs.config import ConfigError, Settings, parse_peer_flag
+from ocs.config import FLAGS, ConfigError, Settings, parse_peer_flag
 from ocs.errors import EXIT_FAILURE, EXIT_USAGE, CommandError, UsageError
 from ocs.observability.logs import configure_logging
 
@@ -80,25 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_settings(args: argparse.Namespace) -> Settings:
     """The settings, with the flags this subcommand has (the others are None: not given)."""
-    names = (
-        "host",
-        "port",
-        "origin_host",
-        "origin_realm",
-        "redis_url",
-        "database_url",
-        "data_dir",
-        "http_port",
-        "metrics_port",
-        "log_level",
-        "log_format",
-        "workers",
-    )
     peers = [parse_peer_flag(p) for p in getattr(args, "peer", None) or ()]
     return Settings.load(
         getattr(args, "config", None),
         add_peers=peers,
-        **{n: getattr(args, n, None) for n in (*names, "accept_unknown_peers")},
+        **{n: getattr(args, n, None) for n in FLAGS},
     )
 
 
