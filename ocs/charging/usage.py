@@ -162,20 +162,7 @@ def usage_record(
     """The context of a rated usage record (``ctx`` of the stream entry): who used what, and
     one priced line per level (``amounts``, level 0 first). CCRs (sessions and events) and
     events posted over HTTP all write this one shape, which drain, bill run and reports read."""
-    levels = [
-        {
-            "level": q.level,
-            "buyer": q.buyer,
-            "seller": q.seller,
-            "payer": f"{q.payer.kind}:{q.payer.id}",
-            "plan": q.plan_id,
-            "zone": q.zone,
-            "band": q.band,
-            "currency": q.currency,
-            "amount": amount,
-        }
-        for q, amount in zip(resolution.quotes, amounts, strict=True)
-    ]
+    levels = [q.level_line(amount) for q, amount in zip(resolution.quotes, amounts, strict=True)]
     return {
         "session": session,
         "n": n,

@@ -329,20 +329,7 @@ async def _rate_batch(conn: Connection, catalogue: Catalogue, cipher: TenantCiph
         return False
     if str(res.payer.kind) != "postpaid_pool":
         return False
-    levels = [
-        {
-            "level": q.level,
-            "buyer": q.buyer,
-            "seller": q.seller,
-            "payer": f"{q.payer.kind}:{q.payer.id}",
-            "plan": q.plan_id,
-            "zone": q.zone,
-            "band": q.band,
-            "currency": q.currency,
-            "amount": q.price(ctx.quantity).amount,
-        }
-        for q in res.quotes
-    ]
+    levels = [q.level_line(q.price(ctx.quantity).amount) for q in res.quotes]
     key = f"batch:{c['cdr_key']}"
     ctx_json = {
         "session": c["session_id"],

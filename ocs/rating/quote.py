@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ocs.rating.context import ServiceKind
 from ocs.rating.models import Payer
@@ -49,6 +49,21 @@ class Quote(NamedTuple):
     def prepaid(self) -> bool:
         """This level's payer must be reserved before units are granted."""
         return self.payer.kind.prepaid
+
+    def level_line(self, amount: int) -> dict[str, Any]:
+        """This level's priced line of a rated usage record (``levels`` of its context),
+        which the drain, the bill run and the reports read."""
+        return {
+            "level": self.level,
+            "buyer": self.buyer,
+            "seller": self.seller,
+            "payer": f"{self.payer.kind}:{self.payer.id}",
+            "plan": self.plan_id,
+            "zone": self.zone,
+            "band": self.band,
+            "currency": self.currency,
+            "amount": amount,
+        }
 
     def allowance_left(self, counters: Counters) -> int:
         if self.allowance_counter is None:
