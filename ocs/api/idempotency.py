@@ -49,22 +49,8 @@ def fingerprint(*parts: object) -> str:
 
 async def claim(batch: CommandBatcher, tenant: str, scope: str, key: str, fp: str) -> bool:
     """True when this request is the first with ``key``; raises 422 when the key was used
-    with a different request. Through the store's command batcher: under load the claims
-    of concurrent requests share one write."""
-    rkey = idempotency_key(tenant, scope, key)
-    record = json.dumps({"fp": fp})
-    if await batch.execute("SET", rkey, record, "NX", "EX", RECORD_TTL) is not None:
-        return True
-    raw = await batch.execute("GET", rkey)
-    found: dict[str, Any] = json.loads(raw) if raw else {"fp": fp}
-    if found.get("fp") != fp:
-        raise Problem(
-            422,
-            "idempotency-mismatch",
-            "Idempotency-Key reused",
-            "this Idempotency-Key was used with a different request",
-        )
-    return False
+    with a different request (:func:`begin`, for a caller that needs no stored outcome)."""
+    return (await begin(batch, tenant, scope, key, fp)).first
 
 
 @dataclass(frozen=True, slots=True)
