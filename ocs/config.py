@@ -173,7 +173,7 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url_scheme(cls, value: str | None) -> str | None:
-        """A URL the Redis clients accept (ocs.store), refused here in one line, not later."""
+        """A URL the Redis clients accept (ocs.redis_client), refused here in one line."""
         if value and value.partition("://")[0] not in REDIS_SCHEMES:
             raise ValueError(
                 f"must start with one of {', '.join(s + '://' for s in REDIS_SCHEMES)}"

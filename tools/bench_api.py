@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from ocs.api.auth import Scope, create_token  # noqa: E402
 from ocs.config import Settings  # noqa: E402
 from ocs.rating.loader import _StrictLoader  # noqa: E402
-from ocs.store import client_for_url  # noqa: E402
+from ocs.redis_client import client_for_url  # noqa: E402
 
 
 def _free_port() -> int:

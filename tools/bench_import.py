@@ -33,10 +33,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ocs.api.app import build_state  # noqa: E402
+from ocs.api.asgi import build_state  # noqa: E402
 from ocs.config import Settings  # noqa: E402
 from ocs.provisioning.catalogues import State, merge_documents  # noqa: E402
-from ocs.store import client_for_url  # noqa: E402
+from ocs.redis_client import client_for_url  # noqa: E402
 from tools.gen_crm import generate  # noqa: E402
 
 TENANT = "demo"

@@ -23,7 +23,7 @@ from starlette.types import Scope as AsgiScope
 
 from ocs.api.keys import token_key, tokens_key
 from ocs.api.problems import Problem, answer_for
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 
 TOKEN_BYTES: Final = 32
 TENANT_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")

@@ -8,7 +8,7 @@ import json
 import sys
 from datetime import UTC, datetime
 
-from ocs.api.app import serve_api
+from ocs.api.asgi import serve_api
 from ocs.api.auth import (
     TENANT_RE,
     Scope,
@@ -22,7 +22,7 @@ from ocs.balance.keys import CATALOG
 from ocs.config import Settings
 from ocs.errors import CommandError, UsageError
 from ocs.provisioning.keys import IN_FORCE, state_key
-from ocs.store import RedisClient, open_redis
+from ocs.redis_client import RedisClient, open_redis
 
 
 async def _in_force(redis: RedisClient, tenant: str) -> bool:

@@ -20,7 +20,7 @@ from ocs.config import Settings
 from ocs.network import NetworkCommands
 from ocs.observability.metrics import api_metrics
 from ocs.provisioning.catalogues import Compiled, TenantCatalogues
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 
 log = logging.getLogger("ocs.api")
 

@@ -12,7 +12,7 @@ from typing import Final
 
 from ocs.audit.checks import Discrepancy, audit_records, audit_redis, payers_of
 from ocs.offline.db import Database
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 
 STALE_AFTER_MS: Final = 60_000  # a reservation this long past its reclaim deadline is stale
 

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from ocs.balance.keys import PAYERS, PayerKeys
 from ocs.offline.db import Database
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 
 USED_KINDS: Final = ("usage", "refund")  # the records that move a bucket's ``used``
 AUDITED_KINDS: Final = ("prepaid_pool", "postpaid_pool", "wallet")  # cross-store check

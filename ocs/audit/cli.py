@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from ocs.audit import run_audit
 from ocs.offline.db import DatabaseError, connect
-from ocs.store import open_redis
+from ocs.redis_client import open_redis
 
 
 async def main_audit(settings: Any, args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from ocs.audit import run_audit
 from ocs.charging.errors import is_store_outage
 from ocs.observability.metrics import AuditMetrics
 from ocs.offline.db import Database, DatabaseError, connect
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 
 log = logging.getLogger(__name__)
 

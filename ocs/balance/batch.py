@@ -53,7 +53,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.typing import EncodableT
 
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 
 MAX_BATCH: Final = 512  # commands per write; a longer queue is split over several
 WRITE_BEHIND_DELAY: Final = 0.002  # seconds a deferred command waits for a batch to join

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ocs.balance.keys import PAYERS, PayerKeys
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 
 
 async def outstanding_reservations(redis: RedisClient) -> int:

@@ -19,7 +19,7 @@ from redis.exceptions import NoScriptError
 from ocs.balance.batch import CommandBatcher
 from ocs.balance.keys import PAYERS, PayerKeys
 from ocs.balance.models import BucketSpec, BucketState, ChargeRequest, ChargeResult
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 
 RESULT_TTL_MS: Final = 3_600_000
 """How long a request's result is kept by default (an hour: far beyond Diameter's Tx). The

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ocs.charging.application import ChargingApplication
 from ocs.charging.runtime import ChargingRuntime, NoCatalogue, create_charging
-from ocs.provisioning.catalog import show_balance
 from ocs.provisioning.folder import apply_catalog
+from ocs.provisioning.payers import show_balance
 
 __all__ = [
     "ChargingApplication",

@@ -27,14 +27,14 @@ from ocs.diameter.answers import Identity
 from ocs.lifecycle import Lifecycle, PassReport, PoolRules, lifecycle_metrics
 from ocs.observability.metrics import ChargingMetrics, default_metrics
 from ocs.observability.outage import outage_log
-from ocs.provisioning.catalog import fetch_files, lifecycle_rules
 from ocs.provisioning.catalogues import compile_state
 from ocs.provisioning.errors import Refused
 from ocs.provisioning.folder import apply_folder
 from ocs.provisioning.keys import IN_FORCE, state_key
+from ocs.provisioning.payers import fetch_files, lifecycle_rules
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import check_catalog, check_documents, load_catalogue
-from ocs.store import RedisHandle, open_redis
+from ocs.redis_client import RedisHandle, open_redis
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ from ocs.balance.batch import Command, CommandBatcher
 from ocs.balance.keys import answer_key, session_key
 from ocs.diameter.constants import ResultCode
 from ocs.diameter.errors import DiameterError
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 
 log = logging.getLogger(__name__)
 

@@ -107,13 +107,13 @@ def register(sub: Subparsers) -> None:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from ocs.app import run_server  # noqa: PLC0415
+    from ocs.wiring import run_server  # noqa: PLC0415
 
     folder = args.catalog if args.command == "demo" else None
     catalog = None if folder is None else str(folder)
     with catalogue_at(folder):
         if settings.workers > 1:
-            from ocs.workers import run_supervisor  # noqa: PLC0415
+            from ocs.supervisor import run_supervisor  # noqa: PLC0415
 
             return run_supervisor(settings, demo_catalog=catalog)
         return run(run_server(settings, demo_catalog=catalog))
@@ -164,9 +164,9 @@ async def _find_balance(settings: Settings, msisdn: str) -> dict[str, Any]:
     (and, when the store holds no catalogue at all, where to look)."""
     from ocs.balance.keys import CATALOG  # noqa: PLC0415
     from ocs.balance.store import BalanceStore  # noqa: PLC0415
-    from ocs.provisioning.catalog import balance_of  # noqa: PLC0415
     from ocs.provisioning.keys import IN_FORCE  # noqa: PLC0415
-    from ocs.store import open_redis  # noqa: PLC0415
+    from ocs.provisioning.payers import balance_of  # noqa: PLC0415
+    from ocs.redis_client import open_redis  # noqa: PLC0415
 
     handle = await open_redis(settings, timeout=10.0)
     try:

@@ -31,8 +31,8 @@ async def _run(
     dry_run: bool,
     batch: int,
 ) -> ImportReport:
-    from ocs.api.app import build_state  # noqa: PLC0415 (FastAPI only when importing)
-    from ocs.store import open_redis  # noqa: PLC0415
+    from ocs.api.asgi import build_state  # noqa: PLC0415 (FastAPI only when importing)
+    from ocs.redis_client import open_redis  # noqa: PLC0415
 
     handle = await open_redis(settings, timeout=REDIS_TIMEOUT)
     try:

@@ -13,11 +13,11 @@ from ocs.balance.keys import CATALOG
 from ocs.config import Settings
 from ocs.errors import CommandError, UsageError
 from ocs.lifecycle.runner import Lifecycle
-from ocs.provisioning.catalog import lifecycle_rules
 from ocs.provisioning.catalogues import compile_state
 from ocs.provisioning.keys import IN_FORCE, state_key
+from ocs.provisioning.payers import lifecycle_rules
 from ocs.rating.loader import load_catalogue
-from ocs.store import open_redis
+from ocs.redis_client import open_redis
 
 
 def parse_now(value: str | None) -> int:

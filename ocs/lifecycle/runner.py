@@ -24,7 +24,7 @@ from ocs.lifecycle.metrics import LifecycleMetrics
 from ocs.lifecycle.periods import Period, next_period, period_at, period_from
 from ocs.lifecycle.rules import PoolRules
 from ocs.lifecycle.signals import ASR, RAR, SessionSignals
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 
 log = logging.getLogger(__name__)
 EVENTS_MAXLEN: Final = 100_000

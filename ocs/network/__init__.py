@@ -21,8 +21,8 @@ from redis.asyncio import Redis
 from ocs.config import Settings
 from ocs.diameter.node import Node
 from ocs.network.dispatch import NetworkCommands, SessionInfo
-from ocs.network.worker import NetworkAttachment, Refresh
-from ocs.store import client_for_url
+from ocs.network.listener import NetworkAttachment, Refresh
+from ocs.redis_client import client_for_url
 
 COMMAND_TIMEOUT = 5.0
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 if TYPE_CHECKING:
     from asyncpg import Pool
 
-    from ocs.store import RedisClient
+    from ocs.redis_client import RedisClient
 
 CHECK_TIMEOUT: Final = 2.0  # seconds per readiness check
 UNPROVISIONED_TENANT: Final = "unprovisioned"  # ocs.charging.runtime's placeholder catalogue

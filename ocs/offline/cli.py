@@ -58,7 +58,7 @@ from ocs.offline.terms import DEMO_TERMS, load_terms
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.errors import CatalogueError
 from ocs.rating.loader import load_catalogue
-from ocs.store import open_redis
+from ocs.redis_client import open_redis
 
 T = TypeVar("T")
 _err = Console(stderr=True, highlight=False)

@@ -69,7 +69,7 @@ from ocs.balance.keys import PAYERS, PayerKeys
 from ocs.observability.metrics import offline_metrics
 from ocs.offline.crypto import TenantCipher, tenant_cipher
 from ocs.offline.db import TENANT_SETTING, Connection, Database, enter_tenant
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 
 GROUP: Final = "offline"
 BATCH: Final = 20_000  # records per transaction (read from many streams at once)

@@ -26,13 +26,6 @@ from typing import Any, Final
 from ocs.balance import BalanceStore
 from ocs.balance.keys import CATALOG, MSISDN_INDEX
 from ocs.lifecycle import Lifecycle
-from ocs.provisioning.catalog import (
-    folder_files,
-    lifecycle_rules,
-    msisdn_index,
-    payer_buckets,
-    share_files,
-)
 from ocs.provisioning.errors import Refused
 from ocs.provisioning.identity import claim, identities_of
 from ocs.provisioning.keys import (
@@ -42,6 +35,13 @@ from ocs.provisioning.keys import (
     revision_key,
     state_key,
     versions_key,
+)
+from ocs.provisioning.payers import (
+    folder_files,
+    lifecycle_rules,
+    msisdn_index,
+    payer_buckets,
+    share_files,
 )
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.compiler import Sourced
@@ -351,7 +351,7 @@ def _json_text(document: dict[str, Any]) -> str:
 def _prune_revisions(parent: Path, below: int) -> None:
     """Remove the folders of revisions older than ``below`` (a 100,000-SIM catalogue is
     ~40 MB a revision; servers load the files shared through Redis, see
-    ``ocs.provisioning.catalog.share_files``, and the state itself lives in Redis)."""
+    ``ocs.provisioning.payers.share_files``, and the state itself lives in Redis)."""
     for old in parent.glob("rev-*"):
         number = old.name.removeprefix("rev-")
         if number.isdigit() and int(number) < below:

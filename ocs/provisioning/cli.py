@@ -19,7 +19,7 @@ async def main_identity(settings: Settings, args: argparse.Namespace) -> int:
     from ocs.provisioning.errors import Refused  # noqa: PLC0415
     from ocs.provisioning.identity import IdentityTaken, owner_of  # noqa: PLC0415
     from ocs.provisioning.transfer import transfer_sim  # noqa: PLC0415
-    from ocs.store import open_redis  # noqa: PLC0415
+    from ocs.redis_client import open_redis  # noqa: PLC0415
 
     try:
         handle = await open_redis(settings, timeout=10.0)

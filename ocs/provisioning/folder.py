@@ -34,7 +34,7 @@ from ocs.provisioning.identity import IdentityTaken
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.errors import CatalogueError, Issue
 from ocs.rating.loader import load_catalogue, parse_document
-from ocs.store import open_redis
+from ocs.redis_client import open_redis
 
 FOLDER: Final = "folder"
 """State member recording the last applied folder: ``{"path": ..., "items": {section:

@@ -25,9 +25,9 @@ from ocs.diameter.node import Node, PeerInfo
 from ocs.diameter.peer import LocalConfig
 from ocs.diameter.transport import DiameterProtocol, DiameterServer, connect
 from ocs.network import attach_network
+from ocs.process import local_config
 from ocs.rating.loader import _StrictLoader
-from ocs.server import local_config
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 from tests.balance.fixtures import db_url, flushed_client, redis_base_url
 
 __all__ = ["redis_base_url"]

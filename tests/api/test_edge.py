@@ -16,7 +16,7 @@ from ocs.api.auth import Scope, digest, issue_token, token_id
 from ocs.api.keys import token_key
 from ocs.api.problems import MAX_BODY, PROBLEM_JSON
 from ocs.config import Settings
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 from tests.api.conftest import TENANT, Api
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from ocs.balance import BalanceStore
 from ocs.diameter.constants import RequestedAction
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 from tests.api.conftest import Api, Gateway
 from tests.charging.ccr import build_ccr
 

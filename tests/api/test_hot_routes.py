@@ -22,7 +22,7 @@ from ocs.api import start_api
 from ocs.api.auth import Scope, create_token
 from ocs.api.state import ApiState
 from ocs.config import Settings
-from ocs.store import RedisClient, client_for_url
+from ocs.redis_client import RedisClient, client_for_url
 from tests.api.conftest import Api, demo_documents
 
 TOP_UP = "/v1/wallets/bob-wallet/top-ups"

@@ -19,7 +19,7 @@ from ocs.diameter.codec import Message
 from ocs.diameter.constants import CcRequestType, Command, ResultCode
 from ocs.lifecycle import Lifecycle, PassReport, PoolRules
 from ocs.network import NetworkCommands
-from ocs.provisioning.catalog import lifecycle_rules
+from ocs.provisioning.payers import lifecycle_rules
 from ocs.rating.loader import check_documents
 from tests.api.conftest import Api, Gateway, demo_documents
 from tests.charging.ccr import build_ccr

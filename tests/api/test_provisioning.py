@@ -23,7 +23,7 @@ from ocs.provisioning import identity
 from ocs.provisioning.cli import main_identity
 from ocs.provisioning.identity import owner_key
 from ocs.provisioning.keys import state_key
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 from tests.api.conftest import DEMO, Api
 from tests.charging.test_outcomes import data_ccr
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from ocs.api.app import build_state
+from ocs.api.asgi import build_state
 from ocs.config import Settings
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 
 
 async def test_signals_of_one_iteration_share_one_lookup(

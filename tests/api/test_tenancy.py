@@ -20,12 +20,12 @@ from typing import Any
 import httpx
 import pytest
 
-from ocs.api.app import create_app
+from ocs.api.asgi import create_app
 from ocs.api.auth import digest, token_id
 from ocs.config import Settings
 from ocs.diameter import avp_codes as A
 from ocs.diameter.constants import CcRequestType, ResultCode
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 from tests.api.conftest import Api, Gateway, tenant_documents
 from tests.charging.ccr import build_ccr
 

@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from ocs.balance import BalanceStore
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 from tests.balance.fixtures import flushed_client, redis_base_url
 from tests.conftest import backend_url
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ocs.store import RedisClient, client_for_url
+from ocs.redis_client import RedisClient, client_for_url
 
 LOCAL_HOST = "127.0.0.1"
 LOCAL_PORT = 6379

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ocs.balance.batch import CommandBatcher
-from ocs.store import client_for_url
+from ocs.redis_client import client_for_url
 
 TIMEOUT = 0.2  # the client's socket timeout: how long a reply may take
 

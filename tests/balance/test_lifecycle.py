@@ -19,10 +19,10 @@ from ocs.balance.keys import LIFECYCLE_EVENTS, PayerKeys
 from ocs.lifecycle import Lifecycle, PoolRules
 from ocs.lifecycle.rules import topoff_rule
 from ocs.lifecycle.signals import RAR, SessionSignals
-from ocs.provisioning.catalog import lifecycle_rules, provision_catalogue
+from ocs.provisioning.payers import lifecycle_rules, provision_catalogue
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import load_catalogue
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 from tests.balance.helpers import assert_conserved, by_id, charge
 
 CATALOGUE = """

@@ -22,7 +22,7 @@ from ocs.balance import BalanceStore, BucketSpec, BucketUnit, Rate
 from ocs.balance.keys import PayerKeys
 from ocs.balance.models import FREE
 from ocs.balance.store import script_text
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 from tests.balance.helpers import NOW, assert_conserved, by_id, charge
 
 POOL = "t:postpaid_pool:pp"

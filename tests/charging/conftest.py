@@ -8,7 +8,6 @@ from typing import Any, Final, cast
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ocs.app import charging_attacher
 from ocs.balance import BalanceStore
 from ocs.charging.application import ChargingApplication
 from ocs.charging.config import ChargingConfig
@@ -19,11 +18,12 @@ from ocs.diameter.node import Node
 from ocs.diameter.peer import LocalConfig
 from ocs.diameter.transport import DiameterProtocol, connect
 from ocs.observability.metrics import ChargingMetrics
-from ocs.provisioning.catalog import provision_catalogue
+from ocs.process import Runtime, start
+from ocs.provisioning.payers import provision_catalogue
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import CatalogueHolder, load_catalogue
-from ocs.server import Runtime, start
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
+from ocs.wiring import charging_attacher
 from tests.balance.fixtures import flushed_client, redis_base_url
 from tests.conftest import backend_url
 
@@ -125,7 +125,7 @@ def settings_for(redis_url: str, config: ChargingConfig, **overrides: Any) -> Se
 
 
 class ServedCharging:
-    """A real ``ocs.server`` with the charging attacher, on a free port, and a Diameter client
+    """A real ``ocs.process`` with the charging attacher, on a free port, and a Diameter client
     (``ocs.diameter.transport.connect``, CER/CEA done) connected to it over TCP.
 
     ``handle_ccr`` sends the request on the socket and returns the CCA the client decoded;
@@ -155,7 +155,7 @@ class ServedCharging:
 
 @contextlib.asynccontextmanager
 async def served(settings: Settings) -> AsyncIterator[ServedCharging]:
-    """``ocs.server.start(settings, charging_attacher(None, with_http=False))`` and a client."""
+    """``ocs.process.start(settings, charging_attacher(None, with_http=False))`` and a client."""
     attacher = charging_attacher(None, with_http=False)
     runtime = await start(settings, attacher)
     assert attacher.runtime is not None

@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 from ocs.balance import BalanceStore
 from ocs.balance.keys import PayerKeys
 from ocs.charging.config import ChargingConfig
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 from tests.charging.conftest import served, settings_for
 from tests.charging.helpers import ACME_POOL
 

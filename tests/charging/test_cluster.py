@@ -13,7 +13,7 @@ from redis.exceptions import RedisClusterException
 
 from ocs.balance import BalanceStore, BucketSpec, BucketUnit
 from ocs.balance.keys import PayerKeys, answer_key, session_key
-from ocs.store import RedisClient, client_for_url, is_cluster_url
+from ocs.redis_client import RedisClient, client_for_url, is_cluster_url
 from tests.balance.helpers import NOW, assert_conserved, charge
 
 PAYERS = ["demo:prepaid_pool:acme-pool", "demo:wallet:bob-wallet", "t:postpaid_pool:{odd}"]

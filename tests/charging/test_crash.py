@@ -24,7 +24,7 @@ from ocs.diameter.constants import FLAG_RETRANSMIT
 from ocs.diameter.node import Node
 from ocs.diameter.peer import LocalConfig
 from ocs.diameter.transport import DiameterProtocol, connect
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 from tests.balance.helpers import assert_conserved
 from tests.charging.ccr import MsccSpec, build_ccr
 from tests.charging.conftest import ANSWER_TIMEOUT, CLIENT, DEMO

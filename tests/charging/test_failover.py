@@ -19,7 +19,7 @@ from ocs.charging.config import ChargingConfig
 from ocs.diameter import avp_codes as A
 from ocs.diameter.codec import Message
 from ocs.rating.catalogue import Catalogue
-from ocs.store import client_for_url
+from ocs.redis_client import client_for_url
 from tests.balance.helpers import assert_conserved
 from tests.charging.ccr import build_ccr
 from tests.charging.conftest import make_app

@@ -24,7 +24,7 @@ from ocs.charging.config import ChargingConfig
 from ocs.charging.errors import StoreUnavailable, is_store_outage
 from ocs.diameter import avp_codes as A
 from ocs.rating.catalogue import Catalogue
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 from tests.charging.ccr import build_ccr
 from tests.charging.conftest import make_app
 from tests.charging.helpers import ACME_IMSI, ACME_POOL, msccs, wire

@@ -21,10 +21,10 @@ from ocs.cli import main
 from ocs.config import Settings
 from ocs.diameter import avp_codes as A
 from ocs.lifecycle import Lifecycle
-from ocs.provisioning.catalog import provision_catalogue
+from ocs.provisioning.payers import provision_catalogue
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import load_catalogue
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 from tests.charging.ccr import build_ccr
 from tests.charging.conftest import DEMO, make_app
 from tests.charging.helpers import granted, msccs, wire

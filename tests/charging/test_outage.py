@@ -36,7 +36,7 @@ from ocs.offline.billrun import bill_run
 from ocs.offline.db import Database
 from ocs.offline.drain import Drainer
 from ocs.rating.loader import load_catalogue
-from ocs.store import client_for_url
+from ocs.redis_client import client_for_url
 from tests.balance.helpers import assert_conserved
 from tests.charging.ccr import build_ccr
 from tests.charging.conftest import ANSWER_TIMEOUT, CLIENT

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from ocs.app import ChargingAttacher
 from ocs.balance import BalanceStore
 from ocs.balance.keys import session_key
 from ocs.charging.application import ChargingApplication
@@ -21,10 +20,11 @@ from ocs.diameter.codec import Message
 from ocs.diameter.node import Node
 from ocs.diameter.peer import LocalConfig
 from ocs.diameter.transport import DiameterProtocol, connect
-from ocs.network.worker import NetworkAttachment
+from ocs.network.listener import NetworkAttachment
+from ocs.process import Runtime, start
 from ocs.rating.catalogue import Catalogue
-from ocs.server import Runtime, start
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
+from ocs.wiring import ChargingAttacher
 from tests.balance.helpers import assert_conserved
 from tests.charging.ccr import MsccSpec, build_ccr
 from tests.charging.conftest import ANSWER_TIMEOUT, CLIENT, make_app, settings_for

@@ -9,7 +9,7 @@ import pytest
 
 from ocs.cli import build_parser, load_settings, main
 from ocs.config import ConfigError, Settings
-from ocs.server import peer_table
+from ocs.process import peer_table
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ from ocs.diameter.framer import Framer
 from ocs.diameter.node import Node
 from ocs.diameter.peer import LocalConfig
 from ocs.diameter.transport import connect
-from ocs.server import start
+from ocs.process import start
 
 from .helpers import ccr, cer
 

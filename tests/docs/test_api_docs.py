@@ -10,7 +10,7 @@ from typing import Final
 import httpx
 import pytest
 
-from ocs.api.app import create_app
+from ocs.api.asgi import create_app
 from ocs.config import Settings
 
 ASSET: Final = re.compile(r"""(?:src|href)=["']([^"']+)["']|url:\s*'([^']+)'""")

@@ -18,11 +18,11 @@ import httpx
 import pytest
 
 from ocs.api.auth import Scope, create_token
-from ocs.app import charging_attacher
+from ocs.wiring import charging_attacher
 from ocs.balance.keys import CATALOG, MSISDN_INDEX
 from ocs.config import Settings
-from ocs.server import start
-from ocs.store import RedisClient
+from ocs.process import start
+from ocs.redis_client import RedisClient
 from tests.balance.fixtures import db_url, flushed_client, redis_base_url
 from tests.conftest import free_ports
 

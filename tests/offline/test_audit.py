@@ -23,7 +23,7 @@ from ocs.diameter.answers import Identity
 from ocs.observability.metrics import ChargingMetrics
 from ocs.offline.db import Database
 from ocs.offline.drain import Drainer
-from ocs.provisioning.catalog import provision_catalogue
+from ocs.provisioning.payers import provision_catalogue
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import CatalogueHolder
 from tests.charging.ccr import build_ccr

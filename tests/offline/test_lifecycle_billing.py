@@ -16,7 +16,7 @@ from ocs.lifecycle import Lifecycle
 from ocs.offline.billrun import bill_run
 from ocs.offline.db import Database
 from ocs.offline.drain import Drainer
-from ocs.provisioning.catalog import lifecycle_rules, provision_catalogue
+from ocs.provisioning.payers import lifecycle_rules, provision_catalogue
 from ocs.rating.loader import load_catalogue
 from tests.balance.helpers import charge
 from tests.offline.conftest import MASTER, catalogue_folder, synced

@@ -22,7 +22,7 @@ import pytest
 from ocs import cli
 from ocs.commands import serve as serve_commands
 from ocs.config import demo_catalog
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 from tests.balance.fixtures import db_url, flushed_client, redis_base_url
 from tests.conftest import free_ports
 

@@ -14,7 +14,7 @@ from pathlib import Path
 START = """
 import sys, time
 from pathlib import Path
-from ocs.store import _start_embedded
+from ocs.redis_client import _start_embedded
 server = _start_embedded(Path(sys.argv[1]))
 print(server.pid, flush=True)
 time.sleep(float(sys.argv[2]))  # keep it while the others start

@@ -22,10 +22,9 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from ocs.api.app import serve_api
+from ocs.api.asgi import serve_api
 from ocs.api.auth import Scope, create_token
 from ocs.api.cli import main_api
-from ocs.app import charging_attacher
 from ocs.balance.keys import PAYERS, PayerKeys
 from ocs.config import Settings
 from ocs.diameter import avp_codes as A
@@ -43,8 +42,9 @@ from ocs.offline.cli import main_billrun
 from ocs.offline.db import connect
 from ocs.offline.drain import Drainer
 from ocs.offline.service import run_service
-from ocs.server import start
-from ocs.store import client_for_url
+from ocs.process import start
+from ocs.redis_client import client_for_url
+from ocs.wiring import charging_attacher
 from tests.api.conftest import demo_documents
 from tests.charging.ccr import build_ccr
 from tests.conftest import free_ports

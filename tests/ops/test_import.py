@@ -16,7 +16,7 @@ import pytest
 
 import tests.api.conftest as api_fixtures
 import tests.balance.fixtures as balance_fixtures
-from ocs.api.app import build_state
+from ocs.api.asgi import build_state
 from ocs.api.keys import revision_key, state_key, versions_key
 from ocs.api.state import ApiState
 from ocs.config import Settings
@@ -25,7 +25,7 @@ from ocs.crm.importer import KINDS
 from ocs.crm.readers import Format
 from ocs.diameter import avp_codes as A
 from ocs.diameter.constants import CcRequestType, Command, ResultCode
-from ocs.store import RedisClient
+from ocs.redis_client import RedisClient
 from tests.api.conftest import TENANT, Api, Gateway
 from tests.charging.ccr import build_ccr
 

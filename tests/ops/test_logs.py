@@ -29,7 +29,7 @@ from ocs.diameter.constants import CcRequestType, ResultCode
 from ocs.observability.logs import JsonFormatter, configure_logging, debug_only
 from ocs.observability.metrics import ChargingMetrics
 from ocs.rating.loader import CatalogueHolder, load_catalogue
-from ocs.store import client_for_url
+from ocs.redis_client import client_for_url
 from tests.charging.ccr import build_ccr
 from tests.conftest import free_ports
 

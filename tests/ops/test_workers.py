@@ -36,8 +36,8 @@ from ocs.diameter.node import Node, PeerInfo
 from ocs.diameter.peer import LocalConfig, PeerState
 from ocs.diameter.transport import DiameterProtocol, connect
 from ocs.network.keys import session_key
-from ocs.store import RedisClient
-from ocs.workers import STABLE_AFTER, Worker
+from ocs.redis_client import RedisClient
+from ocs.supervisor import STABLE_AFTER, Worker
 from tests.api.conftest import TENANT, demo_documents
 from tests.balance.fixtures import db_url, flushed_client, redis_base_url
 from tests.charging.ccr import build_ccr

@@ -21,7 +21,7 @@ from ocs.diameter import avp_codes as A
 from ocs.diameter.answers import Identity
 from ocs.observability.metrics import ChargingMetrics
 from ocs.offline.rerate import rerate_levels
-from ocs.provisioning.catalog import provision_catalogue
+from ocs.provisioning.payers import provision_catalogue
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import CatalogueHolder, load_catalogue
 from tests.charging.ccr import build_ccr

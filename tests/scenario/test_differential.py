@@ -44,7 +44,7 @@ from ocs.offline.drain import Drainer
 from ocs.offline.late import period_holding
 from ocs.offline.rerate import rerate_levels
 from ocs.offline.usage import FlatRates, usage_lines
-from ocs.provisioning.catalog import provision_catalogue
+from ocs.provisioning.payers import provision_catalogue
 from ocs.rating import ServiceKind, UsageContext
 from ocs.rating.engine import rate_uncached
 from ocs.rating.loader import CatalogueHolder, load_catalogue

@@ -23,7 +23,7 @@ from .errors import naming_port
 from .observability.health import default_health, listening_check
 from .observability.metrics import DiameterMetrics
 
-log = logging.getLogger("ocs.server")
+log = logging.getLogger("ocs.process")
 
 Closer = Callable[[], Awaitable[None]]
 

@@ -25,11 +25,11 @@ from .errors import bind, naming_port
 from .observability.endpoint import start_ops_server
 from .observability.health import catalogue_check, default_health, redis_check
 from .observability.metrics import DiameterMetrics
+from .process import Closer, serve
 from .provisioning.folder import apply_folder
-from .server import Closer, serve
-from .store import open_redis
+from .redis_client import open_redis
 
-log = logging.getLogger("ocs.app")
+log = logging.getLogger("ocs.wiring")
 
 
 DEMO_TOKEN_HINT = "ocs token create --tenant {tenant} --scope admin"

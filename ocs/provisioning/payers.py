@@ -27,7 +27,7 @@ from ocs.provisioning.keys import msisdn_key
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import load_catalogue
 from ocs.rating.models import PayerKind
-from ocs.store import open_redis
+from ocs.redis_client import open_redis
 
 UNIT_BUCKETS = (BucketUnit.BYTES, BucketUnit.SECONDS, BucketUnit.MESSAGES, BucketUnit.EVENTS)
 CREDIT_PRIORITY = 100  # postpaid overage is taken after every unit bucket

@@ -17,7 +17,7 @@ The supervisor (this module, when ``workers`` > 1) owns what must exist once:
   (a socket that does not listen is never handed a connection);
 * the Prometheus multiprocess folder and ``/metrics`` (:mod:`ocs.observability.multiproc`).
 
-Workers are new interpreters (``python -m ocs.workers``), never forks of a running event loop.
+Workers are new interpreters (``python -m ocs.supervisor``), never forks of a running event loop.
 Each reports on a pipe that it listens, or the one-line reason it cannot start; if a worker
 cannot start at all (no catalogue, port taken, Redis unreachable), the supervisor prints the
 first reason as one line, stops the others and exits 2. A worker that dies later is restarted
@@ -52,7 +52,7 @@ from .errors import CommandError, bind, naming_port
 from .observability import multiproc
 from .observability.health import Health
 
-log = logging.getLogger("ocs.workers")
+log = logging.getLogger("ocs.supervisor")
 
 BACKOFF_FIRST: Final = 0.5  # seconds before the first restart of a dead worker
 BACKOFF_MAX: Final = 30.0
@@ -110,7 +110,7 @@ class Supervisor:
         self.metrics_port = 0
         self._env = dict(os.environ, **multiproc.worker_environment(self.metrics_dir))
         self._holds: list[socket.socket] = []
-        self._redis: Any = None  # ocs.store.RedisHandle of the embedded Redis
+        self._redis: Any = None  # ocs.redis_client.RedisHandle of the embedded Redis
         self._stop_metrics: Callable[[], Awaitable[None]] | None = None
         self._stopping: asyncio.Event | None = None
 
@@ -144,7 +144,7 @@ class Supervisor:
             flush=True,
         )
         if self.demo_tenant is not None and self.http_port:
-            from .app import DEMO_TOKEN_HINT  # noqa: PLC0415
+            from .wiring import DEMO_TOKEN_HINT  # noqa: PLC0415
 
             hint = DEMO_TOKEN_HINT.format(tenant=self.demo_tenant)
             print(
@@ -172,7 +172,7 @@ class Supervisor:
         s = self.settings
         redis_url = s.redis_url
         if not redis_url:
-            from .store import open_redis  # noqa: PLC0415
+            from .redis_client import open_redis  # noqa: PLC0415
 
             try:
                 self._redis = await open_redis(s)
@@ -222,7 +222,7 @@ class Supervisor:
         return bound
 
     async def _apply_catalogue(self, path: str) -> None:
-        from .app import apply_demo  # noqa: PLC0415
+        from .wiring import apply_demo  # noqa: PLC0415
 
         # the HTTP API's tenant state too; its errors: ocs.cli reports them
         self.demo_tenant = await apply_demo(self.worker_settings, path)
@@ -244,7 +244,7 @@ class Supervisor:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "ocs.workers",
+                "ocs.supervisor",
                 *("--settings", str(self.run_dir / SETTINGS_FILE)),
                 *("--index", str(worker.index), "--ready-fd", str(write_fd)),
                 stdin=subprocess.PIPE,
@@ -379,9 +379,9 @@ def run_supervisor(settings: Settings, *, demo_catalog: str | None = None) -> in
 
 # -- the worker process -------------------------------------------------------------------------
 async def _worker(settings: Settings, index: int, ready_fd: int) -> int:
-    from .app import ChargingAttacher  # noqa: PLC0415
     from .cli import describe  # noqa: PLC0415
-    from .server import start  # noqa: PLC0415
+    from .process import start  # noqa: PLC0415
+    from .wiring import ChargingAttacher  # noqa: PLC0415
 
     with os.fdopen(ready_fd, "w") as ready:
         try:
@@ -446,7 +446,7 @@ def _configure_logging(settings: Settings, index: int) -> None:
 
 def worker_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ocs.workers",
+        prog="python -m ocs.supervisor",
         description="one worker of `ocs serve --workers N` (the supervisor starts it)",
     )
     parser.add_argument("--settings", required=True, help="the supervisor's settings (JSON)")

@@ -35,7 +35,7 @@ from ocs.observability.endpoint import start_ops_server
 from ocs.observability.health import default_health, redis_check
 from ocs.observability.metrics import api_metrics
 from ocs.provisioning.catalogues import TenantCatalogues
-from ocs.store import RedisClient, RedisHandle, client_for_url, open_redis
+from ocs.redis_client import RedisClient, RedisHandle, client_for_url, open_redis
 
 API_REDIS_TIMEOUT = 5.0  # seconds per Redis command (the API is not the real-time path)
 
