@@ -6,10 +6,11 @@ The process also keeps the state of the sessions it answers (bounded). A CCR who
 CC-Request-Number follows the one this process answered last for that session is served from
 that copy: nobody else can have changed the session in between, because every request of the
 session up to this one went through this process. A CCR-Initial that is not a retransmission
-(no T flag) opens a new session (RFC 6733 Session-Ids are unique): it has no state to read and
-skips Redis too, so it costs one round trip (its charge) like a CCR-Update. Any other CCR (the
-first one seen here after a restart or a move to another worker, or a retransmission) reads
-Redis. Even a reused Session-Id is charged once: the charge script keeps its result per
+(no T flag) opens a new session (RFC 6733 Session-Ids are unique): it has no state to read,
+but it claims the Session-Id for its peer first (:data:`CLAIM`, one command batched with the
+others): a Session-Id that is live for another peer is refused, never re-bound. Any other CCR
+(the first one seen here after a restart or a move to another worker, or a retransmission)
+reads Redis. Even a reused Session-Id is charged once: the charge script keeps its result per
 request id.
 
 Writes are write-behind: :meth:`SessionStore.save` queues them on the balance store's
@@ -24,8 +25,9 @@ written only when it changes, and its TTL refreshed at most every
 
 A session belongs to the Diameter peer that opened it: the CCR-Initial's Origin-Host (already
 checked by ``ocs.diameter.peer`` to be the connected peer's own, or one it relays for) is kept
-in the session hash (field ``peer``, lower case, written with the rest of the state: no extra
-round trip, since every other CCR of the session reads the hash anyway). A CCR-Update,
+in the session hash (field ``peer``, lower case), claimed by the CCR-Initial before it is
+charged: a CCR-Initial from another peer with a Session-Id still bound (live, or closed and
+keeping its stored answers) gets :class:`UnknownSession` (5002) and charges nothing. A CCR-Update,
 -Terminate or -Event, or a retransmission, whose Origin-Host is another one gets
 :class:`UnknownSession` (5002) before anything is charged, returned or written. A closed
 session leaves ``peer`` alone in its hash for ``answer_ttl``, so its stored answers stay its
@@ -76,6 +78,25 @@ class UnknownSession(DiameterError):
         super().__init__("unknown Session-Id")
 
 
+# CCR-Initial: bind the session to its peer unless another peer holds it. Returns the holder
+# when it is another peer (nothing written), nil when the session is (now) this peer's. The
+# key gets the session TTL only when the claim creates it (an existing session keeps its own).
+CLAIM: Final = """
+local owner = redis.call('HGET', KEYS[1], 'peer')
+if owner then
+  if owner ~= ARGV[1] then return owner end
+  return false
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'peer', ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+else
+  redis.call('HSET', KEYS[1], 'peer', ARGV[1])
+end
+return false
+"""
+
+
 class SessionStore:
     def __init__(
         self,
@@ -102,16 +123,22 @@ class SessionStore:
     ) -> tuple[dict[int, str], bytes | None]:
         """The session's payers by rating group (a copy) and the stored answer of request
         ``number`` if it was answered before (a retransmission). ``new``: the request opens
-        the session (a CCR-Initial without the T flag), nothing to read. ``peer``: the
-        request's Origin-Host; raises :class:`UnknownSession` when the session is another
-        peer's (nothing is changed, here or in Redis)."""
-        if new:
-            self._known.pop(session_id, None)
-            return {}, None
+        the session (a CCR-Initial without the T flag): nothing to read, the Session-Id is
+        claimed for ``peer``. ``peer``: the request's Origin-Host; raises
+        :class:`UnknownSession` when the session is another peer's (nothing is changed, here
+        or in Redis)."""
         peer = peer.lower()
         known = self._known.get(session_id)
         if known is not None and known.peer != peer:
             raise UnknownSession()
+        if new:
+            self._known.pop(session_id, None)
+            holder = await self.batch.execute(
+                "EVAL", CLAIM, 1, session_key(session_id), peer, self.ttl
+            )
+            if holder is not None:
+                raise UnknownSession()
+            return {}, None
         if known is not None and known.number == number - 1:
             return dict(known.payers), None
         state, answer = await self.batch.execute_many(
