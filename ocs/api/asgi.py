@@ -21,7 +21,17 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 
-from ocs.api import catalogue, events, imports, pools, sessions, subscriptions, tokens, wallets
+from ocs.api import (
+    catalogue,
+    events,
+    imports,
+    operator,
+    pools,
+    sessions,
+    subscriptions,
+    tokens,
+    wallets,
+)
 from ocs.api.auth import Authenticate, TokenCache
 from ocs.api.health import router as health_router
 from ocs.api.hot_routes import HotRoutes
@@ -119,7 +129,18 @@ def create_app(
     )
     install(app)
     api_metrics()  # its series (top-ups, Redis errors) exported from the start, at 0
-    for module in (wallets, pools, subscriptions, sessions, catalogue, events, imports, tokens):
+    routers = (
+        wallets,
+        pools,
+        subscriptions,
+        sessions,
+        catalogue,
+        events,
+        imports,
+        tokens,
+        operator,
+    )
+    for module in routers:
         app.include_router(module.router)
     app.include_router(health_router)  # /healthz, /readyz (no token)
 

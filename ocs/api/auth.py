@@ -2,6 +2,11 @@
 only its SHA-256 is stored, under :func:`ocs.api.keys.token_key`, with the tenant and the
 scopes. ``admin`` implies ``top-up`` and ``read``; ``top-up`` implies ``read``.
 
+An operator token (``ocs token create --operator``) belongs to no tenant: it is stored under
+:data:`OPERATOR_TENANT`, a name no tenant id can take, with the one scope ``operator``, which
+no tenant token has. It reaches the operator routes (``/v1/operator/...``: moving a SIM
+between tenants) and nothing of any tenant; tenant tokens never reach the operator routes.
+
 A token's public id is the first 16 hex digits of its digest; the tenant's index
 (:func:`ocs.api.keys.tokens_key`) lists them for ``GET /v1/tokens`` and ``ocs token list``
 and finds the token to revoke by id. :class:`Authenticate` checks the token of every
@@ -33,12 +38,19 @@ class Scope(StrEnum):
     READ = "read"
     TOP_UP = "top-up"
     ADMIN = "admin"
+    OPERATOR = "operator"
+
+
+OPERATOR_TENANT: Final = "@operator"
+"""The owner of operator tokens: not a tenant id (:data:`TENANT_RE`), so a tenant route
+called with an operator token finds nothing of any tenant (it needs a tenant scope anyway)."""
 
 
 IMPLIED: Final = {
     Scope.READ: frozenset({Scope.READ}),
     Scope.TOP_UP: frozenset({Scope.READ, Scope.TOP_UP}),
     Scope.ADMIN: frozenset({Scope.READ, Scope.TOP_UP, Scope.ADMIN}),
+    Scope.OPERATOR: frozenset({Scope.OPERATOR}),
 }
 
 
@@ -46,6 +58,7 @@ IMPLIED: Final = {
 class Principal:
     tenant: str
     scopes: frozenset[Scope]
+    token: str = ""  # the token's public id (:func:`token_id`): who acted, for audit entries
 
     def require(self, scope: Scope) -> None:
         if scope not in self.scopes:
@@ -76,7 +89,9 @@ def token_id(token_digest: str) -> str:
 async def issue_token(redis: RedisClient, tenant: str, scope: Scope) -> tuple[str, str]:
     """A new token for ``tenant`` and its id; only its digest is stored, with an entry in
     the tenant's token index (what ``GET /v1/tokens`` and ``ocs token list`` read)."""
-    if not TENANT_RE.match(tenant):
+    if (scope is Scope.OPERATOR) != (tenant == OPERATOR_TENANT):
+        raise ValueError(f"scope {scope.value!r} is not for {tenant!r}: operator tokens only")
+    if not TENANT_RE.match(tenant) and tenant != OPERATOR_TENANT:
         raise ValueError(f"invalid tenant id {tenant!r}")
     token = secrets.token_urlsafe(TOKEN_BYTES)
     key = digest(token)
@@ -188,7 +203,7 @@ class TokenCache:
             if raw:
                 fields = {_s(k): _s(v) for k, v in raw.items()}
                 scopes = frozenset(Scope(s) for s in fields["scopes"].split(",") if s)
-                found = Principal(fields["tenant"], scopes)
+                found = Principal(fields["tenant"], scopes, token_id(key))
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[key] = (now + self.ttl, found)

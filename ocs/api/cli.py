@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from ocs.api.asgi import serve_api
 from ocs.api.auth import (
+    OPERATOR_TENANT,
     TENANT_RE,
     Scope,
     TokenInfo,
@@ -39,7 +40,7 @@ async def _in_force(redis: RedisClient, tenant: str) -> bool:
 async def _create(settings: Settings, tenant: str, scope: Scope) -> tuple[str, str]:
     handle = await open_redis(settings, timeout=10.0)
     try:
-        if not await _in_force(handle.client, tenant):
+        if scope is not Scope.OPERATOR and not await _in_force(handle.client, tenant):
             where = settings.redis_url or f"the embedded Redis in {settings.data_dir}"
             raise UsageError(
                 f"--tenant: {tenant!r} has no catalogue in force in {where} (apply one with"
@@ -50,8 +51,22 @@ async def _create(settings: Settings, tenant: str, scope: Scope) -> tuple[str, s
         await handle.close()
 
 
-def main_token_create(settings: Settings, tenant: str, scope: str) -> int:
-    """``ocs token create --tenant NAME --scope admin``: print a new token (shown once)."""
+def main_token_create(
+    settings: Settings, tenant: str | None, scope: str | None, *, operator: bool = False
+) -> int:
+    """``ocs token create --tenant NAME --scope admin``: print a new token (shown once);
+    ``--operator``: an operator token, of no tenant (``ocs.api.auth``)."""
+    if operator:
+        if tenant is not None or scope is not None:
+            raise UsageError("--operator: an operator token has no --tenant and no --scope")
+        token, ident = asyncio.run(_create(settings, OPERATOR_TENANT, Scope.OPERATOR))
+        print(token)
+        print(
+            f"ocs: operator token id {ident} (ocs token revoke {ident} --operator)", file=sys.stderr
+        )
+        return 0
+    if tenant is None or scope is None:
+        raise UsageError("give --tenant and --scope (or --operator)")
     try:
         chosen = Scope(scope)
     except ValueError:
@@ -73,9 +88,16 @@ async def _revoke(settings: Settings, tenant: str, ident: str) -> bool:
         await handle.close()
 
 
-def main_token_revoke(settings: Settings, ident: str, tenant: str) -> int:
+def main_token_revoke(
+    settings: Settings, ident: str, tenant: str | None, *, operator: bool = False
+) -> int:
     """``ocs token revoke ID --tenant NAME``: the token is refused from now on (by a
-    running API within ``token_cache_ttl`` seconds, its token cache)."""
+    running API within ``token_cache_ttl`` seconds, its token cache); ``--operator``: an
+    operator token."""
+    if operator == (tenant is not None):
+        raise UsageError("give --tenant NAME or --operator")
+    tenant = OPERATOR_TENANT if operator else tenant
+    assert tenant is not None
     if not asyncio.run(_revoke(settings, tenant, ident)):
         raise CommandError(f"tenant {tenant!r} has no token {ident!r}")
     print(f"revoked {ident} of tenant {tenant}")

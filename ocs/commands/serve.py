@@ -93,12 +93,16 @@ def register(sub: Subparsers) -> None:
 
     token = group(sub, "token", help="API bearer tokens")
     create = command(token, "create", _token_create, help="create a token and print it")
-    create.add_argument("--tenant", required=True, help="a tenant with a catalogue in force")
-    create.add_argument("--scope", required=True, choices=["read", "top-up", "admin"])
+    create.add_argument("--tenant", help="a tenant with a catalogue in force")
+    create.add_argument("--scope", choices=["read", "top-up", "admin"])
+    create.add_argument(
+        "--operator", action="store_true", help="an operator token (no tenant): /v1/operator/"
+    )
     redis_flags(create)
     revoke = command(token, "revoke", _token_revoke, help="revoke a token by its id")
     revoke.add_argument("id", help="the token id (16 hex digits, printed by ocs token create)")
-    revoke.add_argument("--tenant", required=True)
+    revoke.add_argument("--tenant")
+    revoke.add_argument("--operator", action="store_true", help="an operator token")
     redis_flags(revoke)
     tlist = command(token, "list", _token_list, help="token ids, tenants, scopes (no secrets)")
     tlist.add_argument("--tenant", help="one tenant (default: every tenant)")
@@ -201,7 +205,7 @@ def _api(args: argparse.Namespace, settings: Settings) -> int:
 def _token_create(args: argparse.Namespace, settings: Settings) -> int:
     from ocs.api.cli import main_token_create  # noqa: PLC0415
 
-    return main_token_create(settings, args.tenant, args.scope)
+    return main_token_create(settings, args.tenant, args.scope, operator=args.operator)
 
 
 def _identity(args: argparse.Namespace, settings: Settings) -> int:
@@ -214,7 +218,7 @@ def _identity(args: argparse.Namespace, settings: Settings) -> int:
 def _token_revoke(args: argparse.Namespace, settings: Settings) -> int:
     from ocs.api.cli import main_token_revoke  # noqa: PLC0415
 
-    return main_token_revoke(settings, args.id, args.tenant)
+    return main_token_revoke(settings, args.id, args.tenant, operator=args.operator)
 
 
 def _token_list(args: argparse.Namespace, settings: Settings) -> int:

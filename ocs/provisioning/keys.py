@@ -41,3 +41,8 @@ loads each tenant's state (:func:`state_key`) when its stamp changes."""
 def msisdn_key(tenant: str) -> str:
     """HASH MSISDN -> JSON {imsi, payers} of the tenant's SIMs (``ocs balance show``)."""
     return f"ocs:msisdn:{tenant}"
+
+
+TRANSFERS: Final = "ocs:identity:transfers"
+"""LIST of the SIM transfers between tenants (JSON: at, actor, imsi, from, to, identities),
+newest first: the audit trail of :mod:`ocs.provisioning.transfer`."""

@@ -259,6 +259,13 @@ def cases(demo_token: str = "0" * 16) -> dict[tuple[str, str], list[Case]]:
             Case("GET", "/v1/tokens", own=True, check=lambda r: _absent(r, demo_token))
         ],
         ("DELETE", "/v1/tokens/{token_id}"): [Case("DELETE", f"/v1/tokens/{demo_token}")],
+        # operator routes: a tenant token (the attacker's admin) is refused outright
+        ("POST", "/v1/operator/transfers"): [
+            Case(
+                "POST", "/v1/operator/transfers", json={"imsi": imsi, "from": "demo", "to": "other"}
+            )
+        ],
+        ("GET", "/v1/operator/transfers"): [Case("GET", "/v1/operator/transfers")],
         ("GET", "/healthz"): [Case("GET", "/healthz", own=True)],
         ("GET", "/readyz"): [Case("GET", "/readyz", own=True)],
         ("GET", "/health"): [Case("GET", "/health", own=True)],
