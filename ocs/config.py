@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +42,7 @@ FLAGS = frozenset(  # the settings some `ocs` subcommand also takes as a flag
         "log_format",
         "workers",
         "accept_unknown_peers",
+        "nrf_url",
     ]
 )
 DEMO_CATALOG_PACKAGED = "demo_catalog"  # inside the installed package (setup.py puts it there)
@@ -81,6 +85,37 @@ class PeerSettings(BaseModel):
             except ValueError:
                 raise ValueError(f"{address!r} is not an IP address or network") from None
         return value
+
+
+class IdentityRange(BaseModel):
+    """A range of SUPIs (IMSI digits) or GPSIs (MSISDN digits) this CHF serves, as TS 29.510
+    ``SupiRange`` / ``IdentityRange``: ``start`` and ``end`` (digit strings of one length), or
+    a regular expression ``pattern`` (docs/nchf.md, "NRF registration")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: str | None = Field(None, pattern=r"^[0-9]+$", max_length=20)
+    end: str | None = Field(None, pattern=r"^[0-9]+$", max_length=20)
+    pattern: str | None = Field(None, min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> IdentityRange:
+        if self.pattern is not None:
+            if self.start is not None or self.end is not None:
+                raise ValueError("give start and end, or a pattern, not both")
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {self.pattern!r}: {exc}") from None
+            return self
+        if self.start is None or self.end is None:
+            raise ValueError("give start and end (digits), or a pattern")
+        if len(self.start) != len(self.end) or self.start > self.end:
+            raise ValueError(f"{self.start}-{self.end}: start and end of one length, start <= end")
+        return self
+
+    def as_json(self) -> dict[str, str]:
+        return self.model_dump(exclude_none=True)
 
 
 def parse_peer_flag(value: str) -> PeerSettings:
@@ -167,6 +202,20 @@ class Settings(BaseSettings):
     # seconds `ocs billrun --metrics-port` keeps serving after the run ended, so that a scrape
     # sees its outcome (a failed run, docs/operations.md) before the process exits
     metrics_linger: float = Field(15.0, ge=0)
+    # NRF registration (TS 29.510; docs/nchf.md "NRF registration"), once per node: the
+    # NRF's apiRoot (http://nrf:8000), None: no registration
+    nrf_url: str | None = None
+    nf_instance_id: UUID | None = None  # None: a UUID derived from origin_host (stable)
+    nrf_heartbeat: int = Field(30, ge=5, le=3600)  # heartBeatTimer proposed; the NRF's rules
+    nrf_timeout: float = Field(3.0, gt=0, le=30)  # seconds for one request to the NRF
+    # the address (IPv4 or FQDN) the NRF publishes for our Nchf service; None: host
+    sbi_address: str | None = Field(None, min_length=1, max_length=253)
+    # apiPrefix of the Nchf service in the profile: our apiRoot (http://address:port), which
+    # free5GC's SMF takes as the base of its Nchf client; TS 29.510 reads apiPrefix as path
+    # segments after the authority, so consumers that follow it need this off
+    nrf_api_root_prefix: bool = True
+    chf_supi_ranges: list[IdentityRange] = Field(default_factory=list, max_length=256)
+    chf_gpsi_ranges: list[IdentityRange] = Field(default_factory=list, max_length=256)
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one object per line
 
@@ -179,6 +228,17 @@ class Settings(BaseSettings):
                 f"must start with one of {', '.join(s + '://' for s in REDIS_SCHEMES)}"
             )
         return value
+
+    @field_validator("nrf_url")
+    @classmethod
+    def _nrf_url(cls, value: str | None) -> str | None:
+        """The NRF's apiRoot: ``http://`` (h2c) or ``https://``, a host, no query."""
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            raise ValueError(f"{value!r} is not an NRF apiRoot (http://host:port or https://...)")
+        return value.rstrip("/")
 
     @field_validator("database_url")
     @classmethod

@@ -288,6 +288,45 @@ class DiameterMetrics:
 _diameter: DiameterMetrics | None = None
 
 
+class SbiMetrics:
+    """What ``ocs`` sends on the 5G service-based interface: NRF registration (once per node,
+    from the supervisor with ``--workers N``) and Nchf charging notifications."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        reg = registry if registry is not None else DEFAULT_REGISTRY
+        self.nrf_requests = Counter(
+            "ocs_nrf_requests",
+            "Requests to the NRF by operation (register, heartbeat, deregister) and outcome "
+            "(ok, not_found, refused, unreachable)",
+            ["op", "outcome"],
+            registry=reg,
+        )
+        self.nrf_registered = Gauge(
+            "ocs_nrf_registered",
+            "1 while the NRF holds our NFProfile (the last register or heartbeat succeeded)",
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.notifications = Counter(
+            "ocs_nchf_notifications",
+            "Nchf ChargingNotifyRequests by notificationType and outcome (delivered, refused, "
+            "unreachable, gone)",
+            ["type", "outcome"],
+            registry=reg,
+        )
+
+
+_sbi: SbiMetrics | None = None
+
+
+def sbi_metrics() -> SbiMetrics:
+    """The process-wide SBI metrics on the default registry (created once)."""
+    global _sbi  # noqa: PLW0603 - one set of collectors per process registry
+    if _sbi is None:
+        _sbi = SbiMetrics()
+    return _sbi
+
+
 class OfflineMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         reg = registry if registry is not None else DEFAULT_REGISTRY
@@ -418,6 +457,7 @@ def register_all(registry: CollectorRegistry) -> tuple[ChargingMetrics, ApiMetri
     readiness_collector(registry)
     DiameterMetrics(registry)
     AuditMetrics(registry)
+    SbiMetrics(registry)
     return ChargingMetrics(registry), ApiMetrics(registry), OfflineMetrics(registry)
 
 
