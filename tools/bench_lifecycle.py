@@ -73,7 +73,8 @@ async def _loop(
 def _keys(tag: str, with_life: bool) -> list[str]:
     k = PayerKeys(tag)
     keys = [k.buckets, k.balances, k.reservations, k.reservation_index, k.done("%d"), k.stream]
-    return [*keys, k.lifecycle] if with_life else keys
+    # the script of today reads KEYS[7] (thresholds) on every call and writes KEYS[9] (events)
+    return [*keys, k.lifecycle, k.counters, k.events] if with_life else keys
 
 
 def script_at(ref: str, name: str = "charge.lua") -> str:

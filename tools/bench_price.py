@@ -52,7 +52,7 @@ NOW = 1_700_000_000_000
 async def _loop(redis: Redis, sha: str, tag: str, n: int, extra: list[Any]) -> float:
     k = PayerKeys(tag)
     keys = [k.buckets, k.balances, k.reservations, k.reservation_index, k.done("%d"), k.stream]
-    keys += [k.lifecycle, k.counters]
+    keys += [k.lifecycle, k.counters, k.events]
     await redis.config_resetstat()
     for i in range(n):
         args = [f"r{i}", NOW + i, "bytes", 1000, 1000, 0, 1, 1000, 2**50, 60_000, "s|1",

@@ -65,6 +65,13 @@ class PayerKeys:
         a price (``charge.lua`` KEYS[8]): ``<period>|<counter key>`` -> units."""
         return f"{PREFIX}:{{{self.tag}}}:ctr"
 
+    @property
+    def events(self) -> str:
+        """STREAM: the payer's event outbox (docs/webhooks.md). The balance scripts append
+        to it with ``emit`` (``lua/_events.lua``) in the step that causes the event; the
+        webhook dispatcher reads it and trims what every subscription has passed."""
+        return f"{PREFIX}:{{{self.tag}}}:events"
+
     def done(self, request_id: str) -> str:
         """Idempotency record of one request on this payer."""
         return f"{PREFIX}:{{{self.tag}}}:done:{request_id}"

@@ -27,14 +27,16 @@ charging runtime passes ``answer_ttl``; a caller whose request id outlives that 
 Idempotency-Key, ``ocs.api.idempotency.RECORD_TTL_MS``) passes ``result_ttl_ms`` per call."""
 
 RECLAIM_BATCH: Final = 500
+PRELUDES: Final = ("_shadow.lua", "_events.lua")
 
 
 def script_text(name: str) -> str:
-    """The text Redis runs for ``lua/<name>``: the shared prelude ``_shadow.lua`` (the
-    validate-then-write rule every balance script keeps), then the script."""
+    """The text Redis runs for ``lua/<name>``: the shared preludes ``_shadow.lua`` (the
+    validate-then-write rule every balance script keeps) and ``_events.lua`` (``emit``: an
+    event into the payer's outbox, docs/webhooks.md), then the script."""
     lua = resources.files("ocs.balance").joinpath("lua")
-    prelude = lua.joinpath("_shadow.lua").read_text(encoding="utf-8")
-    return prelude + lua.joinpath(name).read_text(encoding="utf-8")
+    preludes = [lua.joinpath(p).read_text(encoding="utf-8") for p in PRELUDES]
+    return "".join(preludes) + lua.joinpath(name).read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,7 @@ class BalanceStore:
             k.stream,
             k.lifecycle,
             k.counters,
+            k.events,
         )
         args = (
             req.request_id,

@@ -74,7 +74,7 @@ class Lifecycle:
     async def _call(self, tag: str, action: str, now_ms: int, args: dict[str, Any]) -> Any:
         k = PayerKeys(tag)
         raw = await self._script(
-            keys=[k.buckets, k.balances, k.lifecycle, k.stream],
+            keys=[k.buckets, k.balances, k.lifecycle, k.stream, k.events],
             args=[action, now_ms, tag, _json(args)],
         )
         return json.loads(raw)
@@ -99,7 +99,7 @@ class Lifecycle:
                     "period": first.as_json(),
                 }
                 k = PayerKeys(r.tag)
-                keys = (k.buckets, k.balances, k.lifecycle, k.stream)
+                keys = (k.buckets, k.balances, k.lifecycle, k.stream, k.events)
                 pipe.execute_command(
                     "EVALSHA", sha, len(keys), *keys, "setup", now_ms, r.tag, _json(args)
                 )

@@ -34,7 +34,7 @@ async def snapshot(redis: RedisClient, payer: str, *extra: str) -> dict[str, Any
     """DUMP (and TTL) of every key of the payer: the byte-exact state."""
     k = PayerKeys(payer)
     keys = [k.buckets, k.balances, k.reservations, k.reservation_index, k.stream, k.lifecycle]
-    keys += [k.counters, *[k.done(rid) for rid in extra]]
+    keys += [k.counters, k.events, *[k.done(rid) for rid in extra]]
     out: dict[str, Any] = {}
     for key in keys:
         out[key] = (await redis.dump(key), await redis.pttl(key) > 0)
@@ -58,7 +58,7 @@ def charge_call(payer: str, rid: str, **kw: Any) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of charge.lua, every ARGV overridable by name."""
     k = PayerKeys(payer)
     keys = [k.buckets, k.balances, k.reservations, k.reservation_index, k.done(rid), k.stream]
-    keys.append(k.lifecycle)
+    keys += [k.lifecycle, k.counters, k.events]
     argv = {
         "rid": rid, "now": NOW, "unit": "bytes", "used": 0, "want": 0, "min_grant": 0,
         "num": 0, "den": 0, "deadline": NOW + 60_000, "ttl": TTL, "member": "s1|1",
@@ -371,7 +371,7 @@ async def test_adjust_zero_amounts(store: BalanceStore) -> None:
 def life_call(payer: str, action: str, args: Any, now: Any = NOW) -> tuple[list[str], list[Any]]:
     k = PayerKeys(payer)
     text = args if isinstance(args, str) else json.dumps(args)
-    return [k.buckets, k.balances, k.lifecycle, k.stream], [action, now, payer, text]
+    return [k.buckets, k.balances, k.lifecycle, k.stream, k.events], [action, now, payer, text]
 
 
 PERIOD = {"id": "2023-11", "start": NOW - 1_000, "end": NOW + 1_000}

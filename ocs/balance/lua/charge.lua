@@ -24,6 +24,13 @@
 --                        below it (never on the common path)
 -- KEYS[8] counters HASH  "<period>|<counter key>" -> units: the period counters (tiers,
 --                        allowances) of the usage this payer pays with a price
+-- KEYS[9] events   STREAM the payer's event outbox (emit, _events.lua; docs/webhooks.md):
+--                        a threshold crossed, the quota exhausted, an auto top-off bought.
+--                        The thresholds and their marks are in KEYS[7]: "alerts_api" (set
+--                        over the API) overrides "alerts" (the catalogue's), JSON {u = unit,
+--                        b = base of the percentages (absent: what was credited), p = {pct},
+--                        a = {units left}}; "alerted" = {p = period, f = {mark = true}}
+--                        (one HMGET of KEYS[7] per call: the common path's only extra read)
 --
 -- ARGV[1]  request id          ARGV[2]  now (ms)          ARGV[3]  unit
 -- ARGV[4]  used units          ARGV[5]  wanted units      ARGV[6]  minimum grant
@@ -96,12 +103,13 @@ end
 -- on hold (a pool suspended for an unpaid renewal) is not usable. `thr`: the auto top-off
 -- threshold a bucket of this unit is marked with (lifecycle.lua), nil for none. With a
 -- price only money buckets pay.
-local order, thr
+local order, thr, all_buckets
 local function build_order()
   local defs = hgetall(KEYS[1])
-  order = {}
+  order, all_buckets = {}, {}
   for i = 1, #defs, 2 do
     local d = decode(defs[i + 1], 'bucket ', defs[i])
+    all_buckets[#all_buckets + 1] = {id = defs[i], unit = d.unit, unlimited = d.unlimited}
     if d.thr and d.unit == unit then thr = int(d.thr, 'threshold of ', 0, defs[i]) end
     local to = int(d.to or 0, 'valid_to of ', 0, defs[i])
     local from = int(d.from or 0, 'valid_from of ', 0, defs[i])
@@ -192,6 +200,7 @@ local function count_units()
   for _, b in ipairs(order) do total_units = total_units + capacity(b) end
 end
 count_units()
+local start_units = total_units  -- before this call: re-arms a quota.exhausted mark
 
 -- Lifecycle records are 'adjust' records, like a top-off bought over the API: the bill run
 -- reads purchases (context "api") from those.
@@ -265,6 +274,9 @@ local function replenish(need, early)
         {api = 'auto-top-off', addon = rule.addon, price = rule.price,
          currency = rule.currency, pool = rule.pool, account = rule.account,
          cap_period = period, count = n, threshold = early and need or nil})
+      emit(KEYS[9], ARGV[14], now, 'topoff.purchased', period .. ':' .. n, nil,
+        {addon = rule.addon, units = units, price = int(rule.price or 0, 'top-off price'),
+         currency = rule.currency, period = period, count = n, automatic = true})
       changed = true
       bought = true
     end
@@ -278,6 +290,66 @@ end
 local live = redis.call('ZCARD', KEYS[4])
 TYPED[KEYS[4]] = true
 
+-- Events of this call (docs/webhooks.md), written with the other writes by flush(): each
+-- threshold of the payer crossed, and the quota exhausted, once per period (the marks in
+-- KEYS[7] "alerted"; a payer without a period, a wallet, re-arms a mark once its condition
+-- no longer holds, e.g. after a top-up). `left`: what the call's unit has left.
+local function subject_of_call()
+  local ok, ctx = pcall(cjson.decode, ARGV[13])
+  if ok and type(ctx) == 'table' and type(ctx.imsi) == 'string' then return {imsi = ctx.imsi} end
+  return nil
+end
+local function events(status, short, left)
+  local f = redis.call('HMGET', KEYS[7], 'alerts_api', 'alerts', 'alerted', 'period')
+  TYPED[KEYS[7]] = true
+  local cfg_raw, period = f[1] or f[2], f[4] or ''
+  local out = status == 'exhausted' or status == 'insufficient' or short > 0
+  if not cfg_raw and not f[3] and not out then return end  -- the common path
+  local marks, changed = {}, false
+  if f[3] then
+    local m = decode(f[3], 'alerted marks')
+    if m.p == period and type(m.f) == 'table' then marks = m.f else changed = true end
+  end
+  local function mark(key, hit, rearm, etype, data)
+    if hit and not marks[key] then
+      marks[key], changed = true, true
+      data.period = period
+      emit(KEYS[9], ARGV[14], now, etype, ARGV[1] .. '|' .. key, subject_of_call(), data)
+    elseif not hit and marks[key] and rearm then
+      marks[key], changed = nil, true
+    end
+  end
+  mark('x:' .. unit, out, left ~= 0 or start_units > 0, 'quota.exhausted',
+    {unit = unit, status = status, short = short, left = math.max(left, 0)})
+  if cfg_raw then
+    local cfg = decode(cfg_raw, 'thresholds')
+    local u, units_left, credited, unlimited = tostring(cfg.u), 0, 0, false
+    for _, b in ipairs(all_buckets) do
+      if b.unit == u then
+        if b.unlimited then unlimited = true end
+        units_left = units_left + hnum(KEYS[2], b.id .. ':a') + hnum(KEYS[2], b.id .. ':r')
+        credited = credited + hnum(KEYS[2], b.id .. ':i')
+      end
+    end
+    local base = cfg.b and int(cfg.b, 'threshold base') or credited
+    if not unlimited then
+      for _, p in ipairs(cfg.p or {}) do
+        p = int(p, 'threshold percent')
+        mark('p' .. I(p), base > 0 and (base - units_left) * 100 >= p * base, period == '',
+          'balance.threshold', {unit = u, percent = p, left = units_left, base = base,
+                                used = math.max(base - units_left, 0)})
+      end
+      for _, a in ipairs(cfg.a or {}) do
+        a = int(a, 'threshold amount')
+        mark('a' .. I(a), units_left <= a, period == '', 'balance.threshold',
+          {unit = u, amount = a, left = units_left, base = base,
+           used = math.max(base - units_left, 0)})
+      end
+    end
+  end
+  if changed then hset(KEYS[7], 'alerted', cjson.encode({p = period, f = marks})) end
+end
+
 -- A debit (event) is all or nothing, and needs no reservation.
 local function short_of_debit()
   if exact then return money_left() < exact end
@@ -289,6 +361,7 @@ if mode == 'debit' and short_of_debit() then
   local res = cjson.encode({status = 'insufficient', granted = 0, money = 0, units = 0, cost = 0,
                             overrun = 0, short = 0, left = left == math.huge and -1 or left,
                             live = live})
+  events('insufficient', 0, left == math.huge and -1 or left)
   op('string', 'SET', KEYS[5], res, 'PX', I(ttl))
   flush()
   return res
@@ -439,6 +512,7 @@ if mode == 'session' and had_rsv == 0 and used > 0 then status = 'no_reservation
 local res = cjson.encode({status = status, granted = I(granted), money = I(money),
                           units = I(committed), cost = I(charged), overrun = I(overrun),
                           short = I(short), left = I(left), live = live, ctr = ctr})
+events(status, short, left)
 op('string', 'SET', KEYS[5], res, 'PX', I(ttl))
 flush()
 return res

@@ -7,7 +7,8 @@
 -- all at the end and nothing that can fail runs after it. An error leaves every key
 -- byte-identical.
 --
--- KEYS[1] buckets HASH, KEYS[2] balances HASH, KEYS[3] life HASH, KEYS[4] stream
+-- KEYS[1] buckets HASH, KEYS[2] balances HASH, KEYS[3] life HASH, KEYS[4] stream,
+-- KEYS[5] events STREAM (the payer's outbox: renewal.paid / renewal.unpaid, docs/webhooks.md)
 --   life: period, pstart, pend (ms)   the current period; tier (adaptive)
 --         ladder, topoff (JSON)       rules charge.lua reads when the payer runs short
 --         topoff_api (JSON)           the HTTP API's auto top-off setting (overrides topoff)
@@ -272,6 +273,12 @@ if action == 'renew' then
   purge_expired()
   start_period(next_period)
   if credit then
+    local unpaid = args.fallback == 'unpaid'
+    emit(KEYS[5], tag, now, unpaid and 'renewal.unpaid' or 'renewal.paid', current, nil,
+      {pool = args.pool, account = args.account, period = args.next.id, ended = current,
+       fee = int(args.fee or 0, 'fee'), currency = args.currency, billed = args.billed,
+       due = args.due, outcome = unpaid and 'renewed_unpaid' or 'renewed',
+       units = int(credit.size, 'credit.size')})
     -- "renewal" is a purchase the invoice charges; one paid from a wallet is not
     record('renewal:' .. tag .. ':' .. current, 0, alloc,
       {api = args.billed == 'invoice' and 'renewal' or 'renewal-paid', pool = args.pool, account = args.account, price = args.fee,
@@ -288,7 +295,13 @@ if action == 'fail' then
     next_period = period_arg(args.next, 'next')
   end
   local first = not has(KEYS[3], 'failed:' .. current)
-  if first then hset(KEYS[3], 'failed:' .. current, I(now)) end
+  if first then
+    hset(KEYS[3], 'failed:' .. current, I(now))
+    emit(KEYS[5], tag, now, 'renewal.unpaid', current, nil,
+      {pool = args.pool, account = args.account, period = current,
+       fee = int(args.fee or 0, 'fee'), currency = args.currency, due = args.due,
+       outcome = args.on_failure == 'suspend' and 'suspended' or 'overage'})
+  end
   if args.on_failure == 'suspend' then
     local held = not has(KEYS[3], 'hold')
     if held then
