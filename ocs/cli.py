@@ -52,6 +52,7 @@ _DOMAIN_ERRORS: Final = (
     ("ocs.offline.adjust", "AdjustmentError"),
     ("ocs.offline.render", "RenderError"),
     ("ocs.offline.einvoice.facturx", "FacturXError"),
+    ("ocs.offline.einvoice.document", "DocumentError"),
     ("ocs.offline.reports", "ReportError"),
     ("ocs.charging.runtime", "NoCatalogue"),
     ("ocs.provisioning.errors", "Refused"),

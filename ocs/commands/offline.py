@@ -76,7 +76,7 @@ def register(sub: Subparsers) -> None:
 
     invoice = group(sub, "invoice", help="credit and debit notes; one document in any form")
     adj = command(invoice, "adjust", _adjust, help="issue a credit or debit note")
-    adj.add_argument("--number", type=int, required=True, help="invoice number")
+    adj.add_argument("--number", required=True, help="the invoice's number, as printed")
     adj.add_argument("--kind", choices=["credit", "debit"], required=True)
     adj.add_argument("--amount", type=int, required=True, help="minor units, e.g. cents")
     adj.add_argument("--reason", required=True)
@@ -84,7 +84,9 @@ def register(sub: Subparsers) -> None:
     adj.add_argument("--out-dir", help="where the note's documents are written")
     database_flags(adj)
     iexp = command(invoice, "export", _invoice_export, help="one document as HTML, PDF, e-invoice")
-    iexp.add_argument("--number", type=int, required=True, help="invoice or note number")
+    iexp.add_argument(
+        "--number", required=True, help="the document's number as printed: 12, CN-3, DN-1"
+    )
     iexp.add_argument("--format", choices=["html", "pdf", "ubl", "cii", "facturx"], required=True)
     iexp.add_argument("--out", help="output file (default <tenant>-<number><suffix>)")
     iexp.add_argument("--catalog", type=folder, help=CATALOG_HELP)

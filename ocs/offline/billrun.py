@@ -270,13 +270,18 @@ async def next_number(conn: Connection, tenant: str) -> int:
     return int(number)
 
 
-# Credit and debit notes: their own gapless series per tenant (the counters row, locked
-# until commit like the document number).
-NOTE_SERIES = {"credit_note": "last_credit_note", "debit_note": "last_debit_note"}
+# Every kind of document has its own gapless series per tenant (invoices, credit notes, debit
+# notes: migrations 0010, 0011), taken from the counters row, locked until commit like the
+# document number: a document that rolls back leaves no gap.
+SERIES = {
+    "invoice": "last_invoice",
+    "credit_note": "last_credit_note",
+    "debit_note": "last_debit_note",
+}
 
 
-async def next_note_number(conn: Connection, tenant: str, kind: str) -> int:
-    column = NOTE_SERIES[kind]
+async def next_series_number(conn: Connection, tenant: str, kind: str) -> int:
+    column = SERIES[kind]
     number = await conn.fetchval(
         f"UPDATE invoice_counters SET {column} = {column} + 1 WHERE tenant_id = $1"
         f" RETURNING {column}",
@@ -311,7 +316,7 @@ async def insert_invoice(
     reason: str | None = None,
 ) -> int:
     number = await next_number(conn, tenant)
-    series = await next_note_number(conn, tenant, kind) if kind in NOTE_SERIES else None
+    series = await next_series_number(conn, tenant, kind)  # after next_number: the row exists
     await conn.execute(
         "INSERT INTO invoices (tenant_id, number, kind, refers_to, run_id, account_id, issuer,"
         " level, currency, period_start, period_end, net, tax, gross, template, reason, seller,"

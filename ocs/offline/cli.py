@@ -49,6 +49,7 @@ from ocs.offline.charges import DraftInvoice
 from ocs.offline.crypto import TenantCipher, master_key, tenant_cipher
 from ocs.offline.db import Database, connect, migrate
 from ocs.offline.drain import BATCH, CLAIM_IDLE_MS, Drainer
+from ocs.offline.einvoice.document import printed_numbers, resolve_document
 from ocs.offline.einvoice.forms import FORMATS, SUFFIX, document_forms, write_forms
 from ocs.offline.render import journal, journal_csv, journal_json, money
 from ocs.offline.reports import MONEY, Report, make_report, report_csv, report_json
@@ -288,10 +289,14 @@ def main_billrun(
                 folder = Path(out_dir or Path(settings.data_dir) / "invoices")
                 formats = FORMATS if einvoice else ("html", "pdf")
                 async with db.tenant(tid) as conn:
+                    printed = await printed_numbers(conn, summary.numbers)
                     for number in summary.numbers:
                         forms = await document_forms(conn, number, formats)
-                        await asyncio.to_thread(write_forms, folder, f"{tid}-{number}", forms)
-            _print_summary(summary.invoices, summary.numbers, preview)
+                        name = f"{tid}-{printed[number]}"
+                        await asyncio.to_thread(write_forms, folder, name, forms)
+            else:
+                printed = {}
+            _print_summary(summary.invoices, [printed[n] for n in summary.numbers], preview)
             _out.print(
                 f"run {summary.run_key}: {summary.accounts} accounts invoiced,"
                 f" {summary.skipped} already done, {len(summary.invoices)} invoices"
@@ -306,10 +311,10 @@ def main_billrun(
     return _run(go)
 
 
-def _print_summary(invoices: list[DraftInvoice], numbers: list[int], preview: bool) -> None:
+def _print_summary(invoices: list[DraftInvoice], numbers: list[str], preview: bool) -> None:
     table = Table("number", "account", "issuer", "level", "currency", "net", "tax", "gross")
     for i, inv in enumerate(invoices):
-        number = "-" if preview or i >= len(numbers) else str(numbers[i])
+        number = "-" if preview or i >= len(numbers) else numbers[i]
         table.add_row(
             number,
             inv.account_id,
@@ -326,7 +331,7 @@ def _print_summary(invoices: list[DraftInvoice], numbers: list[int], preview: bo
 def main_invoice_adjust(
     settings: Any,
     *,
-    number: int,
+    number: str,
     kind: str,
     amount: int,
     reason: str,
@@ -341,7 +346,9 @@ def main_invoice_adjust(
         tid = catalogue.tenant.id
         db, _ = await _open(settings, catalogue)
         try:
-            note = await adjust_invoice(db, tid, number, kind=kind, net=amount, reason=reason)
+            async with db.tenant(tid) as conn:
+                invoice = await resolve_document(conn, number, kind="invoice")
+            note = await adjust_invoice(db, tid, invoice, kind=kind, net=amount, reason=reason)
             async with db.tenant(tid) as conn:
                 forms = await document_forms(conn, note.number, FORMATS)
                 currency = await conn.fetchval(
@@ -350,10 +357,9 @@ def main_invoice_adjust(
         finally:
             await db.close()
         folder = Path(out_dir or Path(settings.data_dir) / "invoices")
-        paths = await asyncio.to_thread(write_forms, folder, f"{tid}-{note.number}", forms)
+        paths = await asyncio.to_thread(write_forms, folder, f"{tid}-{note.doc_id}", forms)
         _out.print(
-            f"{note.kind.replace('_', ' ')} {note.doc_id} (document {note.number})"
-            f" against invoice {number}:"
+            f"{note.kind.replace('_', ' ')} {note.doc_id} against invoice {number.strip()}:"
             f" net {money(note.net)} {currency}, tax {money(note.tax)} {currency},"
             f" gross {money(note.gross)} {currency}"
         )
@@ -366,7 +372,7 @@ def main_invoice_adjust(
 def main_invoice_export(
     settings: Any,
     *,
-    number: int,
+    number: str,
     fmt: str,
     out: Path | str | None = None,
     catalog: Path | str | None = None,
@@ -382,12 +388,15 @@ def main_invoice_export(
         db, _ = await _open(settings, catalogue)
         try:
             async with db.tenant(tid) as conn:
-                forms = await document_forms(conn, number, (fmt,))
+                key = await resolve_document(conn, number)
+                forms = await document_forms(conn, key, (fmt,))
+                printed = (await printed_numbers(conn, [key]))[key]
         finally:
             await db.close()
-        path = Path(out) if out else Path(f"{tid}-{number}{SUFFIX[fmt]}")
+        path = Path(out) if out else Path(f"{tid}-{printed}{SUFFIX[fmt]}")
         await asyncio.to_thread(path.write_bytes, forms[fmt])
-        _out.print(f"invoice {number}: {fmt} written to {path}")
+        what = "invoice" if printed.isdigit() else "note"
+        _out.print(f"{what} {printed}: {fmt} written to {path}")
         return 0
 
     return _run(go)

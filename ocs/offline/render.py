@@ -21,7 +21,13 @@ from jinja2 import Environment, PackageLoader, TemplateNotFound, select_autoesca
 
 from ocs.offline.charges import PER_TWIN
 from ocs.offline.db import Connection
-from ocs.offline.einvoice.document import DocumentError, Party, decimal_text, load_document
+from ocs.offline.einvoice.document import (
+    DocumentError,
+    Party,
+    decimal_text,
+    doc_ref,
+    load_document,
+)
 from ocs.offline.einvoice.labels import LABELS
 
 TEMPLATES: Final = ("standard", "detailed", "compact")
@@ -164,15 +170,18 @@ JOURNAL_FIELDS: Final = (
 
 async def journal(conn: Connection, since: datetime | None = None) -> list[dict[str, Any]]:
     """Journal lines: per document, accounting group, product class, line kind and tax
-    treatment, the net and tax amounts (credit notes negative)."""
+    treatment, the net and tax amounts (credit notes negative). ``number`` is the document's
+    printed number (``12``, ``CN-3``), in the order the documents were issued."""
     rows = await conn.fetch(
         "SELECT i.number, i.kind, i.issued_at, i.account_id, i.issuer, i.currency,"
         " l.accounting_group, l.product_class, l.kind AS line_kind, l.tax_treatment,"
-        " sum(l.net) AS net, sum(l.tax) AS tax FROM invoices i JOIN invoice_lines l"
-        " USING (tenant_id, number) WHERE ($1::timestamptz IS NULL OR i.issued_at >= $1)"
-        " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 ORDER BY 1, 7, 8, 9",
+        " i.series_number, sum(l.net) AS net, sum(l.tax) AS tax FROM invoices i"
+        " JOIN invoice_lines l USING (tenant_id, number)"
+        " WHERE ($1::timestamptz IS NULL OR i.issued_at >= $1)"
+        " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 ORDER BY 1, 7, 8, 9",
         since,
     )
+    printed = [{**r, "number": doc_ref(r["kind"], r["series_number"], r["number"])} for r in rows]
     return [
         {
             k: (
@@ -184,7 +193,7 @@ async def journal(conn: Connection, since: datetime | None = None) -> list[dict[
             )
             for k in JOURNAL_FIELDS
         }
-        for r in rows
+        for r in printed
     ]
 
 

@@ -112,30 +112,29 @@ def test_cli_end_to_end(
     assert "0 accounts invoiced, 2 already done" in capsys.readouterr().out
     assert (
         main_invoice_adjust(
-            settings, number=1, kind="credit", amount=100, reason="x", catalog=folder
+            settings, number="1", kind="credit", amount=100, reason="x", catalog=folder
         )
         == 0
     )
     said = " ".join(capsys.readouterr().out.split())
     assert (
-        "credit note CN-1 (document 3) against invoice 1: net -1.00 EUR, tax -0.19 EUR,"
-        " gross -1.19 EUR" in said
+        "credit note CN-1 against invoice 1: net -1.00 EUR, tax -0.19 EUR, gross -1.19 EUR" in said
     )
     for suffix in (".html", ".pdf", "-ubl.xml", "-cii.xml", "-facturx.pdf"):
-        assert (settings.data_dir / "invoices" / f"{tenant}-3{suffix}").is_file(), suffix
+        assert (settings.data_dir / "invoices" / f"{tenant}-CN-1{suffix}").is_file(), suffix
     flags = ["--database-url", str(settings.database_url), "--data-dir", str(tmp_path)]
     adjust = ["invoice", "adjust", "--number", "7", "--kind", "credit", "--amount", "100"]
     assert main([*adjust, "--reason", "x", "--catalog", str(folder), *flags]) == 1
-    assert capsys.readouterr().err == "ocs: error: invoice 7: no such issued invoice\n"
+    assert capsys.readouterr().err == "ocs: error: invoice 7: not found\n"
     ubl = tmp_path / "cn.xml"
-    assert main_invoice_export(settings, number=3, fmt="ubl", out=ubl, catalog=folder) == 0
+    assert main_invoice_export(settings, number="CN-1", fmt="ubl", out=ubl, catalog=folder) == 0
     assert b"<cbc:ID>CN-1</cbc:ID>" in ubl.read_bytes()
-    assert f"invoice 3: ubl written to {ubl}" in " ".join(capsys.readouterr().out.split())
+    assert f"note CN-1: ubl written to {ubl}" in " ".join(capsys.readouterr().out.split())
     export = ["invoice", "export", "--number", "99", "--format", "cii", "--out", str(ubl)]
     assert main([*export, "--catalog", str(folder), *flags]) == 1
     assert capsys.readouterr().err == "ocs: error: invoice 99: not found\n"
     with pytest.raises(UsageError, match="--format: 'docx' is not one of html, pdf, ubl, cii"):
-        main_invoice_export(settings, number=1, fmt="docx", catalog=folder)
+        main_invoice_export(settings, number="1", fmt="docx", catalog=folder)
     assert main_export(settings, fmt="json", out=tmp_path / "j.json", catalog=folder) == 0
     totals = json.loads((tmp_path / "j.json").read_text())["totals"]
     assert set(totals) == {"b2b/EUR"}

@@ -15,11 +15,17 @@ from pypdf import PdfReader
 from redis.asyncio import Redis
 
 from ocs.offline.adjust import adjust_invoice
-from ocs.offline.billrun import bill_run
+from ocs.offline.billrun import bill_run, insert_invoice
+from ocs.offline.charges import DraftInvoice
 from ocs.offline.db import Database
 from ocs.offline.drain import Drainer
 from ocs.offline.einvoice.cii import RAM, to_cii
-from ocs.offline.einvoice.document import Document, load_document
+from ocs.offline.einvoice.document import (
+    Document,
+    DocumentError,
+    load_document,
+    resolve_document,
+)
 from ocs.offline.einvoice.facturx import embedded_cii, to_facturx
 from ocs.offline.einvoice.ubl import CAC, CBC, to_ubl
 from ocs.offline.render import invoice_document, pdf_font_dir, render_html, render_pdf
@@ -170,12 +176,12 @@ async def test_exempt_invoice_and_credit_note_documents(
     ubl = etree.fromstring(to_ubl(note))
     ns = {"cac": CAC, "cbc": CBC}
     assert etree.QName(ubl).localname == "CreditNote"
-    assert ubl.xpath("//cac:BillingReference//cbc:ID/text()", namespaces=ns) == [str(inv.number)]
+    assert ubl.xpath("//cac:BillingReference//cbc:ID/text()", namespaces=ns) == [inv.doc_id]
     async with db.tenant(catalogue.tenant.id) as conn:
         german = render_html(await invoice_document(conn, farm.number))
         credit = render_html(await invoice_document(conn, note.number))
     assert "Rechnung" in german and "Leistungszeitraum" in german and "USt-IdNr." in german
-    assert f"Corrects invoice {inv.number}" in credit and "Total credited: -119.00 EUR" in credit
+    assert f"Corrects invoice {inv.doc_id}" in credit and "Total credited: -119.00 EUR" in credit
 
 
 async def test_notes_are_numbered_in_series_of_their_own(
@@ -201,7 +207,34 @@ async def test_notes_are_numbered_in_series_of_their_own(
     assert c.xpath(
         "//*[local-name()='ExchangedDocument']/ram:ID/text()", namespaces={"ram": RAM}
     ) == ["CN-4"]
-    assert "Credit note CN-4" in html and f"(document {more[-1].number})" in html
+    assert "Credit note CN-4" in html and f"(document {more[-1].number})" not in html
+
+
+async def test_invoice_numbers_stay_gapless_when_notes_are_issued(
+    redis: Redis, db: Database, catalogue: Catalogue
+) -> None:
+    """Notes do not take numbers out of the invoices' series (0011): the next invoice after
+    any number of notes is the last invoice's number + 1, and is found by that number."""
+    docs = await _demo_documents(redis, db, catalogue)
+    t = catalogue.tenant.id
+    invoices = [d for d in docs if d.kind == "invoice"]
+    printed = sorted(int(d.doc_id) for d in invoices)
+    assert printed == list(range(1, len(invoices) + 1))
+    assert any(d.kind != "invoice" for d in docs)  # notes were issued in between
+    last = invoices[-1]
+    await adjust_invoice(db, t, last.number, kind="credit", net=1, reason="between")
+    draft = DraftInvoice(last.buyer.account_id, "tenant:" + t, "EUR", "retail", "standard")
+    async with db.tenant(t) as conn, conn.transaction():
+        key = await insert_invoice(conn, t, draft)
+    async with db.tenant(t) as conn:
+        assert (await load_document(conn, key)).doc_id == str(len(invoices) + 1)
+        assert await resolve_document(conn, str(len(invoices) + 1)) == key
+        assert await resolve_document(conn, "cn-1", kind="credit_note") != key
+        for bad, why in (("X-1", "not a document number"), ("CN-1", "not an invoice")):
+            with pytest.raises(DocumentError, match=why):
+                await resolve_document(conn, bad, kind="invoice")
+        with pytest.raises(DocumentError, match="invoice 999: not found"):
+            await resolve_document(conn, "999")
 
 
 async def test_facturx_pdf_is_pdfa3_with_embedded_fonts(

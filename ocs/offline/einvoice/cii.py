@@ -109,7 +109,7 @@ def to_cii(doc: Document) -> bytes:
     _ram(total, "DuePayableAmount", amount(sign * doc.gross))
     if doc.refers_to is not None:
         ref = _ram(settlement, "InvoiceReferencedDocument")
-        _ram(ref, "IssuerAssignedID", str(doc.refers_to))
+        _ram(ref, "IssuerAssignedID", doc.refers_to_id or str(doc.refers_to))
         if doc.refers_to_date:
             _date(ref, "FormattedIssueDateTime", doc.refers_to_date, QDT)
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))

@@ -116,8 +116,9 @@ class Document:
     net: int
     tax: int
     gross: int
-    series_number: int | None = None  # notes: the number in their own series
-    refers_to: int | None = None
+    series_number: int | None = None  # the number in the kind's own series (0010, 0011)
+    refers_to: int | None = None  # the corrected invoice's document key
+    refers_to_id: str | None = None  # and its number as printed (BT-25)
     refers_to_date: date | None = None
     reason: str = ""
     template: str = "standard"
@@ -125,12 +126,10 @@ class Document:
 
     @property
     def doc_id(self) -> str:
-        """The document's number as printed and sent (BT-1): invoices their number, notes
-        ``CN-<n>`` / ``DN-<n>`` of their own series (the document number before 0010)."""
-        prefix = NOTE_PREFIX.get(self.kind)
-        if prefix is None or self.series_number is None:
-            return str(self.number)
-        return f"{prefix}{self.series_number}"
+        """The document's number as printed and sent (BT-1): the number in its kind's series
+        with the kind's prefix (invoices ``<n>``, notes ``CN-<n>`` / ``DN-<n>``); a note
+        issued before 0010 has none and prints its document key."""
+        return doc_ref(self.kind, self.series_number, self.number)
 
     @property
     def type_code(self) -> str:
@@ -208,6 +207,50 @@ def doc_line(row: Any) -> DocLine:
     )
 
 
+def doc_ref(kind: str, series_number: int | None, number: int) -> str:
+    """A document's printed number: its kind's prefix and its series number."""
+    if series_number is None:
+        return str(number)
+    return f"{NOTE_PREFIX.get(kind, '')}{series_number}"
+
+
+REF_KINDS: Final = {"": "invoice", **{p.rstrip("-"): k for k, p in NOTE_PREFIX.items()}}
+
+
+async def resolve_document(conn: Connection, ref: str, *, kind: str | None = None) -> int:
+    """The document key of the printed number ``ref`` (``12``, ``CN-3``, ``DN-1``) in the
+    connection's tenant; ``kind``: the kind it must be. Raises :class:`DocumentError`."""
+    prefix, _, digits = ref.strip().upper().rpartition("-")
+    want = REF_KINDS.get(prefix)
+    if want is None or not digits.isdigit() or len(digits) > 18:
+        raise DocumentError(
+            f"{ref!r} is not a document number (an invoice number such as 12, or CN-3, DN-1)"
+        )
+    if kind is not None and want != kind:
+        raise DocumentError(f"{ref}: not an {kind.replace('_', ' ')}")
+    number = await conn.fetchval(
+        "SELECT number FROM invoices WHERE kind = $1 AND series_number = $2", want, int(digits)
+    )
+    if number is None and want != "invoice":  # a note issued before 0010: its document key
+        number = await conn.fetchval(
+            "SELECT number FROM invoices WHERE kind = $1 AND number = $2 AND series_number IS NULL",
+            want,
+            int(digits),
+        )
+    if number is None:
+        raise DocumentError(f"{want.replace('_', ' ')} {ref.strip().upper()}: not found")
+    return int(number)
+
+
+async def printed_numbers(conn: Connection, numbers: list[int]) -> dict[int, str]:
+    """The printed number of each document key in ``numbers``."""
+    rows = await conn.fetch(
+        "SELECT number, kind, series_number FROM invoices WHERE number = ANY($1::bigint[])",
+        numbers,
+    )
+    return {r["number"]: doc_ref(r["kind"], r["series_number"], r["number"]) for r in rows}
+
+
 async def load_document(conn: Connection, number: int) -> Document:
     """The issued document ``number`` of the connection's tenant."""
     inv = await conn.fetchrow("SELECT * FROM invoices WHERE number = $1", number)
@@ -222,11 +265,16 @@ async def load_document(conn: Connection, number: int) -> Document:
     buyer = Party.from_json(inv["buyer"]) if inv["buyer"] else await _buyer(conn, inv)
     issued = inv["issued_at"].astimezone(zone).date()
     refers_date = None
+    refers_id = None
     if inv["refers_to"] is not None:
-        at = await conn.fetchval(
-            "SELECT issued_at FROM invoices WHERE number = $1", inv["refers_to"]
+        refers_id = str(inv["refers_to"])
+        ref = await conn.fetchrow(
+            "SELECT kind, series_number, issued_at FROM invoices WHERE number = $1",
+            inv["refers_to"],
         )
-        refers_date = at.astimezone(zone).date() if at else None
+        if ref is not None:
+            refers_date = ref["issued_at"].astimezone(zone).date()
+            refers_id = doc_ref(ref["kind"], ref["series_number"], inv["refers_to"])
     lines = [doc_line(dict(r)) for r in rows]
     doc = Document(
         number=number,
@@ -244,6 +292,7 @@ async def load_document(conn: Connection, number: int) -> Document:
         gross=int(inv["gross"]),
         series_number=inv["series_number"],
         refers_to=inv["refers_to"],
+        refers_to_id=refers_id,
         refers_to_date=refers_date,
         reason=inv["reason"] or "",
         template=inv["template"] or "standard",

@@ -54,7 +54,7 @@ def to_ubl(doc: Document) -> bytes:
         _cbc(period, "EndDate", doc.period_end.isoformat())
     if doc.refers_to is not None:
         ref = _cac(_cac(root, "BillingReference"), "InvoiceDocumentReference")
-        _cbc(ref, "ID", str(doc.refers_to))
+        _cbc(ref, "ID", doc.refers_to_id or str(doc.refers_to))
         if doc.refers_to_date:
             _cbc(ref, "IssueDate", doc.refers_to_date.isoformat())
     _party(_cac(root, "AccountingSupplierParty"), doc.seller)
@@ -116,7 +116,7 @@ def _notes(doc: Document) -> list[str]:
     out = []
     if doc.refers_to is not None:
         kind = "Credit note" if doc.kind == "credit_note" else "Debit note"
-        out.append(f"{kind} for invoice {doc.refers_to}: {doc.reason}")
+        out.append(f"{kind} for invoice {doc.refers_to_id or doc.refers_to}: {doc.reason}")
     return out + doc.notes
 
 
