@@ -22,8 +22,11 @@ from ocs.crm.fields import (
 )
 from ocs.crm.readers import Row
 from ocs.provisioning.catalogues import State, dump_item
-from ocs.rating.models import Account
+from ocs.rating.models import Account, InvoiceParty
 
+# The buyer's invoice data (Account.invoice, docs/invoices.md), one column each: a CRM export
+# has them flat. A cell given replaces that field; the others keep what the account has.
+INVOICE_COLUMNS: Final = tuple(InvoiceParty.model_fields)
 COLUMNS: Final = (
     "id",
     "name",
@@ -37,6 +40,7 @@ COLUMNS: Final = (
     "time_zone",
     "plans",
     "payer",
+    *INVOICE_COLUMNS,
 )
 _ACCOUNT: Final = TypeAdapter(Account)
 
@@ -74,6 +78,9 @@ class AccountPlanner:
         fields = _fields(row)
         ident = claim_key(fields, "id", f"account {fields.get('id')!r}", self.lines, row.line)
         before = self.current.get(ident)
+        invoice = {k: fields.pop(k) for k in INVOICE_COLUMNS if k in fields}
+        if invoice:
+            fields["invoice"] = {**((before or {}).get("invoice") or {}), **invoice}
         try:
             model = _ACCOUNT.validate_python({**(before or {}), **fields})
         except ValidationError as exc:

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pydantic import BaseModel
+
 from ocs.balance.keys import payer_tag
 from ocs.offline.crypto import TenantCipher
 from ocs.offline.db import Connection
@@ -47,21 +49,27 @@ async def sync_catalogue(
     now = now or datetime.now(UTC)
     home_country = catalogue.mcc_country.get(tenant.home_network[:3], "")
     seller = terms.seller
+    own = tenant.invoice
     await upsert_tenant(
         conn,
         tid,
         tenant.name,
-        seller.country or home_country,
+        (own.country if own else None) or seller.country or home_country,
         tenant.time_zone,
         tenant.currency,
-        party=_party(seller),
+        party=_merged(_party(seller), own),
     )
     acc_rows = []
     for acc in catalogue.accounts.values():
         extra = terms.accounts.get(acc.id)
-        country = extra.country if extra and extra.country else home_country
+        mine = acc.invoice
+        country = (
+            (mine.country if mine else None)
+            or (extra.country if extra and extra.country else None)
+            or home_country
+        )
         template = extra.template if extra else "standard"
-        language = extra.language if extra else "en"
+        language = (mine.language if mine else None) or (extra.language if extra else "en")
         acc_rows.append(
             (
                 tid,
@@ -77,7 +85,7 @@ async def sync_catalogue(
                 acc.bill_day,
                 template,
                 language,
-                _json(_party(extra) if extra else {}),
+                _json(_merged(_party(extra) if extra else {}, mine)),
             )
         )
     await conn.executemany(
@@ -183,6 +191,15 @@ def _party(terms: Party) -> dict[str, object]:
     return {
         k: v for k, v in terms.model_dump().items() if k in PARTY_FIELDS and v not in ("", None)
     }
+
+
+def _merged(terms: dict[str, object], own: BaseModel | None) -> dict[str, object]:
+    """The billing terms' party data with the catalogue's own (an account's or the tenant's
+    ``invoice``, set over the folder, the API or CRM import) over it, field by field."""
+    if own is None:
+        return terms
+    mine = {k: v for k, v in own.model_dump().items() if k in PARTY_FIELDS and v not in ("", None)}
+    return {**terms, **mine}
 
 
 def _json(value: object) -> str:

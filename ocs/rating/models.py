@@ -136,12 +136,42 @@ class TimeWindow(Base):
         return _minute_of_day(self.end)
 
 
+Text = Annotated[str, StringConstraints(max_length=200)]
+
+
+class InvoiceParty(Base):
+    """What an invoice says about a buyer (EN 16931 BG-7, BT-10): set over the catalogue
+    folder, the API or CRM import; the bill run copies it to the document at issue. A field
+    left empty falls back to the billing terms file (docs/invoices.md)."""
+
+    legal_name: Text = ""
+    street: Text = ""
+    postcode: Annotated[str, StringConstraints(max_length=20)] = ""
+    city: Text = ""
+    country: CountryCode | None = None
+    vat_id: Annotated[str, StringConstraints(pattern=r"^([A-Z]{2}[A-Za-z0-9+*.]{2,13})?$")] = ""
+    email: Text = ""
+    buyer_reference: Text = ""  # the buyer's reference or purchase order (BT-10/BT-13)
+    language: Literal["en", "de"] | None = None
+
+
+class SellerParty(InvoiceParty):
+    """The tenant as the seller of its invoices (BG-4, BG-6, BG-16, BT-9)."""
+
+    contact_name: Text = ""
+    phone: Annotated[str, StringConstraints(max_length=40)] = ""
+    iban: Annotated[str, StringConstraints(pattern=r"^([A-Z]{2}[0-9]{2}[A-Z0-9]{11,30})?$")] = ""
+    bic: Annotated[str, StringConstraints(pattern=r"^([A-Z0-9]{8}([A-Z0-9]{3})?)?$")] = ""
+    payment_days: Annotated[int, Field(ge=0, le=365)] | None = None
+
+
 class Tenant(Base):
     id: Id
     name: str = ""
     home_network: PlmnId
     time_zone: TimeZone = "UTC"
     currency: CurrencyCode = "EUR"
+    invoice: SellerParty | None = None
 
 
 class Country(Base):
@@ -419,6 +449,7 @@ class Account(Base):
     time_zone: TimeZone | None = None
     plans: list[PlanAssignment] = Field(default_factory=list)
     payer: Payer | None = None
+    invoice: InvoiceParty | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> Account:

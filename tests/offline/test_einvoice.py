@@ -5,6 +5,7 @@ PDF carries exactly the CII, and all forms state the same totals (to the cent)."
 from __future__ import annotations
 
 import io
+import json
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -235,6 +236,39 @@ async def test_invoice_numbers_stay_gapless_when_notes_are_issued(
                 await resolve_document(conn, bad, kind="invoice")
         with pytest.raises(DocumentError, match="invoice 999: not found"):
             await resolve_document(conn, "999")
+
+
+async def test_invoice_data_set_on_the_catalogue_goes_over_the_terms_file(
+    db: Database, catalogue: Catalogue
+) -> None:
+    """An account's and the tenant's own ``invoice`` data (folder, API, CRM import) is what
+    the documents carry, field by field over the billing terms file; unset fields keep the
+    terms' values."""
+    from dataclasses import replace
+
+    from ocs.rating.models import InvoiceParty, SellerParty
+
+    acme = catalogue.accounts["acme-iot"].model_copy(
+        update={"invoice": InvoiceParty(vat_id="DE111111111", buyer_reference="PO-42")}
+    )
+    tenant = catalogue.tenant.model_copy(
+        update={"invoice": SellerParty(iban="DE89370400440532013000", city="Hamburg")}
+    )
+    changed = replace(catalogue, tenant=tenant, accounts={**catalogue.accounts, "acme-iot": acme})
+    await synced(db, changed)
+    async with db.tenant(catalogue.tenant.id) as conn:
+        buyer = json.loads(
+            await conn.fetchval("SELECT party FROM accounts WHERE account_id = 'acme-iot'")
+        )
+        seller = json.loads(
+            await conn.fetchval(
+                "SELECT party FROM tenants WHERE tenant_id = $1", catalogue.tenant.id
+            )
+        )
+    assert (buyer["vat_id"], buyer["buyer_reference"]) == ("DE111111111", "PO-42")
+    assert buyer["city"] == "Stuttgart"  # from the terms file
+    assert (seller["iban"], seller["city"]) == ("DE89370400440532013000", "Hamburg")
+    assert seller["vat_id"] == "DE123456789"  # from the terms file
 
 
 async def test_facturx_pdf_is_pdfa3_with_embedded_fonts(

@@ -543,3 +543,42 @@ async def test_account_json_cells_and_a_hierarchy_loop(
     assert reseller["payer"] == {"kind": "postpaid_pool", "id": "reseller-postpaid"}
     assert reseller["plans"][0]["plan"] == "wholesale-iot"
     assert not {"crm-loop-a", "crm-loop-b", "crm-no-payer"} & set(state["accounts"])
+
+
+async def test_account_invoice_data_columns(demo: Api, settings: Settings) -> None:
+    """The buyer's invoice data (docs/invoices.md) comes in flat columns: a cell given
+    replaces that field, the others keep what the account has; a bad VAT ID or country is
+    refused on its row, naming the field."""
+    text = (
+        "id,name,legal_name,street,postcode,city,country,vat_id,buyer_reference,language\n"
+        "crm-inv,Inv,Invoice Buyer GmbH,Hauptstr. 1,10115,Berlin,DE,DE999999999,PO-7,de\n"
+        "crm-inv-bad,Bad,,,,,Germany,,,\n"
+        "crm-inv-vat,Bad VAT,,,,,,12 34,,\n"
+    )
+    r = await demo.request(
+        "POST", "/v1/imports/accounts", content=text, headers={"Content-Type": "text/csv"}
+    )
+    assert r.status_code == 200, r.text
+    reasons = _reasons(r.json())
+    assert set(reasons) == {3, 4}
+    assert reasons[3][0] == "invoice.country" and "pattern" in reasons[3][1]
+    assert reasons[4][0] == "invoice.vat_id"
+    r = await demo.request(
+        "POST",
+        "/v1/imports/accounts",
+        content="id,street,vat_id\ncrm-inv,Hauptstr. 2,\n",
+        headers={"Content-Type": "text/csv"},
+    )
+    assert r.json()["updated"] == 1, r.text
+    _, state = await _state_api(settings, demo.redis).catalogues.load_state(TENANT)
+    assert state["accounts"]["crm-inv"]["invoice"] == {
+        "legal_name": "Invoice Buyer GmbH",
+        "street": "Hauptstr. 2",
+        "postcode": "10115",
+        "city": "Berlin",
+        "country": "DE",
+        "vat_id": "DE999999999",
+        "email": "",
+        "buyer_reference": "PO-7",
+        "language": "de",
+    }
