@@ -31,7 +31,9 @@ from ocs.rating.errors import RatingError
 router = APIRouter(prefix="/v1/events", tags=["events"])
 EVENT_TTL: Final = 7 * 24 * 3600
 CONCURRENCY: Final = 32
-STORED: Final = frozenset({"charged", "insufficient"})  # outcomes kept under the event id
+STORED: Final = frozenset(
+    {"charged", "insufficient", "limited"}
+)  # outcomes kept under the event id
 
 
 @router.post("", response_model=EventBatchResult)
@@ -107,6 +109,8 @@ async def _ingest_one(api: ApiState, tenant: str, compiled: Compiled, event: Eve
     )
     if result.status == "insufficient":
         outcome = EventOutcome(id=event.id, status="insufficient", payer=payer)
+    elif result.status == "limited":  # a per-SIM cap refused it (docs/limits.md)
+        outcome = EventOutcome(id=event.id, status="limited", payer=payer)
     else:
         outcome = EventOutcome(
             id=event.id, status="charged", payer=payer, units=result.units, amount=result.cost

@@ -168,6 +168,24 @@ class TwinView(BaseModel):
     filter: dict[str, Any]
 
 
+class CapView(BaseModel):
+    twin: str | None = Field(description="None: the whole SIM")
+    cap: str = Field(description="data_day_bytes, data_month_bytes, sms_day, ...")
+    limit: int
+    period: str = Field(description="the current local day (2026-12-06) or month (2026-12)")
+    used: int
+    reserved: int
+    remaining: int
+    action: Literal["block", "redirect", "restrict", "notify"]
+
+
+class LimitsView(BaseModel):
+    imsi: str
+    source: Literal["subscription", "plan", "none"]
+    limits: dict[str, Any] | None = Field(description="the SIM's own limits as set, if any")
+    caps: list[CapView]
+
+
 class SubscriptionView(BaseModel):
     imsi: str
     msisdn: str | None
@@ -177,6 +195,11 @@ class SubscriptionView(BaseModel):
     plan: str | None
     range: str | None = None
     twins: list[TwinView]
+    limits: list[CapView] | None = Field(
+        default=None,
+        description="per-SIM caps in force with their usage (docs/limits.md); "
+        "in the single subscription's view",
+    )
 
 
 class SubscriptionPage(BaseModel):
@@ -246,7 +269,7 @@ class EventBatch(Model):
 
 class EventOutcome(BaseModel):
     id: str
-    status: Literal["charged", "duplicate", "insufficient", "rejected"]
+    status: Literal["charged", "duplicate", "insufficient", "limited", "rejected"]
     reason: str | None = None
     payer: str | None = None
     units: int = 0

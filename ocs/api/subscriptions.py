@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from ocs.api.limits import sim_caps_view
 from ocs.api.models import (
     BulkCreate,
     ChangeResult,
@@ -187,9 +188,11 @@ async def list_subscriptions(
 
 @router.get("/{imsi}", response_model=SubscriptionView)
 async def get_subscription(imsi: str, who: Reader, api: Api) -> SubscriptionView:
-    _, sim = await _compiled_sim(api, who.tenant, imsi)
+    compiled, sim = await _compiled_sim(api, who.tenant, imsi)
     _, state = await api.catalogues.load_state(who.tenant)
-    return view_of(sim, state)
+    view = view_of(sim, state)
+    view.limits = await sim_caps_view(api.store, compiled.catalogue, sim)
+    return view
 
 
 @router.patch("/{imsi}", response_model=ChangeResult)

@@ -72,6 +72,14 @@ class PayerKeys:
         webhook dispatcher reads it and trims what every subscription has passed."""
         return f"{PREFIX}:{{{self.tag}}}:events"
 
+    @property
+    def limits(self) -> str:
+        """HASH of the per-SIM caps of the usage this payer pays (``charge.lua`` KEYS[10],
+        docs/limits.md): ``<imsi>|<scope>|<cap>`` -> ``<period>:<used>:<reserved>:<reached>``.
+        They live in the payer's slot, so the reservation script checks and moves them in
+        the same atomic step as the balance, with no other key."""
+        return f"{PREFIX}:{{{self.tag}}}:lim"
+
     def done(self, request_id: str) -> str:
         """Idempotency record of one request on this payer."""
         return f"{PREFIX}:{{{self.tag}}}:done:{request_id}"

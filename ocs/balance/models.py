@@ -83,12 +83,16 @@ class ChargeRequest:
     """(field, expected, delta) of the period counters ``price`` was computed from: the
     script moves them with the commit, or answers ``stale`` (nothing written) when one is
     not at its expected value."""
+    limits: str = ""
+    """The per-SIM caps the usage counts against, as ``charge.lua`` ARGV[17] takes them
+    (JSON ``[[field, cap, period, enforce], ...]``; ``ocs.charging.limits``), or ""."""
 
 
 @dataclass(frozen=True, slots=True)
 class ChargeResult:
     """``status``: ok, exhausted (nothing could be granted), insufficient (a debit was
-    refused), no_reservation (usage reported without a reservation; charged from available),
+    refused), limited (a per-SIM cap refused the grant or the debit), no_reservation (usage
+    reported without a reservation; charged from available),
     stale (a counter of the price moved: nothing done, ``counters`` has the current values).
     ``left`` is what the payer still has in this unit (-1: unlimited); ``live`` the number of
     reservations on the payer. ``cost`` is the money debited; ``short`` what of the price
@@ -104,6 +108,12 @@ class ChargeResult:
     live: int
     short: int = 0
     counters: dict[str, int] = field(default_factory=dict)
+    limit: int = 0
+    """1-based index in ``ChargeRequest.limits`` of an enforced cap with nothing left under
+    it after this call (or that refused it: status ``limited``); 0: none."""
+    reached: tuple[int, ...] = ()
+    """Indices of the caps whose used units reached the cap in this call (first time in
+    their period)."""
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> ChargeResult:
@@ -122,6 +132,8 @@ class ChargeResult:
             live=int(data["live"]),
             short=int(data.get("short", 0)),
             counters=counters,
+            limit=int(data.get("lim") or 0),
+            reached=tuple(int(i) for i in data.get("hit") or ()),
         )
 
 

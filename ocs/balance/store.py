@@ -77,6 +77,7 @@ class BalanceStore:
             k.lifecycle,
             k.counters,
             k.events,
+            k.limits,
         )
         args = (
             req.request_id,
@@ -95,6 +96,7 @@ class BalanceStore:
             payer,
             "" if req.price is None else req.price,
             json.dumps(req.counters, separators=(",", ":")) if req.counters else "",
+            req.limits,
         )
         try:
             raw = await self.batch.execute("EVALSHA", self._charge.sha, len(keys), *keys, *args)
@@ -198,7 +200,7 @@ class BalanceStore:
         """Release reservations past their deadline; how many were reclaimed."""
         k = PayerKeys(payer)
         n = await self._reclaim(
-            keys=[k.balances, k.reservations, k.reservation_index, k.stream],
+            keys=[k.balances, k.reservations, k.reservation_index, k.stream, k.limits],
             args=[now_ms, limit, payer],
         )
         return int(n)

@@ -23,6 +23,7 @@ from ocs.charging.deadlines import Deadlines
 from ocs.charging.errors import is_store_outage, result_code_for
 from ocs.charging.events import EventCharging
 from ocs.charging.failover import FailureHandling
+from ocs.charging.limits import CapRef, LimitAction, binding, limits_arg, usage_caps
 from ocs.charging.pricing import CounterCache, charge_at_price, reservation_rate
 from ocs.charging.sessions import SessionStore
 from ocs.charging.usage import (
@@ -95,6 +96,7 @@ class _Rated:
     payer: str
     rate: Rate
     template: list[str] | None  # None: a field held a placeholder, the JSON is built per CCR
+    caps: tuple[CapRef, ...] = ()  # the per-SIM caps of the usage (ocs.charging.limits)
 
     def context_json(self, number: int, amounts: tuple[int, ...]) -> str:
         parts = self.template
@@ -342,6 +344,7 @@ class ChargingApplication:
             payer_key(tenant, resolution.payer),
             reservation_rate(resolution.quotes[0]),
             template,
+            usage_caps(catalogue, resolution, BucketUnit.BYTES),
         )
         if key not in self._rated and len(self._rated) >= RATED_CACHE_SIZE:
             del self._rated[next(iter(self._rated))]
@@ -447,6 +450,9 @@ class ChargingApplication:
                 min_grant=min(want, self.config.min_grant[unit]),
                 rate=rate,
                 deadline_ms=deadline,
+                limits=limits_arg(rated.caps, rated.catalogue.tenant.time_zone, now_ms)
+                if rated.caps
+                else "",
             ),
             rated.catalogue,
             rated.resolution,
@@ -461,10 +467,12 @@ class ChargingApplication:
         # the answer depends on these alone (the config is fixed): grants repeat, so the
         # encoded MSCC is kept
         ids = mscc.service_identifiers
-        mkey = (unit, mscc.rating_group, *ids, want > 0, result.granted, result.left == 0)
+        cap = binding(rated.caps, result.limit) if result.limit else None
+        action = cap.action if cap is not None else None
+        mkey = (unit, mscc.rating_group, *ids, want > 0, result.granted, result.left == 0, action)
         cached = self._mscc_cache.get(mkey)
         if cached is None:
-            avp, code = self._mscc_for(mscc, unit, want, result)
+            avp, code = self._mscc_for(mscc, unit, want, result, action)
             if len(self._mscc_cache) >= MSCC_CACHE_SIZE:
                 self._mscc_cache.clear()
             self._mscc_cache[mkey] = cached = avp
@@ -479,9 +487,14 @@ class ChargingApplication:
         unit: BucketUnit,
         want: int,
         result: ChargeResult,
+        cap: LimitAction | None = None,
     ) -> tuple[Avp, int]:
+        """The MSCC of a result; ``cap``: the action of the per-SIM cap the result reached
+        (nothing left under it: the grant is the last, or none is made)."""
         rg = mscc.rating_group
         ids = mscc.service_identifiers
+        if cap is not None and want > 0:
+            return self._mscc_at_cap(mscc, unit, result, cap)
         if result.granted > 0:
             last = result.left == 0  # nothing left behind this grant: these are final units
             threshold = result.granted * self.config.threshold_percent // 100
@@ -512,6 +525,44 @@ class ChargingApplication:
                 code,
             )
         return mscc_answer(SUCCESS, rating_group=rg, service_identifiers=ids), SUCCESS
+
+    def _mscc_at_cap(
+        self,
+        mscc: MultipleServicesCreditControl,
+        unit: BucketUnit,
+        result: ChargeResult,
+        cap: LimitAction,
+    ) -> tuple[Avp, int]:
+        """At a per-SIM cap (docs/limits.md): the last grant (cut to what the cap leaves)
+        carries the cap's Final-Unit-Indication, as for an exhausted balance; with nothing
+        left, 4012 DIAMETER_CREDIT_LIMIT_REACHED, with the FUI (and Validity-Time) of a
+        redirect or restrict action, alone for block."""
+        rg, ids = mscc.rating_group, mscc.service_identifiers
+        fui = _cap_unit(cap)
+        if result.granted > 0:
+            threshold = result.granted * self.config.threshold_percent // 100
+            return (
+                mscc_answer(
+                    SUCCESS,
+                    rating_group=rg,
+                    service_identifiers=ids,
+                    granted=_gsu(unit, result.granted),
+                    validity_time=self.config.validity_time,
+                    volume_quota_threshold=threshold if unit is BucketUnit.BYTES else None,
+                    final_unit=fui or final_unit_indication(FinalUnitAction.TERMINATE),
+                ),
+                SUCCESS,
+            )
+        return (
+            mscc_answer(
+                CREDIT_LIMIT_REACHED,
+                rating_group=rg,
+                service_identifiers=ids,
+                validity_time=self.config.validity_time if fui is not None else None,
+                final_unit=fui,
+            ),
+            CREDIT_LIMIT_REACHED,
+        )
 
     def _final_unit(self) -> Avp:
         action = self.config.fui_action
@@ -561,6 +612,17 @@ def _gsu(unit: BucketUnit, amount: int) -> Avp:
     if unit is BucketUnit.SECONDS:
         return granted_service_unit(time=amount)
     return granted_service_unit(service_specific_units=amount)
+
+
+def _cap_unit(cap: LimitAction) -> Avp | None:
+    """The Final-Unit-Indication of a cap's action (None: block, terminate)."""
+    if cap.kind == "redirect" and cap.redirect_url is not None:
+        return final_unit_indication(
+            FinalUnitAction.REDIRECT, redirect=RedirectServer(cap.redirect_url)
+        )
+    if cap.kind == "restrict":
+        return final_unit_indication(FinalUnitAction.RESTRICT_ACCESS, filter_ids=cap.filter_ids)
+    return None
 
 
 def _replay(stored: bytes, request: Message) -> Message:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Final
 
 from ocs.balance import BalanceStore, BucketUnit, ChargeRequest, ChargeResult
 from ocs.charging.errors import result_code_for
+from ocs.charging.limits import limits_arg, usage_caps
 from ocs.charging.pricing import CounterCache, Prices, charge_at_price, reservation_rate
 from ocs.charging.usage import UNIT_OF, payer_key, service_of, usage_record, used_units
 from ocs.diameter import avp_codes as A
@@ -105,6 +106,9 @@ async def debit_event(
             used=units,
             rate=reservation_rate(resolution.quotes[0]),
             mode="debit",
+            limits=limits_arg(
+                usage_caps(catalogue, resolution, unit), catalogue.tenant.time_zone, now_ms
+            ),
         ),
         catalogue,
         resolution,
@@ -192,6 +196,10 @@ class EventCharging:
             rg=rg or 0,
             msisdn=view.msisdn,
         )
+        if result.status == "limited":  # a per-SIM cap (docs/limits.md)
+            code = int(ResultCode.DIAMETER_CREDIT_LIMIT_REACHED)
+            out.add(mscc_answer(code, rating_group=rg), code)
+            return
         if result.status == "insufficient":
             app.metrics.count_exhausted(payer)
             code = int(ResultCode.DIAMETER_CREDIT_LIMIT_REACHED)

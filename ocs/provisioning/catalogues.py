@@ -58,9 +58,17 @@ CATALOGUE_SECTIONS: Final = (
     "addons",
 )
 """Replaced as a whole when an applied document has them (the product catalogue)."""
-ENTITY_SECTIONS: Final = ("accounts", "pools", "wallets", "contracts", "sims", "sim_ranges")
+ENTITY_SECTIONS: Final = (
+    "accounts",
+    "pools",
+    "wallets",
+    "contracts",
+    "sims",
+    "sim_ranges",
+    "sim_limits",
+)
 """Merged item by item (customers, SIMs and payers survive a new product catalogue)."""
-ID_FIELD: Final = {"countries": "code", "sims": "imsi"}
+ID_FIELD: Final = {"countries": "code", "sims": "imsi", "sim_limits": "imsi"}
 VERSIONS_KEPT: Final = 100
 FOLDERS_KEPT: Final = 3  # revision folders kept under data_dir/catalogues/<tenant>/
 LOCK_TIMEOUT: Final = 60.0

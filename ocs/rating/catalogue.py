@@ -23,11 +23,13 @@ from ocs.rating.models import (
     Account,
     Addon,
     Contract,
+    Limits,
     Payer,
     PlanAssignment,
     PlanVersion,
     Pool,
     Sim,
+    SimLimits,
     SimRange,
     TaxProfile,
     Tenant,
@@ -161,6 +163,7 @@ class CompiledPlan:
     currency: str
     starts: tuple[datetime, ...]
     versions: tuple[CompiledVersion, ...]
+    limits: Limits | None = None  # the plan's default per-SIM caps (docs/limits.md)
 
     def version_at(self, at: datetime) -> CompiledVersion | None:
         index = bisect_right(self.starts, at) - 1
@@ -257,6 +260,8 @@ class Catalogue:
     tiered_counters: frozenset[str] = frozenset()
     """Counter suffixes (``"|<counter>"``) that some graduated rate reads
     (``compiler.tiered_counters``)."""
+    sim_limits: Mapping[str, SimLimits] = field(default_factory=dict)
+    """IMSI -> the SIM's own caps (``sim_limits:``), in place of its plans' defaults."""
     memo: dict[tuple[object, ...], Resolution] = field(
         default_factory=dict, compare=False, repr=False
     )

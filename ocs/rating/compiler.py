@@ -7,7 +7,7 @@ Input items carry where they came from (file, path), so every problem is reporte
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, TypeVar
@@ -57,6 +57,7 @@ from ocs.rating.models import (
     Region,
     Rounding,
     Sim,
+    SimLimits,
     SimRange,
     Tariff,
     TaxProfile,
@@ -262,7 +263,11 @@ class _Compiler:
                 )
             )
         return CompiledPlan(
-            plan.id, plan.currency, tuple(v.effective_from for v in versions), tuple(versions)
+            plan.id,
+            plan.currency,
+            tuple(v.effective_from for v in versions),
+            tuple(versions),
+            plan.limits,
         )
 
     def history(
@@ -529,6 +534,7 @@ def compile_catalogue(sections: dict[str, list[Sourced]]) -> tuple[Catalogue | N
         for offset, imsi, msisdn in _expand(entry):
             add(where.at(f"[{offset}]"), CompiledSim(imsi, msisdn, *shared))
 
+    sim_limits = _sim_limits(c, by_imsi)
     if tenant is not None and tenant.home_network[:3] not in mcc_country:
         c.warn(Where("(catalogue)", "tenant.home_network"), "home MCC has no country entry")
     errors = [i for i in c.issues if i.severity is Severity.ERROR]
@@ -554,8 +560,31 @@ def compile_catalogue(sections: dict[str, list[Sourced]]) -> tuple[Catalogue | N
         sim_entries=tuple(entries),
         warnings=warnings,
         tiered_counters=tiered_counters(plans.values()),
+        sim_limits=sim_limits,
     )
     return catalogue, c.issues
+
+
+def _sim_limits(c: _Compiler, by_imsi: Mapping[str, CompiledSim]) -> dict[str, SimLimits]:
+    """``sim_limits:`` by IMSI: each names a SIM of the catalogue (one of a range too) and
+    its twins. (A SIM-wide cap is counted with the payer of the twin a usage goes to: where
+    one service of a SIM goes to twins on several payers, each counts its own share;
+    docs/limits.md.)"""
+    out: dict[str, SimLimits] = {}
+    for where, limits in c.items("sim_limits", SimLimits):
+        sim = by_imsi.get(limits.imsi)
+        if sim is None:
+            c.error(where.at("imsi"), f"unknown IMSI {limits.imsi}")
+            continue
+        if limits.imsi in out:
+            c.error(where.at("imsi"), f"limits of IMSI {limits.imsi} are given twice")
+            continue
+        twins = {t.id for t in sim.twins}
+        for twin in limits.twins:
+            if twin not in twins:
+                c.error(where.at(f"twins.{twin}"), f"SIM {sim.imsi} has no twin {twin!r}")
+        out[limits.imsi] = limits
+    return out
 
 
 def tiered_counters(plans: Iterable[CompiledPlan]) -> frozenset[str]:

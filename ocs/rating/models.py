@@ -316,11 +316,83 @@ class PlanVersion(Base):
     one_time_fees: list[OneTimeFee] = Field(default_factory=list)
 
 
+LimitAction = Literal["block", "redirect", "restrict", "notify"]
+CAP_FIELDS: dict[str, tuple[ServiceKind, Literal["day", "month"]]] = {
+    "data_day_bytes": (ServiceKind.DATA, "day"),
+    "data_month_bytes": (ServiceKind.DATA, "month"),
+    "sms_day": (ServiceKind.SMS, "day"),
+    "sms_month": (ServiceKind.SMS, "month"),
+    "events_day": (ServiceKind.EVENT, "day"),
+    "events_month": (ServiceKind.EVENT, "month"),
+}
+"""Each cap of a SIM's limits: the service it counts and its period (local day or month of
+the tenant's time zone). docs/limits.md."""
+Cap = Annotated[int, Field(ge=0, le=10**15, strict=True)]
+FilterId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Url = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s]{1,1000}$")]
+
+
+class Caps(Base):
+    """Daily and monthly caps on data (bytes), SMS and events, and what happens at the cap:
+    ``block`` (4012, no further grant), ``redirect`` (Final-Unit-Indication REDIRECT to
+    ``redirect_url``), ``restrict`` (FUI RESTRICT_ACCESS with ``filter_ids``) or ``notify``
+    (the usage goes on; only the "SIM limit reached" event)."""
+
+    data_day_bytes: Cap | None = None
+    data_month_bytes: Cap | None = None
+    sms_day: Cap | None = None
+    sms_month: Cap | None = None
+    events_day: Cap | None = None
+    events_month: Cap | None = None
+    action: LimitAction = "block"
+    redirect_url: Url | None = None
+    filter_ids: list[FilterId] = Field(default_factory=list, max_length=16)
+
+    @model_validator(mode="after")
+    def _action(self) -> Caps:
+        if (self.action == "redirect") != (self.redirect_url is not None):
+            raise ValueError("action redirect needs redirect_url (and only it has one)")
+        if (self.action == "restrict") != bool(self.filter_ids):
+            raise ValueError("action restrict needs filter_ids (and only it has them)")
+        return self
+
+    def caps(self) -> dict[str, int]:
+        """The caps set, by name (a key of :data:`CAP_FIELDS`)."""
+        return {n: v for n in CAP_FIELDS if (v := getattr(self, n)) is not None}
+
+
+class Limits(Caps):
+    """A plan's default caps: every twin on the plan counts its own usage against them."""
+
+    @model_validator(mode="after")
+    def _some(self) -> Limits:
+        if not self.caps():
+            raise ValueError(f"give at least one cap ({', '.join(CAP_FIELDS)})")
+        return self
+
+
+class SimLimits(Caps):
+    """One SIM's own caps (``sim_limits:`` in the catalogue, ``PUT /v1/subscriptions/{imsi}/
+    limits``), in place of its plans' defaults: the caps here count the usage of every twin
+    of the SIM; ``twins`` caps one twin's usage (both apply)."""
+
+    imsi: Digits
+    twins: dict[Id, Limits] = Field(default_factory=dict, max_length=32)
+
+    @model_validator(mode="after")
+    def _some(self) -> SimLimits:
+        if not self.caps() and not self.twins:
+            raise ValueError(f"give at least one cap ({', '.join(CAP_FIELDS)}) or twins")
+        return self
+
+
 class Plan(Base):
     id: Id
     name: str = ""
     currency: CurrencyCode
     versions: list[PlanVersion] = Field(min_length=1)
+    limits: Limits | None = None
+    """Default per-SIM caps of every twin on this plan (docs/limits.md)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Plan:
@@ -538,6 +610,7 @@ SECTIONS: dict[str, type[Base]] = {
     "contracts": Contract,
     "sims": Sim,
     "sim_ranges": SimRange,
+    "sim_limits": SimLimits,
 }
 """Top-level list sections of a catalogue file and the model of one item. A file may also
 hold `tenant:` (one `Tenant`). Sections may be spread over any number of files."""

@@ -193,6 +193,13 @@ def cases(demo_token: str = "0" * 16) -> dict[tuple[str, str], list[Case]]:
         ("PUT", "/v1/subscriptions/{imsi}/twins"): [
             Case("PUT", f"{s}/twins", json={"twins": [twin]}) for s in sub_paths
         ],
+        ("GET", "/v1/subscriptions/{imsi}/limits"): [Case("GET", f"{s}/limits") for s in sub_paths],
+        ("PUT", "/v1/subscriptions/{imsi}/limits"): [
+            Case("PUT", f"{s}/limits", json={"data_month_bytes": 1}) for s in sub_paths
+        ],
+        ("DELETE", "/v1/subscriptions/{imsi}/limits"): [
+            Case("DELETE", f"{s}/limits") for s in sub_paths
+        ],
         ("GET", "/v1/subscriptions/{imsi}/sessions"): [
             Case("GET", f"/v1/subscriptions/{imsi}/sessions")
         ],

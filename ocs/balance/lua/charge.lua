@@ -31,6 +31,10 @@
 --                        b = base of the percentages (absent: what was credited), p = {pct},
 --                        a = {units left}}; "alerted" = {p = period, f = {mark = true}}
 --                        (one HMGET of KEYS[7] per call: the common path's only extra read)
+-- KEYS[10] limits  HASH  "<imsi>|<scope>|<cap>" -> "<period>:<used>:<reserved>:<reached>":
+--                        the per-SIM caps (docs/limits.md) of the usage this payer pays,
+--                        one field per cap of a SIM (scope "*") or twin; read only when
+--                        ARGV[17] names caps or a reservation holds some
 --
 -- ARGV[1]  request id          ARGV[2]  now (ms)          ARGV[3]  unit
 -- ARGV[4]  used units          ARGV[5]  wanted units      ARGV[6]  minimum grant
@@ -50,9 +54,19 @@
 --          caller read it) the script writes nothing and returns {status="stale", ctr}
 --          with the current values: the caller prices again. Otherwise each counter moves
 --          by `delta` with the commit, in the same step as the debit it priced.
+-- ARGV[17] per-SIM caps this usage counts against: JSON [[field, cap, period, enforce,
+--          action], ...] or "". `period` is the id of the cap's current period (a state of
+--          another period starts over at zero); `enforce` 1: the grant is cut to what
+--          remains under the cap and a debit over it is refused (status "limited"); 0:
+--          counted only (notify). When a cap's used units reach it, the first time in its
+--          period, the event sim.limit_reached (with `action`) goes to the outbox KEYS[9].
+--          A reservation counts against its caps until its commit, release or reclaim.
 --
 -- Returns the JSON result: {status, granted, money, units, cost, overrun, short, left, live,
--- ctr} (ctr: the counters of ARGV[16] after this call).
+-- ctr, lim, hit} (ctr: the counters of ARGV[16] after this call; lim: the index in ARGV[17]
+-- of an enforced cap with nothing left under it after this call, or of the cap that
+-- refused it, 0: none; hit: the indices of the caps whose used units reached the cap in
+-- this call, the first time in their period).
 -- Lua numbers are doubles: amounts are exact up to 2^53 (checked).
 SCRIPT = 'charge.lua'
 
@@ -97,6 +111,47 @@ if ARGV[16] ~= nil and ARGV[16] ~= '' then
     if current ~= expected then stale = true end
   end
   if stale then return cjson.encode({status = 'stale', ctr = ctr}) end
+end
+
+-- Per-SIM caps: the state of each field, loaded once, changed in place, written at the end.
+local LIM = {}
+local function lim_load(f)
+  local st = LIM[f]
+  if st then return st end
+  local raw = hget(KEYS[10], f)
+  if raw then
+    local p, u, r, n = string.match(raw, '^([^:]*):(%d+):(%d+):(%d)$')
+    if not p then fail('limit ' .. f .. ' holds ' .. raw) end
+    st = {p = p, u = int(u, 'limit used'), r = int(r, 'limit reserved'), n = int(n, 'reached')}
+  else
+    st = {p = '', u = 0, r = 0, n = 0}
+  end
+  LIM[f] = st
+  return st
+end
+local caps = {}
+if ARGV[17] ~= nil and ARGV[17] ~= '' then
+  for i, c in ipairs(decode(ARGV[17], 'limits')) do
+    if type(c) ~= 'table' or type(c[1]) ~= 'string' or type(c[3]) ~= 'string' or c[3] == ''
+        or string.find(c[3], ':', 1, true) or type(c[5]) ~= 'string'
+        or not string.match(c[1], '^[^|]+|[^|]+|[^|]+$') then
+      fail('limit ' .. i .. ' is not [field, cap, period, enforce, action]')
+    end
+    local st = lim_load(c[1])
+    if st.p ~= c[3] then st.p, st.u, st.r, st.n = c[3], 0, 0, 0 end
+    caps[i] = {f = c[1], cap = int(c[2], 'cap of ', 0, c[1]), on = c[4] == 1, s = st, act = c[5]}
+  end
+end
+-- What the enforced caps still allow (nil: none is enforced), and the cap that allows least.
+local function lim_room()
+  local room, at = nil, 0
+  for i, c in ipairs(caps) do
+    if c.on then
+      local left = math.max(c.cap - c.s.u - c.s.r, 0)
+      if room == nil or left < room then room, at = left, i end
+    end
+  end
+  return room, at
 end
 
 -- Usable buckets in consumption order: priority, then earliest expiry, then id. A bucket
@@ -350,7 +405,17 @@ local function events(status, short, left)
   if changed then hset(KEYS[7], 'alerted', cjson.encode({p = period, f = marks})) end
 end
 
--- A debit (event) is all or nothing, and needs no reservation.
+-- A debit (event) is all or nothing, and needs no reservation; over a cap it is refused.
+if mode == 'debit' then
+  local room, at = lim_room()
+  if room ~= nil and used > room then
+    local res = cjson.encode({status = 'limited', granted = 0, money = 0, units = 0, cost = 0,
+                              overrun = 0, short = 0, left = 0, live = live, lim = at})
+    op('string', 'SET', KEYS[5], res, 'PX', I(ttl))
+    flush()
+    return res
+  end
+end
 local function short_of_debit()
   if exact then return money_left() < exact end
   return total_units < used
@@ -379,6 +444,13 @@ if raw then
   for _, e in ipairs(r.a or {}) do
     entries[#entries + 1] = {tostring(e[1]), int(e[2], 'reserved units'), int(e[3], 'reserved amount'),
                              e[4]}
+  end
+  for _, e in ipairs(r.l or {}) do  -- its share of the caps, if still in that period
+    local st = lim_load(tostring(e[1]))
+    if st.p == tostring(e[2]) then
+      st.r = math.max(st.r - int(e[3], 'limit reservation of ', 0, member), 0)
+      st.w = true
+    end
   end
   local rnum = int(r.n or 0, 'reserved rate numerator')
   local rden = int(r.d or 0, 'reserved rate denominator')
@@ -435,16 +507,41 @@ elseif used > committed then
   count_units()
 end
 
+-- The used units count against every cap of the usage.
+local hit = {}
+if used > 0 then
+  for i, c in ipairs(caps) do
+    local st = c.s
+    st.u = st.u + used
+    if st.u >= MAX_INT then fail('limit ' .. c.f .. ' would leave the exact integer range') end
+    st.w = true
+    if st.n == 0 and st.u >= c.cap then
+      st.n = 1
+      hit[#hit + 1] = i
+      local imsi, scope, name = string.match(c.f, '^([^|]+)|([^|]+)|([^|]+)$')
+      emit(KEYS[9], ARGV[14], now, 'sim.limit_reached', c.f .. '|' .. st.p,
+        {imsi = imsi, twin = scope ~= '*' and scope or nil},
+        {cap = name, limit = c.cap, used = st.u, period = string.sub(st.p, 2), action = c.act,
+         twin = scope ~= '*' and scope or nil})
+    end
+  end
+end
+
 -- 2. Reserve a new grant. Fair share: with L live reservations on the payer, a session gets
--- at most available / (L + 1), but never less than the minimum grant (when available).
+-- at most available / (L + 1), but never less than the minimum grant (when available); and
+-- never more than the enforced caps still allow.
 local granted, money = 0, 0
-if want > 0 and mode == 'session' and total_units < want then replenish(want) end
+local room, lim = lim_room()
+local need = want
+if room ~= nil and room < need then need = room end
+if need > 0 and mode == 'session' and total_units < need then replenish(need) end
 if want > 0 and mode == 'session' then
   local grant = want
   if total_units ~= math.huge and total_units < want * (live + 1) then
     grant = math.max(math.floor(total_units / (live + 1)), min_grant)
     grant = math.min(grant, want, total_units)
   end
+  if room ~= nil and room < grant then grant = room end
   if grant > 0 then
     local got, alloc = take(grant, 'r')
     granted = got
@@ -456,7 +553,17 @@ if want > 0 and mode == 'session' then
       if e[2] ~= e[3] then money = money + e[3] end
     end
     if got > 0 then
-      hset(KEYS[3], member, cjson.encode({a = enc, n = I(num), d = I(den), u = unit, t = I(now)}))
+      local held = nil
+      if #caps > 0 then
+        held = {}
+        for i, c in ipairs(caps) do
+          c.s.r = c.s.r + got
+          c.s.w = true
+          held[i] = {c.f, c.s.p, I(got)}
+        end
+      end
+      hset(KEYS[3], member, cjson.encode({a = enc, n = I(num), d = I(den), u = unit, t = I(now),
+                                          l = held}))
       op('zset', 'ZADD', KEYS[4], I(deadline), member)
       live = live + 1
     end
@@ -507,11 +614,19 @@ if left == 0 then
 end
 if left == math.huge then left = -1 end
 local status = 'ok'
-if mode == 'session' and want > 0 and granted == 0 then status = 'exhausted' end
+room, lim = lim_room()
+if room ~= 0 then lim = 0 end
+if mode == 'session' and want > 0 and granted == 0 then
+  status = lim > 0 and 'limited' or 'exhausted'
+end
 if mode == 'session' and had_rsv == 0 and used > 0 then status = 'no_reservation' end
 local res = cjson.encode({status = status, granted = I(granted), money = I(money),
                           units = I(committed), cost = I(charged), overrun = I(overrun),
-                          short = I(short), left = I(left), live = live, ctr = ctr})
+                          short = I(short), left = I(left), live = live, ctr = ctr,
+                          lim = lim, hit = #hit > 0 and hit or nil})
+for f, st in pairs(LIM) do
+  if st.w then hset(KEYS[10], f, st.p .. ':' .. I(st.u) .. ':' .. I(st.r) .. ':' .. I(st.n)) end
+end
 events(status, short, left)
 op('string', 'SET', KEYS[5], res, 'PX', I(ttl))
 flush()
