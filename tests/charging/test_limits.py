@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
+from zoneinfo import ZoneInfo
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -147,6 +149,16 @@ class Session:
         return await self.send(3, -1, used)
 
 
+async def limit_events(store: BalanceStore, payer: str) -> list[dict[str, object]]:
+    """The sim.limit_reached events in the payer's outbox (docs/webhooks.md)."""
+    out = []
+    for _, fields in await store.redis.xrange(PayerKeys(payer).events):
+        f = {k.decode(): v.decode() for k, v in fields.items()}
+        if f["type"] == "sim.limit_reached":
+            out.append({"id": f["id"], **json.loads(f["subject"]), **json.loads(f["data"])})
+    return out
+
+
 def code(mscc: Avp) -> int:
     return int(mscc.get(A.AVP_RESULT_CODE, 0))
 
@@ -179,6 +191,18 @@ async def test_block_cuts_the_last_grant_then_answers_4012(
     refused = await s.update(600_000, 400_000)
     assert (code(refused), granted(refused), fui(refused)) == (LIMIT, None, None)
     assert (await state(limits_store, ACME_POOL, BLOCK, "data_month_bytes"))[1:] == (CAP, 0)
+    [event] = await limit_events(limits_store, ACME_POOL)  # written with the commit, once
+    month = datetime.fromtimestamp(clock(), ZoneInfo("Europe/Berlin")).strftime("%Y-%m")
+    assert {k: v for k, v in event.items() if k != "id"} == {
+        "imsi": BLOCK,
+        "payer": "acme-pool",
+        "payer_kind": "prepaid_pool",
+        "cap": "data_month_bytes",
+        "limit": CAP,
+        "used": CAP,
+        "period": month,
+        "action": "block",
+    }
     # the other SIMs of the pool keep charging
     other = await Session(app, FREE, clock).initial(600_000)
     assert (code(other), granted(other)) == (SUCCESS, 600_000)
@@ -258,6 +282,8 @@ async def test_notify_lets_usage_go_past_the_cap(
     assert raw is not None
     _, used, reserved, reached = raw.decode().split(":")
     assert (int(used), int(reserved), reached) == (1_600_000, 0, "1")
+    [event] = await limit_events(limits_store, ACME_POOL)  # once, when used reached the cap
+    assert (event["imsi"], event["used"], event["action"]) == (NOTIFY, 1_600_000, "notify")
 
 
 async def test_a_daily_cap_starts_over_on_the_next_local_day(
