@@ -31,6 +31,7 @@ from ocs.api import (
     sessions,
     subscriptions,
     tokens,
+    usage,
     wallets,
 )
 from ocs.api.auth import Authenticate, TokenCache
@@ -45,6 +46,7 @@ from ocs.network import NetworkCommands
 from ocs.observability.endpoint import start_ops_server
 from ocs.observability.health import default_health, redis_check
 from ocs.observability.metrics import api_metrics
+from ocs.offline.db import LazyDatabase
 from ocs.provisioning.catalogues import TenantCatalogues
 from ocs.redis_client import RedisClient, RedisHandle, client_for_url, open_redis
 
@@ -79,7 +81,9 @@ def build_state(settings: Settings, redis: RedisClient) -> ApiState:
         store, Path(settings.data_dir), on_change=network.broadcast_refresh
     )
     token_cache = TokenCache(redis, settings.token_cache_ttl)
-    return ApiState(settings, redis, store, catalogues, network, token_cache)
+    state = ApiState(settings, redis, store, catalogues, network, token_cache)
+    state.database = LazyDatabase(settings)
+    return state
 
 
 def create_app(
@@ -141,6 +145,7 @@ def create_app(
         imports,
         tokens,
         operator,
+        usage,
     )
     for module in routers:
         app.include_router(module.router)

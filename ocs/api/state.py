@@ -19,6 +19,7 @@ from ocs.charging.pricing import CounterCache
 from ocs.config import Settings
 from ocs.network import NetworkCommands
 from ocs.observability.metrics import api_metrics
+from ocs.offline.db import LazyDatabase
 from ocs.provisioning.catalogues import Compiled, TenantCatalogues
 from ocs.redis_client import RedisClient
 
@@ -36,6 +37,8 @@ class ApiState:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     hot_answers: int = 0  # requests answered by ocs.api.hot_routes (tests, benchmarks)
     counters: CounterCache = field(default_factory=CounterCache)  # wallet counters (events)
+    database: LazyDatabase | None = None  # drained usage records (opened on first read)
+    cursor_key: bytes | None = None  # signs pagination cursors (ocs.api.cursors)
     _signals: dict[tuple[str, str], list[tuple[str, str | None]]] = field(default_factory=dict)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -85,6 +88,8 @@ class ApiState:
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=timeout)
         await self.store.batch.close()
+        if self.database is not None:
+            await self.database.close()
 
 
 async def get_api(request: Request) -> ApiState:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from ocs.api import cursors
+from ocs.api.cursors import MAX_CURSOR
 from ocs.api.idempotency import RECORD_TTL_MS, IdempotencyKey, begin, fingerprint, finish
 from ocs.api.models import (
     MoneyMove,
@@ -21,11 +22,14 @@ from ocs.api.models import (
 )
 from ocs.api.problems import Problem, not_found
 from ocs.api.state import Admin, Api, ApiState, Reader, TopUp
+from ocs.api.usage import reader, unavailable
 from ocs.api.views import bucket_views, json_response
 from ocs.balance import BucketUnit, ChargeRequest
-from ocs.balance.keys import PayerKeys, payer_tag
+from ocs.balance.keys import payer_tag
 from ocs.balance.models import BucketState, Rate
 from ocs.observability.metrics import api_metrics
+from ocs.offline.usage_reader import Record
+from ocs.offline.usage_reader import Subject as Scope
 from ocs.provisioning.catalogues import State
 from ocs.rating.models import PayerKind, Wallet
 
@@ -210,47 +214,51 @@ async def transactions(
     who: Reader,
     api: Api,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,19}-[0-9]{1,19}$")] = None,
+    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR)] = None,
 ) -> TransactionPage:
-    """Newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    """Newest first, drained or not; pass ``next_cursor`` back as ``cursor`` for the next
+    page."""
     await _wallet(api, who.tenant, wallet_id)
-    return await history(api, wallet_tag(who.tenant, wallet_id), limit, cursor)
+    return await history(api, who.tenant, wallet_tag(who.tenant, wallet_id), limit, cursor)
 
 
-async def history(api: ApiState, tag: str, limit: int, cursor: str | None) -> TransactionPage:
-    if cursor is not None and cursor.replace("0", "") == "-":
-        return TransactionPage(items=[], next_cursor=None)  # nothing is before 0-0
-    top = f"({cursor}" if cursor else "+"
-    entries: list[Any] = await api.redis.xrevrange(  # type: ignore[assignment]
-        PayerKeys(tag).stream, max=top, min="-", count=limit + 1
-    )
-    items = [_transaction(eid, fields) for eid, fields in entries[:limit]]
-    more = len(entries) > limit
-    return TransactionPage(items=items, next_cursor=items[-1].id if more and items else None)
+async def history(
+    api: ApiState, tenant: str, tag: str, limit: int, cursor: str | None
+) -> TransactionPage:
+    """A payer's records, newest first by (time stamp, record key): the open ones from its
+    stream and the drained ones from PostgreSQL, each once (ocs.offline.usage_reader)."""
+    query = {"path": f"transactions/{tag}", "tenant": tenant, "limit": limit}
+    before: tuple[int, str] | None = None
+    if cursor is not None:
+        position = await cursors.decode(api, cursor, query)
+        if not (isinstance(position, list) and len(position) == 2):
+            raise Problem(400, "invalid-cursor", "Invalid cursor", "no position in the cursor")
+        before = (int(position[0]), str(position[1]))
+    usage = await reader(api)
+    with unavailable():
+        records = await usage.page(Scope(tenant, (tag,), payer=tag), limit + 1, before)
+    items = [_transaction(r) for r in records[:limit]]
+    next_cursor = None
+    if len(records) > limit:
+        last = records[limit - 1]
+        next_cursor = await cursors.encode(api, query, [last.ts, last.key])
+    return TransactionPage(items=items, next_cursor=next_cursor)
 
 
 SIGN = {"usage": -1, "refund": -1, "adjust": 1}
 
 
-def _transaction(eid: bytes | str, raw: dict[Any, Any]) -> Transaction:
-    f = {_s(k): _s(v) for k, v in raw.items()}
-    alloc = json.loads(f.get("alloc", "[]") or "[]")
-    total = sum(int(a) for _, a in alloc)
-    kind = f.get("kind", "")
-    try:
-        context = json.loads(f.get("ctx", "{}") or "{}")
-    except ValueError:
-        context = {}
+def _transaction(r: Record) -> Transaction:
+    total = sum(int(a[1]) for a in r.alloc if isinstance(a, list) and len(a) > 1)
+    request_id = r.key.removeprefix(f"{r.kind}:")
+    if r.kind == "reclaim":  # its key is "reclaim:<member>:<ts>"
+        request_id = request_id.rpartition(":")[0]
     return Transaction(
-        id=_s(eid),
-        kind=kind,
-        request_id=f.get("id", ""),
-        ts=int(f.get("ts", "0") or 0),
-        unit=f.get("unit", "money"),
-        amount=SIGN.get(kind, 1) * total,
-        context=context if isinstance(context, dict) else {},
+        id=r.entry,
+        kind=r.kind,
+        request_id=request_id,
+        ts=r.ts,
+        unit=r.unit or "money",
+        amount=SIGN.get(r.kind, 1) * total,
+        context=r.ctx,
     )
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -1,7 +1,8 @@
 """The offline side (PostgreSQL): ``ocs db migrate``, ``ocs cdr drain|import|reconcile``,
-``ocs billrun``, ``ocs invoice adjust``, ``ocs export``, ``ocs report``; and the CRM import
-(``ocs import accounts|subscriptions``). The handlers are in ``ocs.offline.cli`` and
-``ocs.crm.cli``, imported when the command runs."""
+``ocs billrun``, ``ocs invoice adjust``, ``ocs export``, ``ocs report``, ``ocs usage export``;
+and the CRM import (``ocs import accounts|subscriptions``). The handlers are in
+``ocs.offline.cli`` (``ocs.offline.usage_cli``) and ``ocs.crm.cli``, imported when the
+command runs."""
 
 from __future__ import annotations
 
@@ -124,6 +125,15 @@ def register(sub: Subparsers) -> None:
     )
     store_flags(audit)
 
+    usage = group(sub, "usage", help="usage records of a tenant (docs/usage-api.md)")
+    uexp = command(usage, "export", _usage_export, help="usage records of a period, CSV or NDJSON")
+    uexp.add_argument("--tenant", required=True)
+    uexp.add_argument("--from", dest="start", type=iso_date, help="first local day, YYYY-MM-DD")
+    uexp.add_argument("--to", dest="end", type=iso_date, help="local day after the last")
+    uexp.add_argument("--format", choices=["csv", "ndjson"], default="csv")
+    uexp.add_argument("--out", help="output file (default stdout)")
+    store_flags(uexp)
+
     crm = group(sub, "import", help="import accounts or subscriptions from a CRM export")
     for kind in ("accounts", "subscriptions"):
         p = command(crm, kind, _crm_import, help=f"create or update {kind} (docs/import.md)")
@@ -227,6 +237,19 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
         fmt=args.format,
         out=args.out,
         catalog=args.catalog,
+    )
+
+
+def _usage_export(args: argparse.Namespace, settings: Settings) -> int:
+    from ocs.offline.usage_cli import main_usage_export  # noqa: PLC0415
+
+    return main_usage_export(
+        settings,
+        tenant=args.tenant,
+        start=args.start,
+        end=args.end,
+        fmt=args.format,
+        out=args.out,
     )
 
 

@@ -60,6 +60,21 @@ class TenantCipher:
         return hmac.new(self.idx_key, value.encode(), hashlib.sha256).digest()[:BIDX_LEN]
 
 
+def _unwrap(tenant: str, wrapped: bytes, master: bytes) -> TenantCipher:
+    raw = bytes(wrapped)
+    key = AESGCM(master).decrypt(raw[:NONCE], raw[NONCE:], tenant.encode())
+    return TenantCipher(tenant, key[:32], key[32:])
+
+
+async def stored_cipher(conn: Connection, tenant: str, master: bytes) -> TenantCipher | None:
+    """The tenant's cipher if its key exists (a reader: creates nothing). Every drained
+    record was stored after its tenant's key, so without a key there is no record."""
+    wrapped = await conn.fetchval(
+        "SELECT wrapped_key FROM tenant_keys WHERE tenant_id = $1", tenant
+    )
+    return None if wrapped is None else _unwrap(tenant, wrapped, master)
+
+
 async def tenant_cipher(conn: Connection, tenant: str, master: bytes) -> TenantCipher:
     """The tenant's cipher; creates and stores its wrapped key on first use. ``conn`` must
     be in a transaction scoped to ``tenant``."""
@@ -83,6 +98,4 @@ async def tenant_cipher(conn: Connection, tenant: str, master: bytes) -> TenantC
         wrapped = await conn.fetchval(
             "SELECT wrapped_key FROM tenant_keys WHERE tenant_id = $1", tenant
         )
-    raw = bytes(wrapped)
-    key = AESGCM(master).decrypt(raw[:NONCE], raw[NONCE:], aad)
-    return TenantCipher(tenant, key[:32], key[32:])
+    return _unwrap(tenant, wrapped, master)

@@ -216,3 +216,26 @@ async def migrate(conn: Connection) -> list[str]:
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
     return applied
+
+
+class LazyDatabase:
+    """The database opened on first use, once (the API serves without PostgreSQL until a
+    route reads drained records); :meth:`close` at shutdown."""
+
+    def __init__(self, settings: Any, *, max_size: int = 4) -> None:
+        self.settings = settings
+        self.max_size = max_size
+        self._db: Database | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Database:
+        if self._db is None:
+            async with self._lock:
+                if self._db is None:
+                    self._db = await connect(self.settings, max_size=self.max_size)
+        return self._db
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()

@@ -47,6 +47,7 @@ from ocs.rating.catalogue import Catalogue
 from ocs.rating.compiler import Sourced
 from ocs.rating.errors import Issue, Severity
 from ocs.rating.loader import add_document, check_documents
+from ocs.rating.models import Sim
 
 CATALOGUE_SECTIONS: Final = (
     "countries",
@@ -153,6 +154,8 @@ class Compiled:
     catalogue: Catalogue
     _payer_sims: dict[str, list[tuple[str, str | None]]] | None = None
     _sorted: list[str] | None = None
+    _by_iccid: dict[str, str] | None = None
+    _account_payers: dict[str, set[str]] | None = None
 
     def payer_sims(self) -> dict[str, list[tuple[str, str | None]]]:
         """Payer tag -> (IMSI, MSISDN) of every SIM with a twin on that payer."""
@@ -168,6 +171,28 @@ class Compiled:
                         index.setdefault(tag, []).append((sim.imsi, sim.msisdn))
             self._payer_sims = index
         return self._payer_sims
+
+    def imsi_of_iccid(self, iccid: str) -> str | None:
+        """The IMSI of the SIM with this ICCID (SIMs listed one by one carry one; a range's
+        SIMs have none)."""
+        if self._by_iccid is None:
+            self._by_iccid = {
+                str(e.iccid): e.imsi
+                for e in self.catalogue.sim_entries
+                if isinstance(e, Sim) and e.iccid is not None
+            }
+        return self._by_iccid.get(iccid)
+
+    def account_payers(self, account: str) -> set[str]:
+        """The payer tags of every twin of the account's SIMs (whose streams hold its usage)."""
+        if self._account_payers is None:
+            tenant = self.catalogue.tenant.id
+            index: dict[str, set[str]] = {}
+            for sim in self.catalogue.sims_by_imsi.values():
+                tags = index.setdefault(sim.account, set())
+                tags.update(f"{tenant}:{t.payer.kind}:{t.payer.id}" for t in sim.twins)
+            self._account_payers = index
+        return self._account_payers.get(account, set())
 
     def sorted_imsis(self) -> list[str]:
         if self._sorted is None:

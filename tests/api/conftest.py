@@ -29,8 +29,9 @@ from ocs.process import local_config
 from ocs.rating.loader import _StrictLoader
 from ocs.redis_client import RedisClient
 from tests.balance.fixtures import db_url, flushed_client, redis_base_url
+from tests.offline.conftest import pg_admin_url, pg_url
 
-__all__ = ["redis_base_url"]
+__all__ = ["pg_admin_url", "pg_url", "redis_base_url"]
 
 API_DB = 10  # 12: offline, 13: balance, 14: charging, 11: tools/bench_api.py
 DEMO = Path(__file__).resolve().parents[2] / "policies" / "demo"
@@ -72,9 +73,12 @@ async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
 
 
 @pytest.fixture
-def settings(redis_url: str, tmp_path: Path) -> Settings:
+def settings(redis_url: str, pg_url: str, tmp_path: Path) -> Settings:
+    """The drained usage records (usage reads, wallet transactions) are in ``pg_url``, one
+    database for the session: a test that drains uses a tenant of its own."""
     return Settings(
         redis_url=redis_url,
+        database_url=pg_url,
         data_dir=tmp_path,
         host="127.0.0.1",
         port=0,

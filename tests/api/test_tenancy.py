@@ -102,6 +102,10 @@ def _empty_page(r: httpx.Response) -> None:
     assert r.json()["total"] == 0, r.text
 
 
+def _header_only(r: httpx.Response) -> None:
+    assert r.text.splitlines()[1:] == [], r.text  # the attacker's own export: no usage
+
+
 def _key(n: str) -> dict[str, str]:
     return {"Idempotency-Key": f"attack-{n}"}
 
@@ -145,6 +149,25 @@ def cases(demo_token: str = "0" * 16) -> dict[tuple[str, str], list[Case]]:
             Case("GET", f"/v1/wallets/{w}/transactions")
         ],
         ("GET", "/v1/pools/{pool_id}"): [Case("GET", f"/v1/pools/{p}")],
+        ("GET", "/v1/usage/sims/{sim}"): [
+            Case("GET", f"/v1/usage/sims/{i}") for i in (DEMO_IMSI, RANGE_IMSI, DEMO_ICCID)
+        ]
+        + [Case("GET", f"/v1/usage/sims/{DEMO_MSISDN}", params={"id_type": "msisdn"})],
+        ("GET", "/v1/usage/{kind}/{payer_id}"): [
+            Case("GET", f"/v1/usage/wallets/{w}"),
+            Case("GET", f"/v1/usage/pools/{p}"),
+            Case("GET", f"/v1/usage/accounts/{SECRET['account']}"),
+        ],
+        ("GET", "/v1/usage/export"): [
+            Case("GET", "/v1/usage/export", own=True, check=_header_only)
+        ],
+        ("GET", "/v1/balances/sims/{sim}"): [
+            Case("GET", f"/v1/balances/sims/{i}") for i in (DEMO_IMSI, RANGE_IMSI, DEMO_ICCID)
+        ],
+        ("GET", "/v1/balances/{kind}/{payer_id}"): [
+            Case("GET", f"/v1/balances/wallets/{w}"),
+            Case("GET", f"/v1/balances/pools/{p}"),
+        ],
         ("POST", "/v1/pools/{pool_id}/top-offs"): [
             Case("POST", f"/v1/pools/{p}/top-offs", json={"addon": "x"}, headers=_key("o"))
         ],
