@@ -110,12 +110,9 @@ async def sim_target(api: ApiState, tenant: str, ident: str, id_type: IdType | N
     sim = _sim(compiled, ident, id_type)
     if sim is None:
         raise not_found("SIM", ident)
-    _, state = await api.catalogues.load_state(tenant)
-    stored = (state.get("sims") or {}).get(sim.imsi) or {}
     tags = {payer_tag(tenant, str(t.payer.kind), t.payer.id) for t in sim.twins}
-    subject = Subject(
-        type="sim", id=sim.imsi, imsi=sim.imsi, msisdn=sim.msisdn, iccid=stored.get("iccid")
-    )
+    iccid = compiled.iccid_of(sim.imsi)
+    subject = Subject(type="sim", id=sim.imsi, imsi=sim.imsi, msisdn=sim.msisdn, iccid=iccid)
     scope = Scope(tenant, tuple(sorted(tags)), imsi=sim.imsi)
     return Target(subject, scope, ZoneInfo(compiled.catalogue.tenant.time_zone))
 
@@ -188,21 +185,33 @@ def next_period(day: date, by: By) -> date:
 def date_range(
     by: By, start: date | None, end: date | None, tz: ZoneInfo, max_days: int
 ) -> tuple[date, date]:
-    """``[from, to)`` checked: defaults (``by=day``: this month so far; ``by=month``: the
-    last 12 months, this one included), order and length."""
-    today = datetime.now(tz).date()
-    if start is None:
-        first = today.replace(day=1)
-        start = first if by == "day" else _months_before(first, 11)
-    if end is None:
-        end = max(next_period(today, by) if by == "day" else _months_before(today, -1), start)
-        end = end.replace(day=1) if by == "month" else end
-        if end <= start:
-            end = next_period(start, by)
+    """``[from, to)`` checked: order, length, bounds. Defaults: ``by=day`` this month up to
+    today included, ``by=month`` the last 12 months with this one; ``to`` alone: the period
+    (month or 12 months) before it; ``from`` alone: up to today included, at least a day."""
     for name, value in (("from", start), ("to", end)):
-        if not MIN_DATE <= value <= MAX_DATE:
-            raise Problem(422, "invalid-range", "Invalid date range", f"{name} {value} is not"
-                          f" between {MIN_DATE} and {MAX_DATE}")  # fmt: skip
+        if value is not None and not MIN_DATE <= value <= MAX_DATE:
+            raise Problem(
+                422,
+                "invalid-range",
+                "Invalid date range",
+                f"{name} {value} is not between {MIN_DATE} and {MAX_DATE}",
+            )
+    today = datetime.now(tz).date()
+    if by == "day":
+        first = today.replace(day=1) if end is None else (end - timedelta(days=1)).replace(day=1)
+        tomorrow = today + timedelta(days=1)
+    else:
+        first = _months_before((end - timedelta(days=1)) if end else today, 11).replace(day=1)
+        tomorrow = _months_before(today, -1)
+    start = first if start is None else start
+    end = max(tomorrow, next_period(start, by)) if end is None else end
+    if by == "month" and (start.day != 1 or end.day != 1):
+        raise Problem(
+            422,
+            "invalid-range",
+            "Invalid date range",
+            f"by=month counts whole months: from and to are first days ({start}, {end})",
+        )
     if end <= start:
         raise Problem(422, "invalid-range", "Invalid date range", f"to {end} is not after {start}")
     if (end - start).days > max_days:

@@ -154,7 +154,7 @@ class Compiled:
     catalogue: Catalogue
     _payer_sims: dict[str, list[tuple[str, str | None]]] | None = None
     _sorted: list[str] | None = None
-    _by_iccid: dict[str, str] | None = None
+    _iccids: tuple[dict[str, str], dict[str, str]] | None = None  # by ICCID, by IMSI
     _account_payers: dict[str, set[str]] | None = None
 
     def payer_sims(self) -> dict[str, list[tuple[str, str | None]]]:
@@ -172,16 +172,23 @@ class Compiled:
             self._payer_sims = index
         return self._payer_sims
 
-    def imsi_of_iccid(self, iccid: str) -> str | None:
-        """The IMSI of the SIM with this ICCID (SIMs listed one by one carry one; a range's
-        SIMs have none)."""
-        if self._by_iccid is None:
-            self._by_iccid = {
+    def _iccid_index(self) -> tuple[dict[str, str], dict[str, str]]:
+        if self._iccids is None:
+            by_iccid = {
                 str(e.iccid): e.imsi
                 for e in self.catalogue.sim_entries
                 if isinstance(e, Sim) and e.iccid is not None
             }
-        return self._by_iccid.get(iccid)
+            self._iccids = by_iccid, {imsi: iccid for iccid, imsi in by_iccid.items()}
+        return self._iccids
+
+    def imsi_of_iccid(self, iccid: str) -> str | None:
+        """The IMSI of the SIM with this ICCID (SIMs listed one by one carry one; a range's
+        SIMs have none)."""
+        return self._iccid_index()[0].get(iccid)
+
+    def iccid_of(self, imsi: str) -> str | None:
+        return self._iccid_index()[1].get(imsi)
 
     def account_payers(self, account: str) -> set[str]:
         """The payer tags of every twin of the account's SIMs (whose streams hold its usage)."""
