@@ -22,6 +22,7 @@ from ocs.api.models import Event, EventBatch, EventBatchResult, EventOutcome
 from ocs.api.state import Api, ApiState, TopUp
 from ocs.balance import BucketUnit
 from ocs.charging.events import debit_event
+from ocs.charging.states import TEST, TestSims, admit, allowance_payer, debit_test_event
 from ocs.charging.usage import payer_key
 from ocs.provisioning.catalogues import Compiled
 from ocs.rating.context import ServiceKind, UsageContext
@@ -87,10 +88,37 @@ async def _ingest_one(api: ApiState, tenant: str, compiled: Compiled, event: Eve
     )
     try:
         resolution = resolve(catalogue, ctx)
+        state = admit(catalogue.sims_by_imsi[resolution.imsi])  # docs/sim-states.md
     except RatingError as exc:
         return EventOutcome(id=event.id, status="rejected", reason=str(exc)[:200])
     payer = payer_key(tenant, resolution.payer)
     session = f"api-event:{event.id}"
+    msisdn = event.msisdn or (sim.msisdn if (sim := catalogue.sims_by_imsi.get(imsi)) else None)
+    if state == TEST:
+        status = await debit_test_event(
+            TestSims(api.store),
+            catalogue,
+            resolution,
+            unit=BucketUnit.EVENTS,
+            units=event.units,
+            request_id=session,
+            now_ms=int(time.time() * 1000),
+            session=session,
+            n=0,
+            rg=event.rating_group or 0,
+            msisdn=msisdn,
+        )
+        if status is not None:
+            tag = allowance_payer(tenant, resolution.imsi)
+            outcome = EventOutcome(
+                id=event.id,
+                status="charged" if status == "ok" else "insufficient",
+                payer=tag,
+                units=event.units if status == "ok" else 0,
+            )
+            await api.redis.set(key, outcome.model_dump_json(), ex=EVENT_TTL)
+            return outcome
+        session += ":active"
     result, _ = await debit_event(
         api.store,
         catalogue,
@@ -104,7 +132,7 @@ async def _ingest_one(api: ApiState, tenant: str, compiled: Compiled, event: Eve
         session=session,
         n=0,
         rg=event.rating_group or 0,
-        msisdn=event.msisdn or (sim.msisdn if (sim := catalogue.sims_by_imsi.get(imsi)) else None),
+        msisdn=msisdn,
         extra={"event": event.id},
     )
     if result.status == "insufficient":

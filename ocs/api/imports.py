@@ -14,10 +14,12 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ocs.api.auth import Principal
 from ocs.api.problems import MAX_BODY, BodyLimit, Problem, ProblemDocument
 from ocs.api.state import Admin, Api, ApiState
 from ocs.crm.importer import DEFAULT_BATCH, KINDS, MAX_BATCH, run_import
 from ocs.crm.readers import FileError, Row, decode, format_of_media_type, read_rows
+from ocs.provisioning.states import Actor
 from ocs.rating.loader import _collector_paused
 
 IMPORT_MAX_BODY: Final = 64 << 20  # bytes: ~500,000 subscription rows of CSV
@@ -95,7 +97,7 @@ def _rows(kind: str, content_type: str, data: bytes) -> list[Row]:
 
 
 async def _import(
-    kind: str, request: Request, tenant: str, api: ApiState, dry_run: bool, batch: int
+    kind: str, request: Request, who: Principal, api: ApiState, dry_run: bool, batch: int
 ) -> ImportResult:
     data = await request.body()
     media_type = request.headers.get("content-type", "")
@@ -105,7 +107,16 @@ async def _import(
         cpu = time.process_time()
         rows = await asyncio.to_thread(_rows, kind, media_type, data)
         read_cpu = time.process_time() - cpu
-        report = await run_import(api, tenant, kind, BODY_NAME, rows, dry_run=dry_run, batch=batch)
+        report = await run_import(
+            api,
+            who.tenant,
+            kind,
+            BODY_NAME,
+            rows,
+            dry_run=dry_run,
+            batch=batch,
+            actor=Actor("token", who.token),
+        )
     report.add_cpu("read", read_cpu)
     return ImportResult.model_validate(report.as_dict())
 
@@ -121,7 +132,7 @@ async def import_accounts(
     request: Request, who: Admin, api: Api, dry_run: DryRun = False, batch: Batch = DEFAULT_BATCH
 ) -> ImportResult:
     """Create or update accounts (customers, end customers with ``parent``) by id."""
-    return await _import("accounts", request, who.tenant, api, dry_run, batch)
+    return await _import("accounts", request, who, api, dry_run, batch)
 
 
 @router.post(
@@ -132,4 +143,4 @@ async def import_subscriptions(
 ) -> ImportResult:
     """Create or update subscriptions (SIMs, plans, payers, properties, status, twins) by
     IMSI; changed live subscriptions get an RAR, suspended or terminated ones an ASR."""
-    return await _import("subscriptions", request, who.tenant, api, dry_run, batch)
+    return await _import("subscriptions", request, who, api, dry_run, batch)

@@ -25,7 +25,8 @@ MAX_BATCH: Final = 1000
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Amount = Annotated[int, Field(gt=0, le=MAX_AMOUNT, strict=True)]
 Count = Annotated[int, Field(ge=0, le=MAX_AMOUNT, strict=True)]
-Status = Literal["active", "suspended", "terminated"]
+Status = Literal["inventory", "test", "active", "suspended", "deactivated", "terminated"]
+"""A SIM's lifecycle state (docs/sim-states.md)."""
 # the subscription input models are provisioning's (CRM import validates rows with them)
 __all__ = ["Digits", "Id", "Model", "PayerKindName", "PayerRef", "SubscriptionCreate", "TwinSpec"]
 
@@ -200,6 +201,37 @@ class SubscriptionView(BaseModel):
         description="per-SIM caps in force with their usage (docs/limits.md); "
         "in the single subscription's view",
     )
+
+
+class StateChange(Model):
+    """Move a SIM to ``state`` (docs/sim-states.md: the allowed transitions); ``reason`` is
+    kept in its history."""
+
+    state: Status
+    reason: Annotated[str, StringConstraints(max_length=200)] = ""
+
+
+class StateMove(BaseModel):
+    """One move of a SIM's state: who made it (``token:<id>``, ``cli:<user>``,
+    ``lifecycle``, ``system``), when, why, and the catalogue revision it made. ``range``: the
+    move was of the SIM's range (every member without a state of its own)."""
+
+    from_: str = Field(alias="from")
+    to: str
+    by: str
+    reason: str
+    at: str
+    revision: int
+    imsi: str | None = None
+    range: str | None = None
+
+    model_config = {"populate_by_name": True}
+
+
+class StateHistory(BaseModel):
+    imsi: str
+    state: str
+    items: list[StateMove]
 
 
 class SubscriptionPage(BaseModel):

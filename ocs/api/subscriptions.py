@@ -7,16 +7,21 @@ twins) or an ASR (suspend, terminate)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from ocs.api.auth import Principal
 from ocs.api.limits import sim_caps_view
 from ocs.api.models import (
     BulkCreate,
     ChangeResult,
+    StateChange,
+    StateHistory,
+    StateMove,
     Status,
     SubscriptionChange,
     SubscriptionCreate,
@@ -28,15 +33,19 @@ from ocs.api.models import (
 from ocs.api.problems import Problem, not_found
 from ocs.api.state import Admin, Api, ApiState, Reader
 from ocs.provisioning.catalogues import Compiled, State
+from ocs.provisioning.keys import sim_history_key
 from ocs.provisioning.sims import sim_item, start_of_day, twin_item
+from ocs.provisioning.states import (
+    HISTORY_KEPT,
+    SIGNAL_ON_ENTRY,
+    Actor,
+    range_of,
+    set_member_state,
+    set_state,
+)
 from ocs.rating.catalogue import CompiledSim
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
-
-
-def _status(sim: CompiledSim) -> str:
-    statuses = {t.spec.status for t in sim.twins}
-    return next(s for s in ("active", "suspended", "terminated") if s in statuses)
 
 
 def view_of(sim: CompiledSim, state: State | None = None) -> SubscriptionView:
@@ -56,18 +65,19 @@ def view_of(sim: CompiledSim, state: State | None = None) -> SubscriptionView:
                 filter=spec.filter.model_dump(mode="json", by_alias=True, exclude_none=True),
             )
         )
-    statuses = {t.status for t in twins}
-    status = next(s for s in ("active", "suspended", "terminated") if s in statuses)
     stored = (state or {}).get("sims", {}).get(sim.imsi) if state is not None else None
+    held = None
+    if stored is None and state is not None:
+        held = range_of(state.get("sim_ranges") or {}, sim.imsi)
     return SubscriptionView(
         imsi=sim.imsi,
         msisdn=sim.msisdn,
         account=sim.account,
-        status=status,
+        status=sim.state,
         plan=twins[0].plan if twins else None,
         twins=twins,
         iccid=(stored or {}).get("iccid"),
-        range=None if stored is not None or state is None else "sim_range",
+        range=None if held is None else str(held["id"]),
     )
 
 
@@ -179,7 +189,7 @@ async def list_subscriptions(
             continue
         if plan is not None and not any(t.plans.plan_at(now) == plan for t in sim.twins):
             continue
-        if status is not None and _status(sim) != status:
+        if status is not None and sim.state != status:
             continue
         matched.append(sim)
     page = [view_of(s, state) for s in matched[offset : offset + limit]]
@@ -224,41 +234,94 @@ async def change(imsi: str, body: SubscriptionChange, who: Admin, api: Api) -> C
     return await _change(api, who.tenant, imsi, edit, "rar", "subscription changed")
 
 
-def _status_edit(to: str, allowed_from: set[str]) -> Callable[[dict[str, Any]], None]:
-    def edit(item: dict[str, Any]) -> None:
-        current = {t.get("status", "active") for t in item["twins"]}
-        if not current & allowed_from:
-            raise Problem(
-                409,
-                "status",
-                "Not possible in this status",
-                f"subscription is {', '.join(sorted(current))}",
-            )
-        for twin in item["twins"]:
-            if twin.get("status", "active") in allowed_from:
-                twin["status"] = to
+async def _move(
+    api: ApiState, who: Principal, imsi: str, to: str, reason: str, source: str
+) -> ChangeResult:
+    """Move one SIM (alone, or a member of a range) to ``to``: checked against the allowed
+    transitions (409 naming both states), journaled with the token that asked, and its open
+    sessions signalled (``states.SIGNAL_ON_ENTRY``: ASR where it may no longer use the
+    network, RAR where it is charged differently)."""
+    tenant = who.tenant
+    await _compiled_sim(api, tenant, imsi)  # 404 before taking the lock
 
-    return edit
+    def mutate(state: State) -> None:
+        item = (state.get("sims") or {}).get(imsi)
+        if item is not None:
+            set_state(item, to)
+            return
+        held = range_of(state.get("sim_ranges") or {}, imsi)
+        if held is None:  # removed since the check above
+            raise not_found("subscription", imsi)
+        set_member_state(held, imsi, to)
+
+    applied = await api.catalogues.change(
+        tenant, mutate, source=source, actor=Actor("token", who.token), reason=reason or source
+    )
+    _, sim = await _compiled_sim(api, tenant, imsi)
+    network: list[dict[str, Any]] = []
+    op = SIGNAL_ON_ENTRY[to]
+    if op is not None:
+        network = await api.signal(tenant, [(sim.imsi, sim.msisdn)], op)
+    _, state = await api.catalogues.load_state(tenant)
+    return ChangeResult(
+        revision=applied.revision,
+        in_force=applied.in_force,
+        subscriptions=[view_of(sim, state)],
+        network=network,
+    )
+
+
+@router.post("/{imsi}/state", response_model=ChangeResult)
+async def change_state(imsi: str, body: StateChange, who: Admin, api: Api) -> ChangeResult:
+    """Move the SIM to another lifecycle state (docs/sim-states.md); a move the transition
+    table does not allow is a 409 problem naming ``from`` and ``to``. Works on a SIM of a
+    ``sim_range`` too (it gets a state of its own)."""
+    return await _move(api, who, imsi, body.state, body.reason, f"state {body.state}")
+
+
+@router.get("/{imsi}/history", response_model=StateHistory)
+async def history(
+    imsi: str,
+    who: Reader,
+    api: Api,
+    limit: Annotated[int, Query(ge=1, le=HISTORY_KEPT)] = 50,
+) -> StateHistory:
+    """The SIM's state moves, newest first: who (``token:<id>``, ``cli:<user>``,
+    ``lifecycle``, ``system``), when, why. A SIM of a range also lists the moves of its
+    range. Redis keeps the last moves; PostgreSQL (``sim_state_changes``) keeps all."""
+    _, sim = await _compiled_sim(api, who.tenant, imsi)
+    _, state = await api.catalogues.load_state(who.tenant)
+    subjects = [imsi]
+    if imsi not in (state.get("sims") or {}):
+        held = range_of(state.get("sim_ranges") or {}, imsi)
+        if held is not None:
+            subjects.append(f"range:{held['id']}")
+    async with api.redis.pipeline(transaction=False) as pipe:
+        for subject in subjects:
+            pipe.lrange(sim_history_key(who.tenant, subject), 0, limit - 1)
+        lists = await pipe.execute()
+    items = [json.loads(raw) for found in lists for raw in found]
+    items.sort(key=lambda e: (e["at"], e["revision"]), reverse=True)
+    return StateHistory(imsi=imsi, state=sim.state, items=[StateMove(**e) for e in items[:limit]])
 
 
 @router.post("/{imsi}/suspend", response_model=ChangeResult)
 async def suspend(imsi: str, who: Admin, api: Api) -> ChangeResult:
-    """Suspend every active twin; open sessions get an ASR."""
-    edit = _status_edit("suspended", {"active"})
-    return await _change(api, who.tenant, imsi, edit, "asr", "subscription suspended")
+    """Move the SIM to ``suspended`` (``POST .../state`` with ``{"state": "suspended"}``);
+    open sessions get an ASR."""
+    return await _move(api, who, imsi, "suspended", "", "subscription suspended")
 
 
 @router.post("/{imsi}/resume", response_model=ChangeResult)
 async def resume(imsi: str, who: Admin, api: Api) -> ChangeResult:
-    edit = _status_edit("active", {"suspended"})
-    return await _change(api, who.tenant, imsi, edit, None, "subscription resumed")
+    """Move the SIM back to ``active``."""
+    return await _move(api, who, imsi, "active", "", "subscription resumed")
 
 
 @router.post("/{imsi}/terminate", response_model=ChangeResult)
 async def terminate(imsi: str, who: Admin, api: Api) -> ChangeResult:
-    """Terminate every twin (final); open sessions get an ASR."""
-    edit = _status_edit("terminated", {"active", "suspended"})
-    return await _change(api, who.tenant, imsi, edit, "asr", "subscription terminated")
+    """Move the SIM to ``terminated`` (final); open sessions get an ASR."""
+    return await _move(api, who, imsi, "terminated", "", "subscription terminated")
 
 
 @router.put("/{imsi}/twins", response_model=ChangeResult)

@@ -12,12 +12,12 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from ocs.balance import BalanceStore, BucketUnit, ChargeRequest, ChargeResult
 from ocs.balance.keys import reservation_member
-from ocs.balance.models import Rate
+from ocs.balance.models import NOT_PRICED, Rate
 from ocs.charging.config import ChargingConfig
 from ocs.charging.deadlines import Deadlines
 from ocs.charging.errors import is_store_outage, result_code_for
@@ -26,6 +26,15 @@ from ocs.charging.failover import FailureHandling
 from ocs.charging.limits import CapRef, LimitAction, binding, limits_arg, usage_caps
 from ocs.charging.pricing import CounterCache, charge_at_price, reservation_rate
 from ocs.charging.sessions import SessionStore
+from ocs.charging.states import (
+    ACTIVE,
+    TEST,
+    TestSims,
+    admit,
+    allowance_of,
+    allowance_record,
+    is_test_payer,
+)
 from ocs.charging.usage import (
     RatingInputs,
     context_of,
@@ -65,6 +74,7 @@ from ocs.rating.context import ServiceKind
 from ocs.rating.engine import Resolution, find_sim, resolve
 from ocs.rating.errors import RatingError
 from ocs.rating.loader import Catalogues
+from ocs.rating.models import TestAllowance
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +107,7 @@ class _Rated:
     rate: Rate
     template: list[str] | None  # None: a field held a placeholder, the JSON is built per CCR
     caps: tuple[CapRef, ...] = ()  # the per-SIM caps of the usage (ocs.charging.limits)
+    state: str = ACTIVE  # the SIM's lifecycle state (active or test: ``states.admit``)
 
     def context_json(self, number: int, amounts: tuple[int, ...]) -> str:
         parts = self.template
@@ -170,6 +181,7 @@ class ChargingApplication:
         # heard of for session_ttl (its state expired) stops counting
         self._open: dict[str, float] = {}
         self.counters = CounterCache()  # wallet period counters last seen (pricing)
+        self.tests = TestSims(store)  # test SIMs' allowances and activations (charging.states)
         self._mscc_cache: dict[tuple[object, ...], Avp] = {}
         self._handlers: dict[int, Callable[[CreditControlRequest, Outcome], Awaitable[None]]] = {
             int(t): getattr(self, name) for t, name in HANDLER_NAMES.items()
@@ -292,7 +304,7 @@ class ChargingApplication:
         inputs = rating_inputs(view, None)
         catalogue = self.catalogue.of(inputs.imsi, inputs.msisdn)  # the SIM's tenant's
         try:
-            find_sim(catalogue, context_of(catalogue.tenant.id, inputs, service_of(view), 0))
+            admit(find_sim(catalogue, context_of(catalogue.tenant.id, inputs, service_of(view), 0)))
         except RatingError as exc:
             out.result_code = result_code_for(exc)
 
@@ -304,9 +316,11 @@ class ChargingApplication:
     ) -> Resolution:
         inputs = rating_inputs(view, mscc)
         catalogue = self.catalogue.of(inputs.imsi, inputs.msisdn)
-        return resolve(
+        resolution = resolve(
             catalogue, context_of(catalogue.tenant.id, inputs, service_of(view), quantity)
         )
+        admit(catalogue.sims_by_imsi[resolution.imsi])  # SimNotInService: 4010
+        return resolution
 
     def _rate_session(
         self, view: CreditControlRequest, mscc: MultipleServicesCreditControl, rg: int, used: int
@@ -327,6 +341,7 @@ class ChargingApplication:
             return rated
         tenant = catalogue.tenant.id
         resolution = resolve(catalogue, context_of(tenant, inputs, ServiceKind.DATA, used))
+        state = admit(catalogue.sims_by_imsi[resolution.imsi])  # SimNotInService: 4010
         context = self.record_context(view, rg, resolution, 0)
         context["n"] = _N
         for level in context["levels"]:
@@ -345,6 +360,7 @@ class ChargingApplication:
             reservation_rate(resolution.quotes[0]),
             template,
             usage_caps(catalogue, resolution, BucketUnit.BYTES),
+            state,
         )
         if key not in self._rated and len(self._rated) >= RATED_CACHE_SIZE:
             del self._rated[next(iter(self._rated))]
@@ -409,6 +425,13 @@ class ChargingApplication:
         payer = rated.payer
         previous = out.payers.get(rg)
         sid, number = view.session_id, view.request_number
+        test: TestAllowance | None = None
+        if rated.state == TEST:  # docs/sim-states.md: the SIM's own test allowance pays
+            test = await self._test_allowance(rated)
+            if test is not None:
+                payer = await self.tests.payer(
+                    rated.catalogue.tenant.id, rated.resolution.imsi, test, self._now_ms()
+                )
 
         def context(amounts: tuple[int, ...]) -> str:
             if rated.template is not None:
@@ -422,43 +445,59 @@ class ChargingApplication:
         member = reservation_member(sid, rg)
         rate = rated.rate
         if previous is not None and previous != payer:
-            # the twin or payer changed mid-session: settle on the old payer first
-            amounts = tuple(q.price(used).amount for q in rated.resolution.quotes)
+            # the twin or payer changed mid-session (or the SIM left test): settle on the
+            # old payer first
+            if is_test_payer(previous):
+                settled = allowance_record(
+                    rated.resolution, session=sid, n=number, rg=rg, msisdn=view.msisdn
+                )
+            else:
+                settled = context(tuple(q.price(used).amount for q in rated.resolution.quotes))
             await self.store.charge(
                 previous,
                 ChargeRequest(
-                    f"{base}:settle",
-                    member,
-                    unit,
-                    now_ms,
-                    used=used,
-                    context_json=context(amounts),
+                    f"{base}:settle", member, unit, now_ms, used=used, context_json=settled
                 ),
             )
             used = 0
-        # the price of the usage, and a wallet debited exactly it (ocs.charging.pricing)
-        result, _ = await charge_at_price(
-            self.store,
-            payer,
-            ChargeRequest(
-                request_id=base,
-                member=member,
-                unit=unit,
-                now_ms=now_ms,
-                used=used,
-                want=want,
-                min_grant=min(want, self.config.min_grant[unit]),
-                rate=rate,
-                deadline_ms=deadline,
-                limits=limits_arg(rated.caps, rated.catalogue.tenant.time_zone, now_ms)
-                if rated.caps
-                else "",
-            ),
-            rated.catalogue,
-            rated.resolution,
-            self.counters,
-            context,
+        request = ChargeRequest(
+            request_id=base,
+            member=member,
+            unit=unit,
+            now_ms=now_ms,
+            used=used,
+            want=want,
+            min_grant=min(want, self.config.min_grant[unit]),
+            rate=rate,
+            deadline_ms=deadline,
+            limits=limits_arg(rated.caps, rated.catalogue.tenant.time_zone, now_ms)
+            if rated.caps
+            else "",
         )
+        if test is not None:  # counted on the allowance, recorded without a price
+            record = allowance_record(
+                rated.resolution, session=sid, n=number, rg=rg, msisdn=view.msisdn
+            )
+            result = await self.store.charge(  # the allowance is the test SIM's limit
+                payer, replace(request, rate=NOT_PRICED, context_json=record, limits="")
+            )
+            if result.granted == 0 and want > 0 and test.activate == "exhausted":
+                # what the allowance cannot cover is charged as active, and the SIM moves
+                await self._activate(rated, "test allowance used")
+                payer = rated.payer
+                request = replace(request, request_id=f"{base}:active", used=0)
+                test = None
+        if test is None:
+            # the price of the usage, and a wallet debited exactly it (ocs.charging.pricing)
+            result, _ = await charge_at_price(
+                self.store,
+                payer,
+                request,
+                rated.catalogue,
+                rated.resolution,
+                self.counters,
+                context,
+            )
         if final or result.granted == 0:
             out.payers.pop(rg, None)
             out.dropped.append(rg)
@@ -480,6 +519,21 @@ class ChargingApplication:
             code = SUCCESS if result.granted > 0 or want == 0 else CREDIT_LIMIT_REACHED
         out.add(cached, code)
         self.metrics.count_grant(want, result.granted, result.left, self.config.fui_action, payer)
+
+    async def _test_allowance(self, rated: _Rated) -> TestAllowance | None:
+        """The test allowance that pays a test SIM's usage; None: the usage is charged as
+        active (its plan activates test SIMs on first use: asked for here)."""
+        allowance = allowance_of(rated.catalogue, rated.resolution)
+        if allowance.activate == "first_use":
+            await self._activate(rated, "first use")
+            return None
+        return allowance
+
+    async def _activate(self, rated: _Rated, reason: str) -> None:
+        await self.tests.activate(rated.catalogue.tenant.id, rated.resolution.imsi, reason)
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
 
     def _mscc_for(
         self,

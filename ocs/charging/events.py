@@ -15,6 +15,7 @@ from ocs.balance import BalanceStore, BucketUnit, ChargeRequest, ChargeResult
 from ocs.charging.errors import result_code_for
 from ocs.charging.limits import limits_arg, usage_caps
 from ocs.charging.pricing import CounterCache, Prices, charge_at_price, reservation_rate
+from ocs.charging.states import TEST, allowance_payer, debit_test_event
 from ocs.charging.usage import UNIT_OF, payer_key, service_of, usage_record, used_units
 from ocs.diameter import avp_codes as A
 from ocs.diameter.codec import grouped, i32
@@ -181,6 +182,17 @@ class EventCharging:
             code = SUCCESS if status == "ok" else int(ResultCode.DIAMETER_RATING_FAILED)
             out.add(mscc_answer(code, rating_group=rg), code)
             return
+        if catalogue.sims_by_imsi[resolution.imsi].state == TEST:
+            paid = await self._test_debit(
+                view, resolution, unit, units, request_id, now_ms, rg or 0
+            )
+            if paid is not None:
+                out.add(
+                    mscc_answer(paid, rating_group=rg, granted=gsu if paid == SUCCESS else None),
+                    paid,
+                )
+                return
+            request_id += ":active"
         result, _ = await debit_event(
             app.store,
             catalogue,
@@ -206,6 +218,40 @@ class EventCharging:
             out.add(mscc_answer(code, rating_group=rg), code)
             return
         out.add(mscc_answer(SUCCESS, rating_group=rg, granted=gsu), SUCCESS)
+
+    async def _test_debit(
+        self,
+        view: CreditControlRequest,
+        resolution: Resolution,
+        unit: BucketUnit,
+        units: int,
+        request_id: str,
+        now_ms: int,
+        rg: int,
+    ) -> int | None:
+        """A test SIM's event on its test allowance: the Result-Code, or None when it is
+        charged as active (``states.debit_test_event``)."""
+        app = self.app
+        catalogue = app.catalogue.of(view.imsi, view.msisdn)
+        status = await debit_test_event(
+            app.tests,
+            catalogue,
+            resolution,
+            unit=unit,
+            units=units,
+            request_id=request_id,
+            now_ms=now_ms,
+            session=view.session_id,
+            n=view.request_number,
+            rg=rg,
+            msisdn=view.msisdn,
+        )
+        if status is None:
+            return None
+        if status == "insufficient":
+            app.metrics.count_exhausted(allowance_payer(catalogue.tenant.id, resolution.imsi))
+            return int(ResultCode.DIAMETER_CREDIT_LIMIT_REACHED)
+        return SUCCESS
 
     async def _enough(
         self,

@@ -22,6 +22,7 @@ from ocs.charging.application import ChargingApplication
 from ocs.charging.config import ChargingConfig
 from ocs.charging.errors import is_store_outage
 from ocs.charging.inforce import InForce
+from ocs.charging.states import apply_activations
 from ocs.config import Settings
 from ocs.diameter.answers import Identity
 from ocs.lifecycle import Lifecycle, PassReport, PoolRules, lifecycle_metrics
@@ -138,6 +139,7 @@ class ChargingRuntime:
             try:
                 await self.reclaim_once()
                 await self.replay_failover()
+                await apply_activations(self.store, self.data_dir)  # test SIMs (states)
                 await self.reload_if_applied()
                 if loop.time() >= next_lifecycle:
                     next_lifecycle = loop.time() + self.config.lifecycle_interval

@@ -18,6 +18,7 @@ from ocs.crm.report import ImportReport
 from ocs.errors import CommandError, UsageError
 from ocs.provisioning.errors import Refused
 from ocs.provisioning.identity import IdentityTaken
+from ocs.provisioning.states import cli_actor
 
 REDIS_TIMEOUT = 60.0  # seconds per command: one batch's state is one large value
 
@@ -42,7 +43,9 @@ async def _run(
             if pointer is None:
                 raise UsageError("no tenant is in force: give --tenant")
             tenant = pointer.decode() if isinstance(pointer, bytes) else str(pointer)
-        report = await run_import(api, tenant, kind, file, rows, dry_run=dry_run, batch=batch)
+        report = await run_import(
+            api, tenant, kind, file, rows, dry_run=dry_run, batch=batch, actor=cli_actor()
+        )
         await api.drain()
         return report
     finally:

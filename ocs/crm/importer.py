@@ -26,6 +26,7 @@ from ocs.provisioning.catalogues import State, documents_of
 from ocs.provisioning.errors import Refused
 from ocs.provisioning.identity import KINDS as KINDS_OF_IDENTITY
 from ocs.provisioning.identity import foreign, ident
+from ocs.provisioning.states import Actor
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.errors import Issue
 from ocs.rating.loader import _collector_paused, check_documents
@@ -71,9 +72,11 @@ async def run_import(
     *,
     dry_run: bool = False,
     batch: int = DEFAULT_BATCH,
+    actor: Actor | None = None,
 ) -> ImportReport:
-    """Import ``rows`` of ``kind`` ("accounts" or "subscriptions") into ``tenant``.
-    Raises :class:`Refused` when the tenant has no catalogue yet."""
+    """Import ``rows`` of ``kind`` ("accounts" or "subscriptions") into ``tenant``; the SIM
+    state moves are journaled as made by ``actor`` (docs/sim-states.md). Raises
+    :class:`Refused` when the tenant has no catalogue yet."""
     report = ImportReport(kind, file, dry_run, rows=len(rows))
     good: list[Row] = []
     for row in rows:
@@ -95,7 +98,7 @@ async def run_import(
     # its full collections took ~45 % of an import's CPU (nothing here makes cycles).
     with _collector_paused():
         for start in range(0, len(good), max(1, batch)):
-            await _batch(api, tenant, good[start : start + batch], planner, report)
+            await _batch(api, tenant, good[start : start + batch], planner, report, actor)
     return report
 
 
@@ -134,6 +137,7 @@ async def _batch(
     rows: list[Row],
     planner: Callable[[State], _Planner],
     report: ImportReport,
+    actor: Actor | None,
 ) -> None:
     for _ in range(_ATTEMPTS):
         _, state = await api.catalogues.load_state(tenant)
@@ -146,7 +150,7 @@ async def _batch(
         report.add_cpu("compile", plan.compile_cpu)
         if plan.changes and not report.dry_run:
             try:
-                await _write(api, tenant, state, plan, report)
+                await _write(api, tenant, state, plan, report, actor)
             except _Moved:
                 continue
         report.rejected.extend(plan.rejected)
@@ -161,7 +165,12 @@ async def _batch(
 
 
 async def _write(
-    api: ApiState, tenant: str, base: State, plan: _Plan, report: ImportReport
+    api: ApiState,
+    tenant: str,
+    base: State,
+    plan: _Plan,
+    report: ImportReport,
+    actor: Actor | None,
 ) -> None:
     candidate, catalogue = plan.candidate, plan.catalogue
     assert candidate is not None and catalogue is not None
@@ -179,7 +188,7 @@ async def _write(
         f"{len(plan.changes) - created} updated"
     )
     cpu = time.process_time()
-    applied = await api.catalogues.change(tenant, mutate, source=source)
+    applied = await api.catalogues.change(tenant, mutate, source=source, actor=actor)
     report.add_cpu("write", time.process_time() - cpu)
     report.revisions.append(applied.revision)
     by_op: dict[str, list[tuple[str, str | None]]] = {}

@@ -26,7 +26,9 @@ from ocs.crm.fields import (
 )
 from ocs.crm.readers import Row
 from ocs.provisioning.catalogues import State
+from ocs.provisioning.errors import Refused
 from ocs.provisioning.sims import PayerRef, SubscriptionCreate, sim_item, start_of_day, twin_item
+from ocs.provisioning.states import CREATED_IN, SIGNAL_ON_ENTRY, STATES, item_state, set_state
 from ocs.rating.models import FilterSpec
 
 COLUMNS: Final = (
@@ -42,7 +44,7 @@ COLUMNS: Final = (
     "effective_from",
     "twins",
 )
-STATUSES: Final = ("active", "suspended", "terminated")
+STATUSES: Final = STATES  # a SIM's lifecycle state (docs/sim-states.md)
 _FILTER: Final = TypeAdapter(FilterSpec)
 _SHORTHAND: Final = ("plan", "payer", "properties")
 
@@ -84,11 +86,6 @@ def _copy(item: dict[str, Any]) -> dict[str, Any]:
     copied = dict(item)
     copied["twins"] = [dict(t) for t in item["twins"]]
     return copied
-
-
-def _status(twins: list[dict[str, Any]]) -> str:
-    present = {t.get("status", "active") for t in twins}
-    return next(s for s in STATUSES if s in present)
 
 
 class _Ranges:
@@ -220,12 +217,11 @@ class SubscriptionPlanner:
 
     # -- create / update ---------------------------------------------------------------
     def _create(self, row: Row, body: SubscriptionCreate, status: str | None) -> Change:
-        if status == "terminated":
-            raise RowError("status", "a new subscription cannot be terminated")
+        if status is not None and status not in CREATED_IN:
+            raise RowError("status", f"a new subscription cannot be {status}")
         item = sim_item(body)
-        if status == "suspended":
-            for twin in item["twins"]:
-                twin["status"] = "suspended"
+        if status is not None:
+            item["state"] = status
         return Change(row.line, self.section, body.imsi, None, item)
 
     def _update(
@@ -268,7 +264,7 @@ class SubscriptionPlanner:
                     twin["properties"] = dict(body.properties)
         edited = item != before
         blocked = False
-        if status is not None and status != _status(item["twins"]):
+        if status is not None and status != item_state(item):
             blocked = self._set_status(item, status)
         if item == before:
             return None
@@ -291,14 +287,10 @@ class SubscriptionPlanner:
 
     @staticmethod
     def _set_status(item: dict[str, Any], status: str) -> bool:
-        """Change every twin the way the API's suspend/resume/terminate do; True when
-        sessions must end (ASR)."""
-        if _status(item["twins"]) == "terminated":
-            raise RowError("status", "the subscription is terminated (final)")
-        allowed = {"active": {"suspended"}, "suspended": {"active"}}.get(
-            status, {"active", "suspended"}
-        )
-        for twin in item["twins"]:
-            if twin.get("status", "active") in allowed:
-                twin["status"] = status
-        return status != "active"
+        """Move the SIM to ``status`` the way ``POST .../state`` does (the transition
+        table, docs/sim-states.md); True when sessions must end (ASR)."""
+        try:
+            set_state(item, status)
+        except Refused as exc:
+            raise RowError("status", exc.detail or exc.title) from None
+        return SIGNAL_ON_ENTRY[status] == "asr"

@@ -54,6 +54,7 @@ from ocs.offline.einvoice.forms import FORMATS, SUFFIX, document_forms, write_fo
 from ocs.offline.render import journal, journal_csv, journal_json, money
 from ocs.offline.reports import MONEY, Report, make_report, report_csv, report_json
 from ocs.offline.service import open_ops_server, run_service
+from ocs.offline.state_moves import drain_state_moves
 from ocs.offline.sync import sync_catalogue
 from ocs.offline.terms import DEMO_TERMS, load_terms
 from ocs.rating.catalogue import Catalogue
@@ -148,17 +149,22 @@ def main_drain(
                 claim_idle_ms=claim_idle_ms,
                 trim=settings.drain_trim,
             )
+            master = master_key(settings)
+
+            async def both() -> None:
+                await drainer.run()
+                await drain_state_moves(handle.client, db, master)
+
             if follow > 0:
                 checks = {
                     "redis": redis_check(handle.client),
                     "postgresql": postgres_check(db.pool),
                 }
-                return await run_service(
-                    "drain", drainer.run, settings, interval=follow, checks=checks
-                )
+                return await run_service("drain", both, settings, interval=follow, checks=checks)
             with _progress() as progress:
                 task = progress.add_task("drain", total=None)
                 stats = await drainer.run(progress=lambda n: progress.advance(task, n))
+            moves = await drain_state_moves(handle.client, db, master)
         finally:
             await handle.close()
             await db.close()
@@ -167,6 +173,8 @@ def main_drain(
             f" {stats.duplicates} already stored, {stats.claimed} reclaimed,"
             f" {stats.rate:,.0f} records/s"
         )
+        if moves:
+            _out.print(f"drained {moves} SIM state changes")
         return 0
 
     return _run(go)

@@ -1,6 +1,8 @@
 """Copy a compiled catalogue (tenant, accounts, SIM twins) and billing terms into the
 offline database. Idempotent: rows are upserted; a twin's status change is recorded as a
-subscription event so recurring fees are pro-rated from the instant it was seen."""
+subscription event so recurring fees are pro-rated from the instant it was seen. A twin's
+status is its SIM's lifecycle state, or the twin's own while the SIM is active
+(docs/sim-states.md): recurring fees run while it is active only."""
 
 from __future__ import annotations
 
@@ -230,7 +232,7 @@ async def _sync_subscriptions(
                     sim.account,
                     plan,
                     payer,
-                    twin.spec.status,
+                    twin.spec.status if sim.state == "active" else sim.state,
                     twin.plans.starts[0],
                 )
             )

@@ -33,7 +33,9 @@ from ocs.provisioning.keys import (
     lock_key,
     msisdn_key,
     revision_key,
+    sim_history_key,
     state_key,
+    state_moves_key,
     versions_key,
 )
 from ocs.provisioning.payers import (
@@ -42,6 +44,14 @@ from ocs.provisioning.payers import (
     msisdn_index,
     payer_buckets,
     share_files,
+)
+from ocs.provisioning.states import (
+    HISTORY_KEPT,
+    SYSTEM,
+    Actor,
+    entries,
+    moves,
+    snapshot,
 )
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.compiler import Sourced
@@ -213,6 +223,8 @@ class Applied:
     path: str
     in_force: bool
     summary: dict[str, int]
+    moves: list[dict[str, Any]] = field(default_factory=list)
+    """The SIM state moves of this change (``states.entries``)."""
 
 
 @dataclass
@@ -259,19 +271,33 @@ class TenantCatalogues:
         return compiled
 
     async def change(
-        self, tenant: str, mutation: Mutation, *, source: str, serve: bool = False
+        self,
+        tenant: str,
+        mutation: Mutation,
+        *,
+        source: str,
+        serve: bool = False,
+        actor: Actor | None = None,
+        reason: str = "",
     ) -> Applied:
         """Apply ``mutation`` to the state (it may raise :class:`Refused`) and put the result
         in force. Serialised per tenant across processes by a Redis lock. Raises
         :class:`IdentityTaken` when the result holds another tenant's IMSI, MSISDN or ICCID.
-        ``serve``: point the Diameter side at this tenant (``ocs catalog apply``)."""
+        ``serve``: point the Diameter side at this tenant (``ocs catalog apply``).
+
+        Every SIM state the change moves is checked against ``states.TRANSITIONS`` (a 409
+        :class:`Refused` naming both states, nothing written) and journaled with ``actor``
+        (default: ``system``) and ``reason`` in the same pipeline as the state
+        (docs/sim-states.md). ``Applied.moves`` lists them."""
         local = self._locks.setdefault(tenant, asyncio.Lock())
         async with (
             local,
             self.redis.lock(lock_key(tenant), timeout=LOCK_TIMEOUT, blocking_timeout=LOCK_TIMEOUT),
         ):
             rev, state = await self.load_state(tenant)
+            before = snapshot(state)
             precompiled = mutation(state)
+            moved = moves(before, state)
             if not state.get("tenant"):
                 raise Refused(
                     422,
@@ -288,8 +314,11 @@ class TenantCatalogues:
             held = await claim(
                 self.redis, tenant, identities_of(catalogue, state.get("sims") or {})
             )
+            journal = list(entries(moved, actor or SYSTEM, reason or source, rev))
             try:
-                applied = await self._put_in_force(tenant, rev, state, catalogue, source, serve)
+                applied = await self._put_in_force(
+                    tenant, rev, state, catalogue, source, serve, journal
+                )
             except BaseException:
                 await held.rollback()
                 raise
@@ -301,7 +330,14 @@ class TenantCatalogues:
         return applied
 
     async def _put_in_force(
-        self, tenant: str, rev: int, state: State, catalogue: Catalogue, source: str, serve: bool
+        self,
+        tenant: str,
+        rev: int,
+        state: State,
+        catalogue: Catalogue,
+        source: str,
+        serve: bool,
+        journal: list[dict[str, Any]],
     ) -> Applied:
         folder = self.data_dir / "catalogues" / tenant / f"rev-{rev}"
         await asyncio.to_thread(_write_folder, folder, documents_of(state))
@@ -323,6 +359,12 @@ class TenantCatalogues:
             pipe.delete(msisdn_key(tenant))
             if index:
                 pipe.hset(msisdn_key(tenant), mapping=index)
+            for entry in journal:  # the moves of SIM states, with the state that makes them
+                text = json.dumps(entry, separators=(",", ":"))
+                subject = str(entry.get("imsi") or f"range:{entry['range']}")
+                pipe.lpush(sim_history_key(tenant, subject), text)
+                pipe.ltrim(sim_history_key(tenant, subject), 0, HISTORY_KEPT - 1)
+                pipe.xadd(state_moves_key(tenant), {"entry": text})
             # after the state: a node that sees the stamp reads this state (or a newer one)
             pipe.hset(IN_FORCE, tenant, f"{now_ms}.{rev}")
             await pipe.execute()
@@ -344,7 +386,7 @@ class TenantCatalogues:
                     },
                 )
                 await pipe.execute()
-        return Applied(rev, str(folder), True, summary)
+        return Applied(rev, str(folder), True, summary, journal)
 
     async def versions(self, tenant: str, limit: int) -> list[dict[str, Any]]:
         raw = await self.redis.lrange(versions_key(tenant), 0, limit - 1)

@@ -31,6 +31,7 @@ from ocs.provisioning.catalogues import (
 )
 from ocs.provisioning.errors import Refused
 from ocs.provisioning.identity import IdentityTaken
+from ocs.provisioning.states import Actor, cli_actor
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.errors import CatalogueError, Issue
 from ocs.rating.loader import load_catalogue, parse_document
@@ -105,10 +106,16 @@ def _load(path: str | Path) -> tuple[Path, Catalogue, dict[str, Any]]:
 
 
 async def apply_folder(
-    store: BalanceStore, path: str | Path, data_dir: Path, *, source: str = "catalog apply"
+    store: BalanceStore,
+    path: str | Path,
+    data_dir: Path,
+    *,
+    source: str = "catalog apply",
+    actor: Actor | None = None,
 ) -> tuple[Path, Catalogue, Applied]:
     """Validate the folder (issues name its files), merge it into its tenant's state and put
-    that in force for the API and the Diameter side. Raises ``CatalogueError``."""
+    that in force for the API and the Diameter side; the SIM state moves it makes are
+    checked and journaled as ``actor``'s (docs/sim-states.md). Raises ``CatalogueError``."""
     folder, catalogue, documents = await asyncio.to_thread(_load, path)
     tenant = catalogue.tenant.id
 
@@ -119,7 +126,9 @@ async def apply_folder(
 
     catalogues = TenantCatalogues(store, data_dir)
     try:
-        applied = await catalogues.change(tenant, mutate, source=f"{source} {folder}", serve=True)
+        applied = await catalogues.change(
+            tenant, mutate, source=f"{source} {folder}", serve=True, actor=actor
+        )
     except IdentityTaken as exc:
         raise CatalogueError([_where(documents, folder, exc)]) from None
     except Refused as exc:
@@ -138,7 +147,7 @@ async def apply_catalog(path: str | Path, settings: Settings) -> dict[str, Any]:
     handle = await open_redis(settings, timeout=10.0)
     try:
         folder, folder_catalogue, applied = await apply_folder(
-            BalanceStore(handle.client), path, settings.data_dir
+            BalanceStore(handle.client), path, settings.data_dir, actor=cli_actor()
         )
     finally:
         await handle.close()

@@ -33,6 +33,22 @@ def lock_key(tenant: str) -> str:
     return f"{tenant_prefix(tenant)}:lock"
 
 
+def sim_history_key(tenant: str, subject: str) -> str:
+    """LIST of the state moves (JSON, newest first, ``states.HISTORY_KEPT``) of one SIM (its
+    IMSI) or one range (``range:<id>``)."""
+    return f"{tenant_prefix(tenant)}:simhist:{subject}"
+
+
+def state_moves_key(tenant: str) -> str:
+    """STREAM of every state move of the tenant's SIMs, drained into PostgreSQL
+    (``sim_state_changes``) by ``ocs drain``, then trimmed."""
+    return f"{tenant_prefix(tenant)}:statemoves"
+
+
+ACTIVATIONS: Final = "ocs:states:activate"
+"""SET of JSON [tenant, imsi, reason]: test SIMs charging asks to move to active (plans
+with ``test_allowance.activate``); ``ocs.charging.states.apply_activations`` makes them."""
+
 IN_FORCE: Final = "ocs:catalog:tenants"
 """HASH tenant -> stamp (``<ms>.<revision>``) of the state in force: every charging node
 loads each tenant's state (:func:`state_key`) when its stamp changes."""

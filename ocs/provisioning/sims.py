@@ -48,6 +48,9 @@ class SubscriptionCreate(Model):
     properties: dict[Id, Count] = Field(default_factory=dict)
     twins: list[TwinSpec] | None = Field(default=None, min_length=1, max_length=32)
     effective_from: AwareDatetime | None = None
+    state: Literal["inventory", "test", "active", "suspended"] | None = Field(
+        default=None, description="the SIM's first lifecycle state (default active)"
+    )
 
 
 def twin_item(spec: TwinSpec, start: datetime) -> dict[str, Any]:
@@ -81,7 +84,7 @@ def sim_item(body: SubscriptionCreate) -> dict[str, Any]:
     else:
         raise Refused(422, "validation", "Invalid request", "give `twins`, or `plan` and `payer`")
     item: dict[str, Any] = {"imsi": body.imsi, "account": body.account, "twins": twins}
-    for name in ("msisdn", "iccid", "time_zone"):
+    for name in ("msisdn", "iccid", "time_zone", "state"):
         value = getattr(body, name)
         if value is not None:
             item[name] = value

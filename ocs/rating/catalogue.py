@@ -33,6 +33,7 @@ from ocs.rating.models import (
     SimRange,
     TaxProfile,
     Tenant,
+    TestAllowance,
     Twin,
     Wallet,
 )
@@ -164,6 +165,7 @@ class CompiledPlan:
     starts: tuple[datetime, ...]
     versions: tuple[CompiledVersion, ...]
     limits: Limits | None = None  # the plan's default per-SIM caps (docs/limits.md)
+    test_allowance: TestAllowance | None = None
 
     def version_at(self, at: datetime) -> CompiledVersion | None:
         index = bisect_right(self.starts, at) - 1
@@ -197,6 +199,8 @@ class CompiledSim:
     """Local time in `tz` (shared by every SIM of the catalogue in that zone)."""
     upper: tuple[UpperLevel, ...]
     """Levels 1.. of every usage of this SIM (`Catalogue.upper_levels` of its account)."""
+    state: str = "active"
+    """The SIM's lifecycle state (`models.SIM_STATES`; docs/sim-states.md)."""
 
     def candidates(self, apn: str | None) -> tuple[CompiledTwin, ...]:
         if apn is None:

@@ -268,6 +268,7 @@ class _Compiler:
             tuple(v.effective_from for v in versions),
             tuple(versions),
             plan.limits,
+            plan.test_allowance,
         )
 
     def history(
@@ -446,6 +447,13 @@ class _Funds:
     contracts: dict[str, Contract]
 
 
+def twins_state(twins: Iterable[Twin]) -> str:
+    """The state of a SIM that names none (catalogues of before lifecycle states): active
+    when a twin is, else suspended when one is, else terminated."""
+    present = {t.status for t in twins}
+    return next((s for s in ("active", "suspended") if s in present), "terminated")
+
+
 def _expand(entry: SimRange) -> Iterator[tuple[int, str, str | None]]:
     """(offset, imsi, msisdn) for every SIM of a range, keeping the digit widths."""
     imsi0, width = int(entry.imsi_first), len(entry.imsi_first)
@@ -528,11 +536,19 @@ def compile_catalogue(sections: dict[str, list[Sourced]]) -> tuple[Catalogue | N
             clock,
             upper.get(entry.account, ()),
         )
+        state = entry.state or twins_state(entry.twins)
         if isinstance(entry, Sim):
-            add(where, CompiledSim(entry.imsi, entry.msisdn, *shared))
+            add(where, CompiledSim(entry.imsi, entry.msisdn, *shared, state))
             continue
+        own = entry.states
+        if own:
+            first, last = int(entry.imsi_first), int(entry.imsi_first) + entry.count - 1
+            for imsi in own:
+                if not first <= int(imsi) <= last or len(imsi) != len(entry.imsi_first):
+                    c.error(where.at(f"states.{imsi}"), f"IMSI {imsi} is not in the range")
         for offset, imsi, msisdn in _expand(entry):
-            add(where.at(f"[{offset}]"), CompiledSim(imsi, msisdn, *shared))
+            member = own.get(imsi, state) if own else state
+            add(where.at(f"[{offset}]"), CompiledSim(imsi, msisdn, *shared, member))
 
     sim_limits = _sim_limits(c, by_imsi)
     if tenant is not None and tenant.home_network[:3] not in mcc_country:

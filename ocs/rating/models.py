@@ -386,6 +386,19 @@ class SimLimits(Caps):
         return self
 
 
+class TestAllowance(Base):
+    """What a SIM in state `test` may use free of charge (once in its life, never billed),
+    and when it becomes active by itself: `never`, on its `first_use` (from then on it is
+    charged as active), or once any part of the allowance is `exhausted` (docs/sim-states.md).
+    """
+
+    data_bytes: Count = 0
+    sms: Count = 0
+    voice_seconds: Count = 0
+    events: Count = 0
+    activate: Literal["never", "first_use", "exhausted"] = "never"
+
+
 class Plan(Base):
     id: Id
     name: str = ""
@@ -393,6 +406,7 @@ class Plan(Base):
     versions: list[PlanVersion] = Field(min_length=1)
     limits: Limits | None = None
     """Default per-SIM caps of every twin on this plan (docs/limits.md)."""
+    test_allowance: TestAllowance | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> Plan:
@@ -465,6 +479,22 @@ def _check_history(plans: list[PlanAssignment]) -> None:
             raise ValueError("plan assignments must be listed by strictly increasing 'from'")
 
 
+SimState = Literal["inventory", "test", "active", "suspended", "deactivated", "terminated"]
+"""A SIM's lifecycle state (docs/sim-states.md): what it may do on the network and how it is
+charged. The allowed transitions are `ocs.provisioning.states.TRANSITIONS`."""
+SIM_STATES: tuple[str, ...] = (
+    "inventory",
+    "test",
+    "active",
+    "suspended",
+    "deactivated",
+    "terminated",
+)
+TwinStatus = Literal["active", "suspended", "terminated"]
+"""A twin's own status (one virtual subscription suspended alone); the SIM's state rules
+first."""
+
+
 class Twin(Base):
     """One virtual subscription of a SIM: its filter, priority (lower wins), payer and plan
     history. `properties` are numbers that property-priced fees use (sensors, ...)."""
@@ -475,7 +505,7 @@ class Twin(Base):
     payer: Payer
     plans: list[PlanAssignment] = Field(min_length=1)
     properties: dict[Id, Count] = Field(default_factory=dict)
-    status: Literal["active", "suspended", "terminated"] = "active"
+    status: TwinStatus = "active"
 
     @model_validator(mode="after")
     def _ordered(self) -> Twin:
@@ -490,10 +520,14 @@ class Sim(Base):
     account: Id
     time_zone: TimeZone | None = None
     twins: list[Twin] = Field(min_length=1)
+    state: SimState | None = None
+    """None (a catalogue of before lifecycle states): the twins' statuses tell it."""
 
 
 class SimRange(Base):
-    """`count` SIMs with consecutive IMSIs and MSISDNs sharing the same twins."""
+    """`count` SIMs with consecutive IMSIs and MSISDNs sharing the same twins. `state` is
+    every member's state but those named in `states` (IMSI -> state: a member moved on its
+    own, e.g. activated out of an inventory range)."""
 
     id: Id
     imsi_first: Digits
@@ -502,6 +536,8 @@ class SimRange(Base):
     account: Id
     time_zone: TimeZone | None = None
     twins: list[Twin] = Field(min_length=1)
+    state: SimState | None = None
+    states: dict[Digits, SimState] = Field(default_factory=dict)
 
 
 class Account(Base):

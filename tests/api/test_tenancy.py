@@ -213,6 +213,14 @@ def cases(demo_token: str = "0" * 16) -> dict[tuple[str, str], list[Case]]:
         ("POST", "/v1/subscriptions/{imsi}/terminate"): [
             Case("POST", f"{s}/terminate") for s in sub_paths
         ],
+        ("POST", "/v1/subscriptions/{imsi}/state"): [
+            Case("POST", f"{s}/state", json={"state": st})
+            for s in sub_paths
+            for st in ("inventory", "deactivated")
+        ],
+        ("GET", "/v1/subscriptions/{imsi}/history"): [
+            Case("GET", f"{s}/history") for s in sub_paths
+        ],
         ("PUT", "/v1/subscriptions/{imsi}/twins"): [
             Case("PUT", f"{s}/twins", json={"twins": [twin]}) for s in sub_paths
         ],

@@ -1,0 +1,332 @@
+"""SIM lifecycle states (docs/sim-states.md) over real HTTP, a real Redis and, for what they
+mean to charging, real CCRs through a real Diameter server: every allowed and refused
+transition, who made each (history), a SIM of a range, and what each state is charged."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from ocs.api.auth import digest, token_id
+from ocs.balance import BalanceStore
+from ocs.charging.states import allowance_payer, apply_activations
+from ocs.config import Settings
+from ocs.diameter import avp_codes as A
+from ocs.diameter.codec import Message
+from ocs.diameter.constants import CcRequestType, ResultCode
+from ocs.provisioning.states import STATES, TRANSITIONS
+from ocs.redis_client import RedisClient
+from tests.api.conftest import TENANT, Api, Gateway, demo_documents
+from tests.charging.ccr import build_ccr
+
+RANGE_IMSI = "262010000000001"  # a member of the demo's sim_range
+PATH_TO: dict[str, list[str]] = {  # how a SIM created active reaches each state
+    "inventory": ["deactivated", "inventory"],
+    "test": ["deactivated", "inventory", "test"],
+    "active": [],
+    "suspended": ["suspended"],
+    "deactivated": ["deactivated"],
+    "terminated": ["terminated"],
+}
+
+
+async def _create(api: Api, imsi: str, state: str | None = None, msisdn: str | None = None) -> None:
+    body: dict[str, Any] = {
+        "imsi": imsi,
+        "account": "bob",
+        "plan": "consumer-data",
+        "payer": {"kind": "wallet", "id": "w-states"},
+    }
+    if state is not None:
+        body["state"] = state
+    if msisdn is not None:
+        body["msisdn"] = msisdn
+    r = await api.request("POST", "/v1/subscriptions", json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["subscriptions"][0]["status"] == (state or "active")
+
+
+async def _wallet(api: Api, balance: int = 100_000) -> None:
+    r = await api.request(
+        "POST",
+        "/v1/wallets",
+        json={"id": "w-states", "account": "bob", "currency": "EUR", "balance": balance},
+    )
+    assert r.status_code == 201, r.text
+
+
+async def _move(api: Api, imsi: str, state: str, reason: str = "", who: str = "admin") -> Any:
+    return await api.request(
+        "POST", f"/v1/subscriptions/{imsi}/state", who=who, json={"state": state, "reason": reason}
+    )
+
+
+async def test_every_allowed_and_refused_transition(demo: Api) -> None:
+    await _wallet(demo)
+    n = 0
+    for current in STATES:
+        for to in STATES:
+            n += 1
+            imsi = f"2620188{n:08d}"
+            await _create(demo, imsi)
+            for step in PATH_TO[current]:
+                assert (await _move(demo, imsi, step)).status_code == 200
+            r = await _move(demo, imsi, to, reason=f"{current} to {to}")
+            got = (await demo.request("GET", f"/v1/subscriptions/{imsi}")).json()["status"]
+            if to in TRANSITIONS[current]:
+                assert r.status_code == 200, (current, to, r.text)
+                assert r.json()["subscriptions"][0]["status"] == to
+                assert got == to
+            else:
+                assert r.status_code == 409, (current, to, r.text)
+                problem = r.json()
+                assert problem["type"].endswith("state-transition")
+                assert (problem["from"], problem["to"]) == (current, to)
+                assert f"from {current} to {to}" in problem["detail"]
+                assert got == current  # nothing written
+    assert n == 36
+
+
+async def test_history_says_who_when_and_why(demo: Api) -> None:
+    await _wallet(demo)
+    imsi = "262018800000901"
+    await _create(demo, imsi, state="inventory")
+    assert (await _move(demo, imsi, "test", reason="shipped to the OEM")).status_code == 200
+    assert (await _move(demo, imsi, "active", reason="sold")).status_code == 200
+    assert (await demo.request("POST", f"/v1/subscriptions/{imsi}/suspend")).status_code == 200
+    assert (await _move(demo, imsi, "inventory")).status_code == 409  # refused: not journaled
+    r = await demo.request("GET", f"/v1/subscriptions/{imsi}/history", who="read")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["state"] == "suspended"
+    who = f"token:{token_id(digest(demo.tokens['admin']))}"
+    moves = [(m["from"], m["to"], m["by"], m["reason"]) for m in body["items"]]
+    assert moves == [
+        ("active", "suspended", who, "subscription suspended"),
+        ("test", "active", who, "sold"),
+        ("inventory", "test", who, "shipped to the OEM"),
+    ]
+    assert all(m["at"] and m["revision"] > 0 for m in body["items"])
+    revisions = [m["revision"] for m in body["items"]]
+    assert revisions == sorted(revisions, reverse=True)
+
+
+async def test_a_sim_of_a_range_moves_alone(demo: Api) -> None:
+    r = await _move(demo, RANGE_IMSI, "deactivated", reason="device returned")
+    assert r.status_code == 200, r.text
+    view = r.json()["subscriptions"][0]
+    assert view["status"] == "deactivated" and view["range"] is not None
+    neighbour = str(int(RANGE_IMSI) + 1)
+    other = (await demo.request("GET", f"/v1/subscriptions/{neighbour}")).json()
+    assert other["status"] == "active"
+    assert (await _move(demo, RANGE_IMSI, "suspended")).status_code == 409
+    assert (await _move(demo, RANGE_IMSI, "inventory")).status_code == 200
+    history = (await demo.request("GET", f"/v1/subscriptions/{RANGE_IMSI}/history")).json()
+    assert [(m["from"], m["to"]) for m in history["items"]] == [
+        ("deactivated", "inventory"),
+        ("active", "deactivated"),
+    ]
+    assert (await demo.request("GET", f"/v1/subscriptions/{neighbour}/history")).json()[
+        "items"
+    ] == []
+    listed = await demo.request("GET", "/v1/subscriptions", params={"status": "inventory"})
+    assert [s["imsi"] for s in listed.json()["items"]] == [RANGE_IMSI]
+    # back to the range's own state: the member has no state of its own any more
+    assert (await _move(demo, RANGE_IMSI, "active")).status_code == 200
+    state = json.loads(await demo.redis.get(f"ocs:api:{{api:{TENANT}}}:state"))
+    assert all(not item.get("states") for item in state["sim_ranges"].values())
+
+
+async def test_another_tenant_can_neither_read_nor_move_a_sim(demo: Api) -> None:
+    for imsi in ("262019999999999", RANGE_IMSI):
+        r = await _move(demo, imsi, "deactivated", who="other")
+        assert r.status_code == 404, r.text
+        r = await demo.request("GET", f"/v1/subscriptions/{imsi}/history", who="other")
+        assert r.status_code == 404, r.text
+        assert (await demo.request("GET", f"/v1/subscriptions/{imsi}")).json()["status"] == "active"
+    r = await _move(demo, RANGE_IMSI, "deactivated", who="topup")
+    assert r.status_code == 403
+
+
+async def test_a_catalogue_of_before_states_keeps_working(demo: Api) -> None:
+    """A SIM whose twins were suspended the old way is suspended; its first move lifts the
+    twins' status to the SIM's state."""
+    docs = demo_documents()
+    sims = docs["subscribers.yaml"]["sims"]
+    legacy = next(s for s in sims if s["imsi"] == "262019999999999")
+    for twin in legacy["twins"]:
+        twin["status"] = "suspended"
+    r = await demo.request("POST", "/v1/catalogue", json={"documents": docs})
+    assert r.status_code == 200, r.text
+    view = (await demo.request("GET", "/v1/subscriptions/262019999999999")).json()
+    assert view["status"] == "suspended"
+    r = await demo.request("POST", "/v1/subscriptions/262019999999999/resume")
+    assert r.status_code == 200, r.text
+    view = r.json()["subscriptions"][0]
+    assert view["status"] == "active" and {t["status"] for t in view["twins"]} == {"active"}
+    # and a catalogue naming a move the table refuses is refused whole
+    for twin in legacy["twins"]:
+        twin["status"] = "active"
+    legacy["state"] = "inventory"
+    r = await demo.request("POST", "/v1/catalogue", json={"documents": docs})
+    assert r.status_code == 409, r.text
+    assert (r.json()["from"], r.json()["to"]) == ("active", "inventory")
+
+
+# -- what each state means for charging, with real CCRs ------------------------------------
+def _code(answer: Message) -> int:
+    mscc = answer.find(A.AVP_MULTIPLE_SERVICES_CREDIT_CONTROL)
+    if mscc is not None:
+        for child in mscc.children or []:
+            if child.key == A.AVP_RESULT_CODE:
+                return int(child.value)
+    return int(answer.get(A.AVP_RESULT_CODE))
+
+
+def _granted(answer: Message) -> int:
+    mscc = answer.find(A.AVP_MULTIPLE_SERVICES_CREDIT_CONTROL)
+    for child in (mscc.children or []) if mscc is not None else []:
+        if child.key == A.AVP_GRANTED_SERVICE_UNIT:
+            for unit in child.children or []:
+                if unit.key == A.AVP_CC_TOTAL_OCTETS:
+                    return int(unit.value)
+    return 0
+
+
+async def _ccr(gw: Gateway, sid: str, n: int, imsi: str, want: int, used: int) -> Message:
+    kind = CcRequestType.INITIAL_REQUEST if n == 0 else CcRequestType.UPDATE_REQUEST
+    return await gw.send(
+        build_ccr(sid, request_type=kind, number=n, imsi=imsi, msccs=[(1, want, used)])
+    )
+
+
+async def _sms(gw: Gateway, sid: str, imsi: str) -> Message:
+    return await gw.send(
+        build_ccr(
+            sid,
+            request_type=CcRequestType.EVENT_REQUEST,
+            number=0,
+            imsi=imsi,
+            msccs=[(1, 1, 0)],
+            requested_action=0,
+            units=True,
+            service_context="32274@3gpp.org",
+        )
+    )
+
+
+async def _with_test_allowance(api: Api, activate: str) -> None:
+    docs = demo_documents()
+    plan = next(p for p in docs["plans.yaml"]["plans"] if p["id"] == "consumer-data")
+    plan["test_allowance"] = {"data_bytes": 30_000, "sms": 1, "activate": activate}
+    r = await api.request("POST", "/v1/catalogue", json={"documents": docs})
+    assert r.status_code == 200, r.text
+
+
+async def _status(api: Api, imsi: str) -> str:
+    """The SIM's state as the API sees it (its compiled catalogue is trusted for a second:
+    a change made by another process shows within it)."""
+    for _ in range(40):
+        r = await api.request("GET", f"/v1/subscriptions/{imsi}")
+        if r.json()["status"] != "test":
+            break
+        await asyncio.sleep(0.1)
+    return str(r.json()["status"])
+
+
+async def _wallet_available(redis: RedisClient) -> int:
+    store = BalanceStore(redis)
+    return sum(b.available for b in await store.buckets(f"{TENANT}:wallet:w-states"))
+
+
+async def test_states_refused_by_charging_get_4010_and_nothing_moves(
+    gateway: Gateway, demo: Api
+) -> None:
+    await _wallet(demo)
+    for n, state in enumerate(("inventory", "suspended", "deactivated", "terminated")):
+        imsi = f"26201770000{n:04d}"
+        await _create(demo, imsi)
+        for step in PATH_TO[state]:
+            assert (await _move(demo, imsi, step)).status_code == 200
+        before = await _wallet_available(demo.redis)
+        cca = await _ccr(gateway, f"pgw.test;st;{state}", 0, imsi, 10_000, 0)
+        assert _code(cca) == ResultCode.DIAMETER_END_USER_SERVICE_DENIED, state
+        assert _granted(cca) == 0
+        assert await _wallet_available(demo.redis) == before
+    # and an active one is charged as usual from its wallet
+    await _create(demo, "262017700009999")
+    cca = await _ccr(gateway, "pgw.test;st;active", 0, "262017700009999", 10_000, 0)
+    assert _code(cca) == ResultCode.DIAMETER_SUCCESS and _granted(cca) > 0
+
+
+async def test_a_test_sim_uses_its_allowance_free_then_gets_4012(
+    gateway: Gateway, demo: Api, settings: Settings
+) -> None:
+    await _with_test_allowance(demo, "never")
+    await _wallet(demo)
+    imsi = "262017700010001"
+    await _create(demo, imsi, state="test")
+    wallet = await _wallet_available(demo.redis)
+    sid = "pgw.test;st;test"
+    cca = await _ccr(gateway, sid, 0, imsi, 20_000, 0)
+    assert _code(cca) == ResultCode.DIAMETER_SUCCESS and _granted(cca) == 20_000
+    cca = await _ccr(gateway, sid, 1, imsi, 20_000, 20_000)
+    assert _code(cca) == ResultCode.DIAMETER_SUCCESS and _granted(cca) == 10_000
+    cca = await _ccr(gateway, sid, 2, imsi, 20_000, 10_000)
+    assert _code(cca) == ResultCode.DIAMETER_CREDIT_LIMIT_REACHED and _granted(cca) == 0
+    assert await _wallet_available(demo.redis) == wallet  # never billed
+    store = BalanceStore(demo.redis)
+    tag = allowance_payer(TENANT, imsi)
+    used = {b.unit: b.used for b in await store.buckets(tag)}
+    assert used["bytes"] == 30_000  # counted
+    records = [r.fields for r in await store.records(tag) if r.fields["kind"] == "usage"]
+    assert sum(int(r["units"]) for r in records) == 30_000
+    assert all(json.loads(r["ctx"])["levels"] == [] for r in records)
+    assert all(json.loads(r["ctx"])["test"] is True for r in records)
+    # one SMS free, the second refused
+    assert _code(await _sms(gateway, "pgw.test;st;sms1", imsi)) == ResultCode.DIAMETER_SUCCESS
+    assert (
+        _code(await _sms(gateway, "pgw.test;st;sms2", imsi))
+        == ResultCode.DIAMETER_CREDIT_LIMIT_REACHED
+    )
+    # nothing asked to activate it (activate: never)
+    assert await apply_activations(BalanceStore(demo.redis), settings.data_dir) == 0
+
+
+async def test_a_test_sim_activates_itself_once_the_allowance_is_used(
+    gateway: Gateway, demo: Api, settings: Settings
+) -> None:
+    await _with_test_allowance(demo, "exhausted")
+    await _wallet(demo)
+    imsi = "262017700010002"
+    await _create(demo, imsi, state="test")
+    wallet = await _wallet_available(demo.redis)
+    sid = "pgw.test;st;exhausted"
+    cca = await _ccr(gateway, sid, 0, imsi, 30_000, 0)
+    assert _granted(cca) == 30_000
+    # the allowance is used: the next grant is charged as active, from the wallet
+    cca = await _ccr(gateway, sid, 1, imsi, 10_000, 30_000)
+    assert _code(cca) == ResultCode.DIAMETER_SUCCESS and _granted(cca) == 10_000
+    assert await _wallet_available(demo.redis) < wallet
+    assert await apply_activations(BalanceStore(demo.redis), settings.data_dir) == 1
+    assert await _status(demo, imsi) == "active"
+    view = (await demo.request("GET", f"/v1/subscriptions/{imsi}/history")).json()
+    assert [(m["from"], m["to"], m["by"], m["reason"]) for m in view["items"]] == [
+        ("test", "active", "system", "test allowance used")
+    ]
+
+
+async def test_a_test_sim_activates_itself_on_first_use(
+    gateway: Gateway, demo: Api, settings: Settings
+) -> None:
+    await _with_test_allowance(demo, "first_use")
+    await _wallet(demo)
+    imsi = "262017700010003"
+    await _create(demo, imsi, state="test")
+    wallet = await _wallet_available(demo.redis)
+    cca = await _ccr(gateway, "pgw.test;st;first", 0, imsi, 10_000, 0)
+    assert _code(cca) == ResultCode.DIAMETER_SUCCESS and _granted(cca) == 10_000
+    assert await _wallet_available(demo.redis) < wallet  # reserved as active
+    assert await apply_activations(BalanceStore(demo.redis), settings.data_dir) == 1
+    assert await _status(demo, imsi) == "active"
