@@ -156,7 +156,8 @@ async def test_subscriptions_rejections_name_line_field_reason_and_reimport_is_a
     sims = (await state_api.catalogues.compiled(TENANT)).catalogue.sims_by_imsi
     suspended = sims["262031000000002"]
     assert suspended.account == "crm-a1"
-    assert [t.spec.status for t in suspended.twins] == ["suspended"]
+    assert suspended.state == "suspended"  # the SIM's lifecycle state (docs/sim-states.md)
+    assert [t.spec.status for t in suspended.twins] == ["active"]
     assert dict(sims["262031000000001"].twins[0].spec.properties) == {"sensors": 2}
 
     before = await _raw_state(redis)
@@ -220,7 +221,7 @@ async def test_import_leaves_the_state_the_api_calls_leave(
         item.pop("msisdn")
     assert by_import == by_api
     assert by_import["twins"][0]["plans"][-1] == {"plan": "oem-diag", "from": change_at}
-    assert by_import["twins"][0]["status"] == "suspended"
+    assert by_import["state"] == "suspended"  # the SIM's state (docs/sim-states.md)
 
 
 async def test_unknown_references_become_valid_once_the_accounts_are_imported(
