@@ -1,4 +1,4 @@
--- 0011: SIM lifecycle states (docs/sim-states.md). A subscription's status is its SIM's
+-- 0012: SIM lifecycle states (docs/sim-states.md). A subscription's status is its SIM's
 -- state (or its twin's own status while the SIM is active): recurring fees run while it is
 -- active only, so inventory, test and deactivated SIMs are not charged them either.
 ALTER TABLE subscription_events DROP CONSTRAINT IF EXISTS subscription_events_status_check;
