@@ -51,6 +51,7 @@ from ocs.provisioning.states import (
     Actor,
     entries,
     moves,
+    outbox_event,
     snapshot,
 )
 from ocs.rating.catalogue import Catalogue
@@ -359,12 +360,16 @@ class TenantCatalogues:
             pipe.delete(msisdn_key(tenant))
             if index:
                 pipe.hset(msisdn_key(tenant), mapping=index)
-            for entry in journal:  # the moves of SIM states, with the state that makes them
-                text = json.dumps(entry, separators=(",", ":"))
-                subject = str(entry.get("imsi") or f"range:{entry['range']}")
+            for move in journal:  # the moves of SIM states, with the state that makes them
+                text = json.dumps(move, separators=(",", ":"))
+                subject = str(move.get("imsi") or f"range:{move['range']}")
                 pipe.lpush(sim_history_key(tenant, subject), text)
                 pipe.ltrim(sim_history_key(tenant, subject), 0, HISTORY_KEPT - 1)
                 pipe.xadd(state_moves_key(tenant), {"entry": text})
+                payer = _first_payer(catalogue, state, move)
+                if payer is not None:  # the sim.state_changed event (docs/webhooks.md)
+                    outbox, fields = outbox_event(tenant, move, payer, now_ms)
+                    pipe.xadd(outbox, fields)
             # after the state: a node that sees the stamp reads this state (or a newer one)
             pipe.hset(IN_FORCE, tenant, f"{now_ms}.{rev}")
             await pipe.execute()
@@ -391,6 +396,23 @@ class TenantCatalogues:
     async def versions(self, tenant: str, limit: int) -> list[dict[str, Any]]:
         raw = await self.redis.lrange(versions_key(tenant), 0, limit - 1)
         return [json.loads(r) for r in raw]
+
+
+def _first_payer(
+    catalogue: Catalogue, state: State, entry: Mapping[str, Any]
+) -> tuple[str, str] | None:
+    """(kind, id) of the payer of the first twin (by priority) of the moved SIM or range."""
+    imsi = entry.get("imsi")
+    if imsi:
+        sim = catalogue.sims_by_imsi.get(str(imsi))
+        if sim is None or not sim.twins:
+            return None
+        return str(sim.twins[0].payer.kind), sim.twins[0].payer.id
+    item = (state.get("sim_ranges") or {}).get(str(entry.get("range")))
+    if not item or not item.get("twins"):
+        return None
+    twin = min(item["twins"], key=lambda t: int(t.get("priority", 0)))
+    return str(twin["payer"]["kind"]), str(twin["payer"]["id"])
 
 
 def compile_state(raw: str | bytes) -> Catalogue:

@@ -13,11 +13,14 @@ move of such a SIM writes ``state`` and lifts the twins' statuses that stood for
 from __future__ import annotations
 
 import getpass
+import hashlib
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from ocs.balance.keys import PayerKeys, payer_tag
 from ocs.provisioning.errors import Refused
 
 STATES: Final = ("inventory", "test", "active", "suspended", "deactivated", "terminated")
@@ -207,6 +210,37 @@ def moves(before: Snapshot, after: Mapping[str, Any]) -> list[Move]:
     for move in out:
         check(move.from_, move.to, move.subject())
     return out
+
+
+EVENT_TYPE: Final = "sim.state_changed"
+
+
+def outbox_event(
+    tenant: str, entry: Mapping[str, Any], payer: tuple[str, str], now_ms: int
+) -> tuple[str, dict[str, str]]:
+    """The outbox stream and the fields of the ``sim.state_changed`` event of one journaled
+    move (docs/webhooks.md): the outbox of the SIM's first payer (``payer``: kind, id), the
+    format ``emit`` of ``_events.lua`` writes. Its id is derived from the subject and the
+    revision (a replay of the same move has the same id)."""
+    kind, pid = payer
+    tag = payer_tag(tenant, kind, pid)
+    subject: dict[str, Any] = {"payer": pid, "payer_kind": kind}
+    if entry.get("imsi"):
+        subject["imsi"] = entry["imsi"]
+    if entry.get("range"):
+        subject["range"] = entry["range"]
+    natural = f"{entry.get('imsi') or 'range:' + str(entry.get('range'))}|{entry['revision']}"
+    digest = hashlib.sha1(f"{tag}|{EVENT_TYPE}|{natural}".encode()).hexdigest()
+    data = {k: entry[k] for k in ("from", "to", "by", "reason", "at", "revision")}
+    fields = {
+        "id": "evt_" + digest[:32],
+        "tenant": tenant,
+        "type": EVENT_TYPE,
+        "subject": json.dumps(subject, sort_keys=True, separators=(",", ":")),
+        "time": str(now_ms),
+        "data": json.dumps(data, sort_keys=True, separators=(",", ":")),
+    }
+    return PayerKeys(tag).events, fields
 
 
 def entries(

@@ -10,6 +10,7 @@ from typing import Any
 
 from ocs.api.auth import digest, token_id
 from ocs.balance import BalanceStore
+from ocs.balance.keys import PayerKeys
 from ocs.charging.states import allowance_payer, apply_activations
 from ocs.config import Settings
 from ocs.diameter import avp_codes as A
@@ -110,13 +111,38 @@ async def test_history_says_who_when_and_why(demo: Api) -> None:
     assert all(m["at"] and m["revision"] > 0 for m in body["items"])
     revisions = [m["revision"] for m in body["items"]]
     assert revisions == sorted(revisions, reverse=True)
+    # each move is a sim.state_changed event in the outbox of the SIM's payer
+    events = await _events(demo, "wallet", "w-states", imsi)
+    assert [(e["data"]["from"], e["data"]["to"], e["data"]["by"]) for e in events] == [
+        ("inventory", "test", who),
+        ("test", "active", who),
+        ("active", "suspended", who),
+    ]
+    assert events[0]["subject"] == {"imsi": imsi, "payer": "w-states", "payer_kind": "wallet"}
+    assert events[0]["tenant"] == TENANT and events[0]["id"].startswith("evt_")
+    assert len({e["id"] for e in events}) == 3
+
+
+async def _events(api: Api, kind: str, pid: str, imsi: str) -> list[dict[str, Any]]:
+    """The sim.state_changed events of ``imsi`` in a payer's outbox (docs/webhooks.md)."""
+    raw = await api.redis.xrange(PayerKeys(f"{TENANT}:{kind}:{pid}").events)
+    out = []
+    for _, fields in raw:
+        f = {k.decode(): v.decode() for k, v in fields.items()}
+        subject = json.loads(f["subject"])
+        if f["type"] == "sim.state_changed" and subject.get("imsi") == imsi:
+            out.append({**f, "subject": subject, "data": json.loads(f["data"])})
+    return out
 
 
 async def test_a_sim_of_a_range_moves_alone(demo: Api) -> None:
     r = await _move(demo, RANGE_IMSI, "deactivated", reason="device returned")
     assert r.status_code == 200, r.text
     view = r.json()["subscriptions"][0]
-    assert view["status"] == "deactivated" and view["range"] is not None
+    assert view["status"] == "deactivated" and view["range"] == "acme-fleet"
+    payer = view["twins"][0]["payer"]
+    events = await _events(demo, payer["kind"], payer["id"], RANGE_IMSI)
+    assert [(e["data"]["from"], e["data"]["to"]) for e in events] == [("active", "deactivated")]
     neighbour = str(int(RANGE_IMSI) + 1)
     other = (await demo.request("GET", f"/v1/subscriptions/{neighbour}")).json()
     assert other["status"] == "active"
