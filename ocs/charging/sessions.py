@@ -6,9 +6,13 @@ The process also keeps the state of the sessions it answers (bounded). A CCR who
 CC-Request-Number follows the one this process answered last for that session is served from
 that copy: nobody else can have changed the session in between, because every request of the
 session up to this one went through this process. A CCR-Initial that is not a retransmission
-(no T flag) opens a new session (RFC 6733 Session-Ids are unique): it has no state to read,
-but it claims the Session-Id for its peer first (:data:`CLAIM`, one command batched with the
-others): a Session-Id that is live for another peer is refused, never re-bound. Any other CCR
+(no T flag) opens a new session (RFC 6733 Session-Ids are unique): it has no state to read
+and skips Redis too, so it costs one round trip (its charge) like a CCR-Update, when its
+Session-Id begins with its own Origin-Host, as RFC 6733 8.8 says it MUST ("<DiameterIdentity>;
+..."): no other peer can open a session in that namespace, since the Origin-Host is checked
+against the connection. A Session-Id that does not (some equipment does not follow 8.8) is
+claimed for its peer first (:data:`CLAIM`, one more round trip): one that is live for another
+peer is refused, never re-bound. Any other CCR
 (the first one seen here after a restart or a move to another worker, or a retransmission)
 reads Redis. Even a reused Session-Id is charged once: the charge script keeps its result per
 request id.
@@ -25,9 +29,10 @@ written only when it changes, and its TTL refreshed at most every
 
 A session belongs to the Diameter peer that opened it: the CCR-Initial's Origin-Host (already
 checked by ``ocs.diameter.peer`` to be the connected peer's own, or one it relays for) is kept
-in the session hash (field ``peer``, lower case), claimed by the CCR-Initial before it is
-charged: a CCR-Initial from another peer with a Session-Id still bound (live, or closed and
-keeping its stored answers) gets :class:`UnknownSession` (5002) and charges nothing. A CCR-Update,
+in the session hash (field ``peer``, lower case). A CCR-Initial outside its peer's own
+namespace claims the Session-Id before it is charged: one from another peer with a
+Session-Id still bound (live, or closed and keeping its stored answers) gets
+:class:`UnknownSession` (5002) and charges nothing. A CCR-Update,
 -Terminate or -Event, or a retransmission, whose Origin-Host is another one gets
 :class:`UnknownSession` (5002) before anything is charged, returned or written. A closed
 session leaves ``peer`` alone in its hash for ``answer_ttl``, so its stored answers stay its
@@ -133,6 +138,8 @@ class SessionStore:
             raise UnknownSession()
         if new:
             self._known.pop(session_id, None)
+            if session_id.lower().startswith(peer + ";"):  # its own namespace (RFC 6733 8.8)
+                return {}, None
             holder = await self.batch.execute(
                 "EVAL", CLAIM, 1, session_key(session_id), peer, self.ttl
             )

@@ -4,6 +4,7 @@ yet a reused Session-Id or a retransmitted CCR-Initial is charged once."""
 from __future__ import annotations
 
 from ocs.balance import BalanceStore
+from ocs.balance.keys import session_key
 from ocs.charging.application import ChargingApplication
 from ocs.charging.config import ChargingConfig
 from ocs.diameter import avp_codes as A
@@ -17,18 +18,35 @@ from tests.charging.test_sessions import MB, ccr
 async def test_a_new_session_costs_its_charge_and_its_writes_only(
     store: BalanceStore, catalogue: Catalogue, config: ChargingConfig
 ) -> None:
+    """A CCR-I whose Session-Id begins with its Origin-Host (RFC 6733 8.8; the peer here is
+    pgw.test) costs one round trip, its charge: no read, no claim."""
     app = make_app(store, catalogue, config)
     batch = app.sessions.batch
     before = batch.commands
-    answer = await app.handle_ccr(ccr("hot1", 1, 0, [(10, MB, 0)]), None)
+    answer = await app.handle_ccr(ccr("pgw.test;hot1;1", 1, 0, [(10, MB, 0)]), None)
     assert answer.get(A.AVP_RESULT_CODE) == 2001
     await batch.execute("PING")  # queued after the write-behind commands: they went out
     # EVALSHA charge, then HSET + EXPIRE session, SET answer; then the PING. No HGETALL/GET.
     assert batch.commands - before == 5
     before = batch.commands
-    await app.handle_ccr(ccr("hot1", 2, 1, [(10, MB, 1000)]), None)
+    await app.handle_ccr(ccr("pgw.test;hot1;1", 2, 1, [(10, MB, 1000)]), None)
     await batch.execute("PING")
     assert batch.commands - before == 3  # EVALSHA, SET answer, PING: the session is known
+
+
+async def test_a_session_id_outside_the_peers_namespace_is_claimed_first(
+    store: BalanceStore, catalogue: Catalogue, config: ChargingConfig
+) -> None:
+    """A Session-Id that does not begin with the peer's Origin-Host could be another peer's:
+    the CCR-I claims it (one EVAL) before its charge (charging.sessions)."""
+    app = make_app(store, catalogue, config)
+    batch = app.sessions.batch
+    before = batch.commands
+    answer = await app.handle_ccr(ccr("hot1", 1, 0, [(10, MB, 0)]), None)
+    assert answer.get(A.AVP_RESULT_CODE) == 2001
+    await batch.execute("PING")
+    assert batch.commands - before == 6  # EVAL claim, then as above
+    assert await store.redis.hget(session_key("hot1"), "peer") == b"pgw.test"
 
 
 async def test_a_reused_session_id_is_charged_once_by_a_fresh_process(

@@ -215,25 +215,26 @@ async def test_another_peer_cannot_reopen_a_live_session(
     (5002) before anything is charged: the session is not re-bound to B, A's state and stored
     answers stay, and A's session goes on."""
     a, b = CLIENT.origin_host, OTHER.origin_host
-    opened = await peers.send(peers.a, ccr("bind-4", 1, 0, [(10, MB, 0)], a))
+    sid = f"{a};bind-4"  # in A's own namespace (RFC 6733 8.8): A's CCR-I claims nothing
+    opened = await peers.send(peers.a, ccr(sid, 1, 0, [(10, MB, 0)], a))
     assert opened.get(A.AVP_RESULT_CODE) == 2001
     await peers.settled()
     before = await dump_all(redis)
 
     for n in (0, 7):  # A's own number, and a fresh one
-        hijack = await peers.send(peers.b, ccr("bind-4", 1, n, [(10, MB, 0)], b, imsi=BOB_IMSI))
+        hijack = await peers.send(peers.b, ccr(sid, 1, n, [(10, MB, 0)], b, imsi=BOB_IMSI))
         assert hijack.get(A.AVP_RESULT_CODE) == UNKNOWN_SESSION
         assert not msccs(hijack)
     await peers.settled()
     assert await dump_all(redis) == before
-    assert await redis.hget(session_key("bind-4"), "peer") == a.encode()
+    assert await redis.hget(session_key(sid), "peer") == a.encode()
 
-    update = await peers.send(peers.a, ccr("bind-4", 2, 1, [(10, MB, 400_000)], a))
+    update = await peers.send(peers.a, ccr(sid, 2, 1, [(10, MB, 400_000)], a))
     assert update.get(A.AVP_RESULT_CODE) == 2001
-    final = await peers.send(peers.a, ccr("bind-4", 3, 2, [(10, -1, 100_000)], a))
+    final = await peers.send(peers.a, ccr(sid, 3, 2, [(10, -1, 100_000)], a))
     assert final.get(A.AVP_RESULT_CODE) == 2001
     # the closed session keeps its binding while its answers are kept: B cannot reopen it
-    reopen = await peers.send(peers.b, ccr("bind-4", 1, 0, [(10, MB, 0)], b))
+    reopen = await peers.send(peers.b, ccr(sid, 1, 0, [(10, MB, 0)], b))
     assert reopen.get(A.AVP_RESULT_CODE) == UNKNOWN_SESSION
     pool = await bucket(store, ACME_POOL, "acme-pool")
     assert (pool.used, pool.reserved) == (500_000, 0)
