@@ -51,7 +51,7 @@ def cap_views(usages: list[CapUsage]) -> list[CapView]:
             used=u.used,
             reserved=u.reserved,
             remaining=u.remaining,
-            action=u.ref.action.kind,  # type: ignore[arg-type]
+            action=u.ref.action.kind,
         )
         for u in usages
     ]
@@ -81,9 +81,8 @@ async def _view(api: ApiState, tenant: str, imsi: str) -> LimitsView:
     elif caps:
         source = "plan"
     limits = None
-    if own is not None:
-        limits = dump_item(own)
-        limits.pop("imsi", None)
+    if own is not None:  # as given: without the IMSI and the empty defaults
+        limits = {k: v for k, v in dump_item(own).items() if k != "imsi" and v not in ([], {})}
     return LimitsView(imsi=imsi, source=source, limits=limits, caps=caps)
 
 

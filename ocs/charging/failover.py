@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ocs.balance import BucketUnit, ChargeRequest
 from ocs.charging.errors import is_store_outage, result_code_for
+from ocs.charging.limits import limits_arg, usage_caps
 from ocs.charging.pricing import charge_at_price, reservation_rate
 from ocs.charging.usage import (
     UNIT_OF,
@@ -415,7 +416,11 @@ class FailureHandling:
                 self.journal.keep_unrated({**entry, "rg": rg})
                 continue
             # at its price, as online (ocs.charging.pricing): a wallet is debited exactly the
-            # amount the record says, which is what the bill run rates the record at
+            # amount the record says, which is what the bill run rates the record at; the
+            # used units count against the SIM's caps of the period they were used in
+            catalogue = app.catalogue.of(view.imsi, view.msisdn)
+            at_ms = int(entry["ts"])
+            caps = usage_caps(catalogue, resolution, unit)
             await charge_at_price(
                 app.store,
                 payer_key(tenant, resolution.payer),
@@ -423,11 +428,12 @@ class FailureHandling:
                     request_id=f"{sid}:{number}:{rg}",
                     member=f"{sid}|{rg}|failover",
                     unit=unit,
-                    now_ms=int(entry["ts"]),
+                    now_ms=at_ms,
                     used=used,
                     rate=reservation_rate(resolution.quotes[0]),
+                    limits=limits_arg(caps, catalogue.tenant.time_zone, at_ms),
                 ),
-                app.catalogue.of(view.imsi, view.msisdn),
+                catalogue,
                 resolution,
                 app.counters,
                 _failover_context(app, view, rg, resolution, used),

@@ -23,6 +23,7 @@ from ocs.rating.catalogue import Catalogue, CompiledSim
 from ocs.rating.context import ServiceKind
 from ocs.rating.engine import Resolution
 from ocs.rating.models import CAP_FIELDS, Caps
+from ocs.rating.models import LimitAction as ActionName
 
 SIM_SCOPE: Final = "*"
 SERVICE_OF_UNIT: Final = {
@@ -36,7 +37,7 @@ SERVICE_OF_UNIT: Final = {
 class LimitAction:
     """What the answer does at a cap: ``block``, ``redirect``, ``restrict`` or ``notify``."""
 
-    kind: str
+    kind: ActionName
     redirect_url: str | None = None
     filter_ids: tuple[str, ...] = ()
 

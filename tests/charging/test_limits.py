@@ -41,6 +41,8 @@ NOTIFY = "262010000000004"
 DAILY = "262010000000005"
 EVENTS = "262010000000006"
 FREE = "262010000000007"  # no limits
+PLAN_SIM = "262010000777001"  # on plan capped-iot (default: 2,000,000 bytes a month)
+PLAN_OVERRIDDEN = "262010000777002"  # on capped-iot, with its own cap (3,000,000)
 EVENTS_POOL = "demo:prepaid_pool:acme-events"
 CAP = 1_000_000
 LIMITS = f"""
@@ -53,6 +55,29 @@ sim_limits:
   - {{imsi: "{NOTIFY}", data_month_bytes: {CAP}, action: notify}}
   - {{imsi: "{DAILY}", data_day_bytes: {CAP}}}
   - {{imsi: "{EVENTS}", events_day: 3}}
+  - {{imsi: "{PLAN_OVERRIDDEN}", data_month_bytes: 3000000}}
+plans:
+  - id: capped-iot
+    currency: EUR
+    limits: {{data_month_bytes: 2000000, action: block}}
+    versions:
+      - effective_from: "2024-01-01T00:00:00+01:00"
+        zone_set: retail
+        tariffs:
+          - {{service: data, zone: "*", rates: {{any: {{tiers: [{{from: 0, price: "0"}}]}}}}}}
+sims:
+  - imsi: "{PLAN_SIM}"
+    account: acme-iot
+    twins:
+      - id: data
+        payer: {{kind: prepaid_pool, id: acme-pool}}
+        plans: [{{plan: capped-iot, from: "2024-01-01T00:00:00+01:00"}}]
+  - imsi: "{PLAN_OVERRIDDEN}"
+    account: acme-iot
+    twins:
+      - id: data
+        payer: {{kind: prepaid_pool, id: acme-pool}}
+        plans: [{{plan: capped-iot, from: "2024-01-01T00:00:00+01:00"}}]
 """
 SUCCESS = int(ResultCode.DIAMETER_SUCCESS)
 LIMIT = int(ResultCode.DIAMETER_CREDIT_LIMIT_REACHED)
@@ -334,3 +359,17 @@ async def test_a_reclaimed_reservation_gives_its_share_back(
     assert (await state(limits_store, ACME_POOL, BLOCK, "data_month_bytes"))[1:] == (0, 0)
     fresh = await Session(app, BLOCK, clock).initial(CAP)
     assert granted(fresh) == CAP
+
+
+async def test_a_plan_default_caps_each_twin_unless_the_sim_has_its_own(
+    app: ChargingApplication, limits_store: BalanceStore, clock: Clock
+) -> None:
+    on_plan = await Session(app, PLAN_SIM, clock).initial(5_000_000)
+    assert (code(on_plan), granted(on_plan)) == (SUCCESS, 2_000_000)
+    assert fui_action(on_plan) == FinalUnitAction.TERMINATE
+    raw = await limits_store.redis.hget(
+        PayerKeys(ACME_POOL).limits, f"{PLAN_SIM}|data|data_month_bytes"
+    )  # the plan's caps count per twin
+    assert raw is not None and raw.decode().split(":")[2] == "2000000"
+    own = await Session(app, PLAN_OVERRIDDEN, clock).initial(5_000_000)
+    assert (code(own), granted(own)) == (SUCCESS, 3_000_000)  # its own cap, not the plan's
