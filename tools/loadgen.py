@@ -131,7 +131,6 @@ def ccr(
 
 
 TYPE_NAMES = {1: "initial", 2: "update", 3: "terminate"}
-SID_PREFIX = "loadgen.local;"
 IMSI_SENTINEL = "999999999999999"
 NUMBER_SENTINEL = 0x5EC0DE5E
 
@@ -154,7 +153,9 @@ class Template:
 
     @staticmethod
     def session_id(run_id: int, i: int) -> str:
-        return f"{SID_PREFIX}{run_id:010d};{i:010d}"
+        # begins with the Origin-Host (loadgen-<run>.local), as RFC 6733 8.8 asks: what real
+        # gateways send, and what lets the server skip the CCR-I claim (charging.sessions)
+        return f"loadgen-{run_id}.local;{run_id:010d};{i:010d}"
 
     def build(self, sid: bytes, number: int, imsi: bytes, ids: bytes) -> bytes:
         b = bytearray(self.raw)
