@@ -212,6 +212,7 @@ class LoadGen(asyncio.Protocol):
         self.latencies: dict[int, list[float]] = {1: [], 2: [], 3: []}
         self.codes: Counter[str] = Counter()
         self.answered_in_window: Counter[int] = Counter()
+        self.seconds: list[tuple[float, float, bool]] = []  # --timeline: due, latency, 2001
         self.sent = 0
         self.timeouts = 0
         self.unmatched = 0
@@ -249,7 +250,10 @@ class LoadGen(asyncio.Protocol):
             due, i, step, rtype = entry
             if self.measure_from <= due < self.measure_to:
                 self.latencies[rtype].append(now - due)
-                self.codes[str(result_code(raw))] += 1
+                code = result_code(raw)
+                self.codes[str(code)] += 1
+                if getattr(self.args, "timeline", False):
+                    self.seconds.append((due - self.measure_from, now - due, code == 2001))
                 self.answered_in_window[rtype] += 1
             if step + 1 < len(self.steps):
                 self.ready.append((i, step + 1))
@@ -356,6 +360,27 @@ class LoadGen(asyncio.Protocol):
         await finished
 
 
+def timeline(samples: list[tuple[float, float, bool]]) -> list[dict[str, Any]]:
+    """Per second of the measured window (by scheduled time): answers, p99, max, and the
+    answers other than 2001."""
+    by_second: dict[int, list[tuple[float, bool]]] = {}
+    for due, latency, ok in samples:
+        by_second.setdefault(int(due), []).append((latency, ok))
+    out = []
+    for second, rows in sorted(by_second.items()):
+        stats = percentiles([latency for latency, _ in rows])
+        out.append(
+            {
+                "s": second,
+                "n": len(rows),
+                "p99": stats["p99"],
+                "max": stats["max"],
+                "not_2001": sum(1 for _, ok in rows if not ok),
+            }
+        )
+    return out
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     values = sorted(values)
 
@@ -385,6 +410,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     codes = dict(gen.codes)
     if gen.timeouts:
         codes["timeout"] = gen.timeouts
+    extra = {"timeline": timeline(gen.seconds)} if args.timeline else {}
     return {
         "mode": f"open loop at {args.rate:g}/s"
         if args.rate
@@ -405,6 +431,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "generator_cpu_us_per_request": round(
             (time.process_time() - cpu_before) / max(1, gen.sent) * 1e6, 1
         ),
+        **extra,
     }
 
 
@@ -427,6 +454,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.0, help="seconds not measured")
     parser.add_argument("--duration", type=float, default=0.0, help="measured seconds")
     parser.add_argument("--json-line", action="store_true", help="one line of JSON")
+    parser.add_argument(
+        "--timeline", action="store_true", help="also p99/max per second of the window"
+    )
     parser.add_argument(
         "--run-id",
         type=int,

@@ -26,6 +26,7 @@ from typing import Any, Final
 from ocs.balance import BalanceStore
 from ocs.balance.keys import CATALOG, MSISDN_INDEX
 from ocs.lifecycle import Lifecycle
+from ocs.provisioning.chunked import sync_hash
 from ocs.provisioning.errors import Refused
 from ocs.provisioning.identity import claim, identities_of
 from ocs.provisioning.keys import (
@@ -352,14 +353,12 @@ class TenantCatalogues:
         summary = dict(catalogue.summary())
         entry = {"revision": rev, "applied_at": now_ms, "source": source, "summary": summary}
         index = msisdn_index(catalogue)
+        await sync_hash(self.redis, msisdn_key(tenant), index)  # in bounded steps
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(state_key(tenant), json.dumps(state, separators=(",", ":")))
             pipe.set(revision_key(tenant), rev)
             pipe.lpush(versions_key(tenant), json.dumps(entry))
             pipe.ltrim(versions_key(tenant), 0, VERSIONS_KEPT - 1)
-            pipe.delete(msisdn_key(tenant))
-            if index:
-                pipe.hset(msisdn_key(tenant), mapping=index)
             for move in journal:  # the moves of SIM states, with the state that makes them
                 text = json.dumps(move, separators=(",", ":"))
                 subject = str(move.get("imsi") or f"range:{move['range']}")
@@ -377,10 +376,8 @@ class TenantCatalogues:
             # the single pointer of before per-tenant loading (`ocs import`'s default tenant,
             # `ocs lifecycle run`, nodes of an older version)
             files = await asyncio.to_thread(folder_files, folder)
+            await sync_hash(self.redis, MSISDN_INDEX, index)
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.delete(MSISDN_INDEX)
-                if index:
-                    pipe.hset(MSISDN_INDEX, mapping=index)
                 share_files(pipe, files, f"{now_ms}.{rev}")
                 pipe.hset(
                     CATALOG,

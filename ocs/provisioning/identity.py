@@ -17,11 +17,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from ocs.provisioning.chunked import scan_set
 from ocs.rating.catalogue import Catalogue
 
 KINDS: Final = ("imsi", "msisdn", "iccid")
 TAG: Final = "{ident}"
-CHUNK: Final = 5_000  # identities per script call (each call blocks Redis for its length)
+CHUNK: Final = 1_000  # identities per script call (each call blocks Redis for its length)
 MAX_REPORTED: Final = 20  # conflicts one claim reports
 
 
@@ -144,7 +145,7 @@ async def claim(redis: Any, tenant: str, wanted: Iterable[str]) -> Claim:
     nothing, when another tenant holds one). Call ``commit()`` once the change is in force
     (releases what the tenant dropped) or ``rollback()`` if it is not."""
     wanted = set(wanted)
-    held = {_s(m) for m in await redis.smembers(tenant_key(tenant))}
+    held = await scan_set(redis, tenant_key(tenant))  # pages: not one SMEMBERS
     out = Claim(redis, tenant, dropped=sorted(held - wanted))
     added = sorted(wanted - held)
     keys = _keys(tenant)

@@ -28,9 +28,7 @@ from ocs.rating.models import (
     PlanAssignment,
     PlanVersion,
     Pool,
-    Sim,
     SimLimits,
-    SimRange,
     TaxProfile,
     Tenant,
     TestAllowance,
@@ -259,7 +257,6 @@ class Catalogue:
     contracts: Mapping[str, Contract]
     addons: Mapping[str, Addon]
     tax_profiles: Mapping[str, TaxProfile]
-    sim_entries: tuple[Sim | SimRange, ...]
     warnings: tuple[Issue, ...] = field(default=())
     tiered_counters: frozenset[str] = frozenset()
     """Counter suffixes (``"|<counter>"``) that some graduated rate reads

@@ -90,6 +90,7 @@ class _Compiler:
         self.issues: list[Issue] = []
         self.rate_tables: dict[tuple[object, ...], RateTable] = {}
         self.filters: dict[tuple[object, ...], _AnalysedFilter] = {}
+        self.twin_indexes: dict[tuple[str, ...], TwinIndex] = {}
 
     def rate_table(self, rate: BandRate, tariff: Tariff, rounding: Rounding) -> RateTable:
         """Compile a band's tiers, once per distinct (tiers, terms): catalogues repeat the
@@ -310,6 +311,30 @@ class _Compiler:
         elif payer.id not in funds.contracts:
             self.error(where.at("id"), f"unknown contract {payer.id!r}")
 
+    def twin_index(
+        self,
+        where: Where,
+        twins: list[Twin],
+        plans: dict[str, CompiledPlan],
+        funds: _Funds,
+        regions: dict[str, frozenset[str]],
+        mcc_country: dict[str, str],
+    ) -> TwinIndex:
+        """The compiled twins of a SIM, shared by every SIM whose twins are equal (the
+        usual case: thousands of SIMs of one customer on the same plan and payer), so a
+        catalogue holds one set of twin objects per distinct twin list, not one per SIM.
+        Twins whose compile reported anything are compiled again for each SIM (every SIM
+        gets its issues)."""
+        key = tuple(t.model_dump_json() for t in twins)
+        found = self.twin_indexes.get(key)
+        if found is not None:
+            return found
+        before = len(self.issues)
+        index = TwinIndex.build(*self.twins(where, twins, plans, funds, regions, mcc_country))
+        if len(self.issues) == before:
+            self.twin_indexes[key] = index
+        return index
+
     def twins(
         self,
         where: Where,
@@ -503,7 +528,6 @@ def compile_catalogue(sections: dict[str, list[Sourced]]) -> tuple[Catalogue | N
     default_tz = tenant.time_zone if tenant is not None else "UTC"
     by_imsi: dict[str, CompiledSim] = {}
     by_msisdn: dict[str, CompiledSim] = {}
-    entries: list[Sim | SimRange] = []
     clocks: dict[str, LocalClock] = {}
 
     def add(where: Where, sim: CompiledSim) -> None:
@@ -517,10 +541,9 @@ def compile_catalogue(sections: dict[str, list[Sourced]]) -> tuple[Catalogue | N
         *c.items("sim_ranges", SimRange),
     ]
     for where, entry in sim_items:
-        entries.append(entry)
         if entry.account not in accounts:
             c.error(where.at("account"), f"unknown account {entry.account!r}")
-        index = TwinIndex.build(*c.twins(where, entry.twins, plans, funds, regions, mcc_country))
+        index = c.twin_index(where, entry.twins, plans, funds, regions, mcc_country)
         tz_name = entry.time_zone or default_tz
         clock = clocks.get(tz_name)
         if clock is None:
@@ -573,7 +596,6 @@ def compile_catalogue(sections: dict[str, list[Sourced]]) -> tuple[Catalogue | N
         contracts=funds.contracts,
         addons=addons,
         tax_profiles=taxes,
-        sim_entries=tuple(entries),
         warnings=warnings,
         tiered_counters=tiered_counters(plans.values()),
         sim_limits=sim_limits,

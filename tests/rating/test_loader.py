@@ -273,3 +273,49 @@ def test_json_files_read_as_json_and_yaml_flow_style_still_yaml() -> None:
         assert parse_document(json.dumps(document, indent=1)) == document
     assert parse_document("{code: NO, on: yes}") == {"code": "NO", "on": "yes"}
     assert parse_document('  ["NO", true]') == ["NO", True]
+
+
+def test_sims_with_equal_twins_share_one_compiled_set() -> None:
+    """Thousands of SIMs of one customer on the same twins hold one set of twin objects
+    (memory per SIM, issue 13); a SIM whose twins differ gets its own, and each SIM still
+    resolves to its own subscription."""
+    from datetime import UTC, datetime
+
+    from ocs.rating import UsageContext, resolve
+
+    doc = base_document()
+    first = doc["sims"][0]
+    same = [{**first, "imsi": f"00101000000{n:04d}", "msisdn": None} for n in range(3)]
+    other_twin = {**first["twins"][0], "properties": {"sensors": 7}}
+    different = {**first, "imsi": "001010000009999", "msisdn": None, "twins": [other_twin]}
+    doc["sims"] = [*same, different]
+    for sim in doc["sims"]:
+        if sim["msisdn"] is None:
+            del sim["msisdn"]
+    report = check_documents({"s.yaml": doc})
+    assert report.ok and report.catalogue is not None, report.issues
+    sims = [report.catalogue.sims_by_imsi[s["imsi"]] for s in doc["sims"]]
+    assert sims[0].twins is sims[1].twins is sims[2].twins
+    assert sims[0].by_apn is sims[2].by_apn and sims[0].apn_free is sims[2].apn_free
+    assert sims[3].twins is not sims[0].twins
+    assert sims[3].twins[0].spec.properties == {"sensors": 7}
+    assert sims[0].twins[0].spec.properties == first["twins"][0].get("properties", {})
+    at = datetime(2025, 3, 10, 9, 0, tzinfo=UTC)
+    for sim in sims:
+        usage = UsageContext(tenant="t", imsi=sim.imsi, event_time=at, quantity=1)
+        assert resolve(report.catalogue, usage).imsi == sim.imsi
+
+
+def test_twins_with_issues_are_reported_for_every_sim() -> None:
+    doc = base_document()
+    first = doc["sims"][0]
+    bad = {
+        **first["twins"][0],
+        "plans": [{"plan": "no-such-plan", "from": "2024-01-01T00:00:00+00:00"}],
+    }
+    doc["sims"] = [{**first, "imsi": f"00101000000{n:04d}", "twins": [bad]} for n in range(2)]
+    for sim in doc["sims"]:
+        sim.pop("msisdn", None)
+    report = check_documents({"s.yaml": doc})
+    paths = {i.path for i in report.errors if "no-such-plan" in i.reason}
+    assert {p.split(".")[0] for p in paths} == {"sims[0]", "sims[1]"}, report.issues
