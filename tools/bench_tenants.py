@@ -381,6 +381,7 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:
             *taskset(server_cpu),
             *(str(Path(sys.executable).parent / "ocs"), "serve", "--port", str(port)),
             *("--log-level", "INFO", "--accept-unknown-peers"),
+            *("--http-port", "0", "--metrics-port", "0"),  # Diameter only
         ],
         env,
         timeout=args.start_timeout,
