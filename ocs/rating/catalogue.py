@@ -263,6 +263,8 @@ class Catalogue:
     (``compiler.tiered_counters``)."""
     sim_limits: Mapping[str, SimLimits] = field(default_factory=dict)
     """IMSI -> the SIM's own caps (``sim_limits:``), in place of its plans' defaults."""
+    iccid_by_imsi: Mapping[str, str] = field(default_factory=dict)
+    """The ICCID of each SIM listed one by one that has one (a range's SIMs have none)."""
     memo: dict[tuple[object, ...], Resolution] = field(
         default_factory=dict, compare=False, repr=False
     )

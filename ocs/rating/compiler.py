@@ -528,6 +528,7 @@ def compile_catalogue(sections: dict[str, list[Sourced]]) -> tuple[Catalogue | N
     default_tz = tenant.time_zone if tenant is not None else "UTC"
     by_imsi: dict[str, CompiledSim] = {}
     by_msisdn: dict[str, CompiledSim] = {}
+    iccids: dict[str, str] = {}
     clocks: dict[str, LocalClock] = {}
 
     def add(where: Where, sim: CompiledSim) -> None:
@@ -562,6 +563,8 @@ def compile_catalogue(sections: dict[str, list[Sourced]]) -> tuple[Catalogue | N
         state = entry.state or twins_state(entry.twins)
         if isinstance(entry, Sim):
             add(where, CompiledSim(entry.imsi, entry.msisdn, *shared, state))
+            if entry.iccid is not None:
+                iccids[entry.imsi] = str(entry.iccid)
             continue
         own = entry.states
         if own:
@@ -599,6 +602,7 @@ def compile_catalogue(sections: dict[str, list[Sourced]]) -> tuple[Catalogue | N
         warnings=warnings,
         tiered_counters=tiered_counters(plans.values()),
         sim_limits=sim_limits,
+        iccid_by_imsi=iccids,
     )
     return catalogue, c.issues
 

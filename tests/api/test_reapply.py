@@ -241,3 +241,50 @@ async def test_other_tenants_charge_while_a_tenant_is_compiled(
     finally:
         release.set()
         await charging.close()
+
+
+async def test_a_change_longer_than_the_lock_timeout_keeps_its_lock(
+    redis: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tenant lock is renewed while a change runs (a 100,000-SIM re-apply outlasted the
+    60 s timeout on the shared machine): a change that takes three timeouts still holds it,
+    so a second change of the same tenant waits for it instead of interleaving."""
+    import threading
+
+    from ocs.provisioning import catalogues as module
+    from ocs.provisioning.keys import lock_key
+
+    monkeypatch.setattr(module, "LOCK_TIMEOUT", 0.3)
+    docs = tenant_documents(TENANT)
+    slow, release = TenantCatalogues(BalanceStore(redis), tmp_path), threading.Event()
+    real = module._compile
+    order: list[str] = []
+
+    def held(state: State) -> Any:
+        assert release.wait(30)
+        return real(state)
+
+    def first(state: State) -> None:
+        state.update(merge_documents(state, docs, TENANT))
+        order.append("first")
+
+    def second(state: State) -> None:
+        order.append("second")
+
+    monkeypatch.setattr(module, "_compile", held)
+    one = asyncio.create_task(slow.change(TENANT, first, source="test"))
+    for _ in range(500):
+        if order:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(1.0)  # > three lock timeouts: renewed, still held by the first
+    assert await redis.exists(lock_key(TENANT))
+    other = TenantCatalogues(BalanceStore(redis), tmp_path)  # another process's
+    two = asyncio.create_task(other.change(TENANT, second, source="test"))
+    await asyncio.sleep(0.5)
+    assert order == ["first"] and not two.done()  # waits for the lock
+    release.set()
+    monkeypatch.setattr(module, "_compile", real)
+    assert (await one).revision == 1
+    assert (await two).revision == 2
+    assert order == ["first", "second"]
