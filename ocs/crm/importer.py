@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ocs.crm import accounts, subscriptions
 from ocs.crm.fields import Change, RowError
+from ocs.crm.range_states import import_range_states, range_rows
 from ocs.crm.readers import Row
 from ocs.crm.report import ImportReport, Rejection
 from ocs.provisioning.catalogues import State, documents_of
@@ -86,6 +87,10 @@ async def run_import(
             good.append(row)
     if kind == "subscriptions":
         good = await _own_identities(api, tenant, good, report)
+        _, state = await api.catalogues.load_state(tenant)
+        members, good = range_rows(good, state)  # status rows of range SIMs
+        if members:
+            await import_range_states(api, tenant, members, report, actor)
     in_file = accounts.file_ids(good) if kind == "accounts" else set()
     now = datetime.now(UTC)
 

@@ -5,7 +5,10 @@ transition, who made each (history), a SIM of a range, and what each state is ch
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 from ocs.api.auth import digest, token_id
@@ -18,7 +21,8 @@ from ocs.diameter.codec import Message
 from ocs.diameter.constants import CcRequestType, ResultCode
 from ocs.provisioning.states import STATES, TRANSITIONS
 from ocs.redis_client import RedisClient
-from tests.api.conftest import TENANT, Api, Gateway, demo_documents
+from tests.api.conftest import DEMO, TENANT, Api, Gateway, demo_documents
+from tests.api.test_provisioning import apply_catalog_cli
 from tests.charging.ccr import build_ccr
 
 RANGE_IMSI = "262010000000001"  # a member of the demo's sim_range
@@ -250,12 +254,12 @@ async def _with_test_allowance(api: Api, activate: str) -> None:
     assert r.status_code == 200, r.text
 
 
-async def _status(api: Api, imsi: str) -> str:
-    """The SIM's state as the API sees it (its compiled catalogue is trusted for a second:
-    a change made by another process shows within it)."""
+async def _status(api: Api, imsi: str, was: str = "test") -> str:
+    """The SIM's state as the API sees it once it is no longer ``was`` (the API trusts its
+    compiled catalogue for a second: a change made by another process shows within it)."""
     for _ in range(40):
         r = await api.request("GET", f"/v1/subscriptions/{imsi}")
-        if r.json()["status"] != "test":
+        if r.json()["status"] != was:
             break
         await asyncio.sleep(0.1)
     return str(r.json()["status"])
@@ -356,3 +360,60 @@ async def test_a_test_sim_activates_itself_on_first_use(
     assert await _wallet_available(demo.redis) < wallet  # reserved as active
     assert await apply_activations(BalanceStore(demo.redis), settings.data_dir) == 1
     assert await _status(demo, imsi) == "active"
+
+
+# -- the other front doors: CRM import and the catalogue folder ------------------------------
+async def test_crm_import_moves_range_sims_and_rejects_refused_moves(demo: Api) -> None:
+    second = str(int(RANGE_IMSI) + 1)
+    rows = f"imsi,status\n{RANGE_IMSI},suspended\n{second},inventory\n"
+    r = await demo.request(
+        "POST",
+        "/v1/imports/subscriptions",
+        content=rows,
+        headers={"Content-Type": "text/csv"},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["updated"] == 1
+    [rejected] = body["rejected"]
+    assert (rejected["line"], rejected["field"]) == (3, "status")
+    assert "from active to inventory" in rejected["reason"]
+    assert (await demo.request("GET", f"/v1/subscriptions/{RANGE_IMSI}")).json()[
+        "status"
+    ] == "suspended"
+    assert (await demo.request("GET", f"/v1/subscriptions/{second}")).json()["status"] == "active"
+    history = (await demo.request("GET", f"/v1/subscriptions/{RANGE_IMSI}/history")).json()
+    who = f"token:{token_id(digest(demo.tokens['admin']))}"
+    assert [(m["from"], m["to"], m["by"]) for m in history["items"]] == [
+        ("active", "suspended", who)
+    ]
+    # the same row again is unchanged
+    r = await demo.request(
+        "POST",
+        "/v1/imports/subscriptions",
+        content=f"imsi,status\n{RANGE_IMSI},suspended\n",
+        headers={"Content-Type": "text/csv"},
+    )
+    assert (r.json()["updated"], r.json()["unchanged"]) == (0, 1)
+
+
+async def test_the_catalogue_folder_moves_states_as_the_cli_user(
+    demo: Api, settings: Settings, tmp_path: Path
+) -> None:
+    folder = tmp_path / "demo"
+    shutil.copytree(DEMO, folder)
+    subscribers = folder / "subscribers.yaml"
+    text = subscribers.read_text()
+    anchor = '  - imsi: "262019999999999"\n    msisdn: "491709999999"\n    account: bob\n'
+    subscribers.write_text(text.replace(anchor, anchor + "    state: suspended\n"))
+    assert await apply_catalog_cli(settings, str(folder)) == 0
+    history = (await demo.request("GET", "/v1/subscriptions/262019999999999/history")).json()
+    [move] = history["items"]
+    assert (move["from"], move["to"]) == ("active", "suspended")
+    assert move["by"] == f"cli:{getpass.getuser()}"
+    # a move the table refuses fails the apply and writes nothing
+    subscribers.write_text(text.replace(anchor, anchor + "    state: inventory\n"))
+    assert await apply_catalog_cli(settings, str(folder)) == 1
+    assert await _status(demo, "262019999999999", was="active") == "suspended"
+    history = (await demo.request("GET", "/v1/subscriptions/262019999999999/history")).json()
+    assert len(history["items"]) == 1

@@ -37,6 +37,8 @@ settings = api_fixtures.settings
 api = api_fixtures.api
 demo = api_fixtures.demo
 gateway = api_fixtures.gateway
+pg_admin_url = api_fixtures.pg_admin_url  # settings has a database for the usage reads
+pg_url = api_fixtures.pg_url
 
 ACCOUNTS_CSV = """id,name,parent,kind,payment,currency,tax_profile,bill_day
 crm-a,CRM A GmbH,,enterprise,prepaid,EUR,de-vat,3
