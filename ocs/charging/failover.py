@@ -49,6 +49,7 @@ from ocs.balance import BucketUnit, ChargeRequest
 from ocs.charging.errors import is_store_outage, result_code_for
 from ocs.charging.limits import limits_arg, usage_caps
 from ocs.charging.pricing import charge_at_price, reservation_rate
+from ocs.charging.states import TEST
 from ocs.charging.usage import (
     UNIT_OF,
     payer_key,
@@ -252,6 +253,12 @@ class FailureHandling:
                 code = result_code_for(exc)
                 msccs.append(mscc_answer(code, rating_group=mscc.rating_group))
                 codes.append(code)
+                continue
+            if app.catalogue.of(view.imsi, view.msisdn).sims_by_imsi[resolution.imsi].state == TEST:
+                # a test SIM's allowance cannot be reserved now, and a replay would bill its
+                # usage to its payer: no grant, nothing journaled (docs/sim-states.md)
+                msccs.append(mscc_answer(CREDIT_LIMIT_REACHED, rating_group=mscc.rating_group))
+                codes.append(CREDIT_LIMIT_REACHED)
                 continue
             payer = payer_key(tenant, resolution.payer)
             if n := used_units(mscc, unit):

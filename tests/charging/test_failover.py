@@ -19,6 +19,7 @@ from ocs.charging.config import ChargingConfig
 from ocs.diameter import avp_codes as A
 from ocs.diameter.codec import Message
 from ocs.rating.catalogue import Catalogue
+from ocs.rating.loader import load_catalogue
 from ocs.redis_client import client_for_url
 from tests.balance.helpers import assert_conserved
 from tests.charging.ccr import build_ccr
@@ -208,3 +209,33 @@ async def test_a_replayed_wallet_usage_is_debited_its_price(
     after = await bucket(store, BOB_WALLET, "bob-wallet")
     assert after.used == before.used + amount
     await assert_conserved(store, BOB_WALLET)
+
+
+async def test_an_outage_grants_nothing_to_a_test_or_inventory_sim(
+    catalogue_dir: Path, config: ChargingConfig, tmp_path: Path
+) -> None:
+    """docs/sim-states.md: in an outage a test SIM's allowance cannot be reserved and a
+    replay would bill its payer, so it gets no grant and nothing is journaled; an inventory
+    SIM is refused as always. Both are SIMs of the demo range with states of their own."""
+    folder = tmp_path / "catalogue"
+    shutil.copytree(catalogue_dir, folder)
+    subscribers = folder / "subscribers.yaml"
+    text = subscribers.read_text()
+    anchor = "    count: 1000\n"
+    assert text.count(anchor) == 1
+    own = '    states: {"262010000000021": test, "262010000000022": inventory}\n'
+    subscribers.write_text(text.replace(anchor, anchor + own))
+    states = load_catalogue(folder)
+    assert states.sims_by_imsi["262010000000021"].state == "test"
+    app = await unreachable(states, config)
+    try:
+        test_sim = await app.handle_ccr(ccr("fo;test", "262010000000021", 1, 0))
+        stock = await app.handle_ccr(ccr("fo;inventory", "262010000000022", 1, 0))
+        active = await app.handle_ccr(ccr("fo;active", "262010000000023", 1, 0))
+    finally:
+        await close(app)
+    assert test_sim.get(A.AVP_RESULT_CODE) == 4012
+    assert granted(msccs(test_sim)[10]) is None
+    assert stock.get(A.AVP_RESULT_CODE) == 4010
+    assert granted(msccs(active)[10]) is not None  # the failover grant of an active SIM
+    assert len(app.journal.entries()) == 1  # the active SIM's grant only
