@@ -32,7 +32,16 @@ from ocs.rating.loader import CatalogueHolder, load_catalogue
 from ocs.redis_client import RedisClient
 from tests.charging.ccr import build_ccr
 from tests.charging.conftest import DEMO, TRANSPORTS, served, settings_for
-from tests.charging.helpers import ACME_POOL, granted, msccs, wire
+from tests.charging.helpers import (
+    ACME_POOL,
+    BOB_IMSI,
+    BOB_MSISDN,
+    BOB_WALLET,
+    bucket,
+    granted,
+    msccs,
+    wire,
+)
 
 BLOCK = "262010000000001"  # SIMs of the demo's 1,000-SIM range (acme-fleet)
 REDIRECT = "262010000000002"
@@ -56,6 +65,7 @@ sim_limits:
   - {{imsi: "{DAILY}", data_day_bytes: {CAP}}}
   - {{imsi: "{EVENTS}", events_day: 3}}
   - {{imsi: "{PLAN_OVERRIDDEN}", data_month_bytes: 3000000}}
+  - {{imsi: "{BOB_IMSI}", sms_day: 2}}
 plans:
   - id: capped-iot
     currency: EUR
@@ -373,3 +383,24 @@ async def test_a_plan_default_caps_each_twin_unless_the_sim_has_its_own(
     assert raw is not None and raw.decode().split(":")[2] == "2000000"
     own = await Session(app, PLAN_OVERRIDDEN, clock).initial(5_000_000)
     assert (code(own), granted(own)) == (SUCCESS, 3_000_000)  # its own cap, not the plan's
+
+
+async def test_sms_over_a_daily_cap_are_refused_and_not_debited(
+    app: ChargingApplication, limits_store: BalanceStore
+) -> None:
+    codes = []
+    for _ in range(3):
+        sms = build_ccr(
+            f"pgw.test;sms;{next(_sid)}",
+            request_type=4,
+            number=0,
+            imsi=BOB_IMSI,
+            msisdn=BOB_MSISDN,
+            msccs=[(1, 1, 0)],
+            apn=None,
+            units=True,
+            sms_recipient="4917",
+        )
+        codes.append(int((await app.handle_ccr(wire(sms))).get(A.AVP_RESULT_CODE, 0)))
+    assert codes == [SUCCESS, SUCCESS, LIMIT]
+    assert (await bucket(limits_store, BOB_WALLET, "bob-wallet")).used == 18  # 9 ct each, 2
