@@ -53,7 +53,7 @@ async def get_pool(pool_id: str, who: Reader, api: Api) -> PoolView:
     active = 0
     for imsi, _ in members:
         sim = compiled.catalogue.sims_by_imsi[imsi]
-        if any(t.active and t.payer.id == pool.id for t in sim.twins):
+        if sim.state == "active" and any(t.active and t.payer.id == pool.id for t in sim.twins):
             active += 1
     return PoolView(
         id=pool.id,

@@ -34,9 +34,13 @@ CREDIT_PRIORITY = 100  # postpaid overage is taken after every unit bucket
 
 
 def _active_members(catalogue: Catalogue) -> Counter[str]:
-    """Active twins per pool id (a flexible pool's size follows them)."""
+    """Active twins of active SIMs per pool id (a flexible pool's size follows them; a SIM
+    in inventory, test, suspended, deactivated or terminated brings nothing:
+    docs/sim-states.md)."""
     members: Counter[str] = Counter()
     for sim in catalogue.sims_by_imsi.values():
+        if sim.state != "active":
+            continue
         for twin in sim.twins:
             if twin.active and twin.payer.kind in (
                 PayerKind.PREPAID_POOL,

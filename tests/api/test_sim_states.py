@@ -417,3 +417,37 @@ async def test_the_catalogue_folder_moves_states_as_the_cli_user(
     assert await _status(demo, "262019999999999", was="active") == "suspended"
     history = (await demo.request("GET", "/v1/subscriptions/262019999999999/history")).json()
     assert len(history["items"]) == 1
+
+
+async def test_a_flexible_pool_grows_with_active_sims_only(demo: Api) -> None:
+    """A flexible pool's size is the allowance each active SIM brings: a SIM leaving active
+    (suspended, deactivated) or not yet active (inventory, test) brings nothing."""
+    docs = demo_documents()
+    docs["subscribers.yaml"]["pools"].append(
+        {"id": "flex", "account": "bob", "kind": "flexible", "unit": "bytes", "size": 1000}
+    )
+    r = await demo.request("POST", "/v1/catalogue", json={"documents": docs})
+    assert r.status_code == 200, r.text
+    for n, state in enumerate(("active", "active", "inventory", "test")):
+        r = await demo.request(
+            "POST",
+            "/v1/subscriptions",
+            json={
+                "imsi": f"26201660000000{n}",
+                "account": "bob",
+                "state": state,
+                "plan": "iot-pool",
+                "payer": {"kind": "prepaid_pool", "id": "flex"},
+            },
+        )
+        assert r.status_code == 201, r.text
+
+    async def size() -> int:
+        return int((await demo.request("GET", "/v1/pools/flex")).json()["size"])
+
+    assert await size() == 2000
+    assert (await _move(demo, "262016600000000", "suspended")).status_code == 200
+    assert await size() == 1000
+    assert (await _move(demo, "262016600000002", "active")).status_code == 200
+    assert (await _move(demo, "262016600000003", "active")).status_code == 200
+    assert await size() == 3000
