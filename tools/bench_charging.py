@@ -22,6 +22,15 @@ server to CPU 1 (Redis is not pinned). Prints one JSON line per run, and with ``
 a last line with the median run (by ocs CCR-U/s).
 
     .venv/bin/python tools/bench_charging.py --runs 3
+
+``--levels``: the cost of a multi-level (B2B2B) reservation. The anchor is the same `ocs
+serve` with one level: the fleet's SIMs on ``acme-pool``. The other run puts the fleet's
+account ``acme-iot`` under a prepaid reseller (``bench-reseller``, wholesale plan
+``wholesale-iot``, paid from its prepaid pool ``bench-reseller-pool``), so every grant is
+held, and every CCR-U committed, at two levels in the one ``charge.lua`` call. Both in one
+run, same load, the two-level run second; the invariant is checked on both pools.
+
+    .venv/bin/python tools/bench_charging.py --levels --redis-url redis://127.0.0.1:6379/9
 """
 
 from __future__ import annotations
@@ -318,15 +327,18 @@ def flush(url: str) -> None:
         client.close()
 
 
-def pool_invariant(url: str) -> dict[str, Any]:
-    """credited = available + committed (sum of the stream's records) + reserved, on the pool."""
+def pool_invariant(
+    url: str, payer: str = POOL, bucket: str = POOL_BUCKET, kind: str = "usage"
+) -> dict[str, Any]:
+    """credited = available + committed (sum of the stream's records) + reserved, on the pool
+    (``kind``: the records that commit on it; ``level`` for an upper level)."""
     from redis import Redis
 
-    from ocs.balance.keys import PayerKeys
+    from ocs.balance.keys import PAYER_SLOTS, PayerKeys
 
     client = Redis.from_url(url, decode_responses=True)
     try:
-        k = PayerKeys(POOL)
+        k = PayerKeys(payer, str(client.hget(PAYER_SLOTS, payer) or ""))
         bal: Any = client.hgetall(k.balances)
         committed = 0
         records = 0
@@ -338,45 +350,84 @@ def pool_invariant(url: str) -> dict[str, Any]:
             if not chunk:
                 break
             for _, fields in chunk:
-                if fields.get("kind") == "usage":
+                if fields.get("kind") == kind:
                     records += 1
-                    for bucket, amount in json.loads(fields["alloc"]):
-                        if bucket == POOL_BUCKET:
+                    for bid, amount in json.loads(fields["alloc"]):
+                        if bid == bucket:
                             committed += int(amount)
             last = chunk[-1][0]
         reservations = client.hlen(k.reservations)
     finally:
         client.close()
-    credited = int(bal.get(f"{POOL_BUCKET}:i", 0))
-    available = int(bal.get(f"{POOL_BUCKET}:a", 0))
-    reserved = int(bal.get(f"{POOL_BUCKET}:r", 0))
+    credited = int(bal.get(f"{bucket}:i", 0))
+    available = int(bal.get(f"{bucket}:a", 0))
+    reserved = int(bal.get(f"{bucket}:r", 0))
     return {
-        "payer": POOL,
+        "payer": payer,
         "initial": credited,
         "available": available,
         "committed": committed,
         "reserved": reserved,
-        "used_counter": int(bal.get(f"{POOL_BUCKET}:u", 0)),
+        "used_counter": int(bal.get(f"{bucket}:u", 0)),
         "usage_records": records,
         "live_reservations": reservations,
         "holds": credited == available + committed + reserved,
     }
 
 
-def one_run(args: argparse.Namespace) -> dict[str, Any]:
-    # Session-Ids and Origin-Hosts of this run's generators: never those of an earlier run
-    args.run_base = (int(time.time() * 10) % 10**6) * 1000
-    loadavg_before = os.getloadavg()[0]
-    two_cores = (os.cpu_count() or 1) >= 2
-    gen_cpu, server_cpu = (0, 1) if two_cores else (None, None)
+RESELLER = "demo:prepaid_pool:bench-reseller-pool"
+
+
+def reseller_catalogue(folder: Path) -> Path:
+    """``policies/demo`` with the fleet's account under a prepaid reseller (``--levels``)."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(ROOT / "policies" / "demo", folder)
+    path = folder / "subscribers.yaml"
+    doc = yaml.safe_load(path.read_text())
+    for account in doc["accounts"]:
+        if account["id"] == "acme-iot":
+            account["parent"] = "bench-reseller"
+    doc["accounts"].append(
+        {
+            "id": "bench-reseller",
+            "name": "Bench Reseller",
+            "kind": "reseller",
+            "payment": "prepaid",
+            "currency": "EUR",
+            "tax_profile": "de-vat",
+            "accounting_group": "wholesale",
+            "bill_day": 1,
+            "plans": [{"plan": "wholesale-iot", "from": "2024-01-01T00:00:00+01:00"}],
+            "payer": {"kind": "prepaid_pool", "id": "bench-reseller-pool"},
+        }
+    )
+    doc["pools"].append(
+        {
+            "id": "bench-reseller-pool",
+            "account": "bench-reseller",
+            "kind": "static",
+            "payment": "prepaid",
+            "service": "data",
+            "unit": "bytes",
+            "size": 10**15,
+        }
+    )
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return folder
+
+
+def serve_and_measure(
+    args: argparse.Namespace, catalogue: Path, gen_cpu: int | None, server_cpu: int | None
+) -> dict[str, Any]:
+    """Flush, apply ``catalogue``, run `ocs serve` and measure it (both phases)."""
     env = dict(os.environ, OCS_REDIS_URL=args.redis_url)
     ocs = [str(Path(sys.executable).parent / "ocs")]
     flush(args.redis_url)
     subprocess.run(
-        [*ocs, "catalog", "apply", str(ROOT / "policies" / "demo")],
-        env=env,
-        check=True,
-        capture_output=True,
+        [*ocs, "catalog", "apply", str(catalogue)], env=env, check=True, capture_output=True
     )
     port = free_port()
     server = start_server(
@@ -388,9 +439,75 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:
         env,
     )
     try:
-        ours = measure(port, server.pid, args, gen_cpu, args.redis_url)
+        return measure(port, server.pid, args, gen_cpu, args.redis_url)
     finally:
         stop(server)
+
+
+def levels_run(args: argparse.Namespace) -> dict[str, Any]:
+    """``--levels``: one level (the anchor) against two levels, same load, one run."""
+    import tempfile
+
+    loadavg_before = os.getloadavg()[0]
+    two_cores = (os.cpu_count() or 1) >= 2
+    gen_cpu, server_cpu = (0, 1) if two_cores else (None, None)
+    args.run_base = (int(time.time() * 10) % 10**6) * 1000
+    one = serve_and_measure(args, ROOT / "policies" / "demo", gen_cpu, server_cpu)
+    one_invariant = pool_invariant(args.redis_url)
+    args.run_base += 100  # fresh Session-Ids and Origin-Hosts for the second server
+    with tempfile.TemporaryDirectory() as tmp:
+        two = serve_and_measure(args, reseller_catalogue(Path(tmp) / "c"), gen_cpu, server_cpu)
+    two_invariants = [
+        pool_invariant(args.redis_url),
+        pool_invariant(args.redis_url, RESELLER, "bench-reseller-pool", kind="level"),
+    ]
+
+    def ratio(key: str) -> float | None:
+        a, b = one.get(key), two.get(key)
+        return round(b / a, 3) if a and b else None
+
+    return {
+        "benchmark": "charging-levels",
+        "one_level": one,
+        "two_levels": two,
+        "ratio_two_over_one": {
+            key: ratio(key)
+            for key in (
+                "ccr_u_per_s",
+                "paced_p50_ms",
+                "paced_p99_ms",
+                "server_cpu_us_per_ccr",
+                "redis_cpu_us_per_ccr",
+            )
+        },
+        "invariants": {"one_level": one_invariant, "two_levels": two_invariants},
+        "load": {
+            "updates_per_session": args.updates,
+            "window": args.window,
+            "rate": args.rate,
+            "max_open": args.max_open,
+            "warmup_s": args.warmup,
+            "duration_s": args.duration,
+            "quota_octets": args.quota,
+        },
+        "machine": {
+            "nproc": os.cpu_count(),
+            "loadavg_before": loadavg_before,
+            "loadavg_after": os.getloadavg()[0],
+            "python": platform.python_version(),
+            "redis": redis_version(args.redis_url),
+        },
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def one_run(args: argparse.Namespace) -> dict[str, Any]:
+    # Session-Ids and Origin-Hosts of this run's generators: never those of an earlier run
+    args.run_base = (int(time.time() * 10) % 10**6) * 1000
+    loadavg_before = os.getloadavg()[0]
+    two_cores = (os.cpu_count() or 1) >= 2
+    gen_cpu, server_cpu = (0, 1) if two_cores else (None, None)
+    ours = serve_and_measure(args, ROOT / "policies" / "demo", gen_cpu, server_cpu)
     invariant = pool_invariant(args.redis_url)
     port = free_port()
     hosts = [
@@ -463,9 +580,16 @@ def main() -> None:
     parser.add_argument(
         "--load-procs", type=int, default=1, help="load generator processes (same for both)"
     )
+    parser.add_argument(
+        "--levels", action="store_true", help="two-level reservations against one level"
+    )
     args = parser.parse_args()
     if args.role == "anchor":
         run_anchor(args.port, args.peers.split(","))
+        return
+    if args.levels:
+        for _ in range(args.runs):
+            print(json.dumps(levels_run(args)), flush=True)
         return
     runs = []
     for _ in range(args.runs):

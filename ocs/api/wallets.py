@@ -170,6 +170,7 @@ async def debit(
     if outcome is None:
         tag = wallet_tag(who.tenant, wallet_id)
         request_id = f"api:debit:{key}"
+        keys = await api.store.locate(tag)  # a wallet in a reseller chain: its root's slot
         result = await api.store.charge(
             tag,
             ChargeRequest(
@@ -181,6 +182,7 @@ async def debit(
                 rate=ONE_TO_ONE,
                 mode="debit",
                 context={"api": "debit", "reason": body.reason, "currency": body.currency},
+                root=keys.root,
             ),
             result_ttl_ms=RECORD_TTL_MS,  # the script's result lives as long as the key
         )
@@ -245,7 +247,7 @@ async def history(
     return TransactionPage(items=items, next_cursor=next_cursor)
 
 
-SIGN = {"usage": -1, "refund": -1, "adjust": 1}
+SIGN = {"usage": -1, "refund": -1, "adjust": 1, "level": -1}  # level: paid as an upper level
 
 
 def _transaction(r: Record) -> Transaction:

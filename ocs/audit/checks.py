@@ -11,7 +11,8 @@ Per payer of a tenant (``ocs:payers``), in Redis:
   more than ``stale_after_ms`` (the reclaim task runs every few seconds).
 
 Across stores, per bucket of every pool and wallet: its ``used`` (units, or money for a money
-bucket) equals the sum of the allocations of its usage and refund records, counted once by
+bucket) equals the sum of the allocations of its usage, refund and level records (``level``:
+what a payer paid as an upper level of a reseller chain's usage, docs/charging.md), counted once by
 record key over PostgreSQL's ``usage_records`` and the records still in the payer's stream
 (not drained yet, or drained and not trimmed). Redis keeps one ``used`` per bucket from its
 creation, so the check covers every period of the bucket at once.
@@ -26,10 +27,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ocs.balance.keys import PAYERS, PayerKeys
+from ocs.balance.slots import locate
 from ocs.offline.db import Database
 from ocs.redis_client import RedisClient
 
-USED_KINDS: Final = ("usage", "refund")  # the records that move a bucket's ``used``
+USED_KINDS: Final = ("usage", "refund", "level")  # the records that move a bucket's ``used``
 AUDITED_KINDS: Final = ("prepaid_pool", "postpaid_pool", "wallet")  # cross-store check
 STREAM_PAGE: Final = 10_000
 
@@ -97,7 +99,7 @@ async def _snapshot(redis: RedisClient, payer: str) -> list[Any]:
     """One payer's buckets, balances, reservations, reclaim index and the last id its stream
     generated, read in one MULTI/EXEC (every key shares the payer's hash tag): a consistent
     view while charging goes on."""
-    k = PayerKeys(payer)
+    k = await locate(redis, payer)  # a payer of a reseller chain: in its root's slot
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hgetall(k.buckets)
         pipe.hgetall(k.balances)
@@ -179,7 +181,7 @@ def _alloc_sums(rows: Iterable[tuple[str, str, Any]]) -> dict[str, int]:
 
 
 async def _stream_records(
-    redis: RedisClient, payer: str, last: tuple[int, int]
+    redis: RedisClient, payer: PayerKeys, last: tuple[int, int]
 ) -> list[tuple[str, str, str]]:
     """(kind, record key, alloc) of the usage and refund records in the stream up to ``last``."""
     out: list[tuple[str, str, str]] = []
@@ -187,7 +189,7 @@ async def _stream_records(
     end = f"{last[0]}-{last[1]}"
     while True:
         page: list[Any] = await redis.xrange(  # type: ignore[assignment]
-            PayerKeys(payer).stream, min=start, max=end, count=STREAM_PAGE
+            payer.stream, min=start, max=end, count=STREAM_PAGE
         )
         for _eid, fields in page:
             f = {_s(k): _s(v) for k, v in (fields or {}).items()}
@@ -215,7 +217,7 @@ async def audit_records(
         streamed: list[tuple[str, str, str]] = []
         if info is not None:
             last = _stream_id(_hash(info)["last-generated-id"])
-            streamed = await _stream_records(redis, payer, last)
+            streamed = await _stream_records(redis, await locate(redis, payer), last)
         async with db.tenant(tenant) as conn:
             rows = await conn.fetch(
                 "SELECT kind, record_key, stream_id, alloc::text AS alloc FROM usage_records"

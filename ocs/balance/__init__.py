@@ -10,6 +10,8 @@ from ocs.balance.models import (
     BucketUnit,
     ChargeRequest,
     ChargeResult,
+    LevelCharge,
+    LevelResult,
     Rate,
 )
 from ocs.balance.store import BalanceStore, StreamRecord
@@ -23,6 +25,8 @@ __all__ = [
     "BucketUnit",
     "ChargeRequest",
     "ChargeResult",
+    "LevelCharge",
+    "LevelResult",
     "Rate",
     "StreamRecord",
 ]

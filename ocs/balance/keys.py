@@ -6,6 +6,17 @@ touches lives in one Redis Cluster slot. The rated usage stream is per payer as 
 the records of one payer in order. The offline drain finds the streams through the registry
 set :data:`PAYERS` (one entry per payer, written by ``apply_catalog``).
 
+Reseller chains (B2B2B) share one slot. A usage of an end customer's SIM is reserved at every
+prepaid level in one ``charge.lua`` call (docs/charging.md, "Multi-level reservations"), so
+the payers of one chain must live in one slot: a payer owned by an account that has upper
+levels keeps its keys under the hash tag of its chain's *root*, the payer of the topmost
+level (``ocs:{root}:{tag}:buckets``; the second pair of braces does not count for the slot).
+Every other payer, the root included, keeps ``ocs:{tag}:...``: the layout changes only where
+a chain exists, so single-level payers (and their data) are untouched. The registry hash
+:data:`PAYER_SLOTS` maps each chained payer to its root; whoever lists payers without a
+catalogue (drain, audit, reclaim, lifecycle, the API) reads it. Provisioning writes it and
+moves a payer's keys when its root changes (``ocs.balance.slots``).
+
 The keys of one Diameter session (its state and its stored answers) share a hash tag of their
 own, the Session-Id, so that the per-CCR session pipelines go to one cluster node. The global
 keys (the catalogue pointer, the SIM index, the payer registry) have no hash tag; no script
@@ -19,6 +30,7 @@ from typing import Final
 
 PREFIX: Final = "ocs"
 PAYERS: Final = f"{PREFIX}:payers"  # SET of payer tags (tenant:kind:id)
+PAYER_SLOTS: Final = f"{PREFIX}:payer:slots"  # HASH chained payer tag -> its chain's root tag
 CATALOG: Final = f"{PREFIX}:catalog"  # HASH path, tenant, applied_at
 CATALOG_FILES: Final = f"{PREFIX}:catalog:files"  # HASH file name -> text of the applied folder
 CATALOG_FILES_VERSION: Final = "\x00applied_at"  # field of CATALOG_FILES: whose files these are
@@ -29,48 +41,74 @@ LIFECYCLE_EVENTS: Final = f"{PREFIX}:lifecycle:events"  # STREAM of renewal fail
 
 @dataclass(frozen=True, slots=True)
 class PayerKeys:
-    """The keys of one payer; ``tag`` is ``tenant:kind:id``."""
+    """The keys of one payer; ``tag`` is ``tenant:kind:id``; ``root`` the tag of its chain's
+    root payer when it is in a reseller chain (its keys then share the root's slot), else
+    empty (or the tag itself: a root keeps its own keys)."""
 
     tag: str
+    root: str = ""
+
+    @property
+    def base(self) -> str:
+        """What every key of the payer starts with: ``ocs:{tag}`` or ``ocs:{root}:{tag}``."""
+        if self.root and self.root != self.tag:
+            return f"{PREFIX}:{{{self.root}}}:{{{self.tag}}}"
+        return f"{PREFIX}:{{{self.tag}}}"
 
     @property
     def buckets(self) -> str:
-        return f"{PREFIX}:{{{self.tag}}}:buckets"
+        return f"{self.base}:buckets"
 
     @property
     def balances(self) -> str:
-        return f"{PREFIX}:{{{self.tag}}}:bal"
+        return f"{self.base}:bal"
 
     @property
     def reservations(self) -> str:
-        return f"{PREFIX}:{{{self.tag}}}:rsv"
+        return f"{self.base}:rsv"
 
     @property
     def reservation_index(self) -> str:
-        return f"{PREFIX}:{{{self.tag}}}:rsvidx"
+        return f"{self.base}:rsvidx"
 
     @property
     def stream(self) -> str:
-        return f"{PREFIX}:{{{self.tag}}}:cdr"
+        return f"{self.base}:cdr"
 
     @property
     def lifecycle(self) -> str:
         """HASH of the payer's lifecycle (docs/lifecycle.md): current period, adaptive tier,
         auto top-off rule and per-period counters, renewal markers."""
-        return f"{PREFIX}:{{{self.tag}}}:life"
+        return f"{self.base}:life"
 
     @property
     def counters(self) -> str:
         """HASH of the period counters (tiers, allowances) of the usage this payer pays with
         a price (``charge.lua`` KEYS[8]): ``<period>|<counter key>`` -> units."""
-        return f"{PREFIX}:{{{self.tag}}}:ctr"
+        return f"{self.base}:ctr"
+
+    @property
+    def moved(self) -> tuple[str, ...]:
+        """The keys that hold the payer's state (moved when its root changes); the
+        idempotency records (``done``) expire within the hour and are not."""
+        return (
+            self.buckets,
+            self.balances,
+            self.reservations,
+            self.reservation_index,
+            self.stream,
+            self.lifecycle,
+            self.counters,
+            self.events,
+            self.limits,
+        )
 
     @property
     def events(self) -> str:
         """STREAM: the payer's event outbox (docs/webhooks.md). The balance scripts append
         to it with ``emit`` (``lua/_events.lua``) in the step that causes the event; the
         webhook dispatcher reads it and trims what every subscription has passed."""
-        return f"{PREFIX}:{{{self.tag}}}:events"
+        return f"{self.base}:events"
 
     @property
     def limits(self) -> str:
@@ -78,11 +116,11 @@ class PayerKeys:
         docs/limits.md): ``<imsi>|<scope>|<cap>`` -> ``<period>:<used>:<reserved>:<reached>``.
         They live in the payer's slot, so the reservation script checks and moves them in
         the same atomic step as the balance, with no other key."""
-        return f"{PREFIX}:{{{self.tag}}}:lim"
+        return f"{self.base}:lim"
 
     def done(self, request_id: str) -> str:
         """Idempotency record of one request on this payer."""
-        return f"{PREFIX}:{{{self.tag}}}:done:{request_id}"
+        return f"{self.base}:done:{request_id}"
 
 
 def payer_tag(tenant: str, kind: str, payer_id: str) -> str:

@@ -56,6 +56,22 @@ NOT_PRICED = Rate(0, 0)  # money buckets are not usable for this request
 
 
 @dataclass(frozen=True, slots=True)
+class LevelCharge:
+    """An upper level (1, 2, ...) of a multi-level usage, charged in the same ``charge.lua``
+    call as level 0 (docs/charging.md, "Multi-level reservations"). ``reserve``: a prepaid
+    level (prepaid pool, wallet) holds its share of every grant; otherwise (postpaid pool,
+    external contract) the grant is only checked against what it can still cover (its
+    credit limit) and the usage is committed when reported. ``rate``: money per unit of
+    its money buckets (``NOT_PRICED``: units only); ``price``: the exact money of the
+    request's ``used`` units at this level (a wallet is debited exactly it), or None."""
+
+    payer: str
+    reserve: bool
+    rate: Rate = NOT_PRICED
+    price: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ChargeRequest:
     """One call of the charge script for one (session, rating group).
 
@@ -86,6 +102,25 @@ class ChargeRequest:
     limits: str = ""
     """The per-SIM caps the usage counts against, as ``charge.lua`` ARGV[17] takes them
     (JSON ``[[field, cap, period, enforce], ...]``; ``ocs.charging.limits``), or ""."""
+    root: str = ""
+    """The payer's reseller chain root (``ocs.balance.keys``): its keys and every upper
+    level's live in the root's slot. Empty: the payer's own."""
+    levels: tuple[LevelCharge, ...] = ()
+    """The upper levels, level 1 first: each reserves (or checks) and commits in the same
+    script call as the payer (level 0); the grant is the smallest any level allows."""
+
+
+@dataclass(frozen=True, slots=True)
+class LevelResult:
+    """One upper level of a charge: units committed, money debited (a wallet, or a postpaid
+    pool's credit), units it could not cover (``overrun``), money it could not cover
+    (``short``), and what it still has (``left``, -1: unlimited)."""
+
+    units: int
+    money: int
+    overrun: int
+    short: int
+    left: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +149,9 @@ class ChargeResult:
     reached: tuple[int, ...] = ()
     """Indices of the caps whose used units reached the cap in this call (first time in
     their period)."""
+    levels: tuple[LevelResult, ...] = ()
+    """What each upper level did (level 1 first); ``left`` above is the smallest of every
+    level's (the grant is the last one when any level is out)."""
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> ChargeResult:
@@ -134,6 +172,16 @@ class ChargeResult:
             counters=counters,
             limit=int(data.get("lim") or 0),
             reached=tuple(int(i) for i in data.get("hit") or ()),
+            levels=tuple(
+                LevelResult(
+                    int(v["units"]),
+                    int(v["money"]),
+                    int(v["overrun"]),
+                    int(v["short"]),
+                    int(v["left"]),
+                )
+                for v in data.get("lv") or ()
+            ),
         )
 
 

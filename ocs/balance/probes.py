@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ocs.balance.keys import PAYERS, PayerKeys
+from ocs.balance.keys import PAYERS
+from ocs.balance.slots import locate_all
 from ocs.redis_client import RedisClient
 
 
@@ -17,8 +18,8 @@ async def outstanding_reservations(redis: RedisClient) -> int:
     if not members:
         return 0
     pipe = redis.pipeline(transaction=False)
-    for raw in members:
-        tag = raw.decode() if isinstance(raw, bytes) else str(raw)
-        pipe.zcard(PayerKeys(tag).reservation_index)
+    tags = [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in members]
+    for k in await locate_all(redis, tags):  # a reserved upper level counts its own
+        pipe.zcard(k.reservation_index)
     counts: list[Any] = await pipe.execute()
     return sum(int(n) for n in counts)

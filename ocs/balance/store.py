@@ -19,6 +19,7 @@ from redis.exceptions import NoScriptError
 from ocs.balance.batch import CommandBatcher
 from ocs.balance.keys import PAYERS, PayerKeys
 from ocs.balance.models import BucketSpec, BucketState, ChargeRequest, ChargeResult
+from ocs.balance.slots import locate, locate_all, place
 from ocs.redis_client import RedisClient
 
 RESULT_TTL_MS: Final = 3_600_000
@@ -28,6 +29,9 @@ Idempotency-Key, ``ocs.api.idempotency.RECORD_TTL_MS``) passes ``result_ttl_ms``
 
 RECLAIM_BATCH: Final = 500
 PRELUDES: Final = ("_shadow.lua", "_events.lua")
+EXTRA_PRELUDES: Final = {"charge.lua": ("_levels.lua",)}
+"""Preludes of one script only: ``_levels.lua`` holds the upper levels of a multi-level
+usage, which only ``charge.lua`` moves."""
 
 
 def script_text(name: str) -> str:
@@ -35,8 +39,8 @@ def script_text(name: str) -> str:
     validate-then-write rule every balance script keeps) and ``_events.lua`` (``emit``: an
     event into the payer's outbox, docs/webhooks.md), then the script."""
     lua = resources.files("ocs.balance").joinpath("lua")
-    preludes = [lua.joinpath(p).read_text(encoding="utf-8") for p in PRELUDES]
-    return "".join(preludes) + lua.joinpath(name).read_text(encoding="utf-8")
+    parts = [*PRELUDES, *EXTRA_PRELUDES.get(name, ()), name]
+    return "".join(lua.joinpath(p).read_text(encoding="utf-8") for p in parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +69,10 @@ class BalanceStore:
         self, payer: str, req: ChargeRequest, *, result_ttl_ms: int | None = None
     ) -> ChargeResult:
         """One ``charge.lua`` call; its result is kept ``result_ttl_ms`` (default: the
-        store's) under the request id."""
-        k = PayerKeys(payer)
-        keys = (
+        store's) under the request id. ``req.root`` places the payer (and the upper
+        levels ``req.levels``, reserved or checked in the same call) in its chain's slot."""
+        k = PayerKeys(payer, req.root)
+        keys: tuple[str, ...] = (
             k.buckets,
             k.balances,
             k.reservations,
@@ -79,6 +84,9 @@ class BalanceStore:
             k.events,
             k.limits,
         )
+        for level in req.levels:
+            u = PayerKeys(level.payer, req.root)
+            keys += (u.buckets, u.balances, u.reservations, u.reservation_index, u.stream)
         args = (
             req.request_id,
             req.now_ms,
@@ -97,6 +105,7 @@ class BalanceStore:
             "" if req.price is None else req.price,
             json.dumps(req.counters, separators=(",", ":")) if req.counters else "",
             req.limits,
+            levels_json(req),
         )
         try:
             raw = await self.batch.execute("EVALSHA", self._charge.sha, len(keys), *keys, *args)
@@ -115,13 +124,14 @@ class BalanceStore:
         result_ttl_ms: int | None = None,
     ) -> str:
         """Apply define/resize/credit/refund operations (see ``adjust.lua``); the status."""
-        keys, args = self._adjust_call(payer, request_id, ops, now_ms, context, result_ttl_ms)
+        k = await self.locate(payer)
+        keys, args = self._adjust_call(k, request_id, ops, now_ms, context, result_ttl_ms)
         raw = await self._adjust(keys=keys, args=args)
         return str(json.loads(raw)["status"])
 
     def _adjust_call(
         self,
-        payer: str,
+        k: PayerKeys,
         request_id: str,
         ops: list[dict[str, Any]],
         now_ms: int,
@@ -129,13 +139,12 @@ class BalanceStore:
         result_ttl_ms: int | None = None,
     ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
         """KEYS and ARGV of ``adjust.lua`` for one request."""
-        k = PayerKeys(payer)
         keys = (k.buckets, k.balances, k.done(request_id), k.stream)
         args = (
             request_id,
             now_ms,
             self.result_ttl_ms if result_ttl_ms is None else result_ttl_ms,
-            payer,
+            k.tag,
             json.dumps(ops, separators=(",", ":")),
             json.dumps(context or {}, separators=(",", ":"), default=str),
         )
@@ -155,8 +164,8 @@ class BalanceStore:
         the two reads go in one batch (:attr:`batch`) to the payer's slot, and Redis runs
         them in order, so the reads see the script's effect (a top-up answers with the new
         balance). The owner of the store closes ``batch`` at shutdown."""
-        keys, args = self._adjust_call(payer, request_id, ops, now_ms, context, result_ttl_ms)
-        k = PayerKeys(payer)
+        k = await self.locate(payer)
+        keys, args = self._adjust_call(k, request_id, ops, now_ms, context, result_ttl_ms)
         raw, defs, bals = await self.batch.submit(
             (
                 ("EVALSHA", self._adjust.sha, len(keys), *keys, *args),
@@ -175,18 +184,32 @@ class BalanceStore:
     async def buckets_batched(self, payer: str) -> list[BucketState]:
         """:meth:`buckets` through the store's command batcher (cheaper under load; the
         owner of the store closes ``batch`` at shutdown)."""
-        k = PayerKeys(payer)
+        k = await self.locate(payer)
         defs, bals = await self.batch.execute_many(
             (("HGETALL", k.buckets), ("HGETALL", k.balances))
         )
         return _bucket_states(_hash(defs), _hash(bals))
 
+    async def locate(self, payer: str) -> PayerKeys:
+        """The payer's keys as the registry places them (``ocs.balance.slots``): its own
+        hash tag, or its reseller chain's root's. The charging path passes the root it
+        knows from the catalogue instead (``ChargeRequest.root``)."""
+        return await locate(self.redis, payer)
+
     async def provision(
-        self, payer: str, buckets: list[BucketSpec], now_ms: int, *, resize: bool
+        self,
+        payer: str,
+        buckets: list[BucketSpec],
+        now_ms: int,
+        *,
+        resize: bool,
+        root: str = "",
     ) -> None:
         """Create missing buckets (credited with their size); with ``resize``, set existing
         buckets' credited total to their size (pools whose size follows the catalogue).
-        Wallet balances are never reset here: top-ups move them."""
+        Wallet balances are never reset here: top-ups move them. ``root``: the payer's
+        reseller chain root (its keys are moved there first if they were elsewhere)."""
+        await place(self.redis, payer, root)
         ops: list[dict[str, Any]] = []
         for b in buckets:
             ops.append({"op": "define", "id": b.id, "def": b.definition(), "size": b.size})
@@ -198,7 +221,10 @@ class BalanceStore:
 
     async def reclaim(self, payer: str, now_ms: int, limit: int = RECLAIM_BATCH) -> int:
         """Release reservations past their deadline; how many were reclaimed."""
-        k = PayerKeys(payer)
+        return await self._reclaim_at(await self.locate(payer), now_ms, limit)
+
+    async def _reclaim_at(self, k: PayerKeys, now_ms: int, limit: int) -> int:
+        payer = k.tag
         n = await self._reclaim(
             keys=[k.balances, k.reservations, k.reservation_index, k.stream, k.limits],
             args=[now_ms, limit, payer],
@@ -208,9 +234,9 @@ class BalanceStore:
     async def reclaim_all(self, now_ms: int) -> int:
         """One pass of the periodic reclaim task over every registered payer."""
         total = 0
-        for raw in await self.redis.smembers(PAYERS):
-            payer = raw.decode() if isinstance(raw, bytes) else str(raw)
-            while (n := await self.reclaim(payer, now_ms)) > 0:
+        tags = [_s(raw) for raw in await self.redis.smembers(PAYERS)]
+        for k in await locate_all(self.redis, tags):
+            while (n := await self._reclaim_at(k, now_ms, RECLAIM_BATCH)) > 0:
                 total += n
                 if n < RECLAIM_BATCH:
                     break
@@ -218,7 +244,7 @@ class BalanceStore:
 
     # -- reads -----------------------------------------------------------------------------
     async def buckets(self, payer: str) -> list[BucketState]:
-        k = PayerKeys(payer)
+        k = await self.locate(payer)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(k.buckets)
             pipe.hgetall(k.balances)
@@ -226,15 +252,35 @@ class BalanceStore:
         return _bucket_states(defs, bals)
 
     async def live_reservations(self, payer: str) -> int:
-        return int(await self.redis.zcard(PayerKeys(payer).reservation_index))
+        return int(await self.redis.zcard((await self.locate(payer)).reservation_index))
 
     async def records(self, payer: str, count: int = 100_000) -> list[StreamRecord]:
         """The payer's stream from the start (tests, `balance show`, the offline drain)."""
-        entries: list[Any] = await self.redis.xrange(PayerKeys(payer).stream, count=count) or []
+        stream = (await self.locate(payer)).stream
+        entries: list[Any] = await self.redis.xrange(stream, count=count) or []
         return [
             StreamRecord(_s(eid), {_s(f): _s(v) for f, v in (fields or {}).items()})
             for eid, fields in entries
         ]
+
+
+def levels_json(req: ChargeRequest) -> str:
+    """ARGV[17] of ``charge.lua``: the upper levels, level 1 first (``""``: none)."""
+    if not req.levels:
+        return ""
+    return json.dumps(
+        [
+            {
+                "p": lv.payer,
+                "k": "reserve" if lv.reserve else "check",
+                "n": lv.rate.numerator,
+                "d": lv.rate.denominator,
+                **({} if lv.price is None else {"x": lv.price}),
+            }
+            for lv in req.levels
+        ],
+        separators=(",", ":"),
+    )
 
 
 def _bucket_states(defs: dict[Any, Any], bals: dict[Any, Any]) -> list[BucketState]:

@@ -23,6 +23,7 @@ from ocs.charging.deadlines import Deadlines
 from ocs.charging.errors import is_store_outage, result_code_for
 from ocs.charging.events import EventCharging
 from ocs.charging.failover import FailureHandling
+from ocs.charging.levels import release_chain
 from ocs.charging.limits import CapRef, LimitAction, binding, limits_arg, usage_caps
 from ocs.charging.pricing import CounterCache, charge_at_price, reservation_rate
 from ocs.charging.sessions import SessionStore
@@ -446,17 +447,25 @@ class ChargingApplication:
         rate = rated.rate
         if previous is not None and previous != payer:
             # the twin or payer changed mid-session (or the SIM left test): settle on the
-            # old payer first
+            # old payer (and the levels above it) first
             if is_test_payer(previous):
                 settled = allowance_record(
                     rated.resolution, session=sid, n=number, rg=rg, msisdn=view.msisdn
                 )
             else:
                 settled = context(tuple(q.price(used).amount for q in rated.resolution.quotes))
+            root, levels = release_chain(rated.catalogue, previous)
             await self.store.charge(
                 previous,
                 ChargeRequest(
-                    f"{base}:settle", member, unit, now_ms, used=used, context_json=settled
+                    f"{base}:settle",
+                    member,
+                    unit,
+                    now_ms,
+                    used=used,
+                    context_json=settled,
+                    root=root,
+                    levels=levels,
                 ),
             )
             used = 0
@@ -631,7 +640,9 @@ class ChargingApplication:
         return final_unit_indication(action)
 
     async def _release(self, view: CreditControlRequest, rg: int, payer: str) -> None:
+        """Release what the session's grant holds on ``payer`` and every level above it."""
         now_ms = int(self.clock() * 1000)
+        root, levels = release_chain(self.catalogue.of(view.imsi, view.msisdn), payer)
         await self.store.charge(
             payer,
             ChargeRequest(
@@ -639,6 +650,8 @@ class ChargingApplication:
                 member=reservation_member(view.session_id, rg),
                 unit=BucketUnit.BYTES,
                 now_ms=now_ms,
+                root=root,
+                levels=levels,
             ),
         )
 

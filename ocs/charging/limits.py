@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from ocs.balance import BalanceStore
 from ocs.balance.keys import PayerKeys, payer_tag
 from ocs.balance.models import BucketUnit
+from ocs.charging.levels import root_of
 from ocs.rating.catalogue import Catalogue, CompiledSim
 from ocs.rating.context import ServiceKind
 from ocs.rating.engine import Resolution
@@ -184,8 +185,10 @@ async def caps_in_use(
     tenant = catalogue.tenant.id
     refs: dict[str, CapRef] = {}
     payers: dict[str, list[str]] = {}
+    roots: dict[str, str] = {}  # a payer of a reseller chain keeps its keys in the root's slot
     for twin in sim.twins:
         payer = payer_tag(tenant, str(twin.payer.kind), twin.payer.id)
+        roots[payer] = root_of(catalogue, twin.payer)
         for ref in sim_caps(catalogue, sim.imsi, twin.id, twin.plans.plan_at(at), None):
             refs.setdefault(ref.field, ref)
             if payer not in payers.setdefault(ref.field, []):
@@ -193,7 +196,7 @@ async def caps_in_use(
     reads = [(f, p) for f, ps in payers.items() for p in ps]
     async with store.redis.pipeline(transaction=False) as pipe:
         for f, p in reads:
-            pipe.hget(PayerKeys(p).limits, f)
+            pipe.hget(PayerKeys(p, roots[p]).limits, f)
         values = await pipe.execute() if reads else []
     totals = {f: [0, 0] for f in refs}
     for (f, _), raw in zip(reads, values, strict=True):

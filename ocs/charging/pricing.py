@@ -10,6 +10,9 @@ step as the debit, after checking they are still where the price was computed fr
 another usage moved them first, nothing is written and the usage is priced again
 (``MAX_REPRICES`` times at most). The bill run re-rates the same records with
 ``ocs.offline.rerate``: same quotes, same counters, same order, same amounts.
+
+Every level above 0 goes into the same call (``ocs.charging.levels``): a prepaid level
+holds the grant too, a wallet level is debited exactly its own amount.
 """
 
 from __future__ import annotations
@@ -22,12 +25,23 @@ from datetime import UTC, datetime
 from typing import Final, NamedTuple
 
 from ocs.balance import BalanceStore, ChargeRequest, ChargeResult
-from ocs.balance.models import FREE, NOT_PRICED, Rate
+from ocs.charging.levels import chain_of, reservation_rate
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.engine import Resolution
 from ocs.rating.models import PayerKind
 from ocs.rating.periods import counter_period
 from ocs.rating.quote import Quote
+
+__all__ = [  # reservation_rate lives with the levels (ocs.charging.levels), used from here
+    "CounterCache",
+    "Prices",
+    "StaleCounters",
+    "charge_at_price",
+    "counted",
+    "paid_in_money",
+    "prices",
+    "reservation_rate",
+]
 
 MAX_REPRICES: Final = 16
 COUNTER_CACHE: Final = 100_000
@@ -49,19 +63,6 @@ class Prices(NamedTuple):
 def paid_in_money(quote: Quote) -> bool:
     """The level's payer is debited the price online: a wallet."""
     return quote.payer.kind is PayerKind.WALLET
-
-
-def reservation_rate(quote: Quote) -> Rate:
-    """Money per unit that sizes reservations on the payer's money buckets. A wallet reserves
-    at its highest tier's rate (never less than any unit can cost; the commit debits the
-    exact price); a postpaid pool pays overage into its credit bucket at the rate of the
-    first tier; prepaid pools and contracts hold units only."""
-    kind = quote.payer.kind
-    if kind in (PayerKind.PREPAID_POOL, PayerKind.EXTERNAL_CONTRACT):
-        return NOT_PRICED
-    rate = quote.rate
-    numerator = max(rate.numerators) if kind is PayerKind.WALLET else rate.numerators[0]
-    return FREE if numerator == 0 else Rate(numerator, rate.denominator)
 
 
 class CounterCache:
@@ -173,9 +174,17 @@ async def _charge(
 ) -> tuple[ChargeResult, Prices]:
     for _ in range(MAX_REPRICES):
         p = prices(catalogue, resolution, request.used, request.now_ms, cache.values)
+        root, levels = chain_of(catalogue, resolution, p.amounts)
         result = await store.charge(
             payer,
-            replace(request, price=p.price, counters=p.counters, context_json=context(p.amounts)),
+            replace(
+                request,
+                price=p.price,
+                counters=p.counters,
+                context_json=context(p.amounts),
+                root=root,
+                levels=levels,
+            ),
             result_ttl_ms=result_ttl_ms,
         )
         if result.counters:

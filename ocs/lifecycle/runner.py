@@ -19,6 +19,7 @@ from typing import Any, Final
 from redis.commands.core import AsyncScript
 
 from ocs.balance.keys import LIFECYCLE_EVENTS, PAYERS, PayerKeys
+from ocs.balance.slots import locate, roots
 from ocs.balance.store import script_text
 from ocs.lifecycle.metrics import LifecycleMetrics
 from ocs.lifecycle.periods import Period, next_period, period_at, period_from
@@ -72,7 +73,7 @@ class Lifecycle:
         self._script: AsyncScript = redis.register_script(script_text("lifecycle.lua"))
 
     async def _call(self, tag: str, action: str, now_ms: int, args: dict[str, Any]) -> Any:
-        k = PayerKeys(tag)
+        k = await locate(self.redis, tag)  # a pool in a reseller chain: its root's slot
         raw = await self._script(
             keys=[k.buckets, k.balances, k.lifecycle, k.stream, k.events],
             args=[action, now_ms, tag, _json(args)],
@@ -88,6 +89,7 @@ class Lifecycle:
         # one round trip (per cluster node) for every pool: a catalogue change over the API
         # sets up all pools again; SCRIPT LOAD goes to every primary first
         sha = await self.redis.script_load(self._script.script)
+        known = await roots(self.redis)
         async with self.redis.pipeline(transaction=False) as pipe:
             for r in rules:
                 first = period_at(now_ms, r.pool.period, r.tz, r.bill_day)
@@ -98,7 +100,7 @@ class Lifecycle:
                     "own": r.catalogue_buckets,
                     "period": first.as_json(),
                 }
-                k = PayerKeys(r.tag)
+                k = PayerKeys(r.tag, known.get(r.tag, ""))
                 keys = (k.buckets, k.balances, k.lifecycle, k.stream, k.events)
                 pipe.execute_command(
                     "EVALSHA", sha, len(keys), *keys, "setup", now_ms, r.tag, _json(args)
@@ -117,7 +119,7 @@ class Lifecycle:
     async def state(self, tag: str) -> dict[str, Any] | None:
         """The payer's lifecycle as shown by `ocs balance show` and the pool view: period,
         its end, adaptive tier and size, auto top-offs this period, hold; None if it has none."""
-        raw = await self.redis.hgetall(PayerKeys(tag).lifecycle)
+        raw = await self.redis.hgetall((await locate(self.redis, tag)).lifecycle)
         life = {_s(k): _s(v) for k, v in raw.items()}
         return lifecycle_view(life)
 
@@ -128,10 +130,12 @@ class Lifecycle:
         report = PassReport()
         signals: dict[str, list[tuple[str, str, str | None]]] = {}  # op -> SIMs, at the end
         reads = []
+        known = await roots(self.redis)
         async with self.redis.pipeline(transaction=False) as pipe:
             for r in rules:
-                pipe.hmget(PayerKeys(r.tag).lifecycle, ["period", "pend", "tier"])
-                pipe.hget(PayerKeys(r.tag).balances, f"{r.pool.id}:a")
+                k = PayerKeys(r.tag, known.get(r.tag, ""))
+                pipe.hmget(k.lifecycle, ["period", "pend", "tier"])
+                pipe.hget(k.balances, f"{r.pool.id}:a")
             replies = await pipe.execute()
         for i, r in enumerate(rules):
             (period, pend, tier), avail = replies[2 * i], replies[2 * i + 1]

@@ -65,7 +65,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from ocs.balance.keys import PAYERS, PayerKeys
+from ocs.balance.keys import PAYERS
+from ocs.balance.slots import locate_all
 from ocs.observability.metrics import offline_metrics
 from ocs.offline.crypto import TenantCipher, tenant_cipher
 from ocs.offline.db import TENANT_SETTING, Connection, Database, enter_tenant
@@ -336,7 +337,7 @@ class Drainer:
     async def streams(self) -> list[str]:
         members: Any = await self.redis.smembers(PAYERS)
         tags = sorted(_s(t) for t in members)
-        return [PayerKeys(t).stream for t in tags]
+        return [k.stream for k in await locate_all(self.redis, tags)]  # chained: root's slot
 
     async def ensure_group(self, stream: str) -> None:
         try:

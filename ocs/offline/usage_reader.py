@@ -38,7 +38,8 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from ocs.balance.keys import PAYERS, PayerKeys
+from ocs.balance.keys import PAYERS
+from ocs.balance.slots import locate
 from ocs.offline.crypto import TenantCipher, stored_cipher
 from ocs.offline.db import Connection, Database, enter_tenant
 from ocs.offline.drain import record_key
@@ -245,7 +246,7 @@ class UsageReader:
         """The subject's undrained records of ``kinds`` (None: all) with ``start_ms <= ts <
         end_ms``."""
         for tag in subject.streams:
-            stream = PayerKeys(tag).stream
+            stream = (await locate(self.redis, tag)).stream  # chained: in its root's slot
             low = "-"
             while True:
                 page: list[Any] = await self.redis.xrange(  # type: ignore[assignment]

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ocs.balance import BalanceStore
-from ocs.balance.keys import CATALOG, MSISDN_INDEX
+from ocs.balance.keys import CATALOG, MSISDN_INDEX, payer_tag
 from ocs.lifecycle import Lifecycle
 from ocs.provisioning.chunked import sync_hash
 from ocs.provisioning.errors import Refused
@@ -45,6 +45,7 @@ from ocs.provisioning.payers import (
     lifecycle_rules,
     msisdn_index,
     payer_buckets,
+    payer_roots,
     share_files,
 )
 from ocs.provisioning.states import (
@@ -345,8 +346,9 @@ class TenantCatalogues:
         await asyncio.to_thread(_write_folder, folder, documents_of(state))
         await asyncio.to_thread(_prune_revisions, folder.parent, rev - FOLDERS_KEPT + 1)
         now_ms = int(time.time() * 1000)
+        roots = payer_roots(catalogue)  # payers of a reseller chain: in its root's slot
         for tag, (buckets, resize) in payer_buckets(catalogue).items():
-            await self.store.provision(tag, buckets, now_ms, resize=resize)
+            await self.store.provision(tag, buckets, now_ms, resize=resize, root=roots.get(tag, ""))
         await Lifecycle(self.store.redis).setup(lifecycle_rules(catalogue), now_ms)
         pointer = await self.redis.hget(CATALOG, "tenant")
         serving = serve or pointer is None or _s(pointer) == tenant
@@ -367,7 +369,8 @@ class TenantCatalogues:
                 pipe.xadd(state_moves_key(tenant), {"entry": text})
                 payer = _first_payer(catalogue, state, move)
                 if payer is not None:  # the sim.state_changed event (docs/webhooks.md)
-                    outbox, fields = outbox_event(tenant, move, payer, now_ms)
+                    root = roots.get(payer_tag(tenant, *payer), "")
+                    outbox, fields = outbox_event(tenant, move, payer, now_ms, root)
                     pipe.xadd(outbox, fields)
             # after the state: a node that sees the stamp reads this state (or a newer one)
             pipe.hset(IN_FORCE, tenant, f"{now_ms}.{rev}")

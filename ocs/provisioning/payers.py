@@ -26,7 +26,8 @@ from ocs.provisioning.identity import owner_of
 from ocs.provisioning.keys import msisdn_key
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import load_catalogue
-from ocs.rating.models import PayerKind
+from ocs.rating.models import Payer, PayerKind
+from ocs.rating.multilevel import chain_root
 from ocs.redis_client import open_redis
 
 UNIT_BUCKETS = (BucketUnit.BYTES, BucketUnit.SECONDS, BucketUnit.MESSAGES, BucketUnit.EVENTS)
@@ -87,6 +88,21 @@ def payer_buckets(catalogue: Catalogue) -> dict[str, tuple[list[BucketSpec], boo
     return out
 
 
+def payer_roots(catalogue: Catalogue) -> dict[str, str]:
+    """Payer tag -> its reseller chain's root tag, for every payer owned by an account with
+    levels above it (``ocs.rating.multilevel.chain_root``): their keys share the root's
+    slot so that one script reserves at every level (``ocs.balance.keys``)."""
+    tenant = catalogue.tenant.id
+    out: dict[str, str] = {}
+    for tag in payer_buckets(catalogue):
+        kind, pid = tag.split(":", 2)[1:]
+        payer = Payer(kind=PayerKind(kind), id=pid)
+        root = chain_root(catalogue, payer)
+        if root != payer:
+            out[tag] = payer_tag(tenant, str(root.kind), root.id)
+    return out
+
+
 def msisdn_index(catalogue: Catalogue) -> dict[str, str]:
     """MSISDN -> JSON {imsi, payers: [tag, ...]} in twin priority order."""
     tenant = catalogue.tenant.id
@@ -126,8 +142,9 @@ async def provision_catalogue(
     period), index MSISDNs and record the catalogue. ``now_ms``: the clock (tests)."""
     if now_ms is None:
         now_ms = int(time.time() * 1000)
+    roots = payer_roots(catalogue)
     for tag, (buckets, resize) in payer_buckets(catalogue).items():
-        await store.provision(tag, buckets, now_ms, resize=resize)
+        await store.provision(tag, buckets, now_ms, resize=resize, root=roots.get(tag, ""))
     await Lifecycle(store.redis).setup(lifecycle_rules(catalogue), now_ms)
     index = msisdn_index(catalogue)
     files = await asyncio.to_thread(folder_files, Path(path))

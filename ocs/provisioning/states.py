@@ -216,12 +216,13 @@ EVENT_TYPE: Final = "sim.state_changed"
 
 
 def outbox_event(
-    tenant: str, entry: Mapping[str, Any], payer: tuple[str, str], now_ms: int
+    tenant: str, entry: Mapping[str, Any], payer: tuple[str, str], now_ms: int, root: str = ""
 ) -> tuple[str, dict[str, str]]:
     """The outbox stream and the fields of the ``sim.state_changed`` event of one journaled
     move (docs/webhooks.md): the outbox of the SIM's first payer (``payer``: kind, id), the
     format ``emit`` of ``_events.lua`` writes. Its id is derived from the subject and the
-    revision (a replay of the same move has the same id)."""
+    revision (a replay of the same move has the same id). ``root``: the payer's reseller
+    chain root (its keys, the outbox too, live in the root's slot; ``ocs.balance.keys``)."""
     kind, pid = payer
     tag = payer_tag(tenant, kind, pid)
     subject: dict[str, Any] = {"payer": pid, "payer_kind": kind}
@@ -240,7 +241,7 @@ def outbox_event(
         "time": str(now_ms),
         "data": json.dumps(data, sort_keys=True, separators=(",", ":")),
     }
-    return PayerKeys(tag).events, fields
+    return PayerKeys(tag, root).events, fields
 
 
 def entries(

@@ -48,7 +48,7 @@ async def assert_conserved(store: BalanceStore, payer: str) -> None:
     """credited = available + reserved + used per bucket, and used = the stream's records."""
     streamed: dict[str, int] = {}
     for rec in await store.records(payer):
-        if rec.fields["kind"] in ("usage", "refund"):
+        if rec.fields["kind"] in ("usage", "refund", "level"):
             for bid, amount in rec.alloc:
                 streamed[bid] = streamed.get(bid, 0) + amount
     for b in await store.buckets(payer):

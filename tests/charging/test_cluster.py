@@ -27,6 +27,18 @@ def test_every_key_of_a_payer_is_in_one_slot(payer: str) -> None:
     assert len({key_slot(key.encode()) for key in keys}) == 1
 
 
+@pytest.mark.parametrize("payer", PAYERS)
+def test_every_key_of_a_reseller_chain_is_in_its_roots_slot(payer: str) -> None:
+    """A payer under a reseller chain keeps its keys in the root's slot (charge.lua reserves
+    at every level in one call); the root and single-level payers keep their own keys."""
+    root = "demo:prepaid_pool:reseller-pool"
+    chained = PayerKeys(payer, root)
+    keys = [*chained.moved, chained.done("r:1"), *PayerKeys(root).moved]
+    assert len({key_slot(key.encode()) for key in keys}) == 1
+    assert PayerKeys(payer, payer).base == PayerKeys(payer).base  # a root keeps its own
+    assert chained.buckets != PayerKeys(root).buckets
+
+
 @pytest.mark.parametrize("sid", SESSIONS)
 def test_the_keys_of_a_session_share_its_slot(sid: str) -> None:
     slots = {key_slot(session_key(sid).encode())}

@@ -12,6 +12,12 @@ rounding modes, allowances, a wholesale level above the SIM's account) and rando
    order by ``ocs.offline.rerate`` (what the bill run does), and the bill run's usage lines
    of the wholesale buyer (``ocs.offline.usage.usage_lines``, SQL or record path).
 
+The reseller pays its wholesale level from a postpaid pool, a prepaid pool or a wallet
+(drawn): a prepaid level is reserved and committed online in the same call as the SIM's
+wallet (docs/charging.md, "Multi-level reservations"), and what it paid online (units, or
+the record's level-1 amount for a wallet) must be what its records say, in Redis and in
+PostgreSQL after the drain, with nothing left reserved.
+
 ``./check`` runs ``OCS_DIFFERENTIAL_EXAMPLES`` examples (default 20); set it higher for the
 long mode (docs/rating.md records a run).
 """
@@ -33,6 +39,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from ocs.audit.checks import audit_records
 from ocs.balance import BalanceStore
 from ocs.charging.application import ChargingApplication
 from ocs.charging.config import ChargingConfig
@@ -137,7 +144,14 @@ def usages(draw: st.DrawFn) -> list[Usage]:
     return [Usage(z, n, START + timedelta(minutes=m, milliseconds=i)) for m, i, z, n in out]
 
 
-def catalogue_text(tenant: str, retail: dict[str, Any], wholesale: dict[str, Any]) -> str:
+RESELLER_PAYERS = ["postpaid_pool", "prepaid_pool", "wallet"]
+BIG = 10**12
+
+
+def catalogue_text(
+    tenant: str, retail: dict[str, Any], wholesale: dict[str, Any], reseller: str = "postpaid_pool"
+) -> str:
+    res_payer = {"kind": reseller, "id": "res-wallet" if reseller == "wallet" else "res-usage"}
     doc = {
         "tenant": {"id": tenant, "home_network": "26201", "time_zone": TZ, "currency": "EUR"},
         "countries": [{"code": "DE", "mcc": ["262"]}, {"code": "FR", "mcc": ["208"]}],
@@ -180,7 +194,7 @@ def catalogue_text(tenant: str, retail: dict[str, Any], wholesale: dict[str, Any
                 "bill_day": 1,
                 "time_zone": TZ,
                 "plans": [{"plan": "wholesale", "from": "2026-01-01T00:00:00+01:00"}],
-                "payer": {"kind": "postpaid_pool", "id": "res-usage"},
+                "payer": res_payer,
             },
             {
                 "id": "end",
@@ -197,13 +211,16 @@ def catalogue_text(tenant: str, retail: dict[str, Any], wholesale: dict[str, Any
                 "id": "res-usage",
                 "account": "res",
                 "kind": "static",
-                "payment": "postpaid",
+                "payment": "prepaid" if reseller == "prepaid_pool" else "postpaid",
                 "service": "data",
                 "unit": "bytes",
-                "size": 0,
+                "size": BIG if reseller == "prepaid_pool" else 0,
             },
         ],
-        "wallets": [{"id": "w", "account": "end", "currency": "EUR", "balance": 10**12}],
+        "wallets": [
+            {"id": "w", "account": "end", "currency": "EUR", "balance": BIG},
+            {"id": "res-wallet", "account": "res", "currency": "EUR", "balance": BIG},
+        ],
         "sims": [
             {
                 "imsi": IMSI,
@@ -220,6 +237,14 @@ def catalogue_text(tenant: str, retail: dict[str, Any], wholesale: dict[str, Any
         ],
     }
     return json.dumps(doc)
+
+
+def counted(plan_doc: dict[str, Any]) -> bool:
+    """A plan whose price reads the period counters (graduated tiers or an allowance):
+    online, an upper level's record amount is priced without them (the bill run re-rates)."""
+    version = plan_doc["versions"][0]
+    tiers = [len(r["tiers"]) for t in version["tariffs"] for r in t["rates"].values()]
+    return "allowances" in version or max(tiers) > 1
 
 
 def write_catalogue(folder: Path, text: str) -> Path:
@@ -259,6 +284,13 @@ async def run_example(
         wallet_tag = f"{tenant}:wallet:w"
         records = [r for r in await store.records(wallet_tag) if r.fields["kind"] == "usage"]
         assert await store.live_reservations(wallet_tag) == 0
+        payer = json.loads(catalogue_doc)["accounts"][0]["payer"]
+        res_tag = f"{tenant}:{payer['kind']}:{payer['id']}"
+        res_records = {
+            r.fields["id"]: r for r in await store.records(res_tag) if r.fields["kind"] == "level"
+        }
+        res_buckets = {b.id: b for b in await store.buckets(res_tag)}
+        assert await store.live_reservations(res_tag) == 0
     finally:
         await store.batch.close()
 
@@ -292,6 +324,20 @@ async def run_example(
                 counters[key] = counters.get(key, 0) + delta
     assert [r[0] for r in recorded] == [d[0] for d in definition]
     assert all(len(d) == 2 for d in definition)  # the wallet's level and the wholesale one
+    # the reseller's level, online: every usage committed there too, at its own terms
+    assert sorted(res_records) == sorted(f"{r.fields['id']}#1" for r in records)
+    for r, amounts in zip(records, recorded, strict=True):
+        level = res_records[f"{r.fields['id']}#1"]
+        assert int(level.fields["units"]) == int(r.fields["units"])
+        if payer["kind"] == "wallet":  # debited exactly the record's level-1 amount
+            assert sum(a for _, a in level.alloc) == amounts[1]
+    assert all(b.reserved == 0 for b in res_buckets.values())
+    if payer["kind"] == "prepaid_pool":
+        assert res_buckets["res-usage"].used == sum(int(r.fields["units"]) for r in records)
+    if payer["kind"] == "wallet":
+        assert res_buckets["res-wallet"].used == sum(a[1] for a in recorded)
+        if not counted(json.loads(catalogue_doc)["plans"][1]):  # no tier, no allowance
+            assert [a[1] for a in recorded] == [d[1] for d in definition]
     # wholesale lines are rounded once per invoice line (docs/rating.md), not per record
     by_line = {
         zone: div_round(total.numerator, total.denominator, mode)
@@ -320,6 +366,8 @@ async def run_example(
         lines = await usage_lines(conn, catalogue, ["res"], period)
         by_record = await usage_lines(conn, catalogue, ["res"], period, rates=FlatRates())
     assert rerated == definition
+    # offline, the reseller's level records account for every unit and cent it paid online
+    assert await audit_records(redis, db, tenant, [res_tag, wallet_tag]) == []
     billed = {line.description: line.net for line in lines["res"]}
     assert billed == {line.description: line.net for line in by_record["res"]}
     expected = {f"Data {zone} (wholesale)": net for zone, net in by_line.items()}
@@ -337,12 +385,19 @@ async def run_example(
     retail=plan("retail", "data"),
     wholesale=plan("wholesale", "wdata"),
     items=usages(),
+    reseller=st.sampled_from(RESELLER_PAYERS),
 )
 async def test_online_debit_record_and_bill_run_agree(
-    redis: Redis, db: Database, tmp_path: Path, retail: Any, wholesale: Any, items: list[Usage]
+    redis: Redis,
+    db: Database,
+    tmp_path: Path,
+    retail: Any,
+    wholesale: Any,
+    items: list[Usage],
+    reseller: str,
 ) -> None:
     tenant = f"d{uuid.uuid4().hex[:10]}"
-    doc = catalogue_text(tenant, retail, wholesale)
+    doc = catalogue_text(tenant, retail, wholesale, reseller)
     note(json.dumps({"retail": retail, "wholesale": wholesale}))
     note(repr(items))
     await run_example(redis, db, tmp_path / tenant, doc, items)

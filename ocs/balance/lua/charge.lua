@@ -61,12 +61,17 @@
 --          counted only (notify). When a cap's used units reach it, the first time in its
 --          period, the event sim.limit_reached (with `action`) goes to the outbox KEYS[9].
 --          A reservation counts against its caps until its commit, release or reclaim.
+-- ARGV[18] the upper levels of a multi-level (B2B2B) usage, or "": see _levels.lua
+--          (prepended), which reads them with their keys KEYS[11..]. Every reserved level
+--          holds the grant too, the grant is the smallest any level allows, and every level
+--          commits, releases and records in this same call.
 --
 -- Returns the JSON result: {status, granted, money, units, cost, overrun, short, left, live,
 -- ctr, lim, hit} (ctr: the counters of ARGV[16] after this call; lim: the index in ARGV[17]
 -- of an enforced cap with nothing left under it after this call, or of the cap that
 -- refused it, 0: none; hit: the indices of the caps whose used units reached the cap in
--- this call, the first time in their period).
+-- this call, the first time in their period; lv: per upper level {units, money, overrun,
+-- short, left}, and then left is the smallest any level still has).
 -- Lua numbers are doubles: amounts are exact up to 2^53 (checked).
 SCRIPT = 'charge.lua'
 
@@ -342,6 +347,7 @@ local function replenish(need, early)
   end
 end
 
+local upper = LV.load(ARGV[18], unit, now)
 local live = redis.call('ZCARD', KEYS[4])
 TYPED[KEYS[4]] = true
 
@@ -421,7 +427,7 @@ local function short_of_debit()
   return total_units < used
 end
 if mode == 'debit' and short_of_debit() and not exact then replenish(used) end
-if mode == 'debit' and short_of_debit() then
+if mode == 'debit' and (short_of_debit() or LV.short(upper, used)) then
   local left = exact and money_left() or total_units
   local res = cjson.encode({status = 'insufficient', granted = 0, money = 0, units = 0, cost = 0,
                             overrun = 0, short = 0, left = left == math.huge and -1 or left,
@@ -506,6 +512,7 @@ elseif used > committed then
   committed = committed + got
   count_units()
 end
+LV.commit(upper, member, used)
 
 -- The used units count against every cap of the usage.
 local hit = {}
@@ -542,6 +549,7 @@ if want > 0 and mode == 'session' then
     grant = math.min(grant, want, total_units)
   end
   if room ~= nil and room < grant then grant = room end
+  if #upper > 0 then grant = math.min(grant, LV.allow(upper, want, min_grant)) end
   if grant > 0 then
     local got, alloc = take(grant, 'r')
     granted = got
@@ -566,6 +574,7 @@ if want > 0 and mode == 'session' then
                                           l = held}))
       op('zset', 'ZADD', KEYS[4], I(deadline), member)
       live = live + 1
+      LV.reserve(upper, member, got, deadline, now, unit)
     end
   end
 end
@@ -583,6 +592,7 @@ if committed > 0 or overrun > 0 then
   end
   op(unpack(fields))
 end
+LV.record(upper, ARGV[1], now, unit, ARGV[13])
 
 local left = 0
 for _, b in ipairs(order) do left = left + capacity(b) end
@@ -612,6 +622,8 @@ if left == 0 then
     end
   end
 end
+local lv = nil
+if #upper > 0 then lv, left = LV.results(upper, left) end
 if left == math.huge then left = -1 end
 local status = 'ok'
 room, lim = lim_room()
@@ -623,7 +635,7 @@ if mode == 'session' and had_rsv == 0 and used > 0 then status = 'no_reservation
 local res = cjson.encode({status = status, granted = I(granted), money = I(money),
                           units = I(committed), cost = I(charged), overrun = I(overrun),
                           short = I(short), left = I(left), live = live, ctr = ctr,
-                          lim = lim, hit = #hit > 0 and hit or nil})
+                          lim = lim, hit = #hit > 0 and hit or nil, lv = lv})
 for f, st in pairs(LIM) do
   if st.w then hset(KEYS[10], f, st.p .. ':' .. I(st.u) .. ':' .. I(st.r) .. ':' .. I(st.n)) end
 end
