@@ -99,9 +99,9 @@ class ChargeRequest:
     """(field, expected, delta) of the period counters ``price`` was computed from: the
     script moves them with the commit, or answers ``stale`` (nothing written) when one is
     not at its expected value."""
-    limits: str = ""
-    """The per-SIM caps the usage counts against, as ``charge.lua`` ARGV[17] takes them
-    (JSON ``[[field, cap, period, enforce], ...]``; ``ocs.charging.limits``), or ""."""
+    limits: tuple[str | int, ...] = ()
+    """The per-SIM caps the usage counts against, five values a cap (field, cap, period,
+    enforce, action: ``charge.lua`` ARGV[19..], ``ocs.charging.limits.limits_arg``)."""
     root: str = ""
     """The payer's reseller chain root (``ocs.balance.keys``): its keys and every upper
     level's live in the root's slot. Empty: the payer's own."""

@@ -104,8 +104,9 @@ class BalanceStore:
             payer,
             "" if req.price is None else req.price,
             json.dumps(req.counters, separators=(",", ":")) if req.counters else "",
-            req.limits,
+            len(req.limits) // 5 if req.limits else "",
             levels_json(req),
+            *req.limits,
         )
         try:
             raw = await self.batch.execute("EVALSHA", self._charge.sha, len(keys), *keys, *args)

@@ -479,16 +479,14 @@ class ChargingApplication:
             min_grant=min(want, self.config.min_grant[unit]),
             rate=rate,
             deadline_ms=deadline,
-            limits=limits_arg(rated.caps, rated.catalogue.tenant.time_zone, now_ms)
-            if rated.caps
-            else "",
+            limits=limits_arg(rated.caps, rated.catalogue.tenant.time_zone, now_ms),
         )
         if test is not None:  # counted on the allowance, recorded without a price
             record = allowance_record(
                 rated.resolution, session=sid, n=number, rg=rg, msisdn=view.msisdn
             )
             result = await self.store.charge(  # the allowance is the test SIM's limit
-                payer, replace(request, rate=NOT_PRICED, context_json=record, limits="")
+                payer, replace(request, rate=NOT_PRICED, context_json=record, limits=())
             )
             if result.granted == 0 and want > 0 and test.activate == "exhausted":
                 # what the allowance cannot cover is charged as active, and the SIM moves

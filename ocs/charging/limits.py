@@ -10,7 +10,6 @@ or month (``d2026-12-06``, ``m2026-12``): a new period starts at zero in the scr
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -141,18 +140,16 @@ def period_of(cap: CapRef, ids: tuple[str, str]) -> str:
     return ids[0] if cap.window == "day" else ids[1]
 
 
-def limits_arg(caps: tuple[CapRef, ...], tz: str, now_ms: int) -> str:
-    """``charge.lua`` ARGV[17] for ``caps`` at ``now_ms`` ("" for none)."""
+def limits_arg(caps: tuple[CapRef, ...], tz: str, now_ms: int) -> tuple[str | int, ...]:
+    """``ChargeRequest.limits`` for ``caps`` at ``now_ms``: five values a cap (field, cap,
+    period, enforce, action; ``charge.lua`` ARGV[17] and ARGV[19..])."""
     if not caps:
-        return ""
+        return ()
     ids = PERIODS.ids(tz, now_ms)
-    return json.dumps(
-        [
-            [c.field, c.cap, period_of(c, ids), 1 if c.action.enforced else 0, c.action.kind]
-            for c in caps
-        ],
-        separators=(",", ":"),
-    )
+    out: list[str | int] = []
+    for c in caps:
+        out += (c.field, c.cap, period_of(c, ids), 1 if c.action.enforced else 0, c.action.kind)
+    return tuple(out)
 
 
 def binding(caps: tuple[CapRef, ...], index: int) -> CapRef | None:

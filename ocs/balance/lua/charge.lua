@@ -34,7 +34,7 @@
 -- KEYS[10] limits  HASH  "<imsi>|<scope>|<cap>" -> "<period>:<used>:<reserved>:<reached>":
 --                        the per-SIM caps (docs/limits.md) of the usage this payer pays,
 --                        one field per cap of a SIM (scope "*") or twin; read only when
---                        ARGV[17] names caps or a reservation holds some
+--                        ARGV[17] counts caps or a reservation holds some
 --
 -- ARGV[1]  request id          ARGV[2]  now (ms)          ARGV[3]  unit
 -- ARGV[4]  used units          ARGV[5]  wanted units      ARGV[6]  minimum grant
@@ -54,11 +54,12 @@
 --          caller read it) the script writes nothing and returns {status="stale", ctr}
 --          with the current values: the caller prices again. Otherwise each counter moves
 --          by `delta` with the commit, in the same step as the debit it priced.
--- ARGV[17] per-SIM caps this usage counts against: JSON [[field, cap, period, enforce,
---          action], ...] or "". `period` is the id of the cap's current period (a state of
---          another period starts over at zero); `enforce` 1: the grant is cut to what
---          remains under the cap and a debit over it is refused (status "limited"); 0:
---          counted only (notify). When a cap's used units reach it, the first time in its
+-- ARGV[17] the number n of per-SIM caps this usage counts against ("" or 0: none); they
+--          are ARGV[19..18+5n], five arguments a cap: field, cap, period, enforce, action
+--          (plain arguments, no JSON to decode: the common path of a capped SIM).
+--          `period` is the id of the cap's current period (a state of another period
+--          starts over at zero); `enforce` 1: the grant is cut to what remains under the
+--          cap and a debit over it is refused (status "limited"); 0: counted only (notify). When a cap's used units reach it, the first time in its
 --          period, the event sim.limit_reached (with `action`) goes to the outbox KEYS[9].
 --          A reservation counts against its caps until its commit, release or reclaim.
 -- ARGV[18] the upper levels of a multi-level (B2B2B) usage, or "": see _levels.lua
@@ -67,8 +68,8 @@
 --          commits, releases and records in this same call.
 --
 -- Returns the JSON result: {status, granted, money, units, cost, overrun, short, left, live,
--- ctr, lim, hit} (ctr: the counters of ARGV[16] after this call; lim: the index in ARGV[17]
--- of an enforced cap with nothing left under it after this call, or of the cap that
+-- ctr, lim, hit} (ctr: the counters of ARGV[16] after this call; lim: the index (1..n) of
+-- an enforced cap with nothing left under it after this call, or of the cap that
 -- refused it, 0: none; hit: the indices of the caps whose used units reached the cap in
 -- this call, the first time in their period; lv: per upper level {units, money, overrun,
 -- short, left}, and then left is the smallest any level still has).
@@ -135,17 +136,19 @@ local function lim_load(f)
   return st
 end
 local caps = {}
-if ARGV[17] ~= nil and ARGV[17] ~= '' then
-  for i, c in ipairs(decode(ARGV[17], 'limits')) do
-    if type(c) ~= 'table' or type(c[1]) ~= 'string' or type(c[3]) ~= 'string' or c[3] == ''
-        or string.find(c[3], ':', 1, true) or type(c[5]) ~= 'string'
-        or not string.match(c[1], '^[^|]+|[^|]+|[^|]+$') then
-      fail('limit ' .. i .. ' is not [field, cap, period, enforce, action]')
-    end
-    local st = lim_load(c[1])
-    if st.p ~= c[3] then st.p, st.u, st.r, st.n = c[3], 0, 0, 0 end
-    caps[i] = {f = c[1], cap = int(c[2], 'cap of ', 0, c[1]), on = c[4] == 1, s = st, act = c[5]}
+local ncaps = 0
+if ARGV[17] ~= nil and ARGV[17] ~= '' then ncaps = int(ARGV[17], 'number of caps', 0) end
+for i = 1, ncaps do
+  local k = 13 + 5 * i  -- ARGV[k+1..k+5]: field, cap, period, enforce, action
+  local f, p, act = ARGV[k + 1], ARGV[k + 3], ARGV[k + 5]
+  if act == nil or p == '' or string.find(p, ':', 1, true) or not string.find(f, '|', 1, true)
+      then
+    fail('limit ' .. i .. ' is not field, cap, period, enforce, action')
   end
+  local st = lim_load(f)
+  if st.p ~= p then st.p, st.u, st.r, st.n = p, 0, 0, 0 end
+  caps[i] = {f = f, cap = int(ARGV[k + 2], 'cap of ', 0, f), on = ARGV[k + 4] == '1', s = st,
+             act = act}
 end
 -- What the enforced caps still allow (nil: none is enforced), and the cap that allows least.
 local function lim_room()
@@ -451,11 +454,14 @@ if raw then
     entries[#entries + 1] = {tostring(e[1]), int(e[2], 'reserved units'), int(e[3], 'reserved amount'),
                              e[4]}
   end
-  for _, e in ipairs(r.l or {}) do  -- its share of the caps, if still in that period
-    local st = lim_load(tostring(e[1]))
-    if st.p == tostring(e[2]) then
-      st.r = math.max(st.r - int(e[3], 'limit reservation of ', 0, member), 0)
-      st.w = true
+  if r.l then  -- its share `lu` of each cap {field, period, ...}, if still in that period
+    local units = int(r.lu, 'limit reservation of ', 0, member)
+    for j = 1, #r.l, 2 do
+      local st = lim_load(tostring(r.l[j]))
+      if st.p == tostring(r.l[j + 1]) then
+        st.r = math.max(st.r - units, 0)
+        st.w = true
+      end
     end
   end
   local rnum = int(r.n or 0, 'reserved rate numerator')
@@ -561,17 +567,18 @@ if want > 0 and mode == 'session' then
       if e[2] ~= e[3] then money = money + e[3] end
     end
     if got > 0 then
-      local held = nil
-      if #caps > 0 then
-        held = {}
-        for i, c in ipairs(caps) do
+      local held, units = nil, nil
+      if ncaps > 0 then  -- flat {field, period, ...}: a JSON of nested lists costs twice
+        held, units = {}, I(got)
+        for _, c in ipairs(caps) do
           c.s.r = c.s.r + got
           c.s.w = true
-          held[i] = {c.f, c.s.p, I(got)}
+          held[#held + 1] = c.f
+          held[#held + 1] = c.s.p
         end
       end
       hset(KEYS[3], member, cjson.encode({a = enc, n = I(num), d = I(den), u = unit, t = I(now),
-                                          l = held}))
+                                          l = held, lu = units}))
       op('zset', 'ZADD', KEYS[4], I(deadline), member)
       live = live + 1
       LV.reserve(upper, member, got, deadline, now, unit)

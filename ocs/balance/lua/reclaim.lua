@@ -6,7 +6,7 @@
 -- and nothing that can fail runs after it. An error leaves every key byte-identical.
 --
 -- KEYS[1] balances HASH, KEYS[2] rsv HASH, KEYS[3] rsvidx ZSET, KEYS[4] stream,
--- KEYS[5] limits HASH (a reservation's share of per-SIM caps, charge.lua KEYS[9])
+-- KEYS[5] limits HASH (a reservation's share of per-SIM caps, charge.lua KEYS[10])
 -- ARGV[1] now (ms), ARGV[2] at most this many reservations, ARGV[3] payer tag
 -- Returns the number of reservations reclaimed.
 SCRIPT = 'reclaim.lua'
@@ -28,14 +28,14 @@ for _, member in ipairs(members) do
       if not e[4] then hincr(KEYS[1], bid .. ':a', amount) end
       released[#released + 1] = {bid, I(amount)}
     end
-    for _, e in ipairs(r.l or {}) do
-      local f = tostring(e[1])
+    local units = r.l and int(r.lu, 'limit reservation of ', 0, member)
+    for j = 1, r.l and #r.l or 0, 2 do  -- {field, period, ...}, `lu` units each
+      local f = tostring(r.l[j])
       local st = hget(KEYS[5], f)
-      local units = int(e[3], 'limit reservation of ', 0, member)
       if st then
         local p, u, rs, n = string.match(st, '^([^:]*):(%d+):(%d+):(%d)$')
         if not p then fail('limit ' .. f .. ' holds ' .. st) end
-        if p == tostring(e[2]) then
+        if p == tostring(r.l[j + 1]) then
           hset(KEYS[5], f, p .. ':' .. u .. ':' .. I(math.max(int(rs, 'reserved') - units, 0))
             .. ':' .. n)
         end
