@@ -59,7 +59,7 @@ class ChargingRuntime:
     data_dir: Path = field(default_factory=Path)  # where shared catalogue files are written
     demo_tenant: str | None = None  # the tenant of the folder create_charging applied
     _task: asyncio.Task[None] | None = field(default=None)
-    _rules: tuple[tuple[int, ...], list[PoolRules]] | None = field(default=None)
+    _rules: dict[int, tuple[Catalogue, list[PoolRules]]] = field(default_factory=dict)
     _reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def start(self) -> None:
@@ -123,15 +123,27 @@ class ChargingRuntime:
     async def lifecycle_once(self, now_ms: int | None = None) -> PassReport:
         """One lifecycle pass (renewals, period rolls) over the current catalogue's pools;
         every worker runs it, each period is acted on once (docs/lifecycle.md)."""
-        catalogues = self.catalogue.catalogues()
-        ids = tuple(map(id, catalogues))
-        if self._rules is None or self._rules[0] != ids:
-            self._rules = (ids, [r for c in catalogues for r in lifecycle_rules(c)])
+        rules = await self._lifecycle_rules()
         lifecycle = Lifecycle(
             self.store.redis, lifecycle_metrics(self.application.metrics.registry)
         )
         now = int(time.time() * 1000) if now_ms is None else now_ms
-        return await lifecycle.run_once(self._rules[1], now)
+        return await lifecycle.run_once(rules, now)
+
+    async def _lifecycle_rules(self) -> list[PoolRules]:
+        """The pools' rules of every catalogue in force, kept per catalogue: a reload
+        recomputes its own tenant's only (counting a pool's active SIMs walks every SIM of
+        the tenant: off the event loop, as the compile; all tenants' 1,000,000 SIMs on the
+        loop stalled it for seconds)."""
+        kept: dict[int, tuple[Catalogue, list[PoolRules]]] = {}
+        for catalogue in self.catalogue.catalogues():
+            hit = self._rules.get(id(catalogue))
+            if hit is None or hit[0] is not catalogue:
+                with _compiling():
+                    hit = (catalogue, await asyncio.to_thread(lifecycle_rules, catalogue))
+            kept[id(catalogue)] = hit
+        self._rules = kept
+        return [rule for _, rules in kept.values() for rule in rules]
 
     async def _housekeeping(self) -> None:
         loop = asyncio.get_running_loop()
@@ -204,16 +216,23 @@ def _compiling() -> Iterator[None]:
       each: it is off for the compile, and the new catalogue is frozen once swapped in
       (``gc.freeze``, as at start-up).
     """
-    interval = sys.getswitchinterval()
-    enabled = gc.isenabled()
-    sys.setswitchinterval(COMPILE_SWITCH_INTERVAL)
-    gc.disable()
+    if _off_loop["depth"] == 0:  # the first of overlapping compiles saves the settings
+        _off_loop["interval"] = sys.getswitchinterval()
+        _off_loop["gc"] = gc.isenabled()
+        sys.setswitchinterval(COMPILE_SWITCH_INTERVAL)
+        gc.disable()
+    _off_loop["depth"] += 1
     try:
         yield
     finally:
-        sys.setswitchinterval(interval)
-        if enabled:
-            gc.enable()
+        _off_loop["depth"] -= 1
+        if _off_loop["depth"] == 0:  # the last one restores them
+            sys.setswitchinterval(_off_loop["interval"])
+            if _off_loop["gc"]:
+                gc.enable()
+
+
+_off_loop: dict[str, Any] = {"depth": 0}
 
 
 async def load_tenants(redis: Any, catalogues: InForce) -> bool:

@@ -220,6 +220,9 @@ async def test_other_tenants_charge_while_a_tenant_is_compiled(
 
     interval = sys.getswitchinterval()
     try:
+        await charging.lifecycle_once()
+        demo = charging.catalogue.tenants()["demo"]
+        demo_rules = charging._rules[id(demo)][1]
         stamp = charging.catalogue.stamps["globex"]
         assert await apply_catalog_cli(settings, str(GLOBEX)) == 0  # a new revision
         monkeypatch.setattr(runtime_module, "compile_state", held_compile)
@@ -238,6 +241,11 @@ async def test_other_tenants_charge_while_a_tenant_is_compiled(
         assert sys.getswitchinterval() == interval and gc.isenabled()
         assert gc.get_freeze_count() > frozen  # the new catalogue is out of the GC's sight
         assert await code("globex;2", "262020000000002") == 2001
+        # the lifecycle's pool rules are recomputed for the reloaded tenant only
+        await charging.lifecycle_once()
+        globex = charging.catalogue.tenants()["globex"]
+        assert charging._rules[id(demo)][1] is demo_rules
+        assert charging._rules[id(globex)][0] is globex and len(charging._rules) == 2
     finally:
         release.set()
         await charging.close()
