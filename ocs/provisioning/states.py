@@ -96,9 +96,16 @@ def _twins_state(twins: list[dict[str, Any]]) -> str:
 
 
 def item_state(item: Mapping[str, Any]) -> str:
-    """The state of a ``sims`` item (every member of a ``sim_ranges`` item but its own)."""
+    """The state of a ``sims`` item (every member of a ``sim_ranges`` item but its own).
+    Runs for every SIM on every catalogue change (``snapshot``, ``moves``): the common
+    cases return at once."""
     state = item.get("state")
-    return str(state) if state else _twins_state(item["twins"])
+    if state:
+        return str(state)
+    for twin in item["twins"]:
+        if twin.get("status", "active") == "active":
+            return "active"
+    return _twins_state(item["twins"])
 
 
 def member_state(item: Mapping[str, Any], imsi: str) -> str:
