@@ -216,6 +216,18 @@ class Settings(BaseSettings):
     nrf_api_root_prefix: bool = True
     chf_supi_ranges: list[IdentityRange] = Field(default_factory=list, max_length=256)
     chf_gpsi_ranges: list[IdentityRange] = Field(default_factory=list, max_length=256)
+    # Webhooks (docs/webhooks.md): the dispatcher every `ocs serve` runs (one delivers at a
+    # time, by a lease in Redis), its pace, request limits and retries
+    webhooks: bool = True  # run the dispatcher in this process (false: another one does)
+    webhook_interval: float = Field(1.0, gt=0, le=60)  # seconds between passes over outboxes
+    webhook_timeout: float = Field(5.0, gt=0, le=60)  # seconds for one request, in all
+    webhook_backoff: float = Field(5.0, gt=0, le=3600)  # seconds before the first retry, doubling
+    webhook_backoff_max: float = Field(3600.0, gt=0)  # the longest wait between two attempts
+    webhook_max_attempts: int = Field(12, ge=1, le=100)  # then the event is a dead letter
+    webhook_max_body: int = Field(65_536, ge=1024, le=1 << 20)  # bytes of one event's body
+    webhook_retention: float = Field(7 * 86_400.0, ge=60)  # seconds an unneeded event is kept
+    # callback URLs naming localhost or a loopback/private/link-local address (`ocs demo`: on)
+    webhook_private_targets: bool = False
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one object per line
 

@@ -4,8 +4,8 @@ that need the stores. Kept apart from ``ocs.commands`` (argument parsing) and ``
 
 `ocs serve` runs, in one event loop: the Diameter server with the Gy/Ro application, the
 RAR/ASR dispatcher (Redis pub/sub, so commands reach the worker holding the session), the HTTP
-API (``--http-port``, 0 disables it) and Prometheus ``/metrics`` (``--metrics-port``, 0
-disables it).
+API (``--http-port``, 0 disables it), Prometheus ``/metrics`` (``--metrics-port``, 0
+disables it) and the webhook dispatcher (``webhooks``, docs/webhooks.md).
 """
 
 from __future__ import annotations
@@ -98,6 +98,16 @@ class ChargingAttacher:
             )
             audit.start()
             closers.append(audit.close)
+        if settings.webhooks:
+            # one process delivers at a time (a lease in Redis); the others stand by
+            from .events.dispatcher import DeliverySettings, Dispatcher  # noqa: PLC0415
+            from .events.metrics import webhook_metrics  # noqa: PLC0415
+
+            dispatcher = Dispatcher(
+                runtime.redis.client, DeliverySettings.of(settings), webhook_metrics()
+            )
+            dispatcher.start()
+            closers.append(dispatcher.close)
         try:
             net = await attach_network(
                 settings, node, redis_url=runtime.redis.url, refresh=runtime.reload_if_applied

@@ -30,9 +30,11 @@ from ocs.api import (
     pools,
     sessions,
     subscriptions,
+    thresholds,
     tokens,
     usage,
     wallets,
+    webhooks,
 )
 from ocs.api.auth import Authenticate, TokenCache
 from ocs.api.health import router as health_router
@@ -146,6 +148,8 @@ def create_app(
         tokens,
         operator,
         usage,
+        thresholds,
+        webhooks,
     )
     for module in routers:
         app.include_router(module.router)

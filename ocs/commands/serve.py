@@ -114,6 +114,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from ocs.wiring import run_server  # noqa: PLC0415
 
     folder = args.catalog if args.command == "demo" else None
+    if folder is not None and "webhook_private_targets" not in settings.model_fields_set:
+        # the demo runs on one machine: its webhooks may call a receiver on localhost
+        settings = settings.model_copy(update={"webhook_private_targets": True})
     catalog = None if folder is None else str(folder)
     with catalogue_at(folder):
         if settings.workers > 1:

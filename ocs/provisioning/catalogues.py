@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from ocs.balance import BalanceStore
 from ocs.balance.keys import CATALOG, MSISDN_INDEX, payer_tag
+from ocs.balance.thresholds import put_catalogue_thresholds
 from ocs.lifecycle import Lifecycle
 from ocs.provisioning.chunked import sync_hash
 from ocs.provisioning.errors import Refused
@@ -46,6 +47,7 @@ from ocs.provisioning.payers import (
     msisdn_index,
     payer_buckets,
     payer_roots,
+    payer_thresholds,
     share_files,
 )
 from ocs.provisioning.states import (
@@ -350,6 +352,7 @@ class TenantCatalogues:
         for tag, (buckets, resize) in payer_buckets(catalogue).items():
             await self.store.provision(tag, buckets, now_ms, resize=resize, root=roots.get(tag, ""))
         await Lifecycle(self.store.redis).setup(lifecycle_rules(catalogue), now_ms)
+        await put_catalogue_thresholds(self.store.redis, payer_thresholds(catalogue))
         pointer = await self.redis.hget(CATALOG, "tenant")
         serving = serve or pointer is None or _s(pointer) == tenant
         summary = dict(catalogue.summary())

@@ -20,6 +20,7 @@ from ocs.balance.keys import (
     MSISDN_INDEX,
     payer_tag,
 )
+from ocs.balance.thresholds import PayerThresholds, put_catalogue_thresholds
 from ocs.config import Settings
 from ocs.lifecycle import Lifecycle, PoolRules, pool_rules
 from ocs.provisioning.identity import owner_of
@@ -103,6 +104,31 @@ def payer_roots(catalogue: Catalogue) -> dict[str, str]:
     return out
 
 
+def payer_thresholds(catalogue: Catalogue) -> dict[str, PayerThresholds | None]:
+    """Every pool's and wallet's thresholds of the catalogue (None: none); a pool's
+    percentages are of its allowance as provisioned (flexible: per active SIM)."""
+    tenant = catalogue.tenant.id
+    members = _active_members(catalogue)
+    out: dict[str, PayerThresholds | None] = {}
+    for pool in catalogue.pools.values():
+        kind = PayerKind.PREPAID_POOL if pool.payment == "prepaid" else PayerKind.POSTPAID_POOL
+        size = pool.size * members[pool.id] if pool.kind == "flexible" else pool.size
+        t = pool.thresholds
+        out[payer_tag(tenant, str(kind), pool.id)] = (
+            None
+            if t is None
+            else PayerThresholds(str(pool.unit), size, tuple(t.percent), tuple(t.absolute))
+        )
+    for wallet in catalogue.wallets.values():
+        w = wallet.thresholds
+        out[payer_tag(tenant, str(PayerKind.WALLET), wallet.id)] = (
+            None
+            if w is None
+            else PayerThresholds(str(BucketUnit.MONEY), None, tuple(w.percent), tuple(w.absolute))
+        )
+    return out
+
+
 def msisdn_index(catalogue: Catalogue) -> dict[str, str]:
     """MSISDN -> JSON {imsi, payers: [tag, ...]} in twin priority order."""
     tenant = catalogue.tenant.id
@@ -146,6 +172,7 @@ async def provision_catalogue(
     for tag, (buckets, resize) in payer_buckets(catalogue).items():
         await store.provision(tag, buckets, now_ms, resize=resize, root=roots.get(tag, ""))
     await Lifecycle(store.redis).setup(lifecycle_rules(catalogue), now_ms)
+    await put_catalogue_thresholds(store.redis, payer_thresholds(catalogue))
     index = msisdn_index(catalogue)
     files = await asyncio.to_thread(folder_files, Path(path))
     applied_at = str(now_ms)

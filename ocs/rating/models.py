@@ -592,6 +592,17 @@ class Renewal(Base):
         return self
 
 
+class Thresholds(Base):
+    """Balance thresholds of a pool or wallet (docs/webhooks.md): an event when the share
+    used reaches each ``percent`` of the allowance, and when what is left falls to each
+    ``absolute`` amount (units of the pool, minor units of a wallet); each once per period."""
+
+    percent: list[Annotated[int, Field(ge=1, le=100)]] = Field(default_factory=list, max_length=10)
+    absolute: list[Annotated[int, Field(ge=0, lt=2**53)]] = Field(
+        default_factory=list, max_length=10
+    )
+
+
 class Pool(Base):
     id: Id
     account: Id
@@ -606,6 +617,7 @@ class Pool(Base):
     """adaptive: the sizes the pool steps up to after `size`, strictly increasing."""
     renewal: Renewal | None = None
     auto_top_off: AutoTopOff | None = None
+    thresholds: Thresholds | None = None
 
     @model_validator(mode="after")
     def _tiers(self) -> Pool:
@@ -622,6 +634,7 @@ class Wallet(Base):
     account: Id
     currency: CurrencyCode
     balance: MinorUnits = 0
+    thresholds: Thresholds | None = None
 
 
 class Contract(Base):

@@ -116,6 +116,11 @@ async def test_a_wallet_without_period_rearms_after_a_top_up(
         store, WALLET, "d", used=450, unit=BucketUnit.MONEY, rate=Rate(1, 1), mode="debit"
     )  # 180
     assert [e["data"]["left"] for e in await outbox(redis, WALLET)] == [150, 180]
+    # topped up above it, then spent below it in one call: again (the top-up re-armed it)
+    await store.adjust(WALLET, "top2", [{"op": "credit", "id": "w", "amount": 500}], NOW)
+    await charge(store, WALLET, "e", used=600, unit=BucketUnit.MONEY, rate=Rate(1, 1), mode="debit")
+    await charge(store, WALLET, "f", used=10, unit=BucketUnit.MONEY, rate=Rate(1, 1), mode="debit")
+    assert [e["data"]["left"] for e in await outbox(redis, WALLET)] == [150, 180, 80]
 
 
 async def test_renewal_events_come_from_lifecycle_lua(

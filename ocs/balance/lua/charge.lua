@@ -374,8 +374,10 @@ local function events(status, short, left)
     local m = decode(f[3], 'alerted marks')
     if m.p == period and type(m.f) == 'table' then marks = m.f else changed = true end
   end
-  local function mark(key, hit, rearm, etype, data)
-    if hit and not marks[key] then
+  -- `was`: whether the condition held before this call (false: it did not, so a mark left
+  -- from before a top-up is stale; nil: not known)
+  local function mark(key, hit, was, rearm, etype, data)
+    if hit and (not marks[key] or was == false) then
       marks[key], changed = true, true
       data.period = period
       emit(KEYS[9], ARGV[14], now, etype, ARGV[1] .. '|' .. key, subject_of_call(), data)
@@ -383,7 +385,7 @@ local function events(status, short, left)
       marks[key], changed = nil, true
     end
   end
-  mark('x:' .. unit, out, left ~= 0 or start_units > 0, 'quota.exhausted',
+  mark('x:' .. unit, out, nil, left ~= 0 or start_units > 0, 'quota.exhausted',
     {unit = unit, status = status, short = short, left = math.max(left, 0)})
   if cfg_raw then
     local cfg = decode(cfg_raw, 'thresholds')
@@ -396,16 +398,33 @@ local function events(status, short, left)
       end
     end
     local base = cfg.b and int(cfg.b, 'threshold base') or credited
+    -- a payer without a period re-arms when the condition stops holding: also when that
+    -- happened between two calls (a top-up), seen in what was left before this call (Redis
+    -- holds the state before the call until flush())
+    local before = nil
+    if period == '' then
+      before = 0
+      for _, b in ipairs(all_buckets) do
+        if b.unit == u then
+          for _, f in ipairs({':a', ':r'}) do
+            before = before + (tonumber(redis.call('HGET', KEYS[2], b.id .. f)) or 0)
+          end
+        end
+      end
+    end
+    local function held(hit) if before == nil then return nil end return hit end
     if not unlimited then
       for _, p in ipairs(cfg.p or {}) do
         p = int(p, 'threshold percent')
-        mark('p' .. I(p), base > 0 and (base - units_left) * 100 >= p * base, period == '',
+        local function over(l) return base > 0 and (base - l) * 100 >= p * base end
+        mark('p' .. I(p), over(units_left), held(before and over(before)), period == '',
           'balance.threshold', {unit = u, percent = p, left = units_left, base = base,
                                 used = math.max(base - units_left, 0)})
       end
       for _, a in ipairs(cfg.a or {}) do
         a = int(a, 'threshold amount')
-        mark('a' .. I(a), units_left <= a, period == '', 'balance.threshold',
+        mark('a' .. I(a), units_left <= a, held(before and before <= a), period == '',
+          'balance.threshold',
           {unit = u, amount = a, left = units_left, base = base,
            used = math.max(base - units_left, 0)})
       end

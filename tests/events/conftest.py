@@ -1,0 +1,67 @@
+"""The webhook side against a real Redis (DB 7, flushed) and a real HTTP receiver
+(``tools/webhook_receiver.py`` on a free port, in a thread)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Final
+
+import pytest
+
+from ocs.balance import BalanceStore
+from ocs.redis_client import RedisClient
+from tests.balance.fixtures import db_url, flushed_client, redis_base_url
+from tools.webhook_receiver import Receiver
+
+__all__ = ["redis_base_url"]
+
+EVENTS_DB: Final = 7  # 8: workers, 10: api, 11: bench_api, 12: offline, 13: balance, 14: charging
+SECRET: Final = "whsec_test-secret-0123456789"
+
+
+@pytest.fixture
+def redis_url(redis_base_url: str) -> str:
+    return db_url(redis_base_url, EVENTS_DB)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
+    async for client in flushed_client(redis_url):
+        yield client
+
+
+@pytest.fixture
+async def store(redis: RedisClient) -> AsyncIterator[BalanceStore]:
+    store = BalanceStore(redis)
+    yield store
+    await store.batch.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def receiving(port: int, secret: str = SECRET) -> Iterator[Receiver]:
+    """The receiver up on ``port`` until the block ends (then the port refuses)."""
+    server = Receiver(port, secret)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with receiving(free_port()) as server:
+        yield server
