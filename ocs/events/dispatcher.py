@@ -134,6 +134,7 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._trimmed = 0.0
         self.holding = False
+        self._failing = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -144,8 +145,11 @@ class Dispatcher:
         while True:
             try:
                 await self.run_once()
+                self._failing = False
             except Exception as exc:  # Redis down or slow: the next pass tries again
-                log.warning("webhook dispatcher pass failed: %s", exc)
+                if not self._failing:  # once per outage (the outage itself is logged apart)
+                    log.warning("webhook dispatcher pass failed: %s", exc)
+                self._failing = True
             await asyncio.sleep(self.settings.interval)
 
     async def close(self) -> None:

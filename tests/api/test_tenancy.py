@@ -110,9 +110,12 @@ def _key(n: str) -> dict[str, str]:
     return {"Idempotency-Key": f"attack-{n}"}
 
 
-def cases(demo_token: str = "0" * 16) -> dict[tuple[str, str], list[Case]]:
+def cases(
+    demo_token: str = "0" * 16, demo_hook: str = "wh_" + "0" * 16
+) -> dict[tuple[str, str], list[Case]]:
     """Per (METHOD, path template) of the OpenAPI document, the attacker's requests
-    (``demo_token``: the id of one of demo's tokens)."""
+    (``demo_token``: the id of one of demo's tokens; ``demo_hook``: one of demo's webhook
+    subscriptions)."""
     w, p, imsi = SECRET["wallet"], SECRET["pool"], DEMO_IMSI
     move = {"amount": 5, "currency": "EUR"}
     twin = {"id": "main", "payer": {"kind": "wallet", "id": "bob-wallet"}, "plan": "consumer-data"}
@@ -304,6 +307,36 @@ def cases(demo_token: str = "0" * 16) -> dict[tuple[str, str], list[Case]]:
             )
         ],
         ("GET", "/v1/operator/transfers"): [Case("GET", "/v1/operator/transfers")],
+        ("GET", "/v1/pools/{pool_id}/thresholds"): [Case("GET", f"/v1/pools/{p}/thresholds")],
+        ("PUT", "/v1/pools/{pool_id}/thresholds"): [
+            Case("PUT", f"/v1/pools/{p}/thresholds", json={"percent": [1]})
+        ],
+        ("GET", "/v1/wallets/{wallet_id}/thresholds"): [Case("GET", f"/v1/wallets/{w}/thresholds")],
+        ("PUT", "/v1/wallets/{wallet_id}/thresholds"): [
+            Case("PUT", f"/v1/wallets/{w}/thresholds", json={"absolute": [1]})
+        ],
+        ("POST", "/v1/webhooks"): [
+            Case(  # a filter on demo's payer: unknown in the attacker's catalogue
+                "POST",
+                "/v1/webhooks",
+                json={
+                    "url": "https://hooks.example.com/x",
+                    "events": ["*"],
+                    "filter": {"payers": [p, w]},
+                },
+            ),  # fmt: skip
+        ],
+        ("GET", "/v1/webhooks"): [
+            Case("GET", "/v1/webhooks", own=True, check=lambda r: _absent(r, demo_hook))
+        ],
+        ("GET", "/v1/webhooks/{sub_id}"): [Case("GET", f"/v1/webhooks/{demo_hook}")],
+        ("DELETE", "/v1/webhooks/{sub_id}"): [Case("DELETE", f"/v1/webhooks/{demo_hook}")],
+        ("GET", "/v1/webhooks/{sub_id}/deliveries"): [
+            Case("GET", f"/v1/webhooks/{demo_hook}/deliveries")
+        ],
+        ("GET", "/v1/webhooks/{sub_id}/dead-letters"): [
+            Case("GET", f"/v1/webhooks/{demo_hook}/dead-letters")
+        ],
         ("GET", "/healthz"): [Case("GET", "/healthz", own=True)],
         ("GET", "/readyz"): [Case("GET", "/readyz", own=True)],
         ("GET", "/health"): [Case("GET", "/health", own=True)],
@@ -419,7 +452,11 @@ async def test_every_route_refuses_the_other_tenants_identifiers(
     two_tenants: Api, gateway: Gateway, redis: RedisClient, settings: Settings
 ) -> None:
     api = two_tenants
-    table = cases(token_id(digest(api.tokens["admin"])))
+    hook = await api.request(
+        "POST", "/v1/webhooks", json={"url": "https://hooks.example.com/demo", "events": ["*"]}
+    )
+    assert hook.status_code == 201, hook.text
+    table = cases(token_id(digest(api.tokens["admin"])), hook.json()["id"])
     operations = {
         (method.upper(), path)
         for path, ops in create_app(settings).openapi()["paths"].items()
