@@ -324,7 +324,7 @@ def cases(
                     "events": ["*"],
                     "filter": {"payers": [p, w]},
                 },
-            ),  # fmt: skip
+            ),
         ],
         ("GET", "/v1/webhooks"): [
             Case("GET", "/v1/webhooks", own=True, check=lambda r: _absent(r, demo_hook))
