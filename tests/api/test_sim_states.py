@@ -451,3 +451,40 @@ async def test_a_flexible_pool_grows_with_active_sims_only(demo: Api) -> None:
     assert (await _move(demo, "262016600000002", "active")).status_code == 200
     assert (await _move(demo, "262016600000003", "active")).status_code == 200
     assert await size() == 3000
+
+
+async def test_events_over_http_follow_the_state(demo: Api) -> None:
+    """POST /v1/events: an inventory SIM's events are rejected; a test SIM's are counted on
+    its allowance (2 events here) and never reach its pool."""
+    docs = demo_documents()
+    plan = next(p for p in docs["plans.yaml"]["plans"] if p["id"] == "iot-pool")
+    plan["test_allowance"] = {"events": 2}
+    r = await demo.request("POST", "/v1/catalogue", json={"documents": docs})
+    assert r.status_code == 200, r.text
+    for imsi, state in (("262016500000001", "test"), ("262016500000002", "inventory")):
+        r = await demo.request(
+            "POST",
+            "/v1/subscriptions",
+            json={
+                "imsi": imsi,
+                "account": "acme-iot",
+                "state": state,
+                "plan": "iot-pool",
+                "payer": {"kind": "prepaid_pool", "id": "acme-events"},
+            },
+        )
+        assert r.status_code == 201, r.text
+    pool = f"{TENANT}:prepaid_pool:acme-events"
+    store = BalanceStore(demo.redis)
+    before = sum(b.used for b in await store.buckets(pool))
+    events = [{"id": f"t{i}", "imsi": "262016500000001"} for i in range(3)]
+    events.append({"id": "stock", "imsi": "262016500000002"})
+    r = await demo.request("POST", "/v1/events", json={"events": events})
+    assert r.status_code == 200, r.text
+    got = {e["id"]: (e["status"], e.get("payer")) for e in r.json()["results"]}
+    tag = f"{TENANT}:test:262016500000001"
+    assert got["t0"] == ("charged", tag) and got["t1"] == ("charged", tag)
+    assert got["t2"] == ("insufficient", tag)
+    assert got["stock"][0] == "rejected"
+    assert sum(b.used for b in await store.buckets(pool)) == before
+    assert {b.unit: b.used for b in await store.buckets(tag)}["events"] == 2
