@@ -18,7 +18,7 @@ from ocs.charging.states import allowance_payer, apply_activations
 from ocs.config import Settings
 from ocs.diameter import avp_codes as A
 from ocs.diameter.codec import Message
-from ocs.diameter.constants import CcRequestType, ResultCode
+from ocs.diameter.constants import CcRequestType, Command, ResultCode
 from ocs.provisioning.states import STATES, TRANSITIONS
 from ocs.redis_client import RedisClient
 from tests.api.conftest import DEMO, TENANT, Api, Gateway, demo_documents
@@ -488,3 +488,55 @@ async def test_events_over_http_follow_the_state(demo: Api) -> None:
     assert got["stock"][0] == "rejected"
     assert sum(b.used for b in await store.buckets(pool)) == before
     assert {b.unit: b.used for b in await store.buckets(tag)}["events"] == 2
+
+
+async def test_a_test_sim_moved_to_active_mid_session_gets_an_rar_and_its_payer(
+    gateway: Gateway, demo: Api
+) -> None:
+    """test -> active over the API: the open session gets an RAR (ocs/network); its next
+    CCR settles what the allowance granted on the allowance (never billed) and reserves on
+    the SIM's wallet from then on."""
+    await _with_test_allowance(demo, "never")
+    await _wallet(demo)
+    imsi = "262017700010004"
+    await _create(demo, imsi, state="test", msisdn="491707700004")
+    sid = "pgw.test;st;rar"
+    cca = await gateway.send(
+        build_ccr(
+            sid,
+            request_type=CcRequestType.INITIAL_REQUEST,
+            number=0,
+            imsi=imsi,
+            msisdn="491707700004",
+            msccs=[(1, 10_000, 0)],
+        )
+    )
+    assert _granted(cca) == 10_000
+    await asyncio.sleep(0.2)  # the session record is written after the answer
+    wallet = await _wallet_available(demo.redis)
+    r = await _move(demo, imsi, "active", reason="sold")
+    assert r.status_code == 200, r.text
+    rar = await _next_request(gateway, Command.RE_AUTH)
+    assert rar.get(A.AVP_SESSION_ID) == sid
+    cca = await gateway.send(
+        build_ccr(
+            sid,
+            request_type=CcRequestType.UPDATE_REQUEST,
+            number=1,
+            imsi=imsi,
+            msisdn="491707700004",
+            msccs=[(1, 10_000, 10_000)],
+        )
+    )
+    assert _code(cca) == ResultCode.DIAMETER_SUCCESS and _granted(cca) == 10_000
+    tag = allowance_payer(TENANT, imsi)
+    store = BalanceStore(demo.redis)
+    assert {b.unit: b.used for b in await store.buckets(tag)}["bytes"] == 10_000
+    assert await _wallet_available(demo.redis) < wallet  # reserved on the wallet now
+
+
+async def _next_request(gw: Gateway, command: int) -> Message:
+    while True:
+        msg = await asyncio.wait_for(gw.received.get(), 10)
+        if msg.command == command:
+            return msg
