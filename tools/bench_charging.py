@@ -28,7 +28,9 @@ serve` with one level: the fleet's SIMs on ``acme-pool``. The other run puts the
 account ``acme-iot`` under a prepaid reseller (``bench-reseller``, wholesale plan
 ``wholesale-iot``, paid from its prepaid pool ``bench-reseller-pool``), so every grant is
 held, and every CCR-U committed, at two levels in the one ``charge.lua`` call. Both in one
-run, same load, the two-level run second; the invariant is checked on both pools.
+run, same load, the two-level run second; the invariant is checked on both pools. Then the
+script alone (``script_cost``): Redis's own time per ``charge.lua`` call, one level against
+two, alternating rounds (the steadier figure on a loaded machine).
 
     .venv/bin/python tools/bench_charging.py --levels --redis-url redis://127.0.0.1:6379/9
 """
@@ -435,6 +437,7 @@ def serve_and_measure(
             *taskset(server_cpu),
             *(*ocs, "serve", "--port", str(port), "--log-level", "WARNING"),
             "--accept-unknown-peers",  # loadgen connects as loadgen-<run>.local
+            *("--http-port", "0", "--metrics-port", "0"),  # Diameter only: 8080 may be taken
         ],
         env,
     )
@@ -442,6 +445,86 @@ def serve_and_measure(
         return measure(port, server.pid, args, gen_cpu, args.redis_url)
     finally:
         stop(server)
+
+
+SCRIPT_CONTEXT = json.dumps(
+    {
+        "session": "loadgen-1.local;1;1",
+        "n": 1,
+        "rg": 10,
+        "imsi": "262010000000001",
+        "msisdn": "491700000001",
+        "twin": "data",
+        "subscription": "262010000000001/data",
+        "account": "acme-iot",
+        "service": "data",
+        "levels": [
+            {"level": i, "buyer": "acme-iot", "seller": None, "payer": "prepaid_pool:acme-pool",
+             "plan": "iot-pool", "zone": "home", "band": "any", "currency": "EUR", "amount": 0}
+            for i in range(2)
+        ],
+    },
+    separators=(",", ":"),
+)  # fmt: skip
+
+
+def script_cost(url: str, rounds: int, calls: int) -> dict[str, Any]:
+    """Redis time of one ``charge.lua`` call (``INFO commandstats``, ``cmdstat_evalsha``
+    usec_per_call): a CCR-U (commit 1,000 units of the last grant, reserve 1,000 more) on a
+    prepaid pool alone, and on a pool under a prepaid reseller pool (both held), rounds
+    alternating. The server's own time per call: what a loaded client machine does not move."""
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from ocs.balance import BalanceStore, BucketSpec, BucketUnit, ChargeRequest
+    from ocs.balance.models import LevelCharge
+
+    root, one, two = "b:prepaid_pool:reseller", "b:prepaid_pool:one", "b:prepaid_pool:two"
+    cases: dict[str, tuple[str, str, tuple[LevelCharge, ...]]] = {
+        "one_level": (one, "", ()),
+        "two_levels": (two, root, (LevelCharge(root, True),)),
+    }
+
+    async def run() -> dict[str, list[float]]:
+        redis = Redis.from_url(url)
+        await redis.flushdb()
+        store = BalanceStore(redis)
+        size = 10**15
+        await store.provision(root, [BucketSpec("reseller", BucketUnit.BYTES, size)], 0,
+                              resize=True)  # fmt: skip
+        await store.provision(one, [BucketSpec("one", BucketUnit.BYTES, size)], 0, resize=True)
+        await store.provision(two, [BucketSpec("two", BucketUnit.BYTES, size)], 0,
+                              resize=True, root=root)  # fmt: skip
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        try:
+            for r in range(-1, rounds):  # round -1 loads the script and warms up
+                for name, (payer, at, levels) in cases.items():
+                    await redis.config_resetstat()
+                    for i in range(calls):
+                        request = ChargeRequest(
+                            f"{name}:{r}:{i}", "s|1", BucketUnit.BYTES, 1_000, used=1000,
+                            want=1000, deadline_ms=2**50, context_json=SCRIPT_CONTEXT,
+                            root=at, levels=levels,
+                        )  # fmt: skip
+                        await store.charge(payer, request)
+                    stats: Any = await redis.info("commandstats")
+                    if r >= 0:
+                        times[name].append(float(stats["cmdstat_evalsha"]["usec_per_call"]))
+        finally:
+            await store.batch.close()
+            await redis.aclose()
+        return times
+
+    times = asyncio.run(run())
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return {
+        "calls_per_round": calls,
+        "rounds": rounds,
+        "usec_per_call": times,
+        "median_usec_per_call": medians,
+        "ratio_two_over_one": round(medians["two_levels"] / medians["one_level"], 3),
+    }
 
 
 def levels_run(args: argparse.Namespace) -> dict[str, Any]:
@@ -466,8 +549,10 @@ def levels_run(args: argparse.Namespace) -> dict[str, Any]:
         a, b = one.get(key), two.get(key)
         return round(b / a, 3) if a and b else None
 
+    script = script_cost(args.redis_url, rounds=5, calls=2_000)
     return {
         "benchmark": "charging-levels",
+        "script": script,
         "one_level": one,
         "two_levels": two,
         "ratio_two_over_one": {
@@ -481,6 +566,7 @@ def levels_run(args: argparse.Namespace) -> dict[str, Any]:
             )
         },
         "invariants": {"one_level": one_invariant, "two_levels": two_invariants},
+        "ratio_script_redis_usec_per_call": script["ratio_two_over_one"],
         "load": {
             "updates_per_session": args.updates,
             "window": args.window,

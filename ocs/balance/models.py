@@ -112,10 +112,12 @@ class ChargeRequest:
 
 @dataclass(frozen=True, slots=True)
 class LevelResult:
-    """One upper level of a charge: units committed, money debited (a wallet, or a postpaid
-    pool's credit), units it could not cover (``overrun``), money it could not cover
-    (``short``), and what it still has (``left``, -1: unlimited)."""
+    """One upper level of a charge (``level``: 1, 2, ...; a level whose payer holds nothing
+    of the usage's unit is passed over and not listed): units committed, money debited (a
+    wallet, or a postpaid pool's credit), units it could not cover (``overrun``), money it
+    could not cover (``short``), and what it still has (``left``, -1: unlimited)."""
 
+    level: int
     units: int
     money: int
     overrun: int
@@ -174,6 +176,7 @@ class ChargeResult:
             reached=tuple(int(i) for i in data.get("hit") or ()),
             levels=tuple(
                 LevelResult(
+                    int(v["level"]),
                     int(v["units"]),
                     int(v["money"]),
                     int(v["overrun"]),

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Final
 
 from ocs.balance import BalanceStore, BucketUnit, ChargeRequest, ChargeResult
 from ocs.charging.errors import result_code_for
+from ocs.charging.levels import level_refunds
 from ocs.charging.limits import limits_arg, usage_caps
 from ocs.charging.pricing import CounterCache, Prices, charge_at_price, reservation_rate
 from ocs.charging.states import TEST, allowance_payer, debit_test_event
@@ -179,6 +180,11 @@ class EventCharging:
             amount = quote.price(units).amount if money else units
             op = {"op": "refund", "unit": "money" if money else str(unit), "amount": amount}
             status = await app.store.adjust(payer, request_id, [op], now_ms, context)
+            # and every prepaid level above it that the debit moved, each idempotent by level
+            for i, up, level_op in level_refunds(catalogue, resolution, units, str(unit)):
+                if status == "ok":
+                    rid = f"{request_id}#{i}"
+                    status = await app.store.adjust(up, rid, [level_op], now_ms, context)
             code = SUCCESS if status == "ok" else int(ResultCode.DIAMETER_RATING_FAILED)
             out.add(mscc_answer(code, rating_group=rg), code)
             return

@@ -12,7 +12,7 @@ one atomic script on one Redis Cluster slot.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from ocs.balance.models import FREE, NOT_PRICED, LevelCharge, Rate
 from ocs.charging.usage import payer_key
@@ -60,36 +60,73 @@ def root_of(catalogue: Catalogue, payer: Payer) -> str:
     return "" if root == payer else payer_key(catalogue.tenant.id, root)
 
 
+class _Static(NamedTuple):
+    """What a usage's chain is, whatever its zone or quantity: the root tag and, per level
+    above 0, its payer tag, whether it is held, whether it pays in money."""
+
+    root: str
+    tags: tuple[str, ...]
+    held: tuple[bool, ...]
+    wallet: tuple[bool, ...]
+
+
+CHAINS_KEPT: Final = 10_000
+_chains: dict[tuple[int, str, str, str], tuple[Catalogue, _Static]] = {}
+
+
+def _static(catalogue: Catalogue, resolution: Resolution) -> _Static:
+    """The chain of a (SIM account, level-0 payer) on one catalogue, computed once (the
+    catalogue object is kept with it, so a new catalogue never reads an old entry)."""
+    payer = resolution.payer
+    key = (id(catalogue), resolution.account, str(payer.kind), payer.id)
+    hit = _chains.get(key)
+    if hit is not None and hit[0] is catalogue:
+        return hit[1]
+    tenant = catalogue.tenant.id
+    root = chain_root(catalogue, payer)
+    upper = resolution.quotes[1:]
+    for i, q in enumerate(upper, start=1):
+        if chain_root(catalogue, q.payer) != root:
+            raise ChainSlotError(
+                f"level {i} payer {q.payer.kind}:{q.payer.id} is not in the reseller chain of "
+                f"{payer.kind}:{payer.id} (root {root.kind}:{root.id})"
+            )
+    static = _Static(
+        "" if root == payer else payer_key(tenant, root),
+        tuple(payer_key(tenant, q.payer) for q in upper),
+        tuple(q.prepaid for q in upper),
+        tuple(q.payer.kind is PayerKind.WALLET for q in upper),
+    )
+    if len(_chains) >= CHAINS_KEPT:
+        _chains.clear()
+    _chains[key] = (catalogue, static)
+    return static
+
+
 def chain_of(
     catalogue: Catalogue, resolution: Resolution, amounts: tuple[int, ...] | None = None
 ) -> Chain:
     """The chain of one usage: every level above 0 with its reservation rate and, for a
     wallet, the exact price of the used units (``amounts``: every level's, level 0 first).
     Raises :class:`ChainSlotError` when a level is outside the payer's chain."""
+    static = _static(catalogue, resolution)
+    if not static.tags:
+        return Chain(static.root, ()) if static.root else NO_CHAIN
     quotes = resolution.quotes
-    if len(quotes) < 2:
-        if levels_above(catalogue, resolution.payer):
-            return Chain(root_of(catalogue, resolution.payer), ())
-        return NO_CHAIN
-    tenant = catalogue.tenant.id
-    root = chain_root(catalogue, resolution.payer)
-    levels: list[LevelCharge] = []
-    for i, q in enumerate(quotes[1:], start=1):
-        if chain_root(catalogue, q.payer) != root:
-            raise ChainSlotError(
-                f"level {i} payer {q.payer.kind}:{q.payer.id} is not in the reseller chain of "
-                f"{resolution.payer.kind}:{resolution.payer.id} (root {root.kind}:{root.id})"
-            )
-        money = q.payer.kind is PayerKind.WALLET and amounts is not None
-        levels.append(
+    return Chain(
+        static.root,
+        tuple(
             LevelCharge(
-                payer_key(tenant, q.payer),
-                q.prepaid,
-                reservation_rate(q),
-                amounts[i] if money and amounts is not None else None,
+                tag,
+                held,
+                reservation_rate(quotes[i]),
+                amounts[i] if wallet and amounts is not None else None,
             )
-        )
-    return Chain("" if root == resolution.payer else payer_key(tenant, root), tuple(levels))
+            for i, (tag, held, wallet) in enumerate(
+                zip(static.tags, static.held, static.wallet, strict=True), start=1
+            )
+        ),
+    )
 
 
 def release_chain(catalogue: Catalogue, payer: str) -> Chain:
@@ -108,3 +145,22 @@ def release_chain(catalogue: Catalogue, payer: str) -> Chain:
         LevelCharge(payer_key(tenant, u.payer), u.payer.kind.prepaid, NOT_PRICED) for u in above
     )
     return Chain(root_of(catalogue, found), levels)
+
+
+def level_refunds(
+    catalogue: Catalogue, resolution: Resolution, units: int, unit: str
+) -> list[tuple[int, str, dict[str, object]]]:
+    """The ``adjust.lua`` refund of every prepaid level above 0 for ``units`` of a refunded
+    event (REFUND_ACCOUNT): its units to a prepaid pool, its own level's amount to a wallet;
+    (level, payer tag, operation). A postpaid level is not refunded online: the bill run
+    rates what the records say."""
+    tenant = catalogue.tenant.id
+    out: list[tuple[int, str, dict[str, object]]] = []
+    for i, q in enumerate(resolution.quotes[1:], start=1):
+        if not q.prepaid:
+            continue
+        money = q.payer.kind is PayerKind.WALLET
+        amount = q.price(units).amount if money else units
+        op = {"op": "refund", "unit": "money" if money else unit, "amount": amount}
+        out.append((i, payer_key(tenant, q.payer), op))
+    return out

@@ -21,7 +21,7 @@ from ocs.charging.application import ChargingApplication
 from ocs.charging.config import ChargingConfig
 from ocs.diameter import avp_codes as A
 from ocs.diameter.codec import Message
-from ocs.diameter.constants import CcRequestType
+from ocs.diameter.constants import CcRequestType, RequestedAction
 from ocs.provisioning.payers import provision_catalogue
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.loader import load_catalogue
@@ -63,6 +63,8 @@ pools:
      unit: bytes, size: 20000000}}
   - {{id: shop-d-pool, account: shop-d, kind: static, payment: prepaid, service: data,
      unit: bytes, size: 20000000}}
+  - {{id: shop-d-events, account: shop-d, kind: static, payment: prepaid, service: event,
+     unit: events, size: 1000}}
 wallets:
   - {{id: shop-b-wallet, account: shop-b, currency: EUR, balance: 100000}}
   - {{id: wr-wallet, account: wallet-reseller, currency: EUR, balance: 150}}
@@ -77,6 +79,15 @@ plans:
         tariffs:
           - {{service: data, zone: "*", per: 1000000, increment: 1000,
              rates: {{any: {{tiers: [{{from: 0, price: "100"}}]}}}}}}
+          - {{service: event, zone: "*", rates: {{any: {{tiers: [{{from: 0, price: "3"}}]}}}}}}
+  - id: shop-events
+    name: Shop events
+    currency: EUR
+    versions:
+      - effective_from: {FROM}
+        zone_set: retail
+        tariffs:
+          - {{service: event, zone: "*", rates: {{any: {{tiers: [{{from: 0, price: "1"}}]}}}}}}
 sims:
 """
 SIMS = [  # (account, payer kind, payer id): one SIM each, IMSI 26201000030000<n>
@@ -89,8 +100,12 @@ RESELLERS += "".join(
     f"""  - imsi: "26201000030000{n}"
     msisdn: "49170030000{n}"
     account: {account}
-    twins: [{{id: data, payer: {{kind: {kind}, id: {pid}}},
-             plans: [{{plan: agri-retail, from: {FROM}}}]}}]
+    twins:
+      - {{id: data, priority: 10, payer: {{kind: {kind}, id: {pid}}},
+         plans: [{{plan: agri-retail, from: {FROM}}}]}}
+      - {{id: events, priority: 5, filter: {{service: [event]}},
+         payer: {{kind: prepaid_pool, id: shop-d-events}},
+         plans: [{{plan: shop-events, from: {FROM}}}]}}
 """
     for n, (account, kind, pid) in enumerate(SIMS, start=1)
 )
@@ -298,4 +313,41 @@ async def test_a_postpaid_reseller_is_checked_against_its_credit_limit_not_held(
     refused = await ccr(app, "pgw;ml;over", CcRequestType.INITIAL_REQUEST, 0, SHOP_C, want=MB)
     assert code_of(refused) == 4012
     for payer in (TIGHT, SHOP_C_POOL):
+        await assert_conserved(store, payer)
+
+
+async def test_an_event_is_debited_and_refunded_at_every_prepaid_level(
+    chain_app: ChargingApplication, chain_store: BalanceStore
+) -> None:
+    """CCR-Event: 10 events on shop-d's events pool, 3 ct each on its reseller's wallet, in
+    one call; REFUND_ACCOUNT gives both back. The reseller's data-only pool of shop-a's
+    reseller is not concerned by events (no bucket of that unit: passed over)."""
+    app, store = chain_app, chain_store
+
+    async def event(sid: str, action: RequestedAction, units: int) -> int:
+        answer = await app.handle_ccr(
+            wire(
+                build_ccr(
+                    sid,
+                    request_type=4,
+                    number=0,
+                    imsi=SHOP_D,
+                    msccs=[(1, units, 0)],
+                    apn=None,
+                    requested_action=action,
+                    units=True,
+                )
+            )
+        )
+        return int(answer.get(A.AVP_RESULT_CODE, 0))
+
+    assert await event("ev;1", RequestedAction.DIRECT_DEBITING, 10) == 2001
+    assert await used_of(store, "demo:prepaid_pool:shop-d-events", "shop-d-events") == (990, 0, 10)
+    assert await used_of(store, WR_WALLET, "wr-wallet") == (120, 0, 30)
+    assert await event("ev;2", RequestedAction.DIRECT_DEBITING, 50) == 4012  # 150 ct > 120
+    assert await used_of(store, WR_WALLET, "wr-wallet") == (120, 0, 30)  # nothing moved
+    assert await event("ev;3", RequestedAction.REFUND_ACCOUNT, 10) == 2001
+    assert await used_of(store, "demo:prepaid_pool:shop-d-events", "shop-d-events") == (1000, 0, 0)
+    assert await used_of(store, WR_WALLET, "wr-wallet") == (150, 0, 0)
+    for payer in ("demo:prepaid_pool:shop-d-events", WR_WALLET):
         await assert_conserved(store, payer)

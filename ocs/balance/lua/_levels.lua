@@ -13,6 +13,8 @@
 -- nothing is held; the grant is capped by what the level can still cover (its credit limit)
 -- and the reported usage is taken when it comes. The grant is the smallest any level allows.
 -- Each level that moved writes a `level` record (id "<request id>#<i>") to its own stream.
+-- A level whose payer has no bucket of the usage's unit (nor money at a rate: a data pool
+-- and an SMS) is passed over: its payer does not pay this service online.
 --
 -- Every function keeps THE RULE of _shadow.lua: reads go through the shadow, writes are
 -- recorded and flushed by the caller; a `fail` here comes before any write.
@@ -39,6 +41,7 @@ function LV.order(L, unit, now)
     local to = int(d.to or 0, 'valid_to of ', 0, defs[j])
     local from = int(d.from or 0, 'valid_from of ', 0, defs[j])
     local money = d.unit == 'money'
+    if d.unit == unit or (money and L.den > 0) then L.concerned = true end
     if ((d.unit == unit and not L.exact) or (money and L.den > 0)) and from <= now
         and (to == 0 or now < to) and not d.hold then
       order[#order + 1] = {id = defs[j], prio = int(d.prio or 0, 'prio of ', -MAX_INT + 1, defs[j]),
@@ -65,9 +68,11 @@ function LV.load(text, unit, now)
     if s.x ~= nil then L.exact = int(s.x, 'level price') end
     if L.exact and L.den == 0 then fail('level ' .. i .. ': a price needs money buckets') end
     LV.order(L, unit, now)
-    L.live = redis.call('ZCARD', L.ki)
-    TYPED[L.ki] = true
-    levels[i] = L
+    if L.concerned then  -- a level whose payer holds nothing of this unit is passed over
+      L.live = redis.call('ZCARD', L.ki)
+      TYPED[L.ki] = true
+      levels[#levels + 1] = L
+    end
   end
   return levels
 end
@@ -216,9 +221,12 @@ function LV.reserve(levels, member, units, deadline, now, unit)
   end
 end
 
-function LV.record(levels, id, now, unit, ctx)
+-- Its context is short: the level and the level-0 payer; the usage record of the same
+-- request id (level 0's stream) has the rest, every level's priced line included.
+function LV.record(levels, id, now, unit, payer0)
   for _, L in ipairs(levels) do
     if L.units > 0 or L.overrun > 0 or L.money > 0 then
+      local ctx = cjson.encode({level = L.i, usage = id, of = payer0})
       local alloc = {}
       for _, e in ipairs(L.uses) do alloc[#alloc + 1] = {e[1], I(e[3])} end
       local f = {'stream', 'XADD', L.ks, '*', 'kind', 'level', 'id', id .. '#' .. L.i,
@@ -236,11 +244,12 @@ end
 -- What every level still has (-1: unlimited), and the smallest of them with level 0's.
 function LV.results(levels, left)
   local out = {}
-  for i, L in ipairs(levels) do
+  for _, L in ipairs(levels) do
     local t = LV.total(L)
     if t ~= math.huge and (left == math.huge or t < left) then left = t end
-    out[i] = {units = I(L.units), money = I(L.money), overrun = I(L.overrun), short = I(L.short),
-              left = t == math.huge and -1 or I(t)}
+    out[#out + 1] = {level = L.i, units = I(L.units), money = I(L.money),
+                     overrun = I(L.overrun), short = I(L.short),
+                     left = t == math.huge and -1 or I(t)}
   end
   return out, left
 end

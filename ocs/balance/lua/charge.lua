@@ -618,7 +618,7 @@ if committed > 0 or overrun > 0 then
   end
   op(unpack(fields))
 end
-LV.record(upper, ARGV[1], now, unit, ARGV[13])
+LV.record(upper, ARGV[1], now, unit, ARGV[14])
 
 local left = 0
 for _, b in ipairs(order) do left = left + capacity(b) end
