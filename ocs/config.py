@@ -37,6 +37,7 @@ FLAGS = frozenset(  # the settings some `ocs` subcommand also takes as a flag
         "database_url",
         "data_dir",
         "http_port",
+        "nchf_port",
         "metrics_port",
         "log_level",
         "log_format",
@@ -45,6 +46,7 @@ FLAGS = frozenset(  # the settings some `ocs` subcommand also takes as a flag
         "nrf_url",
     ]
 )
+DEMO_NCHF_PORT = 8090  # `ocs demo`'s Nchf_ConvergedCharging port (docs/nchf.md)
 DEMO_CATALOG_PACKAGED = "demo_catalog"  # inside the installed package (setup.py puts it there)
 
 
@@ -199,6 +201,17 @@ class Settings(BaseSettings):
     # another process (`ocs token revoke`, another worker) is refused after at most this
     token_cache_ttl: float = Field(5.0, ge=0)
     metrics_port: int = Field(9464, ge=0, le=65535)
+    # Nchf_ConvergedCharging (TS 32.291, docs/nchf.md): HTTP/2 (h2c, or TLS with the three
+    # nchf_tls_* files) and HTTP/1.1 on this port. None: off in `ocs serve`, DEMO_NCHF_PORT in
+    # `ocs demo`; 0: off
+    nchf_port: int | None = Field(None, ge=0, le=65535)
+    nchf_tls_cert: Path | None = None
+    nchf_tls_key: Path | None = None
+    nchf_tls_ca: Path | None = None  # given: consumers must present a certificate it signed
+    nchf_max_body: int = Field(65536, ge=1024, le=16 << 20)  # bytes of one request body
+    nchf_timeout: float = Field(10.0, gt=0)  # seconds for a request to arrive whole
+    # quotaHoldingTime of every Nchf grant, seconds (0: not sent; Gy sends none)
+    quota_holding_time: int = Field(0, ge=0)
     # seconds `ocs billrun --metrics-port` keeps serving after the run ended, so that a scrape
     # sees its outcome (a failed run, docs/operations.md) before the process exits
     metrics_linger: float = Field(15.0, ge=0)

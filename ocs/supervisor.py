@@ -107,6 +107,7 @@ class Supervisor:
         self.metrics = multiproc.supervisor_metrics(self.metrics_dir)
         self.worker_settings = settings
         self.http_port = 0
+        self.nchf_port = 0  # Nchf_ConvergedCharging (docs/nchf.md), 0: off
         self.metrics_port = 0
         self._env = dict(os.environ, **multiproc.worker_environment(self.metrics_dir))
         self._holds: list[socket.socket] = []
@@ -138,9 +139,11 @@ class Supervisor:
         s = self.settings
         http = f"HTTP API on port {self.http_port}" if self.http_port else "no HTTP API"
         ops = f"metrics on port {self.metrics_port}" if self.metrics_port else "no metrics"
+        nchf = f"; Nchf on port {self.nchf_port}" if self.nchf_port else ""
         print(
             f"ocs: Diameter {s.origin_host} ({s.origin_realm}) listening on "
-            f"{s.host}:{self.worker_settings.port} with {len(self.workers)} workers; {http}; {ops}",
+            f"{s.host}:{self.worker_settings.port} with {len(self.workers)} workers; {http}; "
+            f"{ops}{nchf}",
             flush=True,
         )
         if self.demo_tenant is not None and self.http_port:
@@ -183,11 +186,15 @@ class Supervisor:
         self.http_port = (
             self._hold("HTTP", "--http-port", s.host, s.http_port) if s.http_port else 0
         )
+        self.nchf_port = (
+            self._hold("Nchf", "--nchf-port", s.host, s.nchf_port) if s.nchf_port else 0
+        )
         self.worker_settings = s.model_copy(
             update={
                 "redis_url": redis_url,
                 "port": port,
                 "http_port": self.http_port,
+                "nchf_port": self.nchf_port,
                 "metrics_port": 0,  # the supervisor serves /metrics for all
                 "workers": 1,
             }

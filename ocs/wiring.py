@@ -64,6 +64,42 @@ async def apply_demo(settings: Settings, path: str | Path) -> str:
         await handle.close()
 
 
+async def start_nchf(
+    settings: Settings, runtime: ChargingRuntime, *, reuse_port: bool, announce: bool
+) -> Closer:
+    """Nchf_ConvergedCharging (docs/nchf.md) on ``settings.nchf_port`` over the runtime's
+    charging core: HTTP/2 (h2c with prior knowledge, or TLS with ALPN h2) and HTTP/1.1."""
+    from .charging.nchf import COLLECTION, NchfService  # noqa: PLC0415
+    from .http2 import HttpServer, Limits, Tls  # noqa: PLC0415
+
+    port = settings.nchf_port or 0
+    if not reuse_port:  # a taken port is an error naming it (a worker's is held for it)
+        bind("Nchf", "--nchf-port", settings.host, port).close()
+    tls = None
+    if settings.nchf_tls_cert and settings.nchf_tls_key:
+        tls = Tls(settings.nchf_tls_cert, settings.nchf_tls_key, settings.nchf_tls_ca)
+    service = NchfService(
+        runtime.application.core,
+        runtime.store.batch,
+        quota_holding_time=settings.quota_holding_time,
+    )
+    limits = Limits(max_body=settings.nchf_max_body, request_timeout=settings.nchf_timeout)
+    server = HttpServer(service.handle, limits, tls)
+    with naming_port("Nchf", "--nchf-port", settings.host, port):
+        await server.start(settings.host, port)
+    scheme = "https" if tls is not None else "http"
+    where = f"{scheme}://{settings.host}:{server.port}{COLLECTION}"
+    log.info("Nchf_ConvergedCharging on %s", where)
+    if announce:
+        kind = "HTTP/2 over TLS" if tls is not None else "HTTP/2 h2c"
+        print(f"ocs: Nchf_ConvergedCharging ({kind} and HTTP/1.1) on {where}", flush=True)
+
+    async def stop() -> None:
+        await server.stop(settings.shutdown_timeout)
+
+    return stop
+
+
 class ChargingAttacher:
     """Attaches the Gy/Ro application (``catalog_path`` is applied first, for ``ocs demo``),
     the network command dispatcher and, ``with_http``, the HTTP API and /metrics. After the
@@ -152,6 +188,12 @@ class ChargingAttacher:
                         f"http://{settings.host}:{api.port}/docs",
                         flush=True,
                     )
+            if self.with_http and settings.nchf_port:
+                closers.append(
+                    await start_nchf(
+                        settings, runtime, reuse_port=self.reuse_port, announce=announce
+                    )
+                )
             if (
                 self.with_http
                 and (close_metrics := _metrics_server(settings, announce=announce)) is not None

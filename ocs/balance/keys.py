@@ -139,3 +139,17 @@ def answer_key(session_id: str, request_number: int) -> str:
 
 def reservation_member(session_id: str, rating_group: int) -> str:
     return f"{session_id}|{rating_group}"
+
+
+def nchf_key(tenant: str, ref: str) -> str:
+    """HASH of one Nchf_ConvergedCharging charging data resource (``ocs.charging.nchf.state``
+    documents its fields; docs/nchf.md): who it charges, its consumer's notifyUri, the last
+    invocationSequenceNumber and the payer holding each rating group's reservation. The
+    tenant is in the key, and the resource's keys share one hash tag."""
+    return f"{PREFIX}:nchf:{{{tenant}:{ref}}}"
+
+
+def nchf_answer_key(tenant: str, ref: str, sequence: int) -> str:
+    """The answer (status and body) of one invocationSequenceNumber of a charging data
+    resource: a retried request gets it again and is charged nothing."""
+    return f"{PREFIX}:nchf:{{{tenant}:{ref}}}:isn:{sequence}"

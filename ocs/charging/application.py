@@ -8,42 +8,30 @@ one balance script call (``ocs.balance``); each gets its own Result-Code in the 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ocs.balance import BalanceStore, BucketUnit, ChargeRequest, ChargeResult
+from ocs.balance import BalanceStore, BucketUnit, ChargeRequest
 from ocs.balance.keys import reservation_member
-from ocs.balance.models import NOT_PRICED, Rate
 from ocs.charging.config import ChargingConfig
 from ocs.charging.deadlines import Deadlines
+from ocs.charging.decision import ChargingCore, UnitRequest, UnitResult
 from ocs.charging.errors import is_store_outage, result_code_for
 from ocs.charging.events import EventCharging
 from ocs.charging.failover import FailureHandling
-from ocs.charging.levels import release_chain
-from ocs.charging.limits import CapRef, LimitAction, binding, limits_arg, usage_caps
-from ocs.charging.pricing import CounterCache, charge_at_price, reservation_rate
+from ocs.charging.limits import LimitAction
 from ocs.charging.sessions import SessionStore
 from ocs.charging.states import (
-    ACTIVE,
-    TEST,
-    TestSims,
     admit,
-    allowance_of,
-    allowance_record,
-    is_test_payer,
 )
 from ocs.charging.usage import (
-    RatingInputs,
     context_of,
-    payer_key,
     rating_inputs,
     requested_units,
     service_of,
-    usage_record,
     used_units,
 )
 from ocs.diameter import avp_codes as A
@@ -70,54 +58,24 @@ from ocs.diameter.errors import DiameterError, InvalidAvpValue
 from ocs.observability.logs import request_fields
 from ocs.observability.metrics import ChargingMetrics
 from ocs.observability.outage import outage_log
-from ocs.rating.catalogue import Catalogue
-from ocs.rating.context import ServiceKind
-from ocs.rating.engine import Resolution, find_sim, resolve
+from ocs.rating.engine import Resolution, resolve
 from ocs.rating.errors import RatingError
 from ocs.rating.loader import Catalogues
-from ocs.rating.models import TestAllowance
 
 log = logging.getLogger(__name__)
 
 SUCCESS: Final = int(ResultCode.DIAMETER_SUCCESS)
+GY: Final = "gy"  # the interface a record of this application is marked with
 CREDIT_LIMIT_REACHED: Final = int(ResultCode.DIAMETER_CREDIT_LIMIT_REACHED)
 TYPE_NAMES: Final = {int(t): t.name.split("_")[0].lower() for t in CcRequestType}
-RATED_CACHE_SIZE: Final = 200_000  # (session, rating group) rating results kept
 OPEN_SESSIONS_KEPT: Final = 1_000_000  # sessions counted in ocs_active_sessions, at most
 MSCC_CACHE_SIZE: Final = 4096  # encoded MSCC answers kept (grants repeat)
-_N = "\x00n\x00"  # placeholders in the record context template
-_AMOUNT = "\x00a\x00"
 HANDLER_NAMES: Final = {
     CcRequestType.INITIAL_REQUEST: "handle_initial",
     CcRequestType.UPDATE_REQUEST: "handle_update",
     CcRequestType.TERMINATION_REQUEST: "handle_terminate",
     CcRequestType.EVENT_REQUEST: "handle_event",
 }
-
-
-@dataclass(slots=True)
-class _Rated:
-    """The rating of one (session, rating group), kept while its inputs stay the same: the
-    resolution, the payer, the reservation rate and the record context as a JSON template
-    (split around the request number and the per-level amounts)."""
-
-    catalogue: Catalogue
-    inputs: RatingInputs
-    resolution: Resolution
-    payer: str
-    rate: Rate
-    template: list[str] | None  # None: a field held a placeholder, the JSON is built per CCR
-    caps: tuple[CapRef, ...] = ()  # the per-SIM caps of the usage (ocs.charging.limits)
-    state: str = ACTIVE  # the SIM's lifecycle state (active or test: ``states.admit``)
-
-    def context_json(self, number: int, amounts: tuple[int, ...]) -> str:
-        parts = self.template
-        assert parts is not None
-        out = [parts[0], str(number)]
-        for i, amount in enumerate(amounts, start=1):
-            out += (parts[i], str(amount))
-        out.append(parts[-1])
-        return "".join(out)
 
 
 @dataclass(slots=True)
@@ -175,14 +133,15 @@ class ChargingApplication:
         self.events = EventCharging(self)
         self.answers = CcaBuilder(identity)
         self.deadlines = Deadlines()
-        self._rated: dict[tuple[str, int], _Rated] = {}
+        # the protocol-neutral decision (ocs.charging.decision), shared with Nchf
+        self.core = ChargingCore(store, catalogue, config, metrics, clock=self._now)
         # sessions counted in ocs_active_sessions (opened here by a CCR-I answered 2001), with
         # the monotonic time they opened: a CCR-T of a session refused at CCR-I (or opened by
         # another process) is not subtracted, so the gauge never goes below 0; a session not
         # heard of for session_ttl (its state expired) stops counting
         self._open: dict[str, float] = {}
-        self.counters = CounterCache()  # wallet period counters last seen (pricing)
-        self.tests = TestSims(store)  # test SIMs' allowances and activations (charging.states)
+        self.counters = self.core.counters  # wallet period counters last seen (pricing)
+        self.tests = self.core.tests  # test SIMs' allowances and activations (charging.states)
         self._mscc_cache: dict[tuple[object, ...], Avp] = {}
         self._handlers: dict[int, Callable[[CreditControlRequest, Outcome], Awaitable[None]]] = {
             int(t): getattr(self, name) for t, name in HANDLER_NAMES.items()
@@ -236,8 +195,7 @@ class ChargingApplication:
             answer = self.answers.answer(request, outcome.top_level(), outcome.msccs, outcome.extra)
             closed = rtype in (CcRequestType.TERMINATION_REQUEST, CcRequestType.EVENT_REQUEST)
             if closed:
-                for rg in (*outcome.dropped, *outcome.payers):
-                    self._rated.pop((sid, rg), None)
+                self.core.forget(sid, [*outcome.dropped, *outcome.payers])
             await self.sessions.save(
                 sid,
                 number,
@@ -302,10 +260,8 @@ class ChargingApplication:
 
     # -- one MSCC --------------------------------------------------------------------------
     def _check_subscriber(self, view: CreditControlRequest, out: Outcome) -> None:
-        inputs = rating_inputs(view, None)
-        catalogue = self.catalogue.of(inputs.imsi, inputs.msisdn)  # the SIM's tenant's
         try:
-            admit(find_sim(catalogue, context_of(catalogue.tenant.id, inputs, service_of(view), 0)))
+            self.core.check_subscriber(rating_inputs(view, None), service_of(view))
         except RatingError as exc:
             out.result_code = result_code_for(exc)
 
@@ -323,51 +279,6 @@ class ChargingApplication:
         admit(catalogue.sims_by_imsi[resolution.imsi])  # SimNotInService: 4010
         return resolution
 
-    def _rate_session(
-        self, view: CreditControlRequest, mscc: MultipleServicesCreditControl, rg: int, used: int
-    ) -> _Rated:
-        """The rating of a session's MSCC, from the per-session cache when the CCR carries the
-        same rating inputs (Event-Timestamp included) on the same catalogue as the last one.
-        Raises a ``RatingError`` (never cached)."""
-        inputs = rating_inputs(view, mscc)
-        catalogue = self.catalogue.of(inputs.imsi, inputs.msisdn)  # one dict lookup
-        key = (view.session_id, rg)
-        rated = self._rated.get(key)
-        if (
-            rated is not None
-            and rated.catalogue is catalogue
-            and inputs.event_time is not None
-            and rated.inputs == inputs
-        ):
-            return rated
-        tenant = catalogue.tenant.id
-        resolution = resolve(catalogue, context_of(tenant, inputs, ServiceKind.DATA, used))
-        state = admit(catalogue.sims_by_imsi[resolution.imsi])  # SimNotInService: 4010
-        context = self.record_context(view, rg, resolution, 0)
-        context["n"] = _N
-        for level in context["levels"]:
-            level["amount"] = _AMOUNT
-        text = json.dumps(context, separators=(",", ":"), default=str)
-        n_mark, amount_mark = json.dumps(_N), json.dumps(_AMOUNT)
-        template: list[str] | None = None
-        if text.count(n_mark) == 1 and text.count(amount_mark) == len(resolution.quotes):
-            head, tail = text.split(n_mark)
-            template = [head, *tail.split(amount_mark)]
-        rated = _Rated(
-            catalogue,
-            inputs,
-            resolution,
-            payer_key(tenant, resolution.payer),
-            reservation_rate(resolution.quotes[0]),
-            template,
-            usage_caps(catalogue, resolution, BucketUnit.BYTES),
-            state,
-        )
-        if key not in self._rated and len(self._rated) >= RATED_CACHE_SIZE:
-            del self._rated[next(iter(self._rated))]
-        self._rated[key] = rated
-        return rated
-
     def record_context(
         self,
         view: CreditControlRequest,
@@ -378,16 +289,10 @@ class ChargingApplication:
     ) -> dict[str, Any]:
         """What the rated usage record says besides the balance movement; ``amounts``: each
         level's price (``ocs.charging.pricing.prices``), else priced here without counters."""
-        if amounts is None:
-            amounts = tuple(q.price(used).amount if used else 0 for q in resolution.quotes)
-        return usage_record(
-            resolution, amounts, session=view.session_id, n=view.request_number, rg=rg,
-            msisdn=view.msisdn,
+        return self.core.record(
+            view.session_id, view.request_number, rg, view.msisdn, resolution, used, amounts,
+            interface=GY,
         )  # fmt: skip
-
-    def _quota(self, unit: BucketUnit, requested: int | None) -> int:
-        want = self.config.default_quota[unit] if requested is None else requested
-        return min(want, self.config.max_quota[unit])
 
     async def _charge_mscc(
         self,
@@ -404,117 +309,36 @@ class ChargingApplication:
             out.add(mscc_answer(code, rating_group=mscc.rating_group), code)
             return
         unit = BucketUnit.BYTES  # sessions are data (service_of); events go to handle_event
-        used = used_units(mscc, unit)
-        requested = requested_units(mscc, unit)
         wants_more = (
             not final
             and (initial or mscc.requested is not None)
             and mscc.reporting_reason != ReportingReason.FINAL
         )
-        want = self._quota(unit, requested) if wants_more else 0
-        try:
-            rated = self._rate_session(view, mscc, rg, used)
-        except RatingError as exc:
-            self._rated.pop((view.session_id, rg), None)
-            code = result_code_for(exc)
-            out.add(mscc_answer(code, rating_group=mscc.rating_group), code)
-            if rg in out.payers:  # release what an earlier grant still holds
-                await self._release(view, rg, out.payers[rg])
-                out.dropped.append(rg)
-                del out.payers[rg]
-            return
-        payer = rated.payer
-        previous = out.payers.get(rg)
-        sid, number = view.session_id, view.request_number
-        test: TestAllowance | None = None
-        if rated.state == TEST:  # docs/sim-states.md: the SIM's own test allowance pays
-            test = await self._test_allowance(rated)
-            if test is not None:
-                payer = await self.tests.payer(
-                    rated.catalogue.tenant.id, rated.resolution.imsi, test, self._now_ms()
-                )
-
-        def context(amounts: tuple[int, ...]) -> str:
-            if rated.template is not None:
-                return rated.context_json(number, amounts)
-            record = self.record_context(view, rg, rated.resolution, used, amounts)
-            return json.dumps(record, separators=(",", ":"), default=str)
-
-        base = f"{sid}:{number}:{rg}"
-        now_ms = int(self.clock() * 1000)
-        deadline = now_ms + (self.config.validity_time + self.config.reclaim_grace) * 1000
-        member = reservation_member(sid, rg)
-        rate = rated.rate
-        if previous is not None and previous != payer:
-            # the twin or payer changed mid-session (or the SIM left test): settle on the
-            # old payer (and the levels above it) first
-            if is_test_payer(previous):
-                settled = allowance_record(
-                    rated.resolution, session=sid, n=number, rg=rg, msisdn=view.msisdn
-                )
-            else:
-                settled = context(tuple(q.price(used).amount for q in rated.resolution.quotes))
-            root, levels = release_chain(rated.catalogue, previous)
-            await self.store.charge(
-                previous,
-                ChargeRequest(
-                    f"{base}:settle",
-                    member,
-                    unit,
-                    now_ms,
-                    used=used,
-                    context_json=settled,
-                    root=root,
-                    levels=levels,
-                ),
-            )
-            used = 0
-        request = ChargeRequest(
-            request_id=base,
-            member=member,
-            unit=unit,
-            now_ms=now_ms,
-            used=used,
+        want = self.core.quota(unit, requested_units(mscc, unit)) if wants_more else 0
+        request = UnitRequest(
+            session=view.session_id,
+            number=view.request_number,
+            rating_group=rg,
+            inputs=rating_inputs(view, mscc),
+            used=used_units(mscc, unit),
             want=want,
-            min_grant=min(want, self.config.min_grant[unit]),
-            rate=rate,
-            deadline_ms=deadline,
-            limits=limits_arg(rated.caps, rated.catalogue.tenant.time_zone, now_ms),
+            final=final,
+            interface=GY,
         )
-        if test is not None:  # counted on the allowance, recorded without a price
-            record = allowance_record(
-                rated.resolution, session=sid, n=number, rg=rg, msisdn=view.msisdn
-            )
-            result = await self.store.charge(  # the allowance is the test SIM's limit
-                payer, replace(request, rate=NOT_PRICED, context_json=record, limits=())
-            )
-            if result.granted == 0 and want > 0 and test.activate == "exhausted":
-                # what the allowance cannot cover is charged as active, and the SIM moves
-                await self._activate(rated, "test allowance used")
-                payer = rated.payer
-                request = replace(request, request_id=f"{base}:active", used=0)
-                test = None
-        if test is None:
-            # the price of the usage, and a wallet debited exactly it (ocs.charging.pricing)
-            result, _ = await charge_at_price(
-                self.store,
-                payer,
-                request,
-                rated.catalogue,
-                rated.resolution,
-                self.counters,
-                context,
-            )
-        if final or result.granted == 0:
-            out.payers.pop(rg, None)
+        held = rg in out.payers
+        result = await self.core.charge(request, out.payers)
+        if result.error is not None:
+            code = result_code_for(result.error)
+            out.add(mscc_answer(code, rating_group=mscc.rating_group), code)
+            if held:
+                out.dropped.append(rg)
+            return
+        if rg not in out.payers:
             out.dropped.append(rg)
-        else:
-            out.payers[rg] = payer
         # the answer depends on these alone (the config is fixed): grants repeat, so the
         # encoded MSCC is kept
         ids = mscc.service_identifiers
-        cap = binding(rated.caps, result.limit) if result.limit else None
-        action = cap.action if cap is not None else None
+        action = result.cap
         mkey = (unit, mscc.rating_group, *ids, want > 0, result.granted, result.left == 0, action)
         cached = self._mscc_cache.get(mkey)
         if cached is None:
@@ -525,29 +349,19 @@ class ChargingApplication:
         else:
             code = SUCCESS if result.granted > 0 or want == 0 else CREDIT_LIMIT_REACHED
         out.add(cached, code)
-        self.metrics.count_grant(want, result.granted, result.left, self.config.fui_action, payer)
-
-    async def _test_allowance(self, rated: _Rated) -> TestAllowance | None:
-        """The test allowance that pays a test SIM's usage; None: the usage is charged as
-        active (its plan activates test SIMs on first use: asked for here)."""
-        allowance = allowance_of(rated.catalogue, rated.resolution)
-        if allowance.activate == "first_use":
-            await self._activate(rated, "first use")
-            return None
-        return allowance
-
-    async def _activate(self, rated: _Rated, reason: str) -> None:
-        await self.tests.activate(rated.catalogue.tenant.id, rated.resolution.imsi, reason)
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+    def _now(self) -> float:
+        return self.clock()  # read at each call: a test may set ``clock`` later
 
     def _mscc_for(
         self,
         mscc: MultipleServicesCreditControl,
         unit: BucketUnit,
         want: int,
-        result: ChargeResult,
+        result: UnitResult,
         cap: LimitAction | None = None,
     ) -> tuple[Avp, int]:
         """The MSCC of a result; ``cap``: the action of the per-SIM cap the result reached
@@ -591,7 +405,7 @@ class ChargingApplication:
         self,
         mscc: MultipleServicesCreditControl,
         unit: BucketUnit,
-        result: ChargeResult,
+        result: UnitResult,
         cap: LimitAction,
     ) -> tuple[Avp, int]:
         """At a per-SIM cap (docs/limits.md): the last grant (cut to what the cap leaves)
@@ -638,9 +452,7 @@ class ChargingApplication:
         return final_unit_indication(action)
 
     async def _release(self, view: CreditControlRequest, rg: int, payer: str) -> None:
-        """Release what the session's grant holds on ``payer`` and every level above it."""
         now_ms = int(self.clock() * 1000)
-        root, levels = release_chain(self.catalogue.of(view.imsi, view.msisdn), payer)
         await self.store.charge(
             payer,
             ChargeRequest(
@@ -648,8 +460,6 @@ class ChargingApplication:
                 member=reservation_member(view.session_id, rg),
                 unit=BucketUnit.BYTES,
                 now_ms=now_ms,
-                root=root,
-                levels=levels,
             ),
         )
 

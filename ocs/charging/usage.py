@@ -12,7 +12,7 @@ from ocs.balance.keys import payer_tag
 from ocs.balance.models import BucketUnit
 from ocs.diameter.constants import CcRequestType, SubscriptionIdType
 from ocs.diameter.dcca import CreditControlRequest, MultipleServicesCreditControl
-from ocs.rating.context import RatType, ServiceKind, UsageContext
+from ocs.rating.context import RatType, ServiceKind, Slice, UsageContext
 from ocs.rating.engine import Resolution
 from ocs.rating.models import Payer
 
@@ -83,6 +83,7 @@ class RatingInputs:
     rat_type: RatType
     ue_ip: IPv4Address | IPv6Address | None
     qos_class: int | None
+    slice: Slice | None = None  # the 5G S-NSSAI (Nchf sNSSAI)
 
 
 def rating_inputs(
@@ -133,6 +134,7 @@ def context_of(
         rat_type=inputs.rat_type,
         ue_ip=inputs.ue_ip,
         qos_class=inputs.qos_class,
+        slice=inputs.slice,
     )
 
 
@@ -158,10 +160,13 @@ def usage_record(
     n: int,
     rg: int,
     msisdn: str | None,
+    interface: str | None = None,
 ) -> dict[str, Any]:
     """The context of a rated usage record (``ctx`` of the stream entry): who used what, and
-    one priced line per level (``amounts``, level 0 first). CCRs (sessions and events) and
-    events posted over HTTP all write this one shape, which drain, bill run and reports read."""
+    one priced line per level (``amounts``, level 0 first). CCRs (sessions and events), Nchf
+    charging data requests and events posted over HTTP all write this one shape, which drain,
+    bill run and reports read. ``interface`` ("gy", "nchf") marks where a session's usage
+    was reported; the rest of the record does not depend on it."""
     levels = [q.level_line(amount) for q, amount in zip(resolution.quotes, amounts, strict=True)]
     return {
         "session": session,
@@ -174,4 +179,4 @@ def usage_record(
         "account": resolution.account,
         "service": str(resolution.quotes[0].service) if resolution.quotes else None,
         "levels": levels,
-    }
+    } | ({} if interface is None else {"interface": interface})

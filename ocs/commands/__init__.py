@@ -113,6 +113,12 @@ def server_flags(p: argparse.ArgumentParser) -> None:
     redis_flags(p)
     http_flags(p)
     p.add_argument("--port", type=int, help="Diameter port (OCS_PORT, default 3868)")
+    p.add_argument(
+        "--nchf-port",
+        type=int,
+        help="Nchf_ConvergedCharging port, HTTP/2 h2c and HTTP/1.1 (OCS_NCHF_PORT; 0: off; "
+        "default off in ocs serve, 8090 in ocs demo; docs/nchf.md)",
+    )
     p.add_argument("--origin-host", help="our Origin-Host (OCS_ORIGIN_HOST, default ocs.local)")
     p.add_argument("--origin-realm", help="our Origin-Realm (OCS_ORIGIN_REALM, default local)")
 

@@ -18,7 +18,7 @@ from ocs.commands import (
     run,
     server_flags,
 )
-from ocs.config import Settings, demo_catalog
+from ocs.config import DEMO_NCHF_PORT, Settings, demo_catalog
 from ocs.errors import CommandError
 
 
@@ -118,6 +118,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         # the demo runs on one machine: its webhooks may call a receiver on localhost
         settings = settings.model_copy(update={"webhook_private_targets": True})
     catalog = None if folder is None else str(folder)
+    if settings.nchf_port is None:  # not configured: the demo serves Nchf, serve does not
+        port = DEMO_NCHF_PORT if args.command == "demo" else 0
+        settings = settings.model_copy(update={"nchf_port": port})
     with catalogue_at(folder):
         if settings.workers > 1:
             from ocs.supervisor import run_supervisor  # noqa: PLC0415

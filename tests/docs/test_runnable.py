@@ -36,7 +36,12 @@ import pytest
 from tests.conftest import free_ports
 from tests.docs.markdown import ROOT, Block, blocks, documents
 
-DEFAULT_PORTS: Final = {"3868": "OCS_PORT", "8080": "OCS_HTTP_PORT", "9464": "OCS_METRICS_PORT"}
+DEFAULT_PORTS: Final = {
+    "3868": "OCS_PORT",
+    "8080": "OCS_HTTP_PORT",
+    "9464": "OCS_METRICS_PORT",
+    "8090": "OCS_NCHF_PORT",
+}
 READY: Final = re.compile(r"^ocs: Diameter .* listening on ")  # what `ocs demo` prints last
 SERVER_START: Final = 120.0  # seconds for the demo to listen (embedded Redis included)
 BLOCK_TIMEOUT: Final = 300.0  # seconds per block (the first offline command runs initdb)
@@ -195,7 +200,7 @@ def demo() -> Iterator[Demo]:
     # its data folder (a home folder is 0755 as a rule).
     home = Path(tempfile.mkdtemp(prefix="ocs-docs-home-"))
     home.chmod(0o755)
-    ports = dict(zip(DEFAULT_PORTS.values(), free_ports(3), strict=True))
+    ports = dict(zip(DEFAULT_PORTS.values(), free_ports(len(DEFAULT_PORTS)), strict=True))
     env = _base_env(home, ports)
     command = substitute(start.text, ports).strip()
     assert "\n" not in command, f"{start.where}: a server block is one command"

@@ -1,0 +1,157 @@
+"""The state of each charging data resource in Redis, so that any worker (or a restarted
+server) continues it, and so that notifications (``ocs.network``) find its consumer.
+
+``ocs:nchf:{<tenant>:<ref>}`` (``ocs.balance.keys.nchf_key``), a HASH, TTL
+``ChargingConfig.session_ttl`` refreshed by every request:
+
+=============  ========================================================================
+field          value
+=============  ========================================================================
+``tenant``     the tenant (also in the key and in the ref)
+``imsi``       the subscriber's IMSI (``subscriberIdentifier`` imsi-...; "" if only an
+               MSISDN was given)
+``msisdn``     its MSISDN ("" if none)
+``notifyUri``  the consumer's ``notifyUri`` for ChargingNotifyRequest ("" if none given)
+``consumer``   ``nfConsumerIdentification`` nFName, else nodeFunctionality
+``isn``        the last invocationSequenceNumber answered
+``created``    creation time, ms since the epoch
+``ctx``        the rating context of the PDU session as JSON (dnnId, PLMN, RAT, UE
+               address, 5QI, S-NSSAI), updated by each request that carries it
+``rg:<n>``     the payer tag (``tenant:kind:id``) holding rating group n's reservation
+``closed``     "1" once released (kept ``answer_ttl`` for retried releases, then gone)
+=============  ========================================================================
+
+``ocs:nchf:{<tenant>:<ref>}:isn:<n>`` (``nchf_answer_key``), a STRING, TTL
+``ChargingConfig.answer_ttl``: the answer of invocationSequenceNumber n as JSON
+``{"status": 200, "body": "<the response body>"}``.
+
+The ChargingDataRef is ``<32 hex digits>-<tenant>``: the tenant of a request is read from the
+ref, so every key it reaches carries it; an unknown or malformed ref is 404.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from ocs.balance.batch import Command, CommandBatcher
+from ocs.balance.keys import nchf_answer_key, nchf_key
+
+_RG: Final = "rg:"
+REF_RE: Final = re.compile(r"^([0-9a-f]{32})-([A-Za-z0-9][A-Za-z0-9_.:-]{0,63})$")
+
+
+def new_ref(tenant: str) -> str:
+    return f"{secrets.token_hex(16)}-{tenant}"
+
+
+def tenant_of_ref(ref: str) -> str | None:
+    """The tenant a ChargingDataRef names, None if the ref is not one of ours."""
+    match = REF_RE.match(ref)
+    return match.group(2) if match else None
+
+
+@dataclass(slots=True)
+class Resource:
+    """One charging data resource as stored."""
+
+    tenant: str
+    ref: str
+    imsi: str
+    msisdn: str | None
+    notify_uri: str | None
+    consumer: str
+    sequence: int
+    created_ms: int
+    context: dict[str, Any] = field(default_factory=dict)
+    payers: dict[int, str] = field(default_factory=dict)
+    closed: bool = False
+
+    def fields(self) -> list[Any]:
+        out: list[Any] = [
+            "tenant", self.tenant, "imsi", self.imsi, "msisdn", self.msisdn or "",
+            "notifyUri", self.notify_uri or "", "consumer", self.consumer,
+            "isn", self.sequence, "created", self.created_ms,
+            "ctx", json.dumps(self.context, separators=(",", ":")),
+        ]  # fmt: skip
+        for rg, payer in self.payers.items():
+            out += (f"{_RG}{rg}", payer)
+        return out
+
+
+class ResourceStore:
+    def __init__(self, batch: CommandBatcher, ttl: int, answer_ttl: int) -> None:
+        self.batch = batch
+        self.ttl = ttl
+        self.answer_ttl = answer_ttl
+
+    async def load(self, tenant: str, ref: str, sequence: int) -> tuple[Resource | None, Any]:
+        """The resource (None: unknown or expired) and the stored answer of ``sequence``
+        (None: not answered before)."""
+        state, answer = await self.batch.execute_many(
+            (("HGETALL", nchf_key(tenant, ref)), ("GET", nchf_answer_key(tenant, ref, sequence)))
+        )
+        stored = json.loads(answer) if answer else None
+        pairs = (
+            state.items() if isinstance(state, dict) else zip(state[::2], state[1::2], strict=True)
+        )
+        values: dict[str, str] = {}
+        for name, value in pairs:
+            key = name.decode() if isinstance(name, bytes) else str(name)
+            values[key] = value.decode() if isinstance(value, bytes) else str(value)
+        if "imsi" not in values:
+            return None, stored
+        payers = {int(k[len(_RG) :]): v for k, v in values.items() if k.startswith(_RG)}
+        resource = Resource(
+            tenant=tenant,
+            ref=ref,
+            imsi=values["imsi"],
+            msisdn=values.get("msisdn") or None,
+            notify_uri=values.get("notifyUri") or None,
+            consumer=values.get("consumer", ""),
+            sequence=int(values.get("isn", "0")),
+            created_ms=int(values.get("created", "0")),
+            context=json.loads(values.get("ctx") or "{}"),
+            payers=payers,
+            closed=values.get("closed") == "1",
+        )
+        return resource, stored
+
+    async def save(
+        self,
+        resource: Resource,
+        sequence: int,
+        status: int,
+        body: bytes,
+        dropped: tuple[int, ...] = (),
+    ) -> None:
+        """Write the resource and the answer of ``sequence``, one pipeline, waited for (a
+        retry on another worker must find both)."""
+        key = nchf_key(resource.tenant, resource.ref)
+        commands: list[Command] = []
+        if resource.closed:
+            commands += [
+                ("DEL", key),
+                ("HSET", key, "closed", "1", *resource.fields()[:8]),
+                ("EXPIRE", key, self.answer_ttl),
+            ]
+        else:
+            commands.append(("HSET", key, *resource.fields()))
+            gone = [f"{_RG}{rg}" for rg in dropped if rg not in resource.payers]
+            if gone:
+                commands.append(("HDEL", key, *gone))
+            commands.append(("EXPIRE", key, self.ttl))
+        answer = json.dumps({"status": status, "body": body.decode()})
+        commands.append(
+            (
+                "SET",
+                nchf_answer_key(resource.tenant, resource.ref, sequence),
+                answer,
+                "EX",
+                self.answer_ttl,
+            )
+        )
+        await self.batch.execute_many(commands)
