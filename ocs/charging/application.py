@@ -14,8 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ocs.balance import BalanceStore, BucketUnit, ChargeRequest
-from ocs.balance.keys import reservation_member
+from ocs.balance import BalanceStore, BucketUnit
 from ocs.charging.config import ChargingConfig
 from ocs.charging.deadlines import Deadlines
 from ocs.charging.decision import ChargingCore, UnitRequest, UnitResult
@@ -452,15 +451,9 @@ class ChargingApplication:
         return final_unit_indication(action)
 
     async def _release(self, view: CreditControlRequest, rg: int, payer: str) -> None:
-        now_ms = int(self.clock() * 1000)
-        await self.store.charge(
-            payer,
-            ChargeRequest(
-                request_id=f"{view.session_id}:{view.request_number}:{rg}:release",
-                member=reservation_member(view.session_id, rg),
-                unit=BucketUnit.BYTES,
-                now_ms=now_ms,
-            ),
+        """Release what the session's grant holds on ``payer`` and every level above it."""
+        await self.core.release(
+            view.session_id, view.request_number, rg, payer, view.imsi or "", view.msisdn
         )
 
     def _error_answer(self, view: CreditControlRequest, kind: str, exc: Exception) -> Message:
