@@ -153,3 +153,10 @@ def nchf_answer_key(tenant: str, ref: str, sequence: int) -> str:
     """The answer (status and body) of one invocationSequenceNumber of a charging data
     resource: a retried request gets it again and is charged nothing."""
     return f"{PREFIX}:nchf:{{{tenant}:{ref}}}:isn:{sequence}"
+
+
+def nchf_subscriber_key(tenant: str, imsi: str) -> str:
+    """SET of the open charging data resources (ChargingDataRefs) of one IMSI of ``tenant``
+    (TTL ``session_ttl``, refreshed by each request), for charging notifications: the Nchf
+    counterpart of ``ocs.network.keys.subscriber_key`` for Gy sessions."""
+    return f"{PREFIX}:nchf:sub:{tenant}:imsi:{imsi}"

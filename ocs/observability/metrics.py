@@ -84,6 +84,20 @@ class ChargingMetrics:
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
+        self.nchf = Counter(
+            "ocs_nchf_requests",
+            "Nchf_ConvergedCharging requests answered, by operation (create, update, release, "
+            "other) and HTTP status",
+            ["op", "status"],
+            registry=reg,
+        )
+        self.nchf_latency = Histogram(
+            "ocs_nchf_latency_seconds",
+            "Time to answer an Nchf_ConvergedCharging request, by operation",
+            ["op"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
         self.active_sessions = Gauge(
             "ocs_active_sessions",
             "Gy sessions open in this process",
@@ -183,6 +197,11 @@ class ChargingMetrics:
             histogram = self._latency_children[kind] = self.latency.labels(kind)
         counter.inc()
         histogram.observe(seconds)
+
+    def count_nchf(self, op: str, status: int, seconds: float) -> None:
+        """One answered Nchf request of ``op`` (create, update, release, other)."""
+        self.nchf.labels(op, str(status)).inc()
+        self.nchf_latency.labels(op).observe(seconds)
 
     def count_charging_error(self, kind: str) -> None:
         """A CCR of ``kind`` (initial, update, ...) failed by an error that is no outage."""

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from ocs.balance import BalanceStore
+from ocs.balance.keys import nchf_key, nchf_subscriber_key
 from ocs.charging.config import ChargingConfig
 from ocs.diameter import avp_codes as A
 from tests.balance.helpers import assert_conserved
@@ -48,6 +49,10 @@ async def test_a_whole_session_over_h2c_charges_what_was_reported(
 ) -> None:
     start = await bucket(store, ACME_POOL, "acme-pool")
     async with nchf_served(settings_for(redis_url, config)) as served, h2_client() as client:
+        assert served.attacher.runtime is not None
+        counted = served.attacher.runtime.application.metrics.nchf  # ocs_nchf_requests_total
+        labels = [("create", "201"), ("update", "200"), ("release", "204"), ("update", "404")]
+        before = {k: counted.labels(*k)._value.get() for k in labels}
         created = await post(
             client, served.base, charging_request(0, units=[usage(10, want=2 * MB, upf="upf-a")])
         )
@@ -67,6 +72,14 @@ async def test_a_whole_session_over_h2c_charges_what_was_reported(
         assert {"QUOTA_THRESHOLD", "QUOTA_EXHAUSTED", "VALIDITY_TIME"} <= kinds
         assert body["invocationSequenceNumber"] == 0
         assert (await bucket(store, ACME_POOL, "acme-pool")).reserved == 2 * MB
+        # the resource's state, tenant in its key, with the consumer's notifyUri (docs/nchf.md)
+        ref = location.rsplit("/", 1)[1]
+        state = await store.redis.hgetall(nchf_key("demo", ref))
+        assert state[b"notifyUri"] == b"http://127.0.0.1:9/notify"
+        assert state[b"imsi"] == b"262010000000001"
+        assert state[b"rg:10"] == ACME_POOL.encode()
+        index = nchf_subscriber_key("demo", "262010000000001")
+        assert await store.redis.smembers(index) == {ref.encode()}
 
         reported = 0
         for n, used in ((1, 1_500_000), (2, 1_700_000)):
@@ -87,11 +100,16 @@ async def test_a_whole_session_over_h2c_charges_what_was_reported(
         pool = await bucket(store, ACME_POOL, "acme-pool")
         assert (pool.used - start.used, pool.reserved) == (reported, 0)
         assert pool.available == start.available - reported
+        assert await store.redis.smembers(index) == set()
         # released: the resource is gone for updates
         gone = await post(client, f"{location}/update", charging_request(4, units=[usage(10)]))
         assert gone.status_code == 404
         conforms(gone.json(), "ProblemDetails")
         assert gone.json()["cause"] == "CONTEXT_NOT_FOUND"
+        after = {k: counted.labels(*k)._value.get() for k in labels}
+        assert {k: after[k] - before[k] for k in labels} == dict(
+            zip(labels, (1, 2, 1, 1), strict=True)
+        )
     await assert_conserved(store, ACME_POOL)
     records = [r for r in await store.records(ACME_POOL) if r.fields["kind"] == "usage"]
     contexts = [json.loads(r.fields["ctx"]) for r in records]

@@ -66,7 +66,17 @@ class NchfService:
 
     # -- HTTP ------------------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
-        """Route one request; never raises."""
+        """Route one request; never raises. Counted in ``ocs_nchf_requests_total``."""
+        started = time.perf_counter()
+        response = await self._route(request)
+        path = request.path
+        op = path.rsplit("/", 1)[-1] if path.endswith(("/update", "/release")) else "create"
+        if not path.startswith(COLLECTION):
+            op = "other"
+        self.core.metrics.count_nchf(op, response.status, time.perf_counter() - started)
+        return response
+
+    async def _route(self, request: Request) -> Response:
         path = request.path
         if not path.startswith(COLLECTION):
             return problem(404, "RESOURCE_URI_STRUCTURE_NOT_FOUND", f"no resource at {path}")

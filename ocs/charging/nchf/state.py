@@ -25,6 +25,10 @@ field          value
 ``ChargingConfig.answer_ttl``: the answer of invocationSequenceNumber n as JSON
 ``{"status": 200, "body": "<the response body>"}``.
 
+``ocs:nchf:sub:<tenant>:imsi:<imsi>`` (``nchf_subscriber_key``), a SET, TTL
+``session_ttl``: the refs of the subscriber's open resources (added at create, removed at
+release), so that a notifier finds them from a subscriber.
+
 The ChargingDataRef is ``<32 hex digits>-<tenant>``: the tenant of a request is read from the
 ref, so every key it reaches carries it; an unknown or malformed ref is 404.
 """
@@ -38,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ocs.balance.batch import Command, CommandBatcher
-from ocs.balance.keys import nchf_answer_key, nchf_key
+from ocs.balance.keys import nchf_answer_key, nchf_key, nchf_subscriber_key
 
 _RG: Final = "rg:"
 REF_RE: Final = re.compile(r"^([0-9a-f]{32})-([A-Za-z0-9][A-Za-z0-9_.:-]{0,63})$")
@@ -144,6 +148,12 @@ class ResourceStore:
             if gone:
                 commands.append(("HDEL", key, *gone))
             commands.append(("EXPIRE", key, self.ttl))
+        if resource.imsi:
+            index = nchf_subscriber_key(resource.tenant, resource.imsi)
+            if resource.closed:
+                commands.append(("SREM", index, resource.ref))
+            else:
+                commands += [("SADD", index, resource.ref), ("EXPIRE", index, self.ttl)]
         answer = json.dumps({"status": status, "body": body.decode()})
         commands.append(
             (
