@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ocs.balance import BalanceStore, BucketSpec, BucketUnit, Rate
+from ocs.balance import BalanceStore, BucketSpec, BucketUnit, ChargeRequest, Rate
 from ocs.balance.keys import PayerKeys
 from ocs.balance.store import script_text
 from ocs.redis_client import RedisClient
@@ -151,3 +151,24 @@ async def test_renewal_events_come_from_lifecycle_lua(
         ("renewal.unpaid", "suspended"),
     ]
     assert events[0]["data"]["fee"] == 500 and events[0]["data"]["period"] == "m2"
+
+
+async def test_usage_granted_in_an_outage_is_an_event_when_replayed(
+    store: BalanceStore, redis: RedisClient
+) -> None:
+    """The failover replay (ocs.charging.failover) charges what was granted while Redis was
+    unreachable, its record context marked "failover": that call writes outage.granted."""
+    await store.provision(POOL, [BucketSpec("p", BucketUnit.BYTES, 1_000)], NOW, resize=True)
+    ctx = {"imsi": "262010000000001", "failover": True}
+    for rid in ("s:1:10", "s:1:10"):  # replayed twice: one event
+        req = ChargeRequest(rid, "s|10|failover", BucketUnit.BYTES, NOW - 5_000, used=300,
+                            context=ctx)  # fmt: skip
+        assert (await store.charge(POOL, req)).status == "no_reservation"
+    await charge(store, POOL, "online", used=100, mode="debit")  # not a replay: no event
+    [event] = await outbox(redis, POOL)
+    assert (event["type"], event["time"], event["subject"]["imsi"]) == (
+        "outage.granted",
+        str(NOW - 5_000),
+        "262010000000001",
+    )
+    assert event["data"] == {"unit": "bytes", "units": 300, "money": 0, "short": 0}

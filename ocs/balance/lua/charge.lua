@@ -357,13 +357,19 @@ TYPED[KEYS[4]] = true
 -- Events of this call (docs/webhooks.md), written with the other writes by flush(): each
 -- threshold of the payer crossed, and the quota exhausted, once per period (the marks in
 -- KEYS[7] "alerted"; a payer without a period, a wallet, re-arms a mark once its condition
--- no longer holds, e.g. after a top-up). `left`: what the call's unit has left.
+-- no longer holds, e.g. after a top-up). `left`: what the call's unit has left. A usage
+-- granted while Redis was unreachable and charged now by the failover replay (its context
+-- says "failover":true, ocs.charging.failover) is an outage.granted event: `units`, `money`.
 local function subject_of_call()
   local ok, ctx = pcall(cjson.decode, ARGV[13])
   if ok and type(ctx) == 'table' and type(ctx.imsi) == 'string' then return {imsi = ctx.imsi} end
   return nil
 end
-local function events(status, short, left)
+local function events(status, short, left, units, money)
+  if units > 0 and string.find(ARGV[13], '"failover":true', 1, true) then
+    emit(KEYS[9], ARGV[14], now, 'outage.granted', ARGV[1], subject_of_call(),
+      {unit = unit, units = units, money = money, short = short})
+  end
   local f = redis.call('HMGET', KEYS[7], 'alerts_api', 'alerts', 'alerted', 'period')
   TYPED[KEYS[7]] = true
   local cfg_raw, period = f[1] or f[2], f[4] or ''
@@ -454,7 +460,7 @@ if mode == 'debit' and (short_of_debit() or LV.short(upper, used)) then
   local res = cjson.encode({status = 'insufficient', granted = 0, money = 0, units = 0, cost = 0,
                             overrun = 0, short = 0, left = left == math.huge and -1 or left,
                             live = live})
-  events('insufficient', 0, left == math.huge and -1 or left)
+  events('insufficient', 0, left == math.huge and -1 or left, 0, 0)
   op('string', 'SET', KEYS[5], res, 'PX', I(ttl))
   flush()
   return res
@@ -665,7 +671,7 @@ local res = cjson.encode({status = status, granted = I(granted), money = I(money
 for f, st in pairs(LIM) do
   if st.w then hset(KEYS[10], f, st.p .. ':' .. I(st.u) .. ':' .. I(st.r) .. ':' .. I(st.n)) end
 end
-events(status, short, left)
+events(status, short, left, committed, charged)
 op('string', 'SET', KEYS[5], res, 'PX', I(ttl))
 flush()
 return res
