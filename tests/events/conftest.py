@@ -14,6 +14,7 @@ import pytest
 from ocs.balance import BalanceStore
 from ocs.redis_client import RedisClient
 from tests.balance.fixtures import db_url, flushed_client, redis_base_url
+from tests.conftest import backend_url
 from tools.webhook_receiver import Receiver
 
 __all__ = ["redis_base_url"]
@@ -25,6 +26,18 @@ SECRET: Final = "whsec_test-secret-0123456789"
 @pytest.fixture
 def redis_url(redis_base_url: str) -> str:
     return db_url(redis_base_url, EVENTS_DB)
+
+
+@pytest.fixture
+def backend_redis_url(request: pytest.FixtureRequest, redis_backend: str) -> str:
+    """This suite's DB on the single server, or the session's Redis Cluster."""
+    return backend_url(request, redis_backend, EVENTS_DB)
+
+
+@pytest.fixture
+async def backend_redis(backend_redis_url: str) -> AsyncIterator[RedisClient]:
+    async for client in flushed_client(backend_redis_url):
+        yield client
 
 
 @pytest.fixture

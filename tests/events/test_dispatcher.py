@@ -230,3 +230,28 @@ async def test_an_api_write_and_its_event_go_in_one_multi(
     assert event["time"] == "2023-11-14T22:13:20.000Z"
     [log] = await Subscriptions(redis).deliveries("t", sub.id, 10)
     assert log["outcome"] == "delivered"
+
+
+async def test_on_a_redis_cluster_too(backend_redis: RedisClient, receiver: Receiver) -> None:
+    """The outboxes are in the payers' slots and the subscription keys in the tenant's: the
+    dispatcher's reads and writes span slots (single server and a 3-master cluster)."""
+    store = BalanceStore(backend_redis)
+    try:
+        for tag in (POOL, OTHER):
+            await pool(store, tag, (50,))
+        sub = await subscribe(backend_redis, url(receiver))
+        for tag in (POOL, OTHER):
+            await charge(store, tag, f"c-{tag}", used=600, mode="debit")
+        dispatcher = Dispatcher(backend_redis, FAST)
+        try:
+            await dispatcher.run_once(wait=True)
+            dispatcher._trimmed = 0
+            await dispatcher.run_once(wait=True)
+        finally:
+            await dispatcher.close()
+        assert sorted(e["subject"]["payer"] for e in receiver.events) == ["p", "q"]
+        logs = await Subscriptions(backend_redis).deliveries("t", sub.id, 10)
+        assert [x["outcome"] for x in logs] == ["delivered", "delivered"]
+        assert await Subscriptions(backend_redis).delete("t", sub.id)
+    finally:
+        await store.batch.close()
