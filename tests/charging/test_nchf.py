@@ -357,3 +357,25 @@ async def test_http2_over_tls_with_alpn(
         assert location.startswith(url + "/")
         release = charging_request(1, units=[usage(10, used=1, want=None)])
         assert (await post(client, f"{location}/release", release)).status_code == 204
+
+
+async def test_a_consumer_that_sends_the_same_number_every_time_is_charged_each_time(
+    store: BalanceStore, config: ChargingConfig, redis_url: str
+) -> None:
+    """free5GC's SMF sends invocationSequenceNumber 0 in every request: a number repeated
+    with another body is a new request, charged; the same body again is a retry, not."""
+    start = await bucket(store, ACME_POOL, "acme-pool")
+    async with nchf_served(settings_for(redis_url, config)) as served, h2_client() as client:
+        created = await post(client, served.base, charging_request(0, units=[usage(10)]))
+        location = created.headers["location"]
+        first = charging_request(0, units=[usage(10, used=1000)])
+        assert (await post(client, f"{location}/update", first)).status_code == 200
+        second = charging_request(0, units=[usage(10, used=2000)])
+        assert (await post(client, f"{location}/update", second)).status_code == 200
+        again = await post(client, f"{location}/update", second)  # the same bytes: a retry
+        assert again.status_code == 200
+        release = charging_request(0, units=[usage(10, used=4000, want=None)])
+        assert (await post(client, f"{location}/release", release)).status_code == 204
+    pool = await bucket(store, ACME_POOL, "acme-pool")
+    assert (pool.used - start.used, pool.reserved) == (7000, 0)
+    await assert_conserved(store, ACME_POOL)

@@ -8,6 +8,7 @@ fields). What is wrong is an :class:`InvalidRequest` naming the field (TS 29.571
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -67,6 +68,8 @@ class ChargingData:
     """A validated ChargingDataRequest."""
 
     sequence: int  # invocationSequenceNumber
+    retransmission: bool  # retransmissionIndicator
+    digest: str  # of the body: tells a retry from a new request that reuses a number
     timestamp: datetime  # invocationTimeStamp
     imsi: str
     msisdn: str | None
@@ -174,8 +177,11 @@ def parse(body: bytes) -> ChargingData:
             msisdn = gpsi.removeprefix("msisdn-")
     mcc, mnc = _plmn(pdu, info)
     rat = _str(info, "ratType", f"{where}/ratType")
+    retransmission = doc.get("retransmissionIndicator") is True
     return ChargingData(
         sequence=sequence,
+        retransmission=retransmission,
+        digest=hashlib.sha256(body).hexdigest()[:32],
         timestamp=timestamp,
         imsi=imsi or "",
         msisdn=msisdn,

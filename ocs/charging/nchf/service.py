@@ -6,10 +6,13 @@ with ``Location`` and a ChargingDataResponse; ``.../chargingdata/{ref}/update`` 
 one :class:`~ocs.charging.decision.UnitRequest` of the session ``nchf:<ref>``, numbered by
 the invocationSequenceNumber, exactly as an MSCC of a CCR is (docs/nchf.md maps the fields).
 
-A repeated invocationSequenceNumber of a resource gets the answer stored the first time and
-charges nothing; even when that answer was lost (a crash between charge and save), the charge
-script's per-request-id result keeps the balance from moving twice. Requests of one resource
-are handled one at a time in a process.
+A repeated invocationSequenceNumber of a resource, with the same body (or the
+retransmissionIndicator), gets the answer stored the first time and charges nothing; even
+when that answer was lost (a crash between charge and save), the charge script's
+per-request-id result keeps the balance from moving twice. A number repeated with another
+body is a new request (free5GC's SMF sends 0 in every request): charges are numbered by the
+resource itself (``Resource.count``), not by the consumer. Requests of one resource are
+handled one at a time in a process; a consumer sends the next once it has the answer.
 """
 
 from __future__ import annotations
@@ -151,7 +154,9 @@ class NchfService:
             status, body, dropped = await self._charge(resource, data, final=False, initial=True)
             if status != 201:  # refused as a whole: no resource (nothing is reserved)
                 return Response(status, body, (("content-type", "application/problem+json"),))
-            await self.resources.save(resource, data.sequence, status, body, dropped)
+            await self.resources.save(
+                resource, data.sequence, status, body, dropped, digest=data.digest
+            )
         location = f"{request.scheme}://{request.authority}{COLLECTION}/{ref}"
         return Response(201, body, (("content-type", JSON), ("location", location)))
 
@@ -161,7 +166,11 @@ class NchfService:
             return problem(404, "CONTEXT_NOT_FOUND", f"no charging data resource {ref}")
         async with self._lock(ref):
             resource, stored = await self.resources.load(tenant, ref, data.sequence)
-            if stored is not None and resource is not None:  # a retry: the same answer
+            if (
+                stored is not None
+                and resource is not None
+                and (data.retransmission or stored.get("digest") == data.digest)
+            ):  # a retry: the same answer, charged once
                 return _stored(stored)
             if resource is None or resource.closed:
                 return problem(404, "CONTEXT_NOT_FOUND", f"no charging data resource {ref}")
@@ -181,12 +190,15 @@ class NchfService:
                 # the SIM moved to another tenant (or left) since the resource was created
                 status, cause = refusal("USER_UNKNOWN", update=True)
                 return problem(status, cause, "the subscriber is no longer known")
+            resource.count += 1  # this request's charges are numbered count
             status, body, dropped = await self._charge(resource, data, final=final, initial=False)
             if final:  # 204, whatever the rating groups got (they were all closed)
                 status, body = 204, b""
             resource.sequence = max(resource.sequence, data.sequence)
             resource.closed = final
-            await self.resources.save(resource, data.sequence, status, body, dropped)
+            await self.resources.save(
+                resource, data.sequence, status, body, dropped, digest=data.digest
+            )
         if final:
             return Response(204)
         kind = JSON if status == 200 else "application/problem+json"
@@ -218,7 +230,7 @@ class NchfService:
             result = await self.core.charge(
                 UnitRequest(
                     session=session,
-                    number=data.sequence,
+                    number=resource.count,
                     rating_group=rg,
                     inputs=inputs,
                     used=usage.used,
@@ -237,7 +249,7 @@ class NchfService:
             for rg, payer in sorted(payers.items()):
                 if rg not in reported:
                     await self.core.release(
-                        session, data.sequence, rg, payer, resource.imsi, resource.msisdn
+                        session, resource.count, rg, payer, resource.imsi, resource.msisdn
                     )
                     dropped.append(rg)
             payers.clear()

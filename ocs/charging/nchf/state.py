@@ -14,6 +14,8 @@ field          value
 ``notifyUri``  the consumer's ``notifyUri`` for ChargingNotifyRequest ("" if none given)
 ``consumer``   ``nfConsumerIdentification`` nFName, else nodeFunctionality
 ``isn``        the last invocationSequenceNumber answered
+``n``          how many requests of the resource were charged: the number of the next
+               one's charge (request ids ``nchf:<ref>:<n>:<rg>``, the records' ``n``)
 ``created``    creation time, ms since the epoch
 ``ctx``        the rating context of the PDU session as JSON (dnnId, PLMN, RAT, UE
                address, 5QI, S-NSSAI), updated by each request that carries it
@@ -23,7 +25,7 @@ field          value
 
 ``ocs:nchf:{<tenant>:<ref>}:isn:<n>`` (``nchf_answer_key``), a STRING, TTL
 ``ChargingConfig.answer_ttl``: the answer of invocationSequenceNumber n as JSON
-``{"status": 200, "body": "<the response body>"}``.
+``{"status": 200, "body": "<the response body>", "digest": "<of the request body>"}``.
 
 ``ocs:nchf:sub:<tenant>:imsi:<imsi>`` (``nchf_subscriber_key``), a SET, TTL
 ``session_ttl``: the refs of the subscriber's open resources (added at create, removed at
@@ -70,6 +72,7 @@ class Resource:
     consumer: str
     sequence: int
     created_ms: int
+    count: int = 0  # requests charged so far (create: 0): the next one's number
     context: dict[str, Any] = field(default_factory=dict)
     payers: dict[int, str] = field(default_factory=dict)
     closed: bool = False
@@ -78,7 +81,7 @@ class Resource:
         out: list[Any] = [
             "tenant", self.tenant, "imsi", self.imsi, "msisdn", self.msisdn or "",
             "notifyUri", self.notify_uri or "", "consumer", self.consumer,
-            "isn", self.sequence, "created", self.created_ms,
+            "isn", self.sequence, "created", self.created_ms, "n", self.count,
             "ctx", json.dumps(self.context, separators=(",", ":")),
         ]  # fmt: skip
         for rg, payer in self.payers.items():
@@ -118,6 +121,7 @@ class ResourceStore:
             consumer=values.get("consumer", ""),
             sequence=int(values.get("isn", "0")),
             created_ms=int(values.get("created", "0")),
+            count=int(values.get("n", "0")),
             context=json.loads(values.get("ctx") or "{}"),
             payers=payers,
             closed=values.get("closed") == "1",
@@ -131,6 +135,7 @@ class ResourceStore:
         status: int,
         body: bytes,
         dropped: tuple[int, ...] = (),
+        digest: str = "",
     ) -> None:
         """Write the resource and the answer of ``sequence``, one pipeline, waited for (a
         retry on another worker must find both)."""
@@ -154,7 +159,7 @@ class ResourceStore:
                 commands.append(("SREM", index, resource.ref))
             else:
                 commands += [("SADD", index, resource.ref), ("EXPIRE", index, self.ttl)]
-        answer = json.dumps({"status": status, "body": body.decode()})
+        answer = json.dumps({"status": status, "body": body.decode(), "digest": digest})
         commands.append(
             (
                 "SET",
