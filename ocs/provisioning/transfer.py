@@ -82,6 +82,8 @@ async def transfer_sim(
                 f"SIM {imsi} is declared by {folder}: remove it there and apply the folder",
             )
         moved.update(sims.pop(imsi))
+        # its own caps (docs/limits.md) are the source tenant's terms: they stay behind
+        (state.get("sim_limits") or {}).pop(imsi, None)
 
     applied = await catalogues.change(
         source, remove, source=f"SIM {imsi} transferred to {target} ({actor})"

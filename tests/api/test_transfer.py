@@ -73,6 +73,8 @@ async def test_the_operator_moves_a_sim_and_the_move_is_audited(
         "payer": {"kind": "wallet", "id": "bob-wallet"},  # shared with demo's other SIM
     }
     assert (await api.request("POST", "/v1/subscriptions", json=sim)).status_code == 201
+    caps = await api.request("PUT", f"/v1/subscriptions/{API_IMSI}/limits", json={"sms_day": 5})
+    assert caps.status_code == 200, caps.text
     token = await _operator(api)
     # the source must hold it: naming the wrong tenant moves nothing
     r = await api.request("POST", ROUTE, who="operator", json=_move(API_IMSI, "globex", "demo"))
@@ -92,7 +94,9 @@ async def test_the_operator_moves_a_sim_and_the_move_is_audited(
         assert await redis.hget(owner_key(kind), value) == b"globex"
     # demo no longer has it (its API catalogues changed through the same object)
     assert (await api.request("GET", f"/v1/subscriptions/{API_IMSI}")).status_code == 404
-    assert API_IMSI not in json.loads(await redis.get(state_key("demo")))["sims"]
+    demo_state = json.loads(await redis.get(state_key("demo")))
+    assert API_IMSI not in demo_state["sims"]
+    assert API_IMSI not in demo_state["sim_limits"]  # its caps stay behind, not in the way
     # audited: who, when, what
     entries = (await api.request("GET", ROUTE, who="operator")).json()
     assert len(entries) == 1
