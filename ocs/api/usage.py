@@ -38,14 +38,17 @@ from ocs.api.usage_models import (
 from ocs.balance.keys import payer_tag
 from ocs.offline.crypto import master_key
 from ocs.offline.db import DatabaseError
-from ocs.offline.usage_export import FORMATS, MEDIA_TYPES, encoded
-from ocs.offline.usage_reader import (
+from ocs.offline.usage_export import (
+    FORMATS,
+    MEDIA_TYPES,
     ExportCounts,
-    OpenBacklog,
-    Totals,
-    UsageReader,
-    tenant_streams,
+    encoded,
+    open_export,
 )
+from ocs.offline.usage_export import (
+    MAX_DAYS as MAX_EXPORT_DAYS,
+)
+from ocs.offline.usage_reader import OpenBacklog, Totals, UsageReader, tenant_streams
 from ocs.offline.usage_reader import Subject as Scope
 from ocs.provisioning.catalogues import Compiled
 from ocs.rating.catalogue import CompiledSim
@@ -56,7 +59,6 @@ router = APIRouter(tags=["usage"])
 MIN_DATE: Final = date(2000, 1, 1)
 MAX_DATE: Final = date(2100, 1, 1)
 MAX_DAYS: Final = {"day": 366, "month": 3_660}  # longest range per granularity
-MAX_EXPORT_DAYS: Final = 366
 USAGE_TYPES: Final = {
     "bytes": "data",
     "seconds": "voice",
@@ -347,10 +349,10 @@ async def usage_export(
     usage = await reader(api)
     scope = Scope(who.tenant, await tenant_streams(api.redis, who.tenant))
     with unavailable():
-        export = await usage.open_export(scope, tz, first, last)
+        export = await open_export(usage, scope, tz, first, last)
 
     async def body() -> AsyncIterator[bytes]:
-        async for chunk in encoded(export.records(ExportCounts()), format):
+        async for chunk in encoded(export.batches(ExportCounts()), format):
             yield chunk
 
     name = f"usage-{who.tenant}-{first}-{last}.{format}"

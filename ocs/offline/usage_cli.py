@@ -14,29 +14,18 @@ from zoneinfo import ZoneInfo
 from ocs.errors import CommandError, UsageError
 from ocs.offline.crypto import master_key
 from ocs.offline.db import connect
-from ocs.offline.usage_export import FORMATS, Format, encoded
-from ocs.offline.usage_reader import (
+from ocs.offline.usage_export import (
+    FORMATS,
     ExportCounts,
-    OpenBacklog,
-    Subject,
-    UsageReader,
-    tenant_streams,
+    ExportError,
+    Format,
+    check_period,
+    encoded,
+    open_export,
 )
+from ocs.offline.usage_reader import OpenBacklog, Subject, UsageReader, tenant_streams
 from ocs.provisioning.keys import state_key
 from ocs.redis_client import open_redis
-
-MAX_DAYS = 366
-
-
-def _range(tz: ZoneInfo, start: date | None, end: date | None) -> tuple[date, date]:
-    today = datetime.now(tz).date()
-    start = start or today.replace(day=1)
-    end = end or max(today, start).fromordinal(max(today, start).toordinal() + 1)
-    if end <= start:
-        raise UsageError(f"usage export: --to {end} is not after --from {start}")
-    if (end - start).days > MAX_DAYS:
-        raise UsageError(f"usage export: --from {start} --to {end} is longer than {MAX_DAYS} days")
-    return start, end
 
 
 def main_usage_export(
@@ -59,13 +48,16 @@ def main_usage_export(
                 raise CommandError(f"usage export: --tenant: no catalogue of tenant {tenant!r}")
             zone = (json.loads(raw).get("tenant") or {}).get("time_zone") or "UTC"
             tz = ZoneInfo(zone)
-            first, last = _range(tz, start, end)
+            try:
+                first, last = check_period(start, end, datetime.now(tz).date())
+            except ExportError as exc:
+                raise UsageError(f"usage export: {exc}") from None
             db = await connect(settings)
             try:
                 reader = UsageReader(handle.client, db, master_key(settings))
                 scope = Subject(tenant, await tenant_streams(handle.client, tenant))
                 try:
-                    export = await reader.open_export(scope, tz, first, last)
+                    export = await open_export(reader, scope, tz, first, last)
                 except OpenBacklog as exc:
                     raise CommandError(f"usage export: {exc}") from None
                 counts = ExportCounts()
@@ -73,7 +65,7 @@ def main_usage_export(
                     sink: IO[bytes] = sys.stdout.buffer
                     if out is not None:
                         sink = stack.enter_context(await asyncio.to_thread(open, out, "wb"))
-                    async for chunk in encoded(export.records(counts), fmt_):
+                    async for chunk in encoded(export.batches(counts), fmt_):
                         await asyncio.to_thread(sink.write, chunk)
                     sink.flush()
             finally:

@@ -31,9 +31,9 @@ import heapq
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -46,12 +46,11 @@ from ocs.offline.drain import record_key
 from ocs.redis_client import RedisClient
 
 STREAM_PAGE: Final = 5_000  # entries per XRANGE
-MAX_OPEN: Final = 500_000  # matching undrained records one read holds
+MAX_OPEN: Final = 200_000  # matching undrained records one read holds
 CHECK_CHUNK: Final = 10_000  # record keys per "stored already?" query
-EXPORT_PREFETCH: Final = 5_000  # stored rows per round trip of the export's cursor
-IMSI_CACHE: Final = 100_000  # decrypted IMSIs an export keeps (bounded: constant memory)
 USAGE: Final = ("usage",)
 Granularity = Literal["day", "month"]
+T = TypeVar("T")
 _TS_MS: Final = "(extract(epoch FROM u.ts) * 1000)::bigint"
 _CURRENCY: Final = "coalesce(u.ctx->'levels'->0->>'currency', '')"
 _RATED: Final = "coalesce((u.ctx->'levels'->0->>'amount')::bigint, 0)"
@@ -135,11 +134,9 @@ class Totals:
 PeriodKey = tuple[date, str, str]  # period start (local date), unit, currency
 
 
-@dataclass(slots=True)
-class ExportCounts:
-    stored: int = 0
-    open: int = 0
-    totals: dict[tuple[str, str], Totals] = field(default_factory=dict)  # (unit, currency)
+def _summed(r: Record) -> tuple[str, int, str, str, int, int, int, int]:
+    """What a sum needs of an open record."""
+    return (r.key, r.ts, r.unit, r.currency, r.units, r.money, r.overrun, r.rated)
 
 
 def _level0(ctx: dict[str, Any]) -> dict[str, Any]:
@@ -153,6 +150,17 @@ def _s(value: bytes | str | None) -> str:
     if value is None:
         return ""
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _field(raw: dict[Any, Any], name: str) -> Any:
+    value = raw.get(name.encode())
+    return raw.get(name) if value is None else value
+
+
+def _b(value: bytes | str | None) -> bytes:
+    if value is None:
+        return b""
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def _json(text: str, empty: Any) -> Any:
@@ -235,7 +243,7 @@ class UsageReader:
         self.max_open = max_open
         self.hook = hook
 
-    async def _between(self) -> None:
+    async def between(self) -> None:
         if self.hook is not None:
             await self.hook("after_redis")
 
@@ -244,7 +252,10 @@ class UsageReader:
         self, subject: Subject, kinds: Sequence[str] | None, start_ms: int, end_ms: int
     ) -> AsyncIterator[Record]:
         """The subject's undrained records of ``kinds`` (None: all) with ``start_ms <= ts <
-        end_ms``."""
+        end_ms``. An entry is decoded only when its kind, time stamp and (for a SIM or an
+        account) the raw text of its context can match: a SIM's records are a few of its
+        pool's stream."""
+        needle = (subject.imsi or subject.account or "").encode()
         for tag in subject.streams:
             stream = (await locate(self.redis, tag)).stream  # chained: in its root's slot
             low = "-"
@@ -255,7 +266,11 @@ class UsageReader:
                 for eid, raw in page:
                     if not raw:
                         continue
-                    if kinds is not None and _s(raw.get(b"kind", raw.get("kind"))) not in kinds:
+                    if kinds is not None and _s(_field(raw, "kind")) not in kinds:
+                        continue
+                    if not start_ms <= _int(_s(_field(raw, "ts"))) < end_ms:
+                        continue
+                    if needle and needle not in _b(_field(raw, "ctx")):
                         continue
                     record = entry_record(eid, raw)
                     if start_ms <= record.ts < end_ms and subject.holds(record.ctx):
@@ -264,21 +279,28 @@ class UsageReader:
                     break
                 low = "(" + _s(page[-1][0])
 
-    async def _open_list(
-        self, subject: Subject, kinds: Sequence[str], start_ms: int, end_ms: int
-    ) -> list[Record]:
-        out: list[Record] = []
+    async def open_list(
+        self,
+        subject: Subject,
+        kinds: Sequence[str],
+        start_ms: int,
+        end_ms: int,
+        convert: Callable[[Record], T],
+    ) -> list[T]:
+        """The subject's open records, each kept as ``convert`` makes it (small: the record's
+        context is not kept), at most ``max_open`` (else :class:`OpenBacklog`)."""
+        out: list[T] = []
         async for record in self._open(subject, kinds, start_ms, end_ms):
             if len(out) >= self.max_open:
                 raise OpenBacklog(
                     f"more than {self.max_open} undrained records match: run the drain"
                     " (ocs cdr drain) and ask again"
                 )
-            out.append(record)
+            out.append(convert(record))
         return out
 
     # -- PostgreSQL -------------------------------------------------------------------------
-    async def _where(self, conn: Connection, subject: Subject, args: list[Any]) -> str | None:
+    async def where(self, conn: Connection, subject: Subject, args: list[Any]) -> str | None:
         """The SQL condition selecting the subject's stored rows (``args`` extended), or None
         when none can exist (a SIM of a tenant that has no key: nothing was drained)."""
         if subject.payer is not None:
@@ -295,7 +317,7 @@ class UsageReader:
             return f"u.imsi_bidx = ${len(args)}"
         return "true"
 
-    async def _stored_keys(self, conn: Connection, tenant: str, keys: list[str]) -> set[str]:
+    async def stored_keys(self, conn: Connection, tenant: str, keys: list[str]) -> set[str]:
         """Which of ``keys`` are in ``usage_records`` (in the transaction's snapshot)."""
         found: set[str] = set()
         for i in range(0, len(keys), CHECK_CHUNK):
@@ -320,13 +342,13 @@ class UsageReader:
     ) -> list[tuple[PeriodKey, Totals]]:
         """Usage per (period, unit, currency) for local days ``[start, end)``, in order."""
         lo, hi = local_start(start, tz), local_start(end, tz)
-        opened = await self._open_list(subject, kinds, ms(lo), ms(hi))
-        await self._between()
+        opened = await self.open_list(subject, kinds, ms(lo), ms(hi), _summed)
+        await self.between()
         out: dict[PeriodKey, Totals] = {}
-        async with _snapshot(self.db, subject.tenant) as conn:
-            stored = await self._stored_keys(conn, subject.tenant, [r.key for r in opened])
+        async with snapshot(self.db, subject.tenant) as conn:
+            stored = await self.stored_keys(conn, subject.tenant, [r[0] for r in opened])
             args: list[Any] = [subject.tenant, list(kinds), lo, hi, by, tz.key]
-            where = await self._where(conn, subject, args)
+            where = await self.where(conn, subject, args)
             rows = []
             if where is not None:
                 rows = await conn.fetch(
@@ -343,10 +365,10 @@ class UsageReader:
             out.setdefault(key, Totals()).add(
                 row["records"], row["units"], row["money"], row["overrun"], row["rated"]
             )
-        for r in opened:
-            if r.key not in stored:
-                key = (period_of(r.ts, by, tz), r.unit, r.currency)
-                out.setdefault(key, Totals()).add(1, r.units, r.money, r.overrun, r.rated)
+        for rkey, ts, unit, currency, units, money, overrun, rated in opened:
+            if rkey not in stored:
+                key = (period_of(ts, by, tz), unit, currency)
+                out.setdefault(key, Totals()).add(1, units, money, overrun, rated)
         return sorted(out.items())
 
     async def page(
@@ -369,9 +391,9 @@ class UsageReader:
             else:
                 heapq.heappushpop(top, item)
         opened = [r for _, _, r in top]
-        await self._between()
-        async with _snapshot(self.db, subject.tenant) as conn:
-            stored = await self._stored_keys(conn, subject.tenant, [r.key for r in opened])
+        await self.between()
+        async with snapshot(self.db, subject.tenant) as conn:
+            stored = await self.stored_keys(conn, subject.tenant, [r.key for r in opened])
             args: list[Any] = [subject.tenant, limit + 1]
             cond = ["u.tenant_id = $1"]
             if kinds is not None:
@@ -384,7 +406,7 @@ class UsageReader:
                     f"(u.ts, u.record_key) < ('epoch'::timestamptz + ${n_ts}::bigint"
                     f" * interval '1 millisecond', ${n_key}::text)"
                 )
-            where = await self._where(conn, subject, args)
+            where = await self.where(conn, subject, args)
             rows = []
             if where is not None:
                 rows = await conn.fetch(
@@ -395,86 +417,6 @@ class UsageReader:
         merged = [_row_record(r) for r in rows] + [r for r in opened if r.key not in stored]
         merged.sort(key=lambda r: r.order, reverse=True)
         return merged[:limit]
-
-    async def open_export(
-        self,
-        subject: Subject,
-        tz: ZoneInfo,
-        start: date,
-        end: date,
-        kinds: Sequence[str] = USAGE,
-    ) -> Export:
-        """The export of local days ``[start, end)``: the open records are read now (so a
-        backlog is refused before anything is sent), the stored ones by
-        :meth:`Export.records`."""
-        lo, hi = local_start(start, tz), local_start(end, tz)
-        opened = await self._open_list(subject, kinds, ms(lo), ms(hi))
-        opened.sort(key=lambda r: r.order)
-        await self._between()
-        return Export(self, subject, tuple(kinds), lo, hi, opened)
-
-
-@dataclass(slots=True)
-class Export:
-    """One export: the open records read, the stored ones still to stream."""
-
-    reader: UsageReader
-    subject: Subject
-    kinds: tuple[str, ...]
-    lo: datetime
-    hi: datetime
-    opened: list[Record]
-
-    async def records(self, counts: ExportCounts) -> AsyncIterator[Record]:
-        """Every record once: the stored ones in (ts, key) order through a server-side
-        cursor, then the open ones not stored meanwhile. Memory holds the open records and a
-        bounded IMSI cache, never the stored rows. ``counts`` is filled as records go by."""
-        subject, reader = self.subject, self.reader
-        async with _snapshot(reader.db, subject.tenant) as conn:
-            keys = [r.key for r in self.opened]
-            stored = await reader._stored_keys(conn, subject.tenant, keys)
-            cipher = await stored_cipher(conn, subject.tenant, reader.master)
-            args: list[Any] = [subject.tenant, list(self.kinds), self.lo, self.hi]
-            where = await reader._where(conn, subject, args)
-            imsis: dict[bytes, str] = {}
-            if where is not None:
-                query = (
-                    f"SELECT {_COLUMNS}, s.imsi_enc FROM usage_records u"
-                    " LEFT JOIN subscriptions s ON s.tenant_id = u.tenant_id"
-                    " AND s.imsi_bidx = u.imsi_bidx AND s.twin = u.twin"
-                    " WHERE u.tenant_id = $1 AND u.kind = ANY($2::text[])"
-                    f" AND u.ts >= $3 AND u.ts < $4 AND {where} ORDER BY u.ts, u.record_key"
-                )
-                async for row in conn.cursor(query, *args, prefetch=EXPORT_PREFETCH):
-                    record = _row_record(row, _imsi(row["imsi_enc"], cipher, imsis))
-                    _count(counts, record)
-                    yield record
-        for r in self.opened:
-            if r.key not in stored:
-                _count(counts, r)
-                yield r
-
-
-def _count(counts: ExportCounts, r: Record) -> None:
-    if r.stored:
-        counts.stored += 1
-    else:
-        counts.open += 1
-    counts.totals.setdefault((r.unit, r.currency), Totals()).add(
-        1, r.units, r.money, r.overrun, r.rated
-    )
-
-
-def _imsi(blob: bytes | None, cipher: TenantCipher | None, cache: dict[bytes, str]) -> str | None:
-    if blob is None or cipher is None:
-        return None
-    blob = bytes(blob)
-    imsi = cache.get(blob)
-    if imsi is None:
-        if len(cache) >= IMSI_CACHE:
-            cache.clear()
-        imsi = cache[blob] = cipher.decrypt(blob)
-    return imsi
 
 
 _COLUMNS: Final = (
@@ -504,7 +446,7 @@ def _row_record(row: asyncpg.Record, imsi: str | None = None) -> Record:
 
 
 @asynccontextmanager
-async def _snapshot(db: Database, tenant: str) -> AsyncIterator[Connection]:
+async def snapshot(db: Database, tenant: str) -> AsyncIterator[Connection]:
     """A read-only REPEATABLE READ transaction of ``tenant`` as the application role: every
     query in it sees one snapshot."""
     async with (

@@ -9,6 +9,7 @@ import asyncio
 import csv
 import io
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from ocs.diameter.constants import CcRequestType
 from ocs.offline.crypto import master_key
 from ocs.offline.db import connect
 from ocs.offline.drain import Drainer
-from ocs.offline.usage_reader import Subject, UsageReader
+from ocs.offline.usage_reader import OpenBacklog, Subject, UsageReader
 from tests.api.conftest import Api, demo_documents
 from tests.charging.ccr import build_ccr
 from tests.charging.helpers import wire
@@ -245,6 +246,21 @@ async def test_a_record_drained_between_the_two_reads_is_counted_once(world: Wor
         await db.close()
 
 
+async def test_a_backlog_beyond_the_limit_is_refused_not_truncated(world: World) -> None:
+    a = world.a
+    await world.session(a.bob, [1_000, 2_000, 3_000])
+    db = await connect(world.settings)
+    try:
+        tag = f"{a.id}:wallet:bob-wallet"
+        reader = UsageReader(world.api.redis, db, master_key(world.settings), max_open=2)
+        today = datetime.now(TZ).date()
+        with pytest.raises(OpenBacklog, match="more than 2 undrained records"):
+            await reader.by_period(Subject(a.id, (tag,), payer=tag), "day", TZ, today,
+                                   today + timedelta(days=1))  # fmt: skip
+    finally:
+        await db.close()
+
+
 async def test_pages_walk_every_day_once(world: World) -> None:
     a = world.a
     start = datetime(2026, 3, 1, 12, tzinfo=TZ)
@@ -413,6 +429,9 @@ async def test_the_exports_totals_are_the_apis(world: World, capsys: Any) -> Non
     assert totals(rows) == api_totals
     assert {row["source"] for row in rows} == {"stored", "open"}
     assert len({row["record_key"] for row in rows}) == len(rows)
+    stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$")
+    assert all(stamp.match(row["time"]) for row in rows), rows  # stored and open alike
+    assert {row["imsi"] for row in rows if row["source"] == "open"} >= {a.bob}
     r = await world.get(a, "/v1/usage/export", format="csv", **window)
     assert r.status_code == 200
     csv_rows = list(csv.DictReader(io.StringIO(r.text)))
