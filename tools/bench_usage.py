@@ -4,7 +4,7 @@ spread over 10,000 SIMs and 30 days, plus undrained records in the payers' strea
 
 Each measurement runs side by side with its anchor in the same run:
 
-* export (``Export.batches`` encoded as CSV and NDJSON, written to /dev/null) against
+* export (``Export.chunks`` as CSV and NDJSON, written to /dev/null) against
   PostgreSQL's own ``COPY (SELECT the same columns) TO STDOUT`` of the same rows;
 * a SIM's month by day (``UsageReader.by_period``: Redis stream scan + snapshot + grouped
   indexed query) against the bare grouped query on the same index.
@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 from ocs.config import Settings
 from ocs.offline.crypto import tenant_cipher
 from ocs.offline.db import Database, connect, enter_tenant
-from ocs.offline.usage_export import ExportCounts, encoded, open_export
+from ocs.offline.usage_export import ExportCounts, open_export
 from ocs.offline.usage_reader import Subject, UsageReader, local_start
 from ocs.redis_client import client_for_url
 
@@ -100,7 +100,7 @@ async def main() -> None:
             export = await open_export(reader, everything, TZ, START, end)
             size = 0
             with open(os.devnull, "wb") as sink:  # noqa: ASYNC230 (/dev/null does not block)
-                async for chunk in encoded(export.batches(counts), fmt):  # type: ignore[arg-type]
+                async for chunk in export.chunks(fmt, counts):  # type: ignore[arg-type]
                     size += len(chunk)
                     sink.write(chunk)
             took = time.perf_counter() - began

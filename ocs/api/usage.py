@@ -42,7 +42,6 @@ from ocs.offline.usage_export import (
     FORMATS,
     MEDIA_TYPES,
     ExportCounts,
-    encoded,
     open_export,
 )
 from ocs.offline.usage_export import (
@@ -352,7 +351,7 @@ async def usage_export(
         export = await open_export(usage, scope, tz, first, last)
 
     async def body() -> AsyncIterator[bytes]:
-        async for chunk in encoded(export.batches(ExportCounts()), format):
+        async for chunk in export.chunks(format, ExportCounts()):
             yield chunk
 
     name = f"usage-{who.tenant}-{first}-{last}.{format}"

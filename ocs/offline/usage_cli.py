@@ -20,7 +20,6 @@ from ocs.offline.usage_export import (
     ExportError,
     Format,
     check_period,
-    encoded,
     open_export,
 )
 from ocs.offline.usage_reader import OpenBacklog, Subject, UsageReader, tenant_streams
@@ -65,7 +64,7 @@ def main_usage_export(
                     sink: IO[bytes] = sys.stdout.buffer
                     if out is not None:
                         sink = stack.enter_context(await asyncio.to_thread(open, out, "wb"))
-                    async for chunk in encoded(export.batches(counts), fmt_):
+                    async for chunk in export.chunks(fmt_, counts):
                         await asyncio.to_thread(sink.write, chunk)
                     sink.flush()
             finally:

@@ -26,9 +26,12 @@ from ocs.charging.application import ChargingApplication
 from ocs.config import Settings
 from ocs.diameter import avp_codes as A
 from ocs.diameter.constants import CcRequestType
-from ocs.offline.crypto import master_key
-from ocs.offline.db import connect
+from ocs.offline.crypto import master_key, tenant_cipher
+from ocs.offline.db import connect, enter_tenant
 from ocs.offline.drain import Drainer
+from ocs.offline.sync import sync_catalogue
+from ocs.offline.terms import DEMO_TERMS, load_terms
+from ocs.offline.usage_export import COLUMNS
 from ocs.offline.usage_reader import OpenBacklog, Subject, UsageReader
 from tests.api.conftest import Api, demo_documents
 from tests.charging.ccr import build_ccr
@@ -93,6 +96,19 @@ class World:
             )  # fmt: skip
             answer = await self.app.handle_ccr(wire(ccr), None)
             assert answer.get(A.AVP_RESULT_CODE) == 2001, (imsi, number)
+
+    async def sync(self, tenant: str) -> None:
+        """Sync the tenant's catalogue to PostgreSQL (what a bill run does first)."""
+        found = self.app.catalogue.tenants().get(tenant)
+        assert found is not None
+        db = await connect(self.settings)
+        try:
+            async with db.pool.acquire() as conn, conn.transaction():
+                await enter_tenant(conn, tenant)
+                cipher = await tenant_cipher(conn, tenant, master_key(self.settings))
+                await sync_catalogue(conn, found, cipher, load_terms(DEMO_TERMS))
+        finally:
+            await db.close()
 
     async def drain(self, *, trim: bool = True) -> int:
         db = await connect(self.settings)
@@ -400,6 +416,7 @@ async def test_the_exports_totals_are_the_apis(world: World, capsys: Any) -> Non
     await world.session(a.bob, [10_000, 2_000])
     await world.session(a.fleet, [70_000])
     await world.drain()
+    await world.sync(a.id)  # the subscriptions the export finds drained records' IMSIs in
     await world.session(a.bob, [500])
     await world.session(a.fleet, [800])
     await world.session(a.iccid_imsi, [900])
@@ -431,6 +448,10 @@ async def test_the_exports_totals_are_the_apis(world: World, capsys: Any) -> Non
     assert len({row["record_key"] for row in rows}) == len(rows)
     stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$")
     assert all(stamp.match(row["time"]) for row in rows), rows  # stored and open alike
+    assert all(list(row) == list(COLUMNS) for row in rows), rows  # one shape, one order
+    bob = [row for row in rows if row["imsi"] == a.bob]
+    assert {row["source"] for row in bob} == {"stored", "open"}  # IMSI decrypted when stored
+    assert all(row["twin"] == "main" and row["rating_group"] == 1 for row in bob), bob
     assert {row["imsi"] for row in rows if row["source"] == "open"} >= {a.bob}
     r = await world.get(a, "/v1/usage/export", format="csv", **window)
     assert r.status_code == 200
