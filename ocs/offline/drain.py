@@ -34,8 +34,9 @@ list itself; our own pending read skips and acknowledges it); its row is in Post
 Deleting an id twice is a no-op. A crash between the commit and the ``XACK``/``XDEL``
 round trip leaves the entries pending: the next drain inserts nothing new for them and then
 acknowledges and deletes them. The stream key stays (with its consumer group), empty.
-Other readers of the streams see only what is not drained yet:
-``GET /v1/wallets/{id}/transactions`` lists a wallet's records until the drain took them.
+Readers of usage (``ocs.offline.usage_reader``: transactions, usage API, export) read a
+stream first and PostgreSQL after, so a record in both (committed, not yet deleted) is
+counted once and none drained between the two reads is lost.
 
 IMSI, MSISDN and subscription are removed from the context in Python before anything goes
 to the server (plain IMSIs never travel to PostgreSQL); the IMSI is kept as its blind index.
