@@ -1,4 +1,4 @@
-"""The webhook side against a real Redis (DB 7, flushed) and a real HTTP receiver
+"""The webhook side against a real Redis (DB 6, flushed) and a real HTTP receiver
 (``tools/webhook_receiver.py`` on a free port, in a thread)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tools.webhook_receiver import Receiver
 
 __all__ = ["redis_base_url"]
 
-EVENTS_DB: Final = 7  # 8: workers, 10: api, 11: bench_api, 12: offline, 13: balance, 14: charging
+EVENTS_DB: Final = 6  # 7: docs, 8: workers, 9: cli, 10: api, 11: bench_api, 12: offline, 13: balance, 14: charging
 SECRET: Final = "whsec_test-secret-0123456789"
 
 
