@@ -69,6 +69,7 @@ class LevelCharge:
     reserve: bool
     rate: Rate = NOT_PRICED
     price: int | None = None
+    level: int = 0  # its number (the level record's id suffix); 0: its place in the list
 
 
 @dataclass(frozen=True, slots=True)

@@ -277,6 +277,7 @@ def levels_json(req: ChargeRequest) -> str:
                 "n": lv.rate.numerator,
                 "d": lv.rate.denominator,
                 **({} if lv.price is None else {"x": lv.price}),
+                **({"l": lv.level} if lv.level else {}),
             }
             for lv in req.levels
         ],

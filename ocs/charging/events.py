@@ -169,6 +169,13 @@ class EventCharging:
             return
         if action is RequestedAction.CHECK_BALANCE:
             enough = await self._enough(payer, unit, units, rate.denominator > 0, quote, now_ms)
+            for q in resolution.quotes[1:] if enough else ():  # and every level above it
+                up, up_rate = payer_key(tenant, q.payer), reservation_rate(q)
+                enough = await self._enough(
+                    up, unit, units, up_rate.denominator > 0, q, now_ms, upper=True
+                )
+                if not enough:
+                    break
             verdict = CheckBalanceResult.ENOUGH_CREDIT if enough else CheckBalanceResult.NO_CREDIT
             if not any(a.key == A.AVP_CHECK_BALANCE_RESULT for a in out.extra):
                 out.extra.append(i32(A.AVP_CHECK_BALANCE_RESULT, verdict))
@@ -267,11 +274,20 @@ class EventCharging:
         priced: bool,
         quote: Quote,
         now_ms: int,
+        *,
+        upper: bool = False,
     ) -> bool:
-        """Whether the payer could pay ``units`` now (no reservation is made)."""
+        """Whether the payer could pay ``units`` now (no reservation is made). ``upper``: a
+        level above 0, passed over (True) when it holds nothing of the unit, as
+        ``charge.lua`` passes it over (_levels.lua)."""
         cost = quote.price(units).amount if priced else 0
         have_units = have_money = 0
-        for b in await self.app.store.buckets(payer):
+        buckets = await self.app.store.buckets(payer)
+        if upper and not any(
+            b.unit == str(unit) or (priced and b.unit == "money") for b in buckets
+        ):
+            return True
+        for b in buckets:
             if b.valid_from > now_ms or (b.valid_to and b.valid_to <= now_ms):
                 continue
             if b.unlimited and (b.unit == str(unit) or (priced and b.unit == "money")):

@@ -62,9 +62,12 @@ def root_of(catalogue: Catalogue, payer: Payer) -> str:
 
 class _Static(NamedTuple):
     """What a usage's chain is, whatever its zone or quantity: the root tag and, per level
-    above 0, its payer tag, whether it is held, whether it pays in money."""
+    above 0 that is charged, its number, its payer tag, whether it is held, whether it pays
+    in money. A level whose payer already pays a lower level of the usage (the reseller's
+    own pool as the end customer's twin payer) is charged once, at the lowest level."""
 
     root: str
+    numbers: tuple[int, ...]
     tags: tuple[str, ...]
     held: tuple[bool, ...]
     wallet: tuple[bool, ...]
@@ -91,11 +94,19 @@ def _static(catalogue: Catalogue, resolution: Resolution) -> _Static:
                 f"level {i} payer {q.payer.kind}:{q.payer.id} is not in the reseller chain of "
                 f"{payer.kind}:{payer.id} (root {root.kind}:{root.id})"
             )
+    seen = {payer_key(tenant, payer)}
+    charged: list[tuple[int, str, Quote]] = []
+    for i, q in enumerate(upper, start=1):
+        tag = payer_key(tenant, q.payer)
+        if tag not in seen:
+            seen.add(tag)
+            charged.append((i, tag, q))
     static = _Static(
         "" if root == payer else payer_key(tenant, root),
-        tuple(payer_key(tenant, q.payer) for q in upper),
-        tuple(q.prepaid for q in upper),
-        tuple(q.payer.kind is PayerKind.WALLET for q in upper),
+        tuple(i for i, _, _ in charged),
+        tuple(tag for _, tag, _ in charged),
+        tuple(q.prepaid for _, _, q in charged),
+        tuple(q.payer.kind is PayerKind.WALLET for _, _, q in charged),
     )
     if len(_chains) >= CHAINS_KEPT:
         _chains.clear()
@@ -121,9 +132,10 @@ def chain_of(
                 held,
                 reservation_rate(quotes[i]),
                 amounts[i] if wallet and amounts is not None else None,
+                i,
             )
-            for i, (tag, held, wallet) in enumerate(
-                zip(static.tags, static.held, static.wallet, strict=True), start=1
+            for i, tag, held, wallet in zip(
+                static.numbers, static.tags, static.held, static.wallet, strict=True
             )
         ),
     )

@@ -95,6 +95,7 @@ SIMS = [  # (account, payer kind, payer id): one SIM each, IMSI 26201000030000<n
     ("shop-b", "wallet", "shop-b-wallet"),
     ("shop-c", "prepaid_pool", "shop-c-pool"),
     ("shop-d", "prepaid_pool", "shop-d-pool"),
+    ("shop-a", "prepaid_pool", "net-pool"),  # the reseller's own pool pays a shop's SIM
 ]
 RESELLERS += "".join(
     f"""  - imsi: "26201000030000{n}"
@@ -109,7 +110,7 @@ RESELLERS += "".join(
 """
     for n, (account, kind, pid) in enumerate(SIMS, start=1)
 )
-SHOP_A, SHOP_B, SHOP_C, SHOP_D = (f"26201000030000{i}" for i in range(1, 5))
+SHOP_A, SHOP_B, SHOP_C, SHOP_D, ON_RESELLER = (f"26201000030000{i}" for i in range(1, 6))
 NET_POOL = "demo:prepaid_pool:net-pool"
 SHOP_A_POOL = "demo:prepaid_pool:shop-a-pool"
 SHOP_B_WALLET = "demo:wallet:shop-b-wallet"
@@ -346,8 +347,34 @@ async def test_an_event_is_debited_and_refunded_at_every_prepaid_level(
     assert await used_of(store, WR_WALLET, "wr-wallet") == (120, 0, 30)
     assert await event("ev;2", RequestedAction.DIRECT_DEBITING, 50) == 4012  # 150 ct > 120
     assert await used_of(store, WR_WALLET, "wr-wallet") == (120, 0, 30)  # nothing moved
+    # CHECK_BALANCE looks at every level: 40 events fit (120 ct at the reseller), 41 do not
+    for units, verdict in ((40, 0), (41, 1)):  # ENOUGH_CREDIT 0, NO_CREDIT 1
+        answer = await app.handle_ccr(
+            wire(
+                build_ccr(
+                    f"ev;check{units}", request_type=4, number=0, imsi=SHOP_D,
+                    msccs=[(1, units, 0)], apn=None, units=True,
+                    requested_action=RequestedAction.CHECK_BALANCE,
+                )
+            )
+        )  # fmt: skip
+        assert answer.get(A.AVP_CHECK_BALANCE_RESULT) == verdict, units
     assert await event("ev;3", RequestedAction.REFUND_ACCOUNT, 10) == 2001
     assert await used_of(store, "demo:prepaid_pool:shop-d-events", "shop-d-events") == (1000, 0, 0)
     assert await used_of(store, WR_WALLET, "wr-wallet") == (150, 0, 0)
     for payer in ("demo:prepaid_pool:shop-d-events", WR_WALLET):
         await assert_conserved(store, payer)
+
+
+async def test_a_payer_that_pays_two_levels_of_a_usage_is_charged_once(
+    chain_app: ChargingApplication, chain_store: BalanceStore
+) -> None:
+    """A shop's SIM paid by its reseller's own pool: level 0 (retail) and level 1
+    (wholesale) name the same pool, which holds and pays the usage once."""
+    app, store = chain_app, chain_store
+    got, _ = await session(app, ON_RESELLER, want=MB, use=400_000)
+    assert got == MB
+    assert await used_of(store, NET_POOL, "net-pool") == (2_600_000, 0, 400_000)
+    kinds = [r.fields["kind"] for r in await store.records(NET_POOL)]
+    assert kinds.count("usage") == 1 and "level" not in kinds
+    await assert_conserved(store, NET_POOL)

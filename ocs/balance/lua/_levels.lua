@@ -6,7 +6,8 @@
 -- rsv, rsvidx, stream (the same shapes as level 0's), all in the slot of the chain's root
 -- (ocs.balance.keys), and one entry of ARGV[18], a JSON list, level 1 first:
 --   {p = payer tag, k = "reserve" | "check", n = rate numerator, d = rate denominator,
---    x = the exact money of the used units at this level (a wallet), absent otherwise}
+--    x = the exact money of the used units at this level (a wallet), absent otherwise,
+--    l = the level's number (absent: its place in the list)}
 -- "reserve" (prepaid pool, wallet): a grant holds its share at this level too, under the
 -- same reservation member, with the same reclaim deadline; a commit releases it and takes
 -- what was used (the price, for a wallet). "check" (postpaid pool, external contract):
@@ -61,7 +62,7 @@ function LV.load(text, unit, now)
     end
     if KEYS[k + 5] == nil then fail('level ' .. i .. ' has no keys') end
     if s.k ~= 'reserve' and s.k ~= 'check' then fail('level ' .. i .. ': k must be reserve or check') end
-    local L = {i = i, tag = s.p, reserve = s.k == 'reserve', num = int(s.n, 'level rate numerator'),
+    local L = {i = s.l and int(s.l, 'level number', 1) or i, tag = s.p, reserve = s.k == 'reserve', num = int(s.n, 'level rate numerator'),
                den = int(s.d, 'level rate denominator'), kb = KEYS[k + 1], kv = KEYS[k + 2],
                kr = KEYS[k + 3], ki = KEYS[k + 4], ks = KEYS[k + 5], uses = {}, units = 0,
                money = 0, overrun = 0, short = 0, held = false}
