@@ -19,7 +19,7 @@ from tools.webhook_receiver import Receiver
 
 __all__ = ["redis_base_url"]
 
-EVENTS_DB: Final = 6  # 7: docs, 8: workers, 9: cli, 10: api, 11: bench_api, 12: offline, 13: balance, 14: charging
+EVENTS_DB: Final = 6  # 7: docs, 8: workers, 9: cli, 10: api, 12: offline, 13: balance, 14: charging
 SECRET: Final = "whsec_test-secret-0123456789"
 
 
