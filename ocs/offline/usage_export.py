@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 from ocs.offline.crypto import TenantCipher, stored_cipher
 from ocs.offline.usage_reader import (
+    EXPORT_TIMEOUT_MS,
     USAGE,
     Record,
     Subject,
@@ -202,7 +203,7 @@ class Export:
         if fmt == "csv":
             yield encode([list(COLUMNS)])
         subject, reader = self.subject, self.reader
-        async with snapshot(reader.db, subject.tenant) as conn:
+        async with snapshot(reader.db, subject.tenant, EXPORT_TIMEOUT_MS) as conn:
             keys = [row[KEY] for row in self.opened]
             stored = await reader.stored_keys(conn, subject.tenant, keys)
             cipher = await stored_cipher(conn, subject.tenant, reader.master)

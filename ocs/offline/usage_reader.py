@@ -49,6 +49,8 @@ STREAM_PAGE: Final = 5_000  # entries per XRANGE
 MAX_OPEN: Final = 200_000  # matching undrained records one read holds
 CHECK_CHUNK: Final = 10_000  # record keys per "stored already?" query
 USAGE: Final = ("usage",)
+STATEMENT_TIMEOUT_MS: Final = 30_000  # a read's statement (an export's: EXPORT_TIMEOUT_MS)
+EXPORT_TIMEOUT_MS: Final = 600_000  # an export's fetch (the first one sorts the period)
 Granularity = Literal["day", "month"]
 T = TypeVar("T")
 _TS_MS: Final = "(extract(epoch FROM u.ts) * 1000)::bigint"
@@ -446,12 +448,16 @@ def _row_record(row: asyncpg.Record, imsi: str | None = None) -> Record:
 
 
 @asynccontextmanager
-async def snapshot(db: Database, tenant: str) -> AsyncIterator[Connection]:
+async def snapshot(
+    db: Database, tenant: str, timeout_ms: int = STATEMENT_TIMEOUT_MS
+) -> AsyncIterator[Connection]:
     """A read-only REPEATABLE READ transaction of ``tenant`` as the application role: every
-    query in it sees one snapshot."""
+    query in it sees one snapshot, and each statement ends after ``timeout_ms`` (cancelled:
+    ``QueryCanceledError``)."""
     async with (
         db.pool.acquire() as conn,
         conn.transaction(isolation="repeatable_read", readonly=True),
     ):
         await enter_tenant(conn, tenant)
+        await conn.execute("SELECT set_config('statement_timeout', $1, true)", str(int(timeout_ms)))
         yield conn

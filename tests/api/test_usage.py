@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import pytest
 
 from ocs.api.auth import Scope, create_token
@@ -32,7 +33,7 @@ from ocs.offline.drain import Drainer
 from ocs.offline.sync import sync_catalogue
 from ocs.offline.terms import DEMO_TERMS, load_terms
 from ocs.offline.usage_export import COLUMNS
-from ocs.offline.usage_reader import OpenBacklog, Subject, UsageReader
+from ocs.offline.usage_reader import OpenBacklog, Subject, UsageReader, snapshot
 from tests.api.conftest import Api, demo_documents
 from tests.charging.ccr import build_ccr
 from tests.charging.helpers import wire
@@ -273,6 +274,19 @@ async def test_a_backlog_beyond_the_limit_is_refused_not_truncated(world: World)
         with pytest.raises(OpenBacklog, match="more than 2 undrained records"):
             await reader.by_period(Subject(a.id, (tag,), payer=tag), "day", TZ, today,
                                    today + timedelta(days=1))  # fmt: skip
+    finally:
+        await db.close()
+
+
+async def test_reads_run_read_only_in_one_snapshot_with_a_time_limit(world: World) -> None:
+    db = await connect(world.settings)
+    try:
+        async with snapshot(db, world.a.id) as conn:
+            assert await conn.fetchval("SHOW statement_timeout") == "30s"
+            assert await conn.fetchval("SHOW transaction_isolation") == "repeatable read"
+            assert await conn.fetchval("SHOW transaction_read_only") == "on"
+            with pytest.raises(asyncpg.QueryCanceledError):
+                await conn.execute("SET LOCAL statement_timeout = 50; SELECT pg_sleep(1)")
     finally:
         await db.close()
 
