@@ -47,7 +47,14 @@ from ocs.offline.usage_export import (
 from ocs.offline.usage_export import (
     MAX_DAYS as MAX_EXPORT_DAYS,
 )
-from ocs.offline.usage_reader import OpenBacklog, Totals, UsageReader, tenant_streams
+from ocs.offline.usage_reader import (
+    PAID,
+    USAGE,
+    OpenBacklog,
+    Totals,
+    UsageReader,
+    tenant_streams,
+)
 from ocs.offline.usage_reader import Subject as Scope
 from ocs.provisioning.catalogues import Compiled
 from ocs.rating.catalogue import CompiledSim
@@ -88,6 +95,7 @@ class Target:
     subject: Subject
     scope: Scope
     tz: ZoneInfo
+    kinds: tuple[str, ...] = USAGE  # a payer's: PAID (its upper-level records too)
 
 
 # -- looking subjects up in the token's tenant ------------------------------------------------
@@ -139,7 +147,7 @@ async def payer_target(api: ApiState, tenant: str, kind: PayerPath, ident: str) 
     if tag is None:
         raise not_found(kind.removesuffix("s"), ident)
     subject = Subject(type=kind.removesuffix("s"), id=ident)  # type: ignore[arg-type]
-    return Target(subject, Scope(tenant, (tag,), payer=tag), tz)
+    return Target(subject, Scope(tenant, (tag,), payer=tag), tz, PAID)
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -270,7 +278,7 @@ async def usage_page(
         begin = max(first, date.fromisoformat(after[0]))
     usage = await reader(api)
     with unavailable():
-        rows = await usage.by_period(target.scope, by, target.tz, begin, last)
+        rows = await usage.by_period(target.scope, by, target.tz, begin, last, target.kinds)
     if after is not None:
         rows = [r for r in rows if (r[0][0].isoformat(), r[0][1], r[0][2]) > after]
     items = [_summary(target.subject, k, t, by, target.tz) for k, t in rows[:limit]]

@@ -1,14 +1,16 @@
 """The usage export of one tenant and period, as CSV or NDJSON, streamed. The HTTP API (``GET
 /v1/usage/export``) and ``ocs usage export`` write the same bytes.
 
-One row per usage record, counted once, read as :mod:`ocs.offline.usage_reader` reads (Redis
-first, then one PostgreSQL snapshot that also tells which of the Redis records are stored
-already). :func:`open_export` reads the records not drained yet (so a backlog is refused
-before a byte is sent); :meth:`Export.chunks` then streams the stored rows through a
-server-side cursor, in (time, key) order, in batches of :data:`BATCH` rows, followed by the
-open records not stored meanwhile. PostgreSQL computes the columns (and for NDJSON the
-line's text around the IMSI); Python decrypts the IMSI (a bounded cache) and writes CSV.
-Memory holds one batch, the open records and the cache, never the stored rows.
+One row per rated record of kind ``usage`` (what a SIM used, level 0) or ``level`` (what an
+upper level of a reseller chain paid for the same usage), counted once, read as
+:mod:`ocs.offline.usage_reader` reads (Redis first, then one PostgreSQL snapshot that also
+tells which of the Redis records are stored already). :func:`open_export` reads the records
+not drained yet (so a backlog is refused before a byte is sent); :meth:`Export.chunks` then
+streams the stored rows through a server-side cursor, in (time, key) order, in batches of
+:data:`BATCH` rows, followed by the open records not stored meanwhile. PostgreSQL computes
+the columns (and for NDJSON the line's text around the IMSI); Python decrypts the IMSI (a
+bounded cache) and writes CSV. Memory holds one batch, the open records and the cache, never
+the stored rows.
 
 Times are UTC (ISO 8601 with milliseconds); money is in minor units of ``currency``.
 """
@@ -27,7 +29,7 @@ from zoneinfo import ZoneInfo
 from ocs.offline.crypto import TenantCipher, stored_cipher
 from ocs.offline.usage_reader import (
     EXPORT_TIMEOUT_MS,
-    USAGE,
+    PAID,
     Record,
     Subject,
     Totals,
@@ -180,7 +182,7 @@ async def open_export(
 ) -> Export:
     """The export of local days ``[start, end)``: the open records are read now."""
     lo, hi = local_start(start, tz), local_start(end, tz)
-    opened = await reader.open_list(subject, USAGE, ms(lo), ms(hi), open_row)
+    opened = await reader.open_list(subject, PAID, ms(lo), ms(hi), open_row)
     opened.sort(key=lambda row: (row[TIME], row[KEY]))
     await reader.between()
     return Export(reader, subject, lo, hi, opened)
@@ -207,7 +209,7 @@ class Export:
             keys = [row[KEY] for row in self.opened]
             stored = await reader.stored_keys(conn, subject.tenant, keys)
             cipher = await stored_cipher(conn, subject.tenant, reader.master)
-            args: list[Any] = [subject.tenant, list(USAGE), self.lo, self.hi]
+            args: list[Any] = [subject.tenant, list(PAID), self.lo, self.hi]
             where = await reader.where(conn, subject, args)
             if where is not None:
                 cursor = await conn.cursor(

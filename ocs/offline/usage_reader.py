@@ -48,7 +48,10 @@ from ocs.redis_client import RedisClient
 STREAM_PAGE: Final = 5_000  # entries per XRANGE
 MAX_OPEN: Final = 200_000  # matching undrained records one read holds
 CHECK_CHUNK: Final = 10_000  # record keys per "stored already?" query
-USAGE: Final = ("usage",)
+USAGE: Final = ("usage",)  # what SIMs used (level 0's record of each usage)
+# what payers paid: level 0's records and the upper levels' of reseller chains (``level``,
+# one per level whose payer paid, docs/charging.md); a usage is in one ``usage`` record
+PAID: Final = ("usage", "level")
 STATEMENT_TIMEOUT_MS: Final = 30_000  # a read's statement (an export's: EXPORT_TIMEOUT_MS)
 EXPORT_TIMEOUT_MS: Final = 600_000  # an export's fetch (the first one sorts the period)
 Granularity = Literal["day", "month"]

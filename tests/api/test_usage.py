@@ -232,6 +232,31 @@ async def test_usage_spanning_drained_and_open_records_sums_to_what_was_charged(
     assert [t["ts"] for t in seen] == sorted((t["ts"] for t in seen), reverse=True)
 
 
+async def test_a_reseller_chain_usage_is_the_sims_once_and_each_payers_own(world: World) -> None:
+    """B2B2B: farm-co's SIM is paid by farm-pool (level 0) and, wholesale, by the reseller's
+    postpaid pool (a ``level`` record). The SIM used it once; each payer shows what it paid."""
+    a = world.a
+    farm = f"{a.bob[:5]}0000100000"
+    await world.session(farm, [5_000, 2_000])
+    await world.drain()
+    await world.session(farm, [1_000])
+    sim = (await world.get(a, f"/v1/usage/sims/{farm}")).json()
+    assert _sum(sim["items"], "quantity") == 8_000
+    assert _sum(sim["items"], "records") == 3
+    for pool in ("farm-pool", "reseller-postpaid"):
+        r = await world.get(a, f"/v1/usage/pools/{pool}", by="month")
+        assert r.status_code == 200, r.text
+        assert _sum(r.json()["items"], "quantity") == 8_000, (pool, r.json())
+    day = datetime.now(TZ).date()
+    window = {"from": day.isoformat(), "to": (day + timedelta(days=1)).isoformat()}
+    r = await world.get(a, "/v1/usage/export", format="ndjson", **window)
+    rows = [json.loads(line) for line in r.text.splitlines()]
+    assert sum(row["units"] for row in rows if row["kind"] == "usage") == 8_000
+    levels = [row for row in rows if row["kind"] == "level"]
+    assert {row["payer"] for row in levels} == {f"{a.id}:postpaid_pool:reseller-postpaid"}
+    assert sum(row["units"] for row in levels) == 8_000
+
+
 async def test_a_record_drained_between_the_two_reads_is_counted_once(world: World) -> None:
     """The reader reads Redis, then the drain commits and deletes the entries, then the
     reader opens its PostgreSQL snapshot: nothing lost, nothing twice. And the other way: a
@@ -447,6 +472,8 @@ async def test_the_exports_totals_are_the_apis(world: World, capsys: Any) -> Non
     def totals(rows: list[dict[str, Any]]) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}
         for row in rows:
+            if row["kind"] != "usage":  # the SIMs' usage (level rows: what upper levels paid)
+                continue
             acc = out.setdefault(row["unit"], [0, 0, 0])
             acc[0] += 1
             acc[1] += int(row["units"])
