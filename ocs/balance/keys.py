@@ -160,3 +160,9 @@ def nchf_subscriber_key(tenant: str, imsi: str) -> str:
     (TTL ``session_ttl``, refreshed by each request), for charging notifications: the Nchf
     counterpart of ``ocs.network.keys.subscriber_key`` for Gy sessions."""
     return f"{PREFIX}:nchf:sub:{tenant}:imsi:{imsi}"
+
+
+def nchf_create_key(tenant: str, digest: str) -> str:
+    """The ChargingDataRef a create request (by the digest of its body) made, for
+    ``answer_ttl``: the same create sent again (a retry) gets the same resource."""
+    return f"{PREFIX}:nchf:create:{tenant}:{digest}"

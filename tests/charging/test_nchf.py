@@ -123,8 +123,14 @@ async def test_a_repeated_invocation_sequence_number_charges_nothing(
     store: BalanceStore, config: ChargingConfig, redis_url: str
 ) -> None:
     async with nchf_served(settings_for(redis_url, config)) as served, h2_client() as client:
-        created = await post(client, served.base, charging_request(0, units=[usage(10)]))
+        create = charging_request(0, units=[usage(10)])
+        created = await post(client, served.base, create)
         location = created.headers["location"]
+        reserved = (await bucket(store, ACME_POOL, "acme-pool")).reserved
+        retried = await post(client, served.base, create)  # the create's answer was lost
+        assert (retried.status_code, retried.headers["location"]) == (201, location)
+        assert retried.content == created.content
+        assert (await bucket(store, ACME_POOL, "acme-pool")).reserved == reserved
         doc = charging_request(1, units=[usage(10, used=1_000_000)])
         first = await post(client, f"{location}/update", doc)
         after_first = await bucket(store, ACME_POOL, "acme-pool")

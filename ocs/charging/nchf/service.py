@@ -138,6 +138,18 @@ class NchfService:
             except RatingError as exc:
                 status, cause = refusal(result_code(exc), update=False)
                 return problem(status, cause, str(exc))
+        earlier = await self.resources.created(tenant, data.digest)
+        if earlier is not None:  # the same create again: its resource, charged once
+            resource, stored = await self.resources.load(tenant, earlier, data.sequence)
+            if (
+                resource is not None
+                and not resource.closed
+                and stored is not None
+                and stored.get("status") == 201
+            ):
+                location = f"{request.scheme}://{request.authority}{COLLECTION}/{earlier}"
+                body = str(stored.get("body", "")).encode()
+                return Response(201, body, (("content-type", JSON), ("location", location)))
         ref = new_ref(tenant)
         resource = Resource(
             tenant=tenant,

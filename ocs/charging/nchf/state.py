@@ -31,6 +31,10 @@ field          value
 ``session_ttl``: the refs of the subscriber's open resources (added at create, removed at
 release), so that a notifier finds them from a subscriber.
 
+``ocs:nchf:create:<tenant>:<digest>`` (``nchf_create_key``), a STRING, TTL ``answer_ttl``:
+the ref a create request made, by the digest of its body, so that the same create sent
+again (a retry whose answer was lost) gets the same resource instead of a second one.
+
 The ChargingDataRef is ``<32 hex digits>-<tenant>``: the tenant of a request is read from the
 ref, so every key it reaches carries it; an unknown or malformed ref is 404.
 """
@@ -44,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ocs.balance.batch import Command, CommandBatcher
-from ocs.balance.keys import nchf_answer_key, nchf_key, nchf_subscriber_key
+from ocs.balance.keys import nchf_answer_key, nchf_create_key, nchf_key, nchf_subscriber_key
 
 _RG: Final = "rg:"
 REF_RE: Final = re.compile(r"^([0-9a-f]{32})-([A-Za-z0-9][A-Za-z0-9_.:-]{0,63})$")
@@ -128,6 +132,11 @@ class ResourceStore:
         )
         return resource, stored
 
+    async def created(self, tenant: str, digest: str) -> str | None:
+        """The ref an identical create made within ``answer_ttl`` (None: none did)."""
+        ref = await self.batch.execute("GET", nchf_create_key(tenant, digest))
+        return None if ref is None else (ref.decode() if isinstance(ref, bytes) else str(ref))
+
     async def save(
         self,
         resource: Resource,
@@ -159,6 +168,9 @@ class ResourceStore:
                 commands.append(("SREM", index, resource.ref))
             else:
                 commands += [("SADD", index, resource.ref), ("EXPIRE", index, self.ttl)]
+        if status == 201 and digest:  # a create: its retry finds the resource
+            ref_key = nchf_create_key(resource.tenant, digest)
+            commands.append(("SET", ref_key, resource.ref, "EX", self.answer_ttl))
         answer = json.dumps({"status": status, "body": body.decode(), "digest": digest})
         commands.append(
             (
