@@ -44,10 +44,19 @@ async def locate(redis: RedisClient, tag: str) -> PayerKeys:
     return PayerKeys(tag, _s(root) if root else "")
 
 
+LOCATE_PAGE = 500  # registry fields read by one HMGET
+
+
 async def locate_all(redis: RedisClient, tags: Iterable[str]) -> list[PayerKeys]:
-    """The keys of many payers with one read of the registry."""
-    known = await roots(redis)
-    return [PayerKeys(t, known.get(t, "")) for t in tags]
+    """The keys of many payers: their fields of the registry, read in pages (a command
+    bounded by the page, whatever the size of the registry or of ``tags``)."""
+    wanted = list(tags)
+    out: list[PayerKeys] = []
+    for i in range(0, len(wanted), LOCATE_PAGE):
+        page = wanted[i : i + LOCATE_PAGE]
+        found: list[Any] = await redis.hmget(PAYER_SLOTS, page)
+        out += [PayerKeys(t, _s(r) if r else "") for t, r in zip(page, found, strict=True)]
+    return out
 
 
 async def place(redis: RedisClient, tag: str, root: str) -> bool:

@@ -18,8 +18,8 @@ from typing import Any, Final
 
 from redis.commands.core import AsyncScript
 
-from ocs.balance.keys import LIFECYCLE_EVENTS, PAYERS, PayerKeys
-from ocs.balance.slots import locate, roots
+from ocs.balance.keys import LIFECYCLE_EVENTS, PAYERS
+from ocs.balance.slots import locate, locate_all
 from ocs.balance.store import script_text
 from ocs.lifecycle.metrics import LifecycleMetrics
 from ocs.lifecycle.periods import Period, next_period, period_at, period_from
@@ -89,9 +89,9 @@ class Lifecycle:
         # one round trip (per cluster node) for every pool: a catalogue change over the API
         # sets up all pools again; SCRIPT LOAD goes to every primary first
         sha = await self.redis.script_load(self._script.script)
-        known = await roots(self.redis)
+        placed = await locate_all(self.redis, [r.tag for r in rules])
         async with self.redis.pipeline(transaction=False) as pipe:
-            for r in rules:
+            for r, k in zip(rules, placed, strict=True):
                 first = period_at(now_ms, r.pool.period, r.tz, r.bill_day)
                 args = {
                     "ladder": r.ladder,
@@ -100,7 +100,6 @@ class Lifecycle:
                     "own": r.catalogue_buckets,
                     "period": first.as_json(),
                 }
-                k = PayerKeys(r.tag, known.get(r.tag, ""))
                 keys = (k.buckets, k.balances, k.lifecycle, k.stream, k.events)
                 pipe.execute_command(
                     "EVALSHA", sha, len(keys), *keys, "setup", now_ms, r.tag, _json(args)
@@ -130,10 +129,9 @@ class Lifecycle:
         report = PassReport()
         signals: dict[str, list[tuple[str, str, str | None]]] = {}  # op -> SIMs, at the end
         reads = []
-        known = await roots(self.redis)
+        placed = await locate_all(self.redis, [r.tag for r in rules])
         async with self.redis.pipeline(transaction=False) as pipe:
-            for r in rules:
-                k = PayerKeys(r.tag, known.get(r.tag, ""))
+            for r, k in zip(rules, placed, strict=True):
                 pipe.hmget(k.lifecycle, ["period", "pend", "tier"])
                 pipe.hget(k.balances, f"{r.pool.id}:a")
             replies = await pipe.execute()
