@@ -55,6 +55,8 @@ from ocs.provisioning.states import (
     SYSTEM,
     Actor,
     entries,
+    explicit,
+    keep_states,
     moves,
     outbox_event,
     snapshot,
@@ -300,8 +302,10 @@ class TenantCatalogues:
             _kept(held_lock),
         ):
             rev, state = await self.load_state(tenant)
-            before = snapshot(state)
+            before, kept = snapshot(state), explicit(state)
             precompiled = mutation(state)
+            if keep_states(kept, state):  # a replaced item keeps its SIM state
+                precompiled = None
             moved = moves(before, state)
             if not state.get("tenant"):
                 raise Refused(

@@ -179,6 +179,58 @@ def snapshot(state: Mapping[str, Any]) -> Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class Explicit:
+    """The items of a catalogue state that name a state (``state``, a range's ``states``),
+    held (so that an item replaced by a change is told from one edited in place), to give
+    back their states to the items that replace them without naming one."""
+
+    sims: dict[str, dict[str, Any]]
+    ranges: dict[str, dict[str, Any]]
+
+
+def explicit(state: Mapping[str, Any]) -> Explicit:
+    sims = {imsi: item for imsi, item in (state.get("sims") or {}).items() if item.get("state")}
+    ranges = {
+        rid: item
+        for rid, item in (state.get("sim_ranges") or {}).items()
+        if item.get("state") or item.get("states")
+    }
+    return Explicit(sims, ranges)
+
+
+def keep_states(kept: Explicit, after: Mapping[str, Any]) -> bool:
+    """A SIM's state is operational data, like a wallet's balance: an item that a change
+    replaced (a catalogue file or document applied again) without naming a state keeps the
+    one it had; an item edited in place (the API, an import) is as the edit left it. Only a
+    ``state`` written in the new item moves a SIM. True if an item got its state back."""
+    changed = False
+    for imsi, item in (after.get("sims") or {}).items():
+        old = kept.sims.get(imsi)
+        if old is not None and item is not old and not item.get("state"):
+            item["state"] = old["state"]
+            changed = True
+    for rid, item in (after.get("sim_ranges") or {}).items():
+        old = kept.ranges.get(rid)
+        if old is None or item is old:
+            continue
+        if not item.get("state") and old.get("state"):
+            item["state"] = old["state"]
+            changed = True
+        own: dict[str, str] = old.get("states") or {}
+        if not item.get("states") and own:
+            first, count = str(item["imsi_first"]), int(item["count"])
+            inside = {
+                imsi: s
+                for imsi, s in own.items()
+                if len(imsi) == len(first) and int(first) <= int(imsi) < int(first) + count
+            }
+            if inside:
+                item["states"] = inside
+                changed = True
+    return changed
+
+
+@dataclass(frozen=True, slots=True)
 class Move:
     """One state change: of one SIM (``imsi``), or of a whole range (``range`` and no IMSI:
     its members without a state of their own)."""

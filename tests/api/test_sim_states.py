@@ -540,3 +540,18 @@ async def _next_request(gw: Gateway, command: int) -> Message:
         msg = await asyncio.wait_for(gw.received.get(), 10)
         if msg.command == command:
             return msg
+
+
+async def test_a_re_apply_of_the_folder_keeps_the_states_the_api_set(
+    demo: Api, settings: Settings, tmp_path: Path
+) -> None:
+    """A SIM's state is operational data: the folder re-applied without a `state` for the
+    SIM keeps what the API set (a terminated SIM would otherwise make every later apply a
+    refused move), and a range member keeps its own state too."""
+    assert (await demo.request("POST", "/v1/subscriptions/262019999999999/terminate")).is_success
+    assert (await _move(demo, RANGE_IMSI, "deactivated")).status_code == 200
+    assert await apply_catalog_cli(settings, str(DEMO)) == 0
+    assert await _status(demo, "262019999999999", was="active") == "terminated"
+    assert await _status(demo, RANGE_IMSI, was="active") == "deactivated"
+    history = (await demo.request("GET", "/v1/subscriptions/262019999999999/history")).json()
+    assert [(m["from"], m["to"]) for m in history["items"]] == [("active", "terminated")]
