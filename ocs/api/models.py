@@ -322,11 +322,14 @@ class SessionView(BaseModel):
     imsi: str
     msisdn: str
     started: int
+    interface: str = "gy"  # "gy": a Diameter Gy session; "nchf": a charging data resource
+    notify_uri: str = ""  # nchf: where its ChargingNotifyRequests go
 
 
 class NetworkOutcome(BaseModel):
     session: str
     op: str
     status: str
-    result_code: int | None = None
+    result_code: int | None = None  # gy: the RAA/ASA Result-Code
+    http_status: int | None = None  # nchf: the consumer's answer to the notification
     worker: str | None = None

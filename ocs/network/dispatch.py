@@ -1,9 +1,13 @@
-"""The requesting side (the HTTP API, any process): find a subscriber's open sessions and
-ask the worker holding each one to send an RAR or ASR, optionally waiting for the outcomes.
+"""The requesting side (the HTTP API, the lifecycle pass, any process): find a subscriber's
+open sessions, Gy sessions and Nchf charging data resources alike, and ask each to
+re-authorise (``op`` "rar") or to stop ("asr"), optionally waiting for the outcomes.
 
-A command is published on the holding worker's channel; when nobody listens there (the
-worker is gone) it goes to another worker with a connection from the same peer, and when
-there is none the session is reported ``no_worker`` and its records are dropped.
+For a Gy session the command is published on the holding worker's channel; when nobody
+listens there (the worker is gone) it goes to another worker with a connection from the same
+peer, and when there is none the session is reported ``no_worker`` and its records are
+dropped. For an Nchf resource this process POSTs the ChargingNotifyRequest to the consumer's
+notifyUri itself (``ocs.network.notify``: REAUTHORIZATION for "rar", ABORT_CHARGING for
+"asr"): the resource lives in Redis and the notifyUri is an HTTP address, so any worker can.
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
+from ocs.balance.keys import nchf_key, nchf_subscriber_key
 from ocs.network.keys import (
     BROADCAST,
     peer_workers_key,
@@ -24,9 +29,14 @@ from ocs.network.keys import (
     subscriber_key,
     worker_channel,
 )
+from ocs.network.notify import DELIVERED, GONE, NOTIFICATION_OF, ChargingNotifier
+from ocs.observability.metrics import sbi_metrics
 
 Op = str  # "rar" | "asr"
 REFRESH_WAIT: Final = 5.0  # seconds the API waits for workers to reload a changed catalogue
+GY: Final = "gy"
+NCHF: Final = "nchf"
+NOTIFY_AT_ONCE: Final = 64  # notifications in flight at once from one process
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +50,14 @@ class SessionInfo:
     imsi: str
     msisdn: str
     started: int
+    interface: str = GY  # "gy": a Diameter session; "nchf": a charging data resource
+    notify_uri: str = ""  # nchf: the consumer's notifyUri ("" when it gave none)
 
 
 class NetworkCommands:
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: Any, *, notifier: Callable[[], ChargingNotifier] | None = None):
         self.redis = redis
+        self.notifier = notifier or _default_notifier
 
     async def sessions(
         self, tenant: str, subscribers: Iterable[tuple[str, str | None]]
@@ -52,34 +65,46 @@ class NetworkCommands:
         """Open sessions of ``tenant``'s subscribers among the given (IMSI, MSISDN) pairs:
         only the tenant's index is read, and a record of another tenant is never returned.
         Stale index entries are dropped."""
-        keys: list[str] = []
+        keys: list[tuple[str, str]] = []  # (index key, interface)
         for imsi, msisdn in subscribers:
-            keys.append(subscriber_key(tenant, "imsi", imsi))
+            keys.append((subscriber_key(tenant, "imsi", imsi), GY))
             if msisdn:
-                keys.append(subscriber_key(tenant, "msisdn", msisdn))
+                keys.append((subscriber_key(tenant, "msisdn", msisdn), GY))
+            keys.append((nchf_subscriber_key(tenant, imsi), NCHF))  # by IMSI only
         if not keys:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
-            for key in keys:
+            for key, _ in keys:
                 pipe.smembers(key)
             members = await pipe.execute()
-        owner: dict[str, str] = {}
-        for key, found in zip(keys, members, strict=True):
+        owner: dict[tuple[str, str], str] = {}  # (interface, id) -> the index key naming it
+        for (key, interface), found in zip(keys, members, strict=True):
             for raw in found:
-                owner.setdefault(_s(raw), key)
+                owner.setdefault((interface, _s(raw)), key)
         if not owner:
             return []
-        sids = sorted(owner)
+        ids = sorted(owner)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for sid in sids:
-                pipe.hgetall(session_key(sid))
+            for interface, sid in ids:
+                pipe.hgetall(session_key(sid) if interface == GY else nchf_key(tenant, sid))
             records = await pipe.execute()
         out: list[SessionInfo] = []
         stale: list[tuple[str, str]] = []
-        for sid, raw in zip(sids, records, strict=True):
+        for (interface, sid), raw in zip(ids, records, strict=True):
             f = {_s(k): _s(v) for k, v in raw.items()} if raw else {}
-            if f.get("tenant") != tenant:  # gone, or (never expected) another tenant's
-                stale.append((owner[sid], sid))
+            if f.get("tenant") != tenant or f.get("closed") == "1":
+                stale.append((owner[interface, sid], sid))  # gone, released, not the tenant's
+                continue
+            if interface == NCHF:
+                out.append(
+                    SessionInfo(
+                        *(tenant, sid, "", "", f.get("consumer", ""), ""),
+                        *(f.get("imsi", ""), f.get("msisdn", "")),
+                        int(f.get("created", "0") or 0) // 1000,
+                        NCHF,
+                        f.get("notifyUri", ""),
+                    )
+                )
                 continue
             out.append(
                 SessionInfo(
@@ -121,11 +146,15 @@ class NetworkCommands:
     async def send(
         self, op: Op, sessions: list[SessionInfo], *, wait: float = 0.0
     ) -> list[dict[str, Any]]:
-        """Ask for an RAR (``op`` "rar") or ASR ("asr") on each session. With ``wait`` > 0,
-        collect the outcomes for up to that many seconds (missing ones: ``pending``)."""
+        """Ask for an RAR (``op`` "rar") or ASR ("asr") on each Gy session, and notify each
+        Nchf resource (awaited here, each delivery bounded: ``ocs.network.notify``). With
+        ``wait`` > 0, collect the Gy outcomes for up to that many seconds (missing ones:
+        ``pending``)."""
         reply = uuid.uuid4().hex if wait > 0 else ""
         outcomes: dict[str, dict[str, Any]] = {}
-        for info in sessions:
+        resources = [s for s in sessions if s.interface == NCHF]
+        sessions_gy = [s for s in sessions if s.interface != NCHF]
+        for info in sessions_gy:
             command = json.dumps(
                 {
                     "op": op,
@@ -143,12 +172,37 @@ class NetworkCommands:
                     "status": "no_worker",
                 }
                 await self._forget(info)
-        if wait > 0:
-            await self._collect(reply, sessions, outcomes, wait)
+        if resources:
+            outcomes.update(await self._notify(op, resources))
+        if wait > 0 and sessions_gy:
+            await self._collect(reply, sessions_gy, outcomes, wait)
         return [
             outcomes.get(s.session_id, {"session": s.session_id, "op": op, "status": "pending"})
             for s in sessions
         ]
+
+    async def _notify(self, op: Op, resources: list[SessionInfo]) -> dict[str, dict[str, Any]]:
+        """POST the notification of ``op`` to each resource's notifyUri, at most
+        :data:`NOTIFY_AT_ONCE` at a time; a consumer that no longer knows one leaves it."""
+        kind = NOTIFICATION_OF[op]
+        limit = asyncio.Semaphore(NOTIFY_AT_ONCE)
+
+        async def one(notifier: ChargingNotifier, info: SessionInfo) -> dict[str, Any]:
+            outcome: dict[str, Any] = {"session": info.session_id, "op": op}
+            if not info.notify_uri:  # the consumer asked for no notifications
+                return outcome | {"status": "no_notify_uri"}
+            async with limit:
+                result = await notifier.notify(info.notify_uri, kind)
+            outcome["status"] = "answered" if result.status == DELIVERED else result.status
+            if result.http_status:
+                outcome["http_status"] = result.http_status
+            if result.status == GONE:
+                await self._forget(info)
+            return outcome
+
+        async with self.notifier() as notifier:
+            done = await asyncio.gather(*(one(notifier, info) for info in resources))
+        return {o["session"]: o for o in done}
 
     async def _publish(self, info: SessionInfo, command: str) -> bool:
         if info.worker and await self.redis.publish(worker_channel(info.worker), command):
@@ -184,12 +238,18 @@ class NetworkCommands:
         await self.redis.delete(key)
 
     async def _forget(self, info: SessionInfo) -> None:
+        """Drop a session's records; an Nchf resource only leaves the index (it is the
+        charging state: its release or its expiry ends it)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.delete(session_key(info.session_id))
-            if info.imsi:
-                pipe.srem(subscriber_key(info.tenant, "imsi", info.imsi), info.session_id)
-            if info.msisdn:
-                pipe.srem(subscriber_key(info.tenant, "msisdn", info.msisdn), info.session_id)
+            if info.interface == NCHF:
+                if info.imsi:
+                    pipe.srem(nchf_subscriber_key(info.tenant, info.imsi), info.session_id)
+            else:
+                pipe.delete(session_key(info.session_id))
+                if info.imsi:
+                    pipe.srem(subscriber_key(info.tenant, "imsi", info.imsi), info.session_id)
+                if info.msisdn:
+                    pipe.srem(subscriber_key(info.tenant, "msisdn", info.msisdn), info.session_id)
             await pipe.execute()
 
     @staticmethod
@@ -198,6 +258,10 @@ class NetworkCommands:
         out = asdict(info)
         del out["tenant"]
         return out
+
+
+def _default_notifier() -> ChargingNotifier:
+    return ChargingNotifier(metrics=sbi_metrics())
 
 
 def _s(value: bytes | str) -> str:
