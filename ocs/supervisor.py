@@ -114,6 +114,7 @@ class Supervisor:
         self._redis: Any = None  # ocs.redis_client.RedisHandle of the embedded Redis
         self._stop_metrics: Callable[[], Awaitable[None]] | None = None
         self._stopping: asyncio.Event | None = None
+        self._deregister: Callable[[], Awaitable[None]] | None = None  # NRF registration
 
     async def run(self) -> int:
         """Prepare, start every worker, supervise until SIGTERM/SIGINT, drain. Exit status."""
@@ -170,6 +171,20 @@ class Supervisor:
     async def _start(self) -> None:
         await self._prepare()
         await self._start_all()
+        self._register_at_nrf()
+
+    def _register_at_nrf(self) -> None:
+        """One NRF registration for the node (docs/nchf.md), never one per worker."""
+        from .network.nrf import register_node  # noqa: PLC0415
+        from .observability.metrics import NrfMetrics  # noqa: PLC0415
+
+        s = self.settings
+        self._deregister = register_node(
+            s,
+            nchf_port=self.nchf_port,
+            tls=bool(s.nchf_tls_cert and s.nchf_tls_key),
+            metrics=NrfMetrics(self.metrics.registry),
+        )
 
     async def _prepare(self) -> None:
         s = self.settings
@@ -331,6 +346,9 @@ class Supervisor:
 
     # -- shutdown --------------------------------------------------------------------------
     async def _shutdown(self) -> None:
+        if self._deregister is not None:  # SMFs stop choosing us before the workers stop
+            await self._deregister()
+            self._deregister = None
         await self._stop_workers()
         if self._stop_metrics is not None:
             await self._stop_metrics()

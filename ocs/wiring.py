@@ -94,7 +94,20 @@ async def start_nchf(
         kind = "HTTP/2 over TLS" if tls is not None else "HTTP/2 h2c"
         print(f"ocs: Nchf_ConvergedCharging ({kind} and HTTP/1.1) on {where}", flush=True)
 
+    # NRF registration once per node: here when this process is the node, by the supervisor
+    # when it is one of N workers (ocs.supervisor)
+    deregister = None
+    if not reuse_port:
+        from .network.nrf import register_node  # noqa: PLC0415
+        from .observability.metrics import nrf_metrics  # noqa: PLC0415
+
+        deregister = register_node(
+            settings, nchf_port=server.port, tls=tls is not None, metrics=nrf_metrics()
+        )
+
     async def stop() -> None:
+        if deregister is not None:  # SMFs stop choosing us before we stop answering
+            await deregister()
         await server.stop(settings.shutdown_timeout)
 
     return stop

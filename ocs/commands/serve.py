@@ -41,6 +41,12 @@ def register(sub: Subparsers) -> None:
             help="a Diameter peer allowed to connect from ADDRESS (IP or CIDR, comma separated); "
             "repeatable, added to the peers of the config file (docs/operations.md)",
         )
+        p.add_argument(
+            "--nrf-url",
+            metavar="URL",
+            help="register this CHF's Nchf service at the NRF with this apiRoot, e.g. "
+            "http://nrf:8000 (OCS_NRF_URL; docs/nchf.md)",
+        )
     serve.add_argument(
         "--accept-unknown-peers",
         action="store_true",

@@ -22,14 +22,14 @@ import ipaddress
 import logging
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import httpx
 
 from ocs.config import Settings
 from ocs.network.sbi import JSON_PATCH, SbiError, request, sbi_client
-from ocs.observability.metrics import SbiMetrics
+from ocs.observability.metrics import NrfMetrics
 from ocs.observability.outage import OutageLog
 
 log = logging.getLogger("ocs.network.nrf")
@@ -122,7 +122,7 @@ class NrfRegistration:
         *,
         nchf_port: int,
         scheme: str = "http",
-        metrics: SbiMetrics | None = None,
+        metrics: NrfMetrics | None = None,
         backoff_first: float = BACKOFF_FIRST,
         client: Callable[[float], httpx.AsyncClient] = sbi_client,
     ) -> None:
@@ -231,3 +231,17 @@ class NrfRegistration:
             self._set_registered(False)
         finally:
             await self._client.aclose()
+
+
+def register_node(
+    settings: Settings, *, nchf_port: int, tls: bool, metrics: NrfMetrics | None
+) -> Callable[[], Awaitable[None]] | None:
+    """Start the registration of this node's Nchf service when ``nrf_url`` is set; what
+    deregisters it (None: nothing to do)."""
+    if not settings.nrf_url or not nchf_port:
+        return None
+    registration = NrfRegistration(
+        settings, nchf_port=nchf_port, scheme="https" if tls else "http", metrics=metrics
+    )
+    registration.start()
+    return registration.stop

@@ -307,9 +307,9 @@ class DiameterMetrics:
 _diameter: DiameterMetrics | None = None
 
 
-class SbiMetrics:
-    """What ``ocs`` sends on the 5G service-based interface: NRF registration (once per node,
-    from the supervisor with ``--workers N``) and Nchf charging notifications."""
+class NrfMetrics:
+    """NRF registration: once per node, so in the supervisor's own registry with
+    ``--workers N`` (never in a worker's)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         reg = registry if registry is not None else DEFAULT_REGISTRY
@@ -326,16 +326,32 @@ class SbiMetrics:
             registry=reg,
             multiprocess_mode="livemax",
         )
+
+
+class SbiMetrics:
+    """Nchf charging notifications sent to consumers (any worker sends them)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        reg = registry if registry is not None else DEFAULT_REGISTRY
         self.notifications = Counter(
             "ocs_nchf_notifications",
-            "Nchf ChargingNotifyRequests by notificationType and outcome (delivered, refused, "
-            "unreachable, gone)",
+            "Nchf ChargingNotifyRequests by notificationType and outcome (delivered, gone, "
+            "refused, unreachable)",
             ["type", "outcome"],
             registry=reg,
         )
 
 
 _sbi: SbiMetrics | None = None
+_nrf: NrfMetrics | None = None
+
+
+def nrf_metrics() -> NrfMetrics:
+    """The process-wide NRF metrics on the default registry (created once)."""
+    global _nrf  # noqa: PLW0603 - one set of collectors per process registry
+    if _nrf is None:
+        _nrf = NrfMetrics()
+    return _nrf
 
 
 def sbi_metrics() -> SbiMetrics:
@@ -477,6 +493,7 @@ def register_all(registry: CollectorRegistry) -> tuple[ChargingMetrics, ApiMetri
     DiameterMetrics(registry)
     AuditMetrics(registry)
     SbiMetrics(registry)
+    NrfMetrics(registry)
     return ChargingMetrics(registry), ApiMetrics(registry), OfflineMetrics(registry)
 
 

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from ocs.config import ConfigError, Settings
 from ocs.network.nrf import NFM_PATH, NrfRegistration, instance_id
-from ocs.observability.metrics import SbiMetrics
+from ocs.observability.metrics import NrfMetrics
 from tests.sbi.h2server import H2Server, Reply, Request, until
 from tests.sbi.oracle import specs_or_skip
 
@@ -79,7 +79,7 @@ async def test_register_heartbeat_reregister_on_404_and_deregister() -> None:
     nrf = FakeNrf()
     server = await H2Server(nrf).start()
     registry = CollectorRegistry()
-    reg = NrfRegistration(settings(server.url), nchf_port=8008, metrics=SbiMetrics(registry))
+    reg = NrfRegistration(settings(server.url), nchf_port=8008, metrics=NrfMetrics(registry))
     reg.start()
     try:
         # PUT, PATCH (204), PATCH (404: the NRF forgot us), PUT again, PATCH (204)
@@ -130,7 +130,7 @@ async def test_an_nrf_that_is_down_is_retried_until_it_answers(
     reg = NrfRegistration(
         settings(f"http://127.0.0.1:{port}", nrf_timeout=1.0),
         nchf_port=8008,
-        metrics=SbiMetrics(registry),
+        metrics=NrfMetrics(registry),
         backoff_first=0.05,
     )
     caplog.set_level(logging.INFO, logger="ocs")
@@ -161,7 +161,7 @@ async def test_an_nrf_that_never_answers_costs_a_bounded_wait() -> None:
     reg = NrfRegistration(
         settings(server.url, nrf_timeout=0.2),
         nchf_port=8008,
-        metrics=SbiMetrics(registry),
+        metrics=NrfMetrics(registry),
         backoff_first=0.05,
     )
     reg.start()
@@ -182,7 +182,7 @@ async def test_an_nrf_refusal_is_counted_and_retried() -> None:
     server = await H2Server(refuse).start()
     registry = CollectorRegistry()
     reg = NrfRegistration(
-        settings(server.url), nchf_port=8008, metrics=SbiMetrics(registry), backoff_first=0.05
+        settings(server.url), nchf_port=8008, metrics=NrfMetrics(registry), backoff_first=0.05
     )
     reg.start()
     try:
