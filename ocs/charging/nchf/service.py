@@ -182,6 +182,7 @@ class NchfService:
                 stored is not None
                 and resource is not None
                 and (data.retransmission or stored.get("digest") == data.digest)
+                and _answers(stored, final=final)
             ):  # a retry: the same answer, charged once
                 return _stored(stored)
             if resource is None or resource.closed:
@@ -316,6 +317,14 @@ def _other_subscriber(resource: Resource, data: ChargingData) -> str | None:
     if data.msisdn and resource.msisdn and data.msisdn != resource.msisdn:
         return "another MSISDN than the resource's"
     return None
+
+
+def _answers(stored: dict[str, Any], *, final: bool) -> bool:
+    """Whether ``stored`` can be the answer of this operation: a release's 204 or an
+    update's 200 (or a refusal), never another operation's success: the create's 201 to
+    an update, an update's 200 to a release (schemathesis found both)."""
+    status = int(stored.get("status", 0))
+    return status >= 400 or status == (204 if final else 200)
 
 
 def _stored(stored: dict[str, Any]) -> Response:
