@@ -654,7 +654,7 @@ if left == 0 then
     end
   end
 end
-local lv = nil
+local lv, own = nil, left == math.huge and -1 or left  -- own: the payer's, for its events
 if #upper > 0 then lv, left = LV.results(upper, left) end
 if left == math.huge then left = -1 end
 local status = 'ok'
@@ -671,7 +671,7 @@ local res = cjson.encode({status = status, granted = I(granted), money = I(money
 for f, st in pairs(LIM) do
   if st.w then hset(KEYS[10], f, st.p .. ':' .. I(st.u) .. ':' .. I(st.r) .. ':' .. I(st.n)) end
 end
-events(status, short, left, committed, charged)
+events(status, short, own, committed, charged)
 op('string', 'SET', KEYS[5], res, 'PX', I(ttl))
 flush()
 return res
