@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from redis.crc import key_slot
+from redis.exceptions import ResponseError
 
 from ocs.balance import BalanceStore, BucketSpec, BucketUnit, ChargeRequest, ChargeResult, Rate
 from ocs.balance.keys import PAYER_SLOTS, PayerKeys
@@ -250,3 +252,26 @@ async def test_a_payer_moves_to_its_roots_slot_with_its_state(store: BalanceStor
                           resize=True)  # fmt: skip
     assert by_id(await store.buckets(SHOP_A))["shop-a"].used == 1_400
     assert await redis.hget(PAYER_SLOTS, SHOP_A) is None
+
+
+async def test_an_error_at_an_upper_level_leaves_every_level_unchanged(
+    store: BalanceStore,
+) -> None:
+    """THE RULE of _shadow.lua holds across levels: a corrupt bucket at the reseller's level
+    fails the call before any write, at level 0 too (DUMP of every key, before and after)."""
+    await provision(store)
+    await charge(store, SHOP_A, "a:0:1", want=1_000)
+    redis = store.redis
+    await redis.hset(PayerKeys(ROOT).buckets, "broken", "{not json")
+    keys = [*PayerKeys(SHOP_A, ROOT).moved, *PayerKeys(ROOT).moved]
+    before = [await redis.dump(k) for k in keys]
+    with pytest.raises(ResponseError, match="bucket broken is not valid JSON"):
+        await charge(store, SHOP_A, "a:1:1", used=500, want=1_000)
+    assert [await redis.dump(k) for k in keys] == before
+    with pytest.raises(ResponseError, match="level 1 has no keys"):
+        await store.redis.evalsha(
+            store._charge.sha, 10, *[f"{PayerKeys(SHOP_A, ROOT).base}:{i}" for i in range(10)],
+            "r", 0, "bytes", 0, 0, 0, 0, 0, 0, 1000, "m", "session", "{}", SHOP_A, "", "", "",
+            '[{"p": "x", "k": "reserve", "n": 0, "d": 0}]',
+        )  # fmt: skip
+    assert [await redis.dump(k) for k in keys] == before
