@@ -37,6 +37,7 @@ from h2.events import (
     StreamEnded,
     StreamReset,
 )
+from loadgen import percentiles  # the Gy generator's (tools/ is this script's folder)
 
 CREATE, UPDATE, RELEASE = 1, 2, 3
 TYPE_NAMES = {CREATE: "create", UPDATE: "update", RELEASE: "release"}
@@ -292,17 +293,6 @@ class NchfLoad(asyncio.Protocol):
 
         tick()
         await finished
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    values = sorted(values)
-
-    def pct(p: float) -> float:
-        if not values:
-            return 0.0
-        return round(values[min(len(values) - 1, int(p / 100 * len(values)))] * 1e3, 3)
-
-    return {"p50": pct(50), "p90": pct(90), "p99": pct(99), "max": pct(100)}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
