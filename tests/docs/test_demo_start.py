@@ -58,6 +58,7 @@ def demo_settings(redis_url: str, data_dir: Path) -> Settings:
         port=0,
         http_port=free_ports(1)[0],
         metrics_port=0,
+        nchf_port=0,  # the demo's 8090 may be another test's
         origin_host="ocs.test",
         origin_realm="test",
         log_level="WARNING",
@@ -132,6 +133,7 @@ async def test_demo_with_workers_puts_the_catalogue_in_force_for_the_api(
     env = {k: v for k, v in os.environ.items() if not k.startswith("OCS_")}
     env.update(OCS_REDIS_URL=redis_url, OCS_DATA_DIR=str(tmp_path), OCS_LOG_LEVEL="WARNING")
     env.update(OCS_SHUTDOWN_TIMEOUT="3", OCS_HTTP_PORT=str(http_port), OCS_METRICS_PORT="0")
+    env.update(OCS_NCHF_PORT="0")  # the demo's 8090 may be another test's
     proc = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "ocs.cli", "demo", "--workers", "2", "--port", str(port)),
         *("--catalog", str(DEMO)),

@@ -88,13 +88,13 @@ def own_tmp() -> Iterator[Path]:
 async def test_demo_and_the_offline_commands_share_the_embedded_stores(own_tmp: Path) -> None:
     tmp_path = own_tmp
     data = tmp_path / "data"
-    port, http_port, metrics_port = free_ports(3)
+    port, http_port, metrics_port, nchf_port = free_ports(4)
     demo_log = tmp_path / "demo.stderr"
     with demo_log.open("wb") as log:
         demo = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "ocs.cli", "demo", "--log-format", "json"),
             *("--port", str(port), "--http-port", str(http_port)),
-            *("--metrics-port", str(metrics_port)),
+            *("--metrics-port", str(metrics_port), "--nchf-port", str(nchf_port)),
             cwd=tmp_path,
             env=embedded_env(data),
             stdin=subprocess.DEVNULL,

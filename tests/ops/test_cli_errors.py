@@ -116,14 +116,19 @@ def test_unreachable_database(tmp_path: Path) -> None:
 # -- ports ------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("what", "flag"),
-    [("Diameter", "--port"), ("HTTP", "--http-port"), ("metrics", "--metrics-port")],
+    [
+        ("Diameter", "--port"),
+        ("HTTP", "--http-port"),
+        ("metrics", "--metrics-port"),
+        ("Nchf", "--nchf-port"),
+    ],
 )
 async def test_a_taken_port_is_named(
     tmp_path: Path, redis: RedisClient, redis_url: str, taken: int, what: str, flag: str
 ) -> None:
-    # the other listeners off (0: HTTP and metrics disabled, Diameter on any free port), so
-    # that only the taken one can fail
-    ports = {"--port": 0, "--http-port": 0, "--metrics-port": 0, flag: taken}
+    # the other listeners off (0: HTTP, metrics and Nchf disabled, Diameter on any free
+    # port), so that only the taken one can fail
+    ports = {"--port": 0, "--http-port": 0, "--metrics-port": 0, "--nchf-port": 0, flag: taken}
     flags = [str(x) for pair in ports.items() for x in pair]
     result = await asyncio.to_thread(ocs, tmp_path, "demo", "--redis-url", redis_url, *flags)
     line = one_error(result, 1)
@@ -168,11 +173,12 @@ async def test_demo_runs_outside_the_repository(
     tmp_path: Path, redis: RedisClient, redis_url: str
 ) -> None:
     """`ocs demo` from a folder holding no policies/: the demo catalogue is the package's."""
-    port, http_port, metrics_port = free_ports(3)
+    port, http_port, metrics_port, nchf_port = free_ports(4)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OCS_")}
     proc = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "ocs.cli", "demo", "--redis-url", redis_url),
         *("--port", str(port), "--http-port", str(http_port), "--metrics-port", str(metrics_port)),
+        *("--nchf-port", str(nchf_port)),
         cwd=tmp_path,
         env=env | {"OCS_DATA_DIR": str(tmp_path / "data")},
         stdin=subprocess.DEVNULL,
