@@ -10,6 +10,8 @@ disables it) and the webhook dispatcher (``webhooks``, docs/webhooks.md).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from pathlib import Path
 
@@ -33,6 +35,7 @@ log = logging.getLogger("ocs.wiring")
 
 
 DEMO_TOKEN_HINT = "ocs token create --tenant {tenant} --scope admin"
+WEBHOOK_REDIS_TIMEOUT = 10.0  # seconds per command of the webhook dispatcher's own client
 
 
 def _metrics_server(settings: Settings, *, announce: bool) -> Closer | None:
@@ -44,6 +47,27 @@ def _metrics_server(settings: Settings, *, announce: bool) -> Closer | None:
     if announce:
         print(f"ocs: metrics on http://{settings.host}:{ops.port}/metrics", flush=True)
     return ops.close
+
+
+def _start_webhooks(settings: Settings, url: str) -> Closer:
+    """The webhook dispatcher (docs/webhooks.md): one process delivers at a time (a lease in
+    Redis), the others stand by. Its own Redis client, with room for its longer reads: the
+    charging client's pool and half-second budget stay the CCRs' alone."""
+    from .events.dispatcher import DeliverySettings, Dispatcher  # noqa: PLC0415
+    from .events.metrics import webhook_metrics  # noqa: PLC0415
+    from .redis_client import client_for_url  # noqa: PLC0415
+
+    client = client_for_url(url, timeout=WEBHOOK_REDIS_TIMEOUT)
+    dispatcher = Dispatcher(client, DeliverySettings.of(settings), webhook_metrics())
+    dispatcher.start()
+
+    async def close() -> None:
+        await dispatcher.close()
+        with contextlib.suppress(Exception):  # bounded: a shutdown never hangs on it
+            async with asyncio.timeout(2.0):
+                await client.aclose()
+
+    return close
 
 
 async def put_demo_in_force(store: BalanceStore, data_dir: Path, path: str | Path) -> str:
@@ -147,16 +171,6 @@ class ChargingAttacher:
             )
             audit.start()
             closers.append(audit.close)
-        if settings.webhooks:
-            # one process delivers at a time (a lease in Redis); the others stand by
-            from .events.dispatcher import DeliverySettings, Dispatcher  # noqa: PLC0415
-            from .events.metrics import webhook_metrics  # noqa: PLC0415
-
-            dispatcher = Dispatcher(
-                runtime.redis.client, DeliverySettings.of(settings), webhook_metrics()
-            )
-            dispatcher.start()
-            closers.append(dispatcher.close)
         try:
             net = await attach_network(
                 settings, node, redis_url=runtime.redis.url, refresh=runtime.reload_if_applied
@@ -212,6 +226,8 @@ class ChargingAttacher:
                 and (close_metrics := _metrics_server(settings, announce=announce)) is not None
             ):
                 closers.append(close_metrics)
+            if settings.webhooks:  # last: a start-up that fails above never delivers
+                closers.append(_start_webhooks(settings, runtime.redis.url))
         except BaseException:
             for close in reversed(closers):
                 await close()

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 BATCH: Final = 100  # outbox entries read at a time
 TRIM_EVERY: Final = 60.0  # seconds between outbox trims
 ATTEMPT_HEADER: Final = "Ocs-Delivery-Attempt"
+CLOSE_TIMEOUT: Final = 2.0  # seconds a step of close() may take
 
 # take the lease, or keep it if it is ours (PEXPIRE): 1 when we hold it
 LEASE_LUA: Final = """
@@ -153,29 +154,34 @@ class Dispatcher:
             await asyncio.sleep(self.settings.interval)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        running = list(self._running.values())
-        for task in running:
+        """Stop delivering, bounded in time (a shutdown never waits on a receiver or a
+        command cut half-way): at most ``CLOSE_TIMEOUT`` seconds a step."""
+        tasks = [t for t in (self._task, *self._running.values()) if t is not None]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
-        if self.holding:
-            with contextlib.suppress(Exception):
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
+        self._task = None
+        with contextlib.suppress(Exception):  # ours or not: the script checks (a lease
+            async with asyncio.timeout(CLOSE_TIMEOUT):  # taken by a cut pass too)
                 await self._release(keys=[LEASE], args=[self.owner])
-        await self._client.aclose()
+        self.holding = False
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self._client.aclose()
 
     # -- one pass ----------------------------------------------------------------------------
     async def run_once(self, *, wait: bool = False) -> None:
         """Start a drain task for every (subscription, outbox) pair with new events; with
         ``wait``, wait for them (tests)."""
-        lease_ms = int(self.settings.lease * 1000)
-        self.holding = bool(await self._lease(keys=[LEASE], args=[self.owner, lease_ms]))
-        if not self.holding:
-            return
         tenants = sorted(_s(t) for t in await self.redis.smembers(TENANTS))
+        if tenants:  # nobody subscribed: nothing to deliver, no lease written
+            lease_ms = int(self.settings.lease * 1000)
+            self.holding = bool(await self._lease(keys=[LEASE], args=[self.owner, lease_ms]))
+            if not self.holding:
+                return
+        else:
+            self.holding = False
         tags = sorted(_s(p) for p in await self.redis.smembers(PAYERS))
         placed = await roots(self.redis)  # a chained payer's keys are in its root's slot
         payers = [PayerKeys(t, placed.get(t, "")) for t in tags]

@@ -174,6 +174,9 @@ async def test_dead_letters_after_the_last_attempt(store: BalanceStore, redis: R
 async def test_one_dispatcher_delivers_at_a_time(redis: RedisClient) -> None:
     first, second = Dispatcher(redis, FAST), Dispatcher(redis, FAST)
     try:
+        await first.run_once()  # nobody subscribed: no lease, nothing written
+        assert not first.holding and await redis.keys("*") == []
+        await subscribe(redis, "https://hooks.example.com/ocs")
         await first.run_once()
         await second.run_once()
         assert (first.holding, second.holding) == (True, False)
