@@ -23,7 +23,7 @@ from tests.sbi.test_nrf import NFM, PROFILE, FakeNrf, methods
 
 __all__ = ["redis_base_url"]
 
-DB = 6
+DB = 4  # 6: events, 7: docs and nchf workers, 8: workers, 9: cli, 10: api
 REPO = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"listening on \S+:(\d+) with (\d+) workers; .*Nchf on port (\d+)")
 
