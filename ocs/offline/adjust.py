@@ -13,6 +13,7 @@ from ocs.offline.billrun import insert_invoice
 from ocs.offline.charges import DraftInvoice, Line, round_half_up
 from ocs.offline.db import Database
 from ocs.offline.einvoice.document import NOTE_PREFIX
+from ocs.offline.line_words import lang_of, words
 
 
 class AdjustmentError(Exception):
@@ -63,6 +64,11 @@ async def adjust_invoice(
             " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
             number,
         )
+        lang = lang_of(
+            await conn.fetchval(
+                "SELECT language FROM accounts WHERE account_id = $1", inv["account_id"]
+            )
+        )
         lines = []
         left = net
         for i, part in enumerate(parts):
@@ -81,7 +87,7 @@ async def adjust_invoice(
                 inv["issuer"],
                 inv["currency"],
                 f"{kind}_note",
-                f"{kind.capitalize()} note for invoice {number}: {reason}",
+                words("note", lang, kind=words(kind, lang), reason=reason),
                 "adjustment",
                 Decimal(1),
                 "each",

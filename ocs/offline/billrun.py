@@ -105,7 +105,7 @@ async def _account_rows(
 ) -> list[AccountRow]:
     sql = (
         "SELECT account_id, name, parent_id, kind, payment, currency, tax_profile, country,"
-        " accounting_group, template FROM accounts WHERE "
+        " accounting_group, template, language FROM accounts WHERE "
     )
     if account is not None:
         rows = await conn.fetch(sql + "account_id = $1", account)

@@ -17,15 +17,14 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Final
 
+from ocs.offline.line_words import count, words
+from ocs.offline.line_words import sims as sim_count
 from ocs.rating import subscription_fees
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.errors import RatingError
 
 FEE_PERIOD_FACTOR: Final = {"month": Fraction(1), "year": Fraction(1, 12)}
 TENANT_ISSUER_PREFIX: Final = "tenant:"
-# Fees are charged per SIM twin: the invoice says so on the line (a SIM with two twins on
-# fee-carrying plans pays twice) and explains it in a note.
-PER_TWIN: Final = "per SIM twin"
 
 
 def round_half_up(value: Fraction | Decimal | int) -> int:
@@ -61,6 +60,7 @@ class AccountRow:
     country: str
     accounting_group: str
     template: str
+    language: str = "en"  # the words of the documents: en | de
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +151,16 @@ def pro_rata(amount: int, part: int, whole: int) -> int:
     return round_half_up(Fraction(amount * part, whole)) if whole else 0
 
 
+def _counted(catalogue: Catalogue, plan_id: str, fee_id: str) -> str:
+    """What a property fee counts (its ``count_property``, e.g. sensors); "" for others."""
+    plan = catalogue.plans.get(plan_id)
+    for version in plan.versions if plan is not None else ():
+        for fee in version.spec.property_fees:
+            if fee.id == fee_id:
+                return fee.count_property
+    return ""
+
+
 def fee_lines(
     catalogue: Catalogue, account: AccountRow, subs: Iterable[SubRow], period: Period
 ) -> list[Line]:
@@ -159,6 +169,11 @@ def fee_lines(
     issuer = issuer_of(account.parent_id, tenant)
     grouped: dict[tuple[str, str, str, int], list[int]] = defaultdict(lambda: [0, 0])
     one_time: dict[tuple[str, str, str, int], int] = defaultdict(int)
+    # the SIMs (IMSIs) and SIM twins behind each line, for its words
+    sims: dict[tuple[str, str, str, int], set[str]] = defaultdict(set)
+    twins: dict[tuple[str, str, str, int], set[tuple[str, str]]] = defaultdict(set)
+    once_sims: dict[tuple[str, str, str, int], set[str]] = defaultdict(set)
+    fee_kind: dict[tuple[str, str, str, int], tuple[str, str]] = {}  # (period, per what)
     for sub in subs:
         active = active_seconds(sub, account.account_id, period)
         if active <= 0:
@@ -181,20 +196,43 @@ def fee_lines(
             key = (plan_id, currency, fee.fee_id, fee.amount)
             grouped[key][0] += 1 if active == period.seconds else 0
             grouped[key][1] += amount
+            fee_kind[key] = (fee.period, _counted(catalogue, plan_id, fee.fee_id))
+            sims[key].add(sub.imsi)
+            twins[key].add((sub.imsi, sub.twin))
         plan = catalogue.plans.get(plan_id)
         version = None if plan is None else plan.version_at(sub.activated_at)
         if version is not None and period.contains(sub.activated_at):
             for otf in version.spec.one_time_fees:
                 if otf.charged_on == "activation" and otf.amount:
                     one_time[(plan_id, currency, otf.id, otf.amount)] += 1
+                    once_sims[(plan_id, currency, otf.id, otf.amount)].add(sub.imsi)
+    lang = account.language
+
+    def plan_name(plan_id: str) -> str:
+        plan = catalogue.plans.get(plan_id)
+        return (plan.name or plan_id) if plan is not None else plan_id
+
     out = []
-    for (plan_id, currency, fee_id, unit_amount), (_full, net) in sorted(grouped.items()):
+    for key, (_full, net) in sorted(grouped.items()):
+        plan_id, currency, _fee_id, unit_amount = key
+        every, what = fee_kind[key]
+        fee_words = words(f"fee_{every}", lang)
+        if what:
+            fee_words = words("fee_per", lang, fee=fee_words, what=what)
+        text = words(
+            "fee",
+            lang,
+            fee=fee_words,
+            plan=plan_name(plan_id),
+            sims=sim_count(len(sims[key]), lang),
+            twins=count(len(twins[key]), lang),
+        )
         out.append(
             Line(
                 issuer,
                 currency,
                 "recurring",
-                f"Monthly fee {fee_id}, plan {plan_id}, {PER_TWIN}",
+                text,
                 "subscription",
                 Decimal(net) / Decimal(unit_amount),
                 "period",
@@ -202,17 +240,25 @@ def fee_lines(
                 unit_price=unit_amount,
             )
         )
-    for (plan_id, currency, fee_id, unit_amount), count in sorted(one_time.items()):
+    for key, twins_n in sorted(one_time.items()):
+        plan_id, currency, _fee_id, unit_amount = key
+        text = words(
+            "activation_fee",
+            lang,
+            plan=plan_name(plan_id),
+            sims=sim_count(len(once_sims[key]), lang),
+            twins=count(twins_n, lang),
+        )
         out.append(
             Line(
                 issuer,
                 currency,
                 "one_time",
-                f"One-time fee {fee_id} on activation, plan {plan_id}, per SIM twin",
+                text,
                 "service",
-                Decimal(count),
+                Decimal(twins_n),
                 "each",
-                count * unit_amount,
+                twins_n * unit_amount,
                 unit_price=unit_amount,
             )
         )
@@ -233,7 +279,12 @@ class PoolRow:
 
 
 def pool_lines(
-    pool: PoolRow, issuer: str, used: int, member_fraction: Fraction, reached: int = 0
+    pool: PoolRow,
+    issuer: str,
+    used: int,
+    member_fraction: Fraction,
+    reached: int = 0,
+    lang: str = "en",
 ) -> list[Line]:
     """Pool fee and overage. static: ``fee`` for ``size``; flexible: ``fee`` and ``per_sim``
     units per active SIM (pro rata: ``member_fraction`` = sum of active fractions);
@@ -244,15 +295,18 @@ def pool_lines(
     if pool.kind == "flexible":
         size = round_half_up(pool.per_sim * member_fraction)
         fee = round_half_up(pool.fee * member_fraction)
-        desc = f"Flexible pool {pool.pool_id} ({size} units, {float(member_fraction):.2f} SIMs)"
+        sims = f"{float(member_fraction):,.2f}"
+        if lang == "de":
+            sims = sims.replace(",", "_").replace(".", ",").replace("_", ".")
+        desc = words("pool_flexible", lang, pool=pool.pool_id, size=count(size, lang), sims=sims)
     elif pool.kind == "adaptive" and pool.ladder:
         need = max(used, reached)
         step = next((s for s in pool.ladder if need <= s[0]), pool.ladder[-1])
         size, fee = step
-        desc = f"Adaptive pool {pool.pool_id}: tier up to {size} units"
+        desc = words("pool_adaptive", lang, pool=pool.pool_id, size=count(size, lang))
     else:
         size, fee = pool.size, pool.fee
-        desc = f"Static pool {pool.pool_id} ({size} units)"
+        desc = words("pool_static", lang, pool=pool.pool_id, size=count(size, lang))
     if fee:
         out.append(
             Line(
@@ -275,7 +329,7 @@ def pool_lines(
                 issuer,
                 pool.currency,
                 "overage",
-                f"Pool {pool.pool_id} overage",
+                words("pool_overage", lang, pool=pool.pool_id),
                 "telecom",
                 Decimal(over),
                 "units",

@@ -30,6 +30,7 @@ from ocs.offline.charges import (
 )
 from ocs.offline.db import Connection
 from ocs.offline.late import ALL, Window
+from ocs.offline.line_words import words
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +191,7 @@ def _fraction(subs: list[SubRow], members: set[int], account: str, period: Perio
     )
 
 
-def _late_lines(now: list[Line], before: list[Line], label: str) -> list[Line]:
+def _late_lines(now: list[Line], before: list[Line], label: str, lang: str) -> list[Line]:
     """The lines of ``now`` less the same kind of line in ``before``, labelled late."""
     old = {line.kind: line for line in before}
     out = []
@@ -200,7 +201,7 @@ def _late_lines(now: list[Line], before: list[Line], label: str) -> list[Line]:
         if net == 0:
             continue
         qty = line.quantity - (prev.quantity if prev else Decimal(0))
-        desc = f"Late {label}: {line.description}"
+        desc = words("late", lang, period=label, text=line.description)
         out.append(
             Line(
                 line.issuer, line.currency, line.kind, desc, line.product_class, qty, line.unit, net
@@ -228,10 +229,12 @@ def account_pool_lines(
         pool = _pool_row(r)
         fraction = _fraction(subs, members, account.account_id, period)
         used, reached = facts.used.get(payer, 0), facts.reached.get(payer, 0)
-        out += pool_lines(pool, issuer, used, fraction, reached)
+        out += pool_lines(pool, issuer, used, fraction, reached, account.language)
         for late in facts.late.get(payer, []):
             part = _fraction(subs, members, account.account_id, late.period)
-            now = pool_lines(pool, issuer, late.used_all, part, late.reached_all)
-            before = pool_lines(pool, issuer, late.used_old, part, late.reached_old)
-            out += _late_lines(now, before, window.label(late.period))
+            now = pool_lines(pool, issuer, late.used_all, part, late.reached_all, account.language)
+            before = pool_lines(
+                pool, issuer, late.used_old, part, late.reached_old, account.language
+            )
+            out += _late_lines(now, before, window.label(late.period), account.language)
     return out

@@ -19,7 +19,6 @@ from typing import Any, Final
 from fpdf import FPDF
 from jinja2 import Environment, PackageLoader, TemplateNotFound, select_autoescape
 
-from ocs.offline.charges import PER_TWIN
 from ocs.offline.db import Connection
 from ocs.offline.einvoice.document import (
     DocumentError,
@@ -29,6 +28,7 @@ from ocs.offline.einvoice.document import (
     load_document,
 )
 from ocs.offline.einvoice.labels import LABELS
+from ocs.offline.line_words import PER_TWIN
 
 TEMPLATES: Final = ("standard", "detailed", "compact")
 _ENV = Environment(
@@ -77,7 +77,7 @@ async def invoice_document(conn: Connection, number: int) -> dict[str, Any]:
         "t": words,
         "lang": lang,
         "title": words[doc.kind],
-        "per_twin": any(PER_TWIN in ln.description for ln in doc.lines),
+        "per_twin": any(m in ln.description for ln in doc.lines for m in PER_TWIN),
         "parties": list(
             zip_longest(
                 _party_lines(doc.seller, words),

@@ -47,6 +47,7 @@ from zoneinfo import ZoneInfo
 from ocs.offline.charges import Line, Period, issuer_of
 from ocs.offline.db import Connection
 from ocs.offline.late import ALL, Window
+from ocs.offline.line_words import words
 from ocs.offline.rerate import rerate_levels
 from ocs.rating import Quote
 from ocs.rating.catalogue import Catalogue, CompiledVersion
@@ -304,14 +305,13 @@ class _Groups:
         cell = self.by_buyer[buyer][key]
         cell.less[mode] = cell.less.get(mode, Fraction(0)) + exact
 
-    def lines(self, buyer: str) -> list[Line]:
+    def lines(self, buyer: str, catalogue: Catalogue, lang: str) -> list[Line]:
         return [
             Line(
                 issuer,
                 cur,
                 "usage",
-                (f"Late usage {late}: " if late else "")
-                + f"{service.capitalize()} {zone} ({plan})",
+                _usage_words(catalogue, lang, plan, service, zone, late),
                 "telecom",
                 Decimal(qty),
                 UNITS.get(service, ""),
@@ -322,6 +322,29 @@ class _Groups:
                 for key, cell in self.by_buyer.get(buyer, {}).items()
             )
         ]
+
+
+def _usage_words(
+    catalogue: Catalogue, lang: str, plan_id: str, service: str, zone: str, late: str
+) -> str:
+    """A usage line in words: the service, the zone's and the plan's names (ids where the
+    catalogue gives no name)."""
+    plan = catalogue.plans.get(plan_id)
+    plan_name, zone_name = plan_id, zone
+    if plan is not None:
+        plan_name = plan.name or plan_id
+        zone_name = next(
+            (v.zones.names[zone] for v in reversed(plan.versions) if zone in v.zones.names), zone
+        )
+    kind = service if service in ("data", "sms", "voice", "event") else ""
+    text = words(
+        "usage",
+        lang,
+        service=words(kind, lang) if kind else service.capitalize(),
+        zone=zone_name,
+        plan=plan_name,
+    )
+    return words("late_usage", lang, period=late, text=text) if late else text
 
 
 async def usage_lines(
@@ -379,7 +402,13 @@ async def usage_lines(
         await _record_path(
             conn, catalogue, buyer, accounts, late, rates, groups, window, replay=True
         )
-    return {buyer: groups.lines(buyer) for buyer in buyers}
+    langs: dict[str, str] = {
+        r["account_id"]: r["language"]
+        for r in await conn.fetch(
+            "SELECT account_id, language FROM accounts WHERE account_id = ANY($1)", buyers
+        )
+    }
+    return {buyer: groups.lines(buyer, catalogue, langs.get(buyer, "en")) for buyer in buyers}
 
 
 def _day_period(window: Window, day: date) -> Period:

@@ -164,6 +164,7 @@ class CompiledPlan:
     versions: tuple[CompiledVersion, ...]
     limits: Limits | None = None  # the plan's default per-SIM caps (docs/limits.md)
     test_allowance: TestAllowance | None = None
+    name: str = ""  # the plan's name for people (invoices); "" when the catalogue gives none
 
     def version_at(self, at: datetime) -> CompiledVersion | None:
         index = bisect_right(self.starts, at) - 1

@@ -270,6 +270,7 @@ class _Compiler:
             tuple(versions),
             plan.limits,
             plan.test_allowance,
+            plan.name,
         )
 
     def history(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ocs.rating.models import ZoneSet
 
@@ -15,6 +15,7 @@ class ZoneIndex:
     by_country: Mapping[str, str]
     default: str | None
     zone_ids: frozenset[str]
+    names: Mapping[str, str] = field(default_factory=dict)  # zone id -> name for people
 
     def zone_for(self, plmn: str, country: str | None) -> str | None:
         zone = self.by_plmn.get(plmn)
@@ -34,6 +35,7 @@ class ZoneIndex:
         by_plmn: dict[str, str] = {}
         by_country: dict[str, str] = {}
         ids: set[str] = set()
+        names = {zone.id: zone.name for zone in spec.zones if zone.name}
         for i, zone in enumerate(spec.zones):
             if zone.id in ids:
                 problems.append((f"zones[{i}].id", f"duplicate zone id {zone.id!r}"))
@@ -50,4 +52,5 @@ class ZoneIndex:
                     problems.append((where, f"country {country} is already in zone {other!r}"))
         if spec.default is not None and spec.default not in ids:
             problems.append(("default", f"default zone {spec.default!r} is not in this set"))
-        return cls(spec.id, by_plmn, by_country, spec.default, frozenset(ids)), problems
+        index = cls(spec.id, by_plmn, by_country, spec.default, frozenset(ids), names)
+        return index, problems

@@ -275,7 +275,9 @@ async def test_a_redis_outage_mid_load_is_billed_once_and_logged_per_state_chang
             lines = await conn.fetch(
                 "SELECT description, quantity FROM invoice_lines WHERE number = $1", number
             )
-        data = [r for r in lines if r["description"] == "Data eu (iot-pool)"]
+        data = [
+            r for r in lines if r["description"] == "Data, zone EU roaming, plan IoT pooled data"
+        ]
         assert [int(r["quantity"]) for r in data] == [load.reported]
     finally:
         await client.aclose()

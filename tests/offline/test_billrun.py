@@ -56,18 +56,21 @@ async def test_every_charge_type_hand_checked(
     assert lines == {
         # SIM 1 full month 1000; SIM 2 from 03-20: 1000*21/31 = 677.4 -> 677;
         # SIM 3 suspended 03-25: 1000*15/31 = 483.9 -> 484; 2161, VAT 19% 410.59 -> 411
-        "Monthly fee sim-fee, plan biz, per SIM twin": (2161, 411),
-        "One-time fee activation on activation, plan biz, per SIM twin": (
+        "Monthly fee, plan Business data: 3 SIMs (counted per SIM twin: 3)": (2161, 411),
+        "Activation fee, plan Business data: 1 SIM (counted per SIM twin: 1)": (
             500,
             95,
         ),  # SIM 2 activated in the period
-        "Static pool cust-pool (100000000 units)": (2000, 380),
+        "Pool cust-pool: 100,000,000 units included": (2000, 380),
         # pool used 5+20+100 MB = 125 MB; 25 MB over = 3 started 10 MB blocks x 1.00
-        "Pool cust-pool overage": (300, 57),
+        "Pool cust-pool: usage beyond the pool": (300, 57),
         # 5 MB: allowance (10 MB) covers it; 20 MB: 5 free + 15 x 10 = 150;
         # 100 MB from counter 15 MB: 85 x 10 + 15 x 5 = 925 -> 1075; VAT 204.25 -> 204
-        "Data home (biz)": (1075, 204),
-        "Event home (biz)": (125, 24),  # 100 x 1 + 50 x 0.5 = 125; VAT 23.75 -> 24
+        "Data, zone Home network, plan Business data": (1075, 204),
+        "Events, zone Home network, plan Business data": (
+            125,
+            24,
+        ),  # 100 x 1 + 50 x 0.5 = 125; VAT 23.75 -> 24
         "Top-off 1 GB top-off": (500, 95),
         "SIM swap": (250, 18),  # goods in DE: 7 % -> 17.5 -> 18
     }

@@ -31,7 +31,9 @@ def test_flexible_pool_grows_with_active_sims_pro_rata() -> None:
     # 2 SIMs all month + 1 SIM for 15 of 30 days = 2.5 SIMs: size 125 MB, fee 2.5 x 3.00 = 7.50
     lines = pool_lines(pool, "t", 130 * MB, Fraction(5, 2))
     assert _totals(lines) == [("pool", 750), ("overage", 10)]  # 5 MB over x 0.02
-    assert lines[0].description.startswith("Flexible pool flex (125000000 units")
+    assert lines[0].description.startswith(
+        "Flexible pool flex: 125,000,000 units included for 2.50 SIMs"
+    )
 
 
 def test_adaptive_pool_bills_the_tier_reached() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -347,3 +348,31 @@ async def test_document_issued_before_party_snapshots_uses_current_parties(
             assert xsd_errors(xml, syntax) == [], (doc.number, syntax)
             assert schematron_failures(xml, syntax) == [], (doc.number, syntax)
     assert docs[1].doc_id == "901"  # no series number: the document number
+
+
+async def test_line_texts_are_words_in_the_buyers_language(
+    redis: Redis, db: Database, catalogue: Catalogue
+) -> None:
+    """farm-co's terms choose German: its lines are German in HTML, UBL (BT-153) and CII;
+    no line of any document names a fee by its catalogue id or a plan without its name."""
+    docs = await _demo_documents(redis, db, catalogue)
+    (farm,) = [d for d in docs if d.buyer.account_id == "farm-co"]
+    texts = [ln.description for ln in farm.lines]
+    # the zone's and the plan's names as the catalogue gives them; the words German
+    assert texts == ["Daten, Zone Home network, Tarif Agri IoT daytime"]
+    ubl = etree.fromstring(to_ubl(farm))
+    ns = {"cac": CAC, "cbc": CBC}
+    assert ubl.xpath("//cac:InvoiceLine/cac:Item/cbc:Name/text()", namespaces=ns) == texts
+    cii = etree.fromstring(to_cii(farm))
+    names = cii.xpath("//ram:SpecifiedTradeProduct/ram:Name/text()", namespaces={"ram": RAM})
+    assert names == texts
+    async with db.tenant(catalogue.tenant.id) as conn:
+        html = render_html(await invoice_document(conn, farm.number))
+    assert all(t in html for t in texts)
+    plan_ids = set(catalogue.plans)
+    for doc in docs:
+        for ln in doc.lines:
+            assert not re.search(r"\w-fee\b", ln.description), ln
+            assert not plan_ids & set(ln.description.replace(",", " ").split()), ln
+    (note,) = [d for d in docs if d.kind == "credit_note"]
+    assert note.lines[0].description == "Credit: goodwill"

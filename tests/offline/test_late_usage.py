@@ -135,8 +135,12 @@ async def test_usage_drained_after_the_run_is_a_late_line_of_the_next_invoice(
     april = await bill_run(db, cat, cipher, bill_day=10, on=APRIL_10)
     first = numbers(april)
     # ngo: 30 MB in March, 10 free, 20 x 10 ct; flatco: 20 MB x 2 ct
-    assert (await lines_of(db, t, first["ngo"]))["Data home (biz)"][1] == 200
-    assert (await lines_of(db, t, first["flatco"]))["Data home (flat)"][1] == 40
+    assert (await lines_of(db, t, first["ngo"]))["Data, zone Home network, plan Business data"][
+        1
+    ] == 200
+    assert (await lines_of(db, t, first["flatco"]))["Data, zone Home network, plan Flat data"][
+        1
+    ] == 40
     # drain lag: March usage reaches PostgreSQL after the March run
     await drained(redis, db, cat, [
         (NGO_SIM, "2025-03-20T10:00:00+00:00", 50 * MB, "late-n;1:1:10"),
@@ -147,11 +151,15 @@ async def test_usage_drained_after_the_run_is_a_late_line_of_the_next_invoice(
     second = numbers(may)
     ngo = await lines_of(db, t, second["ngo"])
     # March again with 80 MB: 10 free + 70 x 10 = 700, 200 invoiced: 500 late
-    assert ngo[f"Late usage {MARCH}: Data home (biz)"] == (50 * MB, 500, 0)
-    assert "Data home (biz)" not in ngo  # no May usage
+    assert ngo[f"Late usage {MARCH}: Data, zone Home network, plan Business data"] == (
+        50 * MB,
+        500,
+        0,
+    )
+    assert "Data, zone Home network, plan Business data" not in ngo  # no May usage
     flat = await lines_of(db, t, second["flatco"])
-    assert flat[f"Late usage {MARCH}: Data home (flat)"] == (30 * MB, 60, 0)
-    assert flat["Data home (flat)"] == (5 * MB, 10, 0)
+    assert flat[f"Late usage {MARCH}: Data, zone Home network, plan Flat data"] == (30 * MB, 60, 0)
+    assert flat["Data, zone Home network, plan Flat data"] == (5 * MB, 10, 0)
     # the June run finds nothing late any more
     june = await bill_run(db, cat, cipher, bill_day=10, on=JUNE_10)
     assert june.accounts == 3
@@ -171,9 +179,17 @@ async def _two_invoices(redis: Redis, db: Database, cat: Catalogue, cipher: Tena
     # all March usage in event order: 50 MB (10 free, 40 x 10 = 400), 5 MB x 10 = 50,
     # 20 MB x 10 = 200, 100 MB from counter 65 MB: 35 x 10 + 65 x 5 = 675 -> 1325;
     # invoiced 1075 (test_billrun): 250 late, VAT 19 % 47.5 -> 48
-    assert late[f"Late usage {MARCH}: Data home (biz)"] == (50 * MB, 250, 48)
+    assert late[f"Late usage {MARCH}: Data, zone Home network, plan Business data"] == (
+        50 * MB,
+        250,
+        48,
+    )
     # pool: 175 MB used, 75 over = 8 started 10 MB blocks (800); invoiced 300: 500 late
-    assert late[f"Late {MARCH}: Pool cust-pool overage"] == (50 * MB, 500, 95)
+    assert late[f"Late {MARCH}: Pool cust-pool: usage beyond the pool"] == (
+        50 * MB,
+        500,
+        95,
+    )
     assert len(late) == 2
     return march.net + sum(net for _, net, _ in late.values())
 
@@ -189,7 +205,10 @@ async def test_tiers_allowance_and_overage_sum_to_the_single_invoice(
     single = await bill_run(db, other, other_cipher, bill_day=10, on=APRIL_10)
     one = next(i for i in single.invoices if (i.account_id, i.currency) == ("cust", "EUR"))
     lines = {line.description: line.net for line in one.lines}
-    assert (lines["Data home (biz)"], lines["Pool cust-pool overage"]) == (1325, 800)
+    assert (
+        lines["Data, zone Home network, plan Business data"],
+        lines["Pool cust-pool: usage beyond the pool"],
+    ) == (1325, 800)
     # 6911 (test_billrun) + 250 + 500
     assert split == one.net == 7661
 
@@ -238,10 +257,14 @@ async def test_record_stored_during_the_run_waits_for_the_next_one(
             await drained(redis, db, cat, [(NGO_SIM, "2025-04-01T10:00:00+00:00", 15 * MB, "d;1")])
 
     april = await bill_run(db, cat, cipher, bill_day=10, on=APRIL_10, hook=drain_meanwhile)
-    assert (await lines_of(db, t, numbers(april)["ngo"]))["Data home (biz)"][1] == 200
+    assert (await lines_of(db, t, numbers(april)["ngo"]))[
+        "Data, zone Home network, plan Business data"
+    ][1] == 200
     may = await bill_run(db, cat, cipher, bill_day=10, on=MAY_10)
     # March with 45 MB: 10 free + 35 x 10 = 350; 200 invoiced
-    assert (await lines_of(db, t, numbers(may)["ngo"]))[f"Late usage {MARCH}: Data home (biz)"] == (
+    assert (await lines_of(db, t, numbers(may)["ngo"]))[
+        f"Late usage {MARCH}: Data, zone Home network, plan Business data"
+    ] == (
         15 * MB,
         150,
         0,
@@ -284,7 +307,7 @@ async def test_preview_shows_late_lines_without_consuming_them(
     t = cat.tenant.id
     await bill_run(db, cat, cipher, bill_day=10, on=APRIL_10)
     await drained(redis, db, cat, [(NGO_SIM, "2025-03-20T10:00:00+00:00", 50 * MB, "p;1:1:10")])
-    want = f"Late usage {MARCH}: Data home (biz)"
+    want = f"Late usage {MARCH}: Data, zone Home network, plan Business data"
     for _ in range(2):  # a preview consumes nothing: the second shows the same
         preview = await bill_run(db, cat, cipher, bill_day=10, on=MAY_10, preview=True)
         ngo = next(i for i in preview.invoices if i.account_id == "ngo")
@@ -320,7 +343,11 @@ async def test_network_cdr_rated_after_the_run_is_charged_late(
     may = await bill_run(db, cat, cipher, bill_day=10, on=MAY_10)
     # March with 50 MB: 10 free + 40 x 10 = 400; 200 invoiced
     lines = await lines_of(db, t, numbers(may)["ngo"])
-    assert lines[f"Late usage {MARCH}: Data home (biz)"] == (20 * MB, 200, 0)
+    assert lines[f"Late usage {MARCH}: Data, zone Home network, plan Business data"] == (
+        20 * MB,
+        200,
+        0,
+    )
 
 
 async def test_watermark_lock_waits_bounded_for_an_inserting_transaction(

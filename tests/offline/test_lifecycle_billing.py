@@ -93,7 +93,7 @@ async def test_auto_top_offs_renewal_and_tier_reached_on_the_invoice(
                 r["net"],
             )
     assert lines[(3, "topoff", "Auto top-off Boost 1k")] == (2, 500)
-    assert lines[(3, "pool", "Adaptive pool ada-ladder: tier up to 6000 units")] == (1, 4000)
+    assert lines[(3, "pool", "Adaptive pool ada-ladder: tier up to 6,000 units")] == (1, 4000)
     assert lines[(4, "renewal", "Renewal pool ada-monthly (2025-04-10T00:00:00Z)")] == (1, 1200)
     assert not any(k[0] == 3 and k[1] == "renewal" for k in lines)  # the fee-0 ladder renewal
     assert len(march.invoices) == 1 and len(april.invoices) == 1

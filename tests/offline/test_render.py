@@ -79,13 +79,13 @@ async def test_demo_customer_pdf_invoice(
         "Period: 2025-03-01 to 2025-03-31",  # local dates (Europe/Berlin), not UTC
         f"Issue date: {local_issue}",
         f"Due date: {local_issue + timedelta(days=14)}",
-        "Monthly fee sim-fee, plan iot-pool, per SIM twin",
+        "Monthly fee, plan IoT pooled data: 1,001 SIMs (counted per SIM twin: 2,001)",
         "2,001 month 1.00 2,001.00 S 19",  # quantity, unit, unit price, net, category, rate
-        "Monthly fee sensor-fee, plan iot-pool, per SIM twin",
+        "Monthly fee per sensors, plan IoT pooled data: 1,000 SIMs",
         "1,000.00",
-        "Static pool acme-pool",
+        "Pool acme-pool: 10,000,000,000 units included",
         "49.00",
-        "Data eu (iot-pool)",
+        "Data, zone EU roaming, plan IoT pooled data",
         "20 MB 0.005 0.10 S 19",  # 20,000,000 bytes at 0.5 ct per MB
         "S (standard rate) 19 3,050.10 EUR 579.52 EUR",  # the VAT breakdown
         "Net total: 3,050.10 EUR",
@@ -96,7 +96,7 @@ async def test_demo_customer_pdf_invoice(
     ):
         assert expected in text, expected
     compact = render_html(doc, "compact")
-    assert "plan iot-pool, per SIM twin: 2,001 month x 1.00 = 2,001.00 EUR" in compact
+    assert "(counted per SIM twin: 2,001): 2,001 month x 1.00 = 2,001.00 EUR" in compact
 
 
 async def test_accounting_export_csv_and_json(
@@ -116,3 +116,22 @@ async def test_accounting_export_csv_and_json(
     totals = json.loads(journal_json(entries))["totals"]
     # EUR: cust 6911 + ngo 1200 - credit 1000; tax 1284 + 0 - 186
     assert totals == {"b2b/EUR": {"net": 7111, "tax": 1098}, "b2b/USD": {"net": 1000, "tax": 190}}
+
+
+async def test_german_account_gets_german_line_words(db: Database, catalogue: Catalogue) -> None:
+    """acme-iot switched to German before the run: its fee and pool lines are worded in
+    German with German digit grouping, in the stored lines and the rendered document."""
+    cipher = await synced(db, catalogue)
+    async with db.tenant(catalogue.tenant.id) as conn:
+        await conn.execute("UPDATE accounts SET language = 'de' WHERE account_id = 'acme-iot'")
+    run = await bill_run(db, catalogue, cipher, account="acme-iot", on=date(2025, 4, 1))
+    texts = [ln.description for ln in run.invoices[0].lines]
+    assert texts == [
+        "Grundgebühr Tarif IoT pooled data: 1.001 SIMs (je SIM-Twin gezählt: 2.001)",
+        "Grundgebühr je sensors Tarif IoT pooled data: 1.000 SIMs (je SIM-Twin gezählt: 1.000)",
+        "Pool acme-pool: 10.000.000.000 Einheiten inklusive",
+    ]
+    async with db.tenant(catalogue.tenant.id) as conn:
+        html = render_html(await invoice_document(conn, run.numbers[0]))
+    assert all(t in html for t in texts)
+    assert "je Twin (Dienstprofil)" in html  # the per-twin note, in German

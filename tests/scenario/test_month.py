@@ -301,19 +301,21 @@ async def test_a_month_of_billing_equals_the_hand_totals(
         line.description: (int(line.quantity), line.net) for line in invoices["alpha"].lines
     }
     assert alpha_lines == {
-        "Data eu (iot-post)": (4_000_500, 8),  # 2,500,000 + 1,500,500 B; 5 + 3 ct
-        "Data world (iot-post)": (123_457, 2),
+        "Data, zone EU, plan IoT postpaid": (4_000_500, 8),  # 2,500,000 + 1,500,500 B; 5 + 3 ct
+        "Data, zone World, plan IoT postpaid": (123_457, 2),
     }  # the free home usage (4,000,000 B, 0 ct) prints no line
     assert (invoices["alpha"].net, invoices["alpha"].gross) == (10, 10)  # no tax profile
     beta_lines = {
         line.description: (int(line.quantity), line.net) for line in invoices["beta"].lines
     }
-    assert beta_lines == {"Data home (iot-pre)": (3_000_000, 9)}  # 8 (day) + 1 (night)
+    assert beta_lines == {
+        "Data, zone Home, plan IoT prepaid": (3_000_000, 9)
+    }  # 8 (day) + 1 (night)
     assert (invoices["beta"].net, invoices["beta"].gross) == (9, 9)
     run = await bill_run(db, catalogue, cipher, account="resell", on=on)
     (wholesale,) = run.invoices
     assert [(ln.description, int(ln.quantity), ln.net) for ln in wholesale.lines] == [
-        ("Data home (wholesale)", 7_000_000, 1)
+        ("Data, zone Home, plan Wholesale", 7_000_000, 1)
     ]
     assert (wholesale.issuer, wholesale.net) == (f"tenant:{tenant}", 1)
     # carol paid online: her wallet usage is on no invoice

@@ -41,7 +41,7 @@ LABELS: Final[dict[str, dict[str, str]]] = {
         " (BIC {bic}), reference {number}.",
         "credit_terms": "The credited amount is refunded or set off against the next invoice.",
         "currency": "All amounts in {currency}.",
-        "per_twin": 'Fees marked "per SIM twin" are charged once for each twin (service'
+        "per_twin": 'Fees "counted per SIM twin" are charged once for each twin (service'
         " profile) of a SIM: a SIM with two twins on plans with that fee pays it twice.",
         "unit_MON": "month",
         "unit_C62": "pcs",
@@ -87,7 +87,7 @@ LABELS: Final[dict[str, dict[str, str]]] = {
         " {iban} (BIC {bic}), Verwendungszweck {number}.",
         "credit_terms": "Der Betrag wird erstattet oder mit der nächsten Rechnung verrechnet.",
         "currency": "Alle Beträge in {currency}.",
-        "per_twin": 'Entgelte "per SIM twin" fallen je Twin (Dienstprofil) einer SIM an:'
+        "per_twin": 'Entgelte "je SIM-Twin gezählt" fallen je Twin (Dienstprofil) einer SIM an:'
         " eine SIM mit zwei Twins auf Tarifen mit diesem Entgelt zahlt es zweimal.",
         "unit_MON": "Monat",
         "unit_C62": "Stk.",
