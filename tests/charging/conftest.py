@@ -120,6 +120,7 @@ def settings_for(redis_url: str, config: ChargingConfig, **overrides: Any) -> Se
         "free_rating_groups": sorted(config.free_rating_groups),
         "shutdown_timeout": 2.0,
         "peers": [{"origin_host": CLIENT.origin_host, "addresses": ["127.0.0.1"]}],
+        "webhooks": False,  # the dispatcher has tests of its own (tests/events)
     }
     return Settings(**(values | overrides))
 
