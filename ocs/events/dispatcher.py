@@ -136,6 +136,7 @@ class Dispatcher:
         self._trimmed = 0.0
         self.holding = False
         self._failing = False
+        self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -143,7 +144,10 @@ class Dispatcher:
             self._task = asyncio.create_task(self._loop(), name="ocs-webhooks")
 
     async def _loop(self) -> None:
-        while True:
+        # the flag, not only the cancellation, ends the loop: a client may turn the
+        # CancelledError of a command cut half-way into an error of its own (redis-py's
+        # cluster client does), which the loop would take for an outage and go on
+        while not self._closed:
             try:
                 await self.run_once()
                 self._failing = False
@@ -156,6 +160,7 @@ class Dispatcher:
     async def close(self) -> None:
         """Stop delivering, bounded in time (a shutdown never waits on a receiver or a
         command cut half-way): at most ``CLOSE_TIMEOUT`` seconds a step."""
+        self._closed = True
         tasks = [t for t in (self._task, *self._running.values()) if t is not None]
         for task in tasks:
             task.cancel()

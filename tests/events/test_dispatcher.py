@@ -258,3 +258,17 @@ async def test_on_a_redis_cluster_too(backend_redis: RedisClient, receiver: Rece
         assert await Subscriptions(backend_redis).delete("t", sub.id)
     finally:
         await store.batch.close()
+
+
+async def test_close_ends_the_loop_even_mid_command(backend_redis: RedisClient) -> None:
+    """close() while the first pass is in a Redis command: the loop ends (on a cluster
+    redis-py turns the cancelled command into an error of its own, which the loop used to
+    take for an outage and go on polling after its server stopped)."""
+    for _ in range(3):
+        dispatcher = Dispatcher(backend_redis, FAST)
+        dispatcher.start()
+        await asyncio.sleep(0)  # the first pass has sent its first command
+        task = dispatcher._task
+        await dispatcher.close()
+        assert task is not None and task.done()
+        assert not [t for t in asyncio.all_tasks() if t.get_name() == "ocs-webhooks"]
