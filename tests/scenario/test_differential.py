@@ -370,7 +370,10 @@ async def run_example(
     assert await audit_records(redis, db, tenant, [res_tag, wallet_tag]) == []
     billed = {line.description: line.net for line in lines["res"]}
     assert billed == {line.description: line.net for line in by_record["res"]}
-    expected = {f"Data {zone} (wholesale)": net for zone, net in by_line.items()}
+    names = {"home": "Home", "eu": "EU", "world": "World"}  # the zones' names (line_words)
+    expected = {
+        f"Data, zone {names.get(zone, zone)}, plan wholesale": net for zone, net in by_line.items()
+    }
     if payer["kind"] == "wallet":  # a wallet level is paid online, never invoiced
         expected = {}
     assert {k: v for k, v in billed.items() if v} == {k: v for k, v in expected.items() if v}
