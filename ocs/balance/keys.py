@@ -155,11 +155,12 @@ def nchf_answer_key(tenant: str, ref: str, sequence: int) -> str:
     return f"{PREFIX}:nchf:{{{tenant}:{ref}}}:isn:{sequence}"
 
 
-def nchf_subscriber_key(tenant: str, imsi: str) -> str:
+def nchf_subscriber_key(tenant: str, value: str, kind: str = "imsi") -> str:
     """SET of the open charging data resources (ChargingDataRefs) of one IMSI of ``tenant``
     (TTL ``session_ttl``, refreshed by each request), for charging notifications: the Nchf
-    counterpart of ``ocs.network.keys.subscriber_key`` for Gy sessions."""
-    return f"{PREFIX}:nchf:sub:{tenant}:imsi:{imsi}"
+    counterpart of ``ocs.network.keys.subscriber_key`` for Gy sessions. ``kind`` "msisdn":
+    the resources created with an MSISDN (GPSI) only, indexed by it."""
+    return f"{PREFIX}:nchf:sub:{tenant}:{kind}:{value}"
 
 
 def nchf_create_key(tenant: str, digest: str) -> str:

@@ -70,7 +70,9 @@ class NetworkCommands:
             keys.append((subscriber_key(tenant, "imsi", imsi), GY))
             if msisdn:
                 keys.append((subscriber_key(tenant, "msisdn", msisdn), GY))
-            keys.append((nchf_subscriber_key(tenant, imsi), NCHF))  # by IMSI only
+            keys.append((nchf_subscriber_key(tenant, imsi), NCHF))
+            if msisdn:  # a resource created with the GPSI only (no SUPI)
+                keys.append((nchf_subscriber_key(tenant, msisdn, "msisdn"), NCHF))
         if not keys:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -244,6 +246,9 @@ class NetworkCommands:
             if info.interface == NCHF:
                 if info.imsi:
                     pipe.srem(nchf_subscriber_key(info.tenant, info.imsi), info.session_id)
+                elif info.msisdn:
+                    index = nchf_subscriber_key(info.tenant, info.msisdn, "msisdn")
+                    pipe.srem(index, info.session_id)
             else:
                 pipe.delete(session_key(info.session_id))
                 if info.imsi:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from ocs.balance.keys import nchf_subscriber_key
 from ocs.config import Settings
 from ocs.lifecycle.signals import SessionSignals
 from ocs.network import NetworkCommands
@@ -198,3 +199,109 @@ async def test_another_tenant_never_reaches_the_resource(
     assert r.status_code == 404
     await until(lambda: True)
     assert smf.server.requests == []
+
+
+async def _create_by_msisdn(server: NchfServer, smf: Smf, *, gpsi_only: bool = False) -> str:
+    """A resource created with the GPSI alone (no SUPI): ``subscriberIdentifier``
+    msisdn-..., or (``gpsi_only``) only ``userInformation.servedGPSI``."""
+    if gpsi_only:
+        body = charging_request(0, imsi=None, units=[usage(RG)], notify=smf.uri("gpsi"))
+        info = body["pDUSessionChargingInformation"]
+        info["userInformation"] = {"servedGPSI": f"msisdn-{MSISDN}"}
+    else:
+        body = charging_request(
+            0, imsi=None, units=[usage(RG)], notify=smf.uri("msisdn"),
+            subscriberIdentifier=f"msisdn-{MSISDN}",
+        )  # fmt: skip
+    async with h2_client() as client:
+        r = await client.post(server.base, json=body)
+    assert r.status_code == 201, r.text
+    assert granted_of(r.json())[RG] > 0
+    return r.headers["location"].rsplit("/", 1)[1]
+
+
+async def test_a_resource_created_with_an_msisdn_only_is_notified_like_one_with_a_supi(
+    workers: tuple[NchfServer, NchfServer], demo: Api, smf: Smf
+) -> None:
+    specs = specs_or_skip()
+    one, two = workers
+    await _subscriber(demo, balance=10_000)
+    ref = await _create_by_msisdn(one, smf)
+    r = await demo.request("GET", f"/v1/subscriptions/{IMSI}/sessions", who="read")
+    (listed,) = r.json()
+    assert (listed["session_id"], listed["interface"], listed["msisdn"]) == (ref, "nchf", MSISDN)
+
+    # a top-up: REAUTHORIZATION at the notifyUri the create gave
+    r = await demo.request(
+        "POST",
+        "/v1/wallets/w-nchf/top-ups",
+        who="topup",
+        json={"amount": 100, "currency": "EUR"},
+        headers={"Idempotency-Key": "nchf-msisdn-1"},
+    )
+    assert r.status_code == 201, r.text
+    await smf.server.wait_for(lambda rs: len(rs) >= 1)
+    assert smf.notifications() == [{"notificationType": "REAUTHORIZATION"}]
+    specs.check(smf.notifications()[0], NCHF, NOTIFY, what="the notification")
+    assert smf.server.requests[0].path == "/nsmf-callback/notify_msisdn"
+    # a plan change over the API: REAUTHORIZATION
+    r = await demo.request(
+        "PATCH", f"/v1/subscriptions/{IMSI}", json={"properties": {"sensors": 2}}
+    )
+    assert r.status_code == 200, r.text
+    await smf.server.wait_for(lambda rs: len(rs) >= 2)
+    # the lifecycle's signals (a renewal) go through the same index
+    sent = await SessionSignals(demo.redis).send({"rar": [("demo", IMSI, MSISDN)]})
+    assert sent == {"rar": 1}
+    assert [n["notificationType"] for n in smf.notifications()] == ["REAUTHORIZATION"] * 3
+
+    # the SMF asks again on the other worker, by the MSISDN again: quota
+    async with h2_client() as client:
+        update = charging_request(
+            1, imsi=None, units=[usage(RG, used=1000, want=1_000_000)],
+            subscriberIdentifier=f"msisdn-{MSISDN}",
+        )  # fmt: skip
+        r = await client.post(f"{two.base}/{ref}/update", json=update)
+    assert r.status_code == 200, r.text
+    assert granted_of(r.json())[RG] == 1_000_000
+
+    # suspended: ABORT_CHARGING
+    r = await demo.request("POST", f"/v1/subscriptions/{IMSI}/suspend")
+    assert r.status_code == 200, r.text
+    await smf.server.wait_for(lambda rs: len(rs) >= 4)
+    assert smf.notifications()[3] == {"notificationType": "ABORT_CHARGING"}
+    async with h2_client() as client:
+        release = charging_request(
+            2, imsi=None, units=[usage(RG, used=10, want=None)],
+            subscriberIdentifier=f"msisdn-{MSISDN}",
+        )  # fmt: skip
+        r = await client.post(f"{one.base}/{ref}/release", json=release)
+    assert r.status_code == 204, r.text
+    r = await demo.request("GET", f"/v1/subscriptions/{IMSI}/sessions", who="read")
+    assert r.json() == []  # released: no longer notified
+    assert await demo.redis.smembers(nchf_subscriber_key("demo", MSISDN, "msisdn")) == set()
+
+
+async def test_a_resource_of_a_served_gpsi_only_is_forgotten_when_its_consumer_is_gone(
+    workers: tuple[NchfServer, NchfServer], demo: Api, smf: Smf
+) -> None:
+    one, _ = workers
+    await _subscriber(demo, balance=10_000)
+    ref = await _create_by_msisdn(one, smf, gpsi_only=True)
+    assert await demo.redis.smembers(nchf_subscriber_key("demo", MSISDN, "msisdn")) == {
+        ref.encode()
+    }
+    r = await demo.request("POST", f"/v1/subscriptions/{IMSI}/sessions/re-auth")
+    assert [(o["session"], o["status"], o["http_status"]) for o in r.json()] == [
+        (ref, "answered", 204)
+    ]
+    smf.status = 410  # the SMF no longer knows the session
+    r = await demo.request("POST", f"/v1/subscriptions/{IMSI}/sessions/abort")
+    assert [(o["status"], o["http_status"]) for o in r.json()] == [("gone", 410)]
+    assert smf.notifications() == [
+        {"notificationType": "REAUTHORIZATION"},
+        {"notificationType": "ABORT_CHARGING"},
+    ]
+    r = await demo.request("GET", f"/v1/subscriptions/{IMSI}/sessions", who="read")
+    assert r.json() == []
+    assert await demo.redis.smembers(nchf_subscriber_key("demo", MSISDN, "msisdn")) == set()

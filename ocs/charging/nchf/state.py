@@ -29,7 +29,9 @@ field          value
 
 ``ocs:nchf:sub:<tenant>:imsi:<imsi>`` (``nchf_subscriber_key``), a SET, TTL
 ``session_ttl``: the refs of the subscriber's open resources (added at create, removed at
-release), so that a notifier finds them from a subscriber.
+release), so that a notifier finds them from a subscriber. A resource created with an
+MSISDN only (``subscriberIdentifier`` or ``servedGPSI`` msisdn-..., no SUPI) is in
+``ocs:nchf:sub:<tenant>:msisdn:<msisdn>`` instead, as a Gy session is indexed by both.
 
 ``ocs:nchf:create:<tenant>:<digest>`` (``nchf_create_key``), a STRING, TTL ``answer_ttl``:
 the ref a create request made, by the digest of its body, so that the same create sent
@@ -80,6 +82,15 @@ class Resource:
     context: dict[str, Any] = field(default_factory=dict)
     payers: dict[int, str] = field(default_factory=dict)
     closed: bool = False
+
+    def index_key(self) -> str | None:
+        """The subscriber index that names this resource, for notifications: by IMSI, or
+        by MSISDN for one created with a GPSI only (None: neither, never indexed)."""
+        if self.imsi:
+            return nchf_subscriber_key(self.tenant, self.imsi)
+        if self.msisdn:
+            return nchf_subscriber_key(self.tenant, self.msisdn, "msisdn")
+        return None
 
     def fields(self) -> list[Any]:
         out: list[Any] = [
@@ -162,8 +173,8 @@ class ResourceStore:
             if gone:
                 commands.append(("HDEL", key, *gone))
             commands.append(("EXPIRE", key, self.ttl))
-        if resource.imsi:
-            index = nchf_subscriber_key(resource.tenant, resource.imsi)
+        index = resource.index_key()
+        if index is not None:
             if resource.closed:
                 commands.append(("SREM", index, resource.ref))
             else:
