@@ -51,6 +51,7 @@ class Receiver(ThreadingHTTPServer):
         self.echo = echo
         self.events: list[dict[str, Any]] = []
         self.seen: set[str] = set()
+        self.redelivered: list[str] = []  # verified ids that came with Ocs-Redelivered
         self.refused = 0
         self.requests = 0
         self.lock = threading.Lock()
@@ -63,6 +64,8 @@ class Receiver(ThreadingHTTPServer):
                 self.refused += 1
                 return 401
             event = json.loads(body)
+            if headers.get("Ocs-Redelivered") == "1":
+                self.redelivered.append(event["id"])
             if event["id"] != headers.get("Ocs-Event-Id") or event["id"] in self.seen:
                 return 204  # a redelivery: done already
             self.seen.add(event["id"])

@@ -7,11 +7,13 @@ from __future__ import annotations
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Query, Response
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, model_validator
 
 from ocs.api.models import Digits, Id, Model
 from ocs.api.problems import Problem, not_found
 from ocs.api.state import Admin, Api, Reader
+from ocs.events.dead import MAX_SELECT, DeadLetters
+from ocs.events.metrics import webhook_metrics
 from ocs.events.model import MAX_EVENTS, MAX_URL, SECRET_MAX, SECRET_MIN, SubscriptionError
 from ocs.events.model import Subscription as Sub
 from ocs.events.subscriptions import Subscriptions
@@ -20,6 +22,8 @@ router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 MAX_FILTER: Final = 1000
 SubId = Annotated[str, StringConstraints(pattern=r"^wh_[0-9a-f]{16}$")]
 EventType = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+EntryId = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}-[0-9]{1,20}$")]
+"""A dead letter's ``entry`` (its Redis stream id, as the list answers it)."""
 
 
 class WebhookFilter(Model):
@@ -105,6 +109,23 @@ async def list_webhooks(who: Reader, api: Api) -> list[WebhookView]:
     return [WebhookView(**_view(s)) for s in await Subscriptions(api.redis).all(who.tenant)]
 
 
+class DeadLetterSummary(Model):
+    webhook: str
+    count: int  # dead letters kept (about the last 10,000)
+    oldest_ms: int | None  # when the oldest kept one was dead-lettered
+    newest_ms: int | None
+    queue: int  # redeliveries asked for, not yet delivered (or dead again)
+
+
+@router.get("/dead-letters", response_model=list[DeadLetterSummary])
+async def dead_letter_summary(who: Reader, api: Api) -> list[DeadLetterSummary]:
+    """The tenant's dead letters, per subscription: how many, since when, how many
+    redeliveries wait (docs/webhooks.md)."""
+    dead = DeadLetters(api.redis)
+    subs = await Subscriptions(api.redis).all(who.tenant)
+    return [DeadLetterSummary(webhook=s.id, **await dead.summary(who.tenant, s.id)) for s in subs]
+
+
 async def _sub(api: Api, tenant: str, sub_id: str) -> Sub:
     sub = await Subscriptions(api.redis).get(tenant, sub_id)
     if sub is None:
@@ -139,9 +160,79 @@ async def list_deliveries(
 
 @router.get("/{sub_id}/dead-letters", response_model=list[Delivery])
 async def list_dead_letters(
-    sub_id: SubId, who: Reader, api: Api, limit: Limit = 100
+    sub_id: SubId,
+    who: Reader,
+    api: Api,
+    limit: Limit = 100,
+    before: Annotated[EntryId | None, Query(description="the next page: older than")] = None,
 ) -> list[Delivery]:
-    """Events given up after the last attempt, with the body that was not delivered."""
+    """Events given up after the last attempt, with the body that was not delivered, newest
+    first; the next page is ``before=<entry of the last one>``."""
     await _sub(api, who.tenant, sub_id)
-    rows = await Subscriptions(api.redis).dead_letters(who.tenant, sub_id, limit)
+    rows = await Subscriptions(api.redis).dead_letters(who.tenant, sub_id, limit, before)
     return [Delivery(**r) for r in rows]
+
+
+class DeadLetterSelection(Model):
+    """Which dead letters: ``entries`` (their ``entry`` ids, at most 1,000) or ``all``."""
+
+    entries: list[EntryId] = Field(default_factory=list, max_length=MAX_SELECT)
+    all: Annotated[bool, Field(strict=True)] = False
+
+    @model_validator(mode="after")
+    def _one_of(self) -> DeadLetterSelection:
+        if bool(self.entries) == self.all:
+            raise ValueError("give either a non-empty 'entries' or 'all': true")
+        return self
+
+    def chosen(self) -> list[str] | None:
+        return None if self.all else list(dict.fromkeys(self.entries))
+
+
+class Redelivered(Model):
+    redelivered: int  # dead letters queued for redelivery by this request
+    unknown: list[str]  # entries asked for that are not dead letters (any more)
+    queue: int  # redeliveries of this subscription not delivered yet, these included
+
+
+class Dropped(Model):
+    dropped: int
+    unknown: list[str]
+
+
+@router.post("/{sub_id}/dead-letters/redeliver", status_code=202, response_model=Redelivered)
+async def redeliver_dead_letters(
+    sub_id: SubId, body: DeadLetterSelection, who: Admin, api: Api
+) -> Redelivered:
+    """Send dead letters again (after fixing the receiver): each leaves the dead letters
+    and is delivered by the dispatcher's next pass with its original ``id`` and ``time``,
+    the header ``Ocs-Redelivered: 1``, in the order they died, retried with backoff and
+    dead-lettered again after the last attempt. They arrive after the newer events of
+    their subject delivered meanwhile (docs/webhooks.md)."""
+    await _sub(api, who.tenant, sub_id)
+    dead = DeadLetters(api.redis)
+    outcome = await dead.redeliver(who.tenant, sub_id, body.chosen())
+    webhook_metrics().dead_letter_actions.labels("redelivered").inc(outcome.done)
+    queue = (await dead.summary(who.tenant, sub_id))["queue"]
+    return Redelivered(redelivered=outcome.done, unknown=outcome.unknown, queue=queue)
+
+
+@router.post("/{sub_id}/dead-letters/drop", response_model=Dropped)
+async def drop_dead_letters(
+    sub_id: SubId, body: DeadLetterSelection, who: Admin, api: Api
+) -> Dropped:
+    """Delete dead letters for good (``entries``, or ``all``)."""
+    await _sub(api, who.tenant, sub_id)
+    outcome = await DeadLetters(api.redis).drop(who.tenant, sub_id, body.chosen())
+    webhook_metrics().dead_letter_actions.labels("dropped").inc(outcome.done)
+    return Dropped(dropped=outcome.done, unknown=outcome.unknown)
+
+
+@router.delete("/{sub_id}/dead-letters/{entry}", status_code=204)
+async def drop_dead_letter(sub_id: SubId, entry: EntryId, who: Admin, api: Api) -> Response:
+    await _sub(api, who.tenant, sub_id)
+    outcome = await DeadLetters(api.redis).drop(who.tenant, sub_id, [entry])
+    if not outcome.done:
+        raise not_found("dead letter", entry)
+    webhook_metrics().dead_letter_actions.labels("dropped").inc()
+    return Response(status_code=204)

@@ -31,7 +31,16 @@ import httpx
 
 from ocs.balance.keys import PAYERS, PayerKeys
 from ocs.balance.slots import roots
-from ocs.events.keys import LEASE, TENANTS, cursor_key, dead_key, log_key, retry_key, tenant_outbox
+from ocs.events.keys import (
+    LEASE,
+    TENANTS,
+    cursor_key,
+    dead_key,
+    log_key,
+    redeliver_key,
+    retry_key,
+    tenant_outbox,
+)
 from ocs.events.metrics import WebhookMetrics
 from ocs.events.model import Event, Subscription
 from ocs.events.signing import EVENT_HEADER, HEADER, signature
@@ -43,6 +52,7 @@ log = logging.getLogger(__name__)
 BATCH: Final = 100  # outbox entries read at a time
 TRIM_EVERY: Final = 60.0  # seconds between outbox trims
 ATTEMPT_HEADER: Final = "Ocs-Delivery-Attempt"
+REDELIVERED_HEADER: Final = "Ocs-Redelivered"  # "1" on a dead letter redelivered (ocs.events.dead)
 CLOSE_TIMEOUT: Final = 2.0  # seconds a step of close() may take
 
 # take the lease, or keep it if it is ours (PEXPIRE): 1 when we hold it
@@ -209,25 +219,31 @@ class Dispatcher:
         if not subs:
             return
         streams = _outboxes(tenant, payers)
+        queues = [redeliver_key(tenant, sub.id) for sub in subs]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for stream in streams:
+            for stream in (*streams, *queues):
                 pipe.xrevrange(stream, count=1)
             for sub in subs:
                 pipe.hgetall(cursor_key(tenant, sub.id))
             replies = await pipe.execute()
-        lasts, cursors = replies[: len(streams)], replies[len(streams) :]
+        n, m = len(streams), len(streams) + len(queues)
+        lasts, queued, cursors = replies[:n], replies[n:m], replies[m:]
+        done = [{_s(k): _s(v) for k, v in raw.items()} for raw in cursors]
         for stream, last in zip(streams, lasts, strict=True):
-            if not last:
-                continue
-            last_id = _id(_s(last[0][0]))
-            for sub, raw in zip(subs, cursors, strict=True):
-                done = {_s(k): _s(v) for k, v in raw.items()}
-                cursor = done.get(stream, sub.start)
-                key = (tenant, sub.id, stream)
-                if last_id > _id(cursor) and key not in self._running:
-                    task = asyncio.create_task(self._drain(sub, stream, cursor))
-                    self._running[key] = task
-                    task.add_done_callback(self._forget(key))
+            if last:
+                for sub, cursor in zip(subs, done, strict=True):
+                    self._start(sub, stream, _s(last[0][0]), cursor.get(stream, sub.start))
+        # each subscription's own redelivery queue (dead letters an operator sent again)
+        for sub, queue, last, cursor in zip(subs, queues, queued, done, strict=True):
+            if last:
+                self._start(sub, queue, _s(last[0][0]), cursor.get(queue, "0-0"))
+
+    def _start(self, sub: Subscription, stream: str, last: str, cursor: str) -> None:
+        key = (sub.tenant, sub.id, stream)
+        if _id(last) > _id(cursor) and key not in self._running:
+            task = asyncio.create_task(self._drain(sub, stream, cursor))
+            self._running[key] = task
+            task.add_done_callback(self._forget(key))
 
     def _forget(self, key: tuple[str, str, str]) -> Any:
         def done(_task: asyncio.Task[None]) -> None:
@@ -306,7 +322,8 @@ class Dispatcher:
         self, sub: Subscription, stream: str, eid: str, event: Event, attempts: int
     ) -> bool:
         """One attempt; True when the pair may go on (delivered, or dead-lettered)."""
-        result = await self._post(sub, event, attempts)
+        redelivery = stream == redeliver_key(sub.tenant, sub.id)
+        result = await self._post(sub, event, attempts, redelivery=redelivery)
         s = self.settings
         give_up = result.final or attempts >= s.max_attempts
         outcome = "delivered" if result.ok else ("failed" if give_up else "retried")
@@ -331,6 +348,8 @@ class Dispatcher:
                     )
                 pipe.hset(cursors, stream, eid)
                 pipe.hdel(retries, stream)
+                if redelivery:  # the queue holds what is still to redeliver, nothing else
+                    pipe.xdel(stream, eid)
             else:
                 due = int((time.time() + s.delay(attempts)) * 1000)
                 state = {"event": event.id, "attempts": attempts, "next": due}
@@ -338,6 +357,8 @@ class Dispatcher:
             await pipe.execute()
         if self.metrics is not None:
             self.metrics.deliveries.labels(outcome).inc()
+            if redelivery:
+                self.metrics.redeliveries.labels(outcome).inc()
             if result.ok:
                 self.metrics.lag.observe(max(time.time() - event.time_ms / 1000, 0.0))
         if not result.ok:
@@ -351,7 +372,9 @@ class Dispatcher:
             )
         return result.ok or give_up
 
-    async def _post(self, sub: Subscription, event: Event, attempt: int) -> Attempt:
+    async def _post(
+        self, sub: Subscription, event: Event, attempt: int, *, redelivery: bool = False
+    ) -> Attempt:
         body = event.body()
         if len(body) > self.settings.max_body:
             return Attempt(False, 0, f"body of {len(body)} bytes over the limit", 0, final=True)
@@ -362,6 +385,8 @@ class Dispatcher:
             HEADER: signature(sub.secret, int(time.time()), body),
             ATTEMPT_HEADER: str(attempt),
         }
+        if redelivery:
+            headers[REDELIVERED_HEADER] = "1"
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.settings.timeout):

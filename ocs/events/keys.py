@@ -44,6 +44,12 @@ def dead_key(tenant: str, sub: str) -> str:
     return f"{_t(tenant)}:dead:{sub}"
 
 
+def redeliver_key(tenant: str, sub: str) -> str:
+    """STREAM: dead letters an operator asked to redeliver, in the outbox entry format,
+    drained by the dispatcher like an outbox (its own cursor, retries, dead letters)."""
+    return f"{_t(tenant)}:redeliver:{sub}"
+
+
 def tenant_outbox(tenant: str) -> str:
     """STREAM: the tenant's own outbox, for events of API writes that reach no payer (a SIM
     state change): same hash tag as the tenant's provisioning state, so a MULTI can write

@@ -24,6 +24,20 @@ class WebhookMetrics:
             buckets=(0.1, 0.5, 1, 2, 5, 15, 60, 300, 1800, 7200),
             registry=registry,
         )
+        self.redeliveries = Counter(
+            "ocs_webhook_redeliveries",
+            "Attempts to redeliver dead letters an operator sent again, by outcome "
+            "(delivered, retried, failed: dead-lettered again); counted in "
+            "ocs_webhook_deliveries too",
+            ["outcome"],
+            registry=registry,
+        )
+        self.dead_letter_actions = Counter(
+            "ocs_webhook_dead_letter_actions",
+            "Dead letters an operator acted on over the API: redelivered (queued) or dropped",
+            ["action"],
+            registry=registry,
+        )
         self.backlog_age = Gauge(
             "ocs_webhook_backlog_age_seconds",
             "Age of the oldest event a subscription has not been delivered yet (0: none), as "

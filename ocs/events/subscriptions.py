@@ -11,6 +11,7 @@ from ocs.events.keys import (
     cursor_key,
     dead_key,
     log_key,
+    redeliver_key,
     retry_key,
     subscriptions_key,
 )
@@ -87,7 +88,7 @@ class Subscriptions:
     async def delete(self, tenant: str, sub_id: str) -> bool:
         removed = int(await self.redis.hdel(subscriptions_key(tenant), sub_id))
         if removed:
-            keys = (cursor_key, retry_key, log_key, dead_key)
+            keys = (cursor_key, retry_key, log_key, dead_key, redeliver_key)
             await self.redis.delete(*[k(tenant, sub_id) for k in keys])
         return removed > 0
 
@@ -95,13 +96,19 @@ class Subscriptions:
         """The newest ``limit`` attempts, newest first."""
         return await _entries(self.redis, log_key(tenant, sub_id), limit)
 
-    async def dead_letters(self, tenant: str, sub_id: str, limit: int) -> list[dict[str, Any]]:
-        return await _entries(self.redis, dead_key(tenant, sub_id), limit)
+    async def dead_letters(
+        self, tenant: str, sub_id: str, limit: int, before: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first; ``before``: only those older than that entry (the next page)."""
+        return await _entries(self.redis, dead_key(tenant, sub_id), limit, before)
 
 
-async def _entries(redis: RedisClient, key: str, limit: int) -> list[dict[str, Any]]:
+async def _entries(
+    redis: RedisClient, key: str, limit: int, before: str | None = None
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    entries: list[Any] = await redis.xrevrange(key, count=limit) or []
+    top = f"({before}" if before else "+"
+    entries: list[Any] = await redis.xrevrange(key, top, "-", count=limit) or []
     for eid, fields in entries:
         entry: dict[str, Any] = {"entry": _s(eid)}
         for k, v in fields.items():
