@@ -113,6 +113,7 @@ class PoolView(BaseModel):
     active_members: int
     buckets: list[Bucket]
     lifecycle: dict[str, Any] | None = None  # period, adaptive tier, auto top-off (lifecycle.md)
+    name: str = ""  # what invoices call the pool (the catalogue's ``name``; "" when none)
 
 
 class TopOffRequest(Model):

@@ -57,6 +57,7 @@ async def get_pool(pool_id: str, who: Reader, api: Api) -> PoolView:
             active += 1
     return PoolView(
         id=pool.id,
+        name=pool.name,
         account=pool.account,
         kind=pool.kind,
         payment=pool.payment,

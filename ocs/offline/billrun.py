@@ -241,8 +241,9 @@ async def compute_account(
     subs = await _subs(conn, cipher, account.account_id)
     lines = fee_lines(catalogue, account, subs, period)
     pools = await conn.fetch("SELECT * FROM pool_terms WHERE account_id = $1", account.account_id)
+    names = {p.id: p.name for p in catalogue.pools.values() if p.name}
     lines += account_pool_lines(
-        pools, account, subs, period, catalogue.tenant.id, facts.pools, facts.window
+        pools, account, subs, period, catalogue.tenant.id, facts.pools, facts.window, names
     )
     try:
         lines += await _other_lines(conn, catalogue, account, period)

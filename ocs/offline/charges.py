@@ -276,6 +276,12 @@ class PoolRow:
     overage_per: int
     overage_price: int
     ladder: tuple[tuple[int, int], ...]  # (up_to, fee), ascending
+    name: str = ""  # the catalogue's name of the pool for people; "" when it gives none
+
+    @property
+    def shown(self) -> str:
+        """What the invoice calls the pool: its name, else its id."""
+        return self.name or self.pool_id
 
 
 def pool_lines(
@@ -298,15 +304,15 @@ def pool_lines(
         sims = f"{float(member_fraction):,.2f}"
         if lang == "de":
             sims = sims.replace(",", "_").replace(".", ",").replace("_", ".")
-        desc = words("pool_flexible", lang, pool=pool.pool_id, size=count(size, lang), sims=sims)
+        desc = words("pool_flexible", lang, pool=pool.shown, size=count(size, lang), sims=sims)
     elif pool.kind == "adaptive" and pool.ladder:
         need = max(used, reached)
         step = next((s for s in pool.ladder if need <= s[0]), pool.ladder[-1])
         size, fee = step
-        desc = words("pool_adaptive", lang, pool=pool.pool_id, size=count(size, lang))
+        desc = words("pool_adaptive", lang, pool=pool.shown, size=count(size, lang))
     else:
         size, fee = pool.size, pool.fee
-        desc = words("pool_static", lang, pool=pool.pool_id, size=count(size, lang))
+        desc = words("pool_static", lang, pool=pool.shown, size=count(size, lang))
     if fee:
         out.append(
             Line(
@@ -329,7 +335,7 @@ def pool_lines(
                 issuer,
                 pool.currency,
                 "overage",
-                words("pool_overage", lang, pool=pool.pool_id),
+                words("pool_overage", lang, pool=pool.shown),
                 "telecom",
                 Decimal(over),
                 "units",

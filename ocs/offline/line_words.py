@@ -34,6 +34,13 @@ LINE_WORDS: Final[dict[str, dict[str, str]]] = {
         "credit": "Credit",
         "debit": "Debit",
         "late": "Late {period}: {text}",
+        "topoff": "Top-off {item}",
+        "auto_topoff": "Auto top-off {item}",
+        "renewal": "Renewal {item}",
+        "renewed": "{text} ({period})",
+        "item_addon": "{name}",
+        "item_pool": "pool {name}",
+        "item_plan": "plan {name}",
     },
     "de": {
         "fee": "{fee} Tarif {plan}: {sims} (je SIM-Twin gezählt: {twins})",
@@ -57,8 +64,22 @@ LINE_WORDS: Final[dict[str, dict[str, str]]] = {
         "credit": "Gutschrift",
         "debit": "Nachbelastung",
         "late": "Nachberechnung {period}: {text}",
+        "topoff": "Zusatzpaket {item}",
+        "auto_topoff": "Automatisches Zusatzpaket {item}",
+        "renewal": "Verlängerung {item}",
+        "renewed": "{text} ({period})",
+        "item_addon": "{name}",
+        "item_pool": "Pool {name}",
+        "item_plan": "Tarif {name}",
     },
 }
+
+
+def named(item: object, fallback: str) -> str:
+    """What a line calls a catalogue item: its ``name``, or its id when it has none (or is
+    not in the catalogue any more)."""
+    name = getattr(item, "name", "") if item is not None else ""
+    return name if isinstance(name, str) and name else fallback
 
 
 def lang_of(language: str | None) -> str:

@@ -10,6 +10,7 @@ watermark), and the difference is charged on "Late <period>" lines.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -165,7 +166,7 @@ async def pool_facts(
     return facts
 
 
-def _pool_row(r: asyncpg.Record) -> PoolRow:
+def _pool_row(r: asyncpg.Record, name: str = "") -> PoolRow:
     ladder = tuple(sorted((s["up_to"], s["fee"]) for s in json.loads(r["ladder"])))
     return PoolRow(
         r["pool_id"],
@@ -177,6 +178,7 @@ def _pool_row(r: asyncpg.Record) -> PoolRow:
         r["overage_per"],
         r["overage_price"],
         ladder,
+        name,
     )
 
 
@@ -218,15 +220,17 @@ def account_pool_lines(
     tenant: str,
     facts: PoolFacts,
     window: Window = ALL,
+    names: Mapping[str, str] | None = None,
 ) -> list[Line]:
     """Fee and overage of each pool of ``account`` (``rows`` of ``pool_terms``) for
-    ``period``, and the late differences of its invoiced periods."""
+    ``period``, and the late differences of its invoiced periods. ``names``: pool id -> the
+    catalogue's name (the lines say the id of a pool without one)."""
     out: list[Line] = []
     issuer = issuer_of(account.parent_id, tenant)
     for r in rows:
         payer = r["payer"]
         members = facts.members.get(payer, set())
-        pool = _pool_row(r)
+        pool = _pool_row(r, (names or {}).get(r["pool_id"], ""))
         fraction = _fraction(subs, members, account.account_id, period)
         used, reached = facts.used.get(payer, 0), facts.reached.get(payer, 0)
         out += pool_lines(pool, issuer, used, fraction, reached, account.language)

@@ -32,14 +32,15 @@ from ocs.balance.keys import payer_tag
 from ocs.offline.charges import AccountRow, Line, Period, issuer_of
 from ocs.offline.db import Connection
 from ocs.offline.late import ALL, Window
+from ocs.offline.line_words import named, words
 from ocs.offline.usage import EXCLUDED_PAYERS
 from ocs.rating.catalogue import Catalogue
 
-# context "api" -> (line kind, description prefix)
+# context "api" -> (line kind, the words of the line, ``ocs.offline.line_words``)
 PURCHASE_APIS: Final = {
-    "top-off": ("topoff", "Top-off"),
-    "auto-top-off": ("topoff", "Auto top-off"),
-    "renewal": ("renewal", "Renewal"),
+    "top-off": ("topoff", "topoff"),
+    "auto-top-off": ("topoff", "auto_topoff"),
+    "renewal": ("renewal", "renewal"),
 }
 _CURRENCY: Final = re.compile(r"^[A-Z]{3}$")
 
@@ -150,18 +151,20 @@ def purchase_lines(
     for p in purchases:
         groups[(p.late, p.api, p.item_kind, p.item, p.currency, p.price, p.period)].append(p)
     out: list[Line] = []
+    lang = account.language
     for (late, api, item_kind, item, currency, price, renewed), items in sorted(groups.items()):
-        kind, prefix = PURCHASE_APIS[api]
+        kind, key = PURCHASE_APIS[api]
         if item_kind == "addon":
-            addon = catalogue.addons.get(item)
-            name = (addon.name or addon.id) if addon is not None else item
-            product_class = "telecom"
+            name, product_class = named(catalogue.addons.get(item), item), "telecom"
         elif item_kind == "pool":
-            name, product_class = f"pool {item}", "telecom"
+            name, product_class = named(catalogue.pools.get(item), item), "telecom"
         else:
-            name, product_class = f"plan {item}", "subscription"
-        description = (f"Late {late}: " if late else "") + f"{prefix} {name}"
-        description += f" ({renewed})" if renewed else ""
+            name, product_class = named(catalogue.plans.get(item), item), "subscription"
+        description = words(key, lang, item=words(f"item_{item_kind}", lang, name=name))
+        if renewed:
+            description = words("renewed", lang, text=description, period=renewed)
+        if late:
+            description = words("late", lang, period=late, text=description)
         out.append(
             Line(
                 issuer,
@@ -201,7 +204,7 @@ async def manual_topoff_lines(
                 issuer,
                 addon.currency,
                 "topoff",
-                f"Top-off {addon.name or addon.id}",
+                words("topoff", account.language, item=named(addon, addon.id)),
                 "telecom",
                 Decimal(count),
                 "each",

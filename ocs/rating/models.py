@@ -139,6 +139,18 @@ class TimeWindow(Base):
 Text = Annotated[str, StringConstraints(max_length=200)]
 
 
+def _one_line(value: str) -> str:
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value):
+        raise ValueError("a name is one line of text: no control characters")
+    return value
+
+
+Name = Annotated[str, StringConstraints(max_length=200), AfterValidator(_one_line)]
+"""A name for people (accounts, plans, zones, add-ons, pools, ...), printed on invoices and
+written into e-invoices: at most 200 characters on one line (XML cannot carry control
+characters)."""
+
+
 class InvoiceParty(Base):
     """What an invoice says about a buyer (EN 16931 BG-7, BT-10): set over the catalogue
     folder, the API or CRM import; the bill run copies it to the document at issue. A field
@@ -167,7 +179,7 @@ class SellerParty(InvoiceParty):
 
 class Tenant(Base):
     id: Id
-    name: str = ""
+    name: Name = ""
     home_network: PlmnId
     time_zone: TimeZone = "UTC"
     currency: CurrencyCode = "EUR"
@@ -186,7 +198,7 @@ class Region(Base):
 
 class Zone(Base):
     id: Id
-    name: str = ""
+    name: Name = ""
     networks: list[PlmnId] = Field(default_factory=list)
     countries: list[CountryCode] = Field(default_factory=list)
 
@@ -401,7 +413,7 @@ class TestAllowance(Base):
 
 class Plan(Base):
     id: Id
-    name: str = ""
+    name: Name = ""
     currency: CurrencyCode
     versions: list[PlanVersion] = Field(min_length=1)
     limits: Limits | None = None
@@ -420,7 +432,7 @@ class Addon(Base):
     """A top-off bundle sold when a pool or allowance runs out (data for the balance layer)."""
 
     id: Id
-    name: str = ""
+    name: Name = ""
     currency: CurrencyCode
     price: MinorUnits
     service: ServiceKind
@@ -432,7 +444,7 @@ class Addon(Base):
 
 class TaxProfile(Base):
     id: Id
-    name: str = ""
+    name: Name = ""
     rate_percent: Annotated[Decimal, Field(ge=0, le=100), BeforeValidator(_no_float)]
 
 
@@ -546,7 +558,7 @@ class Account(Base):
     `payer` pays those lines; both are needed only for accounts that are charged per usage."""
 
     id: Id
-    name: str = ""
+    name: Name = ""
     parent: Id | None = None
     kind: Literal["enterprise", "consumer", "reseller"] = "enterprise"
     payment: Literal["prepaid", "postpaid"] = "postpaid"
@@ -605,6 +617,8 @@ class Thresholds(Base):
 
 class Pool(Base):
     id: Id
+    name: Name = ""
+    """What invoices call the pool (its id when none is given)."""
     account: Id
     kind: Literal["static", "flexible", "stacked", "adaptive"] = "static"
     payment: Literal["prepaid", "postpaid"] = "prepaid"
@@ -642,7 +656,7 @@ class Contract(Base):
 
     id: Id
     account: Id
-    name: str = ""
+    name: Name = ""
 
 
 SECTIONS: dict[str, type[Base]] = {

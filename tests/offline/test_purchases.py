@@ -97,7 +97,7 @@ async def test_purchases_priced_as_recorded_once(
         ("cust", "Auto top-off 1 GB top-off", 2, 900, 171),  # 2 x 450; VAT 19 % = 171
         ("cust", "Top-off 1 GB top-off", 1, 500, 95),  # the manual topoff_purchases row
         ("cust", "Top-off 1 GB top-off", 1, 500, 95),  # drained k1, once despite the retry
-        ("cust", "Renewal plan biz (month)", 1, 1500, 285),
+        ("cust", "Renewal plan Business data (month)", 1, 1500, 285),
         ("ngo", "Top-off 1 GB top-off", 1, 500, 0),  # exempt
     ]
     by = {(i.account_id, i.currency): i for i in run.invoices}
