@@ -1,7 +1,8 @@
 """Validation of produced e-invoices with the official artefacts (../shared/specs/en16931,
 never copied into the repository): the UBL 2.1 and CII D16B XSD schemas (lxml) and the
 EN 16931 business rules, Schematron compiled to XSLT, run with saxonche. Tests that need
-them skip, naming the folder, when it is absent."""
+them skip, naming the folder, when it is absent. The XRechnung rules (KoSIT's Schematron) are
+vendored in ``xrechnung/`` beside this file and always run."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
+
+from tests.offline.schematron import Finding, Validator
 
 ROOT = Path(__file__).resolve().parents[2]
 SVRL = "http://purl.oclc.org/dsdl/svrl"
@@ -120,3 +123,24 @@ def pdfa_problems(pdf: bytes) -> list[str]:
     if not any(f.get("/F") == "factur-x.xml" and f.get("/AFRelationship") for f in files):
         out.append("factur-x.xml is not an associated file with a relationship")
     return out
+
+
+XRECHNUNG_DIR = Path(__file__).resolve().parent / "xrechnung"  # vendored, see its SOURCE.md
+
+
+@cache
+def xrechnung_validator(syntax: str) -> Validator:
+    """KoSIT's XRechnung Schematron of ``syntax`` (``ubl`` or ``cii``), compiled by
+    ``tests/offline/schematron.py``."""
+    return Validator(XRECHNUNG_DIR / syntax / f"XRechnung-{syntax.upper()}-validation.sch")
+
+
+def xrechnung_findings(xml: bytes, syntax: str) -> tuple[list[Finding], int]:
+    """Every failed assertion of the XRechnung rules (any flag) and how many rules fired."""
+    return xrechnung_validator(syntax).run(xml)
+
+
+def xrechnung_failures(xml: bytes, syntax: str) -> list[str]:
+    """The fatal failed assertions of the XRechnung rules (id and text)."""
+    findings, _ = xrechnung_findings(xml, syntax)
+    return [f"{f.id}: {f.text}" for f in findings if f.kind == "assert" and f.flag == "fatal"]

@@ -1,5 +1,7 @@
 """EN 16931 in UN/CEFACT Cross Industry Invoice (D16B), the syntax of Factur-X / ZUGFeRD
-(profile EN 16931). Element order as the CII schemas require. Credit notes (381) carry
+(profile EN 16931). It always declares plain EN 16931 (``urn:cen.eu:en16931:2017``), the
+guideline the ``factur-x`` library reads as the EN 16931 profile; XRechnung is the UBL's.
+Element order as the CII schemas require. Credit notes (381) carry
 positive amounts, like the UBL ``CreditNote``."""
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from typing import Final
 from lxml import etree
 
 from ocs.offline.einvoice.document import Document, Party, amount, decimal_text
-from ocs.offline.einvoice.ubl import CUSTOMIZATION, SEPA_CREDIT_TRANSFER, _notes, payment_terms
+from ocs.offline.einvoice.ubl import EN16931, SEPA_CREDIT_TRANSFER, _notes, payment_terms
 
 RSM: Final = "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100"
 RAM: Final = "urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100"
@@ -43,7 +45,7 @@ def to_cii(doc: Document) -> bytes:
     )
     sign = doc.sign
     context = _el(root, RSM, "ExchangedDocumentContext")
-    _ram(_ram(context, "GuidelineSpecifiedDocumentContextParameter"), "ID", CUSTOMIZATION)
+    _ram(_ram(context, "GuidelineSpecifiedDocumentContextParameter"), "ID", EN16931)
     header = _el(root, RSM, "ExchangedDocument")
     _ram(header, "ID", doc.doc_id)
     _ram(header, "TypeCode", doc.type_code)

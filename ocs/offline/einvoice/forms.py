@@ -5,13 +5,14 @@ embedded. ``ocs invoice export --number N --format ...`` writes one, ``ocs billr
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Final
 
 from ocs.offline.db import Connection
 from ocs.offline.einvoice.cii import to_cii
 from ocs.offline.einvoice.facturx import to_facturx
-from ocs.offline.einvoice.ubl import to_ubl
+from ocs.offline.einvoice.ubl import to_ubl, xrechnung_gaps
 from ocs.offline.render import invoice_document, render_html, render_pdf
 
 FORMATS: Final = ("html", "pdf", "ubl", "cii", "facturx")
@@ -22,6 +23,7 @@ SUFFIX: Final = {
     "cii": "-cii.xml",
     "facturx": "-facturx.pdf",
 }
+log = logging.getLogger("ocs.offline.einvoice")
 
 
 async def document_forms(
@@ -41,6 +43,15 @@ async def document_forms(
             out[fmt] = pdf
         elif fmt == "ubl":
             out[fmt] = to_ubl(doc)
+            gaps = xrechnung_gaps(doc)
+            if gaps:  # said where the file is written (the CLI logs WARNING on stderr)
+                log.warning(
+                    "%s %s (%s): UBL declares plain EN 16931, not XRechnung 3.0: it lacks %s",
+                    doc.kind.replace("_", " "),
+                    doc.doc_id,
+                    doc.buyer.account_id,
+                    "; ".join(gaps),
+                )
         elif fmt == "cii":
             out[fmt] = cii
         elif fmt == "facturx":

@@ -1,6 +1,11 @@
 """EN 16931 in OASIS UBL 2.1: an ``Invoice`` (type 380 invoice, 383 debit note) or a
 ``CreditNote`` (381), element order as the UBL 2.1 schemas require. Credit notes carry
-positive amounts (the document type says they are a credit)."""
+positive amounts (the document type says they are a credit).
+
+A document is declared XRechnung 3.0 (the German CIUS of EN 16931, ``XRECHNUNG``) when its
+data meets what XRechnung asks beyond EN 16931 (:func:`xrechnung_gaps`); otherwise it is
+declared plain EN 16931 and says nothing it does not know: no value is made up to fill a
+field XRechnung requires."""
 
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ from lxml import etree
 
 from ocs.offline.einvoice.document import Document, Party, amount, decimal_text
 
-CUSTOMIZATION: Final = "urn:cen.eu:en16931:2017"
+EN16931: Final = "urn:cen.eu:en16931:2017"
+XRECHNUNG: Final = f"{EN16931}#compliant#urn:xeinkauf.de:kosit:xrechnung_3.0"
 NS: Final = {
     "Invoice": "urn:oasis:names:specification:ubl:schema:xsd:Invoice-2",
     "CreditNote": "urn:oasis:names:specification:ubl:schema:xsd:CreditNote-2",
@@ -30,13 +36,41 @@ def _cac(parent: etree._Element, name: str) -> etree._Element:
     return etree.SubElement(parent, f"{{{CAC}}}{name}")
 
 
+def xrechnung_gaps(doc: Document) -> list[str]:
+    """What ``doc`` lacks of the data XRechnung 3.0 requires beyond EN 16931 (the fatal
+    BR-DE rules of KoSIT's Schematron, and the electronic addresses BT-34/BT-49 the CIUS
+    makes mandatory); empty when its UBL can be declared XRechnung. The account id that
+    stands in for a missing buyer reference in plain EN 16931 documents does not count: a
+    buyer reference (Leitweg-ID, purchase order) is the buyer's, not ours."""
+    seller, buyer = doc.seller, doc.buyer
+    wanted = (
+        (buyer.buyer_reference, "buyer reference (BT-10, BR-DE-15)"),
+        (buyer.email, "buyer electronic address (BT-49: e-mail)"),
+        (buyer.city, "buyer city (BT-52, BR-DE-8)"),
+        (buyer.postcode, "buyer post code (BT-53, BR-DE-9)"),
+        (seller.email, "seller electronic address and contact e-mail (BT-34, BT-43, BR-DE-7)"),
+        (seller.contact_name, "seller contact point (BT-41, BR-DE-5)"),
+        (seller.phone, "seller contact telephone (BT-42, BR-DE-6)"),
+        (seller.city, "seller city (BT-37, BR-DE-3)"),
+        (seller.postcode, "seller post code (BT-38, BR-DE-4)"),
+        (seller.vat_id, "seller VAT identifier (BT-31, BR-DE-16)"),
+        (seller.iban, "payment instructions: the seller's IBAN (BG-16, BR-DE-1)"),
+    )
+    return [what for value, what in wanted if not value.strip()]
+
+
+def customization(doc: Document) -> str:
+    """The specification identifier (BT-24) ``doc``'s UBL declares."""
+    return EN16931 if xrechnung_gaps(doc) else XRECHNUNG
+
+
 def to_ubl(doc: Document) -> bytes:
     root_name = "CreditNote" if doc.kind == "credit_note" else "Invoice"
     nsmap: Any = {None: NS[root_name], "cac": CAC, "cbc": CBC}  # None: the default namespace
     root = etree.Element(f"{{{NS[root_name]}}}{root_name}", nsmap=nsmap)
     cur = {"currencyID": doc.currency}
     sign = doc.sign
-    _cbc(root, "CustomizationID", CUSTOMIZATION)
+    _cbc(root, "CustomizationID", customization(doc))
     _cbc(root, "ID", doc.doc_id)
     _cbc(root, "IssueDate", doc.issue_date.isoformat())
     if root_name == "Invoice":
