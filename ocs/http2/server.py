@@ -5,11 +5,14 @@ knowledge (h2c), HTTP/1.1, and with TLS HTTP/2 (ALPN h2) or HTTP/1.1. Measured a
 hypercorn and a server of our own on the ``h2`` library: docs/benchmarks-nchf.md.
 
 Granian reads the request head (with its own limits: header size, the time to read it) and
-hands the rest to the ASGI callable here, which reads the body up to ``Limits.max_body``
-(413 beyond) within ``Limits.request_timeout`` (408 beyond), calls the application and
-writes its response; whatever the application raises is a 500 problem document, never a
-traceback to the client. Granian binds the port itself with SO_REUSEPORT, which is what the
-workers of ``ocs serve --workers N`` need.
+hands the rest to :meth:`HttpServer.__rsgi__` over RSGI, granian's own interface (the head
+as one object read from Rust, the body in one await, the response in one call; ASGI's
+message dictionaries and its two awaited sends per response cost more than the charging
+decision of a request: docs/benchmarks-nchf.md). It reads the body up to
+``Limits.max_body`` (413 beyond) within ``Limits.request_timeout`` (408 beyond), calls the
+application and writes its response; whatever the application raises is a 500 problem
+document, never a traceback to the client. Granian binds the port itself with SO_REUSEPORT,
+which is what the workers of ``ocs serve --workers N`` need.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -28,8 +31,7 @@ from ocs.http2.messages import Handler, Limits, Request, Response, problem
 log = logging.getLogger(__name__)
 
 START_TIMEOUT: Final = 10.0  # seconds for the server to listen
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+DEADLINE_TICK: Final = 0.05  # seconds between two looks at the requests' body deadlines
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,72 @@ class _TooLarge(Exception):
     pass
 
 
+class _Gone(Exception):
+    """The client closed the stream or connection before its request arrived whole."""
+
+
+class _Deadline:
+    """One request's deadline (``async with``): raises TimeoutError when
+    :class:`_Deadlines` cancelled the task for it."""
+
+    __slots__ = ("active", "at", "expired", "task")
+
+    def __init__(self, task: asyncio.Task[Any], at: float) -> None:
+        self.task = task
+        self.at = at
+        self.active = True
+        self.expired = False
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.active = False
+        if self.expired and exc_type is asyncio.CancelledError and self.task.uncancel() == 0:
+            raise TimeoutError("the request did not arrive in time")
+
+
+class _Deadlines:
+    """The body deadlines of every request on one timer, instead of an ``asyncio.timeout``
+    each (a timer scheduled and cancelled per request, ~12 us under uvloop). Every request
+    has the same time limit, so deadlines come in order: a FIFO, and one timer, armed while
+    requests are in flight, that wakes every ``tick`` seconds, drops the entries of requests
+    done and cancels the tasks past their deadline (cut between ``timeout`` and
+    ``timeout + tick``)."""
+
+    def __init__(self, timeout: float, tick: float) -> None:
+        self.timeout = timeout
+        self.tick = tick
+        self._entries: deque[_Deadline] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __call__(self) -> _Deadline:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        assert task is not None, "a deadline is entered from a task"
+        entry = _Deadline(task, loop.time() + self.timeout)
+        self._entries.append(entry)
+        if self._timer is None:
+            self._timer = loop.call_later(self.tick, self._check)
+        return entry
+
+    def _check(self) -> None:
+        self._timer = None
+        entries = self._entries
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while entries:
+            first = entries[0]
+            if first.active:
+                if first.at > now:
+                    break
+                first.expired = True
+                first.task.cancel()
+            entries.popleft()
+        if entries:
+            self._timer = loop.call_later(self.tick, self._check)
+
+
 class HttpServer:
     """Serves ``handler`` on ``host:port`` (``start``) until ``stop``."""
 
@@ -55,21 +123,27 @@ class HttpServer:
         self.tls = tls
         self.port = 0
         self.in_flight = 0
+        self.deadlines = _Deadlines(
+            self.limits.request_timeout, min(DEADLINE_TICK, self.limits.request_timeout / 4)
+        )
         self.idle = asyncio.Event()  # set while no request is in flight
         self.idle.set()
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
 
-    # -- the ASGI callable granian calls, one per request ------------------------------------
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        if scope.get("type") != "http":
+    # -- the RSGI callable granian calls, one per request ----------------------------------
+    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
+        """One request: ``scope`` its head (granian's RSGI scope), ``protocol`` its body
+        and the way to answer (one call with the whole response)."""
+        if scope.proto != "http":
             return
         self.in_flight += 1
         self.idle.clear()
         try:
+            headers = scope.headers.items()  # [(name in lower case, value)], from Rust
             try:
-                async with asyncio.timeout(self.limits.request_timeout):
-                    body = await self._body(receive)
+                async with self.deadlines():
+                    body = await self._body(protocol, headers)
             except TimeoutError:
                 response = problem(408, "Request Timeout")
             except _TooLarge:
@@ -77,36 +151,39 @@ class HttpServer:
                     413, "Content Too Large", detail=f"at most {self.limits.max_body} bytes"
                 )
             else:
-                response = await self._run(_request(scope, body))
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status,
-                    "headers": [(k.encode(), v.encode()) for k, v in response.headers],
-                }
-            )
-            await send({"type": "http.response.body", "body": response.body})
-        except OSError:  # the client went away
+                response = await self._run(_request(scope, headers, body))
+            protocol.response_bytes(response.status, list(response.headers), response.body)
+        except (_Gone, RuntimeError):  # the client went away (granian's RSGIProtocolClosed)
             pass
         finally:
             self.in_flight -= 1
             if not self.in_flight:
                 self.idle.set()
 
-    async def _body(self, receive: Receive) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message.get("type") == "http.disconnect":
-                raise OSError("client disconnected")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limits.max_body:
-                raise _TooLarge
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+    async def _body(self, protocol: Any, headers: list[tuple[str, str]]) -> bytes:
+        """The whole body, at most ``max_body`` bytes: read at once when ``content-length``
+        announces it (HTTP/1.1 reads that many bytes, HTTP/2 refuses a stream that sends
+        more than it announced), else chunk by chunk."""
+        limit = self.limits.max_body
+        try:
+            for name, value in headers:
+                if name == "content-length" and value.isdigit():
+                    if int(value) > limit:
+                        raise _TooLarge
+                    body: bytes = await protocol()
+                    if len(body) > limit:
+                        raise _TooLarge
+                    return body
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in protocol:
+                size += len(chunk)
+                if size > limit:
+                    raise _TooLarge
+                chunks.append(chunk)
+            return b"".join(chunks)
+        except RuntimeError as exc:  # granian's RSGIProtocolClosed: the client went away
+            raise _Gone from exc
 
     async def _run(self, request: Request) -> Response:
         """The application's answer (it bounds its own time); never raises."""
@@ -134,7 +211,7 @@ class HttpServer:
             self,
             address=host,
             port=port,
-            interface=Interfaces.ASGINL,
+            interface=Interfaces.RSGI,
             http=HTTPModes.auto,
             http1_settings=HTTP1Settings(
                 header_read_timeout=int(limits.request_timeout * 1000),
@@ -190,25 +267,22 @@ async def _listening(host: str, port: int) -> bool:
     return True
 
 
-def _request(scope: dict[str, Any], body: bytes) -> Request:
-    headers: list[tuple[str, str]] = []
-    authority = ""
-    for key, value in scope.get("headers", ()):
-        name = key.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        if name in (":authority", "host"):
-            authority = text
+def _request(scope: Any, headers: list[tuple[str, str]], body: bytes) -> Request:
+    authority = scope.authority or ""  # HTTP/2's :authority (not among the headers)
+    if not authority:
+        for name, value in headers:
+            if name == "host":
+                authority = value
+                break
         else:
-            headers.append((name, text))
-    if not authority and (server := scope.get("server")):
-        authority = f"{server[0]}:{server[1]}"
+            authority = scope.server
     return Request(
-        method=scope.get("method", "GET"),
-        path=scope.get("path", "/"),
-        query=scope.get("query_string", b"").decode("latin-1"),
+        method=scope.method,
+        path=scope.path,
+        query=scope.query_string,
         headers=tuple(headers),
         body=body,
-        http_version=scope.get("http_version", "1.1"),
+        http_version=scope.http_version,
         authority=authority,
-        scheme=scope.get("scheme", "http"),
+        scheme=scope.scheme,
     )

@@ -186,6 +186,7 @@ class ChargingMetrics:
         self._ccr_children: dict[tuple[str, int], Counter] = {}
         self._latency_children: dict[str, Histogram] = {}
         self._mscc_children: dict[int, Counter] = {}
+        self._nchf_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
 
     def count_ccr(self, kind: str, result: int, seconds: float) -> None:
         """One answered CCR of ``kind`` (initial, update, ...) with ``result``, in ``seconds``."""
@@ -199,9 +200,16 @@ class ChargingMetrics:
         histogram.observe(seconds)
 
     def count_nchf(self, op: str, status: int, seconds: float) -> None:
-        """One answered Nchf request of ``op`` (create, update, release, other)."""
-        self.nchf.labels(op, str(status)).inc()
-        self.nchf_latency.labels(op).observe(seconds)
+        """One answered Nchf request of ``op`` (create, update, release, other). The labelled
+        children are kept, as for CCRs: ``labels()`` takes a lock and a tuple per call."""
+        children = self._nchf_children.get((op, status))
+        if children is None:
+            children = self._nchf_children[(op, status)] = (
+                self.nchf.labels(op, str(status)),
+                self.nchf_latency.labels(op),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def count_charging_error(self, kind: str) -> None:
         """A CCR of ``kind`` (initial, update, ...) failed by an error that is no outage."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Final
@@ -97,9 +97,11 @@ class ChargingData:
             "sd": None if self.slice is None else self.slice.sd,
         }
 
-    def completed(self, context: dict[str, Any]) -> ChargingData:
-        """This request, with what it leaves out taken from the session's ``context`` (an
-        update carries the PDU session information only when it changed)."""
+    def completed(self, context: dict[str, Any], imsi: str, msisdn: str | None) -> ChargingData:
+        """This request as the resource's subscriber (``imsi``, ``msisdn``), with what it
+        leaves out taken from the session's ``context`` (an update carries the PDU session
+        information only when it changed). Built in one constructor call (two
+        ``dataclasses.replace`` cost ~10 us a request)."""
         unknown = self.rat_type is RatType.UNKNOWN
         mcc, mnc = (self.mcc, self.mnc) if self.mcc else (context.get("mcc"), context.get("mnc"))
         slice_ = self.slice
@@ -108,8 +110,16 @@ class ChargingData:
         ip = self.ue_ip
         if ip is None and context.get("ip"):
             ip = ip_address(context["ip"])
-        return replace(
-            self,
+        return ChargingData(
+            sequence=self.sequence,
+            retransmission=self.retransmission,
+            digest=self.digest,
+            timestamp=self.timestamp,
+            imsi=imsi,
+            msisdn=msisdn,
+            notify_uri=self.notify_uri,
+            consumer=self.consumer,
+            units=self.units,
             apn=self.apn or context.get("apn"),
             mcc=mcc,
             mnc=mnc,

@@ -20,11 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import replace
 from typing import Any, Final
 
 from ocs.balance.batch import CommandBatcher
 from ocs.balance.models import BucketUnit
+from ocs.charging.deadlines import Deadlines
 from ocs.charging.decision import ChargingCore, UnitRequest
 from ocs.charging.errors import is_store_outage
 from ocs.charging.nchf.answer import (
@@ -66,6 +66,7 @@ class NchfService:
         )
         self.answers = Answers(config, quota_holding_time)
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self.deadlines = Deadlines()  # one timer for every request's (charging.deadlines)
 
     # -- HTTP ------------------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
@@ -100,7 +101,7 @@ class NchfService:
                 invalid=(exc.param, exc.reason),
             )
         try:
-            async with asyncio.timeout(self.config.request_timeout):
+            async with self.deadlines(self.config.request_timeout):
                 if not parts:
                     return await self.create(data, request)
                 if len(parts) == 2 and parts[1] in ("update", "release"):
@@ -195,9 +196,9 @@ class NchfService:
                     "the subscriber is not the one this resource charges",
                     invalid=("/subscriberIdentifier", mismatch),
                 )
-            # rated as the resource's subscriber, whatever the request says (checked above)
-            data = replace(data, imsi=resource.imsi, msisdn=resource.msisdn)
-            data = data.completed(resource.context)  # what the update leaves out
+            # rated as the resource's subscriber, whatever the request says (checked above),
+            # with what the update leaves out from the resource
+            data = data.completed(resource.context, resource.imsi, resource.msisdn)
             resource.context = data.context()
             if self.core.tenant_of(data.inputs(None)) != tenant:
                 # the SIM moved to another tenant (or left) since the resource was created
