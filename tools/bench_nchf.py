@@ -17,6 +17,15 @@ request comes from ``/proc``, Redis's from ``INFO cpu``. After both, the pool's 
 
     .venv/bin/python tools/bench_nchf.py --runs 3 --load-procs 2 --redis-url redis://127.0.0.1:6392/9
 
+With ``--baseline DIR`` (the source tree of an earlier commit, e.g. ``git archive 38cbbff |
+tar -x -C DIR``, run with this tree's virtualenv and its compiled codec copied in) each run
+also starts that tree's server and measures both paths on it, the two servers in alternating
+order: before and after side by side, each as its own Nchf/Gy ratio.
+
+``server_busy`` is the server's CPU per request times the requests answered per second: near
+1.0 the server (pinned to one core) is what limits the rate; well below it, the load
+generators or Redis do, and the ratio says nothing of the server.
+
 Prints one JSON line per run and, with ``--runs N``, the median run by the Nchf/Gy ratio.
 """
 
@@ -110,6 +119,9 @@ def measure_nchf(
     sent = max(1, fast["sent_total"])
     if before is not None and middle is not None:
         out["server_cpu_us_per_request"] = round((middle - before) / sent * 1e6, 1)
+        out["server_busy"] = round(
+            out["server_cpu_us_per_request"] * out["requests_per_s"] / 1e6, 2
+        )
     if middle is not None and after is not None:
         out["paced_server_cpu_us_per_request"] = round(
             (after - middle) / max(1, paced["sent_total"]) * 1e6, 1
@@ -118,36 +130,57 @@ def measure_nchf(
     return out
 
 
-def one_run(args: argparse.Namespace, index: int) -> dict[str, Any]:
-    args.run_base = (int(time.time() * 10) % 10**6) * 1000
-    loadavg_before = os.getloadavg()[0]
-    two_cores = (os.cpu_count() or 1) >= 2
-    gen_cpu, server_cpu = (0, 1) if two_cores else (None, None)
-    env = dict(os.environ, OCS_REDIS_URL=args.redis_url)
+def serve(
+    args: argparse.Namespace, env: dict[str, str], cpu: int | None, tree: Path | None
+) -> tuple[Any, int, int]:
+    """One ``ocs serve`` (one worker, Diameter and Nchf): this tree's, or ``tree``'s."""
     ocs = [str(Path(sys.executable).parent / "ocs")]
-    bench.flush(args.redis_url)
-    subprocess.run(
-        [*ocs, "catalog", "apply", str(ROOT / "policies" / "demo")],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    if tree is not None:  # the console script's folder comes first on sys.path, then this
+        env = dict(env, PYTHONPATH=str(tree))
     port, nchf_port = bench.free_port(), bench.free_port()
     server = bench.start_server(
         [
-            *bench.taskset(server_cpu),
+            *bench.taskset(cpu),
             *(*ocs, "serve", "--port", str(port), "--nchf-port", str(nchf_port)),
             *("--http-port", "0", "--metrics-port", "0", "--log-level", "WARNING"),
             "--accept-unknown-peers",
         ],
         env,
     )
+    return server, port, nchf_port
+
+
+def both_paths(
+    args: argparse.Namespace, env: dict[str, str], index: int, tree: Path | None
+) -> dict[str, Any]:
+    """Gy and Nchf on one server (alternating order by run), their ratio and the pool's
+    invariant after both."""
+    two_cores = (os.cpu_count() or 1) >= 2
+    gen_cpu, server_cpu = (0, 1) if two_cores else (None, None)
+    bench.flush(args.redis_url)
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ocs"),
+            "catalog",
+            "apply",
+            str(ROOT / "policies" / "demo"),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    server, port, nchf_port = serve(args, env, server_cpu, tree)
     order = ["gy", "nchf"] if index % 2 == 0 else ["nchf", "gy"]
     results: dict[str, Any] = {}
     try:
         for side in order:
             if side == "gy":
-                results["gy"] = bench.measure(port, server.pid, args, gen_cpu, args.redis_url)
+                gy = bench.measure(port, server.pid, args, gen_cpu, args.redis_url)
+                if "server_cpu_us_per_ccr" in gy:
+                    gy["server_busy"] = round(
+                        gy["server_cpu_us_per_ccr"] * gy["ccr_per_s"] / 1e6, 2
+                    )
+                results["gy"] = gy
             else:
                 results["nchf"] = measure_nchf(nchf_port, server.pid, args, gen_cpu, args.redis_url)
     finally:
@@ -155,7 +188,7 @@ def one_run(args: argparse.Namespace, index: int) -> dict[str, Any]:
     gy, nchf = results["gy"], results["nchf"]
     ratio = round(nchf["updates_per_s"] / max(1.0, gy["ccr_u_per_s"]), 2)
     return {
-        "benchmark": "nchf",
+        "server": "this tree" if tree is None else str(tree),
         "order": order,
         "gy": gy,
         "nchf": nchf,
@@ -172,26 +205,57 @@ def one_run(args: argparse.Namespace, index: int) -> dict[str, Any]:
             "met_p99": nchf["paced_p99_ms"] <= 10.0 and args.rate >= 2000,
         },
         "pool_invariant": bench.pool_invariant(args.redis_url),
-        "load": {
-            "updates_per_session": args.updates,
-            "window": args.window,
-            "load_procs": args.load_procs,
-            "rate": args.rate,
-            "max_open": args.max_open,
-            "warmup_s": args.warmup,
-            "duration_s": args.duration,
-            "quota_octets": args.quota,
-        },
-        "machine": {
-            "nproc": os.cpu_count(),
-            "pinning": "load generators cpu0, server cpu1" if two_cores else "none",
-            "loadavg_before": loadavg_before,
-            "loadavg_after": os.getloadavg()[0],
-            "python": platform.python_version(),
-            "redis": bench.redis_version(args.redis_url),
-        },
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+
+
+def one_run(args: argparse.Namespace, index: int) -> dict[str, Any]:
+    args.run_base = (int(time.time() * 10) % 10**6) * 1000
+    loadavg_before = os.getloadavg()[0]
+    two_cores = (os.cpu_count() or 1) >= 2
+    env = dict(os.environ, OCS_REDIS_URL=args.redis_url)
+    env.pop("PYTHONPATH", None)
+    out: dict[str, Any] = {"benchmark": "nchf"}
+    if args.baseline is None:
+        out.update(both_paths(args, env, index, None))
+    else:  # before and after, in alternating order
+        trees: list[tuple[str, Path | None]] = [("after", None), ("before", args.baseline)]
+        if index % 2:
+            trees.reverse()
+        for name, tree in trees:
+            args.run_base = (int(time.time() * 10) % 10**6) * 1000
+            out[name] = both_paths(args, env, index, tree)
+        out["servers_order"] = [name for name, _ in trees]
+        out["ratio_nchf_updates_to_gy_ccr_u"] = out["after"]["ratio_nchf_updates_to_gy_ccr_u"]
+        out["ratio_before"] = out["before"]["ratio_nchf_updates_to_gy_ccr_u"]
+        out["nchf_updates_after_to_before"] = round(
+            out["after"]["nchf"]["updates_per_s"]
+            / max(1.0, out["before"]["nchf"]["updates_per_s"]),
+            2,
+        )
+    out.update(
+        {
+            "load": {
+                "updates_per_session": args.updates,
+                "window": args.window,
+                "load_procs": args.load_procs,
+                "rate": args.rate,
+                "max_open": args.max_open,
+                "warmup_s": args.warmup,
+                "duration_s": args.duration,
+                "quota_octets": args.quota,
+            },
+            "machine": {
+                "nproc": os.cpu_count(),
+                "pinning": "load generators cpu0, server cpu1" if two_cores else "none",
+                "loadavg_before": loadavg_before,
+                "loadavg_after": os.getloadavg()[0],
+                "python": platform.python_version(),
+                "redis": bench.redis_version(args.redis_url),
+            },
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    )
+    return out
 
 
 def main() -> None:
@@ -206,6 +270,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--quota", type=int, default=bench.GRANTED_OCTETS, help="octets")
     parser.add_argument("--load-procs", type=int, default=1, help="generator processes per side")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="an earlier source tree whose server is measured beside this one's",
+    )
     args = parser.parse_args()
     runs = []
     for index in range(args.runs):
@@ -217,7 +287,15 @@ def main() -> None:
         chosen = next(r for r in runs if r["ratio_nchf_updates_to_gy_ccr_u"] == median)
         summary = dict(chosen, median_of_runs=len(runs))
         summary["all_runs_ratio"] = [r["ratio_nchf_updates_to_gy_ccr_u"] for r in runs]
-        summary["all_runs_nchf_p99_ms"] = [r["nchf"]["paced_p99_ms"] for r in runs]
+        if args.baseline is None:
+            summary["all_runs_nchf_p99_ms"] = [r["nchf"]["paced_p99_ms"] for r in runs]
+        else:
+            summary["all_runs_ratio_before"] = [r["ratio_before"] for r in runs]
+            summary["all_runs_after_to_before"] = [r["nchf_updates_after_to_before"] for r in runs]
+            summary["all_runs_nchf_p99_ms"] = [r["after"]["nchf"]["paced_p99_ms"] for r in runs]
+            summary["all_runs_nchf_p99_ms_before"] = [
+                r["before"]["nchf"]["paced_p99_ms"] for r in runs
+            ]
         print(json.dumps(summary), flush=True)
 
 
