@@ -1,8 +1,8 @@
 """A small ISO Schematron -> XSLT compiler for the rules the tests run (the KoSIT XRechnung
 Schematron, vendored in ``tests/offline/xrechnung/``), for query binding ``xslt2``, and the
 SVRL it produces read back. No registry here ships such a compiler (SchXslt is on Maven
-only; ``pyschematron`` 0.1.0 on PyPI is an empty package), so it is written out here, in
-the way SchXslt compiles:
+only; the only ``pyschematron`` the package index here serves, 0.1.0, is an empty
+placeholder), so it is written out here, in the way SchXslt compiles:
 
 * ``sch:include`` replaced by the element its ``href`` points at (recursively);
 * the phase: the schema's ``defaultPhase`` or the one asked for, else ``#ALL``; every active

@@ -266,15 +266,19 @@ async def load_document(conn: Connection, number: int) -> Document:
     issued = inv["issued_at"].astimezone(zone).date()
     refers_date = None
     refers_id = None
+    period = (inv["period_start"], inv["period_end"])
     if inv["refers_to"] is not None:
         refers_id = str(inv["refers_to"])
         ref = await conn.fetchrow(
-            "SELECT kind, series_number, issued_at FROM invoices WHERE number = $1",
+            "SELECT kind, series_number, issued_at, period_start, period_end FROM invoices"
+            " WHERE number = $1",
             inv["refers_to"],
         )
         if ref is not None:
             refers_date = ref["issued_at"].astimezone(zone).date()
             refers_id = doc_ref(ref["kind"], ref["series_number"], inv["refers_to"])
+            if period[0] is None:  # a note corrects the supplies of its invoice's period
+                period = (ref["period_start"], ref["period_end"])
     lines = [doc_line(dict(r)) for r in rows]
     doc = Document(
         number=number,
@@ -282,8 +286,8 @@ async def load_document(conn: Connection, number: int) -> Document:
         currency=inv["currency"],
         issue_date=issued,
         due_date=issued + timedelta(days=seller.payment_days),
-        period_start=_day(inv["period_start"], zone),
-        period_end=_last_day(inv["period_end"], zone),
+        period_start=_day(period[0], zone),
+        period_end=_last_day(period[1], zone),
         seller=seller,
         buyer=buyer,
         lines=lines,
