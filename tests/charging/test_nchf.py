@@ -385,3 +385,29 @@ async def test_a_consumer_that_sends_the_same_number_every_time_is_charged_each_
     pool = await bucket(store, ACME_POOL, "acme-pool")
     assert (pool.used - start.used, pool.reserved) == (7000, 0)
     await assert_conserved(store, ACME_POOL)
+
+
+def test_a_body_is_strict_json_nested_at_most_max_depth() -> None:
+    """orjson parses the body (RFC 8259 strictly); the nesting limit counts every value."""
+    from ocs.charging.nchf.request import MAX_DEPTH, InvalidRequest, parse
+
+    def nested(levels: int) -> dict[str, Any]:
+        doc = charging_request(0)
+        inner: Any = 1
+        for _ in range(levels - 1):  # the value at depth ``levels`` is the scalar 1
+            inner = [inner]
+        doc["vendorSpecific"] = inner  # a field nobody reads: only its depth counts
+        return doc
+
+    assert parse(json.dumps(nested(MAX_DEPTH)).encode()).sequence == 0
+    emptied = json.dumps(nested(MAX_DEPTH + 1)).replace("[1]", "[]")  # no value below MAX_DEPTH
+    assert parse(emptied.encode()).sequence == 0
+    for body in (
+        json.dumps(nested(MAX_DEPTH + 1)).encode(),
+        b'{"invocationSequenceNumber": NaN}',  # not JSON (Python's json takes it)
+        b'{"invocationSequenceNumber": 1, "x": "\\ud800"}',  # a lone surrogate
+        b"[" * 2000 + b"]" * 2000,
+    ):
+        with pytest.raises(InvalidRequest) as caught:
+            parse(body)
+        assert caught.value.param == "body", body[:60]

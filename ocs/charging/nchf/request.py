@@ -9,11 +9,12 @@ fields). What is wrong is an :class:`InvalidRequest` naming the field (TS 29.571
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Final
+
+import orjson
 
 from ocs.charging.usage import RatingInputs
 from ocs.rating.context import RatType, Slice
@@ -150,12 +151,13 @@ class ChargingData:
 def parse(body: bytes) -> ChargingData:
     """The request of a JSON body; raises :class:`InvalidRequest`."""
     try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError) as exc:
+        doc = orjson.loads(body)  # RFC 8259 strictly: no NaN, no lone surrogates
+    except orjson.JSONDecodeError as exc:  # also nesting beyond orjson's 1,024 levels
         raise InvalidRequest("body", f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise InvalidRequest("body", "not a JSON object (a ChargingDataRequest)")
-    _depth(doc, 0)
+    if body.count(b"{") + body.count(b"[") > MAX_DEPTH:  # fewer cannot nest deeper
+        _depth(doc, 0)
     sequence = _int(doc, "invocationSequenceNumber", "/invocationSequenceNumber", UINT32)
     if sequence is None:
         raise InvalidRequest("/invocationSequenceNumber", "required")
@@ -408,12 +410,10 @@ def _int(doc: dict[str, Any], name: str, where: str, limit: int) -> int | None:
     return value
 
 
-def _depth(value: object, level: int) -> None:
-    if level > MAX_DEPTH:
+def _depth(value: dict[str, Any] | list[Any], level: int) -> None:
+    """Raises when a value sits deeper than MAX_DEPTH (only objects and arrays are walked)."""
+    if value and level >= MAX_DEPTH:
         raise InvalidRequest("body", f"nested deeper than {MAX_DEPTH}")
-    if isinstance(value, dict):
-        for item in value.values():
-            _depth(item, level + 1)
-    elif isinstance(value, list):
-        for item in value:
+    for item in value.values() if isinstance(value, dict) else value:
+        if isinstance(item, dict | list):
             _depth(item, level + 1)

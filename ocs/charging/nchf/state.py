@@ -43,11 +43,12 @@ ref, so every key it reaches carries it; an unknown or malformed ref is 404.
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+import orjson
 
 from ocs.balance.batch import Command, CommandBatcher
 from ocs.balance.keys import nchf_answer_key, nchf_create_key, nchf_key, nchf_subscriber_key
@@ -97,7 +98,7 @@ class Resource:
             "tenant", self.tenant, "imsi", self.imsi, "msisdn", self.msisdn or "",
             "notifyUri", self.notify_uri or "", "consumer", self.consumer,
             "isn", self.sequence, "created", self.created_ms, "n", self.count,
-            "ctx", json.dumps(self.context, separators=(",", ":")),
+            "ctx", orjson.dumps(self.context),
         ]  # fmt: skip
         for rg, payer in self.payers.items():
             out += (f"{_RG}{rg}", payer)
@@ -116,7 +117,7 @@ class ResourceStore:
         state, answer = await self.batch.execute_many(
             (("HGETALL", nchf_key(tenant, ref)), ("GET", nchf_answer_key(tenant, ref, sequence)))
         )
-        stored = json.loads(answer) if answer else None
+        stored = orjson.loads(answer) if answer else None
         pairs = (
             state.items() if isinstance(state, dict) else zip(state[::2], state[1::2], strict=True)
         )
@@ -137,7 +138,7 @@ class ResourceStore:
             sequence=int(values.get("isn", "0")),
             created_ms=int(values.get("created", "0")),
             count=int(values.get("n", "0")),
-            context=json.loads(values.get("ctx") or "{}"),
+            context=orjson.loads(values.get("ctx") or "{}"),
             payers=payers,
             closed=values.get("closed") == "1",
         )
@@ -182,7 +183,7 @@ class ResourceStore:
         if status == 201 and digest:  # a create: its retry finds the resource
             ref_key = nchf_create_key(resource.tenant, digest)
             commands.append(("SET", ref_key, resource.ref, "EX", self.answer_ttl))
-        answer = json.dumps({"status": status, "body": body.decode(), "digest": digest})
+        answer = orjson.dumps({"status": status, "body": body.decode(), "digest": digest})
         commands.append(
             (
                 "SET",
