@@ -55,3 +55,10 @@ def tenant_outbox(tenant: str) -> str:
     state change): same hash tag as the tenant's provisioning state, so a MULTI can write
     the change and its event together."""
     return f"{tenant_prefix(tenant)}:events"
+
+
+def relayed_key(tenant: str) -> str:
+    """ZSET event id -> when it was relayed (epoch ms): the events a relay from PostgreSQL
+    (``ocs.events.outbox.relay_events``) already put in :func:`tenant_outbox`, so a relay
+    repeated after a crash adds none twice; entries older than the retention are dropped."""
+    return f"{tenant_outbox(tenant)}:relayed"

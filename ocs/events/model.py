@@ -20,6 +20,8 @@ EVENT_TYPES: Final = (
     "sim.limit_reached",
     "sim.state_changed",
     "invoice.issued",
+    "credit_note.issued",
+    "debit_note.issued",
     "outage.granted",
 )
 ALL: Final = "*"

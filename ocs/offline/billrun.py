@@ -41,6 +41,7 @@ from ocs.offline.charges import (
 )
 from ocs.offline.crypto import TenantCipher
 from ocs.offline.db import Connection, Database, enter_tenant
+from ocs.offline.event_relay import record_document_event
 from ocs.offline.late import (
     ALL,
     LOCK_TIMEOUT_S,
@@ -366,6 +367,7 @@ async def insert_invoice(
             for i, ln in enumerate(draft.lines, start=1)
         ],
     )
+    await record_document_event(conn, tenant, number)  # its event: committed with it or not
     return number
 
 

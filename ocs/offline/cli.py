@@ -51,6 +51,7 @@ from ocs.offline.db import Database, connect, migrate
 from ocs.offline.drain import BATCH, CLAIM_IDLE_MS, Drainer
 from ocs.offline.einvoice.document import printed_numbers, resolve_document
 from ocs.offline.einvoice.forms import FORMATS, SUFFIX, document_forms, write_forms
+from ocs.offline.event_relay import relay, relay_all
 from ocs.offline.render import journal, journal_csv, journal_json, money
 from ocs.offline.reports import MONEY, Report, make_report, report_csv, report_json
 from ocs.offline.service import open_ops_server, run_service
@@ -113,6 +114,30 @@ async def _open(settings: Any, catalogue: Catalogue) -> tuple[Database, TenantCi
     return db, cipher
 
 
+async def _relay_events(settings: Any, db: Database, tenant: str) -> None:
+    """Relay the tenant's document events (``invoice.issued``, ...) to its Redis outbox
+    right after they were committed. The documents are issued either way: when Redis cannot
+    be reached, the events wait in PostgreSQL for the next relay (every ``ocs cdr drain``),
+    and the command says so on stderr."""
+    try:
+        handle = await open_redis(settings, timeout=10.0)
+        try:
+            await relay(db, handle.client, tenant, keep_ms=_keep_ms(settings))
+        finally:
+            await handle.close()
+    except Exception as exc:  # a store outage: the events stay pending, nothing is lost
+        _err.print(
+            f"ocs: warning: document events not relayed yet ({type(exc).__name__}: {exc});"
+            " they wait in PostgreSQL for the next `ocs cdr drain`",
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+def _keep_ms(settings: Any) -> int:
+    return int(float(settings.webhook_retention) * 1000)
+
+
 def main_db_migrate(settings: Any) -> int:
     async def go() -> int:
         db = await connect(settings, migrate_now=False)
@@ -154,6 +179,7 @@ def main_drain(
             async def both() -> None:
                 await drainer.run()
                 await drain_state_moves(handle.client, db, master)
+                await relay_all(db, handle.client, keep_ms=_keep_ms(settings))
 
             if follow > 0:
                 checks = {
@@ -165,6 +191,7 @@ def main_drain(
                 task = progress.add_task("drain", total=None)
                 stats = await drainer.run(progress=lambda n: progress.advance(task, n))
             moves = await drain_state_moves(handle.client, db, master)
+            relayed = await relay_all(db, handle.client, keep_ms=_keep_ms(settings))
         finally:
             await handle.close()
             await db.close()
@@ -175,6 +202,8 @@ def main_drain(
         )
         if moves:
             _out.print(f"drained {moves} SIM state changes")
+        if relayed:
+            _out.print(f"relayed {relayed} document events")
         return 0
 
     return _run(go)
@@ -294,6 +323,7 @@ def main_billrun(
                     offline_metrics().billrun_failed()  # outcome="failed", if it had begun
                     raise
             if not preview and summary.numbers:
+                await _relay_events(settings, db, tid)
                 folder = Path(out_dir or Path(settings.data_dir) / "invoices")
                 formats = FORMATS if einvoice else ("html", "pdf")
                 async with db.tenant(tid) as conn:
@@ -357,6 +387,7 @@ def main_invoice_adjust(
             async with db.tenant(tid) as conn:
                 invoice = await resolve_document(conn, number, kind="invoice")
             note = await adjust_invoice(db, tid, invoice, kind=kind, net=amount, reason=reason)
+            await _relay_events(settings, db, tid)
             async with db.tenant(tid) as conn:
                 forms = await document_forms(conn, note.number, FORMATS)
                 currency = await conn.fetchval(

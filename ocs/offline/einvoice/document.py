@@ -263,7 +263,6 @@ async def load_document(conn: Connection, number: int) -> Document:
     zone = ZoneInfo(tz or "UTC")
     seller = Party.from_json(inv["seller"]) if inv["seller"] else await _issuer(conn, inv)
     buyer = Party.from_json(inv["buyer"]) if inv["buyer"] else await _buyer(conn, inv)
-    issued = inv["issued_at"].astimezone(zone).date()
     refers_date = None
     refers_id = None
     period = (inv["period_start"], inv["period_end"])
@@ -279,15 +278,16 @@ async def load_document(conn: Connection, number: int) -> Document:
             refers_id = doc_ref(ref["kind"], ref["series_number"], inv["refers_to"])
             if period[0] is None:  # a note corrects the supplies of its invoice's period
                 period = (ref["period_start"], ref["period_end"])
+    issued, due, period_start, period_end = document_dates(inv, zone, seller.payment_days, period)
     lines = [doc_line(dict(r)) for r in rows]
     doc = Document(
         number=number,
         kind=inv["kind"],
         currency=inv["currency"],
         issue_date=issued,
-        due_date=issued + timedelta(days=seller.payment_days),
-        period_start=_day(period[0], zone),
-        period_end=_last_day(period[1], zone),
+        due_date=due,
+        period_start=period_start,
+        period_end=period_end,
         seller=seller,
         buyer=buyer,
         lines=lines,
@@ -303,6 +303,17 @@ async def load_document(conn: Connection, number: int) -> Document:
     )
     doc.notes = [b.note for b in doc.breakdown if b.note]
     return doc
+
+
+def document_dates(
+    inv: Any, zone: ZoneInfo, payment_days: int, period: tuple[Any, Any]
+) -> tuple[date, date, date | None, date | None]:
+    """Issue date, due date and the first and last day of ``period`` (the ``invoices`` row's
+    own, or for a note its invoice's) of the row ``inv``, in the tenant's time zone: what
+    every form prints (and the document's event says, ``ocs.offline.event_relay``)."""
+    issued: date = inv["issued_at"].astimezone(zone).date()
+    due = issued + timedelta(days=payment_days)
+    return issued, due, _day(period[0], zone), _last_day(period[1], zone)
 
 
 async def _issuer(conn: Connection, inv: Any) -> Party:
