@@ -158,14 +158,14 @@ def both_paths(
     two_cores = (os.cpu_count() or 1) >= 2
     gen_cpu, server_cpu = (0, 1) if two_cores else (None, None)
     bench.flush(args.redis_url)
-    subprocess.run(
+    subprocess.run(  # applied by the server's own tree (its catalogue format)
         [
             str(Path(sys.executable).parent / "ocs"),
             "catalog",
             "apply",
             str(ROOT / "policies" / "demo"),
         ],
-        env=env,
+        env=env if tree is None else dict(env, PYTHONPATH=str(tree)),
         check=True,
         capture_output=True,
     )
@@ -186,6 +186,11 @@ def both_paths(
     finally:
         bench.stop(server)
     gy, nchf = results["gy"], results["nchf"]
+    if not gy["ccr_u_per_s"] or not nchf["updates_per_s"]:  # a broken baseline, say
+        raise SystemExit(
+            f"{'this tree' if tree is None else tree}: nothing charged "
+            f"(Gy {gy['fast_result_codes']}, Nchf {nchf['fast_statuses']})"
+        )
     ratio = round(nchf["updates_per_s"] / max(1.0, gy["ccr_u_per_s"]), 2)
     return {
         "server": "this tree" if tree is None else str(tree),
