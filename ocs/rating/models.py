@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -23,6 +23,8 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -152,9 +154,14 @@ characters)."""
 
 
 class InvoiceParty(Base):
-    """What an invoice says about a buyer (EN 16931 BG-7, BT-10): set over the catalogue
-    folder, the API or CRM import; the bill run copies it to the document at issue. A field
-    left empty falls back to the billing terms file (docs/invoices.md)."""
+    """What an invoice says about a party, as the billing terms file's account entries do
+    (docs/invoices.md): set over the catalogue folder, the API or CRM import; the bill run
+    copies it to the document at issue. A field left empty falls back to the terms file.
+
+    On an account it is the buyer (EN 16931 BG-7, BT-10; `contact_name`/`phone` the buyer's
+    contact, BG-9). On the tenant, and on a reseller account for the invoices it issues to
+    its own customers (B2B2B), it is the seller (BG-4), with its contact (BG-6, which
+    XRechnung asks for) and where to pay (BG-16: `iban`, `bic`, due after `payment_days`)."""
 
     legal_name: Text = ""
     street: Text = ""
@@ -165,16 +172,15 @@ class InvoiceParty(Base):
     email: Text = ""
     buyer_reference: Text = ""  # the buyer's reference or purchase order (BT-10/BT-13)
     language: Literal["en", "de"] | None = None
-
-
-class SellerParty(InvoiceParty):
-    """The tenant as the seller of its invoices (BG-4, BG-6, BG-16, BT-9)."""
-
     contact_name: Text = ""
     phone: Annotated[str, StringConstraints(max_length=40)] = ""
     iban: Annotated[str, StringConstraints(pattern=r"^([A-Z]{2}[0-9]{2}[A-Z0-9]{11,30})?$")] = ""
     bic: Annotated[str, StringConstraints(pattern=r"^([A-Z0-9]{8}([A-Z0-9]{3})?)?$")] = ""
     payment_days: Annotated[int, Field(ge=0, le=365)] | None = None
+
+
+# What only a seller's invoice data holds: where its buyers pay it, and when.
+SELLER_ONLY: Final = ("iban", "bic", "payment_days")
 
 
 class Tenant(Base):
@@ -183,7 +189,7 @@ class Tenant(Base):
     home_network: PlmnId
     time_zone: TimeZone = "UTC"
     currency: CurrencyCode = "EUR"
-    invoice: SellerParty | None = None
+    invoice: InvoiceParty | None = None
 
 
 class Country(Base):
@@ -575,6 +581,23 @@ class Account(Base):
     def _ordered(self) -> Account:
         _check_history(self.plans)
         return self
+
+    @field_validator("invoice")
+    @classmethod
+    def _sells_only_as_reseller(
+        cls, invoice: InvoiceParty | None, info: ValidationInfo
+    ) -> InvoiceParty | None:
+        """Payment data is a seller's: only a reseller issues invoices of its own (to its
+        customers); on any other account it would be stored and never used."""
+        kind = info.data.get("kind")
+        if invoice is not None and kind not in (None, "reseller"):
+            for name in SELLER_ONLY:
+                if getattr(invoice, name) not in ("", None):
+                    raise ValueError(
+                        f"{name} is where buyers pay a seller, and only a reseller account"
+                        f" sells (this one is {kind}); the tenant's own is the tenant's invoice"
+                    )
+        return invoice
 
 
 class AutoTopOff(Base):

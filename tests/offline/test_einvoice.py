@@ -247,15 +247,19 @@ async def test_invoice_data_set_on_the_catalogue_goes_over_the_terms_file(
     terms' values."""
     from dataclasses import replace
 
-    from ocs.rating.models import InvoiceParty, SellerParty
+    from ocs.rating.models import InvoiceParty
 
     acme = catalogue.accounts["acme-iot"].model_copy(
         update={"invoice": InvoiceParty(vat_id="DE111111111", buyer_reference="PO-42")}
     )
     tenant = catalogue.tenant.model_copy(
-        update={"invoice": SellerParty(iban="DE89370400440532013000", city="Hamburg")}
+        update={"invoice": InvoiceParty(iban="DE89370400440532013000", city="Hamburg")}
     )
-    changed = replace(catalogue, tenant=tenant, accounts={**catalogue.accounts, "acme-iot": acme})
+    reseller = catalogue.accounts["connect-reseller"].model_copy(
+        update={"invoice": InvoiceParty(contact_name="Desk 2", payment_days=21)}
+    )
+    accounts = {**catalogue.accounts, "acme-iot": acme, "connect-reseller": reseller}
+    changed = replace(catalogue, tenant=tenant, accounts=accounts)
     await synced(db, changed)
     async with db.tenant(catalogue.tenant.id) as conn:
         buyer = json.loads(
@@ -266,10 +270,16 @@ async def test_invoice_data_set_on_the_catalogue_goes_over_the_terms_file(
                 "SELECT party FROM tenants WHERE tenant_id = $1", catalogue.tenant.id
             )
         )
+        sells = json.loads(
+            await conn.fetchval("SELECT party FROM accounts WHERE account_id = 'connect-reseller'")
+        )
     assert (buyer["vat_id"], buyer["buyer_reference"]) == ("DE111111111", "PO-42")
     assert buyer["city"] == "Stuttgart"  # from the terms file
     assert (seller["iban"], seller["city"]) == ("DE89370400440532013000", "Hamburg")
     assert seller["vat_id"] == "DE123456789"  # from the terms file
+    # a reseller sells to its own customers: its contact and payment terms from the catalogue
+    assert (sells["contact_name"], sells["payment_days"]) == ("Desk 2", 21)
+    assert sells["iban"] == "AT611904300234573201"  # from the terms file
 
 
 async def test_facturx_pdf_is_pdfa3_with_embedded_fonts(

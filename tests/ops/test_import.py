@@ -584,4 +584,40 @@ async def test_account_invoice_data_columns(demo: Api, settings: Settings) -> No
         "email": "",
         "buyer_reference": "PO-7",
         "language": "de",
+        "contact_name": "",
+        "phone": "",
+        "iban": "",
+        "bic": "",
     }
+
+
+async def test_a_resellers_seller_data_columns(demo: Api, settings: Settings) -> None:
+    """A reseller issues its customers' invoices (B2B2B), so its own contact (BG-6, which
+    XRechnung asks for) and where its buyers pay it (BG-16) come in columns too; payment data
+    on an account that sells nothing is refused on its row, naming the field."""
+    text = (
+        "id,name,kind,contact_name,phone,iban,bic,payment_days\n"
+        "crm-seller,Seller,reseller,Billing desk,+43 1 5123456,AT611904300234573201,"
+        "BKAUATWW,30\n"
+        "crm-buyer-iban,Buyer,enterprise,,,AT611904300234573201,,\n"
+        "crm-seller-days,Days,reseller,,,,,soon\n"
+    )
+    r = await demo.request(
+        "POST", "/v1/imports/accounts", content=text, headers={"Content-Type": "text/csv"}
+    )
+    assert r.status_code == 200, r.text
+    reasons = _reasons(r.json())
+    assert set(reasons) == {3, 4}
+    assert reasons[3][0] == "invoice" and reasons[3][1].startswith(
+        "Value error, iban is where buyers pay a seller, and only a reseller account sells"
+    )
+    assert reasons[4][0] == "invoice.payment_days"
+    _, state = await _state_api(settings, demo.redis).catalogues.load_state(TENANT)
+    seller = state["accounts"]["crm-seller"]["invoice"]
+    assert (seller["contact_name"], seller["phone"]) == ("Billing desk", "+43 1 5123456")
+    assert (seller["iban"], seller["bic"], seller["payment_days"]) == (
+        "AT611904300234573201",
+        "BKAUATWW",
+        30,
+    )
+    assert "crm-buyer-iban" not in state["accounts"]
