@@ -29,6 +29,7 @@ from ocs.api import (
     operator,
     pools,
     sessions,
+    sim_bulk,
     subscriptions,
     thresholds,
     tokens,
@@ -139,6 +140,7 @@ def create_app(
     routers = (
         wallets,
         pools,
+        sim_bulk,  # before subscriptions: /bulk/state is not /{imsi}/state
         subscriptions,
         limits,
         sessions,

@@ -274,6 +274,13 @@ class ApiMetrics:
             ["currency"],
             registry=reg,
         )
+        self.bulk_state_sims = Counter(
+            "ocs_bulk_state_sims",
+            "SIMs of bulk state moves (POST /v1/subscriptions/bulk/state), by outcome: "
+            "moved, unchanged, refused, unknown (replays of an Idempotency-Key excluded)",
+            ["outcome"],
+            registry=reg,
+        )
         self.redis_errors = redis_errors_counter(reg).labels(COMPONENT_API)
 
     def count_topup(self, currency: str, amount: int) -> None:

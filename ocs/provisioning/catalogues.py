@@ -31,14 +31,13 @@ from ocs.lifecycle import Lifecycle
 from ocs.provisioning.chunked import sync_hash
 from ocs.provisioning.errors import Refused
 from ocs.provisioning.identity import claim, identities_of
+from ocs.provisioning.journal import write_journal
 from ocs.provisioning.keys import (
     IN_FORCE,
     lock_key,
     msisdn_key,
     revision_key,
-    sim_history_key,
     state_key,
-    state_moves_key,
     versions_key,
 )
 from ocs.provisioning.payers import (
@@ -51,7 +50,6 @@ from ocs.provisioning.payers import (
     share_files,
 )
 from ocs.provisioning.states import (
-    HISTORY_KEPT,
     SYSTEM,
     Actor,
     entries,
@@ -363,25 +361,26 @@ class TenantCatalogues:
         entry = {"revision": rev, "applied_at": now_ms, "source": source, "summary": summary}
         index = msisdn_index(catalogue)
         await sync_hash(self.redis, msisdn_key(tenant), index)  # in bounded steps
+        # The state, then the journal of its SIM moves (ocs.provisioning.journal: bounded
+        # script calls, however many moves), then the stamp: a node that sees the stamp reads
+        # this state (or a newer one), and every move of it is in the history, the audit
+        # stream and the outboxes.
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(state_key(tenant), json.dumps(state, separators=(",", ":")))
             pipe.set(revision_key(tenant), rev)
             pipe.lpush(versions_key(tenant), json.dumps(entry))
             pipe.ltrim(versions_key(tenant), 0, VERSIONS_KEPT - 1)
-            for move in journal:  # the moves of SIM states, with the state that makes them
-                text = json.dumps(move, separators=(",", ":"))
-                subject = str(move.get("imsi") or f"range:{move['range']}")
-                pipe.lpush(sim_history_key(tenant, subject), text)
-                pipe.ltrim(sim_history_key(tenant, subject), 0, HISTORY_KEPT - 1)
-                pipe.xadd(state_moves_key(tenant), {"entry": text})
-                payer = _first_payer(catalogue, state, move)
-                if payer is not None:  # the sim.state_changed event (docs/webhooks.md)
-                    root = roots.get(payer_tag(tenant, *payer), "")
-                    outbox, fields = outbox_event(tenant, move, payer, now_ms, root)
-                    pipe.xadd(outbox, fields)
-            # after the state: a node that sees the stamp reads this state (or a newer one)
-            pipe.hset(IN_FORCE, tenant, f"{now_ms}.{rev}")
             await pipe.execute()
+
+        def event_of(move: Mapping[str, Any]) -> tuple[str, dict[str, str]] | None:
+            payer = _first_payer(catalogue, state, move)
+            if payer is None:  # the sim.state_changed event (docs/webhooks.md)
+                return None
+            root = roots.get(payer_tag(tenant, *payer), "")
+            return outbox_event(tenant, move, payer, now_ms, root)
+
+        await write_journal(self.redis, tenant, journal, event_of)
+        await self.redis.hset(IN_FORCE, tenant, f"{now_ms}.{rev}")
         if serving:
             # the single pointer of before per-tenant loading (`ocs import`'s default tenant,
             # `ocs lifecycle run`, nodes of an older version)

@@ -105,3 +105,36 @@ async def test_a_sim_s_state_is_its_subscriptions_status_for_billing(
         )
     assert status == "inventory"
     assert [e["status"] for e in events] == ["inventory"]
+
+
+async def test_a_bulk_move_is_one_row_per_sim_in_postgresql(
+    db: Database, redis: Redis, tenant: str, tmp_path: Path
+) -> None:
+    """A bulk move (ocs.provisioning.bulk_states) of the 1,000 members of the demo range and
+    Bob's SIM, in one change whose journal is written in chunks: one row per SIM, with the
+    one revision and actor, once."""
+    from ocs.provisioning.bulk_states import BulkMove, resolve
+
+    store = BalanceStore(redis)
+    await apply_folder(store, catalogue_folder(tmp_path / "c", tenant), tmp_path)
+    catalogues = TenantCatalogues(store, tmp_path)
+    catalogue = (await catalogues.compiled(tenant)).catalogue
+    first = int(RANGE_SIM) - 5
+    named = [("imsi", str(first + n)) for n in range(1_000)] + [("imsi", SIM)]
+    move = BulkMove(resolve(catalogue, {}, named), "suspended")
+    applied = await catalogues.change(
+        tenant, move, source="bulk", actor=Actor("token", "ops"), reason="unpaid"
+    )
+    assert len(move.moved) == len(applied.moves) == 1_001
+    assert await drain_state_moves(redis, db, MASTER) == 1_001
+    assert await drain_state_moves(redis, db, MASTER) == 0
+    async with db.pool.acquire() as conn, conn.transaction():
+        await enter_tenant(conn, tenant)
+        rows: list[Any] = await conn.fetch(
+            "SELECT range_id, from_state, to_state, actor, reason, revision, count(*) AS n"
+            " FROM sim_state_changes GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1"
+        )
+    assert [tuple(r) for r in rows] == [
+        ("acme-fleet", "active", "suspended", "token:ops", "unpaid", applied.revision, 1_000),
+        (None, "active", "suspended", "token:ops", "unpaid", applied.revision, 1),
+    ]
