@@ -21,7 +21,8 @@ from ocs.events.subscriptions import Subscriptions
 from ocs.redis_client import RedisClient
 from tests.balance.helpers import charge
 from tests.events.conftest import free_port, receiving
-from tests.events.test_dispatcher import FAST, POOL, pool, subscribe
+from tests.events.test_dispatcher import FAST, POOL, pool, subscribe, url
+from tools.webhook_receiver import Receiver
 
 WRONG = "whsec_not-the-subscriptions"
 
@@ -162,3 +163,29 @@ def test_outbox_fields_read_back_what_the_body_says() -> None:
     assert outbox_fields(event.body().decode()) == [
         event.id, "t", "quota.exhausted", event.subject_json, "1700000000123", event.data_json,
     ]  # fmt: skip
+
+
+async def test_redelivery_on_a_redis_cluster_too(
+    backend_redis: RedisClient, receiver: Receiver
+) -> None:
+    """The move of a letter (one script over the dead letters and the queue) names keys of
+    one slot, the tenant's ``{wh:T}``: single server and a 3-master cluster alike."""
+    sub = await subscribe(backend_redis, url(receiver))
+    event = Event("evt_" + "c" * 32, "t", "balance.threshold", '{"payer":"p"}',
+                  1_700_000_000_000, '{"percent":80}', {})  # fmt: skip
+    await backend_redis.xadd(
+        f"ocs:wh:{{wh:t}}:dead:{sub.id}",
+        {"event_id": event.id, "type": event.type, "attempt": "3", "outcome": "failed",
+         "status": "0", "error": "timeout", "ms": "1", "at_ms": "1",
+         "event_body": event.body().decode()},
+    )  # fmt: skip
+    outcome = await DeadLetters(backend_redis).redeliver("t", sub.id, None)
+    assert (outcome.done, outcome.unknown) == (1, [])
+    dispatcher = Dispatcher(backend_redis, FAST)
+    try:
+        await dispatcher.run_once(wait=True)
+    finally:
+        await dispatcher.close()
+    assert [e["id"] for e in receiver.events] == [event.id]
+    assert receiver.redelivered == [event.id]
+    assert await backend_redis.xlen(redeliver_key("t", sub.id)) == 0
