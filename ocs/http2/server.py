@@ -6,9 +6,9 @@ hypercorn and a server of our own on the ``h2`` library: docs/benchmarks-nchf.md
 
 Granian reads the request head (with its own limits: header size, the time to read it) and
 hands the rest to :meth:`HttpServer.__rsgi__` over RSGI, granian's own interface (the head
-as one object read from Rust, the body in one await, the response in one call; ASGI's
-message dictionaries and its two awaited sends per response cost more than the charging
-decision of a request: docs/benchmarks-nchf.md). It reads the body up to
+as one object read from Rust, the body in one await, the response in one call): a fixed
+answer cost 47-48 us of server CPU a request this way, 69-72 us over ASGI with its message
+dictionaries and two awaited sends (docs/benchmarks-nchf.md). It reads the body up to
 ``Limits.max_body`` (413 beyond) within ``Limits.request_timeout`` (408 beyond), calls the
 application and writes its response; whatever the application raises is a 500 problem
 document, never a traceback to the client. Granian binds the port itself with SO_REUSEPORT,
