@@ -102,6 +102,18 @@ def _empty_page(r: httpx.Response) -> None:
     assert r.json()["total"] == 0, r.text
 
 
+def _all_unknown(r: httpx.Response) -> None:
+    body = r.json()
+    assert body["revision"] is None and body["counts"]["moved"] == 0, r.text
+    assert {o["outcome"] for o in body["results"]} == {"unknown"}, r.text
+    assert len(body["results"]) == 5, r.text
+
+
+def _nothing_moved(r: httpx.Response) -> None:
+    body = r.json()
+    assert body["revision"] is None and body["results"] == [], r.text
+
+
 def _header_only(r: httpx.Response) -> None:
     assert r.text.splitlines()[1:] == [], r.text  # the attacker's own export: no usage
 
@@ -195,6 +207,35 @@ def cases(
             ),
             Case("GET", "/v1/subscriptions", params={"payer": w}, own=True, check=_empty_page),
             Case("GET", "/v1/subscriptions", params={"payer": p}, own=True, check=_empty_page),
+        ],
+        ("POST", "/v1/subscriptions/bulk/state"): [
+            Case(  # demo's SIMs by every identity: each one unknown to the attacker
+                "POST",
+                "/v1/subscriptions/bulk/state",
+                json={
+                    "state": "suspended",
+                    "imsis": [DEMO_IMSI, RANGE_IMSI],
+                    "iccids": [DEMO_ICCID],
+                    "msisdns": [DEMO_MSISDN, RANGE_MSISDN],
+                },
+                headers=_key("bulk-state"),
+                own=True,
+                check=_all_unknown,
+            ),
+            Case(  # a selector naming demo's account and payers chooses nothing of demo's
+                "POST",
+                "/v1/subscriptions/bulk/state",
+                json={"state": "suspended", "select": {"account": SECRET["account"]}},
+                own=True,
+                check=_nothing_moved,
+            ),
+            Case(
+                "POST",
+                "/v1/subscriptions/bulk/state",
+                json={"state": "suspended", "select": {"payer": w}},
+                own=True,
+                check=_nothing_moved,
+            ),
         ],
         ("POST", "/v1/subscriptions/bulk"): [
             Case(
@@ -336,6 +377,25 @@ def cases(
         ],
         ("GET", "/v1/webhooks/{sub_id}/dead-letters"): [
             Case("GET", f"/v1/webhooks/{demo_hook}/dead-letters")
+        ],
+        ("GET", "/v1/webhooks/dead-letters"): [
+            Case(
+                "GET", "/v1/webhooks/dead-letters", own=True, check=lambda r: _absent(r, demo_hook)
+            )
+        ],
+        ("POST", "/v1/webhooks/{sub_id}/dead-letters/redeliver"): [
+            Case("POST", f"/v1/webhooks/{demo_hook}/dead-letters/redeliver", json={"all": True}),
+            Case(
+                "POST",
+                f"/v1/webhooks/{demo_hook}/dead-letters/redeliver",
+                json={"entries": ["1-0"]},
+            ),
+        ],
+        ("POST", "/v1/webhooks/{sub_id}/dead-letters/drop"): [
+            Case("POST", f"/v1/webhooks/{demo_hook}/dead-letters/drop", json={"all": True})
+        ],
+        ("DELETE", "/v1/webhooks/{sub_id}/dead-letters/{entry}"): [
+            Case("DELETE", f"/v1/webhooks/{demo_hook}/dead-letters/1-0")
         ],
         ("GET", "/healthz"): [Case("GET", "/healthz", own=True)],
         ("GET", "/readyz"): [Case("GET", "/readyz", own=True)],
