@@ -25,6 +25,7 @@ from ocs.api import (
     catalogue,
     events,
     imports,
+    invoices,
     limits,
     operator,
     pools,
@@ -150,6 +151,7 @@ def create_app(
         tokens,
         operator,
         usage,
+        invoices,
         thresholds,
         webhooks,
     )

@@ -43,13 +43,14 @@ ISSUED: Final = {
 BATCH: Final = 500  # rows relayed per transaction
 KEEP_MS: Final = 7 * 86_400_000  # how long Redis remembers a relayed id (webhook_retention)
 FORMATS: Final = "html|pdf|ubl|cii|facturx"
+HREF: Final = "/v1/invoices"  # the HTTP API's route of a document (ocs.api.invoices)
 
 
-async def record_document_event(conn: Connection, tenant: str, number: int) -> str:
-    """Write the event of document ``number`` (just inserted, in ``conn``'s transaction)
-    into ``event_outbox``; returns its id. What it says is what the document says: the
-    printed number, totals and dates the forms print (``document_dates``, as
-    ``load_document``), read in one query (a bill run issues many)."""
+async def document_summary(conn: Connection, number: int) -> dict[str, Any]:
+    """What the event of document ``number`` (of ``conn``'s tenant) says, and what
+    ``GET /v1/invoices/{number}`` answers: the printed number, totals and dates the forms
+    print (``document_dates``, as ``load_document``), read in one query (a bill run issues
+    many). ``time_ms`` (when it was issued) and ``type`` are for the event."""
     inv = await conn.fetchrow(
         "SELECT i.*, (extract(epoch FROM i.issued_at) * 1000)::bigint AS issued_ms,"
         " t.time_zone, r.kind AS ref_kind, r.series_number AS ref_series,"
@@ -77,7 +78,9 @@ async def record_document_event(conn: Connection, tenant: str, number: int) -> s
         refers = str(inv["refers_to"])
         if inv["ref_kind"] is not None:
             refers = doc_ref(inv["ref_kind"], inv["ref_series"], inv["refers_to"])
-    data: dict[str, Any] = {
+    return {
+        "type": ISSUED[kind],
+        "time_ms": int(inv["issued_ms"]),
         "number": printed,
         "kind": kind,
         "document": number,
@@ -93,13 +96,17 @@ async def record_document_event(conn: Connection, tenant: str, number: int) -> s
         "period_end": end.isoformat() if end else None,
         "refers_to": refers,
         "bill_run": inv["run_id"],
+        "href": f"{HREF}/{printed}",
         "export": f"ocs invoice export --number {printed} --format {FORMATS}",
     }
-    issued_ms = int(inv["issued_ms"])
-    etype = ISSUED[kind]
-    fields = event_fields(
-        tenant, etype, str(number), {"account": inv["account_id"]}, data, issued_ms
-    )
+
+
+async def record_document_event(conn: Connection, tenant: str, number: int) -> str:
+    """Write the event of document ``number`` (just inserted, in ``conn``'s transaction)
+    into ``event_outbox``; returns its id. Its data is :func:`document_summary`."""
+    data = await document_summary(conn, number)
+    etype, issued_ms = data.pop("type"), data.pop("time_ms")
+    fields = event_fields(tenant, etype, str(number), {"account": data["account"]}, data, issued_ms)
     await conn.execute(
         "INSERT INTO event_outbox (tenant_id, event_id, type, subject, data, time_ms)"
         " VALUES ($1, $2, $3, $4, $5, $6)",

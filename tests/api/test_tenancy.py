@@ -397,6 +397,10 @@ def cases(
         ("DELETE", "/v1/webhooks/{sub_id}/dead-letters/{entry}"): [
             Case("DELETE", f"/v1/webhooks/{demo_hook}/dead-letters/1-0")
         ],
+        ("GET", "/v1/invoices/{number}"): [  # documents are read under the token's tenant
+            Case("GET", "/v1/invoices/1"),
+            Case("GET", "/v1/invoices/CN-1", params={"format": "pdf"}),
+        ],
         ("GET", "/healthz"): [Case("GET", "/healthz", own=True)],
         ("GET", "/readyz"): [Case("GET", "/readyz", own=True)],
         ("GET", "/health"): [Case("GET", "/health", own=True)],

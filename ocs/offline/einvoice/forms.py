@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from ocs.offline.db import Connection
 from ocs.offline.einvoice.cii import to_cii
@@ -30,7 +30,12 @@ async def document_forms(
     conn: Connection, number: int, formats: tuple[str, ...]
 ) -> dict[str, bytes]:
     """The requested ``formats`` of document ``number`` (of the connection's tenant)."""
-    view = await invoice_document(conn, number)
+    return render_forms(await invoice_document(conn, number), formats)
+
+
+def render_forms(view: dict[str, Any], formats: tuple[str, ...]) -> dict[str, bytes]:
+    """The requested ``formats`` of a loaded document (``invoice_document``): CPU only, no
+    I/O (a server runs it off its event loop: a Factur-X PDF takes about half a second)."""
     doc = view["doc"]
     out: dict[str, bytes] = {}
     html = render_html(view)
