@@ -102,7 +102,18 @@ def render_html(doc: dict[str, Any], template: str | None = None) -> str:
         tpl = _ENV.get_template(f"{name}.html")
     except TemplateNotFound:
         raise RenderError(f"template {name!r}: not found (have {', '.join(TEMPLATES)})") from None
-    return tpl.render(**doc, money=money, qty=quantity, price=unit_price, pct=decimal_text)
+    # A credit note is stored negative (it takes money off the account) but printed as its
+    # e-invoices send it, in magnitudes under its title: "Total credited: 119.00 EUR", not
+    # the double negative "-119.00". The four forms then show the same numbers.
+    sign = doc["doc"].sign
+
+    def shown_money(minor: int) -> str:
+        return money(minor * sign)
+
+    def shown_qty(value: Decimal) -> str:
+        return quantity(value * sign)
+
+    return tpl.render(**doc, money=shown_money, qty=shown_qty, price=unit_price, pct=decimal_text)
 
 
 # DejaVu Sans (Debian/Ubuntu fonts-dejavu-core, Fedora, Arch): embedded in the PDF, which

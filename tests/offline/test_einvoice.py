@@ -183,7 +183,9 @@ async def test_exempt_invoice_and_credit_note_documents(
         german = render_html(await invoice_document(conn, farm.number))
         credit = render_html(await invoice_document(conn, note.number))
     assert "Rechnung" in german and "Leistungszeitraum" in german and "USt-IdNr." in german
-    assert f"Corrects invoice {inv.doc_id}" in credit and "Total credited: -119.00 EUR" in credit
+    # printed in magnitudes, as the UBL CreditNote and the CII 381 send it (no "-119.00")
+    assert f"Corrects invoice {inv.doc_id}" in credit and "Total credited: 119.00 EUR" in credit
+    assert re.findall(r"(?<![0-9A-Za-z])-[0-9]", credit) == []  # no amount, no quantity
 
 
 async def test_notes_are_numbered_in_series_of_their_own(
