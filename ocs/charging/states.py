@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ocs.balance import BalanceStore, BucketUnit, ChargeRequest
-from ocs.balance.keys import payer_tag
+from ocs.balance.keys import PayerKeys, payer_tag
 from ocs.balance.models import BucketSpec
 from ocs.provisioning.catalogues import State, TenantCatalogues
 from ocs.provisioning.keys import ACTIVATIONS
@@ -122,24 +122,25 @@ def allowance_record(
 
 
 class TestSims:
-    """A charging process's side of test SIMs: their allowance payers (provisioned once per
-    process: ``provision`` only creates missing buckets, so a used allowance is never
-    refilled) and the activations it asked for."""
+    """A charging process's side of test SIMs: their allowance payers and the activations
+    it asked for."""
 
-    __slots__ = ("_asked", "_ready", "store")
+    __slots__ = ("_asked", "store")
 
     def __init__(self, store: BalanceStore) -> None:
         self.store = store
-        self._ready: set[str] = set()
         self._asked: dict[tuple[str, str], float] = {}
 
     async def payer(self, tenant: str, imsi: str, allowance: TestAllowance, now_ms: int) -> str:
+        """The SIM's allowance payer, made when the store does not hold it (``provision``
+        only creates missing buckets: a used allowance is never refilled). Asked of the
+        store on each use, never remembered by the process: a store that lost the payer (a
+        failover to a replica that had not got it, a FLUSHALL) gets it again on the next
+        use, as a process started after the loss would make it, instead of refusing the SIM
+        (4012) until this process restarts."""
         tag = allowance_payer(tenant, imsi)
-        if tag not in self._ready:
+        if not await self.store.batch.execute("EXISTS", PayerKeys(tag).buckets):
             await self.store.provision(tag, allowance_buckets(allowance), now_ms, resize=False)
-            if len(self._ready) > 1_000_000:
-                self._ready.clear()
-            self._ready.add(tag)
         return tag
 
     async def activate(self, tenant: str, imsi: str, reason: str) -> None:

@@ -324,6 +324,28 @@ async def test_a_test_sim_uses_its_allowance_free_then_gets_4012(
     assert await apply_activations(BalanceStore(demo.redis), settings.data_dir) == 0
 
 
+async def test_a_test_sim_s_allowance_lost_by_the_store_is_made_again(
+    gateway: Gateway, demo: Api
+) -> None:
+    """The store lost the allowance (a failover to a replica that had not got it yet, a
+    FLUSHALL): the next CCR makes it again, as a process started after the loss would,
+    instead of a 4012 from a process that remembers having made it."""
+    await _with_test_allowance(demo, "never")
+    await _wallet(demo)
+    imsi = "262017700010005"
+    await _create(demo, imsi, state="test")
+    cca = await _ccr(gateway, "pgw.test;st;lost1", 0, imsi, 20_000, 0)
+    assert _code(cca) == ResultCode.DIAMETER_SUCCESS and _granted(cca) == 20_000
+    tag = allowance_payer(TENANT, imsi)
+    lost = [key async for key in demo.redis.scan_iter(match=f"ocs:{{{tag}}}:*")]
+    assert lost
+    await demo.redis.delete(*lost)
+    cca = await _ccr(gateway, "pgw.test;st;lost2", 0, imsi, 20_000, 0)
+    assert _code(cca) == ResultCode.DIAMETER_SUCCESS and _granted(cca) == 20_000
+    buckets = {b.unit: b for b in await BalanceStore(demo.redis).buckets(tag)}
+    assert (buckets["bytes"].credited, buckets["bytes"].reserved) == (30_000, 20_000)
+
+
 async def test_a_test_sim_activates_itself_once_the_allowance_is_used(
     gateway: Gateway, demo: Api, settings: Settings
 ) -> None:
