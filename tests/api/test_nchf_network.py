@@ -15,7 +15,6 @@ from ocs.config import Settings
 from ocs.lifecycle.signals import SessionSignals
 from ocs.network import NetworkCommands
 from tests.api.conftest import Api
-from tests.balance.fixtures import db_url
 from tests.charging.nchf_client import (
     NchfServer,
     charging_request,
@@ -27,7 +26,6 @@ from tests.charging.nchf_client import (
 from tests.sbi.h2server import H2Server, Reply, Request, until
 from tests.sbi.oracle import specs_or_skip
 
-NCHF_API_DB = 3  # not the API tests' DB 10: see the redis_url fixture below
 IMSI = "262019999990002"
 MSISDN = "491709990002"
 RG = 1
@@ -54,14 +52,6 @@ async def _subscriber(api: Api, balance: int) -> None:
         },
     )
     assert r.status_code == 201, r.text
-
-
-@pytest.fixture
-def redis_url(redis_base_url: str) -> str:
-    """A DB of its own. On the API tests' DB 10, test_sim_states's events test, run after
-    this module in the same process, got 'insufficient' for a test SIM's first event (it
-    passes alone): some process-wide state outlives the flush of DB 10. Not found yet."""
-    return db_url(redis_base_url, NCHF_API_DB)
 
 
 class Smf:

@@ -505,8 +505,11 @@ async def test_events_over_http_follow_the_state(demo: Api) -> None:
     assert r.status_code == 200, r.text
     got = {e["id"]: (e["status"], e.get("payer")) for e in r.json()["results"]}
     tag = f"{TENANT}:test:262016500000001"
-    assert got["t0"] == ("charged", tag) and got["t1"] == ("charged", tag)
-    assert got["t2"] == ("insufficient", tag)
+    # a batch's events are charged concurrently (docs/api.md): which two of the three the
+    # allowance covers is not their order in the batch
+    assert sorted(got[f"t{i}"] for i in range(3)) == [
+        ("charged", tag), ("charged", tag), ("insufficient", tag)
+    ]  # fmt: skip
     assert got["stock"][0] == "rejected"
     assert sum(b.used for b in await store.buckets(pool)) == before
     assert {b.unit: b.used for b in await store.buckets(tag)}["events"] == 2
