@@ -7,8 +7,10 @@ a payer's keys and :mod:`ocs.balance.keys` for the hash tag rule.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
@@ -16,7 +18,7 @@ from typing import Any, Final
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from ocs.balance.batch import CommandBatcher
+from ocs.balance.batch import Command, CommandBatcher
 from ocs.balance.keys import PAYERS, PayerKeys
 from ocs.balance.models import BucketSpec, BucketState, ChargeRequest, ChargeResult
 from ocs.balance.slots import locate, locate_all, place
@@ -63,6 +65,40 @@ class BalanceStore:
         self._charge: AsyncScript = redis.register_script(script_text("charge.lua"))
         self._reclaim: AsyncScript = redis.register_script(script_text("reclaim.lua"))
         self._adjust: AsyncScript = redis.register_script(script_text("adjust.lua"))
+        self._loading: dict[str, asyncio.Future[Any]] = {}  # SCRIPT LOADs in flight, by SHA
+        self._loaded: dict[str, int] = {}  # SCRIPT LOADs done, by SHA
+
+    async def _run_script(self, script: AsyncScript, commands: Sequence[Command]) -> list[Any]:
+        """``commands`` through the batcher, the first an EVALSHA of ``script``; the replies
+        as :meth:`CommandBatcher.submit` gives them. On NOSCRIPT (a restarted, failed-over
+        or flushed Redis) the script is loaded, once for every caller that met it at the
+        same time, and the commands go through the batcher again. Every CCR in flight
+        meets it at once: each loading the script itself and calling it outside the
+        batcher took a connection each (on a cluster a permit each, and a burst waited
+        past its time limit). Still NOSCRIPT after that (flushed again meanwhile): the
+        caller falls back to redis-py's load-and-run."""
+        loads = self._loaded.get(script.sha, 0)
+        replies = await self.batch.submit(commands)
+        if not isinstance(replies[0], NoScriptError):
+            return replies
+        if self._loaded.get(script.sha, 0) == loads:  # no load came back since we sent
+            await self._load(script)
+        return await self.batch.submit(commands)
+
+    async def _load(self, script: AsyncScript) -> None:
+        """One SCRIPT LOAD of ``script`` (to every master of a cluster) shared by the
+        callers that wait for it."""
+        loading = self._loading.get(script.sha)
+        if loading is None:
+            loading = asyncio.ensure_future(self.redis.script_load(script.script))
+            self._loading[script.sha] = loading
+            loading.add_done_callback(lambda done: self._load_done(script.sha, done))
+        await asyncio.shield(loading)  # a cancelled caller leaves the load to the others
+
+    def _load_done(self, sha: str, done: asyncio.Future[Any]) -> None:
+        del self._loading[sha]
+        if not done.cancelled() and done.exception() is None:
+            self._loaded[sha] = self._loaded.get(sha, 0) + 1
 
     # -- scripts ---------------------------------------------------------------------------
     async def charge(
@@ -108,10 +144,12 @@ class BalanceStore:
             levels_json(req),
             *req.limits,
         )
-        try:
-            raw = await self.batch.execute("EVALSHA", self._charge.sha, len(keys), *keys, *args)
-        except NoScriptError:  # a restarted or flushed Redis: load the script, run it once
+        call = ("EVALSHA", self._charge.sha, len(keys), *keys, *args)
+        (raw,) = await self._run_script(self._charge, (call,))
+        if isinstance(raw, NoScriptError):
             raw = await self._charge(keys=keys, args=args)
+        elif isinstance(raw, Exception):
+            raise raw
         return ChargeResult.from_json(raw)
 
     async def adjust(
@@ -167,14 +205,15 @@ class BalanceStore:
         balance). The owner of the store closes ``batch`` at shutdown."""
         k = await self.locate(payer)
         keys, args = self._adjust_call(k, request_id, ops, now_ms, context, result_ttl_ms)
-        raw, defs, bals = await self.batch.submit(
+        raw, defs, bals = await self._run_script(
+            self._adjust,
             (
                 ("EVALSHA", self._adjust.sha, len(keys), *keys, *args),
                 ("HGETALL", k.buckets),
                 ("HGETALL", k.balances),
-            )
+            ),
         )
-        if isinstance(raw, NoScriptError):  # a restarted or flushed Redis: load, run once
+        if isinstance(raw, NoScriptError):  # flushed again meanwhile: load and run, then read
             raw = await self._adjust(keys=keys, args=args)
             return str(json.loads(raw)["status"]), await self.buckets(payer)
         for reply in (raw, defs, bals):

@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+from typing import Any
+
+from redis.asyncio.cluster import RedisCluster
+
 from ocs.balance import BalanceStore, BucketState, ChargeRequest, ChargeResult, Rate
 from ocs.balance.models import NOT_PRICED, BucketUnit
+from ocs.redis_client import RedisClient
 
 NOW = 1_700_000_000_000
 DEADLINE = NOW + 60_000
@@ -57,3 +62,15 @@ async def assert_conserved(store: BalanceStore, payer: str) -> None:
         assert b.credited == b.available + b.reserved + b.used, b
         assert b.used == streamed.get(b.id, 0), b
         assert b.available >= 0, b
+
+
+async def script_loads(redis: RedisClient) -> list[int]:
+    """The SCRIPT LOAD calls each master (one: a single server) has served so far."""
+    if isinstance(redis, RedisCluster):
+        per_node: dict[Any, Any] = await redis.info(
+            "commandstats", target_nodes=RedisCluster.PRIMARIES
+        )
+        infos = list(per_node.values())
+    else:
+        infos = [await redis.info("commandstats")]
+    return [int(i.get("cmdstat_script|load", {}).get("calls", 0)) for i in infos]
