@@ -19,7 +19,7 @@ from ocs.commands import (
     server_flags,
 )
 from ocs.config import DEMO_NCHF_PORT, Settings, demo_catalog
-from ocs.errors import CommandError
+from ocs.errors import CommandError, bind
 
 
 def register(sub: Subparsers) -> None:
@@ -117,8 +117,6 @@ def register(sub: Subparsers) -> None:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from ocs.wiring import run_server  # noqa: PLC0415
-
     folder = args.catalog if args.command == "demo" else None
     if folder is not None and "webhook_private_targets" not in settings.model_fields_set:
         # the demo runs on one machine: its webhooks may call a receiver on localhost
@@ -127,12 +125,34 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if settings.nchf_port is None:  # not configured: the demo serves Nchf, serve does not
         port = DEMO_NCHF_PORT if args.command == "demo" else 0
         settings = settings.model_copy(update={"nchf_port": port})
-    with catalogue_at(folder):
-        if settings.workers > 1:
-            from ocs.supervisor import run_supervisor  # noqa: PLC0415
+    if settings.workers > 1:
+        from ocs.supervisor import run_supervisor  # noqa: PLC0415
 
+        with catalogue_at(folder):
             return run_supervisor(settings, demo_catalog=catalog)
+    ports_free(settings)
+    from ocs.wiring import run_server  # noqa: PLC0415
+
+    with catalogue_at(folder):
         return run(run_server(settings, demo_catalog=catalog))
+
+
+def ports_free(settings: Settings) -> None:
+    """Fail fast on a taken port (:class:`~ocs.errors.PortInUse` naming it): each port the
+    process will listen on is bound once and let go before anything starts. Each server
+    binds its port when it starts, after the charging stack's imports, the embedded Redis,
+    the demo catalogue and the services started before it, which a taken port then had to
+    stop again (an ``ocs demo`` on a loaded machine did not exit within 90 s). A port
+    taken in between is still named when its server binds it. (``--workers N``: the
+    supervisor holds its ports itself.)"""
+    for what, flag, port in (
+        ("Diameter", "--port", settings.port),
+        ("HTTP", "--http-port", settings.http_port),
+        ("Nchf", "--nchf-port", settings.nchf_port or 0),
+        ("metrics", "--metrics-port", settings.metrics_port),
+    ):
+        if port:
+            bind(what, flag, settings.host, port).close()
 
 
 def _catalog_check(args: argparse.Namespace, settings: Settings) -> int:

@@ -136,6 +136,8 @@ async def test_a_taken_port_is_named(
         f"{what} port {taken} ({flag}) on 127.0.0.1: already in use"
         " (another process listens there; choose another port)"
     )
+    # it failed before starting anything: the demo catalogue was never put in force
+    assert await redis.dbsize() == 0
 
 
 # -- catalogues -------------------------------------------------------------------------------
