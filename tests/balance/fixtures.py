@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from ocs.balance import BalanceStore
 from ocs.redis_client import RedisClient, client_for_url
 
 LOCAL_HOST = "127.0.0.1"
@@ -61,3 +62,18 @@ async def flushed_client(url: str) -> AsyncIterator[RedisClient]:
     finally:
         await client.flushdb()
         await client.aclose()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
+    """The suite's Redis (its own ``redis_url`` fixture), flushed before and after."""
+    async for client in flushed_client(redis_url):
+        yield client
+
+
+@pytest.fixture
+async def store(redis: RedisClient) -> AsyncIterator[BalanceStore]:
+    """A balance store on ``redis``; its batcher (own connection, reader task) closed after."""
+    store = BalanceStore(redis)
+    yield store
+    await store.batch.close()

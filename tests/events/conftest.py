@@ -11,13 +11,12 @@ from typing import Final
 
 import pytest
 
-from ocs.balance import BalanceStore
 from ocs.redis_client import RedisClient
-from tests.balance.fixtures import db_url, flushed_client, redis_base_url
+from tests.balance.fixtures import db_url, flushed_client, redis, redis_base_url, store
 from tests.conftest import backend_url
 from tools.webhook_receiver import Receiver
 
-__all__ = ["redis_base_url"]
+__all__ = ["redis", "redis_base_url", "store"]
 
 EVENTS_DB: Final = 6  # 7: docs, 8: workers, 9: cli, 10: api, 12: offline, 13: balance, 14: charging
 SECRET: Final = "whsec_test-secret-0123456789"
@@ -38,19 +37,6 @@ def backend_redis_url(request: pytest.FixtureRequest, redis_backend: str) -> str
 async def backend_redis(backend_redis_url: str) -> AsyncIterator[RedisClient]:
     async for client in flushed_client(backend_redis_url):
         yield client
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
-    async for client in flushed_client(redis_url):
-        yield client
-
-
-@pytest.fixture
-async def store(redis: RedisClient) -> AsyncIterator[BalanceStore]:
-    store = BalanceStore(redis)
-    yield store
-    await store.batch.close()
 
 
 def free_port() -> int:
