@@ -22,27 +22,31 @@ end
 
 local MAX_INT = 9007199254740992  -- 2^53: Lua numbers are doubles, exact below it
 
-local floor = math.floor
-
 -- An integer in [lo, 2^53) from a string or number (lo defaults to 0), else fail. The
 -- message is `what .. a .. b`, joined only on failure (the common path builds no string).
 local function int(v, what, lo, a, b)
   local n = tonumber(v)
+  -- `n % 1 == 0` is false for NaN and the infinities too; no function call on the way
+  if n and n % 1 == 0 and n >= (lo or 0) and n < MAX_INT and n > -MAX_INT then return n end
   lo = lo or 0
-  if n == nil or n ~= n or n ~= floor(n) or n < lo or n >= MAX_INT or n <= -MAX_INT then
-    fail(what .. (a or '') .. (b or '') .. ' is not an integer >= ' .. I(lo) .. ': '
-      .. tostring(v))
-  end
-  return n
+  fail(what .. (a or '') .. (b or '') .. ' is not an integer >= ' .. I(lo) .. ': '
+    .. tostring(v))
 end
 
 local H, HK, OPS, TYPED, WANT = {}, {}, {}, {}, {}
+-- HN: key -> field -> the integer `hnum` read or `hincr` wrote in this call. A script is the
+-- only writer of its keys while it runs and every write goes through `hset`, which keeps
+-- HN right, so a field is read from Redis and checked once per call.
+local HN = {}
 
 local function hget(key, f)
   local p = H[key]
   if p ~= nil then
     local v = p[f]
-    if v ~= nil then return v end  -- false: deleted in this call
+    if v ~= nil then  -- false: deleted in this call
+      if v and type(v) == 'number' then return I(v) end  -- hincr's, not yet formatted
+      return v
+    end
   end
   local v = redis.call('HGET', key, f)
   TYPED[key] = true
@@ -59,7 +63,7 @@ local function hgetall(key)
     local f = raw[i]
     seen[f] = true
     local v = p[f]
-    if v == nil then v = raw[i + 1] end
+    if v == nil then v = raw[i + 1] elseif v and type(v) == 'number' then v = I(v) end
     if v then
       out[#out + 1] = f
       out[#out + 1] = v
@@ -68,7 +72,7 @@ local function hgetall(key)
   for f, v in pairs(p) do
     if v and not seen[f] then
       out[#out + 1] = f
-      out[#out + 1] = v
+      out[#out + 1] = type(v) == 'number' and I(v) or v
     end
   end
   return out
@@ -83,24 +87,40 @@ local function hset(key, f, v)
   end
   WANT[key] = 'hash'
   p[f] = v
+  local c = HN[key]
+  if c ~= nil then c[f] = nil end
 end
 
 local function hdel(key, f) hset(key, f, false) end
 
 -- An integer field of a hash (0 when absent); a field that is not an integer fails.
 local function hnum(key, f)
+  local c = HN[key]
+  if c == nil then
+    c = {}
+    HN[key] = c
+  else
+    local n = c[f]
+    if n ~= nil then return n end
+  end
   local v = hget(key, f)
-  if not v then return 0 end
-  return int(v, key, -MAX_INT + 1, ' ', f)
+  local n = 0
+  if v then n = int(v, key, -MAX_INT + 1, ' ', f) end
+  c[f] = n
+  return n
 end
 
+-- The new value is kept as a number (checked here to be an exact integer) and formatted
+-- once, by flush(): a field moved several times in one call (released, then reserved
+-- again) is formatted once.
 local function hincr(key, f, d)
   if d == 0 then return end
   local n = hnum(key, f) + d
-  if n >= MAX_INT or n <= -MAX_INT or n ~= floor(n) then
+  if n >= MAX_INT or n <= -MAX_INT or n % 1 ~= 0 then
     fail(key .. ' ' .. f .. ' would leave the exact integer range')
   end
-  hset(key, f, I(n))
+  hset(key, f, n)
+  HN[key][f] = n  -- after hset, which forgets it
 end
 
 -- Any other write (ZADD, ZREM, XADD, SET, DEL ...) on `key`, whose type must be `kind`.
@@ -137,7 +157,7 @@ local function flush()
     for f, v in pairs(H[key]) do
       if v then
         sets[#sets + 1] = f
-        sets[#sets + 1] = v
+        sets[#sets + 1] = type(v) == 'number' and I(v) or v  -- hincr's, checked there
         if #sets >= 1000 then
           redis.call('HSET', key, unpack(sets))
           sets = {}

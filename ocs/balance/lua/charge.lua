@@ -172,15 +172,18 @@ local function build_order()
   order, all_buckets = {}, {}
   for i = 1, #defs, 2 do
     local d = decode(defs[i + 1], 'bucket ', defs[i])
-    all_buckets[#all_buckets + 1] = {id = defs[i], unit = d.unit, unlimited = d.unlimited}
     if d.thr and d.unit == unit then thr = int(d.thr, 'threshold of ', 0, defs[i]) end
     local to = int(d.to or 0, 'valid_to of ', 0, defs[i])
     local from = int(d.from or 0, 'valid_from of ', 0, defs[i])
     local money = d.unit == 'money'
+    -- one table a bucket: a usable one is in `order` too (id, unit and unlimited as
+    -- all_buckets reads them; prio, to and money for the order)
+    local b = {id = defs[i], unit = d.unit, unlimited = d.unlimited and true or false}
+    all_buckets[#all_buckets + 1] = b
     if ((d.unit == unit and not exact) or (money and den > 0)) and from <= now
         and (to == 0 or now < to) and not d.hold then
-      order[#order + 1] = {id = defs[i], prio = int(d.prio or 0, 'prio of ', -MAX_INT + 1, defs[i]),
-                           to = to, money = money, unlimited = d.unlimited and true or false}
+      b.prio, b.to, b.money = int(d.prio or 0, 'prio of ', -MAX_INT + 1, defs[i]), to, money
+      order[#order + 1] = b
     end
   end
   table.sort(order, function(a, b)
@@ -391,19 +394,29 @@ local function events(status, short, left, units, money)
       marks[key], changed = nil, true
     end
   end
-  mark('x:' .. unit, out, nil, left ~= 0 or start_units > 0, 'quota.exhausted',
-    {unit = unit, status = status, short = short, left = math.max(left, 0)})
+  -- whether `mark` would do anything: the event's data is built only then (most calls cross
+  -- nothing, and a table per threshold per call is what the common path paid for)
+  local function due(key, hit, was, rearm)
+    if hit then return not marks[key] or was == false end
+    return marks[key] and rearm
+  end
+  local xkey, xrearm = 'x:' .. unit, left ~= 0 or start_units > 0
+  if due(xkey, out, nil, xrearm) then
+    mark(xkey, out, nil, xrearm, 'quota.exhausted',
+      {unit = unit, status = status, short = short, left = math.max(left, 0)})
+  end
   if cfg_raw then
     local cfg = decode(cfg_raw, 'thresholds')
     local u, units_left, credited, unlimited = tostring(cfg.u), 0, 0, false
+    local given = cfg.b and int(cfg.b, 'threshold base')  -- else what was credited
     for _, b in ipairs(all_buckets) do
       if b.unit == u then
         if b.unlimited then unlimited = true end
         units_left = units_left + hnum(KEYS[2], b.id .. ':a') + hnum(KEYS[2], b.id .. ':r')
-        credited = credited + hnum(KEYS[2], b.id .. ':i')
+        if not given then credited = credited + hnum(KEYS[2], b.id .. ':i') end
       end
     end
-    local base = cfg.b and int(cfg.b, 'threshold base') or credited
+    local base = given or credited
     -- a payer without a period re-arms when the condition stops holding: also when that
     -- happened between two calls (a top-up), seen in what was left before this call (Redis
     -- holds the state before the call until flush())
@@ -419,20 +432,26 @@ local function events(status, short, left, units, money)
       end
     end
     local function held(hit) if before == nil then return nil end return hit end
+    local function over(l, p) return base > 0 and (base - l) * 100 >= p * base end
+    local rearm = period == ''
     if not unlimited then
       for _, p in ipairs(cfg.p or {}) do
         p = int(p, 'threshold percent')
-        local function over(l) return base > 0 and (base - l) * 100 >= p * base end
-        mark('p' .. I(p), over(units_left), held(before and over(before)), period == '',
-          'balance.threshold', {unit = u, percent = p, left = units_left, base = base,
-                                used = math.max(base - units_left, 0)})
+        local key, hit, was = 'p' .. I(p), over(units_left, p), held(before and over(before, p))
+        if due(key, hit, was, rearm) then
+          mark(key, hit, was, rearm, 'balance.threshold',
+            {unit = u, percent = p, left = units_left, base = base,
+             used = math.max(base - units_left, 0)})
+        end
       end
       for _, a in ipairs(cfg.a or {}) do
         a = int(a, 'threshold amount')
-        mark('a' .. I(a), units_left <= a, held(before and before <= a), period == '',
-          'balance.threshold',
-          {unit = u, amount = a, left = units_left, base = base,
-           used = math.max(base - units_left, 0)})
+        local key, hit, was = 'a' .. I(a), units_left <= a, held(before and before <= a)
+        if due(key, hit, was, rearm) then
+          mark(key, hit, was, rearm, 'balance.threshold',
+            {unit = u, amount = a, left = units_left, base = base,
+             used = math.max(base - units_left, 0)})
+        end
       end
     end
   end
@@ -455,7 +474,7 @@ local function short_of_debit()
   return total_units < used
 end
 if mode == 'debit' and short_of_debit() and not exact then replenish(used) end
-if mode == 'debit' and (short_of_debit() or LV.short(upper, used)) then
+if mode == 'debit' and (short_of_debit() or (#upper > 0 and LV.short(upper, used))) then
   local left = exact and money_left() or total_units
   local res = cjson.encode({status = 'insufficient', granted = 0, money = 0, units = 0, cost = 0,
                             overrun = 0, short = 0, left = left == math.huge and -1 or left,
@@ -543,7 +562,7 @@ elseif used > committed then
   committed = committed + got
   count_units()
 end
-LV.commit(upper, member, used)
+if #upper > 0 then LV.commit(upper, member, used) end
 
 -- The used units count against every cap of the usage.
 local hit = {}
@@ -606,7 +625,7 @@ if want > 0 and mode == 'session' then
                                           l = held, lu = units}))
       op('zset', 'ZADD', KEYS[4], I(deadline), member)
       live = live + 1
-      LV.reserve(upper, member, got, deadline, now, unit)
+      if #upper > 0 then LV.reserve(upper, member, got, deadline, now, unit) end
     end
   end
 end
@@ -624,7 +643,7 @@ if committed > 0 or overrun > 0 then
   end
   op(unpack(fields))
 end
-LV.record(upper, ARGV[1], now, unit, ARGV[14])
+if #upper > 0 then LV.record(upper, ARGV[1], now, unit, ARGV[14]) end
 
 local left = 0
 for _, b in ipairs(order) do left = left + capacity(b) end
@@ -664,10 +683,19 @@ if mode == 'session' and want > 0 and granted == 0 then
   status = lim > 0 and 'limited' or 'exhausted'
 end
 if mode == 'session' and had_rsv == 0 and used > 0 then status = 'no_reservation' end
-local res = cjson.encode({status = status, granted = I(granted), money = I(money),
-                          units = I(committed), cost = I(charged), overrun = I(overrun),
-                          short = I(short), left = I(left), live = live, ctr = ctr,
-                          lim = lim, hit = #hit > 0 and hit or nil, lv = lv})
+local res
+if ctr == nil and #hit == 0 and lv == nil then
+  -- the common result (no counters, no cap reached, one level) in one format call: the
+  -- same JSON as below, without a table and cjson's encoder on every call
+  res = string.format('{"status":"%s","granted":"%d","money":"%d","units":"%d","cost":"%d",'
+    .. '"overrun":"%d","short":"%d","left":"%d","live":%d,"lim":%d}', status, granted, money,
+    committed, charged, overrun, short, left, live, lim)
+else
+  res = cjson.encode({status = status, granted = I(granted), money = I(money),
+                      units = I(committed), cost = I(charged), overrun = I(overrun),
+                      short = I(short), left = I(left), live = live, ctr = ctr,
+                      lim = lim, hit = #hit > 0 and hit or nil, lv = lv})
+end
 for f, st in pairs(LIM) do
   if st.w then hset(KEYS[10], f, st.p .. ':' .. I(st.u) .. ':' .. I(st.r) .. ':' .. I(st.n)) end
 end
