@@ -110,6 +110,37 @@ class ChargeRequest:
     """The upper levels, level 1 first: each reserves (or checks) and commits in the same
     script call as the payer (level 0); the grant is the smallest any level allows."""
 
+    def priced(
+        self,
+        price: int | None,
+        counters: tuple[tuple[str, int, int], ...],
+        context_json: str,
+        root: str,
+        levels: tuple[LevelCharge, ...],
+    ) -> ChargeRequest:
+        """This request with its price, counters, record context and chain
+        (``ocs.charging.pricing``): ``dataclasses.replace`` without its per-call walk over
+        the fields (it cost more than the request itself on the real-time path)."""
+        return ChargeRequest(
+            self.request_id,
+            self.member,
+            self.unit,
+            self.now_ms,
+            self.used,
+            self.want,
+            self.min_grant,
+            self.rate,
+            self.deadline_ms,
+            self.mode,
+            self.context,
+            context_json,
+            price,
+            counters,
+            self.limits,
+            root,
+            levels,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class LevelResult:
@@ -159,23 +190,27 @@ class ChargeResult:
     @classmethod
     def from_json(cls, raw: str | bytes) -> ChargeResult:
         data = json.loads(raw)
-        counters = {str(k): int(v) for k, v in (data.get("ctr") or {}).items()}
-        if data["status"] == "stale":
+        get = data.get
+        ctr = get("ctr")
+        counters = {str(k): int(v) for k, v in ctr.items()} if ctr else {}
+        status = str(data["status"])
+        if status == "stale":
             return cls("stale", 0, 0, 0, 0, 0, 0, 0, 0, counters)
+        hit, lv = get("hit"), get("lv")  # absent on the common path: no tuple built
         return cls(
-            status=str(data["status"]),
-            granted=int(data["granted"]),
-            money=int(data["money"]),
-            units=int(data["units"]),
-            cost=int(data["cost"]),
-            overrun=int(data["overrun"]),
-            left=int(data["left"]),
-            live=int(data["live"]),
-            short=int(data.get("short", 0)),
-            counters=counters,
-            limit=int(data.get("lim") or 0),
-            reached=tuple(int(i) for i in data.get("hit") or ()),
-            levels=tuple(
+            status,
+            int(data["granted"]),
+            int(data["money"]),
+            int(data["units"]),
+            int(data["cost"]),
+            int(data["overrun"]),
+            int(data["left"]),
+            int(data["live"]),
+            int(get("short", 0)),
+            counters,
+            int(get("lim") or 0),
+            tuple(int(i) for i in hit) if hit else (),
+            tuple(
                 LevelResult(
                     int(v["level"]),
                     int(v["units"]),
@@ -184,8 +219,10 @@ class ChargeResult:
                     int(v["short"]),
                     int(v["left"]),
                 )
-                for v in data.get("lv") or ()
-            ),
+                for v in lv
+            )
+            if lv
+            else (),
         )
 
 

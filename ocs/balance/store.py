@@ -107,22 +107,10 @@ class BalanceStore:
         """One ``charge.lua`` call; its result is kept ``result_ttl_ms`` (default: the
         store's) under the request id. ``req.root`` places the payer (and the upper
         levels ``req.levels``, reserved or checked in the same call) in its chain's slot."""
-        k = PayerKeys(payer, req.root)
-        keys: tuple[str, ...] = (
-            k.buckets,
-            k.balances,
-            k.reservations,
-            k.reservation_index,
-            k.done(req.request_id),
-            k.stream,
-            k.lifecycle,
-            k.counters,
-            k.events,
-            k.limits,
-        )
+        head, done, tail = _charge_keys(payer, req.root)
+        keys: tuple[str, ...] = (*head, done + req.request_id, *tail)
         for level in req.levels:
-            u = PayerKeys(level.payer, req.root)
-            keys += (u.buckets, u.balances, u.reservations, u.reservation_index, u.stream)
+            keys += _level_keys(level.payer, req.root)
         args = (
             req.request_id,
             req.now_ms,
@@ -302,6 +290,41 @@ class BalanceStore:
             StreamRecord(_s(eid), {_s(f): _s(v) for f, v in (fields or {}).items()})
             for eid, fields in entries
         ]
+
+
+KEYS_KEPT: Final = 100_000
+_CHARGE_KEYS: dict[tuple[str, str], tuple[tuple[str, ...], str, tuple[str, ...]]] = {}
+_LEVEL_KEYS: dict[tuple[str, str], tuple[str, ...]] = {}
+
+
+def _charge_keys(payer: str, root: str) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
+    """``charge.lua`` KEYS[1..10] of ``payer`` (in ``root``'s slot) around the request's own
+    ``done`` key: KEYS[1..4], the ``done`` prefix, KEYS[6..10]. Built once per payer: a key
+    name is a pure function of (payer, root), and every CCR of a payer sends the same."""
+    hit = _CHARGE_KEYS.get((payer, root))
+    if hit is None:
+        k = PayerKeys(payer, root)
+        hit = (
+            (k.buckets, k.balances, k.reservations, k.reservation_index),
+            k.done(""),
+            (k.stream, k.lifecycle, k.counters, k.events, k.limits),
+        )
+        if len(_CHARGE_KEYS) >= KEYS_KEPT:
+            _CHARGE_KEYS.clear()
+        _CHARGE_KEYS[(payer, root)] = hit
+    return hit
+
+
+def _level_keys(payer: str, root: str) -> tuple[str, ...]:
+    """The five keys of an upper level (``_levels.lua``), built once per payer."""
+    hit = _LEVEL_KEYS.get((payer, root))
+    if hit is None:
+        u = PayerKeys(payer, root)
+        hit = (u.buckets, u.balances, u.reservations, u.reservation_index, u.stream)
+        if len(_LEVEL_KEYS) >= KEYS_KEPT:
+            _LEVEL_KEYS.clear()
+        _LEVEL_KEYS[(payer, root)] = hit
+    return hit
 
 
 def levels_json(req: ChargeRequest) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Final, NamedTuple
 
@@ -177,14 +176,7 @@ async def _charge(
         root, levels = chain_of(catalogue, resolution, p.amounts)
         result = await store.charge(
             payer,
-            replace(
-                request,
-                price=p.price,
-                counters=p.counters,
-                context_json=context(p.amounts),
-                root=root,
-                levels=levels,
-            ),
+            request.priced(p.price, p.counters, context(p.amounts), root, levels),
             result_ttl_ms=result_ttl_ms,
         )
         if result.counters:
