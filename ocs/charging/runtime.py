@@ -341,6 +341,16 @@ async def create_charging(
         demo_tenant=demo_tenant,
     )
     if start:
+        # The pools' lifecycle rules of every catalogue (a walk over each tenant's SIMs, in
+        # a worker thread) before the first request rather than on the first housekeeping
+        # pass: that pass came a few seconds into serving, and the thread competed with the
+        # event loop for the GIL while CCRs were being answered (seen in profiles of the
+        # real-time path). A later reload recomputes its own tenant's only. A failure here
+        # is the housekeeping pass's to report (it computes them again), never a failed start.
+        try:
+            await runtime._lifecycle_rules()
+        except Exception:
+            log.debug("lifecycle rules not computed at start", exc_info=True)
         runtime.start()
         # The catalogue and the start-up objects live as long as the process: move them out
         # of the collector's sight so that full collections under load stay short. The
