@@ -119,12 +119,12 @@ def taskset(cpu: int | None) -> list[str]:
     return ["taskset", "-c", str(cpu)] if cpu is not None else []
 
 
-def start_server(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+def start_server(cmd: list[str], env: dict[str, str], wait: float = 60.0) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
     assert proc.stdout is not None
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + wait
     said: list[str] = []
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
@@ -262,14 +262,38 @@ def redis_cpu(url: str) -> float:
         client.close()
 
 
+def evalsha_stats(url: str, reset: bool = False) -> dict[str, float]:
+    """``cmdstat_evalsha`` of ``INFO commandstats`` (calls, usec_per_call) since the last
+    reset; ``reset`` starts counting anew (CONFIG RESETSTAT: a Redis of your own)."""
+    from redis import Redis
+
+    client = Redis.from_url(url)
+    try:
+        if reset:
+            client.config_resetstat()
+            return {}
+        entry: Any = client.info("commandstats").get("cmdstat_evalsha", {})
+        return {
+            "calls": int(entry.get("calls", 0)),
+            "usec_per_call": float(entry.get("usec_per_call", 0.0)),
+        }
+    finally:
+        client.close()
+
+
 def measure(
     port: int, pid: int, args: argparse.Namespace, cpu: int | None, redis_url: str | None
 ) -> dict[str, Any]:
     before = cpu_seconds(pid)
     redis_before = redis_cpu(redis_url) if redis_url else 0.0
+    if redis_url:
+        evalsha_stats(redis_url, reset=True)
     fast = loadgen(port, args, cpu, "--window", str(args.window))
     middle = cpu_seconds(pid)
     redis_middle = redis_cpu(redis_url) if redis_url else 0.0
+    fast_scripts = evalsha_stats(redis_url) if redis_url else {}
+    if redis_url:
+        evalsha_stats(redis_url, reset=True)
     paced = loadgen(
         port,
         args,
@@ -306,6 +330,10 @@ def measure(
         out["paced_server_cpu_us_per_ccr"] = round((after - middle) / paced_sent * 1e6, 1)
     if redis_url:
         out["redis_cpu_us_per_ccr"] = round((redis_middle - redis_before) / sent * 1e6, 1)
+        paced_scripts = evalsha_stats(redis_url)
+        out["evalsha_usec_per_call"] = fast_scripts.get("usec_per_call")
+        out["paced_evalsha_usec_per_call"] = paced_scripts.get("usec_per_call")
+        out["evalsha_calls_per_ccr"] = round(fast_scripts.get("calls", 0) / sent, 3)
     return out
 
 
@@ -422,11 +450,22 @@ def reseller_catalogue(folder: Path) -> Path:
 
 
 def serve_and_measure(
-    args: argparse.Namespace, catalogue: Path, gen_cpu: int | None, server_cpu: int | None
+    args: argparse.Namespace,
+    catalogue: Path,
+    gen_cpu: int | None,
+    server_cpu: int | None,
+    tree: Path | None = None,
 ) -> dict[str, Any]:
-    """Flush, apply ``catalogue``, run `ocs serve` and measure it (both phases)."""
+    """Flush, apply ``catalogue``, run `ocs serve` and measure it (both phases). ``tree``:
+    another work tree whose `ocs serve` it is (``--compare``): its own ``.venv/bin/ocs``,
+    else its code on this tree's venv (same locked dependencies)."""
     env = dict(os.environ, OCS_REDIS_URL=args.redis_url)
     ocs = [str(Path(sys.executable).parent / "ocs")]
+    if tree is not None and (tree / ".venv" / "bin" / "ocs").exists():
+        ocs = [str(tree / ".venv" / "bin" / "ocs")]
+    elif tree is not None:  # a tree without a venv of its own: its code on this one's
+        ocs = [sys.executable, "-m", "ocs.cli"]
+        env["PYTHONPATH"] = str(tree)
     flush(args.redis_url)
     subprocess.run(
         [*ocs, "catalog", "apply", str(catalogue)], env=env, check=True, capture_output=True
@@ -436,7 +475,7 @@ def serve_and_measure(
         [
             *taskset(server_cpu),
             *(*ocs, "serve", "--port", str(port), "--log-level", "WARNING"),
-            "--accept-unknown-peers",  # loadgen connects as loadgen-<run>.local
+            *_peer_flags(ocs, env),  # loadgen connects as loadgen-<run>.local
             *("--http-port", "0", "--metrics-port", "0"),  # Diameter only: 8080 may be taken
         ],
         env,
@@ -445,6 +484,15 @@ def serve_and_measure(
         return measure(port, server.pid, args, gen_cpu, args.redis_url)
     finally:
         stop(server)
+
+
+def _peer_flags(ocs: list[str], env: dict[str, str]) -> list[str]:
+    """``--accept-unknown-peers`` where `ocs serve` has it (a tree of before the peer
+    checks, ``--compare``, serves any peer and has no such flag)."""
+    done = subprocess.run(
+        [*ocs, "serve", "--help"], env=env, capture_output=True, text=True, check=False
+    )
+    return ["--accept-unknown-peers"] if "--accept-unknown-peers" in done.stdout else []
 
 
 SCRIPT_CONTEXT = json.dumps(
@@ -587,6 +635,198 @@ def levels_run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+COMPARED = (
+    "ccr_u_per_s",
+    "server_cpu_us_per_ccr",
+    "paced_server_cpu_us_per_ccr",
+    "redis_cpu_us_per_ccr",
+    "evalsha_usec_per_call",
+    "paced_evalsha_usec_per_call",
+    "paced_p50_ms",
+    "paced_p99_ms",
+)
+
+
+def serve_instructions(args: argparse.Namespace, tree: Path, sessions: int) -> dict[str, Any]:
+    """``--callgrind``: the instructions `ocs serve` of ``tree`` executes per CCR (its own
+    process only: Redis's are ``tools/bench_money_path.py --callgrind``'s), under
+    ``valgrind --tool=callgrind``, counted from just before the load to just after it:
+    ``sessions`` sessions of CCR-I, ``--updates`` CCR-U and CCR-T, 8 requests outstanding.
+    A count of instructions does not move with the machine's load as times do."""
+    import tempfile
+
+    env = dict(os.environ, OCS_REDIS_URL=args.redis_url)
+    ocs = [str(tree / ".venv" / "bin" / "ocs")]
+    if not (tree / ".venv" / "bin" / "ocs").exists():
+        ocs = [sys.executable, "-m", "ocs.cli"]
+        env["PYTHONPATH"] = str(tree)
+    flush(args.redis_url)
+    subprocess.run(
+        [*ocs, "catalog", "apply", str(tree / "policies" / "demo")],
+        env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        server = start_server(
+            [
+                *("valgrind", "--tool=callgrind", "--instr-atstart=no"),
+                *(f"--callgrind-out-file={out}", "--dump-instr=no"),
+                *ocs,
+                *("serve", "--port", str(port), "--log-level", "WARNING"),
+                *_peer_flags(ocs, env),
+                *("--http-port", "0", "--metrics-port", "0"),
+            ],
+            env,
+            wait=900.0,
+        )
+        try:
+            time.sleep(2)
+            subprocess.run(["callgrind_control", "-i", "on", str(server.pid)],
+                           check=True, capture_output=True)  # fmt: skip
+            subprocess.run(["callgrind_control", "-z", str(server.pid)],
+                           check=True, capture_output=True)  # fmt: skip
+            done = subprocess.run(
+                [
+                    sys.executable, str(ROOT / "tools" / "loadgen.py"),
+                    *("--port", str(port), "--sessions", str(sessions)),
+                    *("--updates", str(args.updates), "--quota", str(args.quota)),
+                    *("--window", "8", "--timeout", "60", "--json-line"),
+                    *("--run-id", str(args.run_base)),
+                ],
+                capture_output=True, text=True, check=False, timeout=3600,
+            )  # fmt: skip
+            subprocess.run(["callgrind_control", "-d", str(server.pid)],
+                           check=True, capture_output=True)  # fmt: skip
+            total = None
+            for _ in range(600):
+                for dump in Path(tmp).glob("callgrind.out*"):
+                    for line in dump.read_text().splitlines():
+                        if line.startswith(("summary:", "totals:")):
+                            total = int(line.split()[1])
+                if total is not None:
+                    break
+                time.sleep(0.1)
+        finally:
+            stop(server)
+    if done.returncode != 0 or total is None:
+        raise SystemExit(f"callgrind run of {tree} failed:\n{done.stderr}")
+    load = json.loads(done.stdout.strip().splitlines()[-1])
+    answered = sum(n for code, n in load["result_codes"].items() if code != "timeout")
+    return {
+        "ccrs": answered,
+        "result_codes": load["result_codes"],
+        "instructions_per_ccr": round(total / max(1, answered)),
+    }
+
+
+def compare_instructions(args: argparse.Namespace) -> dict[str, Any]:
+    """``--compare ... --callgrind``: instructions per CCR of each tree's `ocs serve`, and
+    their ratio to the first tree's."""
+    trees = [Path(p).resolve() for p in args.compare]
+    args.run_base = (int(time.time() * 10) % 10**6) * 1000
+    out: dict[str, Any] = {}
+    for tree in trees:
+        out[str(tree)] = serve_instructions(args, tree, args.callgrind_sessions)
+        args.run_base += 100
+    first = out[str(trees[0])]["instructions_per_ccr"]
+    for tree in trees:
+        out[str(tree)]["ratio_to_first"] = round(out[str(tree)]["instructions_per_ccr"] / first, 3)
+    return {
+        "benchmark": "charging-compare-instructions",
+        "trees": {str(t): _head(t) for t in trees},
+        "ocs": out,
+        "sessions": args.callgrind_sessions,
+        "updates_per_session": args.updates,
+        "loadavg": os.getloadavg(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def compare_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
+    """``--compare TREE ...``: `ocs serve` of each work tree (its own venv and its own
+    ``policies/demo``), one after the other on the same Redis and load, the order rotated
+    by ``run``; then the python-diameter anchor. Ratios against the first tree."""
+    trees = [Path(p).resolve() for p in args.compare]
+    args.run_base = (int(time.time() * 10) % 10**6) * 1000
+    loadavg_before = os.getloadavg()[0]
+    two_cores = (os.cpu_count() or 1) >= 2
+    gen_cpu, server_cpu = (0, 1) if two_cores else (None, None)
+    order = trees[run % len(trees) :] + trees[: run % len(trees)]
+    results: dict[str, dict[str, Any]] = {}
+    for tree in order:
+        results[str(tree)] = serve_and_measure(
+            args, tree / "policies" / "demo", gen_cpu, server_cpu, tree
+        )
+        results[str(tree)]["pool_invariant"] = pool_invariant(args.redis_url)
+        args.run_base += 100  # fresh Session-Ids and Origin-Hosts for the next server
+    theirs = _anchor(args, gen_cpu, server_cpu)
+    first = results[str(trees[0])]
+    ratios = {
+        str(tree): {
+            key: round(results[str(tree)][key] / first[key], 3)
+            for key in COMPARED
+            if results[str(tree)].get(key) and first.get(key)
+        }
+        for tree in trees[1:]
+    }
+    return {
+        "benchmark": "charging-compare",
+        "trees": {str(t): _head(t) for t in trees},
+        "order": [str(t) for t in order],
+        "ocs": results,
+        "python_diameter_static_cca": theirs,
+        "ratio_to_first": ratios,
+        "ratio_ccr_u_to_anchor": {
+            str(t): round(results[str(t)]["ccr_u_per_s"] / max(1.0, theirs["ccr_u_per_s"]), 2)
+            for t in trees
+        },
+        "machine": {
+            "nproc": os.cpu_count(),
+            "loadavg_before": loadavg_before,
+            "loadavg_after": os.getloadavg()[0],
+            "redis": redis_version(args.redis_url),
+        },
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def _head(tree: Path) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(tree), "log", "-1", "--format=%h %cs"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    dirty = subprocess.run(
+        ["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return done.stdout.strip() + (" (+ work tree changes)" if dirty.stdout.strip() else "")
+
+
+def _anchor(
+    args: argparse.Namespace, gen_cpu: int | None, server_cpu: int | None
+) -> dict[str, Any]:
+    """The python-diameter static-CCA anchor, measured like `ocs serve`."""
+    port = free_port()
+    hosts = [
+        f"loadgen-{run_base(args, paced=paced) + i}.local"
+        for paced in (False, True)
+        for i in range(max(1, args.load_procs))
+    ]
+    anchor = start_server(
+        [
+            *taskset(server_cpu),
+            *(sys.executable, __file__, "--role", "anchor", "--port", str(port)),
+            *("--peers", ",".join(hosts)),
+        ],
+        dict(os.environ),
+    )
+    try:
+        return measure(port, anchor.pid, args, gen_cpu, None)
+    finally:
+        stop(anchor)
+
+
 def one_run(args: argparse.Namespace) -> dict[str, Any]:
     # Session-Ids and Origin-Hosts of this run's generators: never those of an earlier run
     args.run_base = (int(time.time() * 10) % 10**6) * 1000
@@ -669,6 +909,18 @@ def main() -> None:
     parser.add_argument(
         "--levels", action="store_true", help="two-level reservations against one level"
     )
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="TREE",
+        help="work trees whose own `ocs serve` run side by side (ratios to the first)",
+    )
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="with --compare: instructions per CCR of each server under callgrind",
+    )
+    parser.add_argument("--callgrind-sessions", type=int, default=100)
     args = parser.parse_args()
     if args.role == "anchor":
         run_anchor(args.port, args.peers.split(","))
@@ -676,6 +928,16 @@ def main() -> None:
     if args.levels:
         for _ in range(args.runs):
             print(json.dumps(levels_run(args)), flush=True)
+        return
+    if args.compare and args.callgrind:
+        print(json.dumps(compare_instructions(args)), flush=True)
+        return
+    if args.compare:
+        compared = []
+        for r in range(args.runs):
+            compared.append(compare_run(args, r))
+            print(json.dumps(compared[-1]), flush=True)
+        print(json.dumps(_compare_summary(compared)), flush=True)
         return
     runs = []
     for _ in range(args.runs):
@@ -689,6 +951,42 @@ def main() -> None:
         summary["all_runs_ocs_ccr_u_per_s"] = [r["ocs"]["ccr_u_per_s"] for r in runs]
         summary["all_runs_ocs_p99_ms"] = [r["ocs"]["paced_p99_ms"] for r in runs]
         print(json.dumps(summary), flush=True)
+
+
+def _compare_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the runs of each tree's measures and of its ratios to the first."""
+    trees = list(runs[0]["trees"])
+    med: dict[str, dict[str, float]] = {}
+    for tree in trees:
+        med[tree] = {
+            key: statistics.median(vals)
+            for key in (*COMPARED, "paced_answered_per_s")
+            if (vals := [r["ocs"][tree][key] for r in runs if r["ocs"][tree].get(key) is not None])
+        }
+    ratios = {
+        tree: {
+            key: statistics.median(vals)
+            for key in COMPARED
+            if (
+                vals := [
+                    r["ratio_to_first"][tree][key]
+                    for r in runs
+                    if key in r["ratio_to_first"].get(tree, {})
+                ]
+            )
+        }
+        for tree in trees[1:]
+    }
+    anchor = statistics.median(r["python_diameter_static_cca"]["ccr_u_per_s"] for r in runs)
+    return {
+        "benchmark": "charging-compare-summary",
+        "runs": len(runs),
+        "trees": runs[0]["trees"],
+        "median": med,
+        "median_ratio_to_first": ratios,
+        "anchor_ccr_u_per_s": anchor,
+        "loadavg": [r["machine"]["loadavg_before"] for r in runs],
+    }
 
 
 if __name__ == "__main__":
