@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+import orjson
 
 
 class BucketUnit(StrEnum):
@@ -189,7 +190,7 @@ class ChargeResult:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> ChargeResult:
-        data = json.loads(raw)
+        data = orjson.loads(raw)  # the script's answer, once per charge: ~3x json.loads
         get = data.get
         ctr = get("ctr")
         counters = {str(k): int(v) for k, v in ctr.items()} if ctr else {}

@@ -289,7 +289,9 @@ class ChargingCore:
             min_grant=min(want, self.config.min_grant[unit]),
             rate=rated.rate,
             deadline_ms=deadline,
-            limits=limits_arg(rated.caps, rated.catalogue.tenant.time_zone, now_ms),
+            limits=limits_arg(rated.caps, rated.catalogue.tenant.time_zone, now_ms)
+            if rated.caps
+            else (),
         )
         result: ChargeResult | None = None
         if test is not None:  # counted on the allowance, recorded without a price

@@ -74,14 +74,14 @@ class _Static(NamedTuple):
 
 
 CHAINS_KEPT: Final = 10_000
-_chains: dict[tuple[int, str, str, str], tuple[Catalogue, _Static]] = {}
+_chains: dict[tuple[int, str, PayerKind, str], tuple[Catalogue, _Static]] = {}
 
 
 def _static(catalogue: Catalogue, resolution: Resolution) -> _Static:
     """The chain of a (SIM account, level-0 payer) on one catalogue, computed once (the
     catalogue object is kept with it, so a new catalogue never reads an old entry)."""
     payer = resolution.payer
-    key = (id(catalogue), resolution.account, str(payer.kind), payer.id)
+    key = (id(catalogue), resolution.account, payer.kind, payer.id)
     hit = _chains.get(key)
     if hit is not None and hit[0] is catalogue:
         return hit[1]
