@@ -35,6 +35,7 @@ import json
 import random
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -181,26 +182,23 @@ def result_code(raw: bytes) -> int | None:
     return None
 
 
-class LoadGen(asyncio.Protocol):
-    def __init__(self, args: argparse.Namespace) -> None:
+class SessionLoad:
+    """The load both generators offer (Gy here, Nchf in ``tools/nchf_loadgen.py``): sessions
+    of ``steps`` requests, each sent after the answer to the one before; the closed loop
+    (``--window`` outstanding) and the open loop (request k due at start + k/R, a backlog of
+    due times while no session is ready, ``--max-open``); what is measured (requests due in
+    ``[warmup, warmup + duration)``). A generator sends a request in :meth:`request`
+    (buffered), writes what it buffered in :meth:`flush` and reports each answer to
+    :meth:`answered`."""
+
+    def __init__(
+        self, args: argparse.Namespace, steps: list[int], type_names: dict[int, str]
+    ) -> None:
         self.args = args
+        self.type_names = type_names  # request type -> its name in the output
         self.loop = asyncio.get_running_loop()
-        self.framer = Framer()
-        self.transport: asyncio.Transport | None = None
-        self.cea: asyncio.Future[int | None] = self.loop.create_future()
         self.done: asyncio.Future[None] = self.loop.create_future()
-        self.run_id = getattr(args, "run_id", 0) or int(time.time()) % 10**10
-        self.host = f"loadgen-{self.run_id}.local"
-        q, rg, host = args.quota, args.rating_group, self.host
-        self.templates = {
-            1: Template(self.run_id, 1, 0, q, rg, host),
-            2: Template(self.run_id, 2, q // 2, q, rg, host),
-            3: Template(self.run_id, 3, q // 2, 0, rg, host),
-        }
-        self.steps = [1] + [2] * args.updates + [3]
-        # RFC 6733 3: End-to-End ids start from the time (high 12 bits) and a random low
-        # part, so a second run is not answered from the server's duplicate cache.
-        self.next_id = ((int(time.time()) & 0xFFF) << 20) | random.getrandbits(20)
+        self.steps = steps
         self.ready: deque[tuple[int, int]] = deque()  # (session index, next step)
         self.sessions_started = 0
         self.sessions_done = 0
@@ -209,12 +207,185 @@ class LoadGen(asyncio.Protocol):
         self.start = 0.0
         self.measure_from = self.measure_to = 0.0
         self.stopped = False
-        self.latencies: dict[int, list[float]] = {1: [], 2: [], 3: []}
+        self.latencies: dict[int, list[float]] = {t: [] for t in type_names}
         self.codes: Counter[str] = Counter()
         self.answered_in_window: Counter[int] = Counter()
-        self.seconds: list[tuple[float, float, bool]] = []  # --timeline: due, latency, 2001
         self.sent = 0
         self.timeouts = 0
+
+    def request(self, i: int, step: int, rtype: int) -> int:
+        """Buffer step ``step`` (of type ``rtype``) of session ``i``; the id its answer
+        will carry."""
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Write what :meth:`request` buffered."""
+        raise NotImplementedError
+
+    def measured(self, due: float) -> bool:
+        return self.measure_from <= due < self.measure_to
+
+    def answered(
+        self, entry: tuple[float, int, int, int], now: float, code: object, *, ends: bool = False
+    ) -> bool:
+        """The answer ``code`` to the request ``entry`` (due, session, step, type), counted
+        if it was due in the measured window; the session's next step is ready (none after
+        its last, or ``ends``), and the next request goes (closed loop), or the oldest due
+        time of the backlog (open loop). True when the session ended."""
+        due, i, step, rtype = entry
+        if self.measured(due):
+            self.latencies[rtype].append(now - due)
+            self.codes[str(code)] += 1
+            self.answered_in_window[rtype] += 1
+        ended = ends or step + 1 >= len(self.steps)
+        if ended:
+            self.sessions_done += 1
+        else:
+            self.ready.append((i, step + 1))
+        if not self.args.rate:
+            if not self.stopped:
+                self.queue_next(now)
+        elif self.backlog and self.queue_next(self.backlog[0]):
+            self.backlog.popleft()
+        return ended
+
+    def may_send(self) -> bool:
+        """Whether the connection takes another request now (Nchf: the server's stream
+        limit); a request that may not go waits in the backlog (open loop)."""
+        return True
+
+    def queue_next(self, due: float) -> bool:
+        """Buffer the next request, due at ``due``: the session that has waited longest for
+        its turn, else a new one if ``--sessions`` and ``--max-open`` allow; False if none."""
+        args = self.args
+        if not self.may_send():
+            return False
+        if self.ready:
+            i, step = self.ready.popleft()
+        elif (not args.sessions or self.sessions_started < args.sessions) and (
+            not args.max_open or self.sessions_started - self.sessions_done < args.max_open
+        ):
+            i, step = self.sessions_started, 0
+            self.sessions_started += 1
+        else:
+            return False
+        rtype = self.steps[step]
+        self.outstanding[self.request(i, step, rtype)] = (due, i, step, rtype)
+        self.sent += 1
+        return True
+
+    async def run(self) -> None:
+        args = self.args
+        self.start = time.perf_counter()
+        self.measure_from = self.start + args.warmup
+        self.measure_to = self.measure_from + args.duration
+        end = self.measure_to
+        if args.rate:
+            await self.paced(args.rate, end)
+        else:
+            for _ in range(args.window):
+                self.queue_next(self.start)
+            self.flush()
+            while time.perf_counter() < end and not self.done.done():
+                await asyncio.sleep(0.05)
+                if args.sessions and not self.outstanding and not self.ready:
+                    break
+        self.stopped = True
+        if self.outstanding and not self.done.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.done), args.timeout)
+        self.timeouts += sum(1 for due, _, _, _ in self.outstanding.values() if self.measured(due))
+        self.timeouts += sum(1 for due in self.backlog if self.measured(due))
+
+    async def paced(self, rate: float, end: float) -> None:
+        """Send request k at start + k / rate: one timer callback per due time (no coroutine
+        wake-up per request), every request already due in one write."""
+        finished: asyncio.Future[None] = self.loop.create_future()
+        interval = 1.0 / rate
+        k = 0
+        offset = self.loop.time() - time.perf_counter()  # perf_counter -> loop clock
+        args = self.args
+
+        def tick() -> None:
+            nonlocal k
+            now = time.perf_counter()
+            at = 0.0
+            while (due := self.start + k * interval) <= now and due < end:
+                if self.backlog or not self.queue_next(due):
+                    if args.sessions and self.sessions_started >= args.sessions:
+                        at = now + 0.0005  # every session started: wait for a ready one
+                        break
+                    self.backlog.append(due)
+                k += 1
+            self.flush()
+            exhausted = (
+                args.sessions
+                and not self.ready
+                and not self.outstanding
+                and self.sessions_started >= args.sessions
+            )
+            if due >= end or exhausted:
+                finished.set_result(None)
+            else:
+                self.loop.call_at(max(due, at) + offset, tick)
+
+        tick()
+        await finished
+
+    def summary(self) -> dict[str, Any]:
+        """What both generators print, to the Result-Codes (``cpu_us`` after)."""
+        args = self.args
+        measured = min(args.duration, max(1e-9, time.perf_counter() - self.measure_from))
+        answered = sum(self.answered_in_window.values())
+        everything = [x for lat in self.latencies.values() for x in lat]
+        codes = dict(self.codes)
+        if self.timeouts:
+            codes["timeout"] = self.timeouts
+        return {
+            "mode": f"open loop at {args.rate:g}/s"
+            if args.rate
+            else f"closed loop, window {args.window}",
+            "requests": answered + self.timeouts,
+            "sent_total": self.sent,
+            "sessions": self.sessions_started,
+            "max_open": args.max_open,
+            "seconds": round(measured, 3),
+            "throughput_per_s": round(answered / measured, 1),
+            "by_type_per_s": {
+                self.type_names[t]: round(n / measured, 1)
+                for t, n in sorted(self.answered_in_window.items())
+            },
+            "latency_ms": percentiles(everything),
+            "latency_ms_by_type": {
+                self.type_names[t]: percentiles(v) for t, v in self.latencies.items()
+            },
+            "result_codes": codes,
+        }
+
+    def cpu_us(self, cpu_before: float) -> float:
+        """The generator's CPU time per request sent, in microseconds."""
+        return round((time.process_time() - cpu_before) / max(1, self.sent) * 1e6, 1)
+
+
+class LoadGen(SessionLoad, asyncio.Protocol):
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args, [1] + [2] * args.updates + [3], TYPE_NAMES)
+        self.framer = Framer()
+        self.transport: asyncio.Transport | None = None
+        self.cea: asyncio.Future[int | None] = self.loop.create_future()
+        self.run_id = getattr(args, "run_id", 0) or int(time.time()) % 10**10
+        self.host = f"loadgen-{self.run_id}.local"
+        q, rg, host = args.quota, args.rating_group, self.host
+        self.templates = {
+            1: Template(self.run_id, 1, 0, q, rg, host),
+            2: Template(self.run_id, 2, q // 2, q, rg, host),
+            3: Template(self.run_id, 3, q // 2, 0, rg, host),
+        }
+        # RFC 6733 3: End-to-End ids start from the time (high 12 bits) and a random low
+        # part, so a second run is not answered from the server's duplicate cache.
+        self.next_id = ((int(time.time()) & 0xFFF) << 20) | random.getrandbits(20)
+        self.batch: list[bytes] = []  # written by flush()
+        self.seconds: list[tuple[float, float, bool]] = []  # --timeline: due, latency, 2001
         self.unmatched = 0
 
     # -- connection --------------------------------------------------------------------------
@@ -230,14 +401,13 @@ class LoadGen(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
-        batch: list[bytes] = []
         for raw in self.framer.feed(data):
             command = int.from_bytes(raw[5:8], "big")
             if raw[4] & 0x80:  # a request from the server (DWR): answer it
                 if command == Command.DEVICE_WATCHDOG:
                     answer = decode(raw).answer_header()
                     answer.avps = [u32(A.AVP_RESULT_CODE, 2001), *_origin(self.host)]
-                    batch.append(answer.encode())
+                    self.batch.append(answer.encode())
                 continue
             if command == Command.CAPABILITIES_EXCHANGE:
                 if not self.cea.done():
@@ -247,117 +417,27 @@ class LoadGen(asyncio.Protocol):
             if entry is None:
                 self.unmatched += 1
                 continue
-            due, i, step, rtype = entry
-            if self.measure_from <= due < self.measure_to:
-                self.latencies[rtype].append(now - due)
-                code = result_code(raw)
-                self.codes[str(code)] += 1
-                if getattr(self.args, "timeline", False):
-                    self.seconds.append((due - self.measure_from, now - due, code == 2001))
-                self.answered_in_window[rtype] += 1
-            if step + 1 < len(self.steps):
-                self.ready.append((i, step + 1))
-            else:
-                self.sessions_done += 1
-            if not self.args.rate:
-                if not self.stopped:
-                    self.queue_next(now, batch)
-            elif self.backlog and self.queue_next(self.backlog[0], batch):
-                self.backlog.popleft()
-        if batch and self.transport is not None:
-            self.transport.write(b"".join(batch))
+            code = result_code(raw)
+            if getattr(self.args, "timeline", False) and self.measured(entry[0]):
+                self.seconds.append((entry[0] - self.measure_from, now - entry[0], code == 2001))
+            self.answered(entry, now, code)
+        self.flush()
         if self.stopped and not self.outstanding and not self.done.done():
             self.done.set_result(None)
 
     # -- requests ----------------------------------------------------------------------------
-    def queue_next(self, due: float, batch: list[bytes]) -> bool:
-        if self.ready:
-            i, step = self.ready.popleft()
-        elif (not self.args.sessions or self.sessions_started < self.args.sessions) and (
-            not self.args.max_open
-            or self.sessions_started - self.sessions_done < self.args.max_open
-        ):
-            i, step = self.sessions_started, 0
-            self.sessions_started += 1
-        else:
-            return False
-        rtype = self.steps[step]
+    def request(self, i: int, step: int, rtype: int) -> int:
         hbh = self.next_id = (self.next_id + 1) & 0xFFFFFFFF
         ids = hbh.to_bytes(4, "big")
         sid = Template.session_id(self.run_id, i).encode()
         imsi = str(int(self.args.imsi_first) + i % self.args.imsi_count).zfill(15).encode()
-        batch.append(self.templates[rtype].build(sid, step, imsi, ids + ids))
-        self.outstanding[hbh] = (due, i, step, rtype)
-        self.sent += 1
-        return True
+        self.batch.append(self.templates[rtype].build(sid, step, imsi, ids + ids))
+        return hbh
 
-    async def run(self) -> None:
-        args = self.args
-        self.start = time.perf_counter()
-        self.measure_from = self.start + args.warmup
-        self.measure_to = self.measure_from + args.duration
-        end = self.measure_to
-        assert self.transport is not None
-        if args.rate:
-            await self.paced(args.rate, end)
-        else:
-            batch: list[bytes] = []
-            for _ in range(args.window):
-                self.queue_next(self.start, batch)
-            self.transport.write(b"".join(batch))
-            while time.perf_counter() < end and not self.done.done():
-                await asyncio.sleep(0.05)
-                if args.sessions and not self.outstanding and not self.ready:
-                    break
-        self.stopped = True
-        if self.outstanding and not self.done.done():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self.done), args.timeout)
-        for due, _i, _step, _rtype in self.outstanding.values():
-            if self.measure_from <= due < self.measure_to:
-                self.timeouts += 1
-        self.timeouts += sum(
-            1 for due in self.backlog if self.measure_from <= due < self.measure_to
-        )
-
-    async def paced(self, rate: float, end: float) -> None:
-        """Send request k at start + k / rate: one timer callback per due time (no coroutine
-        wake-up per request), every request already due in one write."""
-        finished: asyncio.Future[None] = self.loop.create_future()
-        interval = 1.0 / rate
-        k = 0
-        offset = self.loop.time() - time.perf_counter()  # perf_counter -> loop clock
-        args = self.args
-        transport = self.transport
-        assert transport is not None
-
-        def tick() -> None:
-            nonlocal k
-            now = time.perf_counter()
-            batch: list[bytes] = []
-            at = 0.0
-            while (due := self.start + k * interval) <= now and due < end:
-                if self.backlog or not self.queue_next(due, batch):
-                    if args.sessions and self.sessions_started >= args.sessions:
-                        at = now + 0.0005  # every session started: wait for a ready one
-                        break
-                    self.backlog.append(due)
-                k += 1
-            if batch:
-                transport.write(b"".join(batch))
-            exhausted = (
-                args.sessions
-                and not self.ready
-                and not self.outstanding
-                and self.sessions_started >= args.sessions
-            )
-            if due >= end or exhausted:
-                finished.set_result(None)
-            else:
-                self.loop.call_at(max(due, at) + offset, tick)
-
-        tick()
-        await finished
+    def flush(self) -> None:
+        if self.batch and self.transport is not None:
+            self.transport.write(b"".join(self.batch))
+        self.batch.clear()
 
 
 def timeline(samples: list[tuple[float, float, bool]]) -> list[dict[str, Any]]:
@@ -404,33 +484,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await gen.run()
     assert gen.transport is not None
     gen.transport.close()
-    measured = min(args.duration, max(1e-9, time.perf_counter() - gen.measure_from))
-    answered = sum(gen.answered_in_window.values())
-    everything = [x for lat in gen.latencies.values() for x in lat]
-    codes = dict(gen.codes)
-    if gen.timeouts:
-        codes["timeout"] = gen.timeouts
     extra = {"timeline": timeline(gen.seconds)} if args.timeline else {}
     return {
-        "mode": f"open loop at {args.rate:g}/s"
-        if args.rate
-        else f"closed loop, window {args.window}",
-        "requests": answered + gen.timeouts,
-        "sent_total": gen.sent,
-        "sessions": gen.sessions_started,
-        "max_open": args.max_open,
-        "seconds": round(measured, 3),
-        "throughput_per_s": round(answered / measured, 1),
-        "by_type_per_s": {
-            TYPE_NAMES[t]: round(n / measured, 1) for t, n in sorted(gen.answered_in_window.items())
-        },
-        "latency_ms": percentiles(everything),
-        "latency_ms_by_type": {TYPE_NAMES[t]: percentiles(v) for t, v in gen.latencies.items()},
-        "result_codes": codes,
+        **gen.summary(),
         "unmatched_answers": gen.unmatched,
-        "generator_cpu_us_per_request": round(
-            (time.process_time() - cpu_before) / max(1, gen.sent) * 1e6, 1
-        ),
+        "generator_cpu_us_per_request": gen.cpu_us(cpu_before),
         **extra,
     }
 
@@ -463,7 +521,15 @@ def main() -> None:
         default=0,
         help="Session-Id part (default: the time; distinct per process)",
     )
-    args = parser.parse_args()
+    run_and_print(run, parser.parse_args())
+
+
+def run_and_print(
+    run: Callable[[argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]],
+    args: argparse.Namespace,
+) -> None:
+    """``run(args)`` on uvloop (1,000 sessions when neither ``--sessions`` nor
+    ``--duration`` is given); its result printed as JSON."""
     if not args.sessions and not args.duration:
         args.sessions = 1000
     try:

@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import time
-from collections import Counter, deque
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from hpack import Decoder
-from loadgen import percentiles  # the Gy generator's (tools/ is this script's folder)
+from loadgen import (
+    SessionLoad,
+    run_and_print,
+)  # the Gy generator's (tools/ is this script's folder)
 
 CREATE, UPDATE, RELEASE = 1, 2, 3
 TYPE_NAMES = {CREATE: "create", UPDATE: "update", RELEASE: "release"}
@@ -262,15 +264,13 @@ def usage(rating_group: int, requested: int, used: int, lsn: int) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-class NchfLoad(asyncio.Protocol):
+class NchfLoad(SessionLoad, asyncio.Protocol):
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.loop = asyncio.get_running_loop()
+        super().__init__(args, [CREATE] + [UPDATE] * args.updates + [RELEASE], TYPE_NAMES)
         self.authority = f"{args.host}:{args.port}".encode()
         self.conn = H2c(self.authority)
         self.transport: asyncio.Transport | None = None
         self.ready_fut: asyncio.Future[None] = self.loop.create_future()
-        self.done: asyncio.Future[None] = self.loop.create_future()
         self.template = body_template(args)
         q = args.quota
         self.usages = {
@@ -278,22 +278,8 @@ class NchfLoad(asyncio.Protocol):
             UPDATE: usage(args.rating_group, q, q // 2, 1),
             RELEASE: usage(args.rating_group, 0, q // 2, 1),
         }
-        self.steps = [CREATE] + [UPDATE] * args.updates + [RELEASE]
         self.refs: dict[int, bytes] = {}  # session -> ChargingDataRef
-        self.ready: deque[tuple[int, int]] = deque()
-        self.sessions_started = 0
-        self.sessions_done = 0
-        self.backlog: deque[float] = deque()
-        self.outstanding: dict[int, tuple[float, int, int, int]] = {}  # stream -> due, i, step, t
         self.blocked: deque[tuple[int, bytes]] = deque()  # bodies waiting for the window
-        self.start = 0.0
-        self.measure_from = self.measure_to = 0.0
-        self.stopped = False
-        self.latencies: dict[int, list[float]] = {CREATE: [], UPDATE: [], RELEASE: []}
-        self.codes: Counter[str] = Counter()
-        self.answered_in_window: Counter[int] = Counter()
-        self.sent = 0
-        self.timeouts = 0
 
     # -- connection --------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -309,7 +295,7 @@ class NchfLoad(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
         for stream_id, status, location in self.conn.receive(data):
-            self.answered(stream_id, status, location, now)
+            self.stream_ended(stream_id, status, location, now)
         if self.conn.closed and self.transport is not None:  # GOAWAY
             self.transport.close()
         if not self.ready_fut.done():
@@ -331,46 +317,24 @@ class NchfLoad(asyncio.Protocol):
         if data and self.transport is not None:
             self.transport.write(data)
 
-    def answered(self, stream_id: int, status: int, location: bytes, now: float) -> None:
+    def stream_ended(self, stream_id: int, status: int, location: bytes, now: float) -> None:
         entry = self.outstanding.pop(stream_id, None)
         if entry is None:
             return
-        due, i, step, rtype = entry
-        if self.measure_from <= due < self.measure_to:
-            self.latencies[rtype].append(now - due)
-            self.codes[str(status)] += 1
-            self.answered_in_window[rtype] += 1
-        if rtype == CREATE:
-            if status == 201 and location:
-                self.refs[i] = location.rstrip(b"/").rsplit(b"/", 1)[1]
-            else:
-                step = len(self.steps)  # no resource: the session ends here
-        if step + 1 < len(self.steps):
-            self.ready.append((i, step + 1))
-        else:
+        i, rtype = entry[1], entry[3]
+        created = rtype != CREATE or (status == 201 and bool(location))
+        if rtype == CREATE and created:
+            self.refs[i] = location.rstrip(b"/").rsplit(b"/", 1)[1]
+        # no resource created: the session ends here
+        if self.answered(entry, now, status, ends=not created):
             self.refs.pop(i, None)
-            self.sessions_done += 1
-        if not self.args.rate:
-            if not self.stopped:
-                self.queue_next(now)
-        elif self.backlog and self.queue_next(self.backlog[0]):
-            self.backlog.popleft()
 
     # -- requests ----------------------------------------------------------------------------
-    def queue_next(self, due: float) -> bool:
+    def may_send(self) -> bool:
+        return len(self.outstanding) < self.conn.max_streams  # the server's stream limit
+
+    def request(self, i: int, step: int, rtype: int) -> int:
         args = self.args
-        if len(self.outstanding) >= self.conn.max_streams:  # the server's stream limit
-            return False
-        if self.ready:
-            i, step = self.ready.popleft()
-        elif (not args.sessions or self.sessions_started < args.sessions) and (
-            not args.max_open or self.sessions_started - self.sessions_done < args.max_open
-        ):
-            i, step = self.sessions_started, 0
-            self.sessions_started += 1
-        else:
-            return False
-        rtype = self.steps[step]
         imsi = str(int(args.imsi_first) + (args.run_id * 7919 + i) % args.imsi_count).zfill(15)
         body = self.template.format(imsi=imsi, isn=step, usage=self.usages[rtype]).encode()
         if rtype == CREATE:
@@ -381,64 +345,7 @@ class NchfLoad(asyncio.Protocol):
         stream_id = self.conn.headers(path, len(body))
         self.blocked.append((stream_id, body))  # sent as the flow-control windows allow
         self.unblock()
-        self.outstanding[stream_id] = (due, i, step, rtype)
-        self.sent += 1
-        return True
-
-    async def run(self) -> None:
-        args = self.args
-        self.start = time.perf_counter()
-        self.measure_from = self.start + args.warmup
-        self.measure_to = self.measure_from + args.duration
-        end = self.measure_to
-        if args.rate:
-            await self.paced(args.rate, end)
-        else:
-            for _ in range(args.window):
-                self.queue_next(self.start)
-            self.flush()
-            while time.perf_counter() < end and not self.done.done():
-                await asyncio.sleep(0.05)
-                if args.sessions and not self.outstanding and not self.ready:
-                    break
-        self.stopped = True
-        if self.outstanding and not self.done.done():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self.done), args.timeout)
-        for due, _i, _step, _rtype in self.outstanding.values():
-            if self.measure_from <= due < self.measure_to:
-                self.timeouts += 1
-        self.timeouts += sum(
-            1 for due in self.backlog if self.measure_from <= due < self.measure_to
-        )
-
-    async def paced(self, rate: float, end: float) -> None:
-        """Request k at start + k / rate, every request already due in one write."""
-        finished: asyncio.Future[None] = self.loop.create_future()
-        interval = 1.0 / rate
-        k = 0
-        offset = self.loop.time() - time.perf_counter()
-        args = self.args
-
-        def tick() -> None:
-            nonlocal k
-            now = time.perf_counter()
-            at = 0.0
-            while (due := self.start + k * interval) <= now and due < end:
-                if self.backlog or not self.queue_next(due):
-                    if args.sessions and self.sessions_started >= args.sessions:
-                        at = now + 0.0005
-                        break
-                    self.backlog.append(due)
-                k += 1
-            self.flush()
-            if due >= end:
-                finished.set_result(None)
-            else:
-                self.loop.call_at(max(due, at) + offset, tick)
-
-        tick()
-        await finished
+        return stream_id
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -450,32 +357,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.wait_for(gen.ready_fut, 5)  # the server's SETTINGS
     await gen.run()
     transport.close()
-    measured = min(args.duration, max(1e-9, time.perf_counter() - gen.measure_from))
-    answered = sum(gen.answered_in_window.values())
-    everything = [x for lat in gen.latencies.values() for x in lat]
-    codes = dict(gen.codes)
-    if gen.timeouts:
-        codes["timeout"] = gen.timeouts
-    return {
-        "mode": f"open loop at {args.rate:g}/s"
-        if args.rate
-        else f"closed loop, window {args.window}",
-        "requests": answered + gen.timeouts,
-        "sent_total": gen.sent,
-        "sessions": gen.sessions_started,
-        "max_open": args.max_open,
-        "seconds": round(measured, 3),
-        "throughput_per_s": round(answered / measured, 1),
-        "by_type_per_s": {
-            TYPE_NAMES[t]: round(n / measured, 1) for t, n in sorted(gen.answered_in_window.items())
-        },
-        "latency_ms": percentiles(everything),
-        "latency_ms_by_type": {TYPE_NAMES[t]: percentiles(v) for t, v in gen.latencies.items()},
-        "result_codes": codes,
-        "generator_cpu_us_per_request": round(
-            (time.process_time() - cpu_before) / max(1, gen.sent) * 1e6, 1
-        ),
-    }
+    return {**gen.summary(), "generator_cpu_us_per_request": gen.cpu_us(cpu_before)}
 
 
 def main() -> None:
@@ -501,16 +383,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=0.0, help="measured seconds")
     parser.add_argument("--json-line", action="store_true", help="one line of JSON")
     parser.add_argument("--run-id", type=int, default=0, help="spreads the SIMs between processes")
-    args = parser.parse_args()
-    if not args.sessions and not args.duration:
-        args.sessions = 1000
-    try:
-        import uvloop
-
-        result = uvloop.run(run(args))
-    except ImportError:  # pragma: no cover
-        result = asyncio.run(run(args))
-    print(json.dumps(result, indent=None if args.json_line else 2), flush=True)
+    run_and_print(run, parser.parse_args())
 
 
 if __name__ == "__main__":
