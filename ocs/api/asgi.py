@@ -20,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
+from redis.exceptions import RedisError
 
 from ocs.api import (
     catalogue,
@@ -108,6 +109,10 @@ def create_app(
         client = redis if redis is not None else handle.client  # type: ignore[union-attr]
         api = build_state(settings, client)
         app.state.api = api
+        # the journal of a catalogue change that died (ocs.provisioning.journal); the next
+        # change of the tenant completes it too, so a store outage here is no reason to stop
+        with contextlib.suppress(RedisError):
+            await api.catalogues.complete_pending()
         # The modules, the app and its routes live as long as the process (~80,000 objects,
         # ~50 ms of CPU per full collection on the benchmark machine): move them out of the
         # collector's sight, as the charging runtime does, so full collections stay short.

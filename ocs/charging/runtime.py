@@ -30,7 +30,7 @@ from ocs.diameter.answers import Identity
 from ocs.lifecycle import Lifecycle, PassReport, PoolRules, lifecycle_metrics
 from ocs.observability.metrics import ChargingMetrics, default_metrics
 from ocs.observability.outage import outage_log
-from ocs.provisioning.catalogues import compile_state
+from ocs.provisioning.catalogues import TenantCatalogues, compile_state
 from ocs.provisioning.errors import Refused
 from ocs.provisioning.folder import apply_folder
 from ocs.provisioning.keys import IN_FORCE, state_key
@@ -154,6 +154,8 @@ class ChargingRuntime:
                 await self.reclaim_once()
                 await self.replay_failover()
                 await apply_activations(self.store, self.data_dir)  # test SIMs (states)
+                # the journal a catalogue change that died left (ocs.provisioning.journal)
+                await TenantCatalogues(self.store, self.data_dir).complete_pending()
                 await self.reload_if_applied()
                 if loop.time() >= next_lifecycle:
                     next_lifecycle = loop.time() + self.config.lifecycle_interval

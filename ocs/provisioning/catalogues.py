@@ -4,11 +4,18 @@ HTTP API, CRM import and ``ocs catalog apply`` all go through :meth:`TenantCatal
 The state is one JSON document per tenant: ``{"tenant": {...}, section: {id: item}}`` with
 every item validated by the rating models. A change (apply a catalogue, create or change a
 subscription or wallet) runs under a per-tenant Redis lock: load, change, compile the whole
-catalogue (refused with every issue if invalid), store, write it as a catalogue folder under
-``data_dir/catalogues/<tenant>/rev-<n>/``, provision payers (pools resize, new wallets), and,
-when this tenant is the one the Diameter path serves, point ``ocs:catalog`` and the MSISDN
-index at it. Running servers pick it up on their next reload (at once when
-:mod:`ocs.network` broadcasts the change).
+catalogue (refused with every issue if invalid), write it as a catalogue folder under
+``data_dir/catalogues/<tenant>/rev-<n>/``, provision payers (pools resize, new wallets),
+store the state with the pending journal of its SIM state moves in one script call, write
+that journal out and stamp the state in force (:mod:`ocs.provisioning.journal`: crash-safe,
+a change first completes what a dead one left), and, when this tenant is the one the
+Diameter path serves, point ``ocs:catalog`` and the MSISDN index at it. Running servers pick
+it up on their next reload (at once when :mod:`ocs.network` broadcasts the change).
+
+Steps that a process killed mid-change can still leave half done (not journaled): payer
+provisioning and thresholds before the state (each idempotent, redone by the next change),
+the identity claims' commit after it (``identity``), and the ``ocs:catalog`` pointer of the
+served tenant after the stamp (redone by the next ``ocs catalog apply``).
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from redis.exceptions import LockError
+
 from ocs.balance import BalanceStore
 from ocs.balance.keys import CATALOG, MSISDN_INDEX, payer_tag
 from ocs.balance.thresholds import put_catalogue_thresholds
@@ -31,15 +40,8 @@ from ocs.lifecycle import Lifecycle
 from ocs.provisioning.chunked import sync_hash
 from ocs.provisioning.errors import Refused
 from ocs.provisioning.identity import claim, identities_of
-from ocs.provisioning.journal import write_journal
-from ocs.provisioning.keys import (
-    IN_FORCE,
-    lock_key,
-    msisdn_key,
-    revision_key,
-    state_key,
-    versions_key,
-)
+from ocs.provisioning.journal import Commit, commit, complete, pending_tenants
+from ocs.provisioning.keys import lock_key, msisdn_key, revision_key, state_key, versions_key
 from ocs.provisioning.payers import (
     folder_files,
     lifecycle_rules,
@@ -85,7 +87,6 @@ ENTITY_SECTIONS: Final = (
 )
 """Merged item by item (customers, SIMs and payers survive a new product catalogue)."""
 ID_FIELD: Final = {"countries": "code", "sims": "imsi", "sim_limits": "imsi"}
-VERSIONS_KEPT: Final = 100
 FOLDERS_KEPT: Final = 3  # revision folders kept under data_dir/catalogues/<tenant>/
 LOCK_TIMEOUT: Final = 60.0  # a lock its holder stopped renewing (a dead process) expires
 LOCK_WAIT: Final = 120.0  # seconds a change waits for another change of the tenant
@@ -289,8 +290,9 @@ class TenantCatalogues:
 
         Every SIM state the change moves is checked against ``states.TRANSITIONS`` (a 409
         :class:`Refused` naming both states, nothing written) and journaled with ``actor``
-        (default: ``system``) and ``reason`` in the same pipeline as the state
-        (docs/sim-states.md). ``Applied.moves`` lists them."""
+        (default: ``system``) and ``reason``: the pending journal is stored in the same
+        script call as the state, then written out (``ocs.provisioning.journal``; a change
+        first completes what a change that died left). ``Applied.moves`` lists them."""
         local = self._locks.setdefault(tenant, asyncio.Lock())
         async with (
             local,
@@ -299,6 +301,7 @@ class TenantCatalogues:
             ) as held_lock,
             _kept(held_lock),
         ):
+            await complete(self.redis, tenant)  # what a change that died left to journal
             rev, state = await self.load_state(tenant)
             before, kept = snapshot(state), explicit(state)
             precompiled = mutation(state)
@@ -361,16 +364,12 @@ class TenantCatalogues:
         entry = {"revision": rev, "applied_at": now_ms, "source": source, "summary": summary}
         index = msisdn_index(catalogue)
         await sync_hash(self.redis, msisdn_key(tenant), index)  # in bounded steps
-        # The state, then the journal of its SIM moves (ocs.provisioning.journal: bounded
-        # script calls, however many moves), then the stamp: a node that sees the stamp reads
-        # this state (or a newer one), and every move of it is in the history, the audit
-        # stream and the outboxes.
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(state_key(tenant), json.dumps(state, separators=(",", ":")))
-            pipe.set(revision_key(tenant), rev)
-            pipe.lpush(versions_key(tenant), json.dumps(entry))
-            pipe.ltrim(versions_key(tenant), 0, VERSIONS_KEPT - 1)
-            await pipe.execute()
+        # The state with its pending journal in one script call, then the journal written
+        # out (bounded, idempotent script calls, however many moves), then the stamp: a node
+        # that sees the stamp reads this state (or a newer one), and every move of it is in
+        # the history, the audit stream and the outboxes. A crash anywhere in between leaves
+        # the pending journal, completed by whoever next takes the tenant's lock
+        # (ocs.provisioning.journal).
 
         def event_of(move: Mapping[str, Any]) -> tuple[str, dict[str, str]] | None:
             payer = _first_payer(catalogue, state, move)
@@ -379,8 +378,9 @@ class TenantCatalogues:
             root = roots.get(payer_tag(tenant, *payer), "")
             return outbox_event(tenant, move, payer, now_ms, root)
 
-        await write_journal(self.redis, tenant, journal, event_of)
-        await self.redis.hset(IN_FORCE, tenant, f"{now_ms}.{rev}")
+        stamp = f"{now_ms}.{rev}"
+        await commit(self.redis, tenant, Commit(state, rev, entry, stamp), journal, event_of)
+        await complete(self.redis, tenant)
         if serving:
             # the single pointer of before per-tenant loading (`ocs import`'s default tenant,
             # `ocs lifecycle run`, nodes of an older version)
@@ -398,6 +398,30 @@ class TenantCatalogues:
                 )
                 await pipe.execute()
         return Applied(rev, str(folder), True, summary, journal)
+
+    async def complete_pending(self, wait: float | None = 0.0) -> list[str]:
+        """Complete the pending journal of every tenant a change that died left one for
+        (``ocs.provisioning.journal``), each under its tenant's lock; a tenant whose lock is
+        held (a change running: it completes its own) is skipped when ``wait`` is 0. The
+        tenants completed."""
+        done = []
+        for tenant in await pending_tenants(self.redis):
+            local = self._locks.setdefault(tenant, asyncio.Lock())
+            if wait == 0.0 and local.locked():
+                continue
+            async with local:  # the same order as change: this process's lock first
+                lock = self.redis.lock(
+                    lock_key(tenant), timeout=LOCK_TIMEOUT, blocking_timeout=wait or None
+                )
+                if not await lock.acquire(blocking=wait != 0.0):
+                    continue
+                try:
+                    if await complete(self.redis, tenant) is not None:
+                        done.append(tenant)
+                finally:
+                    with contextlib.suppress(LockError):
+                        await lock.release()
+        return done
 
     async def versions(self, tenant: str, limit: int) -> list[dict[str, Any]]:
         raw = await self.redis.lrange(versions_key(tenant), 0, limit - 1)

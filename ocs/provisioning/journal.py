@@ -1,74 +1,244 @@
 """The journal of a catalogue change's SIM state moves (docs/sim-states.md, "Who, when,
-why"), written after the state and before its in-force stamp: per move, the SIM's history
-list (the last :data:`~ocs.provisioning.states.HISTORY_KEPT`), the tenant's audit stream
-(drained into PostgreSQL) and the ``sim.state_changed`` event in the outbox of the SIM's
-first payer.
+why"): per move, the SIM's history list (the last :data:`~ocs.provisioning.states.HISTORY_KEPT`),
+the tenant's audit stream (drained into PostgreSQL) and the ``sim.state_changed`` event in
+the outbox of the SIM's first payer; then the change's in-force stamp.
 
-In bounded steps: one script call writes :data:`CHUNK` moves to one slot (the histories and
-the audit stream share the tenant's ``{api:T}`` tag; an outbox is in its payer's slot), so
-no call holds Redis for more than about a millisecond whatever the number of moves, and the
-event loop serves requests and CCRs between the calls. A bulk move of 10,000 SIMs is about
-200 calls, where a command a write was 40,000 commands to send and parse."""
+Crash-safe (a SIGKILL, an OOM kill or a lost node at any point of a change): the pending
+journal is stored in the same script call as the state it belongs to (:func:`commit`: the
+state, its revision, its version entry and the pending journal in one ``EVALSHA`` on the
+tenant's ``{api:T}`` slot), so a stored state always has its journal stored beside it, and
+:func:`complete` writes it out, idempotently, to the end:
+
+- the histories and the audit stream are written :data:`CHUNK` moves a script call that also
+  advances the pending journal's cursor (``done``) in the same call: a chunk is written
+  whole or not at all, and a replay starts at the cursor, so no move is written twice;
+- the events of one outbox (a payer's slot, maybe another node of a cluster) are written
+  :data:`CHUNK` a call that advances a cursor kept in that outbox's own slot
+  (``<outbox>:journal``, field ``<tenant>:<revision>``); the event ids are stable (subject and
+  revision: ``states.outbox_event``) and the event fields are stored in the pending journal,
+  so a replay writes the same events, once;
+- then the in-force stamp (``ocs:catalog:tenants``), then the pending journal is marked
+  ``stamped`` (a replay writes no event from then on), then the outbox cursors are deleted,
+  then the pending journal, then the tenant's name in :data:`PENDING`.
+
+A process that dies mid-way leaves the pending journal; whoever next touches the tenant
+completes it under the tenant lock: the next change of the tenant (before it loads the
+state: a retry of a bulk move that answers "unchanged" completes the first attempt's
+journal), the start of ``ocs api`` and every charging housekeeping pass (``ocs serve``),
+which go through the tenants named in :data:`PENDING` (added before the state is written,
+removed once the journal is out: the durable intent; a name without a pending journal is
+just removed).
+
+In bounded steps: no call holds Redis for more than about a millisecond whatever the number
+of moves (the pending journal is one value, as the state is), and the event loop serves
+requests and CCRs between the calls. A bulk move of 10,000 SIMs is about 200 calls."""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
-from ocs.provisioning.keys import sim_history_key, state_moves_key
+from ocs.provisioning.keys import (
+    IN_FORCE,
+    journal_key,
+    revision_key,
+    sim_history_key,
+    state_key,
+    state_moves_key,
+    versions_key,
+)
 from ocs.provisioning.states import HISTORY_KEPT
 
-CHUNK: Final = 100  # moves (or events) one script call writes (~0.5 ms of Redis time)
+log = logging.getLogger(__name__)
 
-# KEYS[1] the audit stream, KEYS[2..] the history list of each move; ARGV[1] how many moves
-# a history keeps, ARGV[2..] each move's JSON (the same order as its history key)
+CHUNK: Final = 100  # moves (or events) one script call writes (~0.5 ms of Redis time)
+VERSIONS_KEPT: Final = 100
+PENDING: Final = "ocs:journal:pending"
+"""SET of the tenants whose change may have left a pending journal (the intent, written
+before the state; :func:`complete_pending` goes through it)."""
+CURSOR_TTL: Final = 7 * 24 * 3600  # an outbox cursor a crash left behind expires
+
+# KEYS: state, revision, versions, pending journal. ARGV: the state, the revision, the
+# version entry, versions kept, the pending journal's moves (JSON), its events (JSON), the
+# in-force stamp.
+COMMIT_LUA: Final = """
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('LPUSH', KEYS[3], ARGV[3])
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[4]) - 1)
+redis.call('DEL', KEYS[4])
+redis.call('HSET', KEYS[4], 'revision', ARGV[2], 'moves', ARGV[5], 'events', ARGV[6],
+  'stamp', ARGV[7], 'done', 0)
+return 1
+"""
+# KEYS[1] the audit stream, KEYS[2] the pending journal, KEYS[3..] the history list of each
+# move; ARGV[1] how many moves a history keeps, ARGV[2] the revision, ARGV[3] the cursor
+# this chunk starts at, ARGV[4..] each move's JSON (the same order as its history key).
+# Returns the new cursor, or -1 when the pending journal is not this one at this cursor.
 HISTORY_LUA: Final = """
+local rev = redis.call('HGET', KEYS[2], 'revision')
+local done = tonumber(redis.call('HGET', KEYS[2], 'done') or '-1')
+if rev ~= ARGV[2] or done ~= tonumber(ARGV[3]) then
+  return -1
+end
 local kept = tonumber(ARGV[1])
-for i = 2, #KEYS do
-  local text = ARGV[i]
+for i = 3, #KEYS do
+  local text = ARGV[i + 1]
   redis.call('LPUSH', KEYS[i], text)
   redis.call('LTRIM', KEYS[i], 0, kept - 1)
   redis.call('XADD', KEYS[1], '*', 'entry', text)
 end
-return #KEYS - 1
+redis.call('HSET', KEYS[2], 'done', done + #KEYS - 2)
+return done + #KEYS - 2
 """
-# KEYS[1] an outbox; ARGV: 6 values an event (id, tenant, type, subject, time, data), the
-# fields of ``emit`` (_events.lua)
+# KEYS[1] an outbox, KEYS[2] its journal cursors; ARGV[1] the cursor's field
+# (<tenant>:<revision>), ARGV[2] the offset of this chunk, ARGV[3] its TTL, ARGV[4..]: 6
+# values an event (id, tenant, type, subject, time, data), the fields of ``emit``
+# (_events.lua). The events before the cursor are skipped (written by an earlier attempt,
+# maybe in chunks of another size); returns the cursor, or -1 if it is before the chunk.
 OUTBOX_LUA: Final = """
-for i = 1, #ARGV, 6 do
+local n = (#ARGV - 3) / 6
+local from = tonumber(ARGV[2])
+local done = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if done >= from + n then
+  return done
+end
+if done < from then
+  return -1
+end
+for i = 4 + (done - from) * 6, #ARGV, 6 do
   redis.call('XADD', KEYS[1], '*', 'id', ARGV[i], 'tenant', ARGV[i + 1], 'type', ARGV[i + 2],
     'subject', ARGV[i + 3], 'time', ARGV[i + 4], 'data', ARGV[i + 5])
 end
-return #ARGV / 6
+redis.call('HSET', KEYS[2], ARGV[1], from + n)
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+return from + n
 """
 FIELDS: Final = ("id", "tenant", "type", "subject", "time", "data")
 
 Events = Callable[[Mapping[str, Any]], tuple[str, dict[str, str]] | None]
 """A move -> (outbox key, event fields), or None when the SIM has no payer."""
 
+Step = Callable[[str], None]
+STEP_HOOK: Step | None = None
+"""Called with the name of each step boundary of a change (tests kill the process there:
+tests/provisioning/test_journal_crash.py); None in production."""
 
-async def write_journal(
-    redis: Any, tenant: str, journal: list[dict[str, Any]], event_of: Events
+
+def _step(name: str) -> None:
+    if STEP_HOOK is not None:
+        STEP_HOOK(name)
+
+
+class JournalConflict(RuntimeError):
+    """The pending journal is not at the cursor this writer expected (another writer ran
+    without the tenant lock: a bug)."""
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def cursor_key(outbox: str) -> str:
+    """HASH <tenant>:<revision> -> events of that revision written to ``outbox`` (in the
+    outbox's slot: its hash tag)."""
+    return f"{outbox}:journal"
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """What :func:`commit` stores: the state and its version entry."""
+
+    state: Mapping[str, Any]
+    revision: int
+    entry: Mapping[str, Any]
+    stamp: str
+
+
+async def commit(
+    redis: Any,
+    tenant: str,
+    new: Commit,
+    journal: list[dict[str, Any]],
+    event_of: Events,
 ) -> None:
-    """History, audit stream and events of ``journal``'s moves, in chunks."""
+    """Store the state with its pending journal (the moves, each move's event, the stamp)
+    in one script call, after naming the tenant in :data:`PENDING`."""
+    events = [event_of(move) for move in journal]
+    _step("intent")
+    await redis.sadd(PENDING, tenant)
+    _step("state")
+    script = redis.register_script(COMMIT_LUA)
+    dumps = json.dumps
+    await script(
+        keys=[state_key(tenant), revision_key(tenant), versions_key(tenant), journal_key(tenant)],
+        args=[
+            dumps(new.state, separators=(",", ":")),
+            new.revision,
+            dumps(new.entry),
+            VERSIONS_KEPT,
+            dumps(journal, separators=(",", ":")),
+            dumps([None if e is None else [e[0], e[1]] for e in events], separators=(",", ":")),
+            new.stamp,
+        ],
+    )
+
+
+async def complete(redis: Any, tenant: str) -> int | None:
+    """Write out the tenant's pending journal from where it stopped (call it under the
+    tenant lock); the revision it completed, or None if there was none."""
+    key = journal_key(tenant)
+    raw = await redis.hmget(key, "revision", "moves", "events", "stamp", "done", "stamped")
+    if raw[0] is None:
+        await redis.srem(PENDING, tenant)
+        return None
+    revision, stamp, done = _s(raw[0]), _s(raw[3]), int(raw[4])
+    moves: list[dict[str, Any]] = json.loads(raw[1])
+    events: list[list[Any] | None] = json.loads(raw[2])
     history = redis.register_script(HISTORY_LUA)
-    outbox = redis.register_script(OUTBOX_LUA)
     audit = state_moves_key(tenant)
-    events: dict[str, list[str]] = {}
-    for start in range(0, len(journal), CHUNK):
-        chunk = journal[start : start + CHUNK]
-        keys, texts = [audit], [str(HISTORY_KEPT)]
+    stamped = raw[5] is not None  # every event written: only the clean-up is left
+    for start in range(len(moves) if stamped else done, len(moves), CHUNK):
+        _step("history")
+        chunk = moves[start : start + CHUNK]
+        keys, texts = [audit, key], [str(HISTORY_KEPT), revision, str(start)]
         for move in chunk:
             subject = str(move.get("imsi") or f"range:{move['range']}")
             keys.append(sim_history_key(tenant, subject))
             texts.append(json.dumps(move, separators=(",", ":")))
-            found = event_of(move)
-            if found is not None:
-                stream, fields = found
-                events.setdefault(stream, []).extend(fields[f] for f in FIELDS)
-        await history(keys=keys, args=texts)
+        if await history(keys=keys, args=texts) < 0:
+            raise JournalConflict(f"journal of {tenant} rev {revision}: not at move {start}")
+    by_outbox: dict[str, list[str]] = {}
+    for found in events:  # the events in the order of the moves
+        if found is not None:
+            stream, fields = found
+            by_outbox.setdefault(stream, []).extend(fields[f] for f in FIELDS)
+    outbox = redis.register_script(OUTBOX_LUA)
+    field = f"{tenant}:{revision}"
     step = CHUNK * len(FIELDS)
-    for stream, values in events.items():  # the events in the order of the moves
-        for start in range(0, len(values), step):
-            await outbox(keys=[stream], args=values[start : start + step])
+    for stream, values in by_outbox.items():
+        for start in range(len(values) if stamped else 0, len(values), step):
+            _step("events")
+            first = start // len(FIELDS)
+            args = [field, str(first), str(CURSOR_TTL), *values[start : start + step]]
+            if await outbox(keys=[stream, cursor_key(stream)], args=args) < 0:
+                raise JournalConflict(f"events of {field} in {stream}: not at event {first}")
+    _step("in-force")
+    await redis.hset(IN_FORCE, tenant, stamp)
+    _step("stamped")
+    await redis.hset(key, "stamped", 1)  # from here on no event is written again
+    _step("cursors")
+    for stream in by_outbox:
+        await redis.hdel(cursor_key(stream), field)
+    _step("done")
+    await redis.delete(key)
+    _step("intent-done")
+    await redis.srem(PENDING, tenant)
+    return int(revision)
+
+
+async def pending_tenants(redis: Any) -> list[str]:
+    return sorted(_s(t) for t in await redis.smembers(PENDING))

@@ -39,6 +39,13 @@ def sim_history_key(tenant: str, subject: str) -> str:
     return f"{tenant_prefix(tenant)}:simhist:{subject}"
 
 
+def journal_key(tenant: str) -> str:
+    """HASH: the pending journal of the tenant's last change (revision, moves, events,
+    in-force stamp, cursor), stored with its state and deleted once written out
+    (:mod:`ocs.provisioning.journal`)."""
+    return f"{tenant_prefix(tenant)}:journal"
+
+
 def state_moves_key(tenant: str) -> str:
     """STREAM of every state move of the tenant's SIMs, drained into PostgreSQL
     (``sim_state_changes``) by ``ocs drain``, then trimmed."""

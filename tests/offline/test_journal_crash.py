@@ -1,0 +1,169 @@
+"""A catalogue change that moves SIM states, killed (SIGKILL, a real process) at each step
+boundary of its write (ocs.provisioning.journal), then recovered the two ways an operator's
+system recovers: a start of ``ocs api``/``ocs serve`` (``complete_pending``) and the client's
+retry of the same bulk move (whose change completes the journal first). After either, every
+moved SIM is in the state asked, with exactly one history entry, one PostgreSQL audit row
+after the drain and one ``sim.state_changed`` event, and nothing is left pending."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from ocs.balance import BalanceStore
+from ocs.offline.crypto import tenant_cipher
+from ocs.offline.db import Database, enter_tenant
+from ocs.offline.state_moves import drain_state_moves
+from ocs.provisioning.catalogues import TenantCatalogues
+from ocs.provisioning.folder import apply_folder
+from ocs.provisioning.journal import PENDING, cursor_key
+from ocs.provisioning.keys import IN_FORCE, journal_key, sim_history_key
+from ocs.provisioning.states import EVENT_TYPE, member_state, range_of
+from tests.offline.conftest import MASTER, catalogue_folder
+from tests.offline.crash_child import SIMS, TO, move
+
+ROOT = Path(__file__).resolve().parents[2]
+BOUNDARIES = [
+    ("intent", 1),  # nothing written yet
+    ("state", 1),  # the intent only
+    ("history", 1),  # the state and its pending journal, nothing journaled
+    ("history", 2),  # 3 of 7 histories and audit entries (CHUNK 3)
+    ("history", 3),  # 6 of 7
+    ("events", 1),  # every history, no event
+    ("events", 2),  # one outbox chunk written
+    ("events", 3),  # two
+    ("in-force", 1),  # every event, no stamp
+    ("stamped", 1),  # stamped, the pending journal not marked so
+    ("cursors", 1),  # marked, the outbox cursors left
+    ("done", 1),  # the cursors deleted, the pending journal left
+    ("intent-done", 1),  # the journal deleted, the intent left
+]
+
+
+async def kill_at(url: str, data: Path, tenant: str, step: str, nth: int) -> None:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.offline.crash_child", url, str(data), tenant, step,
+        str(nth), cwd=ROOT,
+    )  # fmt: skip
+    assert await child.wait() == -signal.SIGKILL, f"the child did not die at {step} #{nth}"
+
+
+async def sim_state(catalogues: TenantCatalogues, tenant: str, imsi: str) -> str:
+    _, state = await catalogues.load_state(tenant)
+    item = (state.get("sims") or {}).get(imsi)
+    if item is not None:
+        return str(item["state"])
+    held = range_of(state["sim_ranges"], imsi)
+    assert held is not None
+    return member_state(held, imsi)
+
+
+async def state_events(redis: Redis, tenant: str) -> list[dict[str, Any]]:
+
+    out = []
+    async for key in redis.scan_iter(match=f"*{tenant}*:events"):
+        for _, fields in await redis.xrange(key):
+            if fields[b"type"].decode() == EVENT_TYPE:
+                subject = json.loads(fields[b"subject"])
+                out.append({"id": fields[b"id"].decode(), "imsi": subject["imsi"]})
+    return out
+
+
+@pytest.mark.parametrize("recovery", ["start", "retry"])
+@pytest.mark.parametrize(("step", "nth"), BOUNDARIES)
+async def test_a_change_killed_at_any_step_journals_every_move_once(
+    db: Database,
+    redis: Redis,
+    redis_url_offline: str,
+    tenant: str,
+    tmp_path: Path,
+    step: str,
+    nth: int,
+    recovery: str,
+) -> None:
+    store = BalanceStore(redis)
+    await apply_folder(store, catalogue_folder(tmp_path / "c", tenant), tmp_path)
+    catalogues = TenantCatalogues(store, tmp_path)
+    before = Counter(e["imsi"] for e in await state_events(redis, tenant))
+    assert not before
+
+    await kill_at(redis_url_offline, tmp_path, tenant, step, nth)
+
+    if recovery == "start":  # ocs api / ocs serve: the lock the dead change held has expired
+        await redis.delete(f"ocs:api:{{api:{tenant}}}:lock")
+        await catalogues.complete_pending(wait=0.0)
+    else:  # the client got no answer and sends the same move again (lock: as above)
+        await redis.delete(f"ocs:api:{{api:{tenant}}}:lock")
+    again = await move(catalogues, tenant)  # the client's retry, after either recovery
+    rev, _ = await catalogues.load_state(tenant)
+    if step in ("intent", "state"):  # the first attempt stored nothing: the retry moves
+        assert again == rev
+    else:  # the first attempt's state stands: the retry answers unchanged
+        assert again is None
+
+    for imsi in SIMS:
+        assert await sim_state(catalogues, tenant, imsi) == TO
+        history = await redis.lrange(sim_history_key(tenant, imsi), 0, -1)
+        assert len(history) == 1, (imsi, history)
+    events = await state_events(redis, tenant)
+    assert Counter(e["imsi"] for e in events) == Counter(SIMS)
+    assert len({e["id"] for e in events}) == len(SIMS)
+
+    assert await drain_state_moves(redis, db, MASTER) == len(SIMS)
+    async with db.pool.acquire() as conn, conn.transaction():
+        await enter_tenant(conn, tenant)
+        cipher = await tenant_cipher(conn, tenant, MASTER)
+        rows: list[Any] = await conn.fetch(
+            "SELECT imsi_enc, to_state, revision FROM sim_state_changes"
+        )
+    assert Counter(cipher.decrypt(bytes(r["imsi_enc"])) for r in rows) == Counter(SIMS)
+    assert {(r["to_state"], r["revision"]) for r in rows} == {(TO, rev)}
+
+    stamp = await redis.hget(IN_FORCE, tenant)
+    assert stamp is not None and stamp.decode().endswith(f".{rev}")
+    assert not await redis.exists(journal_key(tenant))
+    assert not await redis.sismember(PENDING, tenant)
+    async for key in redis.scan_iter(match=f"*{tenant}*:events"):
+        assert not await redis.hgetall(cursor_key(key.decode()))
+
+
+async def test_single_moves_and_catalogue_applies_go_through_the_same_journal(
+    redis: Redis, tenant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The single move (the API's and the CLI's ``set_state`` in a change) and ``ocs catalog
+    apply`` of a folder naming a new state pass the same step boundaries as a bulk move."""
+    from ocs.provisioning import journal
+    from ocs.provisioning.states import set_state
+
+    steps: list[str] = []
+    monkeypatch.setattr(journal, "STEP_HOOK", steps.append)
+    store = BalanceStore(redis)
+    folder = catalogue_folder(tmp_path / "c", tenant)
+    await apply_folder(store, folder, tmp_path)
+    catalogues = TenantCatalogues(store, tmp_path)
+    steps.clear()
+    await catalogues.change(
+        tenant, lambda s: set_state(s["sims"][SIMS[0]], "suspended"), source="t"
+    )
+    whole = ["intent", "state", "history", "events", "in-force", "stamped", "cursors", "done"]
+    assert steps == [*whole, "intent-done"]
+
+    steps.clear()
+    subscribers = folder / "subscribers.yaml"
+    text = subscribers.read_text()
+    marker = f'  - imsi: "{SIMS[0]}"\n'
+    subscribers.write_text(text.replace(marker, marker + "    state: active\n"))
+    await apply_folder(store, folder, tmp_path)
+    assert steps == [*whole, "intent-done"]
+    assert [
+        json.loads(h)["to"] for h in await redis.lrange(sim_history_key(tenant, SIMS[0]), 0, -1)
+    ] == ["active", "suspended"]
+    assert not await redis.exists(journal_key(tenant))
