@@ -29,9 +29,8 @@ from ocs.charging.states import (
 from ocs.charging.usage import (
     context_of,
     rating_inputs,
-    requested_units,
     service_of,
-    used_units,
+    session_units,
 )
 from ocs.diameter import avp_codes as A
 from ocs.diameter.answers import Identity, answer_for_error
@@ -307,22 +306,26 @@ class ChargingApplication:
             code = int(ResultCode.DIAMETER_CREDIT_CONTROL_NOT_APPLICABLE)
             out.add(mscc_answer(code, rating_group=mscc.rating_group), code)
             return
-        unit = BucketUnit.BYTES  # sessions are data (service_of); events go to handle_event
+        # a session's units: volume (data), CC-Time (rated as voice), service-specific units
+        # (rated as events), by what the MSCC names (usage.session_units); CCR-Events go to
+        # handle_event
+        unit, requested, used = session_units(mscc)
         wants_more = (
             not final
             and (initial or mscc.requested is not None)
             and mscc.reporting_reason != ReportingReason.FINAL
         )
-        want = self.core.quota(unit, requested_units(mscc, unit)) if wants_more else 0
+        want = self.core.quota(unit, requested) if wants_more else 0
         request = UnitRequest(
             session=view.session_id,
             number=view.request_number,
             rating_group=rg,
             inputs=rating_inputs(view, mscc),
-            used=used_units(mscc, unit),
+            used=used,
             want=want,
             final=final,
             interface=GY,
+            unit=unit,
         )
         held = rg in out.payers
         result = await self.core.charge(request, out.payers)

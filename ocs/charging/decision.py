@@ -38,7 +38,14 @@ from ocs.charging.states import (
     allowance_record,
     is_test_payer,
 )
-from ocs.charging.usage import RatingInputs, context_of, payer_key, usage_record
+from ocs.charging.usage import (
+    RATED_AS,
+    UNIT_OF,
+    RatingInputs,
+    context_of,
+    payer_key,
+    usage_record,
+)
 from ocs.observability.metrics import ChargingMetrics
 from ocs.rating.catalogue import Catalogue
 from ocs.rating.context import ServiceKind
@@ -66,6 +73,7 @@ class Rated:
     template: list[str] | None  # None: a field held a placeholder, the JSON is built per request
     caps: tuple[CapRef, ...] = ()  # the per-SIM caps of the usage (ocs.charging.limits)
     state: str = ACTIVE  # the SIM's lifecycle state (active or test: ``states.admit``)
+    service: ServiceKind = ServiceKind.DATA  # what the usage was rated as (its unit's)
 
     def context_json(self, number: int, amounts: tuple[int, ...]) -> str:
         parts = self.template
@@ -79,16 +87,19 @@ class Rated:
 
 @dataclass(frozen=True, slots=True)
 class UnitRequest:
-    """One rating group of one request (an MSCC, a multipleUnitUsage), in data units."""
+    """One rating group of one request (an MSCC, a multipleUnitUsage), in one unit: bytes
+    (data), seconds (rated as voice, by time) or events (service-specific units, rated as
+    events): ``RATED_AS``."""
 
     session: str  # the Diameter Session-Id; ``nchf:<ChargingDataRef>`` on Nchf
     number: int  # CC-Request-Number / invocationSequenceNumber
     rating_group: int
     inputs: RatingInputs
-    used: int  # bytes used since the last report (sum of the USUs / usedUnitContainers)
-    want: int  # bytes to reserve now (0: no more units: a final report, no RSU on an update)
+    used: int  # units used since the last report (sum of the USUs / usedUnitContainers)
+    want: int  # units to reserve now (0: no more units: a final report, no RSU on an update)
     final: bool  # the last report of this rating group (CCR-T, release)
     interface: str  # "gy" or "nchf": marks the record
+    unit: BucketUnit = BucketUnit.BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +162,13 @@ class ChargingCore:
         return catalogue.tenant.id
 
     def rated(
-        self, session: str, rg: int, inputs: RatingInputs, used: int, interface: str
+        self,
+        session: str,
+        rg: int,
+        inputs: RatingInputs,
+        used: int,
+        interface: str,
+        service: ServiceKind = ServiceKind.DATA,
     ) -> Rated:
         """The rating of a session's rating group, from the per-session cache when the request
         carries the same rating inputs (event time included) on the same catalogue as the last
@@ -164,10 +181,11 @@ class ChargingCore:
             and rated.catalogue is catalogue
             and inputs.event_time is not None
             and rated.inputs == inputs
+            and rated.service is service
         ):
             return rated
         tenant = catalogue.tenant.id
-        resolution = resolve(catalogue, context_of(tenant, inputs, ServiceKind.DATA, used))
+        resolution = resolve(catalogue, context_of(tenant, inputs, service, used))
         state = admit(catalogue.sims_by_imsi[resolution.imsi])  # SimNotInService: 4010
         context = self.record(session, 0, rg, inputs.msisdn, resolution, 0, interface=interface)
         context["n"] = _N
@@ -186,8 +204,9 @@ class ChargingCore:
             payer_key(tenant, resolution.payer),
             reservation_rate(resolution.quotes[0]),
             template,
-            usage_caps(catalogue, resolution, BucketUnit.BYTES),
+            usage_caps(catalogue, resolution, UNIT_OF[service]),
             state,
+            service,
         )
         if key not in self._rated and len(self._rated) >= RATED_CACHE_SIZE:
             del self._rated[next(iter(self._rated))]
@@ -222,9 +241,9 @@ class ChargingCore:
         grant drops the rating group)."""
         rg = request.rating_group
         sid, number, used, want = request.session, request.number, request.used, request.want
-        unit = BucketUnit.BYTES  # sessions are data; events are charged elsewhere
+        unit = request.unit  # bytes (data), seconds (voice), events (service-specific units)
         try:
-            rated = self.rated(sid, rg, request.inputs, used, request.interface)
+            rated = self.rated(sid, rg, request.inputs, used, request.interface, RATED_AS[unit])
         except RatingError as exc:
             self._rated.pop((sid, rg), None)
             if rg in payers:  # release what an earlier grant still holds
@@ -346,17 +365,25 @@ class ChargingCore:
         return int(self.clock() * 1000)
 
     async def release(
-        self, session: str, number: int, rg: int, payer: str, imsi: str, msisdn: str | None
+        self,
+        session: str,
+        number: int,
+        rg: int,
+        payer: str,
+        imsi: str,
+        msisdn: str | None,
+        unit: BucketUnit = BucketUnit.BYTES,
     ) -> None:
         """Release the reservation ``session`` holds for ``rg`` on ``payer`` and every level
-        above it (nothing used); ``imsi``/``msisdn``: the subscriber, for its catalogue."""
+        above it (nothing used); ``imsi``/``msisdn``: the subscriber, for its catalogue;
+        ``unit``: the reservation's (what the script reports left and marks exhausted in)."""
         root, levels = release_chain(self.catalogue.of(imsi, msisdn), payer)
         await self.store.charge(
             payer,
             ChargeRequest(
                 request_id=f"{session}:{number}:{rg}:release",
                 member=reservation_member(session, rg),
-                unit=BucketUnit.BYTES,
+                unit=unit,
                 now_ms=self._now_ms(),
                 root=root,
                 levels=levels,

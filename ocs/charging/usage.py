@@ -25,6 +25,49 @@ UNIT_OF: dict[ServiceKind, BucketUnit] = {
     ServiceKind.EVENT: BucketUnit.EVENTS,
 }
 
+# the service a session's units are rated as: data by volume, voice by time, IoT events by
+# service-specific units (SMS over a session is not a thing: SMS is a CCR-Event)
+RATED_AS: dict[BucketUnit, ServiceKind] = {
+    BucketUnit.BYTES: ServiceKind.DATA,
+    BucketUnit.SECONDS: ServiceKind.VOICE,
+    BucketUnit.EVENTS: ServiceKind.EVENT,
+    BucketUnit.MESSAGES: ServiceKind.SMS,
+}
+
+
+def session_units(mscc: MultipleServicesCreditControl) -> tuple[BucketUnit, int | None, int]:
+    """The unit of a session's MSCC, the units its RSU asks for (None: no RSU, an empty
+    one, or one naming no unit: the default quota) and the units its USUs report. The unit
+    is what the RSU names (CC-Total-Octets or input/output octets, else CC-Time, else
+    CC-Service-Specific-Units), else what the USUs report in that order; an MSCC naming
+    none is volume. Octets first: a data session's USU may carry its duration as well."""
+    unit: BucketUnit | None = None
+    requested: int | None = None
+    rsu = mscc.requested
+    if rsu is not None and not rsu.empty:
+        if (value := rsu.octets) is not None:
+            unit, requested = BucketUnit.BYTES, value
+        elif (value := rsu.time) is not None:
+            unit, requested = BucketUnit.SECONDS, value
+        elif (value := rsu.service_specific_units) is not None:
+            unit, requested = BucketUnit.EVENTS, value
+    used = mscc.used
+    if not used:
+        return unit or BucketUnit.BYTES, requested, 0
+    octets = [u.octets for u in used]
+    if unit is None or unit is BucketUnit.BYTES:
+        if unit is not None or any(v is not None for v in octets):
+            return BucketUnit.BYTES, requested, sum(v or 0 for v in octets)
+        if any(u.time is not None for u in used):
+            unit = BucketUnit.SECONDS
+        elif any(u.service_specific_units is not None for u in used):
+            unit = BucketUnit.EVENTS
+        else:
+            return BucketUnit.BYTES, requested, 0
+    if unit is BucketUnit.SECONDS:
+        return unit, requested, sum(u.time or 0 for u in used)
+    return unit, requested, sum(u.service_specific_units or 0 for u in used)
+
 
 def service_of(ccr: CreditControlRequest) -> ServiceKind:
     """Sessions are data; events are SMS (SMS-Information or the SMS context) or IoT events."""

@@ -16,16 +16,23 @@ _ids = count(1)
 MsccSpec = tuple[int, int | None, int]
 
 
-def _mscc(rg: int, requested: int | None, used: int, *, units: bool = False) -> Avp:
+def _mscc(
+    rg: int, requested: int | None, used: int, *, units: bool = False, time: bool = False
+) -> Avp:
+    """``units``: in CC-Service-Specific-Units, ``time``: in CC-Time, else CC-Total-Octets."""
     kids: list[Avp] = []
+
+    def amount(value: int) -> Avp:
+        if time:
+            return u32(A.AVP_CC_TIME, value)
+        return u64(A.AVP_CC_SERVICE_SPECIFIC_UNITS if units else A.AVP_CC_TOTAL_OCTETS, value)
+
     if requested is None:
         kids.append(grouped(A.AVP_REQUESTED_SERVICE_UNIT, []))
     elif requested >= 0:
-        key = A.AVP_CC_SERVICE_SPECIFIC_UNITS if units else A.AVP_CC_TOTAL_OCTETS
-        kids.append(grouped(A.AVP_REQUESTED_SERVICE_UNIT, [u64(key, requested)]))
+        kids.append(grouped(A.AVP_REQUESTED_SERVICE_UNIT, [amount(requested)]))
     if used:
-        key = A.AVP_CC_SERVICE_SPECIFIC_UNITS if units else A.AVP_CC_TOTAL_OCTETS
-        kids.append(grouped(A.AVP_USED_SERVICE_UNIT, [u64(key, used)]))
+        kids.append(grouped(A.AVP_USED_SERVICE_UNIT, [amount(used)]))
     kids.append(u32(A.AVP_RATING_GROUP, rg))
     return grouped(A.AVP_MULTIPLE_SERVICES_CREDIT_CONTROL, kids)
 
@@ -43,6 +50,7 @@ def build_ccr(
     rat_type: int | None = None,
     requested_action: int | None = None,
     units: bool = False,
+    time: bool = False,
     service_context: str = "32251@3gpp.org",
     retransmit: bool = False,
     when: datetime | None = None,
@@ -74,7 +82,7 @@ def build_ccr(
                 )
             )
     avps.append(u32(A.AVP_MULTIPLE_SERVICES_INDICATOR, 1))
-    avps.extend(_mscc(rg, req, used, units=units) for rg, req, used in msccs)
+    avps.extend(_mscc(rg, req, used, units=units, time=time) for rg, req, used in msccs)
     ps: list[Avp] = []
     if sgsn_mcc_mnc is not None:
         ps.append(text(A.AVP_3GPP_SGSN_MCC_MNC, sgsn_mcc_mnc))

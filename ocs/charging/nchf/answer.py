@@ -10,6 +10,7 @@ from typing import Any, Final
 
 import orjson
 
+from ocs.balance.models import BucketUnit
 from ocs.charging.config import ChargingConfig
 from ocs.charging.decision import UnitResult
 from ocs.charging.limits import LimitAction
@@ -36,6 +37,18 @@ REFUSALS: Final[dict[str, tuple[int, str]]] = {
     QUOTA_MANAGEMENT_NOT_APPLICABLE: (403, "CHARGING_NOT_APPLICABLE"),
     USER_UNKNOWN: (404, "USER_UNKNOWN"),
     RATING_FAILED: (400, "CHARGING_FAILED"),
+}
+# the GrantedUnit member and the MultipleUnitInformation threshold of each unit kind
+# (TS 32.291 6.1.6.2.1.9, 6.1.6.2.1.3: Time-, Volume-, Unit-Quota-Threshold on Gy)
+GRANTED: Final = {
+    BucketUnit.BYTES: "totalVolume",
+    BucketUnit.SECONDS: "time",
+    BucketUnit.EVENTS: "serviceSpecificUnits",
+}
+THRESHOLD: Final = {
+    BucketUnit.BYTES: "volumeQuotaThreshold",
+    BucketUnit.SECONDS: "timeQuotaThreshold",
+    BucketUnit.EVENTS: "unitQuotaThreshold",
 }
 TITLES: Final = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 500: "Internal Error"}
 
@@ -87,22 +100,25 @@ class Answers:
         self.quota_holding_time = quota_holding_time
         self.fui = _final_unit(config)
 
-    def unit(self, usage: UnitUsage, result: UnitResult) -> tuple[dict[str, Any], str]:
-        """The multipleUnitInformation of one rating group and its ResultCode."""
+    def unit(
+        self, usage: UnitUsage, result: UnitResult, unit: BucketUnit = BucketUnit.BYTES
+    ) -> tuple[dict[str, Any], str]:
+        """The multipleUnitInformation of one rating group and its ResultCode; ``unit``: the
+        kind its grant is in (grantedUnit and the threshold name it)."""
         config = self.config
         info: dict[str, Any] = {"ratingGroup": usage.rating_group}
         if result.error is not None:
             code = result_code(result.error)
         elif result.cap is not None and result.want > 0:
-            code = self._at_cap(info, result, result.cap)
+            code = self._at_cap(info, result, result.cap, unit)
         elif result.granted > 0:
             code = SUCCESS
             threshold = result.granted * config.threshold_percent // 100
-            info["grantedUnit"] = {"totalVolume": result.granted}
+            info["grantedUnit"] = {GRANTED[unit]: result.granted}
             info["validityTime"] = config.validity_time
             triggers = [_trigger("VALIDITY_TIME"), _trigger("QUOTA_EXHAUSTED")]
             if threshold:
-                info["volumeQuotaThreshold"] = threshold
+                info[THRESHOLD[unit]] = threshold
                 triggers.append(_trigger("QUOTA_THRESHOLD"))
             if self.quota_holding_time:
                 info["quotaHoldingTime"] = self.quota_holding_time
@@ -122,13 +138,15 @@ class Answers:
             info["uPFID"] = usage.upf_id
         return info, code
 
-    def _at_cap(self, info: dict[str, Any], result: UnitResult, cap: LimitAction) -> str:
+    def _at_cap(
+        self, info: dict[str, Any], result: UnitResult, cap: LimitAction, unit: BucketUnit
+    ) -> str:
         """At a per-SIM cap (docs/limits.md), as on Gy: the last grant, cut to what the cap
         leaves, carries the cap's finalUnitIndication (TERMINATE for block); with nothing
         left, QUOTA_LIMIT_REACHED, with the indication of a redirect or restrict action."""
         fui = _cap_unit(cap)
         if result.granted > 0:
-            info["grantedUnit"] = {"totalVolume": result.granted}
+            info["grantedUnit"] = {GRANTED[unit]: result.granted}
             info["validityTime"] = self.config.validity_time
             info["finalUnitIndication"] = fui or {"finalUnitAction": "TERMINATE"}
             info["triggers"] = [_trigger("VALIDITY_TIME"), _trigger("QUOTA_EXHAUSTED")]

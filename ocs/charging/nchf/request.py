@@ -12,10 +12,11 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
+from ocs.balance.models import BucketUnit
 from ocs.charging.usage import RatingInputs
 from ocs.rating.context import RatType, Slice
 
@@ -53,7 +54,8 @@ class InvalidRequest(Exception):
 
 @dataclass(frozen=True, slots=True)
 class UnitUsage:
-    """One ``multipleUnitUsage``: a rating group's report and request (MSCC on Gy)."""
+    """One ``multipleUnitUsage``: a rating group's report and request (MSCC on Gy), in
+    each unit kind it names: volume, ``time`` (seconds), ``serviceSpecificUnits``."""
 
     rating_group: int
     used: int  # bytes over every usedUnitContainer (totalVolume, else uplink + downlink)
@@ -62,6 +64,29 @@ class UnitUsage:
     final: bool  # a container reports the FINAL trigger (Reporting-Reason FINAL on Gy)
     service_id: int | None
     upf_id: str | None  # uPFID, echoed in the answer
+    named: BucketUnit | None = None  # the unit the request names (see ``unit_named``)
+    other: OtherUnits | None = None  # its time and service-specific units, if it has any
+
+    def amounts(self, unit: BucketUnit) -> tuple[int | None, int]:
+        """What it asks for (None: the default quota) and what it reports, in ``unit``."""
+        if unit is BucketUnit.BYTES:
+            return self.requested, self.used
+        other = self.other or NO_OTHER_UNITS
+        if unit is BucketUnit.SECONDS:
+            return other.requested_time, other.used_time
+        return other.requested_units, other.used_units
+
+
+class OtherUnits(NamedTuple):
+    """A multipleUnitUsage's ``time`` and ``serviceSpecificUnits`` (None: not asked for)."""
+
+    used_time: int  # seconds over every usedUnitContainer
+    used_units: int  # serviceSpecificUnits over every usedUnitContainer
+    requested_time: int | None  # requestedUnit.time
+    requested_units: int | None  # requestedUnit.serviceSpecificUnits
+
+
+NO_OTHER_UNITS: Final = OtherUnits(0, 0, None, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,11 +271,17 @@ def _units(doc: dict[str, Any]) -> tuple[UnitUsage, ...]:
         if rg in seen:
             raise InvalidRequest(f"{where}/ratingGroup", f"rating group {rg} given twice")
         seen.add(rg)
-        requested = None
+        requested = requested_time = requested_units = None
         asked = _obj(item, "requestedUnit", f"{where}/requestedUnit")
         if asked is not None:
             requested = _volume(asked, f"{where}/requestedUnit")
-        used = 0
+            if "time" in asked:  # (looked at only when there: the volume path stays as cheap)
+                requested_time = _int(asked, "time", f"{where}/requestedUnit/time", UINT32)
+            if "serviceSpecificUnits" in asked:
+                at = f"{where}/requestedUnit/serviceSpecificUnits"
+                requested_units = _int(asked, "serviceSpecificUnits", at, UINT64)
+        used = used_time = used_units = 0
+        volume_seen = time_seen = units_seen = False
         final = False
         service_id = None
         containers = item.get("usedUnitContainer", [])
@@ -264,10 +295,32 @@ def _units(doc: dict[str, Any]) -> tuple[UnitUsage, ...]:
                 raise InvalidRequest(cw, "not an object")
             if _int(container, "localSequenceNumber", f"{cw}/localSequenceNumber", UINT32) is None:
                 raise InvalidRequest(f"{cw}/localSequenceNumber", "required")
-            used += _volume(container, cw) or 0
+            volume = _volume(container, cw)
+            if volume is not None:
+                used += volume
+                volume_seen = True
+            if "time" in container:
+                seconds = _int(container, "time", f"{cw}/time", UINT32)
+                if seconds is not None:
+                    used_time += seconds
+                    time_seen = True
+            if "serviceSpecificUnits" in container:
+                at = f"{cw}/serviceSpecificUnits"
+                count = _int(container, "serviceSpecificUnits", at, UINT64)
+                if count is not None:
+                    used_units += count
+                    units_seen = True
             sid = _int(container, "serviceId", f"{cw}/serviceId", UINT32)
             service_id = sid if service_id is None else service_id
             final = final or _has_trigger(container, "FINAL", f"{cw}/triggers")
+        other = None
+        if time_seen or units_seen or requested_time is not None or requested_units is not None:
+            other = OtherUnits(used_time, used_units, requested_time, requested_units)
+        if requested is not None or (volume_seen and other is None):
+            named: BucketUnit | None = BucketUnit.BYTES  # the volume path, decided at once
+        else:
+            reported = (volume_seen, time_seen, units_seen)
+            named = unit_named(requested, requested_time, requested_units, reported)
         units.append(
             UnitUsage(
                 rating_group=rg,
@@ -277,9 +330,28 @@ def _units(doc: dict[str, Any]) -> tuple[UnitUsage, ...]:
                 final=final,
                 service_id=service_id,
                 upf_id=_str(item, "uPFID", f"{where}/uPFID"),
+                named=named,
+                other=other,
             )
         )
     return tuple(units)
+
+
+def unit_named(
+    volume: int | None, time: int | None, units: int | None, reported: tuple[bool, bool, bool]
+) -> BucketUnit | None:
+    """The unit a multipleUnitUsage names: the requestedUnit's (volume, else ``time``, else
+    ``serviceSpecificUnits``), else what its containers report, in that order (volume first:
+    an SMF may report a data flow's duration beside its volume); None: it names none (an
+    empty requestedUnit, no units reported)."""
+    if volume is not None:
+        return BucketUnit.BYTES
+    if time is not None:
+        return BucketUnit.SECONDS
+    if units is not None:
+        return BucketUnit.EVENTS
+    kinds = (BucketUnit.BYTES, BucketUnit.SECONDS, BucketUnit.EVENTS)
+    return next((unit for unit, seen in zip(kinds, reported, strict=True) if seen), None)
 
 
 def _volume(doc: dict[str, Any], where: str) -> int | None:

@@ -239,7 +239,10 @@ class NchfService:
                 continue
             last = final or usage.final
             wants = not last and (initial or usage.wants_units)
-            want = self.core.quota(BucketUnit.BYTES, usage.requested) if wants else 0
+            # volume (data), time (rated as voice) or service-specific units (events)
+            unit = resource.unit_of(rg, usage.named)
+            requested, used = usage.amounts(unit)
+            want = self.core.quota(unit, requested) if wants else 0
             inputs = data.inputs(usage)
             result = await self.core.charge(
                 UnitRequest(
@@ -247,26 +250,32 @@ class NchfService:
                     number=resource.count,
                     rating_group=rg,
                     inputs=inputs,
-                    used=usage.used,
+                    used=used,
                     want=want,
                     final=last,
                     interface=NCHF,
+                    unit=unit,
                 ),
                 payers,
             )
             if rg not in payers:
                 dropped.append(rg)
-            info, code = self.answers.unit(usage, result)
+                resource.units.pop(rg, None)
+            elif unit is not BucketUnit.BYTES:
+                resource.units[rg] = unit
+            info, code = self.answers.unit(usage, result, unit)
             units.append(info)
             codes.append(code)
         if final:  # reservations of rating groups the release does not mention
             for rg, payer in sorted(payers.items()):
                 if rg not in reported:
+                    unit = resource.units.get(rg, BucketUnit.BYTES)
                     await self.core.release(
-                        session, resource.count, rg, payer, resource.imsi, resource.msisdn
+                        session, resource.count, rg, payer, resource.imsi, resource.msisdn, unit
                     )
                     dropped.append(rg)
             payers.clear()
+            resource.units.clear()
             self.core.forget(session, [*dropped, *reported])
         status = 201 if initial else 200
         if codes and all(c == codes[0] for c in codes) and codes[0] != SUCCESS and not final:

@@ -20,6 +20,8 @@ field          value
 ``ctx``        the rating context of the PDU session as JSON (dnnId, PLMN, RAT, UE
                address, 5QI, S-NSSAI), updated by each request that carries it
 ``rg:<n>``     the payer tag (``tenant:kind:id``) holding rating group n's reservation
+``u:<n>``      the unit of that reservation when it is not bytes (``seconds``, ``events``):
+               the rating group keeps it while it holds a reservation
 ``closed``     "1" once released (kept ``answer_ttl`` for retried releases, then gone)
 =============  ========================================================================
 
@@ -52,8 +54,10 @@ import orjson
 
 from ocs.balance.batch import Command, CommandBatcher
 from ocs.balance.keys import nchf_answer_key, nchf_create_key, nchf_key, nchf_subscriber_key
+from ocs.balance.models import BucketUnit
 
 _RG: Final = "rg:"
+_UNIT: Final = "u:"
 REF_RE: Final = re.compile(r"^([0-9a-f]{32})-([A-Za-z0-9][A-Za-z0-9_.:-]{0,63})$")
 
 
@@ -82,7 +86,16 @@ class Resource:
     count: int = 0  # requests charged so far (create: 0): the next one's number
     context: dict[str, Any] = field(default_factory=dict)
     payers: dict[int, str] = field(default_factory=dict)
+    units: dict[int, BucketUnit] = field(default_factory=dict)  # rating group -> not bytes
     closed: bool = False
+
+    def unit_of(self, rg: int, named: BucketUnit | None) -> BucketUnit:
+        """The unit of rating group ``rg`` in this request: the one its reservation was
+        made in while it holds one (what a request names cannot change it mid-quota),
+        else the one the request names, else volume."""
+        if rg in self.payers:
+            return self.units.get(rg, BucketUnit.BYTES)
+        return named or BucketUnit.BYTES
 
     def index_key(self) -> str | None:
         """The subscriber index that names this resource, for notifications: by IMSI, or
@@ -100,8 +113,11 @@ class Resource:
             "isn", self.sequence, "created", self.created_ms, "n", self.count,
             "ctx", orjson.dumps(self.context),
         ]  # fmt: skip
+        units = self.units
         for rg, payer in self.payers.items():
             out += (f"{_RG}{rg}", payer)
+            if rg in units:
+                out += (f"{_UNIT}{rg}", str(units[rg]))
         return out
 
 
@@ -128,6 +144,9 @@ class ResourceStore:
         if "imsi" not in values:
             return None, stored
         payers = {int(k[len(_RG) :]): v for k, v in values.items() if k.startswith(_RG)}
+        units = {
+            int(k[len(_UNIT) :]): BucketUnit(v) for k, v in values.items() if k.startswith(_UNIT)
+        }
         resource = Resource(
             tenant=tenant,
             ref=ref,
@@ -140,6 +159,7 @@ class ResourceStore:
             count=int(values.get("n", "0")),
             context=orjson.loads(values.get("ctx") or "{}"),
             payers=payers,
+            units=units,
             closed=values.get("closed") == "1",
         )
         return resource, stored
@@ -171,6 +191,7 @@ class ResourceStore:
         else:
             commands.append(("HSET", key, *resource.fields()))
             gone = [f"{_RG}{rg}" for rg in dropped if rg not in resource.payers]
+            gone += [f"{_UNIT}{rg}" for rg in dropped if rg not in resource.units]
             if gone:
                 commands.append(("HDEL", key, *gone))
             commands.append(("EXPIRE", key, self.ttl))
