@@ -40,8 +40,15 @@ from ocs.lifecycle import Lifecycle
 from ocs.provisioning.chunked import sync_hash
 from ocs.provisioning.errors import Refused
 from ocs.provisioning.identity import claim, identities_of
-from ocs.provisioning.journal import Commit, commit, complete, pending_tenants
-from ocs.provisioning.keys import lock_key, msisdn_key, revision_key, state_key, versions_key
+from ocs.provisioning.journal import PENDING, Commit, commit, complete, pending_tenants, step
+from ocs.provisioning.keys import (
+    IN_FORCE,
+    lock_key,
+    msisdn_key,
+    revision_key,
+    state_key,
+    versions_key,
+)
 from ocs.provisioning.payers import (
     folder_files,
     lifecycle_rules,
@@ -301,7 +308,7 @@ class TenantCatalogues:
             ) as held_lock,
             _kept(held_lock),
         ):
-            await complete(self.redis, tenant)  # what a change that died left to journal
+            await complete(self.redis, tenant)  # the journal a change that died left
             rev, state = await self.load_state(tenant)
             before, kept = snapshot(state), explicit(state)
             precompiled = mutation(state)
@@ -320,6 +327,8 @@ class TenantCatalogues:
             else:
                 catalogue = await asyncio.to_thread(_compile, state)
             rev += 1
+            step("intent")  # from here on a crash leaves writes to reconcile (journal.PENDING)
+            await self.redis.sadd(PENDING, tenant)
             # identities first: a change holding another tenant's SIM is refused unwritten
             held = await claim(
                 self.redis, tenant, identities_of(catalogue, state.get("sims") or {})
@@ -333,6 +342,8 @@ class TenantCatalogues:
                 await held.rollback()
                 raise
             await held.commit()
+            step("forget")
+            await self.redis.srem(PENDING, tenant)  # every step done (or redone)
         self._compiled[tenant] = Compiled(rev, catalogue)
         self._checked[tenant] = time.monotonic() + self.refresh_after
         if self.on_change is not None:
@@ -353,17 +364,14 @@ class TenantCatalogues:
         await asyncio.to_thread(_write_folder, folder, documents_of(state))
         await asyncio.to_thread(_prune_revisions, folder.parent, rev - FOLDERS_KEPT + 1)
         now_ms = int(time.time() * 1000)
-        roots = payer_roots(catalogue)  # payers of a reseller chain: in its root's slot
-        for tag, (buckets, resize) in payer_buckets(catalogue).items():
-            await self.store.provision(tag, buckets, now_ms, resize=resize, root=roots.get(tag, ""))
-        await Lifecycle(self.store.redis).setup(lifecycle_rules(catalogue), now_ms)
-        await put_catalogue_thresholds(self.store.redis, payer_thresholds(catalogue))
+        roots = await self._provision(catalogue, now_ms)
         pointer = await self.redis.hget(CATALOG, "tenant")
         serving = serve or pointer is None or _s(pointer) == tenant
         summary = dict(catalogue.summary())
         entry = {"revision": rev, "applied_at": now_ms, "source": source, "summary": summary}
         index = msisdn_index(catalogue)
         await sync_hash(self.redis, msisdn_key(tenant), index)  # in bounded steps
+        step("provisioned")
         # The state with its pending journal in one script call, then the journal written
         # out (bounded, idempotent script calls, however many moves), then the stamp: a node
         # that sees the stamp reads this state (or a newer one), and every move of it is in
@@ -382,28 +390,58 @@ class TenantCatalogues:
         await commit(self.redis, tenant, Commit(state, rev, entry, stamp), journal, event_of)
         await complete(self.redis, tenant)
         if serving:
-            # the single pointer of before per-tenant loading (`ocs import`'s default tenant,
-            # `ocs lifecycle run`, nodes of an older version)
-            files = await asyncio.to_thread(folder_files, folder)
-            await sync_hash(self.redis, MSISDN_INDEX, index)
-            async with self.redis.pipeline(transaction=False) as pipe:
-                share_files(pipe, files, f"{now_ms}.{rev}")
-                pipe.hset(
-                    CATALOG,
-                    mapping={
-                        "path": str(folder),
-                        "tenant": tenant,
-                        "applied_at": f"{now_ms}.{rev}",
-                    },
-                )
-                await pipe.execute()
+            await self._serve(tenant, folder, index, stamp)
         return Applied(rev, str(folder), True, summary, journal)
 
+    async def _provision(self, catalogue: Catalogue, now_ms: int) -> dict[str, str]:
+        """Payers (buckets, pool sizes, reseller chain slots), lifecycle rules and
+        thresholds of ``catalogue``: each idempotent. The payers' chain roots."""
+        roots = payer_roots(catalogue)  # payers of a reseller chain: in its root's slot
+        for tag, (buckets, resize) in payer_buckets(catalogue).items():
+            await self.store.provision(tag, buckets, now_ms, resize=resize, root=roots.get(tag, ""))
+        await Lifecycle(self.store.redis).setup(lifecycle_rules(catalogue), now_ms)
+        await put_catalogue_thresholds(self.store.redis, payer_thresholds(catalogue))
+        return roots
+
+    async def _serve(self, tenant: str, folder: Path, index: dict[str, str], stamp: str) -> None:
+        """The single pointer of before per-tenant loading (`ocs import`'s default tenant,
+        `ocs lifecycle run`, nodes of an older version)."""
+        files = await asyncio.to_thread(folder_files, folder)
+        await sync_hash(self.redis, MSISDN_INDEX, index)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            share_files(pipe, files, stamp)
+            pipe.hset(CATALOG, mapping={"path": str(folder), "tenant": tenant, "applied_at": stamp})
+            await pipe.execute()
+
+    async def _reconcile(self, tenant: str) -> None:
+        """Bring what a change that died may have left half written to the stored state:
+        its identity claims (a dead change's new ones released, dropped ones too), payers
+        (a reseller chain's slot move finished or undone, pool sizes), lifecycle rules,
+        thresholds, the MSISDN index, and the served tenant's pointer. Call it under the
+        tenant lock, after :func:`complete`."""
+        rev, state = await self.load_state(tenant)
+        if not state:  # the tenant's first change died before its state: release its claims
+            await (await claim(self.redis, tenant, ())).commit()
+            await self.redis.delete(msisdn_key(tenant))
+            return
+        catalogue = await asyncio.to_thread(_compile, state)
+        held = await claim(self.redis, tenant, identities_of(catalogue, state.get("sims") or {}))
+        await held.commit()
+        await self._provision(catalogue, int(time.time() * 1000))
+        index = msisdn_index(catalogue)
+        await sync_hash(self.redis, msisdn_key(tenant), index)
+        pointer = await self.redis.hmget(CATALOG, "tenant", "applied_at")
+        stamp = await self.redis.hget(IN_FORCE, tenant)
+        ours = pointer[0] is not None and _s(pointer[0]) == tenant
+        if ours and stamp is not None and (pointer[1] is None or _s(pointer[1]) != _s(stamp)):
+            folder = self.data_dir / "catalogues" / tenant / f"rev-{rev}"  # written before
+            await self._serve(tenant, folder, index, _s(stamp))
+
     async def complete_pending(self, wait: float | None = 0.0) -> list[str]:
-        """Complete the pending journal of every tenant a change that died left one for
-        (``ocs.provisioning.journal``), each under its tenant's lock; a tenant whose lock is
-        held (a change running: it completes its own) is skipped when ``wait`` is 0. The
-        tenants completed."""
+        """Complete what a change that died left (``ocs.provisioning.journal``): for every
+        tenant named in :data:`PENDING`, under its lock, the pending journal and then
+        :meth:`_reconcile`; a tenant whose lock is held (a change running: it completes its
+        own) is skipped when ``wait`` is 0. The tenants completed."""
         done = []
         for tenant in await pending_tenants(self.redis):
             local = self._locks.setdefault(tenant, asyncio.Lock())
@@ -416,8 +454,10 @@ class TenantCatalogues:
                 if not await lock.acquire(blocking=wait != 0.0):
                     continue
                 try:
-                    if await complete(self.redis, tenant) is not None:
-                        done.append(tenant)
+                    await complete(self.redis, tenant)
+                    await self._reconcile(tenant)
+                    await self.redis.srem(PENDING, tenant)
+                    done.append(tenant)
                 finally:
                     with contextlib.suppress(LockError):
                         await lock.release()

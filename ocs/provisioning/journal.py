@@ -19,15 +19,18 @@ tenant's ``{api:T}`` slot), so a stored state always has its journal stored besi
   so a replay writes the same events, once;
 - then the in-force stamp (``ocs:catalog:tenants``), then the pending journal is marked
   ``stamped`` (a replay writes no event from then on), then the outbox cursors are deleted,
-  then the pending journal, then the tenant's name in :data:`PENDING`.
+  then the pending journal.
 
 A process that dies mid-way leaves the pending journal; whoever next touches the tenant
 completes it under the tenant lock: the next change of the tenant (before it loads the
 state: a retry of a bulk move that answers "unchanged" completes the first attempt's
-journal), the start of ``ocs api`` and every charging housekeeping pass (``ocs serve``),
-which go through the tenants named in :data:`PENDING` (added before the state is written,
-removed once the journal is out: the durable intent; a name without a pending journal is
-just removed).
+journal), the start of ``ocs api`` and every charging housekeeping pass (``ocs serve``).
+These two go through the tenants named in :data:`PENDING` (the durable intent: added by
+``TenantCatalogues.change`` before its first write, the identity claims, removed after its
+last) and also bring the other writes of a change (identity claims, payers and reseller
+chain slots, lifecycle rules, thresholds, the MSISDN index, the served pointer) to the
+stored state (``TenantCatalogues._reconcile``): a change that died before its state undoes
+its claims and index entries, one that died after it finishes them.
 
 In bounded steps: no call holds Redis for more than about a millisecond whatever the number
 of moves (the pending journal is one value, as the state is), and the event loop serves
@@ -57,8 +60,9 @@ log = logging.getLogger(__name__)
 CHUNK: Final = 100  # moves (or events) one script call writes (~0.5 ms of Redis time)
 VERSIONS_KEPT: Final = 100
 PENDING: Final = "ocs:journal:pending"
-"""SET of the tenants whose change may have left a pending journal (the intent, written
-before the state; :func:`complete_pending` goes through it)."""
+"""SET of the tenants whose change may have died half written (the intent, added before a
+change's first write, removed after its last; ``TenantCatalogues.complete_pending`` goes
+through it)."""
 CURSOR_TTL: Final = 7 * 24 * 3600  # an outbox cursor a crash left behind expires
 
 # KEYS: state, revision, versions, pending journal. ARGV: the state, the revision, the
@@ -128,7 +132,7 @@ STEP_HOOK: Step | None = None
 tests/provisioning/test_journal_crash.py); None in production."""
 
 
-def _step(name: str) -> None:
+def step(name: str) -> None:
     if STEP_HOOK is not None:
         STEP_HOOK(name)
 
@@ -166,11 +170,10 @@ async def commit(
     event_of: Events,
 ) -> None:
     """Store the state with its pending journal (the moves, each move's event, the stamp)
-    in one script call, after naming the tenant in :data:`PENDING`."""
+    in one script call (the caller named the tenant in :data:`PENDING` before its first
+    write)."""
     events = [event_of(move) for move in journal]
-    _step("intent")
-    await redis.sadd(PENDING, tenant)
-    _step("state")
+    step("state")
     script = redis.register_script(COMMIT_LUA)
     dumps = json.dumps
     await script(
@@ -193,7 +196,6 @@ async def complete(redis: Any, tenant: str) -> int | None:
     key = journal_key(tenant)
     raw = await redis.hmget(key, "revision", "moves", "events", "stamp", "done", "stamped")
     if raw[0] is None:
-        await redis.srem(PENDING, tenant)
         return None
     revision, stamp, done = _s(raw[0]), _s(raw[3]), int(raw[4])
     moves: list[dict[str, Any]] = json.loads(raw[1])
@@ -202,7 +204,7 @@ async def complete(redis: Any, tenant: str) -> int | None:
     audit = state_moves_key(tenant)
     stamped = raw[5] is not None  # every event written: only the clean-up is left
     for start in range(len(moves) if stamped else done, len(moves), CHUNK):
-        _step("history")
+        step("history")
         chunk = moves[start : start + CHUNK]
         keys, texts = [audit, key], [str(HISTORY_KEPT), revision, str(start)]
         for move in chunk:
@@ -218,25 +220,23 @@ async def complete(redis: Any, tenant: str) -> int | None:
             by_outbox.setdefault(stream, []).extend(fields[f] for f in FIELDS)
     outbox = redis.register_script(OUTBOX_LUA)
     field = f"{tenant}:{revision}"
-    step = CHUNK * len(FIELDS)
+    width = CHUNK * len(FIELDS)
     for stream, values in by_outbox.items():
-        for start in range(len(values) if stamped else 0, len(values), step):
-            _step("events")
+        for start in range(len(values) if stamped else 0, len(values), width):
+            step("events")
             first = start // len(FIELDS)
-            args = [field, str(first), str(CURSOR_TTL), *values[start : start + step]]
+            args = [field, str(first), str(CURSOR_TTL), *values[start : start + width]]
             if await outbox(keys=[stream, cursor_key(stream)], args=args) < 0:
                 raise JournalConflict(f"events of {field} in {stream}: not at event {first}")
-    _step("in-force")
+    step("in-force")
     await redis.hset(IN_FORCE, tenant, stamp)
-    _step("stamped")
+    step("stamped")
     await redis.hset(key, "stamped", 1)  # from here on no event is written again
-    _step("cursors")
+    step("cursors")
     for stream in by_outbox:
         await redis.hdel(cursor_key(stream), field)
-    _step("done")
+    step("done")
     await redis.delete(key)
-    _step("intent-done")
-    await redis.srem(PENDING, tenant)
     return int(revision)
 
 

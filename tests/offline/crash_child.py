@@ -1,15 +1,18 @@
-"""A process that makes one bulk SIM state move and SIGKILLs itself at a step boundary of
-it (tests/offline/test_journal_crash.py): ``python -m tests.offline.crash_child URL DATA
-TENANT STEP NTH`` dies at the NTH time the change reaches STEP (``journal.STEP_HOOK``), with
-:data:`ocs.provisioning.journal.CHUNK` 3 so that the journal takes several script calls."""
+"""A process that makes one bulk SIM state move (or creates a SIM) and SIGKILLs itself at a
+step boundary of it (tests/offline/test_journal_crash.py): ``python -m
+tests.offline.crash_child move|create URL DATA TENANT STEP NTH`` dies at the NTH time the
+change reaches STEP (``journal.STEP_HOOK``), with :data:`ocs.provisioning.journal.CHUNK` 3 so
+that the journal takes several script calls."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -37,7 +40,23 @@ async def move(catalogues: TenantCatalogues, tenant: str) -> int | None:
     return applied.revision
 
 
-async def main(url: str, data: str, tenant: str, step: str, nth: int) -> None:
+NEW_SIM = "262019999999998"
+NEW_MSISDN = "491709999998"
+
+
+async def create(catalogues: TenantCatalogues, tenant: str) -> None:
+    """A change that creates a SIM (new identities, a new MSISDN index entry)."""
+
+    def add(state: dict[str, Any]) -> None:
+        item = copy.deepcopy(state["sims"][SIMS[0]])
+        item.update(imsi=NEW_SIM, msisdn=NEW_MSISDN)
+        item.pop("iccid", None)
+        state["sims"][NEW_SIM] = item
+
+    await catalogues.change(tenant, add, source="create")
+
+
+async def main(what: str, url: str, data: str, tenant: str, step: str, nth: int) -> None:
     seen = 0
 
     def hook(name: str) -> None:
@@ -50,10 +69,11 @@ async def main(url: str, data: str, tenant: str, step: str, nth: int) -> None:
     journal.CHUNK = 3  # type: ignore[misc]
     journal.STEP_HOOK = hook
     redis = Redis.from_url(url)
-    await move(TenantCatalogues(BalanceStore(redis), Path(data)), tenant)
+    catalogues = TenantCatalogues(BalanceStore(redis), Path(data))
+    await (move if what == "move" else create)(catalogues, tenant)
     sys.exit(3)  # not killed: the step was never reached
 
 
 if __name__ == "__main__":
-    url, data, tenant, step, nth = sys.argv[1:]
-    asyncio.run(main(url, data, tenant, step, int(nth)))
+    what, url, data, tenant, step, nth = sys.argv[1:]
+    asyncio.run(main(what, url, data, tenant, step, int(nth)))

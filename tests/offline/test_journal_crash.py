@@ -24,16 +24,18 @@ from ocs.offline.db import Database, enter_tenant
 from ocs.offline.state_moves import drain_state_moves
 from ocs.provisioning.catalogues import TenantCatalogues
 from ocs.provisioning.folder import apply_folder
+from ocs.provisioning.identity import owner_of
 from ocs.provisioning.journal import PENDING, cursor_key
-from ocs.provisioning.keys import IN_FORCE, journal_key, sim_history_key
+from ocs.provisioning.keys import IN_FORCE, journal_key, msisdn_key, sim_history_key
 from ocs.provisioning.states import EVENT_TYPE, member_state, range_of
 from tests.offline.conftest import MASTER, catalogue_folder
-from tests.offline.crash_child import SIMS, TO, move
+from tests.offline.crash_child import NEW_MSISDN, NEW_SIM, SIMS, TO, move
 
 ROOT = Path(__file__).resolve().parents[2]
 BOUNDARIES = [
     ("intent", 1),  # nothing written yet
-    ("state", 1),  # the intent only
+    ("provisioned", 1),  # the intent, claims, payers, the index: not the state
+    ("state", 1),  # the same (the pending journal computed)
     ("history", 1),  # the state and its pending journal, nothing journaled
     ("history", 2),  # 3 of 7 histories and audit entries (CHUNK 3)
     ("history", 3),  # 6 of 7
@@ -44,13 +46,15 @@ BOUNDARIES = [
     ("stamped", 1),  # stamped, the pending journal not marked so
     ("cursors", 1),  # marked, the outbox cursors left
     ("done", 1),  # the cursors deleted, the pending journal left
-    ("intent-done", 1),  # the journal deleted, the intent left
+    ("forget", 1),  # the journal deleted, the identities released, the intent left
 ]
 
 
-async def kill_at(url: str, data: Path, tenant: str, step: str, nth: int) -> None:
+async def kill_at(
+    url: str, data: Path, tenant: str, step: str, nth: int, what: str = "move"
+) -> None:
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.offline.crash_child", url, str(data), tenant, step,
+        sys.executable, "-m", "tests.offline.crash_child", what, url, str(data), tenant, step,
         str(nth), cwd=ROOT,
     )  # fmt: skip
     assert await child.wait() == -signal.SIGKILL, f"the child did not die at {step} #{nth}"
@@ -104,7 +108,7 @@ async def test_a_change_killed_at_any_step_journals_every_move_once(
         await redis.delete(f"ocs:api:{{api:{tenant}}}:lock")
     again = await move(catalogues, tenant)  # the client's retry, after either recovery
     rev, _ = await catalogues.load_state(tenant)
-    if step in ("intent", "state"):  # the first attempt stored nothing: the retry moves
+    if step in ("intent", "provisioned", "state"):  # nothing stored: the retry moves
         assert again == rev
     else:  # the first attempt's state stands: the retry answers unchanged
         assert again is None
@@ -130,7 +134,14 @@ async def test_a_change_killed_at_any_step_journals_every_move_once(
     stamp = await redis.hget(IN_FORCE, tenant)
     assert stamp is not None and stamp.decode().endswith(f".{rev}")
     assert not await redis.exists(journal_key(tenant))
+    # a retry answered unchanged leaves the intent to the next housekeeping pass (which
+    # reconciles claims, payers, indexes), and that pass journals nothing again
+    await catalogues.complete_pending()
     assert not await redis.sismember(PENDING, tenant)
+    for imsi in SIMS:
+        assert await redis.llen(sim_history_key(tenant, imsi)) == 1
+    assert len(await state_events(redis, tenant)) == len(SIMS)
+    assert await drain_state_moves(redis, db, MASTER) == 0
     async for key in redis.scan_iter(match=f"*{tenant}*:events"):
         assert not await redis.hgetall(cursor_key(key.decode()))
 
@@ -153,8 +164,9 @@ async def test_single_moves_and_catalogue_applies_go_through_the_same_journal(
     await catalogues.change(
         tenant, lambda s: set_state(s["sims"][SIMS[0]], "suspended"), source="t"
     )
-    whole = ["intent", "state", "history", "events", "in-force", "stamped", "cursors", "done"]
-    assert steps == [*whole, "intent-done"]
+    whole = ["intent", "provisioned", "state", "history", "events", "in-force", "stamped"]
+    whole += ["cursors", "done", "forget"]
+    assert steps == whole
 
     steps.clear()
     subscribers = folder / "subscribers.yaml"
@@ -162,8 +174,32 @@ async def test_single_moves_and_catalogue_applies_go_through_the_same_journal(
     marker = f'  - imsi: "{SIMS[0]}"\n'
     subscribers.write_text(text.replace(marker, marker + "    state: active\n"))
     await apply_folder(store, folder, tmp_path)
-    assert steps == [*whole, "intent-done"]
+    assert steps == whole
     assert [
         json.loads(h)["to"] for h in await redis.lrange(sim_history_key(tenant, SIMS[0]), 0, -1)
     ] == ["active", "suspended"]
     assert not await redis.exists(journal_key(tenant))
+
+
+@pytest.mark.parametrize("step", ["provisioned", "state", "forget"])
+async def test_a_change_killed_before_or_after_its_state_leaves_claims_and_index_as_stored(
+    redis: Redis, redis_url_offline: str, tenant: str, tmp_path: Path, step: str
+) -> None:
+    """A change creating a SIM claims its identities and writes its MSISDN index entry
+    before its state: killed before the state, the start's recovery releases both (another
+    tenant may use the SIM); killed after, it keeps both."""
+    store = BalanceStore(redis)
+    await apply_folder(store, catalogue_folder(tmp_path / "c", tenant), tmp_path)
+    await kill_at(redis_url_offline, tmp_path, tenant, step, 1, what="create")
+    assert await owner_of(redis, "imsi", NEW_SIM) == tenant  # claimed by the dead change
+    assert await redis.sismember(PENDING, tenant)
+
+    await redis.delete(f"ocs:api:{{api:{tenant}}}:lock")  # expired
+    assert await TenantCatalogues(store, tmp_path).complete_pending() == [tenant]
+    stored = step == "forget"
+    _, state = await TenantCatalogues(store, tmp_path).load_state(tenant)
+    assert (NEW_SIM in state["sims"]) is stored
+    assert (await owner_of(redis, "imsi", NEW_SIM) == tenant) is stored
+    assert (await owner_of(redis, "msisdn", NEW_MSISDN) == tenant) is stored
+    assert (await redis.hexists(msisdn_key(tenant), NEW_MSISDN)) is stored
+    assert not await redis.sismember(PENDING, tenant)
