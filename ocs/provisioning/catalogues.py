@@ -334,12 +334,14 @@ class TenantCatalogues:
                 self.redis, tenant, identities_of(catalogue, state.get("sims") or {})
             )
             journal = list(entries(moved, actor or SYSTEM, reason or source, rev))
+            stored: list[int] = []  # the revision, once the state is stored
             try:
                 applied = await self._put_in_force(
-                    tenant, rev, state, catalogue, source, serve, journal
+                    tenant, rev, state, catalogue, source, serve, journal, stored
                 )
             except BaseException:
-                await held.rollback()
+                if not stored:  # a stored state keeps its claims (the intent reconciles)
+                    await held.rollback()
                 raise
             await held.commit()
             step("forget")
@@ -359,6 +361,7 @@ class TenantCatalogues:
         source: str,
         serve: bool,
         journal: list[dict[str, Any]],
+        stored: list[int],
     ) -> Applied:
         folder = self.data_dir / "catalogues" / tenant / f"rev-{rev}"
         await asyncio.to_thread(_write_folder, folder, documents_of(state))
@@ -388,6 +391,7 @@ class TenantCatalogues:
 
         stamp = f"{now_ms}.{rev}"
         await commit(self.redis, tenant, Commit(state, rev, entry, stamp), journal, event_of)
+        stored.append(rev)
         await complete(self.redis, tenant)
         if serving:
             await self._serve(tenant, folder, index, stamp)

@@ -14,13 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
-
 from ocs.balance import BalanceStore
 from ocs.provisioning import journal
 from ocs.provisioning.bulk_states import BulkMove, NothingMoved, resolve
 from ocs.provisioning.catalogues import TenantCatalogues
 from ocs.provisioning.states import Actor
+from ocs.redis_client import client_for_url
 
 SIMS = ("262019999999999", *(str(262010000000010 + n) for n in range(6)))
 TO = "suspended"
@@ -68,7 +67,7 @@ async def main(what: str, url: str, data: str, tenant: str, step: str, nth: int)
 
     journal.CHUNK = 3  # type: ignore[misc]
     journal.STEP_HOOK = hook
-    redis = Redis.from_url(url)
+    redis = client_for_url(url, timeout=10)  # a single server or a Redis Cluster
     catalogues = TenantCatalogues(BalanceStore(redis), Path(data))
     await (move if what == "move" else create)(catalogues, tenant)
     sys.exit(3)  # not killed: the step was never reached

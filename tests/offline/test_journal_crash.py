@@ -12,6 +12,7 @@ import json
 import signal
 import sys
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,17 @@ from ocs.provisioning.catalogues import TenantCatalogues
 from ocs.provisioning.folder import apply_folder
 from ocs.provisioning.identity import owner_of
 from ocs.provisioning.journal import PENDING, cursor_key
-from ocs.provisioning.keys import IN_FORCE, journal_key, msisdn_key, sim_history_key
+from ocs.provisioning.keys import (
+    IN_FORCE,
+    journal_key,
+    msisdn_key,
+    sim_history_key,
+    state_moves_key,
+)
 from ocs.provisioning.states import EVENT_TYPE, member_state, range_of
-from tests.offline.conftest import MASTER, catalogue_folder
+from tests.balance.fixtures import flushed_client
+from tests.conftest import REDIS_BACKENDS, backend_url
+from tests.offline.conftest import MASTER, OFFLINE_REDIS_DB, catalogue_folder
 from tests.offline.crash_child import NEW_MSISDN, NEW_SIM, SIMS, TO, move
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -203,3 +212,70 @@ async def test_a_change_killed_before_or_after_its_state_leaves_claims_and_index
     assert (await owner_of(redis, "msisdn", NEW_MSISDN) == tenant) is stored
     assert (await redis.hexists(msisdn_key(tenant), NEW_MSISDN)) is stored
     assert not await redis.sismember(PENDING, tenant)
+
+
+@pytest.fixture
+async def backend(request: pytest.FixtureRequest, redis_backend: str) -> AsyncIterator[Any]:
+    async for client in flushed_client(backend_url(request, redis_backend, OFFLINE_REDIS_DB)):
+        yield client
+
+
+@pytest.mark.parametrize("redis_backend", REDIS_BACKENDS)
+@pytest.mark.parametrize(("step", "nth"), [("history", 2), ("events", 2)])
+async def test_the_journal_completes_across_the_slots_of_a_cluster(
+    backend: Any, request: pytest.FixtureRequest, redis_backend: str, tenant: str,
+    tmp_path: Path, step: str, nth: int,
+) -> None:  # fmt: skip
+    """On a Redis Cluster the histories and the pending journal share the tenant's slot and
+    each outbox's cursor its outbox's: a change killed mid-journal completes there too."""
+    url = backend_url(request, redis_backend, OFFLINE_REDIS_DB)
+    store = BalanceStore(backend)
+    await apply_folder(store, catalogue_folder(tmp_path / "c", tenant), tmp_path)
+    await kill_at(url, tmp_path, tenant, step, nth)
+    await backend.delete(f"ocs:api:{{api:{tenant}}}:lock")  # expired
+    catalogues = TenantCatalogues(store, tmp_path)
+    assert await catalogues.complete_pending() == [tenant]
+    for imsi in SIMS:
+        assert await sim_state(catalogues, tenant, imsi) == TO
+        assert await backend.llen(sim_history_key(tenant, imsi)) == 1
+    events = []
+    for outbox in await outboxes(backend, tenant):
+        events += [f for _, f in await backend.xrange(outbox) if f[b"type"] == EVENT_TYPE.encode()]
+    assert sorted(json.loads(f[b"subject"])["imsi"] for f in events) == sorted(SIMS)
+    assert len({f[b"id"] for f in events}) == len(SIMS)
+    assert await backend.xlen(state_moves_key(tenant)) == len(SIMS)
+    assert not await backend.exists(journal_key(tenant))
+
+
+async def outboxes(redis: Any, tenant: str) -> list[str]:
+    """The outboxes of the tenant's payers (a cluster's SCAN visits every master)."""
+    return [
+        k.decode() if isinstance(k, bytes) else k
+        async for k in redis.scan_iter(match=f"*{tenant}*:events")
+    ]
+
+
+async def test_a_change_that_fails_after_its_state_keeps_the_state_s_claims(
+    redis: Redis, tenant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error after the state is stored (Redis gone mid-journal) does not roll back the
+    identity claims of that stored state: the SIM it created stays the tenant's."""
+    from ocs.provisioning import journal
+    from tests.offline.crash_child import create
+
+    def fail(name: str) -> None:
+        if name == "in-force":
+            raise ConnectionError("Redis went away")
+
+    store = BalanceStore(redis)
+    await apply_folder(store, catalogue_folder(tmp_path / "c", tenant), tmp_path)
+    catalogues = TenantCatalogues(store, tmp_path)
+    monkeypatch.setattr(journal, "STEP_HOOK", fail)
+    with pytest.raises(ConnectionError):
+        await create(catalogues, tenant)
+    monkeypatch.setattr(journal, "STEP_HOOK", None)
+    _, state = await catalogues.load_state(tenant)
+    assert NEW_SIM in state["sims"]
+    assert await owner_of(redis, "imsi", NEW_SIM) == tenant
+    assert await catalogues.complete_pending() == [tenant]
+    assert await owner_of(redis, "msisdn", NEW_MSISDN) == tenant
