@@ -174,6 +174,15 @@ class Settings(BaseSettings):
     # per session, and in total per payer (per process: a node with N workers grants N x)
     failover_session_bytes: int = Field(10_000_000, ge=0)
     failover_payer_bytes: int = Field(100_000_000, ge=0)
+    # the same for CC-Time (seconds, rated as voice) and CC-Service-Specific-Units (events):
+    # one grant is a tenth of the default quota (600 s, 1 event: at least one), a session
+    # gets 10 grants, a payer 100, as for bytes (docs/charging.md, "Failure handling")
+    failure_grant_seconds: int = Field(60, ge=0)
+    failover_session_seconds: int = Field(600, ge=0)
+    failover_payer_seconds: int = Field(6_000, ge=0)
+    failure_grant_events: int = Field(1, ge=0)
+    failover_session_events: int = Field(10, ge=0)
+    failover_payer_events: int = Field(100, ge=0)
     audit_interval: float = Field(300.0, ge=0)  # seconds between audits in `ocs serve`; 0: none
     # Credit-Control-Failure-Handling (RFC 4006 8.14) sent in every CCA: what the gateway
     # does when it cannot reach us (continue the service, or try another server, or end it)

@@ -56,6 +56,7 @@ from ocs.diameter.errors import DiameterError, InvalidAvpValue
 from ocs.observability.logs import request_fields
 from ocs.observability.metrics import ChargingMetrics
 from ocs.observability.outage import outage_log
+from ocs.rating.context import ServiceKind
 from ocs.rating.engine import Resolution, resolve
 from ocs.rating.errors import RatingError
 from ocs.rating.loader import Catalogues
@@ -268,12 +269,14 @@ class ChargingApplication:
         view: CreditControlRequest,
         mscc: MultipleServicesCreditControl | None,
         quantity: int,
+        service: ServiceKind | None = None,
     ) -> Resolution:
+        """``service``: what the usage is rated as (a session's unit's, ``RATED_AS``); None:
+        the CCR's (``service_of``)."""
         inputs = rating_inputs(view, mscc)
         catalogue = self.catalogue.of(inputs.imsi, inputs.msisdn)
-        resolution = resolve(
-            catalogue, context_of(catalogue.tenant.id, inputs, service_of(view), quantity)
-        )
+        kind = service_of(view) if service is None else service
+        resolution = resolve(catalogue, context_of(catalogue.tenant.id, inputs, kind, quantity))
         admit(catalogue.sims_by_imsi[resolution.imsi])  # SimNotInService: 4010
         return resolution
 

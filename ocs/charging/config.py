@@ -31,6 +31,13 @@ class ChargingConfig:
     failure_grant_bytes: int = 1_000_000
     failover_session_bytes: int = 10_000_000  # failover grants to one session, at most
     failover_payer_bytes: int = 100_000_000  # failover grants to one payer, at most
+    # the same bounds for CC-Time (seconds) and CC-Service-Specific-Units (events)
+    failure_grant_seconds: int = 60
+    failover_session_seconds: int = 600
+    failover_payer_seconds: int = 6_000
+    failure_grant_events: int = 1
+    failover_session_events: int = 10
+    failover_payer_events: int = 100
     credit_control_failure_handling: str = "retry_and_terminate"  # in every CCA (8.14)
     fui_action: FinalUnitAction = FinalUnitAction.TERMINATE
     fui_redirect_url: str = "http://topup.invalid/"
@@ -62,6 +69,19 @@ class ChargingConfig:
         }
     )
 
+    def failover_bounds(self, unit: BucketUnit) -> tuple[int, int, int]:
+        """Failure handling's (grant, per session, per payer) in ``unit``: bytes, seconds
+        (CC-Time) or events (CC-Service-Specific-Units)."""
+        if unit is BucketUnit.SECONDS:
+            return (
+                self.failure_grant_seconds,
+                self.failover_session_seconds,
+                self.failover_payer_seconds,
+            )
+        if unit is BucketUnit.BYTES:
+            return self.failure_grant_bytes, self.failover_session_bytes, self.failover_payer_bytes
+        return self.failure_grant_events, self.failover_session_events, self.failover_payer_events
+
     @classmethod
     def from_settings(cls, settings: Settings) -> ChargingConfig:
         action = str(_get(settings, "fui_action", "terminate")).upper()
@@ -76,6 +96,12 @@ class ChargingConfig:
             failure_grant_bytes=int(settings.failure_grant_bytes),
             failover_session_bytes=int(settings.failover_session_bytes),
             failover_payer_bytes=int(settings.failover_payer_bytes),
+            failure_grant_seconds=int(settings.failure_grant_seconds),
+            failover_session_seconds=int(settings.failover_session_seconds),
+            failover_payer_seconds=int(settings.failover_payer_seconds),
+            failure_grant_events=int(settings.failure_grant_events),
+            failover_session_events=int(settings.failover_session_events),
+            failover_payer_events=int(settings.failover_payer_events),
             credit_control_failure_handling=str(settings.credit_control_failure_handling),
             fui_action=FinalUnitAction[action],
             fui_redirect_url=str(_get(settings, "fui_redirect_url", "http://topup.invalid/")),

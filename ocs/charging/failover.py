@@ -5,26 +5,30 @@ Only a store outage gets here (``ocs.charging.errors.STORE_OUTAGES``). Per MSCC 
 
 * rating runs as usual (in memory): an unknown or suspended SIM gets its own Result-Code,
   never a grant;
-* ``failure_handling = "grant"``: the configured quota is granted, bounded per session
-  (``failover_session_bytes``) and in total per payer (``failover_payer_bytes``) since the
-  last replay; past a bound the MSCC gets 4012 and nothing (``ocs_failover_refused_total``).
-  ``"deny"``: the CCR gets 5012;
+* the MSCC's unit is chosen as online (``usage.session_units``): volume, CC-Time (rated as
+  voice) or CC-Service-Specific-Units (rated as events);
+* ``failure_handling = "grant"``: that unit's configured grant is given in that unit,
+  bounded per session and in total per payer since the last replay, each unit against its
+  own bounds (``ChargingConfig.failover_bounds``); past a bound the MSCC gets 4012 and
+  nothing (``ocs_failover_refused_total``). ``"deny"``: the CCR gets 5012;
 * the usage the CCR reports (Used-Service-Unit) happened, whatever the answer: the CCR is
   journaled, in both modes.
 
 The journal (``<data_dir>/failover-grants.jsonl``) holds no IMSI or MSISDN in clear (issue
 14): a line carries the tenant, a pseudonym of the Session-Id (HMAC), the request number and
-type, the units granted and used per rating group, and the CCR itself encrypted (AES-GCM,
-:class:`ocs.offline.crypto.TenantCipher`, keys derived from the installation master key).
+type, the units granted and used per rating group with their unit and service, and the CCR
+itself encrypted (AES-GCM, :class:`ocs.offline.crypto.TenantCipher`, keys derived from the
+installation master key).
 
 **Replay.** Once the store answers again, the housekeeping task replays the journal: each
-journaled MSCC with used units is rated again and charged by ``charge.lua`` under the
-request id the CCR would have had (``<Session-Id>:<n>:<rating group>``), on a reservation
-member of its own (the session's live reservation is left to its next CCR), with its result
-kept :data:`REPLAY_RESULT_TTL_MS`. The script writes the usage record (context
-``"failover": true``) in the same step. A replay is idempotent: run twice, or cut by a crash
-and run again, each entry finds its stored result and moves nothing the second time; a CCR
-that Redis did run before the client timed out is found the same way. The journal is renamed
+journaled MSCC with used units is rated again as its journaled unit's service (as online)
+and charged by ``charge.lua`` in that unit under the request id the CCR would have had
+(``<Session-Id>:<n>:<rating group>``), on a reservation member of its own (the session's
+live reservation is left to its next CCR), with its result kept
+:data:`REPLAY_RESULT_TTL_MS`. The script writes the usage record (context
+``"failover": true``) in the same step. A replay is idempotent: run twice, or cut by a
+crash and run again, each entry finds its stored result and moves nothing the second time; a
+CCR that Redis did run before the client timed out is found the same way. The journal is renamed
 before it is read (writers then start a new file) and deleted once every entry is applied.
 """
 
@@ -50,13 +54,7 @@ from ocs.charging.errors import is_store_outage, result_code_for
 from ocs.charging.limits import limits_arg, usage_caps
 from ocs.charging.pricing import charge_at_price, reservation_rate
 from ocs.charging.states import TEST
-from ocs.charging.usage import (
-    UNIT_OF,
-    payer_key,
-    requested_units,
-    service_of,
-    used_units,
-)
+from ocs.charging.usage import RATED_AS, payer_key, session_units, used_units
 from ocs.diameter import avp_codes as A
 from ocs.diameter.codec import Avp, Message, decode, u32
 from ocs.diameter.constants import CcRequestType, CreditControlFailureHandling, ResultCode
@@ -80,7 +78,7 @@ JOURNAL_NAME: Final = "failover-grants.jsonl"
 REPLAY_SUFFIX: Final = ".replay"
 UNRATED_NAME: Final = "failover-unrated.jsonl"  # entries that no longer rate (kept, encrypted)
 LOCK_NAME: Final = "failover.lock"
-JOURNAL_VERSION: Final = 1
+JOURNAL_VERSION: Final = 2  # 2: ``unit`` and ``service`` per rating group (1: bytes, data)
 REPLAY_RESULT_TTL_MS: Final = 7 * 24 * 3600 * 1000  # a replayed entry's result is kept 7 days
 SESSIONS_KEPT: Final = 200_000  # sessions whose failover grants are counted (oldest dropped)
 SUCCESS: Final = int(ResultCode.DIAMETER_SUCCESS)
@@ -217,8 +215,9 @@ class FailureHandling:
         config = app.config
         self.journal = FailoverJournal(config.data_dir)
         self.ccfh = failure_handling_avp(config.credit_control_failure_handling)
-        self.by_session: dict[str, int] = {}  # units granted since the last replay
-        self.by_payer: dict[str, int] = {}
+        # units granted since the last replay, per (session, unit) and (payer, unit)
+        self.by_session: dict[tuple[str, BucketUnit], int] = {}
+        self.by_payer: dict[tuple[str, BucketUnit], int] = {}
         self._journal_failed = False  # the journal's ERROR line is written once per outage
 
     # -- the answer, store unreachable -----------------------------------------------------
@@ -235,11 +234,11 @@ class FailureHandling:
             return credit_control_answer(request, app.identity, UNABLE_TO_COMPLY, extra=[self.ccfh])
         sid = view.session_id
         tenant = app.catalogue.of(view.imsi, view.msisdn).tenant.id  # the SIM's tenant
-        unit = UNIT_OF[service_of(view)]
         msccs: list[Avp] = []
         codes: list[int] = []
         used: dict[str, int] = {}
         granted: dict[str, int] = {}
+        units: dict[str, str] = {}  # the unit of each journaled rating group
         for mscc in view.mscc:
             rg = mscc.rating_group or 0
             if rg in config.free_rating_groups:
@@ -247,8 +246,11 @@ class FailureHandling:
                 msccs.append(mscc_answer(code, rating_group=mscc.rating_group))
                 codes.append(code)
                 continue
+            # its unit as online (usage.session_units): volume, CC-Time rated as voice,
+            # CC-Service-Specific-Units rated as events
+            unit, requested, reported = session_units(mscc)
             try:
-                resolution = app.rate(view, mscc, 0)
+                resolution = app.rate(view, mscc, 0, RATED_AS[unit])
             except RatingError as exc:
                 code = result_code_for(exc)
                 msccs.append(mscc_answer(code, rating_group=mscc.rating_group))
@@ -261,17 +263,19 @@ class FailureHandling:
                 codes.append(CREDIT_LIMIT_REACHED)
                 continue
             payer = payer_key(tenant, resolution.payer)
-            if n := used_units(mscc, unit):
-                used[str(rg)] = n
+            if reported:
+                used[str(rg)] = reported
+                units[str(rg)] = unit.value
             wants = rtype != CcRequestType.TERMINATION_REQUEST and (
                 rtype == CcRequestType.INITIAL_REQUEST or mscc.requested is not None
             )
             grant = 0
             if wants and mode == "grant":
-                grant = self._bounded(sid, payer, unit, requested_units(mscc, unit))
+                grant = self._bounded(sid, payer, unit, requested)
             if grant > 0:
                 granted[str(rg)] = grant
-                app.metrics.failover_units.inc(grant)
+                units[str(rg)] = unit.value
+                app.metrics.failover_units.labels(unit.value).inc(grant)
                 msccs.append(
                     mscc_answer(
                         SUCCESS,
@@ -288,28 +292,30 @@ class FailureHandling:
                 msccs.append(mscc_answer(SUCCESS, rating_group=mscc.rating_group))
                 codes.append(SUCCESS)
         if used or granted:
-            self._journal(view, tenant, rtype, used, granted)
+            self._journal(view, tenant, rtype, used, granted, units)
         if mode != "grant":
             return credit_control_answer(request, app.identity, UNABLE_TO_COMPLY, extra=[self.ccfh])
         top = codes[0] if codes and all(c == codes[0] for c in codes) else SUCCESS
         return credit_control_answer(request, app.identity, top, msccs=msccs, extra=[self.ccfh])
 
     def _bounded(self, sid: str, payer: str, unit: BucketUnit, requested: int | None) -> int:
-        config = self.app.config
-        quota = config.failure_grant_bytes if unit is BucketUnit.BYTES else 1
+        """The grant in ``unit``, within that unit's bounds (``ChargingConfig.failover_bounds``:
+        bytes, seconds and events are counted apart, each against its own bounds)."""
+        quota, per_session, per_payer = self.app.config.failover_bounds(unit)
         if requested is not None:
             quota = min(quota, requested)
-        session_left = config.failover_session_bytes - self.by_session.get(sid, 0)
-        payer_left = config.failover_payer_bytes - self.by_payer.get(payer, 0)
+        skey, pkey = (sid, unit), (payer, unit)
+        session_left = per_session - self.by_session.get(skey, 0)
+        payer_left = per_payer - self.by_payer.get(pkey, 0)
         grant = max(0, min(quota, session_left, payer_left))
         if grant == 0:
             reason = "session" if session_left <= 0 else "payer"
             self.app.metrics.failover_refused.labels(reason).inc()
             return 0
-        if sid not in self.by_session and len(self.by_session) >= SESSIONS_KEPT:
+        if skey not in self.by_session and len(self.by_session) >= SESSIONS_KEPT:
             del self.by_session[next(iter(self.by_session))]
-        self.by_session[sid] = self.by_session.get(sid, 0) + grant
-        self.by_payer[payer] = self.by_payer.get(payer, 0) + grant
+        self.by_session[skey] = self.by_session.get(skey, 0) + grant
+        self.by_payer[pkey] = self.by_payer.get(pkey, 0) + grant
         return grant
 
     def _journal(
@@ -319,6 +325,7 @@ class FailureHandling:
         rtype: int,
         used: dict[str, int],
         granted: dict[str, int],
+        units: dict[str, str],
     ) -> None:
         try:
             cipher = self.journal.keys.cipher(tenant)  # reads (or makes) the master key
@@ -332,6 +339,9 @@ class FailureHandling:
                 "type": rtype,
                 "used": used,
                 "granted": granted,
+                # per rating group: the unit of used/granted and what it is rated as
+                "unit": units,
+                "service": {rg: str(RATED_AS[BucketUnit(u)]) for rg, u in units.items()},
                 "ccr": base64.b64encode(cipher.encrypt(raw)).decode(),
             }
             self.journal.record(entry)
@@ -400,15 +410,20 @@ class FailureHandling:
         cipher = self.journal.keys.cipher(tenant)
         raw = cipher.decrypt(base64.b64decode(entry["ccr"]))
         view = CreditControlRequest(decode(base64.b64decode(raw)))
-        unit = UNIT_OF[service_of(view)]
         sid, number = view.session_id, view.request_number
+        journaled: dict[str, str] = entry.get("unit") or {}  # a version 1 entry: bytes
         for mscc in view.mscc:
             rg = mscc.rating_group or 0
+            if str(rg) not in entry["used"]:
+                continue
+            # the unit journaled with the usage, rated as online (RATED_AS): seconds as voice,
+            # events as events, at that service's tariff and against that unit's caps
+            unit = BucketUnit(journaled.get(str(rg), BucketUnit.BYTES.value))
             used = used_units(mscc, unit)
-            if used <= 0 or str(rg) not in entry["used"]:
+            if used <= 0:
                 continue
             try:
-                resolution = app.rate(view, mscc, used)
+                resolution = app.rate(view, mscc, used, RATED_AS[unit])
             except RatingError as exc:
                 report.unrated += 1
                 app.metrics.failover_replayed.labels("unrated").inc()

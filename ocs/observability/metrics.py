@@ -122,9 +122,13 @@ class ChargingMetrics:
             self.charging_errors.labels(kind)
         self.failover_units = Counter(
             "ocs_failover_granted_units",
-            "Units (bytes) granted by Credit-Control failure handling while Redis was unreachable",
+            "Units granted by Credit-Control failure handling while Redis was unreachable, by "
+            "unit (bytes, seconds, events)",
+            ["unit"],
             registry=reg,
         )
+        for unit in ("bytes", "seconds", "events"):  # exported at 0
+            self.failover_units.labels(unit)
         self.failover_refused = Counter(
             "ocs_failover_refused",
             "MSCCs refused by failure handling because a bound was reached, by bound "

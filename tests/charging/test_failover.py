@@ -80,7 +80,9 @@ async def test_failover_grants_are_bounded_per_session_and_per_payer(
     registry = app.metrics.registry
     assert registry.get_sample_value("ocs_failover_refused_total", {"reason": "session"}) == 1
     assert registry.get_sample_value("ocs_failover_refused_total", {"reason": "payer"}) == 1
-    assert registry.get_sample_value("ocs_failover_granted_units_total") == 4 * MB
+    assert (
+        registry.get_sample_value("ocs_failover_granted_units_total", {"unit": "bytes"}) == 4 * MB
+    )
     assert registry.get_sample_value("ocs_failover_grants_total", {"mode": "grant"}) == 7
 
 
