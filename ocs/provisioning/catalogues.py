@@ -6,7 +6,7 @@ every item validated by the rating models. A change (apply a catalogue, create o
 subscription or wallet) runs under a per-tenant Redis lock: load, change, compile the whole
 catalogue (refused with every issue if invalid), write it as a catalogue folder under
 ``data_dir/catalogues/<tenant>/rev-<n>/``, provision payers (pools resize, new wallets),
-store the state with the pending journal of its SIM state moves in one script call, write
+store the state with the pending journal of its SIM state moves in one transaction, write
 that journal out and stamp the state in force (:mod:`ocs.provisioning.journal`: crash-safe,
 a change first completes what a dead one left), and, when this tenant is the one the
 Diameter path serves, point ``ocs:catalog`` and the MSISDN index at it. Running servers pick
@@ -298,7 +298,7 @@ class TenantCatalogues:
         Every SIM state the change moves is checked against ``states.TRANSITIONS`` (a 409
         :class:`Refused` naming both states, nothing written) and journaled with ``actor``
         (default: ``system``) and ``reason``: the pending journal is stored in the same
-        script call as the state, then written out (``ocs.provisioning.journal``; a change
+        transaction as the state, then written out (``ocs.provisioning.journal``; a change
         first completes what a change that died left). ``Applied.moves`` lists them."""
         local = self._locks.setdefault(tenant, asyncio.Lock())
         async with (
@@ -375,7 +375,7 @@ class TenantCatalogues:
         index = msisdn_index(catalogue)
         await sync_hash(self.redis, msisdn_key(tenant), index)  # in bounded steps
         step("provisioned")
-        # The state with its pending journal in one script call, then the journal written
+        # The state with its pending journal in one transaction, then the journal written
         # out (bounded, idempotent script calls, however many moves), then the stamp: a node
         # that sees the stamp reads this state (or a newer one), and every move of it is in
         # the history, the audit stream and the outboxes. A crash anywhere in between leaves
