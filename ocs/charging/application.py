@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Final
 
 from ocs.balance import BalanceStore, BucketUnit
@@ -270,10 +271,15 @@ class ChargingApplication:
         mscc: MultipleServicesCreditControl | None,
         quantity: int,
         service: ServiceKind | None = None,
+        at: datetime | None = None,
     ) -> Resolution:
         """``service``: what the usage is rated as (a session's unit's, ``RATED_AS``); None:
-        the CCR's (``service_of``)."""
+        the CCR's (``service_of``). ``at``: when the usage happened, for a CCR without an
+        Event-Timestamp (a replay rates at its journal time, not at the time of the replay);
+        None: now."""
         inputs = rating_inputs(view, mscc)
+        if inputs.event_time is None and at is not None:
+            inputs = replace(inputs, event_time=at)
         catalogue = self.catalogue.of(inputs.imsi, inputs.msisdn)
         kind = service_of(view) if service is None else service
         resolution = resolve(catalogue, context_of(catalogue.tenant.id, inputs, kind, quantity))

@@ -46,6 +46,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -422,8 +423,12 @@ class FailureHandling:
             used = used_units(mscc, unit)
             if used <= 0:
                 continue
+            at_ms = int(entry["ts"])
             try:
-                resolution = app.rate(view, mscc, used, RATED_AS[unit])
+                # a CCR without an Event-Timestamp is rated when it arrived (the journal's
+                # time), as online: not at the time of the replay, which may be in another
+                # tariff version, time band or allowance period
+                resolution = app.rate(view, mscc, used, RATED_AS[unit], at=_journal_time(at_ms))
             except RatingError as exc:
                 report.unrated += 1
                 app.metrics.failover_replayed.labels("unrated").inc()
@@ -441,7 +446,6 @@ class FailureHandling:
             # amount the record says, which is what the bill run rates the record at; the
             # used units count against the SIM's caps of the period they were used in
             catalogue = app.catalogue.of(view.imsi, view.msisdn)
-            at_ms = int(entry["ts"])
             caps = usage_caps(catalogue, resolution, unit)
             await charge_at_price(
                 app.store,
@@ -475,6 +479,10 @@ class FailureHandling:
     def pending(self) -> int:
         """Journal entries waiting for a replay (``ocs_failover_journal_entries``)."""
         return len(self.journal.entries())
+
+
+def _journal_time(at_ms: int) -> datetime:
+    return datetime.fromtimestamp(at_ms / 1000, UTC)
 
 
 def _failover_context(

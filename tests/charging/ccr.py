@@ -56,6 +56,7 @@ def build_ccr(
     when: datetime | None = None,
     sms_recipient: str | None = None,
     origin_host: str = "pgw.test",
+    stamped: bool = True,
 ) -> Message:
     avps: list[Avp] = [
         text(A.AVP_SESSION_ID, session_id),
@@ -66,8 +67,9 @@ def build_ccr(
         text(A.AVP_SERVICE_CONTEXT_ID, service_context),
         i32(A.AVP_CC_REQUEST_TYPE, request_type),
         u32(A.AVP_CC_REQUEST_NUMBER, number),
-        avp(A.AVP_EVENT_TIMESTAMP, when or datetime.now(UTC)),
     ]
+    if stamped:  # Event-Timestamp is optional (RFC 4006 8.38): some gateways send none
+        avps.append(avp(A.AVP_EVENT_TIMESTAMP, when or datetime.now(UTC)))
     if requested_action is not None:
         avps.append(i32(A.AVP_REQUESTED_ACTION, requested_action))
     for kind, data in (

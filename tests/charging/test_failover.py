@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +211,46 @@ async def test_a_replayed_wallet_usage_is_debited_its_price(
     assert amount == 0  # inside the allowance
     after = await bucket(store, BOB_WALLET, "bob-wallet")
     assert after.used == before.used + amount
+    await assert_conserved(store, BOB_WALLET)
+
+
+async def test_a_replayed_usage_without_event_timestamp_is_rated_when_it_arrived(
+    store: BalanceStore, catalogue: Catalogue, config: ChargingConfig
+) -> None:
+    """consumer-data's version 2 (from 2025-03-10 12:00 Berlin) raised the minimum charge of
+    EU data from 1 to 2 ct. Usage reported in an outage on 2025-03-01 by a CCR without
+    Event-Timestamp is rated, when the journal is replayed today, at version 1's price, as
+    online rating would have priced it when it arrived (it was rated at the replay's time)."""
+    live = make_app(store, catalogue, config)
+    sid = "pgw.test;failover;unstamped"
+    eu = {"imsi": BOB_IMSI, "sgsn_mcc_mnc": "20801"}  # Orange France: zone eu
+    opened = await live.handle_ccr(
+        wire(build_ccr(sid, request_type=1, number=0, msccs=[(10, MB, 0)], **eu))
+    )
+    assert opened.get(A.AVP_RESULT_CODE) == 2001
+    before = await bucket(store, BOB_WALLET, "bob-wallet")
+
+    down = await unreachable(catalogue, config)
+    down.clock = lambda: datetime(2025, 3, 1, 12, tzinfo=UTC).timestamp()
+    try:
+        t1 = await down.handle_ccr(
+            wire(
+                build_ccr(
+                    sid, request_type=3, number=1, msccs=[(10, -1, 1_000)], stamped=False, **eu
+                )
+            )
+        )
+    finally:
+        await close(down)
+    assert t1.get(A.AVP_RESULT_CODE) == 2001
+
+    report = await live.failover.replay()
+    assert report is not None and (report.charged, report.units) == (1, 1_000)
+    usage = [r.fields for r in await store.records(BOB_WALLET) if r.fields["kind"] == "usage"]
+    (replayed,) = [u for u in usage if u["id"] == f"{sid}:1:10"]
+    assert json.loads(replayed["ctx"])["levels"][0]["amount"] == 1  # version 1's minimum
+    after = await bucket(store, BOB_WALLET, "bob-wallet")
+    assert after.used == before.used + 1
     await assert_conserved(store, BOB_WALLET)
 
 
